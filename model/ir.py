@@ -7,8 +7,12 @@ activation and, once a network is quantised, its int8 quantisation parameters.
 A :class:`Network` is a DAG of layers in topological order; a layer names its
 producers in ``inputs`` (the network input is called ``"input"``).
 
-Shapes: spatial ops use ``(N, H, W, C)``; ``FC`` uses ``(N, C)``; ``LSTM`` uses
-``(N, T, C)`` in and ``(N, T, hidden or projection)`` out.
+Shapes: spatial ops use ``(N, H, W, C)``; ``FC`` uses ``(N, C)`` or ``(N, T, C)``
+(applied at every time step); ``LSTM`` uses ``(N, T, C)`` in and
+``(N, T, hidden or projection)`` out. A layer whose ``in_shape`` holds as many
+elements as its producer's ``out_shape`` but differs from it reads the
+producer's output reshaped in row-major (NHWC) order: that is how a flatten
+before an FC or a transducer's time reduction appears in the IR.
 """
 
 import enum
@@ -35,12 +39,17 @@ class Op(enum.Enum):
     GLOBAL_AVGPOOL = "global_avgpool"
     CONCAT = "concat"              # along channels
     LSTM = "lstm"                  # a whole LSTM layer over T time steps, optional projection
+    MUL = "mul"                    # element-wise multiply by a (N, 1, 1, C) gate broadcast over H, W (squeeze-excite)
 
 
 class Activation(enum.Enum):
     NONE = "none"
     RELU = "relu"
     RELU6 = "relu6"
+    HARD_SWISH = "hard_swish"      # MobileNetV3
+    HARD_SIGMOID = "hard_sigmoid"  # MobileNetV3 squeeze-excite gate
+    SIGMOID = "sigmoid"
+    TANH = "tanh"                  # transducer joint network
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,7 @@ class Layer:
             cin_per_group = self.in_channels // self.groups
             return n * oh * ow * oc * kh * kw * cin_per_group
         if self.op is Op.FC:
-            return n * self.in_channels * self.out_channels
+            return math.prod(self.out_shape[:-1]) * self.in_channels * self.out_channels
         if self.op is Op.LSTM:
             t = self.in_shape[1]
             per_step = (self.in_channels + self.out_channels) * 4 * self.hidden
@@ -184,6 +193,10 @@ class Layer:
             for s in self.extra_in_shapes:
                 if s != self.in_shape:
                     bad("extra_in_shapes", f"{s} does not match {self.in_shape} (channel or shape mismatch)")
+        if self.op is Op.MUL:
+            n, _, _, c = self.in_shape
+            if self.extra_in_shapes != ((n, 1, 1, c),) or self.out_shape != self.in_shape:
+                bad("extra_in_shapes", f"{self.extra_in_shapes} is not one ({n}, 1, 1, {c}) gate for {self.in_shape}")
         if self.op is Op.LSTM and self.hidden < 1:
             bad("hidden", f"{self.hidden}; an LSTM needs at least one unit")
         return self
@@ -191,15 +204,20 @@ class Layer:
 
 @dataclass(frozen=True)
 class Network:
-    """A DAG of layers in topological order; ``input_shape`` is the network input (NHWC or (N, T, C))."""
+    """A DAG of layers in topological order; ``input_shape`` is the network input (NHWC or (N, T, C)).
+
+    ``extra_inputs`` names further network inputs and their shapes, e.g. the
+    embedded previous token of a decoder or a transducer's prediction network.
+    """
     name: str
     input_shape: tuple[int, ...]
     layers: tuple[Layer, ...]
     input_quant: QuantParams | None = None
     kind: str = "cnn"     # cnn, lstm, transducer, hybrid
+    extra_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self):
-        seen = {"input"}
+        seen = {"input"} | {name for name, _ in self.extra_inputs}
         for layer in self.layers:
             for src in layer.inputs:
                 if src not in seen:
