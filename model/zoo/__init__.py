@@ -1,0 +1,36 @@
+"""The model zoo: edge networks with their published shapes, as Layer IR.
+
+``MODELS`` maps a model's name to a function that builds its
+:class:`~mensa.model.ir.Network` (every function takes keyword arguments with
+published defaults); :func:`get` builds one by name.
+"""
+
+from mensa.hw.config import UserError
+from mensa.model.zoo.mobilenet import mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
+
+__all__ = ["MODELS", "UnknownModelError", "get", "names"]
+
+
+class UnknownModelError(UserError):
+    """A model name that is not in the zoo."""
+
+
+MODELS = {
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "mobilenet_v3_small": mobilenet_v3_small,
+}
+
+
+def names():
+    """The zoo's model names, in registry order."""
+    return tuple(MODELS)
+
+
+def get(name, **kwargs):
+    """Build the zoo model ``name``; raise :class:`UnknownModelError` naming the allowed names."""
+    try:
+        fn = MODELS[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; the zoo has: {', '.join(MODELS)}") from None
+    return fn(**kwargs)
