@@ -1,0 +1,414 @@
+"""The analytical cost model: cycles and bytes moved for (layer, accelerator) pairs.
+
+Every layer is lowered once to at most two matrix products per *step*
+(:class:`LayerTable`): ``M x K`` activations times ``K x N`` weights, repeated
+over ``G`` independent groups (depthwise channels) within a step and over ``R``
+dependent steps (LSTM time steps, each waiting for the previous one), plus an
+element-wise part (add, multiply, pooling, concatenation, LSTM gates). Every
+accelerator is reduced to a row of numbers (:class:`AcceleratorTable`). The
+model is then closed-form numpy over the whole ``layers x accelerators`` grid,
+so sweeps evaluate hundreds of thousands of pairs per second.
+
+The structure follows the RTL so that its constants can be calibrated against
+measured cycles (:class:`Calibration`):
+
+weight-stationary systolic array (``rows`` x ``cols``)
+    The reduction K is tiled by ``rows``, the output channels N by ``cols``, and
+    M by what the accumulator buffer holds for one N tile. Per weight tile the
+    array takes ``rows`` weight beats, hidden behind the previous tile's compute
+    when that tile streams at least ``rows`` activation vectors (double-buffered
+    weight registers); then one activation vector per cycle. The pipeline runs
+    across tiles, so the fill latency (``rows + cols``) is paid once per step.
+output-stationary systolic array
+    M is tiled by ``rows``, N by ``cols``; per tile K operand beats, then the
+    ``rows`` result rows drain while the next tile computes, but a tile's last
+    beat waits until the previous tile's results are out: a tile costs
+    ``max(K, rows)`` cycles.
+near-memory unit (``vaults`` x ``lanes``)
+    Weights live in the vaults (columns of N spread across vaults) and stream
+    at ``vault_bits`` per vault and cycle; inputs are broadcast to every vault
+    and kept in its local buffer; each weight read serves every input held
+    there. A vault is limited by its lanes (compute) or by its port (the
+    weight stream), whichever is slower.
+DRAM (shared)
+    Bytes per cycle are the smaller of the AXI width and the DRAM bandwidth at
+    the accelerator's clock. DMA is double-buffered against compute: only the
+    first tile's transfer (plus the DRAM latency) is exposed, and a stall is
+    added when the layer's DRAM time exceeds its compute time.
+
+Activations: a layer whose input and output fit together in the activation
+buffer keeps them on chip; one that does not streams its input from DRAM
+(again for every N tile when the input does not fit half the buffer) and writes
+its output there. Moving an activation between accelerators is charged by the
+scheduler (:mod:`mensa.model.schedule`), not here. Weights are read from DRAM
+once per inference when they fit the weight buffer, else once per M tile (CNN
+layers) or once per time step (LSTM).
+
+Units: cycles of the accelerator's clock, bytes.
+"""
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from mensa.hw.config import CoreKind, Dataflow, DramConfig
+from mensa.model.ir import Op
+
+__all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
+           "dram_bytes_per_cycle", "buffer_bytes"]
+
+_OPS = list(Op)
+_OP_CODE = {op: i for i, op in enumerate(_OPS)}
+
+#: Ops each core kind can run. A near-memory unit has no window (im2col) addressing.
+SUPPORTED_OPS = {
+    CoreKind.SYSTOLIC: frozenset(Op),
+    CoreKind.NEARMEM: frozenset({Op.FC, Op.LSTM, Op.ADD, Op.MUL, Op.CONCAT, Op.GLOBAL_AVGPOOL}),
+}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The model's per-microarchitecture constants, to be fitted to RTL cycle counts.
+
+    Defaults are read off the RTL's documented behaviour (hw/systolic.py
+    ``latency``); the RTL validation adjusts them and asserts the error bound.
+    """
+    ws_fill_extra: float = 0.0        # cycles beyond rows + cols per WS step
+    os_fill_extra: float = -1.0       # OS latency is rows + cols - 1
+    os_drain_extra: float = 0.0       # cycles beyond the final ``rows`` result rows of an OS step
+    nearmem_pipeline: float = 2.0     # lane multiply + accumulate stages after a vault read
+    vector_pipeline: float = 2.0      # element-wise unit stages
+    dma_setup: float = 0.0            # cycles to issue the first burst, beyond the DRAM latency
+
+
+def dram_bytes_per_cycle(acc, dram):
+    """Bytes per accelerator cycle from the shared DRAM: AXI width and DRAM (and I/O) bandwidth."""
+    gbps = dram.bandwidth_gbps
+    if acc.edgetpu is not None:
+        gbps = min(gbps, acc.edgetpu.io_gbps)
+    return min(acc.memory.data_bits / 8, gbps * 1e3 / acc.clock_mhz)
+
+
+def buffer_bytes(acc):
+    """(weight, activation, accumulator) buffer bytes; the Edge TPU template's memories when given."""
+    b = acc.buffers
+    if acc.edgetpu is not None:
+        t = acc.edgetpu
+        pes = t.pe_rows * t.pe_cols
+        return t.core_mem_kib * 1024 * t.cores_per_pe * pes, t.pe_mem_kib * 1024 * pes, b.acc_kib * 1024
+    return b.weight_kib * 1024, b.act_kib * 1024, b.acc_kib * 1024
+
+
+class LayerTable:
+    """Layers lowered to the numbers the model needs, one numpy array per quantity (shape ``(L,)``).
+
+    Parameters
+    ----------
+    layers : sequence of :class:`~mensa.model.ir.Layer`
+    """
+
+    _FIELDS = ("op", "m1", "k1", "n1", "g", "r", "m2", "k2", "n2", "ew_elems", "ew_ops",
+               "in_bytes", "out_bytes", "w_bytes", "param_bytes", "macs", "out_elems")
+
+    def __init__(self, layers):
+        layers = tuple(layers)
+        rows = [self._lower(l) for l in layers]
+        self.layers = layers
+        self.names = tuple(l.name for l in layers)
+        for i, name in enumerate(self._FIELDS):
+            setattr(self, name, np.array([r[i] for r in rows], dtype=np.float64).reshape(len(layers)))
+        self.ops = tuple(l.op for l in layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    @staticmethod
+    def _lower(l):
+        op = l.op
+        out_elems = math.prod(l.out_shape)
+        in_bytes = math.prod(l.in_shape) + sum(math.prod(s) for s in l.extra_in_shapes)
+        m1 = k1 = n1 = m2 = k2 = n2 = 0
+        g = r = 1
+        ew_elems = ew_ops = 0
+        w_bytes = math.prod(l.weight_shape) if l.weight_shape else 0
+        if op is Op.CONV2D:
+            n, oh, ow, oc = l.out_shape
+            kh, kw = l.kernel
+            m1, k1, n1 = n * oh * ow, kh * kw * l.in_channels // l.groups, oc // l.groups
+            g = l.groups
+        elif op is Op.DEPTHWISE:
+            # Channel by channel, as the Edge TPU and SCALE-Sim map it: each channel is its own product.
+            n, oh, ow, oc = l.out_shape
+            kh, kw = l.kernel
+            m1, k1, n1, g = n * oh * ow, kh * kw, oc // l.in_channels, l.in_channels
+        elif op is Op.FC:
+            m1, k1, n1 = math.prod(l.out_shape[:-1]), l.in_channels, l.out_channels
+        elif op is Op.LSTM:
+            n, t = l.in_shape[0], l.in_shape[1]
+            m1, k1, n1, r = n, l.in_channels + l.out_channels, 4 * l.hidden, t
+            if l.projection:
+                m2, k2, n2 = n, l.hidden, l.projection
+                w_bytes += l.hidden * l.projection
+            # gates: 3 sigmoids, 2 tanh, 3 multiplies, 1 add per unit and step, by table and lanes
+            ew_elems, ew_ops = n * t * l.hidden, 9
+        elif op in (Op.AVGPOOL, Op.MAXPOOL):
+            ew_elems, ew_ops = out_elems, l.kernel[0] * l.kernel[1]
+        elif op is Op.GLOBAL_AVGPOOL:
+            ew_elems, ew_ops = out_elems, math.prod(l.in_shape[1:-1])
+        elif op in (Op.ADD, Op.MUL):
+            ew_elems, ew_ops = out_elems, 1 + len(l.extra_in_shapes)
+        elif op is Op.CONCAT:
+            ew_elems, ew_ops = out_elems, 1    # one pass through the vector unit to re-lay the channels
+        else:   # pragma: no cover - a new Op must be given a lowering here
+            raise NotImplementedError(f"cost model has no lowering for {op}")
+        bias = 4 * (4 * l.hidden if op is Op.LSTM else l.out_channels) if l.bias and w_bytes else 0
+        return (_OP_CODE[op], m1, k1, n1, g, r, m2, k2, n2, ew_elems, ew_ops, in_bytes, out_elems,
+                w_bytes, w_bytes + bias, l.macs, out_elems)
+
+
+class AcceleratorTable:
+    """Accelerators reduced to the numbers the model needs, one array per quantity (shape ``(A,)``).
+
+    Parameters
+    ----------
+    accelerators : sequence of :class:`~mensa.hw.config.AcceleratorConfig`
+    dram : :class:`~mensa.hw.config.DramConfig` or a sequence of them (one per accelerator)
+    """
+
+    def __init__(self, accelerators, dram=DramConfig()):
+        accs = tuple(accelerators)
+        drams = tuple(dram) if isinstance(dram, (tuple, list)) else (dram,) * len(accs)
+        if len(drams) != len(accs):
+            raise ValueError(f"dram: {len(drams)} DRAM configs for {len(accs)} accelerators")
+        self.accelerators = accs
+        self.names = tuple(a.name for a in accs)
+        a = lambda f: np.array([f(x, d) for x, d in zip(accs, drams)], dtype=np.float64)
+        nm = lambda attr: (lambda x, d: getattr(x.nearmem, attr) if x.nearmem is not None else 0)
+        self.nearmem = np.array([x.kind is CoreKind.NEARMEM for x in accs], dtype=bool)
+        self.os = np.array([x.array.dataflow is Dataflow.OUTPUT_STATIONARY for x in accs], dtype=bool)
+        self.rows = a(lambda x, d: x.array.rows)
+        self.cols = a(lambda x, d: x.array.cols)
+        self.clock_mhz = a(lambda x, d: x.clock_mhz)
+        self.wbuf = a(lambda x, d: buffer_bytes(x)[0])
+        self.abuf = a(lambda x, d: buffer_bytes(x)[1])
+        self.accbuf = a(lambda x, d: buffer_bytes(x)[2])
+        self.acc_bytes = a(lambda x, d: x.array.acc_bits / 8)
+        self.bpc = a(dram_bytes_per_cycle)
+        self.latency = a(lambda x, d: d.latency_cycles)
+        self.vaults = a(nm("vaults"))
+        self.lanes = a(nm("lanes"))
+        self.vault_bpc = a(lambda x, d: x.nearmem.vault_bits / 8 if x.nearmem else 0)
+        self.vault_cap = a(lambda x, d: x.nearmem.vaults * x.nearmem.vault_kib * 1024 if x.nearmem else 0)
+        self.local = a(lambda x, d: x.nearmem.local_kib * 1024 if x.nearmem else 0)
+        # Element-wise lanes: the post-processing row of a systolic array, or every near-memory lane.
+        self.vec_lanes = np.where(self.nearmem, self.vaults * self.lanes, self.cols)
+        self.peak_macs = np.where(self.nearmem, self.vaults * self.lanes, self.rows * self.cols)
+        self.supported = np.array([[op in SUPPORTED_OPS[x.kind] for op in _OPS] for x in accs], dtype=bool)
+
+    def __len__(self):
+        return len(self.accelerators)
+
+
+_COST_FIELDS = ("cycles", "compute", "load", "fill", "dma", "stall", "seconds", "macs", "utilisation",
+                "dram_bytes", "dram_weight_bytes", "dram_act_bytes", "wbuf_bytes", "abuf_bytes",
+                "accbuf_bytes", "vault_bytes", "local_bytes", "vector_ops", "requant_ops",
+                "params_fit", "supported")
+
+
+@dataclass
+class Cost:
+    """The model's answer for a ``layers x accelerators`` grid; every field is an ``(L, A)`` array.
+
+    Cycles: ``cycles = compute + load + fill + dma + stall`` where ``compute`` is
+    cycles streaming operands, ``load`` weight loading not hidden by double
+    buffering (systolic) or vault-port-bound streaming (near-memory), ``fill``
+    pipeline fill and drain, ``dma`` the exposed first DRAM transfer and
+    latency, ``stall`` DRAM-bandwidth stalls. ``cycles`` is ``inf`` where the
+    layer is not supported (``supported`` False; :meth:`reason` says why).
+
+    Bytes: ``dram_bytes`` (``= dram_weight_bytes + dram_act_bytes``) off-stack
+    DRAM traffic; ``wbuf_bytes``, ``abuf_bytes``, ``accbuf_bytes`` bytes read and
+    written in the weight, activation and accumulator buffers (systolic);
+    ``vault_bytes`` and ``local_bytes`` in the vaults and vault-local buffers
+    (near-memory). ``params_fit``: the layer's parameters fit its weight store.
+    """
+    layers: LayerTable
+    accelerators: AcceleratorTable
+    cycles: np.ndarray
+    compute: np.ndarray
+    load: np.ndarray
+    fill: np.ndarray
+    dma: np.ndarray
+    stall: np.ndarray
+    seconds: np.ndarray
+    macs: np.ndarray
+    utilisation: np.ndarray
+    dram_bytes: np.ndarray
+    dram_weight_bytes: np.ndarray
+    dram_act_bytes: np.ndarray
+    wbuf_bytes: np.ndarray
+    abuf_bytes: np.ndarray
+    accbuf_bytes: np.ndarray
+    vault_bytes: np.ndarray
+    local_bytes: np.ndarray
+    vector_ops: np.ndarray
+    requant_ops: np.ndarray
+    params_fit: np.ndarray
+    supported: np.ndarray
+
+    def reason(self, i, j):
+        """Why layer ``i`` cannot run on accelerator ``j`` (``""`` when it can)."""
+        if self.supported[i, j]:
+            return ""
+        layer, acc = self.layers.layers[i], self.accelerators.accelerators[j]
+        if layer.op not in SUPPORTED_OPS[acc.kind]:
+            allowed = ", ".join(sorted(op.value for op in SUPPORTED_OPS[acc.kind]))
+            return f"{acc.name} ({acc.kind.value}) cannot run {layer.op.value}; it runs {allowed}"
+        return (f"{acc.name}: the layer's {int(self.layers.param_bytes[i])} parameter bytes exceed the vaults' "
+                f"{int(self.accelerators.vault_cap[j])} bytes")
+
+    def row(self, i, j):
+        """Layer ``i`` on accelerator ``j`` as a plain dict of numbers."""
+        return {f: (bool(getattr(self, f)[i, j]) if getattr(self, f).dtype == bool else float(getattr(self, f)[i, j]))
+                for f in _COST_FIELDS}
+
+
+def _cdiv(a, b):
+    return np.ceil(a / np.maximum(b, 1))
+
+
+def _systolic_gemm(M, K, N, G, R, acc, cal):
+    """Cycles and buffer bytes of ``G x R`` products ``M x K @ K x N`` on the systolic arrays."""
+    rows, cols = acc.rows, acc.cols
+    live = M > 0
+    kt, nt = _cdiv(K, rows), _cdiv(N, cols)
+    # M tile: the partial sums of one N tile held in the accumulator buffer.
+    m_cap = np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1)
+    Mt = np.minimum(M, m_cap)
+    mt = _cdiv(M, Mt)
+    steps = G * R
+    # WS: one activation vector per cycle per (K, N) tile; weight beats hidden behind >= rows vectors.
+    ws_compute = kt * nt * M * steps
+    ws_tiles = mt * kt * nt * G
+    ws_load = R * (rows + (ws_tiles - 1) * np.maximum(rows - Mt, 0))
+    ws_fill = R * (rows + cols + cal.ws_fill_extra)
+    # OS: K operand beats per (M, N) tile; a tile's last beat waits for the previous tile's drain.
+    os_tiles = _cdiv(M, rows) * nt * G
+    os_compute = os_tiles * K * R
+    os_load = R * (os_tiles - 1) * np.maximum(rows - K, 0)
+    os_fill = R * (rows + cols + cal.os_fill_extra + rows + cal.os_drain_extra)
+    os_ = acc.os
+    compute = np.where(os_, os_compute, ws_compute)
+    load = np.where(os_, os_load, ws_load)
+    fill = np.where(os_, os_fill, ws_fill)
+    # Buffer traffic: weights into the array once per M tile, activations once per N tile.
+    os_mt = _cdiv(M, rows)
+    w_reads = K * N * G * R * np.where(os_, os_mt, mt)
+    a_reads = M * K * G * R * nt
+    acc_rw = M * N * G * R * acc.acc_bytes * np.where(os_, 2, 2 * kt)
+    z = lambda x: np.where(live, x, 0.0)
+    return z(compute), z(load), z(fill), z(w_reads), z(a_reads), z(acc_rw), np.where(os_, os_mt, mt)
+
+
+def _nearmem_gemm(M, K, N, R, acc, cal):
+    """Cycles and vault/local bytes of ``R`` products on the near-memory unit."""
+    live = M > 0
+    V, L = np.maximum(acc.vaults, 1), np.maximum(acc.lanes, 1)
+    Wv = K * _cdiv(N, V)                                    # weights per vault
+    local_inputs = np.maximum(np.floor(acc.local / np.maximum(K, 1)), 1)
+    Mc = np.minimum(M, local_inputs)                        # input vectors held per vault
+    mc = _cdiv(M, Mc)
+    stream = mc * _cdiv(Wv, np.maximum(acc.vault_bpc, 1))  # weight beats from the vault port
+    compute = _cdiv(Wv * M, L)
+    load = np.maximum(stream - compute, 0)                  # port-bound: lanes wait for weights
+    bcast = _cdiv(Mc * K, np.maximum(acc.vault_bpc, 1))     # first input chunk broadcast, not hidden
+    fill = acc.latency + cal.nearmem_pipeline + bcast
+    vault_rd = Wv * V * mc
+    local_rw = M * K * V + M * K * _cdiv(N, V) * V          # broadcast writes, reads per weight column
+    z = lambda x: np.where(live, x, 0.0)
+    return z(compute * R), z(load * R), z(fill * R), z(vault_rd * R), z(local_rw * R)
+
+
+def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration()):
+    """Cycles and bytes of every layer on every accelerator.
+
+    Parameters
+    ----------
+    layers : :class:`LayerTable` or sequence of :class:`~mensa.model.ir.Layer`
+    accelerators : :class:`AcceleratorTable` or sequence of :class:`~mensa.hw.config.AcceleratorConfig`
+    dram : :class:`~mensa.hw.config.DramConfig`
+        Used only when ``accelerators`` is a sequence of configs.
+    calibration : :class:`Calibration`
+
+    Returns
+    -------
+    :class:`Cost` with ``(L, A)`` arrays.
+    """
+    lt = layers if isinstance(layers, LayerTable) else LayerTable(layers)
+    acc = accelerators if isinstance(accelerators, AcceleratorTable) else AcceleratorTable(accelerators, dram)
+    cal = calibration
+    col = lambda x: x[:, None]
+    M1, K1, N1, G, R = col(lt.m1), col(lt.k1), col(lt.n1), col(lt.g), col(lt.r)
+    M2, K2, N2 = col(lt.m2), col(lt.k2), col(lt.n2)
+    in_b, out_b, w_b, p_b = col(lt.in_bytes), col(lt.out_bytes), col(lt.w_bytes), col(lt.param_bytes)
+    ew = col(lt.ew_elems * lt.ew_ops)
+    macs = np.broadcast_to(col(lt.macs), (len(lt), len(acc)))
+    nm = acc.nearmem
+
+    # -- systolic ---------------------------------------------------------------------------
+    spill = (in_b + out_b) > acc.abuf
+    c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal)
+    c2, l2, f2, wr2, ar2, acc2, _ = _systolic_gemm(M2, K2, N2, 1, R, acc, cal)
+    vec = _cdiv(ew, acc.vec_lanes)
+    vec_fill = np.where(ew > 0, cal.vector_pipeline, 0.0)
+    s_fit = p_b <= acc.wbuf
+    refetch = np.where(R > 1, R, mt1)                        # LSTM: every step; CNN: every M tile
+    s_dram_w = w_b * np.where(s_fit, 1, refetch) + (p_b - w_b)
+    nt1 = _cdiv(N1, acc.cols)
+    in_rereads = np.where(in_b > acc.abuf / 2, np.maximum(nt1, 1), 1)
+    s_dram_a = np.where(spill, in_b * in_rereads + out_b, 0.0)
+    s_compute, s_load, s_fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
+    s_first = np.minimum(s_dram_w + s_dram_a, acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
+    s_wbuf = wr1 + wr2 + w_b * np.where(s_fit, 1, refetch)
+    s_abuf = ar1 + ar2 + np.where(spill, in_b * in_rereads, in_b) + out_b
+    s_accbuf = acc1 + acc2
+
+    # -- near-memory ------------------------------------------------------------------------
+    nc1, nl1, nf1, v1, lo1 = _nearmem_gemm(M1 * G, K1, N1, R, acc, cal)
+    nc2, nl2, nf2, v2, lo2 = _nearmem_gemm(M2, K2, N2, R, acc, cal)
+    n_fit = p_b <= acc.vault_cap
+    n_compute, n_load, n_fill = nc1 + nc2 + vec, nl1 + nl2, nf1 + nf2 + vec_fill
+    n_vault = v1 + v2 + (p_b - w_b) + in_b + out_b           # weights, biases, activations live in the stack
+    n_local = lo1 + lo2
+
+    # -- combine ----------------------------------------------------------------------------
+    pick = lambda a, b: np.where(nm, b, a)
+    dram_w = pick(s_dram_w, 0.0)
+    dram_a = pick(s_dram_a, 0.0)
+    dram = dram_w + dram_a
+    compute = pick(s_compute, n_compute)
+    load = pick(s_load, n_load)
+    fill = pick(s_fill, n_fill)
+    first = pick(s_first, 0.0)
+    dma = np.where(dram > 0, acc.latency + cal.dma_setup + _cdiv(first, acc.bpc), 0.0)
+    busy = compute + load + fill
+    stall = np.maximum(_cdiv(dram, acc.bpc) - _cdiv(first, acc.bpc) - busy, 0.0)
+    supported = acc.supported[:, lt.op.astype(int)].T & pick(np.ones_like(s_fit), n_fit)
+    cycles = np.where(supported, compute + load + fill + dma + stall, np.inf)
+    seconds = cycles / (acc.clock_mhz * 1e6)
+    peak = acc.peak_macs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        util = np.where(supported & (cycles > 0), macs / (cycles * peak), 0.0)
+    shape = cycles.shape
+    full = lambda x: np.broadcast_to(np.asarray(x, dtype=np.float64), shape).copy()
+    return Cost(
+        layers=lt, accelerators=acc, cycles=cycles, compute=full(compute), load=full(load), fill=full(fill),
+        dma=full(dma), stall=full(stall), seconds=seconds, macs=full(macs), utilisation=util,
+        dram_bytes=full(dram), dram_weight_bytes=full(dram_w), dram_act_bytes=full(dram_a),
+        wbuf_bytes=full(pick(s_wbuf, 0.0)), abuf_bytes=full(pick(s_abuf, 0.0)),
+        accbuf_bytes=full(pick(s_accbuf, 0.0)), vault_bytes=full(pick(0.0, n_vault)),
+        local_bytes=full(pick(0.0, n_local)), vector_ops=full(ew), requant_ops=full(col(lt.out_elems)),
+        params_fit=np.broadcast_to(pick(s_fit, n_fit), shape).copy(), supported=supported,
+    )
