@@ -65,6 +65,9 @@ class LayerQuant:
     inputs: tuple[QuantParams, ...]
     output: QuantParams
     weight_scales: tuple[float, ...] = ()
+    # A fused sigmoid / tanh / hard-swish / hard-sigmoid reads the accumulator requantised to
+    # int8 at this quantisation, through a 256-entry table (mensa.sim.golden.activation_table).
+    pre_activation: QuantParams | None = None
 
 
 def conv_out_size(size, kernel, stride, pad_before, pad_after, dilation):
