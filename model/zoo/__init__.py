@@ -6,7 +6,13 @@ published defaults); :func:`get` builds one by name.
 """
 
 from mensa.hw.config import UserError
+from mensa.model.zoo.detection import ssd_mobilenet_v2
+from mensa.model.zoo.edgetpu import (efficientnet_edgetpu_l, efficientnet_edgetpu_m, efficientnet_edgetpu_s,
+                                     mobilenet_edgetpu)
+from mensa.model.zoo.kws import ds_cnn
 from mensa.model.zoo.mobilenet import mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
+from mensa.model.zoo.resnet import resnet50
+from mensa.model.zoo.sequence import captioning, rnnt, seq2seq
 
 __all__ = ["MODELS", "UnknownModelError", "get", "names"]
 
@@ -19,6 +25,16 @@ MODELS = {
     "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3_large": mobilenet_v3_large,
     "mobilenet_v3_small": mobilenet_v3_small,
+    "mobilenet_edgetpu": mobilenet_edgetpu,
+    "efficientnet_edgetpu_s": efficientnet_edgetpu_s,
+    "efficientnet_edgetpu_m": efficientnet_edgetpu_m,
+    "efficientnet_edgetpu_l": efficientnet_edgetpu_l,
+    "resnet50": resnet50,
+    "ssd_mobilenet_v2": ssd_mobilenet_v2,
+    "ds_cnn": ds_cnn,
+    "rnnt": rnnt,
+    "seq2seq": seq2seq,
+    "captioning": captioning,
 }
 
 

@@ -23,13 +23,16 @@ def squeeze_excite(b, x, reduced, *, prefix, inner=Activation.RELU, gate=Activat
 
 
 def inverted_bottleneck(b, x, *, out_channels, expanded, kernel=3, stride=1, activation=Activation.RELU6,
-                        se_channels=0, se_inner=Activation.RELU, se_gate=Activation.HARD_SIGMOID, prefix):
+                        se_channels=0, se_inner=Activation.RELU, se_gate=Activation.HARD_SIGMOID, prefix, taps=None):
     """MobileNetV2 inverted residual: 1x1 expansion (skipped when ``expanded`` equals the input
     channels), kxk depthwise, optional squeeze-excite, linear 1x1 projection; a residual add when
-    the stride is 1 and the channel count is kept."""
+    the stride is 1 and the channel count is kept. ``taps``, a dict, receives the expansion's
+    output under ``prefix`` (SSD reads a feature map there)."""
     inp = x
     if expanded != x.shape[-1]:
         x = b.pointwise(x, expanded, activation=activation, name=f"{prefix}_expand")
+        if taps is not None:
+            taps[prefix] = x
     x = b.depthwise(x, kernel, stride=stride, activation=activation, name=f"{prefix}_dw")
     if se_channels:
         x = squeeze_excite(b, x, se_channels, prefix=prefix, inner=se_inner, gate=se_gate)

@@ -4,7 +4,7 @@ from mensa.model.builder import NetworkBuilder
 from mensa.model.ir import Activation
 from mensa.model.zoo._blocks import inverted_bottleneck, make_divisible
 
-__all__ = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
+__all__ = ["mobilenet_v2", "mobilenet_v2_features", "mobilenet_v3_large", "mobilenet_v3_small"]
 
 RELU, RELU6, HSWISH = Activation.RELU, Activation.RELU6, Activation.HARD_SWISH
 
@@ -20,17 +20,24 @@ def _check(resolution, width):
         raise ValueError(f"width must be positive, not {width!r}")
 
 
+def mobilenet_v2_features(b, x, *, width=1.0, taps=None):
+    """The MobileNetV2 feature extractor up to its 1x1 head convolution (1280 channels); returns
+    the head's output. ``taps``, a dict, receives the output of each expansion layer by block
+    prefix (SSD reads its first feature map from one)."""
+    x = b.conv(x, make_divisible(32 * width), 3, stride=2, activation=RELU6, name="stem")
+    for stage, (t, c, n, s) in enumerate(_V2_BLOCKS):
+        for i in range(n):
+            x = inverted_bottleneck(b, x, out_channels=make_divisible(c * width), expanded=x.shape[-1] * t,
+                                    stride=s if i == 0 else 1, prefix=f"b{stage}_{i}", taps=taps)
+    return b.pointwise(x, make_divisible(1280 * max(width, 1.0)), activation=RELU6, name="head")
+
+
 def mobilenet_v2(resolution=224, width=1.0, *, classes=1000):
     """MobileNetV2 with the width multiplier ``width``; ReLU6, linear bottlenecks, batch norm folded
     into the convolution biases."""
     _check(resolution, width)
     b = NetworkBuilder(f"mobilenet_v2_{width:g}_{resolution}", (1, resolution, resolution, 3), kind="cnn")
-    x = b.conv(b.input, make_divisible(32 * width), 3, stride=2, activation=RELU6, name="stem")
-    for stage, (t, c, n, s) in enumerate(_V2_BLOCKS):
-        for i in range(n):
-            x = inverted_bottleneck(b, x, out_channels=make_divisible(c * width), expanded=x.shape[-1] * t,
-                                    stride=s if i == 0 else 1, prefix=f"b{stage}_{i}")
-    x = b.pointwise(x, make_divisible(1280 * max(width, 1.0)), activation=RELU6, name="head")
+    x = mobilenet_v2_features(b, b.input, width=width)
     x = b.global_avgpool(x, name="pool")
     b.fc(b.flatten(x), classes, name="logits")
     return b.build()
