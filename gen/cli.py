@@ -16,6 +16,7 @@ __all__ = ["main", "COMMANDS"]
 
 COMMANDS = {
     "verilog": "write Verilog, manifest, filelist and register header for a config",
+    "models": "list the model zoo with MACs and parameter counts",
 }
 
 
