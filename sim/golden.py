@@ -31,7 +31,8 @@ __all__ = [
     "matmul", "quantize_multiplier", "multiply_by_quantized_multiplier", "rounding_divide_by_pot",
     "requantize", "activation_range",
     "conv2d_acc", "conv2d", "depthwise_conv2d", "pointwise_conv2d",
-    "fully_connected_acc", "fully_connected", "add", "ADD_LEFT_SHIFT",
+    "conv2d_real", "fully_connected_acc", "fully_connected", "add", "ADD_LEFT_SHIFT", "mul",
+    "TABLE_ACTIVATIONS", "activation_function", "activation_table",
     "avg_pool", "max_pool", "global_avg_pool", "concat",
     "GATE_FRAC_BITS", "CELL_FRAC_BITS", "ACT_FRAC_BITS", "PROJ_INPUT_SCALE",
     "sigmoid_table", "tanh_table", "sigmoid_q15", "tanh_q15", "lstm_cell", "lstm",
@@ -179,8 +180,8 @@ def activation_range(activation, scale, zero_point, qmin=-128, qmax=127):
     ReLU clamps below at the zero point; ReLU6 also above at ``zero_point + round(6 / scale)``.
     """
     activation = Activation(activation)
-    if activation is Activation.NONE:
-        return qmin, qmax
+    if activation not in (Activation.RELU, Activation.RELU6):
+        return qmin, qmax      # NONE, and the table activations (their table does the clamping)
     lo = max(qmin, zero_point)
     if activation is Activation.RELU:
         return lo, qmax
@@ -203,7 +204,7 @@ def _padding4(padding):
     return t
 
 
-def _conv_real(xs, w, stride, padding, dilation, groups):
+def conv2d_real(xs, w, stride, padding, dilation, groups):
     """Convolution of real-valued NHWC ``xs`` (padding adds zeros) with HWIO ``w``.
 
     Shared by the integer path (``xs = x - zero_point``, exact, see the module docstring)
@@ -276,7 +277,7 @@ def conv2d_acc(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     padding = _padding4(padding)
     dt = _exact_dtype(w.shape[0] * w.shape[1] * w.shape[2])
     xs = x.astype(dt) - dt(x_zero_point)
-    return _to_int32(_conv_real(xs, w.astype(dt), stride, padding, dilation, int(groups)))
+    return _to_int32(conv2d_real(xs, w.astype(dt), stride, padding, dilation, int(groups)))
 
 
 def _bias_add(acc, bias):
@@ -348,6 +349,47 @@ def add(a, b, *, a_multiplier, a_shift, a_zero_point, b_multiplier, b_shift, b_z
     sa = multiply_by_quantized_multiplier((a - a_zero_point) << ADD_LEFT_SHIFT, a_multiplier, a_shift)
     sb = multiply_by_quantized_multiplier((b - b_zero_point) << ADD_LEFT_SHIFT, b_multiplier, b_shift)
     return requantize(sa + sb, multiplier, shift, out_zero_point, qmin, qmax)
+
+
+def mul(a, gate, multiplier, shift, *, a_zero_point, gate_zero_point, out_zero_point, qmin=-128, qmax=127):
+    """TFLite's int8 MUL, the gate broadcast over H and W (squeeze-excite):
+    ``clamp(MBQM((a - a_zp) * (gate - gate_zp), multiplier, shift) + out_zp)``, the multiplier
+    from ``a_scale * gate_scale / out_scale``. ``a`` (N, H, W, C), ``gate`` (N, 1, 1, C).
+    """
+    prod = (np.asarray(a, dtype=np.int32) - a_zero_point) * (np.asarray(gate, dtype=np.int32) - gate_zero_point)
+    return requantize(prod, multiplier, shift, out_zero_point, qmin, qmax)
+
+
+TABLE_ACTIVATIONS = (Activation.SIGMOID, Activation.TANH, Activation.HARD_SWISH, Activation.HARD_SIGMOID)
+
+
+def activation_function(activation):
+    """The real-valued function of a fused activation (the float reference and the tables)."""
+    def relu6(v):
+        return np.clip(v, 0.0, 6.0)
+    return {
+        Activation.NONE: lambda v: v,
+        Activation.RELU: lambda v: np.maximum(v, 0.0),
+        Activation.RELU6: relu6,
+        Activation.SIGMOID: lambda v: 1.0 / (1.0 + np.exp(-v)),
+        Activation.TANH: np.tanh,
+        Activation.HARD_SWISH: lambda v: v * relu6(v + 3.0) / 6.0,
+        Activation.HARD_SIGMOID: lambda v: relu6(v + 3.0) / 6.0,
+    }[Activation(activation)]
+
+
+def activation_table(activation, pre, out):
+    """The 256-entry int8 table of a table activation (sigmoid, tanh, hard-swish, hard-sigmoid).
+
+    The layer requantises its accumulators to int8 at ``pre`` (``LayerQuant.pre_activation``,
+    full range, no clamp), then outputs ``T[q + 128]`` with
+    ``T[i] = clamp(round(f(pre.scale * (i - 128 - pre.zero_point)) / out.scale) + out.zero_point)``,
+    rounded half away from zero in float64. The table is data: hardware loads it as computed here.
+    """
+    real = activation_function(activation)(pre.scale * (np.arange(-128, 128) - pre.zero_point))
+    v = real / out.scale
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + out.zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
 
 
 def _pool_windows(x, kernel, stride, padding, fill):
@@ -601,8 +643,11 @@ class LayerParams:
     projection_shift: np.ndarray | None = None
 
 
-_N_INPUTS = {Op.ADD: 2, Op.LSTM: 1, Op.CONV2D: 1, Op.DEPTHWISE: 1, Op.FC: 1, Op.AVGPOOL: 1,
+_N_INPUTS = {Op.ADD: 2, Op.MUL: 2, Op.LSTM: 1, Op.CONV2D: 1, Op.DEPTHWISE: 1, Op.FC: 1, Op.AVGPOOL: 1,
              Op.MAXPOOL: 1, Op.GLOBAL_AVGPOOL: 1}
+
+
+_REQUANTISING = (Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.ADD, Op.MUL)
 
 
 def _bad(layer, fieldname, text):
@@ -635,8 +680,11 @@ def check_layer(layer):
         _bad(layer, "groups", f"{layer.groups} does not divide {layer.in_channels} -> {layer.out_channels} channels")
     if layer.op is Op.ADD and layer.out_shape != layer.in_shape:
         _bad(layer, "out_shape", f"{layer.out_shape} differs from the inputs' {layer.in_shape}")
-    if layer.op is Op.FC and (len(layer.out_shape) != 2 or layer.out_shape[0] != layer.in_shape[0]):
-        _bad(layer, "out_shape", f"{layer.out_shape} is not (N, C_out) for input {layer.in_shape}")
+    if layer.op is Op.FC and (len(layer.in_shape) not in (2, 3) or layer.out_shape[:-1] != layer.in_shape[:-1]):
+        _bad(layer, "out_shape", f"{layer.out_shape} is not (N, C_out) or (N, T, C_out) for input {layer.in_shape}")
+    if layer.activation in TABLE_ACTIVATIONS and layer.op not in _REQUANTISING:
+        _bad(layer, "activation", f"{layer.activation.value} cannot be fused into {layer.op.value}; "
+                                  f"allowed into {', '.join(o.value for o in _REQUANTISING)}")
     if layer.op is Op.GLOBAL_AVGPOOL:
         if len(layer.in_shape) != 4 or layer.out_shape != (layer.in_shape[0], 1, 1, layer.in_shape[3]):
             _bad(layer, "out_shape", f"{layer.out_shape} is not (N, 1, 1, C) for input {layer.in_shape}")
@@ -689,6 +737,10 @@ def layer_params(layer, *, weights=None, bias=None, projection_weights=None, pro
         _bad(layer, "quant.inputs", f"{len(q.inputs)} entries for {n_q} inputs")
     s_in, s_out = q.inputs[0].scale, q.output.scale
     op = layer.op
+    if layer.activation in TABLE_ACTIVATIONS:
+        if q.pre_activation is None:
+            _bad(layer, "quant.pre_activation", f"missing; {layer.activation.value} needs it")
+        s_out = q.pre_activation.scale     # the requantisation targets the table's input
     if op in (Op.CONV2D, Op.DEPTHWISE, Op.FC):
         cout = layer.out_channels
         w = _int_array(layer, "weights", weights, weight_shape(layer), np.int8)
@@ -702,6 +754,9 @@ def layer_params(layer, *, weights=None, bias=None, projection_weights=None, pro
         mb, shb = quantize_multiplier(sb / twice_max)
         m, s = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * s_out))
         return LayerParams(multiplier=m, shift=s, input_multipliers=(ma, mb), input_shifts=(sha, shb))
+    if op is Op.MUL:
+        m, s = quantize_multiplier(q.inputs[0].scale * q.inputs[1].scale / s_out)
+        return LayerParams(multiplier=m, shift=s)
     if op is Op.GLOBAL_AVGPOOL:
         m, s = quantize_multiplier(s_in / (s_out * layer.in_shape[1] * layer.in_shape[2]))
         return LayerParams(multiplier=m, shift=s)
@@ -761,6 +816,12 @@ def run_layer(layer, params, *inputs):
     xs = [_input(layer, x, s, i) for i, (x, s) in enumerate(zip(inputs, shapes))]
     x, zp_in, zp_out = xs[0], q.inputs[0].zero_point, q.output.zero_point
     lo, hi = activation_range(layer.activation, q.output.scale, zp_out)
+    table = None
+    if layer.activation in TABLE_ACTIVATIONS:
+        if q.pre_activation is None:
+            _bad(layer, "quant.pre_activation", f"missing; {layer.activation.value} needs it")
+        table = activation_table(layer.activation, q.pre_activation, q.output)
+        zp_out = q.pre_activation.zero_point
     p = params
     op = layer.op
     if op in (Op.CONV2D, Op.DEPTHWISE):
@@ -774,6 +835,9 @@ def run_layer(layer, params, *inputs):
         (ma, mb), (sa, sb) = p.input_multipliers, p.input_shifts
         out = add(xs[0], xs[1], a_multiplier=ma, a_shift=sa, a_zero_point=zp_in, b_multiplier=mb, b_shift=sb,
                   b_zero_point=q.inputs[1].zero_point, multiplier=p.multiplier, shift=p.shift,
+                  out_zero_point=zp_out, qmin=lo, qmax=hi)
+    elif op is Op.MUL:
+        out = mul(xs[0], xs[1], p.multiplier, p.shift, a_zero_point=zp_in, gate_zero_point=q.inputs[1].zero_point,
                   out_zero_point=zp_out, qmin=lo, qmax=hi)
     elif op is Op.AVGPOOL:
         out = avg_pool(x, kernel=layer.kernel, stride=layer.stride, padding=layer.padding, qmin=lo, qmax=hi)
@@ -791,6 +855,8 @@ def run_layer(layer, params, *inputs):
                    hidden_shift=p.hidden_shift, projection_weights=p.projection_weights,
                    projection_bias=p.projection_bias, projection_multiplier=p.projection_multiplier,
                    projection_shift=p.projection_shift)
+    if table is not None:
+        out = table[out.astype(np.int16) + 128]
     if out.shape != layer.out_shape:
         _bad(layer, "out_shape", f"{layer.out_shape}, but the op produces {out.shape}")
     return out
@@ -800,15 +866,19 @@ def run_network(net, params, x):
     """Run a quantised network DAG on an int8 input.
 
     ``params`` maps a layer's name to its :class:`LayerParams` (from
-    :func:`mensa.sim.quant.quantize_network`). Returns every layer's output by name, in
+    :func:`mensa.sim.quant.quantize_network`); ``x`` is the int8 input, or a dict of the
+    ``"input"`` and ``net.extra_inputs`` by name. Returns every layer's output by name, in
     layer order.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a Network, not {type(net).__name__}")
-    outputs = {"input": np.asarray(x)}
+    outputs = {k: np.asarray(v) for k, v in (x.items() if isinstance(x, dict) else {"input": x}.items())}
+    missing = {"input", *(name for name, _ in net.extra_inputs)} - outputs.keys()
+    if missing:
+        raise LayerError(f"network {net.name!r}: inputs: {sorted(missing)} not given")
+    names = set(outputs)
     for layer in net.layers:
         if layer.name not in params:
             _bad(layer, "params", "no LayerParams given for this layer")
         outputs[layer.name] = run_layer(layer, params[layer.name], *(outputs[s] for s in layer.inputs))
-    del outputs["input"]
-    return outputs
+    return {k: v for k, v in outputs.items() if k not in names}
