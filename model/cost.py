@@ -291,8 +291,10 @@ def _systolic_gemm(M, K, N, G, R, acc, cal):
     steps = G * R
     # WS: one activation vector per cycle per (K, N) tile; weight beats hidden behind >= rows vectors.
     ws_compute = kt * nt * M * steps
-    ws_tiles = mt * kt * nt * G
-    ws_load = R * (rows + (ws_tiles - 1) * np.maximum(rows - Mt, 0))
+    # A weight load is exposed by max(rows - m, 0) behind a tile of m vectors; the last M tile may be short.
+    Mp = M - (mt - 1) * Mt
+    per_m = kt * nt * G
+    ws_load = R * (rows + (mt - 1) * per_m * np.maximum(rows - Mt, 0) + (per_m - 1) * np.maximum(rows - Mp, 0))
     ws_fill = R * (rows + cols + cal.ws_fill_extra)
     # OS: K operand beats per (M, N) tile; a tile's last beat waits for the previous tile's drain.
     os_tiles = _cdiv(M, rows) * nt * G
