@@ -124,15 +124,32 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     x = np.asarray(x, dtype=np.int64)
     multiplier = np.asarray(multiplier, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
+    # one private copy of the broadcast shape, updated in place below
+    x = np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, multiplier.shape, shift.shape)))
     if np.any(shift > 0):
         # TFLite leaves an overflowing left shift undefined; the contract saturates it.
-        x = np.clip(x << np.maximum(shift, 0), INT32_MIN, INT32_MAX)
-    # SaturatingRoundingDoublingHighMul: (x*m + nudge) / 2**31, C division (toward zero).
-    # Its one saturating case (both INT32_MIN) cannot occur: multiplier >= 0.
-    ab = x * multiplier
-    ab += np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    high = np.where(ab >= 0, ab >> 31, -((-ab) >> 31))
-    return rounding_divide_by_pot(high, np.maximum(-shift, 0))
+        x <<= np.maximum(shift, 0)
+        np.clip(x, INT32_MIN, INT32_MAX, out=x)
+    # SaturatingRoundingDoublingHighMul: (x*m + nudge) / 2**31 in C division (toward zero),
+    # nudge 2**30 for x*m >= 0 and 1 - 2**30 otherwise. Its one saturating case (both
+    # operands INT32_MIN) cannot occur: multiplier >= 0.
+    x *= multiplier
+    neg = x < 0
+    x += 1 << 30
+    x -= neg * np.int64((1 << 31) - 1)          # the sign is unchanged by the nudge
+    low = x & ((1 << 31) - 1)
+    x >>= 31
+    x += neg & (low != 0)                       # floor -> toward zero for negatives
+    right = np.maximum(-shift, 0)
+    if not np.any(right):
+        return x
+    # RoundingDivideByPOT, in place
+    mask = (np.int64(1) << right) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    x >>= right
+    x += remainder > threshold
+    return x
 
 
 def _int_dtype(qmin, qmax):
@@ -166,8 +183,9 @@ def requantize(acc, multiplier, shift, zero_point, qmin=-128, qmax=127):
     """
     if qmin > qmax:
         raise ValueError(f"requantize: qmin {qmin} > qmax {qmax}")
-    out = multiply_by_quantized_multiplier(acc, multiplier, shift) + zero_point
-    return np.clip(out, qmin, qmax).astype(_int_dtype(qmin, qmax))
+    out = multiply_by_quantized_multiplier(acc, multiplier, shift)
+    out += zero_point
+    return np.clip(out, qmin, qmax, out=out).astype(_int_dtype(qmin, qmax))
 
 
 def _round_half_away(v):
