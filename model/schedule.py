@@ -97,26 +97,34 @@ def solve(node_cost, edges, *, max_passes=50):
             table = tree_edge[c] + f[c][None, :]          # (a of v, b of c)
             best_child[c] = np.argmin(table, axis=1)
             f[v] += table[np.arange(na), best_child[c]]
-    assign = np.zeros(n, dtype=int)
+    tree = np.zeros(n, dtype=int)
     for v in range(n):
-        assign[v] = int(np.argmin(f[v])) if parent[v] < 0 else int(best_child[v][assign[parent[v]]])
-    # Iterated conditional modes over every edge.
+        tree[v] = int(np.argmin(f[v])) if parent[v] < 0 else int(best_child[v][tree[parent[v]]])
+    # Iterated conditional modes over every edge, from the tree optimum and from every
+    # "all on one accelerator" start (non-tree edges can make co-location pay off); keep the best.
     touching = [[] for _ in range(n)]
     for u, v, mat in edges:
         touching[u].append((v, mat, True))
         touching[v].append((u, mat, False))
-    for _ in range(max_passes):
-        changed = False
-        for v in range(n):
-            local = node_cost[v].copy()
-            for other, mat, v_is_src in touching[v]:
-                local += mat[:, assign[other]] if v_is_src else mat[assign[other], :]
-            a = int(np.argmin(local))
-            if local[a] < local[assign[v]] - 1e-12 * abs(local[a]):
-                assign[v], changed = a, True
-        if not changed:
-            break
-    return assign, total_cost(node_cost, edges, assign)
+    starts = [tree] + [np.where(np.isfinite(node_cost[:, a]), a, tree) for a in range(na)]
+    best, best_cost = None, math.inf
+    for assign in starts:
+        assign = assign.copy()
+        for _ in range(max_passes):
+            changed = False
+            for v in range(n):
+                local = node_cost[v].copy()
+                for other, mat, v_is_src in touching[v]:
+                    local += mat[:, assign[other]] if v_is_src else mat[assign[other], :]
+                a = int(np.argmin(local))
+                if local[a] < local[assign[v]] - 1e-12 * abs(local[a]):
+                    assign[v], changed = a, True
+            if not changed:
+                break
+        c = total_cost(node_cost, edges, assign)
+        if c < best_cost:
+            best, best_cost = assign, c
+    return best, best_cost
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,8 @@ def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTa
     parts = layer_energy(cost, energy, area)
     leak = np.array([leakage_mw(a, energy, area) for a in system.accelerator])
     own_pj = sum(parts.values())
-    idle_pj = np.where(cost.supported, cost.seconds * (leak.sum() - leak)[None, :] * 1e9, np.inf)
+    with np.errstate(invalid="ignore"):       # inf seconds x zero idle leakage (a one-accelerator system)
+        idle_pj = np.where(cost.supported, cost.seconds * (leak.sum() - leak)[None, :] * 1e9, np.inf)
     per_byte_s, per_byte_pj = _transfer_matrices(at, energy, leak.sum())
     node = cost.seconds.copy() if objective == "latency" else own_pj + idle_pj
     # Inputs from the host: the network input is read from DRAM by whichever accelerator runs the layer.
