@@ -696,6 +696,11 @@ def check_layer(layer):
         _bad(layer, "extra_in_shapes", f"{len(layer.extra_in_shapes)} shapes for {len(layer.inputs)} inputs")
     if layer.op is Op.CONV2D and (layer.in_channels % layer.groups or layer.out_channels % layer.groups):
         _bad(layer, "groups", f"{layer.groups} does not divide {layer.in_channels} -> {layer.out_channels} channels")
+    if layer.op in (Op.AVGPOOL, Op.MAXPOOL):
+        t, b, l, r = layer.padding
+        if max(t, b) >= layer.kernel[0] or max(l, r) >= layer.kernel[1]:
+            _bad(layer, "padding", f"{layer.padding} lets a window of {layer.kernel} read only padding; "
+                                   "each side must be below the kernel")
     if layer.op is Op.ADD and layer.out_shape != layer.in_shape:
         _bad(layer, "out_shape", f"{layer.out_shape} differs from the inputs' {layer.in_shape}")
     if layer.op is Op.FC and (len(layer.in_shape) not in (2, 3) or layer.out_shape[:-1] != layer.in_shape[:-1]):
