@@ -17,6 +17,7 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS = {
     "verilog": "write Verilog, manifest, filelist and register header for a config",
     "models": "list the model zoo with MACs and parameter counts",
+    "analyze": "characterise a model's layers, assign families, write JSON and plots",
     "schedule": "assign every layer of a model to an accelerator of a system (latency or energy)",
 }
 
