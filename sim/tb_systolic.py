@@ -1,0 +1,148 @@
+"""cocotb testbench of the systolic array: random int8 GEMMs larger than the array.
+
+Parameters come in ``MENSA_TB`` (JSON): ``rows``, ``cols``, ``dataflow``, ``shapes``
+(a list of [M, K, N], or an int: that many random shapes), ``max_dim``, ``gap``
+(probability of a valid/ready gap), ``result`` (a path for the measured figures).
+
+Driver: tiles A (M x K) and B (K x N) onto the array and feeds its streams.
+Monitor: collects the output beats. Model: ``mensa.sim.golden.matmul`` of the
+tile. Checker: every beat against the model, in order, and the accumulated C
+against the golden product of the whole A and B.
+"""
+
+import json
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles
+
+from mensa.sim import golden
+from mensa.sim.streams import StreamSink, StreamSource, pack, rng, unpack
+
+
+def _params():
+    return json.loads(os.environ["MENSA_TB"])
+
+
+def _shapes(p, gen):
+    shapes = p["shapes"]
+    if isinstance(shapes, list):
+        return [tuple(s) for s in shapes]
+    hi = p.get("max_dim", 3 * max(p["rows"], p["cols"]) + 1)
+    out = [(int(gen.integers(1, hi)), 1, int(gen.integers(1, hi)))]   # K = 1 always covered
+    while len(out) < shapes:
+        out.append(tuple(int(v) for v in gen.integers(1, hi, size=3)))
+    return out
+
+
+async def _reset(dut):
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+
+
+def _tile(mat, r0, r1, c0, c1):
+    """mat[r0:r1, c0:c1] padded with zeros to (r1-r0) x (c1-c0)."""
+    out = np.zeros((r1 - r0, c1 - c0), dtype=mat.dtype)
+    part = mat[r0:r1, c0:c1]
+    out[:part.shape[0], :part.shape[1]] = part
+    return out
+
+
+def _ports_ws(dut, gap):
+    return (StreamSource(dut, "weights", dut.clk, gap=gap, salt=1),
+            StreamSource(dut, "acts", dut.clk, gap=gap, salt=2),
+            StreamSink(dut, "psums", dut.clk, gap=gap, salt=3))
+
+
+def _ports_os(dut, gap):
+    return (StreamSource(dut, "operands", dut.clk, gap=gap, salt=1),
+            StreamSink(dut, "results", dut.clk, gap=gap, salt=3))
+
+
+async def _gemm_ws(p, ports, a, b):
+    R, C, acc_bits = p["rows"], p["cols"], p["acc_bits"]
+    M, K = a.shape
+    N = b.shape[1]
+    weights, acts, psums = ports
+    acts.first_cycle = None
+    tiles = [(n0, k0) for n0 in range(0, N, C) for k0 in range(0, K, R)]
+    for n0, k0 in tiles:                                       # driver
+        wt = _tile(b, k0, k0 + R, n0, n0 + C)
+        for i in range(R):
+            weights.send(pack(wt[i], p["weight_bits"]))
+        at = _tile(a, 0, M, k0, k0 + R)
+        for mi in range(M):
+            acts.send(pack(at[mi], p["input_bits"]) | (int(mi == M - 1) << (R * p["input_bits"])))
+    c = np.zeros((M, N), dtype=np.int64)
+    for n0, k0 in tiles:                                       # monitor + model + checker
+        expect = golden.matmul(_tile(a, 0, M, k0, k0 + R), _tile(b, k0, k0 + R, n0, n0 + C))
+        for mi in range(M):
+            word = await psums.recv()
+            got = unpack(word, C, acc_bits)
+            last = (word >> (C * acc_bits)) & 1
+            assert got == list(expect[mi]), f"tile n0={n0} k0={k0} row {mi}: got {got}, expected {list(expect[mi])}"
+            assert last == int(mi == M - 1), f"tile n0={n0} k0={k0} row {mi}: last={last}"
+            n1 = min(n0 + C, N)
+            c[mi, n0:n1] += got[:n1 - n0]
+    return c, acts.first_cycle, psums.last_cycle
+
+
+async def _gemm_os(p, ports, a, b):
+    R, C, acc_bits = p["rows"], p["cols"], p["acc_bits"]
+    M, K = a.shape
+    N = b.shape[1]
+    operands, results = ports
+    operands.first_cycle = None
+    tiles = [(m0, n0) for m0 in range(0, M, R) for n0 in range(0, N, C)]
+    ia, wb = p["input_bits"], p["weight_bits"]
+    for m0, n0 in tiles:                                       # driver
+        at = _tile(a, m0, m0 + R, 0, K)
+        bt = _tile(b, 0, K, n0, n0 + C)
+        for k in range(K):
+            operands.send(pack(at[:, k], ia) | (pack(bt[k], wb) << (R * ia)) | (int(k == K - 1) << (R * ia + C * wb)))
+    c = np.zeros((M, N), dtype=np.int64)
+    for m0, n0 in tiles:                                       # monitor + model + checker
+        expect = golden.matmul(_tile(a, m0, m0 + R, 0, K), _tile(b, 0, K, n0, n0 + C))
+        for i in range(R):
+            word = await results.recv()
+            got = unpack(word, C, acc_bits)
+            last = (word >> (C * acc_bits)) & 1
+            assert got == list(expect[i]), f"tile m0={m0} n0={n0} row {i}: got {got}, expected {list(expect[i])}"
+            assert last == int(i == R - 1), f"tile m0={m0} n0={n0} row {i}: last={last}"
+            if m0 + i < M:
+                n1 = min(n0 + C, N)
+                c[m0 + i, n0:n1] = got[:n1 - n0]
+    return c, operands.first_cycle, results.last_cycle
+
+
+@cocotb.test()
+async def gemm_random_shapes(dut):
+    """Random int8 GEMMs, tiled onto the array, equal the golden matmul bit for bit."""
+    p = _params()
+    gen = rng()
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    await _reset(dut)
+    ws = p["dataflow"] == "ws"
+    ports = _ports_ws(dut, p["gap"]) if ws else _ports_os(dut, p["gap"])
+    gemm = _gemm_ws if ws else _gemm_os
+    lo, hi = -(1 << (p["input_bits"] - 1)), 1 << (p["input_bits"] - 1)
+    wlo, whi = -(1 << (p["weight_bits"] - 1)), 1 << (p["weight_bits"] - 1)
+    figures = []
+    for M, K, N in _shapes(p, gen):
+        a = gen.integers(lo, hi, size=(M, K), dtype=np.int64)
+        b = gen.integers(wlo, whi, size=(K, N), dtype=np.int64)
+        c, first, last = await gemm(p, ports, a, b)
+        expect = golden.matmul(a, b)
+        assert np.array_equal(c.astype(np.int32), expect), f"GEMM {M}x{K}x{N}: C differs from golden"
+        # Cycles from the first input beat taken to the last output beat taken, inclusive.
+        cycles = last - first + 1
+        util = M * N * K / (p["rows"] * p["cols"] * cycles)
+        dut._log.info(f"GEMM M={M} K={K} N={N}: {cycles} cycles, utilisation {util:.3f}")
+        figures.append({"M": M, "K": K, "N": N, "cycles": cycles, "utilisation": util})
+        await ClockCycles(dut.clk, 3)
+    if p.get("result"):
+        with open(p["result"], "w") as f:
+            json.dump(figures, f)
