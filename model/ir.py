@@ -121,7 +121,7 @@ class Layer:
         LSTM (C_in + out, 4 * hidden) plus the projection (hidden, projection)."""
         kh, kw = self.kernel
         if self.op is Op.CONV2D:
-            return (kh, kw, self.in_channels, self.out_channels)
+            return (kh, kw, self.in_channels // self.groups, self.out_channels)
         if self.op is Op.DEPTHWISE:
             return (kh, kw, 1, self.out_channels)
         if self.op is Op.FC:
@@ -185,8 +185,8 @@ class Layer:
             ow = conv_out_size(w, self.kernel[1], self.stride[1], l, r, self.dilation[1])
             if self.out_shape[1:3] != (oh, ow):
                 bad("out_shape", f"{self.out_shape} does not match the computed {oh}x{ow}")
-        if self.op is Op.CONV2D and self.groups == 1 and self.weight_shape[2] != c:
-            bad("in_shape", f"channel mismatch")
+        if self.op is Op.CONV2D and (self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups):
+            bad("groups", f"{self.groups} does not divide {self.in_channels} -> {self.out_channels} channels")
         if self.op is Op.DEPTHWISE:
             if self.groups != self.in_channels or self.out_channels % self.in_channels:
                 bad("groups", f"{self.groups} with {self.in_channels} -> {self.out_channels} channels is not depthwise")
