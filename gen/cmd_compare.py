@@ -1,0 +1,225 @@
+"""``mensa compare``: the zoo on the Edge TPU baseline, Mensa-G and an Eyeriss-v2-like baseline.
+
+Every model is scheduled (:func:`~mensa.model.schedule.schedule`) on each
+system; the command prints per-model latency and energy, the throughput and
+energy-efficiency ratios of Mensa-G over each baseline and their geometric
+and arithmetic means, each system's silicon area, and the energy breakdown by
+component that explains the ratios. It writes ``compare.json`` and two plots
+(per-layer utilisation, energy breakdown) to ``--out``.
+
+The Eyeriss-v2-like baseline is built here, sized to the Edge TPU system's
+area: a square output-stationary array (the closest of mensa's dataflows to
+Eyeriss's row-stationary one) with Eyeriss v2's 246 KiB of SRAM per 192 PEs,
+at the Edge TPU's clock and DRAM. It does not model Eyeriss v2's flexible
+hierarchical-mesh network or its sparse processing, so it is a lower bound on
+that design.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mensa.hw.config import ConfigError, UserError, from_dict, load, to_dict
+from mensa.model import zoo
+from mensa.model.energy import AreaTable, system_area_mm2
+from mensa.model.schedule import OBJECTIVES, schedule
+
+__all__ = ["add_arguments", "run", "eyeriss_like", "compare"]
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+EYERISS_SRAM_KIB_PER_PE = 246 / 192        # Eyeriss v2 (Chen et al., JETCAS 2019): 246 KB on chip, 192 PEs
+
+
+def add_arguments(parser):
+    parser.add_argument("--baseline", type=Path, default=CONFIGS / "edgetpu.toml",
+                        help="monolithic baseline system (default: configs/edgetpu.toml)")
+    parser.add_argument("--system", type=Path, default=CONFIGS / "mensa-g.toml",
+                        help="heterogeneous system (default: configs/mensa-g.toml)")
+    parser.add_argument("--models", default="all",
+                        help="comma-separated zoo models (default: the whole zoo)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="latency",
+                        help="the scheduler's objective on the heterogeneous system (default: latency)")
+    parser.add_argument("--out", type=Path, default=Path("build/compare"),
+                        help="folder for compare.json and the plots (default: build/compare)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
+
+
+def eyeriss_like(area_mm2, like, area=AreaTable()):
+    """The largest square Eyeriss-v2-like system whose area does not exceed ``area_mm2``.
+
+    ``like`` is the system whose clock, memory interface and DRAM it shares.
+    """
+    acc0 = like.accelerator[0]
+    best = None
+    for side in range(4, 257):
+        pes = side * side
+        kib = EYERISS_SRAM_KIB_PER_PE * pes
+        table = {"name": "eyeriss-like", "dram": to_dict(like.dram),
+                 "description": "Eyeriss-v2-like baseline sized by mensa compare to the baseline's area",
+                 "accelerator": [{"name": "eyeriss", "kind": "systolic", "clock_mhz": acc0.clock_mhz,
+                                  "array": {"rows": side, "cols": side, "dataflow": "os"},
+                                  "buffers": {"weight_kib": max(1, round(0.5 * kib)),
+                                              "act_kib": max(1, round(0.4 * kib)),
+                                              "acc_kib": max(1, round(0.1 * kib))},
+                                  "memory": to_dict(acc0.memory)}]}
+        system = from_dict(table)
+        if system_area_mm2(system, area) > area_mm2:
+            break
+        best = system
+    if best is None:
+        raise ConfigError(f"baseline area {area_mm2:.3f} mm^2 is too small for a 4x4 Eyeriss-like array")
+    return best
+
+
+def _geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def compare(models, systems, objective="latency"):
+    """Schedule every model on every system; return ``{system label: {model: Schedule}}``."""
+    out = {}
+    for label, system in systems.items():
+        out[label] = {m: schedule(zoo.get(m), system, objective=objective if len(system.accelerator) > 1 else "latency")
+                      for m in models}
+    return out
+
+
+def _ratios(results, models, num, den):
+    thr = [results[num][m].throughput / results[den][m].throughput for m in models]
+    eff = [results[den][m].energy_pj / results[num][m].energy_pj for m in models]
+    return thr, eff
+
+
+def _plots(results, models, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = list(results)
+    fig, axes = plt.subplots(len(models), 1, figsize=(12, 2.2 * len(models)), squeeze=False)
+    for ax, m in zip(axes[:, 0], models):
+        for label in labels:
+            util = [100 * p.utilisation for p in results[label][m].placements]
+            ax.plot(util, marker=".", linewidth=0.8, label=label)
+        ax.set_title(m, fontsize=9)
+        ax.set_ylabel("PE util %")
+        ax.set_ylim(0, 100)
+    axes[0, 0].legend(fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("layer (topological order)")
+    fig.tight_layout()
+    util_path = out / "utilisation.png"
+    fig.savefig(util_path, dpi=80)
+    plt.close(fig)
+
+    comps = list(next(iter(results[labels[0]].values())).energy_breakdown_pj)
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(models) * len(labels) / 2), 5))
+    width = 0.8 / len(labels)
+    x = np.arange(len(models))
+    colours = plt.get_cmap("tab20").colors
+    for k, label in enumerate(labels):
+        bottom = np.zeros(len(models))
+        for c, comp in enumerate(comps):
+            norm = np.array([results[label][m].energy_breakdown_pj[comp] / results[labels[0]][m].energy_pj
+                             for m in models])
+            ax.bar(x + k * width, norm, width, bottom=bottom, color=colours[c % len(colours)],
+                   label=comp if k == 0 else None, edgecolor="black" if k == 0 else "none", linewidth=0.2)
+            bottom += norm
+    ax.set_xticks(x + width * (len(labels) - 1) / 2)
+    ax.set_xticklabels(models, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel(f"energy / {labels[0]} energy (bars: " + ", ".join(labels) + ")")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    energy_path = out / "energy_breakdown.png"
+    fig.savefig(energy_path, dpi=80)
+    plt.close(fig)
+    return util_path, energy_path
+
+
+def run(args):
+    from rich.console import Console
+    from rich.table import Table
+    from mensa.gen.cmd_schedule import write_json
+
+    models = zoo.names() if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
+    for m in models:
+        if m not in zoo.MODELS:
+            raise zoo.UnknownModelError(f"--models: unknown model {m!r}; the zoo has: {', '.join(zoo.names())}")
+    baseline, mensa = load(args.baseline), load(args.system)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a folder")
+    area_base = system_area_mm2(baseline)
+    eyeriss = eyeriss_like(area_base, baseline)
+    systems = {baseline.name: baseline, mensa.name: mensa, eyeriss.name: eyeriss}
+    if len(systems) != 3:
+        raise UserError(f"--baseline and --system must name different systems, both are {baseline.name!r}")
+    results = compare(models, systems, args.objective)
+    b, g, e = baseline.name, mensa.name, eyeriss.name
+    console = Console(width=None if Console().is_terminal else 160)
+
+    table = Table(title=f"{g} vs {b} and {e} (per inference, one at a time)")
+    for col in ("model", "MMACs", f"{b} ms", f"{g} ms", f"{e} ms", f"{b} mJ", f"{g} mJ", f"{e} mJ",
+                f"thr x vs {b}", f"eff x vs {b}", f"thr x vs {e}", f"eff x vs {e}"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    thr_b, eff_b = _ratios(results, models, g, b)
+    thr_e, eff_e = _ratios(results, models, g, e)
+    for i, m in enumerate(models):
+        r = [results[s][m] for s in (b, g, e)]
+        table.add_row(m, f"{r[0].macs / 1e6:,.0f}", *(f"{x.latency_s * 1e3:.3f}" for x in r),
+                      *(f"{x.energy_pj / 1e9:.3f}" for x in r),
+                      f"{thr_b[i]:.2f}", f"{eff_b[i]:.2f}", f"{thr_e[i]:.2f}", f"{eff_e[i]:.2f}")
+    console.print(table)
+    summary = {
+        "area_mm2": {s: system_area_mm2(systems[s]) for s in systems},
+        "eyeriss_like_array": f"{eyeriss.accelerator[0].array.rows}x{eyeriss.accelerator[0].array.cols}",
+        f"{g}_over_{b}": {"throughput_geomean": _geomean(thr_b), "throughput_mean": float(np.mean(thr_b)),
+                          "energy_efficiency_geomean": _geomean(eff_b), "energy_efficiency_mean": float(np.mean(eff_b))},
+        f"{g}_over_{e}": {"throughput_geomean": _geomean(thr_e), "throughput_mean": float(np.mean(thr_e)),
+                          "energy_efficiency_geomean": _geomean(eff_e), "energy_efficiency_mean": float(np.mean(eff_e))},
+        "energy_breakdown_share": {}, "mean_utilisation": {}, "layers_per_accelerator": {},
+    }
+    for s in systems:
+        tot = {}
+        for m in models:
+            for k, v in results[s][m].energy_breakdown_pj.items():
+                tot[k] = tot.get(k, 0.0) + v
+        total = sum(tot.values())
+        summary["energy_breakdown_share"][s] = {k: v / total for k, v in tot.items()}
+        summary["mean_utilisation"][s] = float(np.mean([
+            results[s][m].macs / sum(p.cycles * _peak(systems[s], p.accelerator) for p in results[s][m].placements)
+            for m in models]))
+        counts = {}
+        for m in models:
+            for p in results[s][m].placements:
+                counts[p.accelerator] = counts.get(p.accelerator, 0) + 1
+        summary["layers_per_accelerator"][s] = counts
+    for key, other in ((f"{g}_over_{b}", b), (f"{g}_over_{e}", e)):
+        r = summary[key]
+        # Areas differ unless the presets were sized alike: also give throughput per mm^2.
+        r["area_ratio"] = summary["area_mm2"][other] / summary["area_mm2"][g]
+        r["throughput_per_mm2_geomean"] = r["throughput_geomean"] * r["area_ratio"]
+        console.print(f"{key}: throughput x{r['throughput_geomean']:.2f} (geomean; mean x{r['throughput_mean']:.2f}), "
+                      f"energy efficiency x{r['energy_efficiency_geomean']:.2f} (geomean; mean x{r['energy_efficiency_mean']:.2f}), "
+                      f"throughput per mm^2 x{r['throughput_per_mm2_geomean']:.2f} ({g} is {1 / r['area_ratio']:.2f}x the area)")
+    for s in systems:
+        share = summary["energy_breakdown_share"][s]
+        console.print(f"{s}: area {summary['area_mm2'][s]:.2f} mm^2, mean PE utilisation "
+                      f"{100 * summary['mean_utilisation'][s]:.1f}%, layers {summary['layers_per_accelerator'][s]}; energy: "
+                      + ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(share.items(), key=lambda kv: -kv[1]) if v > 0.005))
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = {"summary": summary, "objective": args.objective,
+            "systems": {s: to_dict(systems[s]) for s in systems},
+            "models": {m: {s: results[s][m].to_dict() for s in systems} for m in models}}
+    write_json(args.out / "compare.json", data)
+    console.print(f"wrote {args.out / 'compare.json'}")
+    if not args.no_plots:
+        for path in _plots(results, list(models), args.out):
+            console.print(f"wrote {path}")
+    return 0
+
+
+def _peak(system, acc_name):
+    acc = system[acc_name]
+    if acc.nearmem is not None:
+        return acc.nearmem.vaults * acc.nearmem.lanes
+    return acc.array.rows * acc.array.cols
