@@ -127,7 +127,6 @@ def _plots(results, models, out):
     ax.set_xticks(x + width * (len(labels) - 1) / 2)
     ax.set_xticklabels(models, rotation=40, ha="right", fontsize=8)
     ax.set_ylabel(f"energy / {labels[0]} energy (bars: " + ", ".join(labels) + ")")
-    ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     energy_path = out / "energy_breakdown.png"

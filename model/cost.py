@@ -56,7 +56,7 @@ from mensa.hw.config import CoreKind, Dataflow, DramConfig
 from mensa.model.ir import Op
 
 __all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
-           "dram_bytes_per_cycle", "buffer_bytes"]
+           "dram_bytes_per_cycle", "buffer_bytes", "cycle_errors"]
 
 _OPS = list(Op)
 _OP_CODE = {op: i for i, op in enumerate(_OPS)}
@@ -414,3 +414,21 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         local_bytes=full(pick(0.0, n_local)), vector_ops=full(ew), requant_ops=full(col(lt.out_elems)),
         params_fit=np.broadcast_to(pick(s_fit, n_fit), shape).copy(), supported=supported,
     )
+
+
+def cycle_errors(records, *, calibration=Calibration()):
+    """Relative error of the model against measured cycles: the hook for RTL validation.
+
+    Parameters
+    ----------
+    records : sequence of ``(layer, accelerator config, dram config, measured cycles)``
+        One per RTL run (the layer's whole run, DMA included, as the
+        accelerator's cycle counter reports it).
+
+    Returns
+    -------
+    ``(model cycles, relative errors)`` as arrays; error = model / measured - 1.
+    """
+    model = np.array([evaluate([l], [a], d, calibration=calibration).cycles[0, 0] for l, a, d, _ in records])
+    measured = np.array([float(m) for *_, m in records])
+    return model, model / measured - 1

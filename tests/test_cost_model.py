@@ -229,3 +229,13 @@ def test_area_grows_with_pes_and_buffers():
     t = AreaTable()
     assert more_pes - small == pytest.approx((256 - 64) * t.mac_um2 + 8 * t.vector_lane_um2)
     assert more_sram - small == pytest.approx(64 * t.sram_um2_per_kib)
+
+
+def test_cycle_errors_compares_the_model_with_measured_cycles():
+    sys_ = systolic()
+    layer = _gemm_layer(64, 64, 64)
+    exact = evaluate([layer], sys_.accelerator, sys_.dram).cycles[0, 0]
+    from mensa.model.cost import cycle_errors
+    model, err = cycle_errors([(layer, sys_.accelerator[0], sys_.dram, exact),
+                               (layer, sys_.accelerator[0], sys_.dram, exact * 2)])
+    assert model.tolist() == [exact, exact] and err == pytest.approx([0.0, -0.5])
