@@ -2,10 +2,11 @@
 
 Supported: ``Conv`` (``group`` 1, or depthwise: ``group`` = input channels), ``Gemm``,
 ``MatMul`` (with a constant right operand, an ``Add`` of a constant becomes its bias), ``Add``
-of two tensors, ``MaxPool``, ``AveragePool`` (``count_include_pad=0``), ``GlobalAveragePool``,
+(or a two-input ``Sum``) of two tensors, ``BatchNormalization`` after a ``Conv`` (folded), ``MaxPool``, ``AveragePool`` (``count_include_pad=0``), ``GlobalAveragePool``,
 ``Relu`` / ``Clip`` (0..6 or 0..inf) / ``Sigmoid`` / ``Tanh`` / ``HardSigmoid`` / ``HardSwish``
 fused into the layer before them, ``Concat`` on channels, ``Reshape`` / ``Flatten`` / ``Squeeze``
-(views), forward ``LSTM`` (default activations, no peepholes); quantised: ``QuantizeLinear`` /
+(views), ``Identity`` and ``Dropout`` (dropped), forward ``LSTM`` (default activations, no
+peepholes), a final ``Softmax`` (dropped: it runs on the host); quantised: ``QuantizeLinear`` /
 ``DequantizeLinear`` pairs (QDQ) and ``QLinearConv``, ``QLinearMatMul``, ``QLinearAdd``,
 ``QLinearGlobalAveragePool`` (QOperator).
 
@@ -37,7 +38,8 @@ __all__ = ["OnnxImportError", "ImportedModel", "import_onnx", "SUPPORTED_OPS"]
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip",
                  "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Concat", "Reshape", "Flatten", "Squeeze", "LSTM",
                  "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd",
-                 "QLinearGlobalAveragePool", "Identity", "Constant")
+                 "QLinearGlobalAveragePool", "Identity", "Dropout", "Constant", "ConstantOfShape", "Sum", "Softmax (final)",
+                 "BatchNormalization (after a Conv)")
 
 _ACTIVATIONS = {"Relu": Activation.RELU, "Sigmoid": Activation.SIGMOID, "Tanh": Activation.TANH,
                 "HardSwish": Activation.HARD_SWISH}
@@ -192,7 +194,15 @@ class _Importer:
                     self.alias[node.output[0]] = x
                     self.set_q(x, scale, zp)
                 self.fused.add(i)
-            elif op == "Identity":
+            elif op == "ConstantOfShape" and self.canon(node.input[0]) in self.consts:
+                t = self.attr(node, "value")
+                fill = self._nh.to_array(t).reshape(-1) if t is not None else np.zeros(1, np.float32)
+                shape = self.consts[self.canon(node.input[0])].value.astype(np.int64).reshape(-1)
+                self.consts[node.output[0]] = _Const(np.full(tuple(shape), fill[0], dtype=fill.dtype))
+                self.fused.add(i)
+            elif op == "Identity" or (op == "Dropout" and not any(
+                    o in n.input for o in node.output[1:] if o for n in self.graph.node)):
+                # Dropout is the identity at inference (when nothing reads its mask).
                 self.alias[node.output[0]] = node.input[0]
                 self.fused.add(i)
         self.node = None
@@ -328,6 +338,18 @@ class _Importer:
         else:
             self.fail(f"grouped convolution with group={group} on {cin} channels is not supported "
                       "(only group 1 or depthwise)")
+        out = node.output[0]
+        users = self.consumers(out)
+        if wq is None and len(users) == 1 and self.graph.node[users[0]].op_type == "BatchNormalization":
+            # Fold an inference batch norm into the convolution's weights and bias.
+            bn = self.graph.node[users[0]]
+            gamma, beta, mean, var = (self.const(t, "batch-norm parameter").value.astype(np.float64)
+                                      for t in bn.input[1:5])
+            k = gamma / np.sqrt(var + self.attr(bn, "epsilon", 1e-5))
+            w = w * k[:, None, None, None]
+            b = ((0.0 if b is None else b) - mean) * k + beta
+            self.fused.add(users[0])
+            out = bn.output[0]
         hwio = np.transpose(w, (2, 3, 1, 0))
 
         def make(act, name):
@@ -339,7 +361,7 @@ class _Importer:
         wts = dict(w=hwio, b=b)
         if wq is not None:
             wts.update(wq=np.transpose(wq, (2, 3, 1, 0)), ws=ws, bq=bq)
-        return self.emit(node, make, [x], node.output[0], weights=wts)
+        return self.emit(node, make, [x], out, weights=wts)
 
     def fc(self, node, x, w_in_out, b, out, wq=None, ws=None, bq=None):
         v = self.val(x)
@@ -445,7 +467,7 @@ class _Importer:
                     self.alias[out] = add.output[0]
                     out = add.output[0]
             self.fc(node, x, w, b, out, wq, ws, bq)
-        elif op in ("Add", "QLinearAdd"):
+        elif op in ("Add", "QLinearAdd") or (op == "Sum" and len(ins) == 2):
             if op == "QLinearAdd":
                 a, as_, az, bb, bs, bz, ys, yz = ins
                 self.set_q(a, self.scalar(as_), self.scalar(az))
@@ -469,6 +491,12 @@ class _Importer:
             s = tuple(self.attr(node, "strides", k))
             p = tuple(self.attr(node, "pads", (0, 0, 0, 0)))
             pad = (p[0], p[2], p[1], p[3])
+            if op == "AveragePool" and k == tuple(v.tensor.shape[1:3]) and not any(pad):
+                # A window over the whole map is a global average pool: one op for one computation.
+                self.emit(node, lambda act, name: self.builder.global_avgpool(v.tensor, name=name), ins[:1],
+                          node.output[0], activation=False)
+                self.same_q(ins[0], node.output[0])
+                return
             fn = self.builder.maxpool if op == "MaxPool" else self.builder.avgpool
             self.emit(node, lambda act, name: fn(v.tensor, k, stride=s, padding=pad, name=name), ins[:1],
                       node.output[0], activation=False)
@@ -496,6 +524,10 @@ class _Importer:
             self.view(node)
         elif op == "LSTM":
             self.lstm(node)
+        elif op == "Softmax" and not self.consumers(node.output[0]) and \
+                node.output[0] in {o.name for o in self.graph.output}:
+            # A final softmax only ranks the scores; it runs on the host (as with an Edge TPU).
+            self.alias[node.output[0]] = ins[0]
         elif op in (*_ACTIVATIONS, "Clip", "HardSigmoid"):
             self.fail(f"a {op} must follow a Conv, Gemm, MatMul or Add whose only reader it is")
         else:

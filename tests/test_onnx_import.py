@@ -7,6 +7,8 @@ tolerance: onnxruntime requantises with a float multiplier, the golden model wit
 multiplier); most elements agree exactly (99% in the conv/FC chain, 95% with a residual add).
 """
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -294,14 +296,14 @@ def _one_line_error(capsys, argv):
 
 def test_unsupported_op_names_the_node_and_op(tmp_path, capsys):
     model = _float_cnn(np.random.default_rng(0))
-    model.graph.node.append(helper.make_node("Softmax", ["y"], ["sm"], name="probs"))
+    model.graph.node.append(helper.make_node("Erf", ["y"], ["sm"], name="probs"))
     model.graph.output.append(_vi("sm", TensorProto.FLOAT, (1, 5)))
-    with pytest.raises(OnnxImportError, match=r"node 'probs' \(Softmax\).*not supported"):
+    with pytest.raises(OnnxImportError, match=r"node 'probs' \(Erf\).*not supported"):
         import_onnx(model)
-    path = tmp_path / "softmax.onnx"
+    path = tmp_path / "erf.onnx"
     onnx.save(model, path)
     err = _one_line_error(capsys, ["analyze", str(path), "--out", str(tmp_path / "out")])
-    assert "probs" in err and "Softmax" in err
+    assert "probs" in err and "Erf" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -345,3 +347,70 @@ def test_analyze_runs_on_an_onnx_file(tmp_path, capsys):
     assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "small.json").exists() and (tmp_path / "out" / "small_layers.png").exists()
     capsys.readouterr()
+
+
+# -- real models: the ONNX backend test data shipped with the onnx package -----------------
+
+_LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def _randomised(name, seed):
+    """An ONNX backend 'light' model with random weights in place of its constant fills, so a
+    layout mistake changes the output; the final Softmax's input becomes the graph output."""
+    model = onnx.load(_LIGHT / f"{name}.onnx")
+    rng = np.random.default_rng(seed)
+    shapes = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape":
+            shape = tuple(int(d) for d in shapes[node.input[0]])
+            # Positive values keep batch-norm variances valid; the scale keeps activations moderate.
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            value = rng.uniform(0.5, 1.5, shape) if len(shape) == 1 else rng.normal(0, np.sqrt(2 / fan_in), shape)
+            model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), node.output[0]))
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    model.graph.node.remove(softmax)
+    logits = onnx.ValueInfoProto()
+    logits.CopyFrom(model.graph.output[0])      # a softmax keeps the shape of its input
+    logits.name = softmax.input[0]
+    del model.graph.output[:]
+    model.graph.output.append(logits)
+    model.ir_version = max(model.ir_version, 4)   # IR 4 lets initializers stay out of the graph inputs
+    return model
+
+
+def _float_agreement(name):
+    model = _randomised(name, 0)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    inits = {t.name for t in model.graph.initializer}
+    data = next(v.name for v in model.graph.input if v.name not in inits)
+    want = _ort(model, {data: x})
+    want = next(iter(want.values())).reshape(-1)
+    imp = import_onnx(model)
+    got = run_float(imp.network, imp.float_params, _nhwc(x))[imp.network.outputs[0]].reshape(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+    return imp
+
+
+def test_squeezenet_onnx_file_imports_and_matches_onnxruntime():
+    imp = _float_agreement("light_squeezenet")
+    assert {l.op for l in imp.network.layers} >= {Op.CONV2D, Op.CONCAT, Op.MAXPOOL}
+
+
+@pytest.mark.slow
+def test_resnet50_onnx_file_with_batch_norm_matches_onnxruntime():
+    _float_agreement("light_resnet50")
+
+
+def test_resnet50_onnx_file_has_the_zoo_resnet50_layers():
+    # An independent ResNet-50 (the ONNX model zoo's, from Caffe2) against mensa's hand-built one.
+    from mensa.model import zoo
+    imported = import_onnx(_LIGHT / "light_resnet50.onnx").network
+    ours = zoo.get("resnet50")
+    assert (imported.macs, imported.params) == (ours.macs, ours.params)
+    key = lambda net: sorted((l.op.value, l.in_shape, l.out_shape, l.kernel, l.stride) for l in net.layers)
+    assert key(imported) == key(ours)
