@@ -19,6 +19,7 @@ COMMANDS = {
     "models": "list the model zoo with MACs and parameter counts",
     "analyze": "characterise a model's layers, assign families, write JSON and plots",
     "schedule": "assign every layer of a model to an accelerator of a system (latency or energy)",
+    "synth": "synthesise and place a config's accelerators on an FPGA (Yosys, nextpnr): area, Fmax, critical path",
     "compare": "the zoo on the Edge TPU baseline, Mensa-G and an Eyeriss-v2-like baseline: throughput and energy ratios",
 }
 

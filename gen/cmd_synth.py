@@ -1,0 +1,33 @@
+"""``mensa synth``: synthesise and place a configuration's accelerators on an FPGA."""
+
+from pathlib import Path
+
+from mensa.gen.synth import TARGETS, synth
+from mensa.hw.config import load
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", type=Path, required=True, help="system config (TOML)")
+    parser.add_argument("--target", choices=list(TARGETS), required=True, help="the FPGA")
+    parser.add_argument("--accelerator", action="append", metavar="NAME",
+                        help="only this accelerator (repeatable; default: all of the system)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: build/synth/<system>/<target>)")
+
+
+def run(args):
+    system = load(args.config)
+    out = args.out or Path("build/synth") / system.name / args.target
+    report = synth(system, args.target, out, accelerators=args.accelerator)
+    for m in report["modules"]:
+        r = m["resources"]
+        clocks = ", ".join(f"{clk} {c['fmax_mhz']:.1f} MHz ({'meets' if c['met'] else 'misses'} "
+                           f"{c['target_mhz']:g})" for clk, c in m["clocks"].items())
+        print(f"{m['module']}: {r['luts']} LUTs, {r['ffs']} FFs, {r['dsps']} DSPs, {r['brams']} block RAMs; "
+              f"{clocks}{' [cached]' if m['cached'] else ''}")
+        for p in m["critical_paths"][:1]:
+            print(f"  critical path: {p['start']} -> {p['end']} ({p['delay_ns']} ns)")
+    print(f"wrote {out / 'synth.json'} and {out / 'synth.md'}")
+    return 0
