@@ -48,7 +48,7 @@ Units: cycles of the accelerator's clock, bytes.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,6 +66,9 @@ SUPPORTED_OPS = {
     CoreKind.SYSTOLIC: frozenset(Op),
     CoreKind.NEARMEM: frozenset({Op.FC, Op.LSTM, Op.ADD, Op.MUL, Op.CONCAT, Op.GLOBAL_AVGPOOL}),
 }
+
+
+_SUPPORTED_ROW = {kind: [op in ops for op in _OPS] for kind, ops in SUPPORTED_OPS.items()}
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,11 @@ class LayerTable:
 
     def __init__(self, layers):
         layers = tuple(layers)
-        rows = [self._lower(l) for l in layers]
+        table = np.array([self._lower(l) for l in layers], dtype=np.float64).reshape(len(layers), len(self._FIELDS))
         self.layers = layers
         self.names = tuple(l.name for l in layers)
-        for i, name in enumerate(self._FIELDS):
-            setattr(self, name, np.array([r[i] for r in rows], dtype=np.float64).reshape(len(layers)))
+        for name, column in zip(self._FIELDS, table.T.copy()):
+            setattr(self, name, column)
         self.ops = tuple(l.op for l in layers)
 
     def __len__(self):
@@ -184,28 +187,22 @@ class AcceleratorTable:
             raise ValueError(f"dram: {len(drams)} DRAM configs for {len(accs)} accelerators")
         self.accelerators = accs
         self.names = tuple(a.name for a in accs)
-        a = lambda f: np.array([f(x, d) for x, d in zip(accs, drams)], dtype=np.float64)
-        nm = lambda attr: (lambda x, d: getattr(x.nearmem, attr) if x.nearmem is not None else 0)
+        def numbers(x, d):
+            n = x.nearmem
+            w, act, accb = buffer_bytes(x)
+            return (x.array.rows, x.array.cols, x.clock_mhz, w, act, accb, x.array.acc_bits / 8,
+                    dram_bytes_per_cycle(x, d), d.latency_cycles,
+                    n.vaults if n else 0, n.lanes if n else 0, n.vault_bits / 8 if n else 0,
+                    n.vaults * n.vault_kib * 1024 if n else 0, n.local_kib * 1024 if n else 0)
+        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 14)
+        (self.rows, self.cols, self.clock_mhz, self.wbuf, self.abuf, self.accbuf, self.acc_bytes, self.bpc,
+         self.latency, self.vaults, self.lanes, self.vault_bpc, self.vault_cap, self.local) = table.T.copy()
         self.nearmem = np.array([x.kind is CoreKind.NEARMEM for x in accs], dtype=bool)
         self.os = np.array([x.array.dataflow is Dataflow.OUTPUT_STATIONARY for x in accs], dtype=bool)
-        self.rows = a(lambda x, d: x.array.rows)
-        self.cols = a(lambda x, d: x.array.cols)
-        self.clock_mhz = a(lambda x, d: x.clock_mhz)
-        self.wbuf = a(lambda x, d: buffer_bytes(x)[0])
-        self.abuf = a(lambda x, d: buffer_bytes(x)[1])
-        self.accbuf = a(lambda x, d: buffer_bytes(x)[2])
-        self.acc_bytes = a(lambda x, d: x.array.acc_bits / 8)
-        self.bpc = a(dram_bytes_per_cycle)
-        self.latency = a(lambda x, d: d.latency_cycles)
-        self.vaults = a(nm("vaults"))
-        self.lanes = a(nm("lanes"))
-        self.vault_bpc = a(lambda x, d: x.nearmem.vault_bits / 8 if x.nearmem else 0)
-        self.vault_cap = a(lambda x, d: x.nearmem.vaults * x.nearmem.vault_kib * 1024 if x.nearmem else 0)
-        self.local = a(lambda x, d: x.nearmem.local_kib * 1024 if x.nearmem else 0)
         # Element-wise lanes: the post-processing row of a systolic array, or every near-memory lane.
         self.vec_lanes = np.where(self.nearmem, self.vaults * self.lanes, self.cols)
         self.peak_macs = np.where(self.nearmem, self.vaults * self.lanes, self.rows * self.cols)
-        self.supported = np.array([[op in SUPPORTED_OPS[x.kind] for op in _OPS] for x in accs], dtype=bool)
+        self.supported = np.array([_SUPPORTED_ROW[x.kind] for x in accs], dtype=bool).reshape(len(accs), len(_OPS))
 
     def __len__(self):
         return len(self.accelerators)
@@ -280,57 +277,62 @@ def _cdiv(a, b):
 
 
 def _systolic_gemm(M, K, N, G, R, acc, cal):
-    """Cycles and buffer bytes of ``G x R`` products ``M x K @ K x N`` on the systolic arrays."""
+    """Cycles and buffer bytes of ``G x R`` products ``M x K @ K x N`` on the systolic arrays.
+
+    Only the dataflows present are computed (a single pair is evaluated often).
+    """
     rows, cols = acc.rows, acc.cols
     live = M > 0
-    kt, nt = _cdiv(K, rows), _cdiv(N, cols)
-    # M tile: the partial sums of one N tile held in the accumulator buffer.
-    m_cap = np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1)
-    Mt = np.minimum(M, m_cap)
-    mt = _cdiv(M, Mt)
-    steps = G * R
-    # WS: one activation vector per cycle per (K, N) tile; weight beats hidden behind >= rows vectors.
-    ws_compute = kt * nt * M * steps
-    # A weight load is exposed by max(rows - m, 0) behind a tile of m vectors; the last M tile may be short.
-    Mp = M - (mt - 1) * Mt
-    per_m = kt * nt * G
-    ws_load = R * (rows + (mt - 1) * per_m * np.maximum(rows - Mt, 0) + (per_m - 1) * np.maximum(rows - Mp, 0))
-    ws_fill = R * (rows + cols + cal.ws_fill_extra)
-    # OS: K operand beats per (M, N) tile; a tile's last beat waits for the previous tile's drain.
-    os_tiles = _cdiv(M, rows) * nt * G
-    os_compute = os_tiles * K * R
-    os_load = R * (os_tiles - 1) * np.maximum(rows - K, 0)
-    os_fill = R * (rows + cols + cal.os_fill_extra + rows + cal.os_drain_extra)
-    os_ = acc.os
-    compute = np.where(os_, os_compute, ws_compute)
-    load = np.where(os_, os_load, ws_load)
-    fill = np.where(os_, os_fill, ws_fill)
+    nt = _cdiv(N, cols)
+    any_os, any_ws = bool(acc.os.any()), not bool(acc.os.all())
+    ws = os_ = None
+    if any_ws:
+        kt = _cdiv(K, rows)
+        # M tile: the partial sums of one N tile held in the accumulator buffer.
+        Mt = np.minimum(M, np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1))
+        mt = _cdiv(M, Mt)
+        # One activation vector per cycle per (K, N) tile. A weight load is exposed by
+        # max(rows - m, 0) behind a tile of m vectors; the last M tile may be short.
+        Mp = M - (mt - 1) * Mt
+        per_m = kt * nt * G
+        ws = (kt * nt * M * G * R,
+              R * (rows + (mt - 1) * per_m * np.maximum(rows - Mt, 0) + (per_m - 1) * np.maximum(rows - Mp, 0)),
+              R * (rows + cols + cal.ws_fill_extra),
+              mt, 2 * kt)
+    if any_os:
+        # K operand beats per (M, N) tile; a tile's last beat waits for the previous tile's drain.
+        os_mt = _cdiv(M, rows)
+        os_tiles = os_mt * nt * G
+        os_ = (os_tiles * K * R,
+               R * (os_tiles - 1) * np.maximum(rows - K, 0),
+               R * (rows + cols + cal.os_fill_extra + rows + cal.os_drain_extra),
+               os_mt, 2)
+    if ws is None or os_ is None:
+        compute, load, fill, m_tiles, acc_passes = ws or os_
+    else:
+        compute, load, fill, m_tiles, acc_passes = (np.where(acc.os, o, w) for o, w in zip(os_, ws))
     # Buffer traffic: weights into the array once per M tile, activations once per N tile.
-    os_mt = _cdiv(M, rows)
-    w_reads = K * N * G * R * np.where(os_, os_mt, mt)
+    w_reads = K * N * G * R * m_tiles
     a_reads = M * K * G * R * nt
-    acc_rw = M * N * G * R * acc.acc_bytes * np.where(os_, 2, 2 * kt)
-    z = lambda x: np.where(live, x, 0.0)
-    return z(compute), z(load), z(fill), z(w_reads), z(a_reads), z(acc_rw), np.where(os_, os_mt, mt)
+    acc_rw = M * N * G * R * acc.acc_bytes * acc_passes
+    return compute, np.where(live, load, 0.0), np.where(live, fill, 0.0), w_reads, a_reads, acc_rw, m_tiles
 
 
 def _nearmem_gemm(M, K, N, R, acc, cal):
     """Cycles and vault/local bytes of ``R`` products on the near-memory unit."""
-    live = M > 0
     V, L = np.maximum(acc.vaults, 1), np.maximum(acc.lanes, 1)
+    port = np.maximum(acc.vault_bpc, 1)
     Wv = K * _cdiv(N, V)                                    # weights per vault
-    local_inputs = np.maximum(np.floor(acc.local / np.maximum(K, 1)), 1)
-    Mc = np.minimum(M, local_inputs)                        # input vectors held per vault
+    Mc = np.minimum(M, np.maximum(np.floor(acc.local / np.maximum(K, 1)), 1))   # inputs held per vault
     mc = _cdiv(M, Mc)
-    stream = mc * _cdiv(Wv, np.maximum(acc.vault_bpc, 1))  # weight beats from the vault port
+    stream = mc * _cdiv(Wv, port)                           # weight beats from the vault port
     compute = _cdiv(Wv * M, L)
     load = np.maximum(stream - compute, 0)                  # port-bound: lanes wait for weights
-    bcast = _cdiv(Mc * K, np.maximum(acc.vault_bpc, 1))     # first input chunk broadcast, not hidden
-    fill = acc.latency + cal.nearmem_pipeline + bcast
+    bcast = _cdiv(Mc * K, port)                             # first input chunk broadcast, not hidden
+    fill = np.where(M > 0, acc.latency + cal.nearmem_pipeline + bcast, 0.0)
     vault_rd = Wv * V * mc
     local_rw = M * K * V + M * K * _cdiv(N, V) * V          # broadcast writes, reads per weight column
-    z = lambda x: np.where(live, x, 0.0)
-    return z(compute * R), z(load * R), z(fill * R), z(vault_rd * R), z(local_rw * R)
+    return compute * R, load * R, fill * R, vault_rd * R, local_rw * R
 
 
 def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration()):
@@ -356,37 +358,52 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     M2, K2, N2 = col(lt.m2), col(lt.k2), col(lt.n2)
     in_b, out_b, w_b, p_b = col(lt.in_bytes), col(lt.out_bytes), col(lt.w_bytes), col(lt.param_bytes)
     ew = col(lt.ew_elems * lt.ew_ops)
-    macs = np.broadcast_to(col(lt.macs), (len(lt), len(acc)))
+    macs = col(lt.macs)
     nm = acc.nearmem
+
+    # Branches no accelerator or layer needs are skipped (their terms stay 0).
+    any_nm, any_sys, any_g2 = bool(nm.any()), not bool(nm.all()), bool((lt.m2 > 0).any())
+    vec = _cdiv(ew, acc.vec_lanes)
+    vec_fill = np.where(ew > 0, cal.vector_pipeline, 0.0)
 
     # -- systolic ---------------------------------------------------------------------------
     spill = (in_b + out_b) > acc.abuf
-    c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal)
-    c2, l2, f2, wr2, ar2, acc2, _ = _systolic_gemm(M2, K2, N2, 1, R, acc, cal)
-    vec = _cdiv(ew, acc.vec_lanes)
-    vec_fill = np.where(ew > 0, cal.vector_pipeline, 0.0)
     s_fit = p_b <= acc.wbuf
-    refetch = np.where(R > 1, R, mt1)                        # LSTM: every step; CNN: every M tile
-    s_dram_w = w_b * np.where(s_fit, 1, refetch) + (p_b - w_b)
-    nt1 = _cdiv(N1, acc.cols)
-    in_rereads = np.where(in_b > acc.abuf / 2, np.maximum(nt1, 1), 1)
-    s_dram_a = np.where(spill, in_b * in_rereads + out_b, 0.0)
-    s_compute, s_load, s_fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
-    s_first = np.minimum(s_dram_w + s_dram_a, acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
-    s_wbuf = wr1 + wr2 + w_b * np.where(s_fit, 1, refetch)
-    s_abuf = ar1 + ar2 + np.where(spill, in_b * in_rereads, in_b) + out_b
-    s_accbuf = acc1 + acc2
+    s_compute = s_load = s_fill = s_wbuf = s_abuf = s_accbuf = s_first = s_dram_w = s_dram_a = 0.0
+    if any_sys:
+        c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal)
+        c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0
+        if any_g2:
+            c2, l2, f2, wr2, ar2, acc2, _ = _systolic_gemm(M2, K2, N2, 1, R, acc, cal)
+        refetch = np.where(R > 1, R, mt1)                    # LSTM: every step; CNN: every M tile
+        w_fetches = w_b * np.where(s_fit, 1, refetch)
+        s_dram_w = w_fetches + (p_b - w_b)
+        in_rereads = np.where(in_b > acc.abuf / 2, np.maximum(_cdiv(N1, acc.cols), 1), 1)
+        s_dram_a = np.where(spill, in_b * in_rereads + out_b, 0.0)
+        s_compute, s_load, s_fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
+        s_first = np.minimum(s_dram_w + s_dram_a,
+                             acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
+        s_wbuf = wr1 + wr2 + w_fetches
+        s_abuf = ar1 + ar2 + np.where(spill, in_b * in_rereads, in_b) + out_b
+        s_accbuf = acc1 + acc2
 
     # -- near-memory ------------------------------------------------------------------------
-    nc1, nl1, nf1, v1, lo1 = _nearmem_gemm(M1 * G, K1, N1, R, acc, cal)
-    nc2, nl2, nf2, v2, lo2 = _nearmem_gemm(M2, K2, N2, R, acc, cal)
     n_fit = p_b <= acc.vault_cap
-    n_compute, n_load, n_fill = nc1 + nc2 + vec, nl1 + nl2, nf1 + nf2 + vec_fill
-    n_vault = v1 + v2 + (p_b - w_b) + in_b + out_b           # weights, biases, activations live in the stack
-    n_local = lo1 + lo2
+    n_compute = n_load = n_fill = n_vault = n_local = 0.0
+    if any_nm:
+        nc1, nl1, nf1, v1, lo1 = _nearmem_gemm(M1 * G, K1, N1, R, acc, cal)
+        nc2 = nl2 = nf2 = v2 = lo2 = 0.0
+        if any_g2:
+            nc2, nl2, nf2, v2, lo2 = _nearmem_gemm(M2, K2, N2, R, acc, cal)
+        n_compute, n_load, n_fill = nc1 + nc2 + vec, nl1 + nl2, nf1 + nf2 + vec_fill
+        n_vault = v1 + v2 + (p_b - w_b) + in_b + out_b       # weights, biases, activations live in the stack
+        n_local = lo1 + lo2
 
     # -- combine ----------------------------------------------------------------------------
-    pick = lambda a, b: np.where(nm, b, a)
+    def pick(a, b):
+        if not any_nm:
+            return a
+        return b if not any_sys else np.where(nm, b, a)
     dram_w = pick(s_dram_w, 0.0)
     dram_a = pick(s_dram_a, 0.0)
     dram = dram_w + dram_a
@@ -404,7 +421,8 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     with np.errstate(invalid="ignore", divide="ignore"):
         util = np.where(supported & (cycles > 0), macs / (cycles * peak), 0.0)
     shape = cycles.shape
-    full = lambda x: np.broadcast_to(np.asarray(x, dtype=np.float64), shape).copy()
+    zeros = np.zeros(shape)
+    full = lambda x: zeros + x          # a fresh (L, A) float array, cheaper than broadcast_to().copy()
     return Cost(
         layers=lt, accelerators=acc, cycles=cycles, compute=full(compute), load=full(load), fill=full(fill),
         dma=full(dma), stall=full(stall), seconds=seconds, macs=full(macs), utilisation=util,
@@ -412,7 +430,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         wbuf_bytes=full(pick(s_wbuf, 0.0)), abuf_bytes=full(pick(s_abuf, 0.0)),
         accbuf_bytes=full(pick(s_accbuf, 0.0)), vault_bytes=full(pick(0.0, n_vault)),
         local_bytes=full(pick(0.0, n_local)), vector_ops=full(ew), requant_ops=full(col(lt.out_elems)),
-        params_fit=np.broadcast_to(pick(s_fit, n_fit), shape).copy(), supported=supported,
+        params_fit=(zeros + pick(s_fit, n_fit)).astype(bool), supported=supported,
     )
 
 

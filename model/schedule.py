@@ -20,13 +20,13 @@ every other accelerator removed before solving.
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from mensa.hw.config import UserError
 from mensa.model.cost import Calibration, LayerTable, AcceleratorTable, evaluate
-from mensa.model.energy import AreaTable, COMPONENTS, EnergyTable, layer_energy, leakage_mw
+from mensa.model.energy import AreaTable, COMPONENTS, EnergyTable, layer_energy, leakage_mw, system_area_mm2
 
 __all__ = ["ScheduleError", "OBJECTIVES", "solve", "exhaustive", "total_cost", "LayerPlacement",
            "Schedule", "schedule"]
@@ -155,7 +155,6 @@ class Schedule:
     placements: tuple[LayerPlacement, ...]
     macs: float
     area_mm2: float = 0.0
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def latency_s(self):
@@ -192,8 +191,7 @@ class Schedule:
             "latency_s": self.latency_s, "energy_pj": self.energy_pj, "macs": self.macs,
             "throughput_per_s": self.throughput, "macs_per_joule": self.macs_per_joule,
             "area_mm2": self.area_mm2, "energy_breakdown_pj": self.energy_breakdown_pj,
-            "layers": [p.__dict__ for p in self.placements], "notes": list(self.notes),
-        }
+            "layers": [p.__dict__ for p in self.placements]}
 
 
 def _transfer_matrices(acc, energy, leak_total_mw):
@@ -223,7 +221,6 @@ def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTa
     -------
     :class:`Schedule`
     """
-    from mensa.model.energy import system_area_mm2
     if objective not in OBJECTIVES:
         raise ScheduleError(f"objective {objective!r} is not allowed; allowed: {', '.join(OBJECTIVES)}")
     pins = dict(pins or {})
