@@ -1,0 +1,133 @@
+"""cocotb testbench of the near-memory unit: random FC layers, bit-exact with the golden model.
+
+Parameters come in ``MENSA_TB`` (JSON): the :class:`~mensa.hw.config.NearMemConfig`
+fields (``vaults``, ``lanes``, ``vault_bits``, ``vault_kib``, ``local_kib``), ``layers``
+(a list of [K, N, M], or an int: that many random shapes up to ``max_k``, ``max_n``,
+``max_m``), ``latency`` ([lo, hi] cycles of a vault read), ``gap`` (probability of a
+valid/ready gap on every stream), ``outstanding`` (vault requests in flight at most),
+``raw`` (int32 accumulators, else int8 outputs), ``result`` (a path for the figures).
+
+Driver: lays each layer out with :func:`mensa.hw.nearmem.fc_program`, loads the vault
+images into :class:`mensa.sim.vault.VaultArray`, sends the descriptor and the input
+vectors. Monitor: collects the output beats. Model: :func:`mensa.sim.golden.fully_connected_acc`
+plus the bias (raw) or :func:`mensa.sim.golden.fully_connected`. Checker: every vector
+against the model, and ``last`` on each vector's final beat only.
+"""
+
+import json
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from mensa.hw.config import NearMemConfig
+from mensa.hw.nearmem import ACC_BITS, NearMemGeometry, fc_program
+from mensa.sim import golden
+from mensa.sim.streams import StreamSink, StreamSource, rng, unpack
+from mensa.sim.vault import VaultArray
+
+_CONFIG_FIELDS = ("vaults", "lanes", "vault_bits", "vault_kib", "local_kib")
+
+
+def _params():
+    return json.loads(os.environ["MENSA_TB"])
+
+
+def _shapes(p, gen, geometry):
+    layers = p["layers"]
+    if isinstance(layers, list):
+        return [tuple(s) for s in layers]
+    max_k = min(p.get("max_k", geometry.max_in), geometry.max_in)
+    max_n = min(p.get("max_n", 3 * geometry.vaults * geometry.lanes),
+                geometry.max_groups * geometry.lanes * geometry.vaults)
+    max_m = p.get("max_m", 3)
+    out = [(1, 1, 1)]                                      # the smallest layer always covered
+    while len(out) < layers:
+        out.append((int(gen.integers(1, max_k + 1)), int(gen.integers(1, max_n + 1)),
+                    int(gen.integers(1, max_m + 1))))
+    return out
+
+
+async def _reset(dut):
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+
+
+def _layer(gen, k, n, m):
+    x = gen.integers(-128, 128, size=(m, k), dtype=np.int64).astype(np.int8)
+    w = gen.integers(-128, 128, size=(k, n), dtype=np.int64).astype(np.int8)
+    bias = gen.integers(-(1 << 31), 1 << 31, size=n, dtype=np.int64).astype(np.int32)
+    if gen.random() < 0.5:      # small biases too, so that not every sum wraps
+        bias = (bias >> 12).astype(np.int32)
+    multiplier, shift = golden.quantize_multiplier(gen.uniform(1e-5, 0.5, size=n))
+    x_zp = int(gen.integers(-128, 128))
+    out_zp = int(gen.integers(-128, 128))
+    qmin = int(gen.integers(-128, 0)) if gen.random() < 0.3 else -128
+    qmax = int(gen.integers(qmin + 1, 128)) if gen.random() < 0.3 else 127
+    return dict(x=x, w=w, bias=bias, multiplier=multiplier, shift=shift, x_zp=x_zp, out_zp=out_zp,
+                qmin=qmin, qmax=qmax)
+
+
+@cocotb.test()
+async def fc_random_layers(dut):
+    """Random FC layers, through vaults of random latency, equal the golden model bit for bit."""
+    p = _params()
+    config = NearMemConfig(**{f: p[f] for f in _CONFIG_FIELDS})
+    geom = NearMemGeometry.of(config)
+    gen = rng()
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    await _reset(dut)
+    gap = p["gap"]
+    raw = p["raw"]
+    layer = StreamSource(dut, "layer", dut.clk, gap=gap, salt=1)
+    inputs = StreamSource(dut, "inputs", dut.clk, gap=gap, salt=2)
+    outs = StreamSink(dut, "accs" if raw else "outs", dut.clk, gap=gap, salt=3)
+    vaults = VaultArray(dut, dut.clk, vaults=geom.vaults, word_bytes=geom.word_bytes,
+                        latency=tuple(p["latency"]), gap=gap, outstanding=p.get("outstanding", 64))
+    out_bits = ACC_BITS if raw else 8
+    L = geom.lanes
+    figures = []
+    for k, n, m in _shapes(p, gen, geom):
+        t = _layer(gen, k, n, m)
+        base = int(gen.integers(0, 4))
+        prog = fc_program(geom, t["w"], t["x"], bias=t["bias"], multiplier=t["multiplier"], shift=t["shift"],
+                          x_zero_point=t["x_zp"], out_zero_point=t["out_zp"], qmin=t["qmin"], qmax=t["qmax"],
+                          raw=raw, base=base)
+        vaults.load(prog.images, base)
+        layer.first_cycle = None
+        layer.send(prog.descriptor_word())                   # driver
+        for beat in prog.input_beats():
+            inputs.send(beat)
+        lanes_out = []
+        for i in range(m * prog.out_beats):                  # monitor + checker of `last`
+            word = await outs.recv()
+            lanes_out.append(unpack(word, L, out_bits))
+            last = (word >> (L * out_bits)) & 1
+            assert last == int(i % prog.out_beats == prog.out_beats - 1), \
+                f"layer K={k} N={n} M={m}: beat {i} has last={last}"
+        got = prog.outputs(lanes_out)
+        acc = golden.fully_connected_acc(t["x"], t["w"], x_zero_point=t["x_zp"])
+        if raw:                                              # model
+            expect = acc + t["bias"]          # int32 wraps like the hardware adder
+        else:
+            expect = golden.requantize(acc + t["bias"], t["multiplier"], t["shift"], t["out_zp"],
+                                       t["qmin"], t["qmax"])
+        bad = np.argwhere(got != expect)
+        assert not bad.size, (f"layer K={k} N={n} M={m}: {len(bad)} outputs differ from golden, first at "
+                              f"(vector, channel) {tuple(bad[0])}: got {got[tuple(bad[0])]}, "
+                              f"expected {expect[tuple(bad[0])]}")
+        cycles = outs.last_cycle - layer.first_cycle + 1     # descriptor taken .. last output taken
+        util = k * n * m / (geom.vaults * L * cycles)
+        dut._log.info(f"FC K={k} N={n} M={m}: {cycles} cycles, lane utilisation {util:.3f}, "
+                      f"bytes per vault {vaults.bytes_read}")
+        figures.append({"K": k, "N": n, "M": m, "cycles": cycles, "utilisation": util,
+                        "bytes_per_vault": vaults.bytes_read})
+        while int(dut.busy.value):
+            await RisingEdge(dut.clk)
+        await ClockCycles(dut.clk, 2)
+    if p.get("result"):
+        with open(p["result"], "w") as f:
+            json.dump(figures, f)

@@ -1,0 +1,33 @@
+"""The near-memory unit's Verilog runs random FC layers bit-exactly (cocotb), through vaults
+of random latency and backpressure."""
+
+import json
+
+import pytest
+
+from mensa.hw.config import NearMemConfig, to_dict
+from mensa.hw.nearmem import NearMemoryUnit
+from mensa.sim.runner import run, simulators
+
+# One vault word per lane word, two lane words per vault word, four vault words per lane word.
+CONFIGS = {
+    "v2l4w32": NearMemConfig(vaults=2, lanes=4, vault_bits=32, vault_kib=16, local_kib=1),
+    "v3l4w64": NearMemConfig(vaults=3, lanes=4, vault_bits=64, vault_kib=16, local_kib=1),
+    "v2l8w16": NearMemConfig(vaults=2, lanes=8, vault_bits=16, vault_kib=16, local_kib=1),
+}
+
+
+def _run(config, sim, tmp_path, **params):
+    params = dict(to_dict(config), result=str(tmp_path / "figures.json"), **params)
+    run(NearMemoryUnit(config), name="nearmem", key=config, sim=sim,
+        test_module="mensa.sim.tb_nearmem", test_name=f"fc-{tmp_path.name}",
+        extra_env={"MENSA_TB": json.dumps(params)})
+    return json.loads((tmp_path / "figures.json").read_text())
+
+
+@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fc_accumulators_random_layers_random_latency_bit_exact(name, sim, tmp_path):
+    figures = _run(CONFIGS[name], sim, tmp_path, layers=8, max_k=70, max_n=40, max_m=3,
+                   latency=[1, 50], gap=0.3, outstanding=16, raw=True)
+    assert len(figures) == 8
