@@ -106,7 +106,7 @@ def run(args):
                          f"seed {args.seed}; intensity spread {families.intensity_spread():.1f}x)")
     for col in ("family", "zoo layers", "in this model", "median MAC/B", "median params B", "median reuse",
                 "ops", "label"):
-        ftable.add_column(col, justify="left" if col in ("family", "ops", "label") else "right")
+        ftable.add_column(col, justify="left" if col in ("family", "ops", "label") else "right", no_wrap=True)
     for fam in families:
         mine = sum(1 for a in assigned if a == fam.index)
         ops = ", ".join(f"{k} {v}" for k, v in fam.ops.items())
@@ -135,7 +135,7 @@ def run(args):
     plot_layers(zoo_png, f"mensa zoo: {len(zoo.names())} models, {len(zoo_feats)} layers",
                 list(zip(zoo_feats, zoo_assigned)), families=families)
 
-    console = make_console()
+    console = make_console(width=170)
     console.print(table)
     console.print(ftable)
     for p in (json_path, model_png, zoo_png):

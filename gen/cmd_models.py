@@ -10,10 +10,10 @@ from mensa.model import zoo
 __all__ = ["add_arguments", "run", "zoo_summary", "make_console"]
 
 
-def make_console():
-    """A rich console; 120 columns when the output is not a terminal (a pipe or a log file)."""
+def make_console(width=120):
+    """A rich console; ``width`` columns when the output is not a terminal (a pipe or a log file)."""
     console = Console()
-    return console if console.is_terminal else Console(width=120)
+    return console if console.is_terminal else Console(width=width)
 
 
 def add_arguments(parser):

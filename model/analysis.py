@@ -147,7 +147,7 @@ class Family:
         return d
 
 
-def _label(intensity, param_bytes, param_reuse, recurrent, ops):
+def _label(intensity, param_bytes, param_reuse, act_bytes, recurrent, ops):
     top = max(ops, key=ops.get)
     if recurrent >= 0.5:
         kind = "recurrent"
@@ -155,6 +155,8 @@ def _label(intensity, param_bytes, param_reuse, recurrent, ops):
         kind = "low parameter reuse"
     elif intensity >= 40:
         kind = "compute-centric"
+    elif act_bytes >= 4 * param_bytes:
+        kind = "activation-bound"
     else:
         kind = "low intensity"
     return f"{kind}, mostly {top}"
@@ -240,10 +242,10 @@ def fit_families(features, *, k=5, seed=0):
         pb = float(np.median([f.param_bytes for f in g]))
         rec = sum(f.recurrent for f in g) / len(g)
         reuse = float(np.median([f.param_reuse for f in g]))
+        act = float(np.median([f.act_in_bytes + f.act_out_bytes for f in g]))
         families.append(Family(
-            index=order[c], label=_label(median[c], pb, reuse, rec, ops), count=len(g), intensity=median[c],
-            param_bytes=pb, param_reuse=reuse,
-            act_bytes=float(np.median([f.act_in_bytes + f.act_out_bytes for f in g])), recurrent=rec,
+            index=order[c], label=_label(median[c], pb, reuse, act, rec, ops), count=len(g), intensity=median[c],
+            param_bytes=pb, param_reuse=reuse, act_bytes=act, recurrent=rec,
             ops=dict(sorted(ops.items(), key=lambda kv: -kv[1])),
             models=dict(sorted(models.items(), key=lambda kv: -kv[1])),
             members=tuple((f.model, f.layer) for f in g)))
@@ -251,7 +253,7 @@ def fit_families(features, *, k=5, seed=0):
     return Families(mean=scaler.mean_, scale=scaler.scale_, centers=centers, families=families)
 
 
-_CACHE_FORMAT = 2     # bump when Family or the labels change
+_CACHE_FORMAT = 3     # bump when Family or the labels change
 
 
 def _cache_dir():
