@@ -27,9 +27,15 @@ def _systolic_top(acc):
     return SystolicArray(acc.array)
 
 
+def _nearmem_top(acc):
+    from mensa.hw.nearmem import NearMemoryUnit
+    return NearMemoryUnit(acc.nearmem)
+
+
 # The top-level component of each kind of accelerator core.
 TOPS = {
     CoreKind.SYSTOLIC: _systolic_top,
+    CoreKind.NEARMEM: _nearmem_top,
 }
 
 
