@@ -35,7 +35,7 @@ from pathlib import Path
 from mensa.gen.verilog import TOPS, convert, module_name, ports, tool_versions, top_for, write_if_changed
 from mensa.hw.config import UserError, config_hash
 
-__all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions"]
+__all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
 FLOW_VERSION = 1
@@ -203,6 +203,13 @@ def _critical_paths(report):
     return paths
 
 
+def cache_key(sources, target, clock_mhz, versions):
+    """The key of a cached result: the Verilog sources, the target, the clock target, the tools."""
+    text = json.dumps({"sources": sources, "target": dataclasses.asdict(target),
+                       "clock_mhz": clock_mhz, "tools": versions}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _synth_module(system, acc, target, out_dir, progress, task):
     """Synthesise and place one accelerator; returns its report (cached when the key matches)."""
     name = module_name(system, acc)
@@ -218,9 +225,7 @@ def _synth_module(system, acc, target, out_dir, progress, task):
         top_name = f"{name}_shell"
         sources.append((f"{top_name}.v", shell))
     versions = flow_versions(target)
-    key_text = json.dumps({"sources": sources, "target": dataclasses.asdict(target),
-                           "clock_mhz": acc.clock_mhz, "tools": versions}, sort_keys=True)
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
+    key = cache_key(sources, target, acc.clock_mhz, versions)
     report_path = work / "report.json"
     if report_path.exists():
         try:
