@@ -17,6 +17,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Value
 from amaranth.lib import wiring
 
+from mensa.gen.fusesoc import core_file
 from mensa.hw.config import CoreKind, UserError, config_hash, to_dict
 
 __all__ = ["TOPS", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
@@ -110,6 +111,7 @@ def emit(system, out_dir):
             "ports": [{"name": n, "direction": d, "width": w} for n, d, w in ports(top)],
         })
     outputs["files.f"] = "".join(f"{m['file']}\n" for m in modules)
+    outputs[f"{system.name}.core"] = core_file(system, modules)   # FuseSoC CAPI2
     manifest = {
         "system": system.name,
         "config_hash": config_hash(system),
