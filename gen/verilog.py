@@ -18,7 +18,9 @@ from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 from mensa.gen.fusesoc import core_file
+from mensa.gen.header import header
 from mensa.hw.config import CoreKind, UserError, config_hash, to_dict
+from mensa.hw.regs import register_map
 
 __all__ = ["TOPS", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
 
@@ -102,6 +104,8 @@ def emit(system, out_dir):
         name = module_name(system, acc)
         top = top_for(acc)
         outputs[f"{name}.v"] = convert(top, name)
+        if acc.kind is CoreKind.SYSTOLIC:     # the register map of the compute-centric accelerator
+            outputs[f"{name}_regs.h"] = header(register_map(acc), prefix=name, source=f"config {config_hash(acc)}")
         modules.append({
             "accelerator": acc.name,
             "kind": acc.kind.value,

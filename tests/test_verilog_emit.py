@@ -46,7 +46,7 @@ def test_rewrite_only_when_changed(emitted, capsys):
     before = (out / "small_sa.v").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["verilog", "--config", str(config), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("unchanged") == 4   # .v, files.f, .core, manifest.json
+    assert capsys.readouterr().out.count("unchanged") == 5   # .v, _regs.h, files.f, .core, manifest.json
     assert (out / "small_sa.v").stat().st_mtime_ns == before
 
 
