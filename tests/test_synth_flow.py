@@ -5,6 +5,8 @@ import json
 import pytest
 
 from mensa.gen.cli import main
+from mensa.gen.verilog import convert, ports, top_for
+from mensa.hw.config import loads
 from mensa.gen.synth import TARGETS, _utilisation_from_log, cache_key, flow_versions
 
 SMALL = """name = "tiny"
@@ -42,9 +44,15 @@ def test_small_array_on_ecp5_25f(small_run, capsys):
     assert r["ffs"] >= 2 * 4 * 8 + 2 * 32
     assert r["luts"] > 0 and r["brams"] == 0
     assert r["cells"]["MULT18X18D"] == 4
-    # nextpnr placed the same cells it was given.
+    # nextpnr placed the core's cells and the shell's: one FF per port bit, five pins.
+    sh = m["shell"]
+    top = top_for(loads(SMALL)["ws2"])
+    convert(top, "ws2")     # (elaborated, as every component must be)
+    assert sh["bits"] == sum(w for n, _, w in ports(top) if n not in ("clk", "rst"))
+    assert sh["ffs"] == sh["bits"] and sh["dsps"] == 0
     assert m["device"]["MULT18X18D"] == {"used": 4, "available": 28}
-    assert m["device"]["TRELLIS_FF"]["used"] == r["ffs"]
+    assert m["device"]["TRELLIS_FF"]["used"] == r["ffs"] + sh["ffs"]
+    assert m["device"]["TRELLIS_IO"]["used"] == 5           # clk, rst, si, ld, so
     clk = m["clocks"]["clk"]
     assert clk["target_mhz"] == 150 and 20 < clk["fmax_mhz"] < 1000
     assert clk["met"] == (clk["fmax_mhz"] >= 150)
@@ -133,5 +141,5 @@ def test_small_array_on_ice40_up5k(tmp_path):
     assert main(["synth", "--config", str(cfg), "--target", "ice40-up5k", "--out", str(tmp_path)]) == 0
     (m,) = json.loads((tmp_path / "synth.json").read_text())["modules"]
     assert m["resources"]["dsps"] == 4 and m["device"]["ICESTORM_DSP"]["used"] == 4
-    assert m["shell_bits"] > 0 and m["device"]["SB_IO"]["used"] == 5     # clk, rst, si, ld, so
+    assert m["shell"]["bits"] > 0 and m["device"]["SB_IO"]["used"] == 5     # clk, rst, si, ld, so
     assert list(m["clocks"]) and all(c["fmax_mhz"] > 10 for c in m["clocks"].values())
