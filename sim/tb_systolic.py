@@ -118,7 +118,7 @@ async def _gemm_os(p, ports, a, b):
     return c, operands.first_cycle, results.last_cycle
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=50, timeout_unit="ms")
 async def gemm_random_shapes(dut):
     """Random int8 GEMMs, tiled onto the array, equal the golden matmul bit for bit."""
     p = _params()
