@@ -36,9 +36,10 @@ from mensa.hw.config import AcceleratorConfig, Dataflow
 from mensa.model.ir import Op
 
 __all__ = ["Access", "Register", "RegisterMap", "register_map", "OPCODES", "MAGIC",
-           "RegisterFile", "axi4lite_members", "RESP_OKAY", "RESP_SLVERR"]
+           "RegisterFile", "RunControl", "axi4lite_members", "RESP_OKAY", "RESP_SLVERR", "COUNTER_BITS"]
 
 MAGIC = 0x4D4E5341            # "MNSA": the ID register
+COUNTER_BITS = 64             # performance counters: no wrap in centuries at any clock
 DATA_BITS = 32                # AXI4-Lite data width of the register interface
 RESP_OKAY = 0
 RESP_SLVERR = 2               # an address with no register behind it
@@ -176,7 +177,7 @@ def register_map(config):
     for name, doc in (("CYCLES_TOTAL", "cycles from START to DONE"),
                       ("CYCLES_BUSY", "cycles the array computed"),
                       ("CYCLES_STALL", "cycles the accelerator waited on DRAM")):
-        b.wide(name, 64, RO, doc)
+        b.wide(name, COUNTER_BITS, RO, doc)
     # the layer descriptor
     b.add("OP", 4, RW, "layer kind", values=tuple((op.name, code) for op, code in OPCODES.items()))
     for name, doc in (("IN_H", "input height"), ("IN_W", "input width"), ("IN_C", "input channels"),
@@ -359,6 +360,61 @@ class RegisterFile(wiring.Component):
                         if r.signed and r.const is None:
                             value = value.as_signed()
                         m.d.sync += rdata.eq(value)
+        return m
+
+
+class RunControl(wiring.Component):
+    """The run state behind CTRL, STATUS, IRQ_STATUS and the performance counters.
+
+    ``start`` (the CTRL.START strobe) begins a run unless one is running: the counters
+    clear and ``running`` rises in the next cycle. Every cycle with ``running`` high counts
+    in ``cycles_total``, and in ``cycles_busy`` / ``cycles_stall`` when ``busy`` /
+    ``mem_stall`` are high. ``done`` (from the sequencer) ends the run: ``running`` falls,
+    STATUS.DONE rises and stays until the next start, and ``irq_event`` pulses once (wire
+    it to the IRQ_STATUS.DONE event). ``irq`` is the interrupt line: a pending, enabled
+    interrupt.
+
+    Members
+    -------
+    start, done, busy, mem_stall : ``In(1)``
+    irq_enable, irq_pending : ``In(1)``
+        IRQ_ENABLE.DONE and IRQ_STATUS.DONE as the register file holds them.
+    running : ``Out(1)``
+    status : ``Out(2)``
+        The STATUS register: bit 0 BUSY (``running``), bit 1 DONE.
+    cycles_total, cycles_busy, cycles_stall : ``Out(COUNTER_BITS)``
+    irq_event, irq : ``Out(1)``
+    """
+
+    def __init__(self):
+        super().__init__({
+            "start": In(1), "done": In(1), "busy": In(1), "mem_stall": In(1),
+            "irq_enable": In(1), "irq_pending": In(1),
+            "running": Out(1), "status": Out(2),
+            "cycles_total": Out(COUNTER_BITS), "cycles_busy": Out(COUNTER_BITS),
+            "cycles_stall": Out(COUNTER_BITS),
+            "irq_event": Out(1), "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        finished = Signal()
+        counters = (self.cycles_total, self.cycles_busy, self.cycles_stall)
+        with m.If(self.running):
+            m.d.sync += [
+                self.cycles_total.eq(self.cycles_total + 1),
+                self.cycles_busy.eq(self.cycles_busy + self.busy),
+                self.cycles_stall.eq(self.cycles_stall + self.mem_stall),
+            ]
+            with m.If(self.done):
+                m.d.sync += self.running.eq(0), finished.eq(1)
+        with m.Elif(self.start):
+            m.d.sync += [self.running.eq(1), finished.eq(0)] + [c.eq(0) for c in counters]
+        m.d.comb += [
+            self.status.eq(Cat(self.running, finished)),
+            self.irq_event.eq(self.running & self.done),
+            self.irq.eq(self.irq_enable & self.irq_pending),
+        ]
         return m
 
 
