@@ -38,7 +38,7 @@ from mensa.hw.config import UserError, config_hash
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
-FLOW_VERSION = 2
+FLOW_VERSION = 3
 
 
 class SynthError(UserError):
@@ -126,7 +126,8 @@ def _shell(inner, port_list):
     """Verilog of a shell around ``inner`` that needs four pins: clk, rst, si, ld, so.
 
     Inputs come from a shift register fed by ``si``; with ``ld`` high the outputs are
-    captured into another that shifts out through ``so``.
+    captured into another that shifts out through ``so``. The reset is registered, so no
+    path starts at a pin.
     """
     ins = [(n, w) for n, d, w in port_list if d == "input" and n not in ("clk", "rst")]
     outs = [(n, w) for n, d, w in port_list if d == "output"]
@@ -135,12 +136,14 @@ def _shell(inner, port_list):
     lines = [f"module {inner}_shell(input clk, input rst, input si, input ld, output so);",
              f"  reg [{ni - 1}:0] sin;",
              f"  reg [{no - 1}:0] sout;",
+             "  reg rst_q;",
+             "  always @(posedge clk) rst_q <= rst;",
              f"  wire [{no - 1}:0] outs;",
              f"  always @(posedge clk) sin <= {{sin[{ni - 1}:0], si}};" if ni > 1 else
              "  always @(posedge clk) sin <= si;",
              f"  always @(posedge clk) sout <= ld ? outs : (sout >> 1);",
              "  assign so = sout[0];",
-             f"  {inner} core (.clk(clk), .rst(rst)"]
+             f"  {inner} core (.clk(clk), .rst(rst_q)"]
     pos = 0
     for name, w in ins:
         lines[-1] += f", .{name}(sin[{pos + w - 1}:{pos}])"

@@ -49,7 +49,7 @@ def test_small_array_on_ecp5_25f(small_run, capsys):
     top = top_for(loads(SMALL)["ws2"])
     convert(top, "ws2")     # (elaborated, as every component must be)
     assert sh["bits"] == sum(w for n, _, w in ports(top) if n not in ("clk", "rst"))
-    assert sh["ffs"] == sh["bits"] and sh["dsps"] == 0
+    assert sh["ffs"] == sh["bits"] + 1 and sh["dsps"] == 0          # + the registered reset
     assert m["device"]["MULT18X18D"] == {"used": 4, "available": 28}
     assert m["device"]["TRELLIS_FF"]["used"] == r["ffs"] + sh["ffs"]
     assert m["device"]["TRELLIS_IO"]["used"] == 5           # clk, rst, si, ld, so
