@@ -31,9 +31,11 @@ each lane's int32 bias in word ``b``, byte ``b`` of its Q31 multiplier in word
 ``4 + b``, its shift in word 8), then K weight lane words; the whole padded to a
 whole number of vault words. Every vector reads the image again from ``base``.
 
-Outputs: ``raw = 1`` sends the int32 accumulators (bias included, wrapping like a
-32-bit adder: :func:`mensa.sim.golden.fully_connected_acc` plus the bias) out of
-``accs``.
+Outputs: int8, through a :class:`~mensa.hw.requant.Requantizer` behind the gather
+(each group with its lanes' multipliers and shifts, the layer's output zero point and
+clamp), out of ``outs``: bit for bit :func:`mensa.sim.golden.fully_connected`. With
+``raw = 1`` the int32 accumulators (bias included, wrapping like a 32-bit adder:
+:func:`mensa.sim.golden.fully_connected_acc` plus the bias) leave through ``accs`` instead.
 
 The program side (:func:`compile_layer`, :func:`fc_program`) turns a layer into a
 descriptor, the vault images and the input vectors, and refuses with
@@ -48,17 +50,17 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.hw.config import NearMemConfig, UserError
+from mensa.hw.requant import ACC_BITS, SHIFT_BITS, Requantizer, acc_layout, out_layout
 
 __all__ = [
     "NearMemoryUnit", "NearMemGeometry", "NearMemLayerError", "NearMemProgram",
-    "HEADER_WORDS", "ACC_BITS", "SHIFT_BITS", "layer_layout", "acc_layout",
+    "HEADER_WORDS", "layer_layout",
     "fc_program", "compile_layer",
 ]
 
 HEADER_WORDS = 9    # lane words ahead of each group's weights: bias (4), multiplier (4), shift (1)
-ACC_BITS = 32       # int32 accumulators, bias and Q31 multipliers (the numeric contract)
-SHIFT_BITS = 6      # requantisation shift, -32..31
 VECTOR_BITS = 16    # vectors per layer descriptor
+_QUEUE_ENTRY_BYTES = 9  # per lane in the result queue: accumulator, multiplier, shift
 
 
 class NearMemLayerError(UserError):
@@ -93,10 +95,10 @@ class NearMemGeometry:
                              f"config.lanes: {lanes} must divide one another")
         local = config.local_kib * 1024
         max_in = local // 4 // lanes * lanes
-        max_groups = local // (16 * lanes)
+        max_groups = local // (4 * _QUEUE_ENTRY_BYTES * lanes)
         if max_in < lanes or max_groups < 1:
             raise ValueError(f"config.local_kib: {config.local_kib} is too small for {lanes} lanes; "
-                             f"allowed at least {16 * lanes / 1024:g}")
+                             f"allowed at least {4 * _QUEUE_ENTRY_BYTES * lanes / 1024:g}")
         wide = word_bytes >= lanes
         return cls(vaults=config.vaults, lanes=lanes, word_bytes=word_bytes, wide=wide,
                    ratio=word_bytes // lanes if wide else lanes // word_bytes,
@@ -135,10 +137,6 @@ def layer_layout(geometry):
     })
 
 
-def acc_layout(lanes):
-    return data.StructLayout({"data": data.ArrayLayout(signed(ACC_BITS), lanes), "last": 1})
-
-
 class NearMemoryUnit(wiring.Component):
     """``vaults`` vaults of ``lanes`` int8 MAC lanes, fed by their own memory ports.
 
@@ -162,6 +160,8 @@ class NearMemoryUnit(wiring.Component):
         With ``raw``: per vector ``vaults * groups`` beats of ``lanes`` int32 accumulators
         (bias included), channels in order; ``last`` on each vector's final beat. Channels
         beyond the layer's are zero-weight padding.
+    outs : ``Out(stream.Signature(out_layout(lanes, 8)))``
+        Without ``raw``: the same beats requantised to int8.
     busy : ``Out(1)``
         A layer is running.
     """
@@ -176,6 +176,7 @@ class NearMemoryUnit(wiring.Component):
             "vault_req": Out(stream.Signature(range(g.vault_words))).array(g.vaults),
             "vault_resp": In(stream.Signature(config.vault_bits)).array(g.vaults),
             "accs": Out(stream.Signature(acc_layout(g.lanes))),
+            "outs": Out(stream.Signature(out_layout(g.lanes, 8))),
             "busy": Out(1),
         })
 
@@ -247,41 +248,85 @@ class NearMemoryUnit(wiring.Component):
             with m.Else():
                 m.d.sync += full[v].eq((full[v] & ~clear_full[v]) | set_full)
 
-        acc_queues = []
-        for v in range(V):
-            acc_queues.append(self._vault(m, v, desc, words, running, start, inbuf, wr, full[v], clear_full[v]))
+        queues = [self._vault(m, v, desc, words, running, start, inbuf, wr, full[v], clear_full[v])
+                  for v in range(V)]
 
-        # -- the gather: vault 0's groups, vault 1's, ... per vector ------------------------
-        gv = Signal(range(V))
-        gg = Signal(range(g.max_groups))
-        gvec = Signal(VECTOR_BITS)
-        head = Signal(L * ACC_BITS)
-        head_valid = Signal()
-        with m.Switch(gv):
-            for v, q in enumerate(acc_queues):
-                with m.Case(v):
-                    m.d.comb += [head.eq(q.r_data), head_valid.eq(q.r_rdy)]
-        vec_last = (gv == V - 1) & (gg == G - 1)
-        m.d.comb += [
-            self.accs.valid.eq(running & head_valid),
-            self.accs.payload.data.as_value().eq(head),
-            self.accs.payload.last.eq(vec_last),
-        ]
-        pop = self.accs.valid & self.accs.ready
-        for v, q in enumerate(acc_queues):
-            m.d.comb += q.r_en.eq(pop & (gv == v))
-        with m.If(pop):
-            with m.If(gg == G - 1):
-                m.d.sync += gg.eq(0)
-                with m.If(gv == V - 1):
-                    m.d.sync += [gv.eq(0), gvec.eq(gvec + 1)]
-                    m.d.comb += finish.eq(gvec == M - 1)
+        # -- the gathers: vault 0's groups, vault 1's, ... per vector; one walks the
+        # accumulators, one the requantisation parameters, which may run ahead ------------
+        def gather(name, width, index):
+            gv = Signal(range(V), name=f"{name}_vault")
+            gg = Signal(range(g.max_groups), name=f"{name}_group")
+            head = Signal(width, name=f"{name}_head")
+            head_valid = Signal(name=f"{name}_valid")
+            pop = Signal(name=f"{name}_pop")
+            with m.Switch(gv):
+                for v, qs in enumerate(queues):
+                    with m.Case(v):
+                        m.d.comb += [head.eq(qs[index].r_data), head_valid.eq(qs[index].r_rdy)]
+            for v, qs in enumerate(queues):
+                m.d.comb += qs[index].r_en.eq(pop & (gv == v))
+            vec_last = (gv == V - 1) & (gg == G - 1)
+            with m.If(pop):
+                with m.If(gg == G - 1):
+                    m.d.sync += [gg.eq(0), gv.eq(Mux(gv == V - 1, 0, gv + 1))]
                 with m.Else():
-                    m.d.sync += gv.eq(gv + 1)
-            with m.Else():
-                m.d.sync += gg.eq(gg + 1)
+                    m.d.sync += gg.eq(gg + 1)
+            with m.If(start):
+                m.d.sync += [gv.eq(0), gg.eq(0)]
+            return head, head_valid & running, pop, vec_last
+
+        acc_head, acc_valid, acc_pop, acc_last = gather("gather", L * ACC_BITS, 0)
+        q_head, q_valid, q_pop, _ = gather("qgather", L * (ACC_BITS + SHIFT_BITS), 1)
+
+        rq = Requantizer(lanes=L, out_bits=8)
+        m.submodules.requantizer = rq
+        q_params = data.View(data.StructLayout({"multiplier": data.ArrayLayout(signed(ACC_BITS), L),
+                                                "shift": data.ArrayLayout(signed(SHIFT_BITS), L)}), q_head)
+        m.d.comb += [
+            self.accs.valid.eq(acc_valid & desc.raw),
+            self.accs.payload.data.as_value().eq(acc_head),
+            self.accs.payload.last.eq(acc_last),
+            rq.accs.valid.eq(acc_valid & ~desc.raw),
+            rq.accs.payload.data.as_value().eq(acc_head),
+            rq.accs.payload.last.eq(1),         # every group has its own parameters
+            acc_pop.eq(Mux(desc.raw, self.accs.ready, rq.accs.ready) & acc_valid),
+            rq.quant.valid.eq(q_valid & ~desc.raw),
+            rq.quant.payload.multiplier.eq(q_params.multiplier),
+            rq.quant.payload.shift.eq(q_params.shift),
+            rq.quant.payload.zero_point.eq(desc.out_zero_point),
+            rq.quant.payload.qmin.eq(desc.qmin),
+            rq.quant.payload.qmax.eq(desc.qmax),
+            q_pop.eq(rq.quant.valid & rq.quant.ready),
+        ]
+        for l in range(L):
+            m.d.comb += rq.quant.payload.bias[l].eq(0)      # the accumulators start at the bias
+
+        # -- the int8 outputs; `last` closes each vector -----------------------------------
+        obeat = Signal(range(V * g.max_groups), name="out_beat")
+        ovec = Signal(VECTOR_BITS, name="out_vector")
+        out_last = Signal()
+        m.d.comb += [
+            out_last.eq(obeat == V * G - 1),
+            self.outs.valid.eq(rq.outs.valid),
+            self.outs.payload.data.eq(rq.outs.payload.data),
+            self.outs.payload.last.eq(out_last),
+            rq.outs.ready.eq(self.outs.ready),
+        ]
+        with m.If(self.outs.valid & self.outs.ready):
+            m.d.sync += obeat.eq(Mux(out_last, 0, obeat + 1))
+            with m.If(out_last):
+                m.d.sync += ovec.eq(ovec + 1)
         with m.If(start):
-            m.d.sync += [gv.eq(0), gg.eq(0), gvec.eq(0)]
+            m.d.sync += [obeat.eq(0), ovec.eq(0)]
+
+        # The layer ends with its last output: an accumulator beat (raw) or an int8 beat.
+        gvec = Signal(VECTOR_BITS, name="gather_vector")
+        with m.If(acc_pop & acc_last):
+            m.d.sync += gvec.eq(gvec + 1)
+        with m.If(start):
+            m.d.sync += gvec.eq(0)
+        m.d.comb += finish.eq(Mux(desc.raw, acc_pop & acc_last & (gvec == M - 1),
+                                  self.outs.valid & self.outs.ready & out_last & (ovec == M - 1)))
         return m
 
     def _vault(self, m, v, desc, words, running, start, inbuf, wr, full, clear_full):
@@ -364,7 +409,9 @@ class NearMemoryUnit(wiring.Component):
         # -- result queues: the accumulators, and each group's requantisation parameters --
         depth = 2 * g.max_groups
         accq = fifo.SyncFIFOBuffered(width=L * ACC_BITS, depth=depth)
+        quantq = fifo.SyncFIFOBuffered(width=L * (ACC_BITS + SHIFT_BITS), depth=depth)
         m.submodules[f"acc_queue{v}"] = accq
+        m.submodules[f"quant_queue{v}"] = quantq
 
         # -- the lanes ---------------------------------------------------------------------
         rd = inbuf.read_port(transparent_for=(wr,))
@@ -380,10 +427,12 @@ class NearMemoryUnit(wiring.Component):
         group_end = ~in_header & k_last
         m.d.comb += [
             consume.eq(running & (vvec != M) & full.bit_select(vbank, 1) & lw_valid
-                       & (~group_end | accq.w_rdy)),
+                       & (~group_end | accq.w_rdy & (desc.raw | quantq.w_rdy))),
             vec_end.eq(consume & group_end & (vg == G - 1)),
-            accq.w_en.eq(consume & group_end & desc.raw),
+            accq.w_en.eq(consume & group_end),
             accq.w_data.eq(Cat(*sums)),
+            quantq.w_en.eq(consume & group_end & ~desc.raw),
+            quantq.w_data.eq(Cat(*mult, *shift)),
         ]
         with m.If(consume):
             with m.If(in_header):
@@ -427,7 +476,7 @@ class NearMemoryUnit(wiring.Component):
         with m.If(vec_end):
             m.d.comb += bank_next.eq(~vbank)
         m.d.comb += rd.addr.eq(bank_next * g.in_words + kw_next)
-        return accq
+        return accq, quantq
 
 
 # -- the program side: layer -> descriptor, vault images, input vectors ---------------------

@@ -5,7 +5,10 @@ fields (``vaults``, ``lanes``, ``vault_bits``, ``vault_kib``, ``local_kib``), ``
 (a list of [K, N, M], or an int: that many random shapes up to ``max_k``, ``max_n``,
 ``max_m``), ``latency`` ([lo, hi] cycles of a vault read), ``gap`` (probability of a
 valid/ready gap on every stream), ``outstanding`` (vault requests in flight at most),
-``raw`` (int32 accumulators, else int8 outputs), ``result`` (a path for the figures).
+``raw`` (int32 accumulators, else int8 outputs), ``ir`` (int8 only: every other layer is
+a quantised IR layer, FC or pointwise conv, compiled by
+:func:`mensa.hw.nearmem.compile_layer` and checked against
+:func:`mensa.sim.golden.run_layer`), ``result`` (a path for the figures).
 
 Driver: lays each layer out with :func:`mensa.hw.nearmem.fc_program`, loads the vault
 images into :class:`mensa.sim.vault.VaultArray`, sends the descriptor and the input
@@ -23,7 +26,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from mensa.hw.config import NearMemConfig
-from mensa.hw.nearmem import ACC_BITS, NearMemGeometry, fc_program
+from mensa.hw.nearmem import NearMemGeometry, compile_layer, fc_program
+from mensa.hw.requant import ACC_BITS
+from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams
 from mensa.sim import golden
 from mensa.sim.streams import StreamSink, StreamSource, rng, unpack
 from mensa.sim.vault import VaultArray
@@ -71,6 +76,29 @@ def _layer(gen, k, n, m):
                 qmin=qmin, qmax=qmax)
 
 
+def _ir_layer(gen, geom, k, n, m, base):
+    """A quantised FC or pointwise conv layer with m vectors: (program, expected int8 (m, n))."""
+    activation = [Activation.NONE, Activation.RELU, Activation.RELU6][int(gen.integers(0, 3))]
+    s_in = float(gen.uniform(0.01, 0.1))
+    s_w = gen.uniform(0.002, 0.02, size=n)
+    s_out = float(s_in * s_w.mean() * np.sqrt(k) * 40)
+    quant = LayerQuant(inputs=(QuantParams(s_in, int(gen.integers(-128, 128))),),
+                       output=QuantParams(s_out, int(gen.integers(-60, 60))), weight_scales=tuple(s_w))
+    if gen.random() < 0.5:
+        layer = Layer(name="fc", op=Op.FC, in_shape=(m, k), out_shape=(m, n), activation=activation, quant=quant)
+    else:
+        w = int(gen.integers(1, 3))
+        h = -(-m // w)
+        layer = Layer(name="pointwise", op=Op.CONV2D, in_shape=(1, h, w, k), out_shape=(1, h, w, n),
+                      activation=activation, quant=quant)
+    weights = gen.integers(-128, 128, size=golden.weight_shape(layer), dtype=np.int64).astype(np.int8)
+    bias = gen.integers(-(1 << 16), 1 << 16, size=n, dtype=np.int64).astype(np.int32)
+    params = golden.layer_params(layer, weights=weights, bias=bias)
+    x = gen.integers(-128, 128, size=layer.in_shape, dtype=np.int64).astype(np.int8)
+    prog = compile_layer(geom, layer, params, x, base=base)
+    return layer, prog, golden.run_layer(layer, params, x).reshape(-1, n)
+
+
 @cocotb.test()
 async def fc_random_layers(dut):
     """Random FC layers, through vaults of random latency, equal the golden model bit for bit."""
@@ -90,12 +118,24 @@ async def fc_random_layers(dut):
     out_bits = ACC_BITS if raw else 8
     L = geom.lanes
     figures = []
-    for k, n, m in _shapes(p, gen, geom):
-        t = _layer(gen, k, n, m)
+    for index, (k, n, m) in enumerate(_shapes(p, gen, geom)):
         base = int(gen.integers(0, 4))
-        prog = fc_program(geom, t["w"], t["x"], bias=t["bias"], multiplier=t["multiplier"], shift=t["shift"],
-                          x_zero_point=t["x_zp"], out_zero_point=t["out_zp"], qmin=t["qmin"], qmax=t["qmax"],
-                          raw=raw, base=base)
+        if p.get("ir") and not raw and index % 2:
+            ir, prog, expect = _ir_layer(gen, geom, k, n, m, base)
+            m = prog.vectors
+            what = f"{ir.op.value} layer {ir.in_shape} -> {ir.out_shape} ({ir.activation.value})"
+        else:
+            t = _layer(gen, k, n, m)
+            prog = fc_program(geom, t["w"], t["x"], bias=t["bias"], multiplier=t["multiplier"], shift=t["shift"],
+                              x_zero_point=t["x_zp"], out_zero_point=t["out_zp"], qmin=t["qmin"], qmax=t["qmax"],
+                              raw=raw, base=base)
+            acc = golden.fully_connected_acc(t["x"], t["w"], x_zero_point=t["x_zp"])
+            if raw:                                          # model
+                expect = acc + t["bias"]      # int32 wraps like the hardware adder
+            else:
+                expect = golden.requantize(acc + t["bias"], t["multiplier"], t["shift"], t["out_zp"],
+                                           t["qmin"], t["qmax"])
+            what = f"layer K={k} N={n} M={m}"
         vaults.load(prog.images, base)
         layer.first_cycle = None
         layer.send(prog.descriptor_word())                   # driver
@@ -106,22 +146,15 @@ async def fc_random_layers(dut):
             word = await outs.recv()
             lanes_out.append(unpack(word, L, out_bits))
             last = (word >> (L * out_bits)) & 1
-            assert last == int(i % prog.out_beats == prog.out_beats - 1), \
-                f"layer K={k} N={n} M={m}: beat {i} has last={last}"
+            assert last == int(i % prog.out_beats == prog.out_beats - 1), f"{what}: beat {i} has last={last}"
         got = prog.outputs(lanes_out)
-        acc = golden.fully_connected_acc(t["x"], t["w"], x_zero_point=t["x_zp"])
-        if raw:                                              # model
-            expect = acc + t["bias"]          # int32 wraps like the hardware adder
-        else:
-            expect = golden.requantize(acc + t["bias"], t["multiplier"], t["shift"], t["out_zp"],
-                                       t["qmin"], t["qmax"])
         bad = np.argwhere(got != expect)
-        assert not bad.size, (f"layer K={k} N={n} M={m}: {len(bad)} outputs differ from golden, first at "
+        assert not bad.size, (f"{what}: {len(bad)} outputs differ from golden, first at "
                               f"(vector, channel) {tuple(bad[0])}: got {got[tuple(bad[0])]}, "
                               f"expected {expect[tuple(bad[0])]}")
         cycles = outs.last_cycle - layer.first_cycle + 1     # descriptor taken .. last output taken
         util = k * n * m / (geom.vaults * L * cycles)
-        dut._log.info(f"FC K={k} N={n} M={m}: {cycles} cycles, lane utilisation {util:.3f}, "
+        dut._log.info(f"{what}: {cycles} cycles, lane utilisation {util:.3f}, "
                       f"bytes per vault {vaults.bytes_read}")
         figures.append({"K": k, "N": n, "M": m, "cycles": cycles, "utilisation": util,
                         "bytes_per_vault": vaults.bytes_read})

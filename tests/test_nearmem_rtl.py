@@ -31,3 +31,23 @@ def test_fc_accumulators_random_layers_random_latency_bit_exact(name, sim, tmp_p
     figures = _run(CONFIGS[name], sim, tmp_path, layers=8, max_k=70, max_n=40, max_m=3,
                    latency=[1, 50], gap=0.3, outstanding=16, raw=True)
     assert len(figures) == 8
+
+
+@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fc_and_pointwise_int8_random_layers_random_latency_bit_exact(name, sim, tmp_path):
+    figures = _run(CONFIGS[name], sim, tmp_path, layers=8, max_k=70, max_n=40, max_m=4,
+                   latency=[1, 50], gap=0.3, outstanding=16, raw=False, ir=True)
+    assert len(figures) == 8
+
+
+BIG = NearMemConfig(vaults=8, lanes=8, vault_bits=64, vault_kib=256, local_kib=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", simulators())
+def test_fc_1024x1000_random_latency_bit_exact(sim, tmp_path):
+    # The second layer is a quantised IR layer (FC or pointwise conv) through compile_layer.
+    figures = _run(BIG, sim, tmp_path, layers=[[1024, 1000, 1], [1024, 1000, 2]],
+                   latency=[1, 50], gap=0.2, outstanding=64, raw=False, ir=True)
+    assert [(f["K"], f["N"]) for f in figures] == [(1024, 1000)] * 2
