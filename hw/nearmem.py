@@ -49,7 +49,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mensa.hw.config import NearMemConfig, UserError
+from mensa.hw.config import ConfigError, NearMemConfig, UserError
 from mensa.hw.requant import ACC_BITS, SHIFT_BITS, Requantizer, acc_layout, out_layout
 
 __all__ = [
@@ -90,15 +90,17 @@ class NearMemGeometry:
         if not isinstance(config, NearMemConfig):
             raise TypeError(f"config must be a NearMemConfig, not {config!r}")
         lanes, word_bytes = config.lanes, config.vault_bits // 8
+        # ConfigError is a ValueError the CLI reports in one line.
         if word_bytes % lanes and lanes % word_bytes:
-            raise ValueError(f"config.vault_bits: {config.vault_bits} bits ({word_bytes} bytes) and "
-                             f"config.lanes: {lanes} must divide one another")
+            raise ConfigError(f"nearmem.vault_bits: {config.vault_bits} ({word_bytes} bytes) and nearmem.lanes: "
+                              f"{lanes} do not divide one another; allowed: lanes a divisor or a multiple "
+                              f"of vault_bits / 8")
         local = config.local_kib * 1024
         max_in = local // 4 // lanes * lanes
         max_groups = local // (4 * _QUEUE_ENTRY_BYTES * lanes)
         if max_in < lanes or max_groups < 1:
-            raise ValueError(f"config.local_kib: {config.local_kib} is too small for {lanes} lanes; "
-                             f"allowed at least {4 * _QUEUE_ENTRY_BYTES * lanes / 1024:g}")
+            raise ConfigError(f"nearmem.local_kib: {config.local_kib} is too small for {lanes} lanes; "
+                              f"allowed at least {4 * _QUEUE_ENTRY_BYTES * lanes / 1024:g}")
         wide = word_bytes >= lanes
         return cls(vaults=config.vaults, lanes=lanes, word_bytes=word_bytes, wide=wide,
                    ratio=word_bytes // lanes if wide else lanes // word_bytes,

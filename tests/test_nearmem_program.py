@@ -86,3 +86,8 @@ def test_vault_images_hold_each_vaults_channels_header_then_weights():
             assert np.array_equal(got_shift[real], shift[ch[real]])
             assert np.array_equal(got_w[:, real], w[:, ch[real]])
             assert not got_w[:, ~real].any() and not got_bias[~real].any()
+
+
+def test_vault_width_and_lanes_that_do_not_divide_are_a_config_error():
+    with pytest.raises(UserError, match=r"^nearmem.vault_bits: 128 \(16 bytes\) and nearmem.lanes: 12 .*allowed"):
+        NearMemGeometry.of(NearMemConfig(vaults=2, lanes=12, vault_bits=128, local_kib=4))

@@ -41,6 +41,18 @@ def test_fc_and_pointwise_int8_random_layers_random_latency_bit_exact(name, sim,
     assert len(figures) == 8
 
 
+@pytest.mark.parametrize("sim", simulators())
+def test_fc_lane_utilisation_at_least_90_percent_when_vault_bandwidth_matches_lanes(sim, tmp_path):
+    config = CONFIGS["v2l4w32"]                     # 4 bytes a vault word for 4 lanes
+    assert config.vault_bits // 8 == config.lanes
+    figures = _run(config, sim, tmp_path, layers=[[256, 56, 1], [256, 56, 4]], latency=[20, 20],
+                   gap=0.0, outstanding=64, raw=False)
+    for f in figures:
+        assert f["utilisation"] >= 0.9, f
+        # every vault reads its image once per vector: 7 groups of 9 header + 256 weight words
+        assert f["bytes_per_vault"] == [f["M"] * 7 * (9 + 256) * 4] * 2, f
+
+
 BIG = NearMemConfig(vaults=8, lanes=8, vault_bits=64, vault_kib=256, local_kib=8)
 
 
