@@ -15,15 +15,22 @@ measured cycles (:class:`Calibration`):
 weight-stationary systolic array (``rows`` x ``cols``)
     The reduction K is tiled by ``rows``, the output channels N by ``cols``, and
     M by what the accumulator buffer holds for one N tile. Per weight tile the
-    array takes ``rows`` weight beats, hidden behind the previous tile's compute
-    when that tile streams at least ``rows`` activation vectors (double-buffered
-    weight registers); then one activation vector per cycle. The pipeline runs
-    across tiles, so the fill latency (``rows + cols``) is paid once per step.
+    array takes ``rows`` weight beats into its second weight bank, then one
+    activation vector per cycle. A bank is free to reload only when the last
+    activation of its tile has left the far corner PE (``rows + cols - 1``
+    cycles after it entered), so a tile's first activation waits until
+    ``2 rows + cols - 1`` cycles after the last activation of the tile two
+    before it: tiles shorter than that expose the difference, split between
+    consecutive tiles (see :func:`_ws_exposed`). The pipeline runs across
+    tiles, so the first weight load (``rows``) and the fill and drain
+    (``rows + cols``) are paid once per step.
 output-stationary systolic array
     M is tiled by ``rows``, N by ``cols``; per tile K operand beats, then the
     ``rows`` result rows drain while the next tile computes, but a tile's last
-    beat waits until the previous tile's results are out: a tile costs
-    ``max(K, rows)`` cycles.
+    beat waits until the previous tile's last result row is out, ``rows + cols
+    + 1`` cycles after its last beat: a tile costs ``max(K, rows + cols + 1)``
+    cycles, and the last tile's results leave ``rows + cols`` cycles after its
+    last beat.
 near-memory unit (``vaults`` x ``lanes``)
     Weights live in the vaults (columns of N spread across vaults) and stream
     at ``vault_bits`` per vault and cycle; inputs are broadcast to every vault
@@ -75,12 +82,13 @@ _SUPPORTED_ROW = {kind: [op in ops for op in _OPS] for kind, ops in SUPPORTED_OP
 class Calibration:
     """The model's per-microarchitecture constants, to be fitted to RTL cycle counts.
 
-    Defaults are read off the RTL's documented behaviour (hw/systolic.py
-    ``latency``); the RTL validation adjusts them and asserts the error bound.
+    Defaults are the systolic array's measured behaviour (model/validate.py runs
+    the RTL; tests/test_cost_vs_rtl.py asserts the error bound with them).
     """
-    ws_fill_extra: float = 0.0        # cycles beyond rows + cols per WS step
-    os_fill_extra: float = -1.0       # OS latency is rows + cols - 1
-    os_drain_extra: float = 0.0       # cycles beyond the final ``rows`` result rows of an OS step
+    ws_fill_extra: float = 0.0        # cycles beyond rows + cols per WS step (fill and drain)
+    ws_retire_extra: float = 0.0      # cycles beyond rows + cols - 1 before a WS weight bank is free again
+    os_fill_extra: float = 0.0        # cycles beyond rows + cols from an OS step's last beat to its last result
+    os_drain_extra: float = 0.0       # cycles beyond rows + cols + 1 from an OS tile's last beat to the next's
     nearmem_pipeline: float = 2.0     # lane multiply + accumulate stages after a vault read
     vector_pipeline: float = 2.0      # element-wise unit stages
     dma_setup: float = 0.0            # cycles to issue the first burst, beyond the DRAM latency
@@ -208,7 +216,7 @@ class AcceleratorTable:
         return len(self.accelerators)
 
 
-_COST_FIELDS = ("cycles", "compute", "load", "fill", "dma", "stall", "seconds", "macs", "utilisation",
+_COST_FIELDS = ("cycles", "core_cycles", "compute", "load", "fill", "dma", "stall", "seconds", "macs", "utilisation",
                 "dram_bytes", "dram_weight_bytes", "dram_act_bytes", "wbuf_bytes", "abuf_bytes",
                 "accbuf_bytes", "vault_bytes", "local_bytes", "vector_ops", "requant_ops",
                 "params_fit", "supported")
@@ -224,6 +232,9 @@ class Cost:
     pipeline fill and drain, ``dma`` the exposed first DRAM transfer and
     latency, ``stall`` DRAM-bandwidth stalls. ``cycles`` is ``inf`` where the
     layer is not supported (``supported`` False; :meth:`reason` says why).
+    ``core_cycles = compute + load + fill``: the compute core alone, fed at full
+    rate with no DRAM or DMA term (what the RTL validation measures on the
+    cores; ``inf`` where unsupported).
 
     Bytes: ``dram_bytes`` (``= dram_weight_bytes + dram_act_bytes``) off-stack
     DRAM traffic; ``wbuf_bytes``, ``abuf_bytes``, ``accbuf_bytes`` bytes read and
@@ -234,6 +245,7 @@ class Cost:
     layers: LayerTable
     accelerators: AcceleratorTable
     cycles: np.ndarray
+    core_cycles: np.ndarray
     compute: np.ndarray
     load: np.ndarray
     fill: np.ndarray
@@ -276,6 +288,41 @@ def _cdiv(a, b):
     return np.ceil(a / np.maximum(b, 1))
 
 
+def _alternating(n, prev, x, lo):
+    """Sum and last of ``n`` terms ``e_i = max(x - e_(i-1), lo, 0)`` from ``e_0 = prev``.
+
+    From the third term on the sequence repeats with period two (``a, max(x - a,
+    lo, 0), a, ...``), so four terms fix the whole sum.
+    """
+    t1 = np.maximum(np.maximum(x - prev, lo), 0)
+    t2 = np.maximum(np.maximum(x - t1, lo), 0)
+    t3 = np.maximum(np.maximum(x - t2, lo), 0)
+    t4 = np.maximum(np.maximum(x - t3, lo), 0)
+    rest = np.maximum(n - 2, 0)
+    odd = np.ceil(rest / 2)
+    total = np.where(n >= 1, t1, 0) + np.where(n >= 2, t2, 0) + odd * t3 + (rest - odd) * t4
+    last = np.select([n == 0, n == 1, n == 2, rest % 2 == 1], [prev, t1, t2, t3], t4)
+    return total, last
+
+
+def _ws_exposed(n_a, m_a, n_b, m_b, rows, cols, cal):
+    """Cycles a WS array waits for weights: ``n_a`` tiles of ``m_a`` vectors, then ``n_b`` of ``m_b``.
+
+    Tile ``i``'s first vector enters no earlier than ``span = 2 rows + cols - 1``
+    cycles after tile ``i - 2``'s last (its bank retires, then reloads ``rows``
+    beats), and no earlier than ``rows`` cycles after tile ``i - 1``'s load (one
+    weight port), so it waits ``e_i = max(span - m_(i-1) - e_(i-1), rows -
+    m_(i-1), 0)``. The first load is not counted here; ``e_0 = rows + cols - 1``
+    makes ``e_1 = max(0, rows - m_0)`` (tile 1's weights load while tile 0 runs).
+    """
+    retire = rows + cols - 1 + cal.ws_retire_extra
+    span = retire + rows
+    # Tiles 1 .. n_a follow an m_a tile (tile n_a is the first m_b tile when n_a > 0).
+    sum_a, last_a = _alternating(n_a, retire, span - m_a, rows - m_a)
+    sum_b, _ = _alternating(np.maximum(n_b - 1, 0), last_a, span - m_b, rows - m_b)
+    return sum_a + sum_b
+
+
 def _systolic_gemm(M, K, N, G, R, acc, cal):
     """Cycles and buffer bytes of ``G x R`` products ``M x K @ K x N`` on the systolic arrays.
 
@@ -291,12 +338,12 @@ def _systolic_gemm(M, K, N, G, R, acc, cal):
         # M tile: the partial sums of one N tile held in the accumulator buffer.
         Mt = np.minimum(M, np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1))
         mt = _cdiv(M, Mt)
-        # One activation vector per cycle per (K, N) tile. A weight load is exposed by
-        # max(rows - m, 0) behind a tile of m vectors; the last M tile may be short.
+        # One activation vector per cycle per (K, N) tile, M tile by M tile (the last may be
+        # short), each M tile through every group and (N, K) tile; weight waits by _ws_exposed.
         Mp = M - (mt - 1) * Mt
         per_m = kt * nt * G
         ws = (kt * nt * M * G * R,
-              R * (rows + (mt - 1) * per_m * np.maximum(rows - Mt, 0) + (per_m - 1) * np.maximum(rows - Mp, 0)),
+              R * (rows + _ws_exposed((mt - 1) * per_m, Mt, per_m, Mp, rows, cols, cal)),
               R * (rows + cols + cal.ws_fill_extra),
               mt, 2 * kt)
     if any_os:
@@ -304,8 +351,8 @@ def _systolic_gemm(M, K, N, G, R, acc, cal):
         os_mt = _cdiv(M, rows)
         os_tiles = os_mt * nt * G
         os_ = (os_tiles * K * R,
-               R * (os_tiles - 1) * np.maximum(rows - K, 0),
-               R * (rows + cols + cal.os_fill_extra + rows + cal.os_drain_extra),
+               R * (os_tiles - 1) * np.maximum(rows + cols + 1 + cal.os_drain_extra - K, 0),
+               R * (rows + cols + cal.os_fill_extra),
                os_mt, 2)
     if ws is None or os_ is None:
         compute, load, fill, m_tiles, acc_passes = ws or os_
@@ -415,7 +462,8 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     busy = compute + load + fill
     stall = np.maximum(_cdiv(dram, acc.bpc) - _cdiv(first, acc.bpc) - busy, 0.0)
     supported = acc.supported[:, lt.op.astype(int)].T & pick(np.ones_like(s_fit), n_fit)
-    cycles = np.where(supported, compute + load + fill + dma + stall, np.inf)
+    core = compute + load + fill
+    cycles = np.where(supported, core + dma + stall, np.inf)
     seconds = cycles / (acc.clock_mhz * 1e6)
     peak = acc.peak_macs
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -424,7 +472,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     zeros = np.zeros(shape)
     full = lambda x: zeros + x          # a fresh (L, A) float array, cheaper than broadcast_to().copy()
     return Cost(
-        layers=lt, accelerators=acc, cycles=cycles, compute=full(compute), load=full(load), fill=full(fill),
+        layers=lt, accelerators=acc, cycles=cycles, core_cycles=np.where(supported, core, np.inf), compute=full(compute), load=full(load), fill=full(fill),
         dma=full(dma), stall=full(stall), seconds=seconds, macs=full(macs), utilisation=util,
         dram_bytes=full(dram), dram_weight_bytes=full(dram_w), dram_act_bytes=full(dram_a),
         wbuf_bytes=full(pick(s_wbuf, 0.0)), abuf_bytes=full(pick(s_abuf, 0.0)),

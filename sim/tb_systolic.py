@@ -4,6 +4,13 @@ Parameters come in ``MENSA_TB`` (JSON): ``rows``, ``cols``, ``dataflow``, ``shap
 (a list of [M, K, N], or an int: that many random shapes), ``max_dim``, ``gap``
 (probability of a valid/ready gap), ``result`` (a path for the measured figures).
 
+A shape may carry two more numbers, [M, K, N, G, m_tile]: G independent products
+(a depthwise layer's channels, a grouped convolution's groups) streamed back to back
+as one workload, and (weight-stationary) the rows of A per M tile, tiles taken
+M tile by M tile, then group by group, then N, then K. Figures: ``cycles`` from the first activation
+(operand) beat taken, ``core_cycles`` from the first beat of any input (weights
+included), both to the last output beat taken.
+
 Driver: tiles A (M x K) and B (K x N) onto the array and feeds its streams.
 Monitor: collects the output beats. Model: ``mensa.sim.golden.matmul`` of the
 tile. Checker: every beat against the model, in order, and the accumulated C
@@ -16,7 +23,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from mensa.sim import golden
 from mensa.sim.streams import StreamSink, StreamSource, pack, rng, unpack
@@ -62,60 +69,66 @@ def _ports_os(dut, gap):
             StreamSink(dut, "results", dut.clk, gap=gap, salt=3))
 
 
-async def _gemm_ws(p, ports, a, b):
+async def _gemm_ws(p, ports, a, b, m_tile=None):
+    """``a``, ``b``: lists of G products' operands, streamed back to back."""
     R, C, acc_bits = p["rows"], p["cols"], p["acc_bits"]
-    M, K = a.shape
-    N = b.shape[1]
+    M, K = a[0].shape
+    N = b[0].shape[1]
+    mt = m_tile or M
     weights, acts, psums = ports
-    acts.first_cycle = None
-    tiles = [(n0, k0) for n0 in range(0, N, C) for k0 in range(0, K, R)]
-    for n0, k0 in tiles:                                       # driver
-        wt = _tile(b, k0, k0 + R, n0, n0 + C)
+    acts.first_cycle = weights.first_cycle = None
+    tiles = [(g, m0, min(m0 + mt, M), n0, k0) for m0 in range(0, M, mt) for g in range(len(a))
+             for n0 in range(0, N, C) for k0 in range(0, K, R)]
+    for g, m0, m1, n0, k0 in tiles:                            # driver
+        wt = _tile(b[g], k0, k0 + R, n0, n0 + C)
         for i in range(R):
             weights.send(pack(wt[i], p["weight_bits"]))
-        at = _tile(a, 0, M, k0, k0 + R)
-        for mi in range(M):
-            acts.send(pack(at[mi], p["input_bits"]) | (int(mi == M - 1) << (R * p["input_bits"])))
-    c = np.zeros((M, N), dtype=np.int64)
-    for n0, k0 in tiles:                                       # monitor + model + checker
-        expect = golden.matmul(_tile(a, 0, M, k0, k0 + R), _tile(b, k0, k0 + R, n0, n0 + C))
-        for mi in range(M):
+        at = _tile(a[g], m0, m1, k0, k0 + R)
+        for mi in range(m1 - m0):
+            acts.send(pack(at[mi], p["input_bits"]) | (int(mi == m1 - m0 - 1) << (R * p["input_bits"])))
+    c = np.zeros((len(a), M, N), dtype=np.int64)
+    for g, m0, m1, n0, k0 in tiles:                            # monitor + model + checker
+        expect = golden.matmul(_tile(a[g], m0, m1, k0, k0 + R), _tile(b[g], k0, k0 + R, n0, n0 + C))
+        for mi in range(m1 - m0):
             word = await psums.recv()
             got = unpack(word, C, acc_bits)
             last = (word >> (C * acc_bits)) & 1
-            assert got == list(expect[mi]), f"tile n0={n0} k0={k0} row {mi}: got {got}, expected {list(expect[mi])}"
-            assert last == int(mi == M - 1), f"tile n0={n0} k0={k0} row {mi}: last={last}"
+            where = f"group {g} tile m0={m0} n0={n0} k0={k0} row {mi}"
+            assert got == list(expect[mi]), f"{where}: got {got}, expected {list(expect[mi])}"
+            assert last == int(mi == m1 - m0 - 1), f"{where}: last={last}"
             n1 = min(n0 + C, N)
-            c[mi, n0:n1] += got[:n1 - n0]
-    return c, acts.first_cycle, psums.last_cycle
+            c[g, m0 + mi, n0:n1] += got[:n1 - n0]
+    return c, acts.first_cycle, min(acts.first_cycle, weights.first_cycle), psums.last_cycle
 
 
-async def _gemm_os(p, ports, a, b):
+async def _gemm_os(p, ports, a, b, m_tile=None):
+    """``a``, ``b``: lists of G products' operands, streamed back to back."""
     R, C, acc_bits = p["rows"], p["cols"], p["acc_bits"]
-    M, K = a.shape
-    N = b.shape[1]
+    M, K = a[0].shape
+    N = b[0].shape[1]
     operands, results = ports
     operands.first_cycle = None
-    tiles = [(m0, n0) for m0 in range(0, M, R) for n0 in range(0, N, C)]
+    tiles = [(g, m0, n0) for g in range(len(a)) for m0 in range(0, M, R) for n0 in range(0, N, C)]
     ia, wb = p["input_bits"], p["weight_bits"]
-    for m0, n0 in tiles:                                       # driver
-        at = _tile(a, m0, m0 + R, 0, K)
-        bt = _tile(b, 0, K, n0, n0 + C)
+    for g, m0, n0 in tiles:                                    # driver
+        at = _tile(a[g], m0, m0 + R, 0, K)
+        bt = _tile(b[g], 0, K, n0, n0 + C)
         for k in range(K):
             operands.send(pack(at[:, k], ia) | (pack(bt[k], wb) << (R * ia)) | (int(k == K - 1) << (R * ia + C * wb)))
-    c = np.zeros((M, N), dtype=np.int64)
-    for m0, n0 in tiles:                                       # monitor + model + checker
-        expect = golden.matmul(_tile(a, m0, m0 + R, 0, K), _tile(b, 0, K, n0, n0 + C))
+    c = np.zeros((len(a), M, N), dtype=np.int64)
+    for g, m0, n0 in tiles:                                    # monitor + model + checker
+        expect = golden.matmul(_tile(a[g], m0, m0 + R, 0, K), _tile(b[g], 0, K, n0, n0 + C))
         for i in range(R):
             word = await results.recv()
             got = unpack(word, C, acc_bits)
             last = (word >> (C * acc_bits)) & 1
-            assert got == list(expect[i]), f"tile m0={m0} n0={n0} row {i}: got {got}, expected {list(expect[i])}"
-            assert last == int(i == R - 1), f"tile m0={m0} n0={n0} row {i}: last={last}"
+            where = f"group {g} tile m0={m0} n0={n0} row {i}"
+            assert got == list(expect[i]), f"{where}: got {got}, expected {list(expect[i])}"
+            assert last == int(i == R - 1), f"{where}: last={last}"
             if m0 + i < M:
                 n1 = min(n0 + C, N)
-                c[m0 + i, n0:n1] = got[:n1 - n0]
-    return c, operands.first_cycle, results.last_cycle
+                c[g, m0 + i, n0:n1] = got[:n1 - n0]
+    return c, operands.first_cycle, operands.first_cycle, results.last_cycle
 
 
 @cocotb.test(timeout_time=50, timeout_unit="ms")
@@ -131,17 +144,23 @@ async def gemm_random_shapes(dut):
     lo, hi = -(1 << (p["input_bits"] - 1)), 1 << (p["input_bits"] - 1)
     wlo, whi = -(1 << (p["weight_bits"] - 1)), 1 << (p["weight_bits"] - 1)
     figures = []
-    for M, K, N in _shapes(p, gen):
-        a = gen.integers(lo, hi, size=(M, K), dtype=np.int64)
-        b = gen.integers(wlo, whi, size=(K, N), dtype=np.int64)
-        c, first, last = await gemm(p, ports, a, b)
-        expect = golden.matmul(a, b)
-        assert np.array_equal(c.astype(np.int32), expect), f"GEMM {M}x{K}x{N}: C differs from golden"
+    for M, K, N, *more in _shapes(p, gen):
+        G = more[0] if more else 1
+        m_tile = more[1] if len(more) > 1 else None
+        a = [gen.integers(lo, hi, size=(M, K), dtype=np.int64) for _ in range(G)]
+        b = [gen.integers(wlo, whi, size=(K, N), dtype=np.int64) for _ in range(G)]
+        c, first, first_any, last = await gemm(p, ports, a, b, m_tile)
+        for g in range(G):
+            expect = golden.matmul(a[g], b[g])
+            assert np.array_equal(c[g].astype(np.int32), expect), f"GEMM {M}x{K}x{N} group {g}: C differs from golden"
         # Cycles from the first input beat taken to the last output beat taken, inclusive.
         cycles = last - first + 1
-        util = M * N * K / (p["rows"] * p["cols"] * cycles)
-        dut._log.info(f"GEMM M={M} K={K} N={N}: {cycles} cycles, utilisation {util:.3f}")
-        figures.append({"M": M, "K": K, "N": N, "cycles": cycles, "utilisation": util})
+        util = G * M * N * K / (p["rows"] * p["cols"] * cycles)
+        dut._log.info(f"GEMM M={M} K={K} N={N} G={G}: {cycles} cycles, utilisation {util:.3f}")
+        figures.append({"M": M, "K": K, "N": N, "G": G, "m_tile": m_tile or M, "cycles": cycles,
+                        "core_cycles": last - first_any + 1, "utilisation": util})
+        while int(dut.busy.value):
+            await RisingEdge(dut.clk)
         await ClockCycles(dut.clk, 3)
     if p.get("result"):
         with open(p["result"], "w") as f:

@@ -40,7 +40,8 @@ def one(layer, system, **kw):
 
 
 def ws_reference(M, K, N, rows, cols, m_tile):
-    """Event-by-event WS timing as the RTL is described: two weight banks, one vector per cycle."""
+    """Event-by-event WS timing as the RTL runs (tests/test_cost_vs_rtl.py): two weight banks, one vector
+    per cycle; a bank reloads once its tile's last vector has left the far corner PE."""
     tiles = [min(m_tile, M - m0) for m0 in range(0, M, m_tile)
              for _ in range(math.ceil(N / cols)) for _ in range(math.ceil(K / rows))]
     load_end, comp_end, bank_free = 0, 0, [0, 0]
@@ -49,17 +50,18 @@ def ws_reference(M, K, N, rows, cols, m_tile):
         load_end = start + rows
         comp_start = max(load_end, comp_end)
         comp_end = comp_start + m
-        bank_free[i % 2] = comp_end
+        bank_free[i % 2] = comp_end + rows + cols - 1
     return comp_end + rows + cols
 
 
 def os_reference(M, K, N, rows, cols):
-    """Event-by-event OS timing: K beats per tile; a tile's last beat waits for the previous drain."""
+    """Event-by-event OS timing as the RTL runs: K beats per tile; a tile's last beat waits until the
+    previous tile's last result row is out (rows + cols cycles after its last beat, one more to free)."""
     last, drain_end = 0, 0
     for _ in range(math.ceil(M / rows) * math.ceil(N / cols)):
         last = max(last + K, drain_end)
-        drain_end = last + rows
-    return last + (rows + cols - 1) + rows
+        drain_end = last + rows + cols + 1
+    return last + rows + cols
 
 
 def _gemm_layer(M, K, N):
@@ -100,15 +102,16 @@ def test_large_gemm_reaches_full_utilisation_on_ws():
 
 def test_fc_with_weights_off_chip_is_bound_by_dram_bandwidth():
     # 1 MiB of weights at 0.8 GB/s = 4 bytes per 200 MHz cycle: no fewer than 2^18 cycles. The array
-    # alone (batch 1: one 8-beat weight load per 8x8 tile) would need only ~2^17.
+    # alone (batch 1: a weight bank turns around in 2*8 + 8 - 1 cycles per two 8x8 tiles, one vector
+    # each, as the RTL measures) would need only ~1.5 * 2^17.
     layer = fc(1024, 1024)
     c, parts = one(layer, systolic(weight_kib=64, data_bits=64, bw=0.8, clock=200.0))
     dram = 1024 * 1024 + 4 * 1024
     assert c.dram_weight_bytes[0, 0] == dram
     assert not c.params_fit[0, 0]
-    assert parts["compute"] + parts["load"] == pytest.approx(2 ** 17, rel=0.01)
+    assert parts["compute"] + parts["load"] == pytest.approx(1.5 * 2 ** 17, rel=0.01)
     assert parts["cycles"] == pytest.approx(dram / 4, rel=0.01)
-    assert parts["stall"] > 0.45 * parts["cycles"]
+    assert parts["stall"] > 0.2 * parts["cycles"]
 
 
 def test_params_fit_flag_follows_the_weight_buffer_size():
