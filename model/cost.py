@@ -32,11 +32,15 @@ output-stationary systolic array
     cycles, and the last tile's results leave ``rows + cols`` cycles after its
     last beat.
 near-memory unit (``vaults`` x ``lanes``)
-    Weights live in the vaults (columns of N spread across vaults) and stream
-    at ``vault_bits`` per vault and cycle; inputs are broadcast to every vault
-    and kept in its local buffer; each weight read serves every input held
-    there. A vault is limited by its lanes (compute) or by its port (the
-    weight stream), whichever is slower.
+    Weights live in the vaults: vault ``v`` holds ``groups = ceil(N / (vaults
+    lanes))`` groups of ``lanes`` output channels, each a header of
+    ``HEADER_WORDS`` lane words (bias, requantisation) and K weight lane words.
+    Every input vector is broadcast to every vault (ping-pong, the next loads
+    while the current computes) and streams the whole image again: one lane
+    word per cycle (one input element times ``lanes`` weights), or ``lanes /
+    (vault_bits / 8)`` cycles per lane word when the vault port is narrower.
+    The results of every vault leave through one gather, vault by vault; the
+    vault read latency (the DRAM config's ``latency_cycles``) is paid once.
 DRAM (shared)
     Bytes per cycle are the smaller of the AXI width and the DRAM bandwidth at
     the accelerator's clock. DMA is double-buffered against compute: only the
@@ -60,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.hw.config import CoreKind, Dataflow, DramConfig
+from mensa.hw.nearmem import HEADER_WORDS
 from mensa.model.ir import Op
 
 __all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
@@ -89,7 +94,8 @@ class Calibration:
     ws_retire_extra: float = 0.0      # cycles beyond rows + cols - 1 before a WS weight bank is free again
     os_fill_extra: float = 0.0        # cycles beyond rows + cols from an OS step's last beat to its last result
     os_drain_extra: float = 0.0       # cycles beyond rows + cols + 1 from an OS tile's last beat to the next's
-    nearmem_pipeline: float = 2.0     # lane multiply + accumulate stages after a vault read
+    nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
+    nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
     vector_pipeline: float = 2.0      # element-wise unit stages
     dma_setup: float = 0.0            # cycles to issue the first burst, beyond the DRAM latency
 
@@ -366,19 +372,21 @@ def _systolic_gemm(M, K, N, G, R, acc, cal):
 
 
 def _nearmem_gemm(M, K, N, R, acc, cal):
-    """Cycles and vault/local bytes of ``R`` products on the near-memory unit."""
+    """Cycles and vault/local bytes of ``R`` sets of ``M`` matrix-vector products on the near-memory unit."""
     V, L = np.maximum(acc.vaults, 1), np.maximum(acc.lanes, 1)
-    port = np.maximum(acc.vault_bpc, 1)
-    Wv = K * _cdiv(N, V)                                    # weights per vault
-    Mc = np.minimum(M, np.maximum(np.floor(acc.local / np.maximum(K, 1)), 1))   # inputs held per vault
-    mc = _cdiv(M, Mc)
-    stream = mc * _cdiv(Wv, port)                           # weight beats from the vault port
-    compute = _cdiv(Wv * M, L)
-    load = np.maximum(stream - compute, 0)                  # port-bound: lanes wait for weights
-    bcast = _cdiv(Mc * K, port)                             # first input chunk broadcast, not hidden
-    fill = np.where(M > 0, acc.latency + cal.nearmem_pipeline + bcast, 0.0)
-    vault_rd = Wv * V * mc
-    local_rw = M * K * V + M * K * _cdiv(N, V) * V          # broadcast writes, reads per weight column
+    port = np.maximum(acc.vault_bpc, 1)                     # bytes per vault word
+    groups = _cdiv(N, V * L)                                # lane groups of output channels per vault
+    lane_words = groups * (HEADER_WORDS + K)                # one vault's image of the layer
+    narrow = np.maximum(L / port, 1)                        # cycles per lane word: vault words it takes
+    per_vector = np.maximum(lane_words * narrow, V * groups)   # lanes or port; the gather's beats
+    compute = M * groups * K
+    load = M * per_vector - compute                         # headers, a narrow port, a slow gather
+    # The first MAC waits for the vault latency or the first vector's input beats; a narrow port's
+    # first lane word assembles while the inputs load.
+    start = np.maximum(acc.latency + cal.nearmem_pipeline, _cdiv(K, L) + cal.nearmem_input + 1 - narrow)
+    fill = np.where(M > 0, start + (V - 1) * groups, 0.0)   # the last vector's other vaults gathered
+    vault_rd = M * V * _cdiv(lane_words * L, port) * port   # every vector reads the image again
+    local_rw = M * K * V + M * groups * K * V               # broadcast writes; a read per element and group
     return compute * R, load * R, fill * R, vault_rd * R, local_rw * R
 
 

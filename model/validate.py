@@ -29,11 +29,29 @@ from pathlib import Path
 
 import numpy as np
 
-from mensa.hw.config import CoreKind, Dataflow, DramConfig, to_dict
+from mensa.hw.config import (AcceleratorConfig, ArrayConfig, BufferConfig, CoreKind, Dataflow, DramConfig,
+                             NearMemConfig, to_dict)
 from mensa.model.cost import Calibration, LayerTable, evaluate
-from mensa.model.ir import Op
+from mensa.model.ir import Layer, Op
 
-__all__ = ["Record", "systolic_workload", "nearmem_workload", "measure", "validate"]
+__all__ = ["Record", "CONFIGS", "systolic_workload", "nearmem_workload", "suite", "measure", "validate",
+           "summary"]
+
+#: The validated accelerators: three systolic arrays (the same arrays as tests/test_systolic_rtl.py, so
+#: their Verilator builds are shared; 8x8 WS with a 1 KiB accumulator buffer tiles M by 32 rows) and two
+#: near-memory units (as tests/test_nearmem_rtl.py: a lane word per vault word, and a vault port a
+#: quarter of the lane word wide), each with the vault latency its DRAM config gives.
+CONFIGS = {
+    "ws4x4": (AcceleratorConfig(name="ws4x4", array=ArrayConfig(rows=4, cols=4)), DramConfig()),
+    "ws8x8": (AcceleratorConfig(name="ws8x8", array=ArrayConfig(rows=8, cols=8), buffers=BufferConfig(acc_kib=1)),
+              DramConfig()),
+    "os4x8": (AcceleratorConfig(name="os4x8", array=ArrayConfig(rows=4, cols=8, dataflow=Dataflow.OUTPUT_STATIONARY)),
+              DramConfig()),
+    "nm2x4w32": (AcceleratorConfig(name="nm2x4w32", kind=CoreKind.NEARMEM, nearmem=NearMemConfig(
+        vaults=2, lanes=4, vault_bits=32, vault_kib=16, local_kib=1)), DramConfig(latency_cycles=20)),
+    "nm2x8w16": (AcceleratorConfig(name="nm2x8w16", kind=CoreKind.NEARMEM, nearmem=NearMemConfig(
+        vaults=2, lanes=8, vault_bits=16, vault_kib=16, local_kib=1)), DramConfig(latency_cycles=10)),
+}
 
 
 @dataclass(frozen=True)
@@ -132,3 +150,78 @@ def validate(layers, acc, *, dram=DramConfig(), sim="verilator", calibration=Cal
     model = evaluate(layers, [acc], dram, calibration=calibration).core_cycles[:, 0]
     return [Record(l.name, l.op.value, acc.name, tuple(w), float(m), c)
             for l, w, m, c in zip(layers, workloads, model, measured)]
+
+
+# MobileNetV2 (width 0.35) layers at 32x32 input: the zoo's shapes, spatially reduced.
+_MOBILENET_SMALL = ("b0_0_project", "b1_0_project", "b2_0_dw", "b2_1_expand", "b3_0_project",
+                    "b5_0_dw", "b6_0_project")
+
+
+def _conv(name, hw, cin, cout, kernel, stride=1, groups=1):
+    oh = -(-hw // stride)
+    pad = kernel // 2
+    op = Op.DEPTHWISE if groups == cin and cout % cin == 0 and groups > 1 else Op.CONV2D
+    return Layer(name, op, (1, hw, hw, cin), (1, oh, oh, cout), kernel=(kernel, kernel), stride=(stride, stride),
+                 padding=(pad, pad, pad, pad), groups=groups)
+
+
+def _random_systolic(rng, count, max_hw, max_c):
+    out = []
+    for i in range(count):
+        kind = ("conv", "pointwise", "depthwise", "fc", "grouped")[i % 5]
+        hw, cin, cout = int(rng.integers(1, max_hw + 1)), int(rng.integers(1, max_c + 1)), int(rng.integers(1, max_c + 1))
+        if kind == "conv":
+            out.append(_conv(f"rand{i}_conv", hw, cin, cout, int(rng.choice([1, 3])), int(rng.choice([1, 2]))))
+        elif kind == "pointwise":
+            out.append(_conv(f"rand{i}_pw", hw, cin, cout, 1))
+        elif kind == "depthwise":
+            out.append(_conv(f"rand{i}_dw", hw, cin, cin, 3, int(rng.choice([1, 2])), groups=cin))
+        elif kind == "fc":
+            m = int(rng.integers(1, max_hw + 1))
+            out.append(Layer(f"rand{i}_fc", Op.FC, (m, cin * 2), (m, cout * 2)))
+        else:
+            g = 2
+            out.append(_conv(f"rand{i}_group", hw, 2 * cin, 2 * cout, 3, 1, groups=g))
+    return out
+
+
+def _random_nearmem(rng, count, acc, max_k, max_pixels):
+    from mensa.hw.nearmem import NearMemGeometry
+    geom = NearMemGeometry.of(acc.nearmem)
+    max_n = geom.max_groups * geom.lanes * geom.vaults
+    out = []
+    for i in range(count):
+        k, n = int(rng.integers(1, min(max_k, geom.max_in) + 1)), int(rng.integers(1, max_n + 1))
+        m = int(rng.integers(1, 4)) if i % 2 else int(rng.integers(4, max_pixels + 1))   # FC batch; pixels
+        out.append(Layer(f"rand{i}_{'fc' if i % 2 else 'pw'}", Op.FC, (m, k), (m, n)))
+    return out
+
+
+def suite(name, *, large=False, seed=8):
+    """The validation layers of accelerator ``CONFIGS[name]``.
+
+    Systolic: MobileNetV2 layers (width 0.35, 32x32 input) and random conv, pointwise, depthwise,
+    FC and grouped layers; near-memory: FC layers of random shape and small batches, and
+    pointwise-shaped ones (a batch of pixels), within the unit's input buffer and result queue.
+    ``large``: the whole MobileNetV2 at 64x64 and more, bigger random layers (a slow sweep).
+    """
+    from mensa.model.zoo.mobilenet import mobilenet_v2
+    acc, _ = CONFIGS[name]
+    rng = np.random.default_rng([seed, *name.encode()])
+    if acc.kind is CoreKind.NEARMEM:
+        return _random_nearmem(rng, 16, acc, 1 << 16, 16) if large else _random_nearmem(rng, 6, acc, 64, 8)
+    if large:
+        net = mobilenet_v2(resolution=64, width=0.35)
+        zoo = [l for l in net.layers if l.op in (Op.CONV2D, Op.DEPTHWISE, Op.FC)]
+        return zoo + _random_systolic(rng, 20, 12, 48)
+    net = mobilenet_v2(resolution=32, width=0.35)
+    zoo = [l for l in net.layers if l.name in _MOBILENET_SMALL]
+    return zoo + _random_systolic(rng, 5, 5, 12)
+
+
+def summary(records):
+    """Error distribution of ``records`` (relative errors): count, max and mean of ``|error|``, worst layer."""
+    err = np.array([abs(r.error) for r in records])
+    worst = records[int(err.argmax())]
+    return {"layers": len(records), "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
+            "exact": int((err == 0).sum()), "worst": f"{worst.accelerator}/{worst.layer}"}

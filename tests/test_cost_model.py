@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mensa.hw.config import ConfigError, from_dict
+from mensa.hw.nearmem import HEADER_WORDS
 from mensa.model.cost import AcceleratorTable, Calibration, LayerTable, evaluate
 from mensa.model.energy import (AreaTable, EnergyTable, accelerator_area_um2, energy_from_dict, layer_energy,
                                 sram_pj_per_byte)
@@ -144,10 +145,11 @@ def test_nearmem_is_port_bound_beyond_the_vault_width():
     _, sixteen = one(layer, nearmem(lanes=16, vault_bits=64))
     _, wide = one(layer, nearmem(lanes=16, vault_bits=128))
     per_vault = 1024 * 1024 / 8
-    assert eight["compute"] == per_vault / 8 and eight["load"] == 0
+    # Every group of lanes also streams HEADER_WORDS lane words (bias, requantisation) first.
+    assert eight["compute"] == per_vault / 8 and eight["load"] == 16 * HEADER_WORDS
     # 16 lanes but only 8 weights per cycle from the port: no faster.
-    assert sixteen["compute"] + sixteen["load"] == per_vault / 8
-    assert wide["compute"] + wide["load"] == per_vault / 16
+    assert sixteen["compute"] + sixteen["load"] == per_vault / 8 + 16 * HEADER_WORDS
+    assert wide["compute"] + wide["load"] == per_vault / 16 + 8 * HEADER_WORDS
 
 
 def test_nearmem_batch_reuses_each_weight_read():
