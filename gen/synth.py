@@ -15,8 +15,8 @@ shifts out, so the design needs five pins, the clock is on a global buffer, and 
 core port starts and ends at a flip-flop, as it will inside a larger design. The core
 keeps its own hierarchy through synthesis, so its cells are counted apart from the
 shell's (``shell`` in the report). (nextpnr-ecp5's ``--out-of-context`` mode would need
-no shell, but it routes the clock on general fabric: an 8x8 array then routes for
-minutes and its Fmax is the clock network's, not the logic's.)
+no shell, but it leaves the clock off the global network, which is not how the core
+is clocked in a real design, and iCE40 has no such mode.)
 
 Results are cached: a module's report records a key made of the Verilog, the target,
 the flow's options and the tool versions, and is reused while the key matches.
