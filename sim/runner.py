@@ -15,6 +15,7 @@ mensa is installed) and Icarus when ``iverilog`` is on PATH.
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -76,13 +77,45 @@ def simulators():
     return present
 
 
+_BARE_ALWAYS = re.compile(r"^(\s*)always @\*\n(\s*)([^\n]*;)\n", re.M)
+_YOSYS_TRIGGER = re.compile(r"^\s*reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) += 0;\n", re.M)
+
+
+def _icarus_time0(text):
+    """Make every comb process of Yosys' Verilog run at time 0 under Icarus.
+
+    Icarus runs an ``always @*`` block only when one of its inputs changes, so a
+    block whose inputs keep their initial values (a constant, a register that has not
+    moved yet) leaves its outputs X. Yosys starts each block with a read of a register
+    of its own; changing that register once at time 0 (after every process has
+    started, hence ``#0``) runs every block. Single-assignment blocks, which Yosys
+    writes bare, get the same read first. (``always_comb`` would run at time 0 too,
+    but Icarus 11 makes it sensitive to whole vectors, and a block writing one slice
+    of a vector and reading another then never settles.)
+    """
+    modules = text.split("\nmodule ")
+    for i, body in enumerate(modules):
+        if "endmodule" not in body or i == 0 and not body.startswith("module "):
+            continue
+        found = _YOSYS_TRIGGER.search(body)
+        header_end = body.index(";\n") + 2
+        if found:
+            trigger = found[1] + " "
+            body = body[:found.end()] + f"  initial #0 {trigger} = 1'b1;\n" + body[found.end():]
+        else:
+            trigger = "mensa_time0"
+            body = (body[:header_end] + f"  reg {trigger} = 1'b0;\n  initial #0 {trigger} = 1'b1;\n"
+                    + body[header_end:])
+        modules[i] = _BARE_ALWAYS.sub(
+            lambda m: f"{m[1]}always @* begin\n{m[2]}if ({trigger}) begin end\n{m[2]}{m[3]}\n{m[1]}end\n", body)
+    return "\nmodule ".join(modules)
+
+
 def _build_args(sim):
     if sim == "verilator":
         # Amaranth's Verilog trips Verilator's width lint warnings; they are not errors.
         # -O0: the C++ compile dominates a test run; the simulations themselves are short.
         return ["-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-O0"]
-    if sim == "icarus":
-        return ["-Wno-sensitivity-entire-vector", "-Wno-portbind"]
     return []
 
 
@@ -117,10 +150,7 @@ def run(component, *, name, key, test_module, sim, test_name=None, extra_env=Non
     build_dir = build_root() / f"{name}-{tag}" / sim
     text = convert(component, name)
     if sim == "icarus":
-        # Yosys writes some single-statement comb processes as bare `always @*`, which Icarus
-        # does not run at time 0, leaving their outputs X until an input changes;
-        # `always_comb` (SystemVerilog, -g2012) does run at time 0.
-        text = text.replace("always @*", "always_comb")
+        text = _icarus_time0(text)
     _build(text, name, build_dir, sim)
     if sim == "verilator":
         _setup_verilator()
