@@ -480,7 +480,8 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     zeros = np.zeros(shape)
     full = lambda x: zeros + x          # a fresh (L, A) float array, cheaper than broadcast_to().copy()
     return Cost(
-        layers=lt, accelerators=acc, cycles=cycles, core_cycles=np.where(supported, core, np.inf), compute=full(compute), load=full(load), fill=full(fill),
+        layers=lt, accelerators=acc, cycles=cycles, core_cycles=np.where(supported, core, np.inf),
+        compute=full(compute), load=full(load), fill=full(fill),
         dma=full(dma), stall=full(stall), seconds=seconds, macs=full(macs), utilisation=util,
         dram_bytes=full(dram), dram_weight_bytes=full(dram_w), dram_act_bytes=full(dram_a),
         wbuf_bytes=full(pick(s_wbuf, 0.0)), abuf_bytes=full(pick(s_abuf, 0.0)),
@@ -490,19 +491,23 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     )
 
 
-def cycle_errors(records, *, calibration=Calibration()):
+def cycle_errors(records, *, calibration=Calibration(), core=False):
     """Relative error of the model against measured cycles: the hook for RTL validation.
 
     Parameters
     ----------
     records : sequence of ``(layer, accelerator config, dram config, measured cycles)``
         One per RTL run (the layer's whole run, DMA included, as the
-        accelerator's cycle counter reports it).
+        accelerator's cycle counter reports it; with ``core``, the compute core's).
+    core : bool
+        Compare ``core_cycles`` (no DMA or DRAM term) instead of ``cycles``.
 
     Returns
     -------
     ``(model cycles, relative errors)`` as arrays; error = model / measured - 1.
     """
-    model = np.array([evaluate([l], [a], d, calibration=calibration).cycles[0, 0] for l, a, d, _ in records])
+    field = "core_cycles" if core else "cycles"
+    model = np.array([getattr(evaluate([l], [a], d, calibration=calibration), field)[0, 0]
+                      for l, a, d, _ in records])
     measured = np.array([float(m) for *_, m in records])
     return model, model / measured - 1

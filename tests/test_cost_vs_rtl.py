@@ -47,3 +47,34 @@ def test_model_within_5_percent_of_rtl(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_model_within_5_percent_of_rtl_sweep(name):
     _check(name, large=True)
+
+
+def test_layers_lower_to_the_workloads_the_model_assumes():
+    from mensa.model.ir import Layer, Op
+    from mensa.model.validate import nearmem_workload, systolic_workload
+    ws4, _ = CONFIGS["ws4x4"]
+    ws8, _ = CONFIGS["ws8x8"]
+    os4, _ = CONFIGS["os4x8"]
+    conv = Layer("c", Op.CONV2D, (1, 9, 9, 6), (1, 5, 5, 10), kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1))
+    assert systolic_workload(conv, ws4) == (25, 54, 10, 1, 25)
+    dw = Layer("d", Op.DEPTHWISE, (1, 10, 10, 7), (1, 10, 10, 7), kernel=(3, 3), padding=(1, 1, 1, 1), groups=7)
+    # Channel by channel; 1 KiB of int32 partial sums for 8 columns: M tiles of 32 rows on ws8x8.
+    assert systolic_workload(dw, ws8) == (100, 9, 1, 7, 32)
+    assert systolic_workload(dw, os4) == (100, 9, 1, 7, 100)
+    assert nearmem_workload(Layer("f", Op.FC, (3, 40), (3, 17))) == (40, 17, 3)
+    with pytest.raises(ValueError, match="runs FC layers"):
+        nearmem_workload(conv)
+    with pytest.raises(ValueError, match="not a single GEMM"):
+        systolic_workload(Layer("a", Op.ADD, (1, 4, 4, 8), (1, 4, 4, 8), extra_in_shapes=((1, 4, 4, 8),)), ws4)
+
+
+def test_core_cycles_leave_out_the_dram_terms():
+    from mensa.model.cost import cycle_errors, evaluate
+    from mensa.model.ir import Layer, Op
+    acc, dram = CONFIGS["ws8x8"]
+    layer = Layer("f", Op.FC, (4, 300), (4, 200))
+    c = evaluate([layer], [acc], dram)
+    assert c.core_cycles[0, 0] == c.compute[0, 0] + c.load[0, 0] + c.fill[0, 0]
+    assert c.cycles[0, 0] == c.core_cycles[0, 0] + c.dma[0, 0] + c.stall[0, 0] > c.core_cycles[0, 0]
+    model, err = cycle_errors([(layer, acc, dram, c.core_cycles[0, 0])], core=True)
+    assert model[0] == c.core_cycles[0, 0] and err[0] == 0
