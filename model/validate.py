@@ -206,7 +206,8 @@ def suite(name, *, large=False, seed=8):
     Systolic: MobileNetV2 layers (width 0.35, 32x32 input) and random conv, pointwise, depthwise,
     FC and grouped layers; near-memory: FC layers of random shape and small batches, and
     pointwise-shaped ones (a batch of pixels), within the unit's input buffer and result queue.
-    ``large``: the whole MobileNetV2 at 64x64 and more, bigger random layers (a slow sweep).
+    ``large``: every conv, depthwise and FC layer of MobileNetV2 (width 0.35, 32x32 input, 100
+    classes) and more, bigger random layers (a slow sweep).
     """
     from mensa.model.zoo.mobilenet import mobilenet_v2
     acc, _ = CONFIGS[name]
@@ -214,7 +215,7 @@ def suite(name, *, large=False, seed=8):
     if acc.kind is CoreKind.NEARMEM:
         return _random_nearmem(rng, 16, acc, 1 << 16, 16) if large else _random_nearmem(rng, 6, acc, 64, 8)
     if large:
-        net = mobilenet_v2(resolution=64, width=0.35)
+        net = mobilenet_v2(resolution=32, width=0.35, classes=100)
         zoo = [l for l in net.layers if l.op in (Op.CONV2D, Op.DEPTHWISE, Op.FC)]
         return zoo + _random_systolic(rng, 20, 12, 48)
     net = mobilenet_v2(resolution=32, width=0.35)

@@ -5,8 +5,8 @@ depthwise channel by channel, M tiles of the accumulator buffer; FC and pointwis
 on the near-memory unit), fed at full rate; the model's ``core_cycles`` (no DMA or DRAM term) is
 compared with the cycles measured from the first input beat to the last output beat. One build
 and one simulation per accelerator. The default run validates 48 layers over three systolic
-arrays (WS 4x4, WS 8x8 with M tiling, OS 4x8) and two near-memory units; the slow sweep runs the
-whole MobileNetV2 at 64x64 and bigger random layers.
+arrays (WS 4x4, WS 8x8 with M tiling, OS 4x8) and two near-memory units; the slow sweep runs
+every conv, depthwise and FC layer of MobileNetV2 (32x32, 100 classes) and bigger random layers.
 """
 
 import pytest
