@@ -13,12 +13,13 @@ wraps like a 32-bit adder, as in the golden model)::
 
 ReLU and ReLU6 are the clamp bounds (:func:`mensa.sim.golden.activation_range`).
 
-Pipeline (one register stage each, chosen so that no stage holds more than one
-adder or one DSP level on an FPGA): bias add; saturating left shift; four partial
+Pipeline (nine register stages, chosen so that no stage holds more than one carry
+chain or one DSP level on an FPGA): bias add; left shift; saturation; four partial
 products of the 32x32 multiply, each a signed 17x17 product that fits one 18x18 DSP
-block; their sum; the rounding nudge; the truncation toward zero; the rounding right
-shift; the round-up, zero point and clamp. The whole pipeline advances together and
-stalls when the output is not taken.
+block; the middle products plus the rounding nudge; the sum, whose bits 31..62 are the
+doubling high half; the rounding right shift; the round-up and zero point; the clamp.
+Saturation and rounding decisions are reductions over bits, not comparisons.
+The whole pipeline advances together and stalls when the output is not taken.
 
 The quantisation parameters arrive on their own stream, one beat per tile (a tile is
 the run of accumulator vectors up to and including the one with ``last``); a two-entry
@@ -26,7 +27,7 @@ queue holds the next tile's parameters while the current tile passes, and every 
 carries its parameters down the pipeline, so tiles follow one another without a bubble.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,7 +73,7 @@ class Requantizer(wiring.Component):
     -------
     quant : ``In(stream.Signature(quant_layout(lanes, out_bits)))``
         Parameters of one tile: per lane ``bias`` (int32), ``multiplier`` (Q31, int32) and
-        ``shift`` (positive = left); the output ``zero_point`` and the clamp ``qmin``,
+        ``shift`` (positive = left); the output ``zero_point`` and the clamp ``qmin`` <=
         ``qmax``. Beat ``t`` applies to the ``t``-th tile of ``accs``.
     accs : ``In(stream.Signature(acc_layout(lanes)))``
         Accumulator vectors; ``last`` closes a tile.
@@ -82,7 +83,7 @@ class Requantizer(wiring.Component):
         A vector is in the pipeline.
     """
 
-    STAGES = 8
+    STAGES = 9
 
     def __init__(self, *, lanes, out_bits=8):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
@@ -166,10 +167,12 @@ class Requantizer(wiring.Component):
                 m.d.sync += r.eq(value)
             return r
 
-        # Layer-wide values ride along the pipeline like the per-lane ones.
+        # Layer-wide values ride along the pipeline like the per-lane ones: the zero point
+        # to stage 7, the clamp bounds to stage 8.
         zp, qmin, qmax = q.zero_point, q.qmin, q.qmax
         for s in range(self.STAGES - 1):
-            zp = reg(signed(ob), f"zp_s{s}", zp)
+            if s < self.STAGES - 2:
+                zp = reg(signed(ob), f"zp_s{s}", zp)
             qmin = reg(signed(ob), f"qmin_s{s}", qmin)
             qmax = reg(signed(ob), f"qmax_s{s}", qmax)
 
@@ -181,18 +184,24 @@ class Requantizer(wiring.Component):
             # stage 0: bias add, wrapping like a 32-bit adder
             x0 = reg(signed(32), f"sum{i}", self.accs.payload.data[i] + q.bias[i])
             ls0 = reg(unsigned(SHIFT_BITS - 1), f"ls{i}", left)
-            rs0 = reg(unsigned(SHIFT_BITS), f"rs0_{i}", right)
+            rs = reg(unsigned(SHIFT_BITS), f"rs0_{i}", right)
             m0 = reg(signed(32), f"mul0_{i}", q.multiplier[i])
 
-            # stage 1: saturating left shift
-            wide = Signal(signed(32 + (1 << (SHIFT_BITS - 1)) - 1), name=f"wide{i}")
-            m.d.comb += wide.eq(x0 << ls0)
-            sat = Mux(wide > _INT32_MAX, _INT32_MAX, Mux(wide < _INT32_MIN, _INT32_MIN, wide))
+            # stage 1: left shift
+            wide = reg(signed(32 + (1 << (SHIFT_BITS - 1)) - 1), f"wide{i}", x0 << ls0)
+            rs = reg(unsigned(SHIFT_BITS), f"rs1a_{i}", rs)
+            m0 = reg(signed(32), f"mul1a_{i}", m0)
+
+            # stage 2: saturation: the shift overflowed when the bits above bit 31 are not all
+            # copies of the sign (a reduction, not a comparison: no carry chain)
+            fits = ~wide[31:].any() | wide[31:].all()
+            sat = Mux(fits, wide[:32], Mux(wide[-1], _INT32_MIN, _INT32_MAX))
             x1 = reg(signed(32), f"shl{i}", sat)
-            rs1 = reg(unsigned(SHIFT_BITS), f"rs1_{i}", rs0)
+            rs = reg(unsigned(SHIFT_BITS), f"rs1_{i}", rs)
             m1 = reg(signed(32), f"mul1_{i}", m0)
 
-            # stage 2: partial products, high halves signed, low halves unsigned
+            # stage 3: partial products, high halves signed, low halves unsigned: four
+            # 17x17 products, one 18x18 DSP block each
             xh, xl = x1[16:].as_signed(), x1[:16]
             mh, ml = m1[16:].as_signed(), m1[:16]
             hh = reg(signed(32), f"hh{i}", xh * mh)
@@ -200,40 +209,44 @@ class Requantizer(wiring.Component):
             lh = reg(signed(33), f"lh{i}", xl * mh)
             ll = reg(unsigned(32), f"ll{i}", xl * ml)
             # gemmlowp's one saturating case: both operands INT32_MIN
-            both_min = reg(1, f"bothmin2_{i}", (x1 == _INT32_MIN) & (m1 == _INT32_MIN))
-            rs2 = reg(unsigned(SHIFT_BITS), f"rs2_{i}", rs1)
+            both_min = reg(1, f"bothmin3_{i}", (x1 == _INT32_MIN) & (m1 == _INT32_MIN))
+            rs = reg(unsigned(SHIFT_BITS), f"rs3_{i}", rs)
 
-            # stage 3: the 64-bit product
-            product = reg(signed(64), f"prod{i}", (hh << 32) + ((hl + lh) << 16) + ll)
-            both_min3 = reg(1, f"bothmin3_{i}", both_min)
-            rs3 = reg(unsigned(SHIFT_BITS), f"rs3_{i}", rs2)
+            # stage 4: the middle products plus the rounding nudge. gemmlowp adds 2**30 (or
+            # 1 - 2**30 to a negative product) and divides by 2**31 toward zero; for a
+            # negative product that is ceil((p + 1 - 2**30) / 2**31) = floor((p + 2**30) / 2**31),
+            # so one nudge of 2**30 = 2**14 << 16 and an arithmetic shift do for both signs.
+            # hh and ll do not overlap: their sum is a concatenation.
+            mid = reg(signed(35), f"mid{i}", hl + lh + (1 << 14))
+            outer = reg(signed(64), f"outer{i}", Cat(ll, hh))
+            both_min = reg(1, f"bothmin4_{i}", both_min)
+            rs = reg(unsigned(SHIFT_BITS), f"rs4_{i}", rs)
 
-            # stage 4: the rounding nudge, 2**30 or 1 - 2**30 by the product's sign (the sum
-            # keeps that sign)
-            nudged = reg(signed(64), f"nudged{i}",
-                         product + Mux(product[-1], 1 - (1 << 30), 1 << 30))
-            both_min4 = reg(1, f"bothmin4_{i}", both_min3)
-            rs4 = reg(unsigned(SHIFT_BITS), f"rs4_{i}", rs3)
+            # stage 5: the doubling high half of the nudged product; meanwhile decode the right
+            # shift for stage 6: 2**(rs-1) and the bits below it, bit by bit (functions of rs)
+            nudged = Signal(signed(64), name=f"nudged{i}")
+            m.d.comb += nudged.eq(outer + (mid << 16))
+            high = reg(signed(32), f"high{i}", Mux(both_min, _INT32_MAX, nudged[31:63]))
+            half = reg(unsigned(32), f"half{i}", Cat(*(rs == k + 1 for k in range(32))))
+            below = reg(unsigned(32), f"below{i}", Cat(*(rs > k + 1 for k in range(32))))
+            rs = reg(unsigned(SHIFT_BITS), f"rs5_{i}", rs)
 
-            # stage 5: divide by 2**31 truncating toward zero (floor, plus one for a negative
-            # value with a remainder)
-            toward_zero = (nudged >> 31) + (nudged[-1] & nudged[:31].any())
-            high = reg(signed(32), f"high{i}", Mux(both_min4, _INT32_MAX, toward_zero))
-            rs5 = reg(unsigned(SHIFT_BITS), f"rs5_{i}", rs4)
+            # stage 6: RoundingDivideByPOT: the remainder passes the half (x >= 0: reaches it;
+            # x < 0: exceeds it) exactly when the half's bit is set and, for a negative x, some
+            # bit below it is too
+            shifted = reg(signed(32), f"shr{i}", high >> rs)
+            round_up = reg(1, f"round{i}", (high & half).any() & (~high[-1] | (high & below).any()))
 
-            # stage 6: RoundingDivideByPOT: shift, and round away from zero past the half
-            mask = Signal(unsigned(33), name=f"mask{i}")
-            m.d.comb += mask.eq((1 << rs5) - 1)
-            remainder = high.as_unsigned() & mask
-            threshold = (mask >> 1) + high[-1]
-            shifted = reg(signed(32), f"shr{i}", high >> rs5)
-            round_up = reg(1, f"round{i}", remainder > threshold)
+            # stage 7: saturate to out_bits + 1 bits (a reduction, not a comparison), which
+            # keeps every clamp result: the zero point and the bounds are out_bits wide, so a
+            # value beyond +-2**out_bits clamps the same as the saturated one. Then round up
+            # and add the zero point on the short value.
+            fits = ~shifted[ob:].any() | shifted[ob:].all()
+            narrow = Mux(fits, shifted[:ob + 1].as_signed(), Mux(shifted[-1], -(1 << ob), (1 << ob) - 1))
+            v = reg(signed(ob + 2), f"zpadd{i}", narrow + round_up + zp)
 
-            # stage 7: round up, zero point, clamp
-            v = Signal(signed(34), name=f"zpadd{i}")
-            m.d.comb += v.eq(shifted + round_up + zp)
-            lo = Mux(v < qmin, qmin, v)
-            clamped = Mux(lo > qmax, qmax, lo)
-            out = reg(signed(ob), f"out{i}", clamped)
+            # stage 8: clamp, both comparisons side by side (qmin <= qmax, as the golden
+            # model requires)
+            out = reg(signed(ob), f"out{i}", Mux(v > qmax, qmax, Mux(v < qmin, qmin, v)))
             m.d.comb += self.outs.payload.data[i].eq(out)
         return m
