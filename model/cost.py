@@ -87,8 +87,9 @@ _SUPPORTED_ROW = {kind: [op in ops for op in _OPS] for kind, ops in SUPPORTED_OP
 class Calibration:
     """The model's per-microarchitecture constants, to be fitted to RTL cycle counts.
 
-    Defaults are the systolic array's measured behaviour (model/validate.py runs
-    the RTL; tests/test_cost_vs_rtl.py asserts the error bound with them).
+    Defaults are the RTL's measured behaviour, systolic arrays and near-memory
+    unit (model/validate.py runs the RTL; tests/test_cost_vs_rtl.py asserts the
+    error bound with them).
     """
     ws_fill_extra: float = 0.0        # cycles beyond rows + cols per WS step (fill and drain)
     ws_retire_extra: float = 0.0      # cycles beyond rows + cols - 1 before a WS weight bank is free again
@@ -222,8 +223,8 @@ class AcceleratorTable:
         return len(self.accelerators)
 
 
-_COST_FIELDS = ("cycles", "core_cycles", "compute", "load", "fill", "dma", "stall", "seconds", "macs", "utilisation",
-                "dram_bytes", "dram_weight_bytes", "dram_act_bytes", "wbuf_bytes", "abuf_bytes",
+_COST_FIELDS = ("cycles", "core_cycles", "compute", "load", "fill", "dma", "stall", "seconds", "macs",
+                "utilisation", "dram_bytes", "dram_weight_bytes", "dram_act_bytes", "wbuf_bytes", "abuf_bytes",
                 "accbuf_bytes", "vault_bytes", "local_bytes", "vector_ops", "requant_ops",
                 "params_fit", "supported")
 
@@ -300,14 +301,15 @@ def _alternating(n, prev, x, lo):
     From the third term on the sequence repeats with period two (``a, max(x - a,
     lo, 0), a, ...``), so four terms fix the whole sum.
     """
-    t1 = np.maximum(np.maximum(x - prev, lo), 0)
-    t2 = np.maximum(np.maximum(x - t1, lo), 0)
-    t3 = np.maximum(np.maximum(x - t2, lo), 0)
-    t4 = np.maximum(np.maximum(x - t3, lo), 0)
+    lo = np.maximum(lo, 0)
+    t1 = np.maximum(x - prev, lo)
+    t2 = np.maximum(x - t1, lo)
+    t3 = np.maximum(x - t2, lo)
+    t4 = np.maximum(x - t3, lo)
     rest = np.maximum(n - 2, 0)
     odd = np.ceil(rest / 2)
-    total = np.where(n >= 1, t1, 0) + np.where(n >= 2, t2, 0) + odd * t3 + (rest - odd) * t4
-    last = np.select([n == 0, n == 1, n == 2, rest % 2 == 1], [prev, t1, t2, t3], t4)
+    total = np.minimum(n, 1) * t1 + (n >= 2) * t2 + odd * t3 + (rest - odd) * t4
+    last = np.where(n <= 2, np.where(n == 0, prev, np.where(n == 1, t1, t2)), np.where(rest % 2 == 1, t3, t4))
     return total, last
 
 
@@ -323,10 +325,17 @@ def _ws_exposed(n_a, m_a, n_b, m_b, rows, cols, cal):
     """
     retire = rows + cols - 1 + cal.ws_retire_extra
     span = retire + rows
-    # Tiles 1 .. n_a follow an m_a tile (tile n_a is the first m_b tile when n_a > 0).
-    sum_a, last_a = _alternating(n_a, retire, span - m_a, rows - m_a)
-    sum_b, _ = _alternating(np.maximum(n_b - 1, 0), last_a, span - m_b, rows - m_b)
-    return sum_a + sum_b
+    # Only tiles shorter than the span wait (m_b <= m_a): evaluate those pairs alone.
+    n_a, m_a, n_b, m_b, retire, span, rows = np.broadcast_arrays(n_a, m_a, n_b, m_b, retire, span, rows)
+    out = np.zeros(m_b.shape)
+    short = m_b < span
+    if short.any():
+        n_a, m_a, n_b, m_b, retire, span, rows = (v[short] for v in (n_a, m_a, n_b, m_b, retire, span, rows))
+        # Tiles 1 .. n_a follow an m_a tile (tile n_a is the first m_b tile when n_a > 0).
+        sum_a, last_a = _alternating(n_a, retire, span - m_a, rows - m_a)
+        sum_b, _ = _alternating(np.maximum(n_b - 1, 0), last_a, span - m_b, rows - m_b)
+        out[short] = sum_a + sum_b
+    return out
 
 
 def _systolic_gemm(M, K, N, G, R, acc, cal):

@@ -14,8 +14,8 @@ systolic array (:class:`mensa.hw.systolic.SystolicArray`, ``sim/tb_systolic.py``
     model tiles it. Measured: first input beat taken (weights included) to last
     output beat taken.
 near-memory unit (:class:`mensa.hw.nearmem.NearMemoryUnit`, ``sim/tb_nearmem.py``)
-    FC and pointwise layers as ``M`` matrix-vector products of ``K x N`` weights
-    streamed from the vaults, every vault answering after the DRAM config's
+    FC layers (a pointwise convolution as the FC layer over its pixels) as ``M``
+    matrix-vector products of ``K x N`` weights streamed from the vaults, every vault answering after the DRAM config's
     ``latency_cycles`` (the model's vault latency). Measured: descriptor taken to
     last output taken.
 
