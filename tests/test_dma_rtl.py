@@ -30,7 +30,7 @@ RUNS = [pytest.param(*case, sim, id=f"d{case[0]}-b{case[1]}-o{case[2]}-{sim}",
 def test_random_reads_and_writes_bit_exact(data_bits, max_burst, outstanding, sim, tmp_path):
     config = MemoryConfig(data_bits=data_bits, addr_bits=32, max_burst=max_burst)
     params = {"data_bits": data_bits, "addr_bits": 32, "max_burst": max_burst, "outstanding": outstanding,
-              "commands": 12, "max_beats": 3 * max_burst + 1 if max_burst < 64 else 300,
+              "commands": 12, "max_beats": 3 * max_burst + 1 if max_burst < 64 else 160,
               "gap": 0.3, "pause": 0.3, "result": str(tmp_path / "figures.json")}
     run(DMA(config, outstanding=outstanding), name="dma", key=("dma", config, outstanding), sim=sim,
         test_module="mensa.sim.tb_dma", test_name=f"dma-{tmp_path.name}",
