@@ -23,7 +23,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 
 from mensa.hw.config import NearMemConfig
 from mensa.hw.nearmem import NearMemGeometry, compile_layer, fc_program
@@ -142,11 +142,21 @@ async def fc_random_layers(dut):
         for beat in prog.input_beats():
             inputs.send(beat)
         lanes_out = []
-        for i in range(m * prog.out_beats):                  # monitor + checker of `last`
-            word = await outs.recv()
-            lanes_out.append(unpack(word, L, out_bits))
-            last = (word >> (L * out_bits)) & 1
-            assert last == int(i % prog.out_beats == prog.out_beats - 1), f"{what}: beat {i} has last={last}"
+
+        async def monitor():                                 # monitor + checker of `last`
+            for i in range(m * prog.out_beats):
+                word = await outs.recv()
+                lanes_out.append(unpack(word, L, out_bits))
+                last = (word >> (L * out_bits)) & 1
+                assert last == int(i % prog.out_beats == prog.out_beats - 1), f"{what}: beat {i} has last={last}"
+        # A hung unit fails the test: far more cycles than the vault traffic can take.
+        words = m * geom.words(k, prog.descriptor["groups"])
+        bound = 20 * (words * p["latency"][1] // min(p.get("outstanding", 64), p["latency"][1]) + 100 * m + 2000)
+        try:
+            await with_timeout(monitor(), bound * 10, "ns")
+        except SimTimeoutError:
+            raise AssertionError(f"{what}: {len(lanes_out)} of {m * prog.out_beats} output beats "
+                                 f"after {bound} cycles; the unit hangs") from None
         got = prog.outputs(lanes_out)
         bad = np.argwhere(got != expect)
         assert not bad.size, (f"{what}: {len(bad)} outputs differ from golden, first at "

@@ -91,3 +91,20 @@ def test_vault_images_hold_each_vaults_channels_header_then_weights():
 def test_vault_width_and_lanes_that_do_not_divide_are_a_config_error():
     with pytest.raises(UserError, match=r"^nearmem.vault_bits: 128 \(16 bytes\) and nearmem.lanes: 12 .*allowed"):
         NearMemGeometry.of(NearMemConfig(vaults=2, lanes=12, vault_bits=128, local_kib=4))
+
+
+def test_mensa_verilog_emits_a_nearmem_accelerator_with_one_port_pair_per_vault(tmp_path):
+    from mensa.gen.verilog import emit
+    from mensa.hw.config import loads
+    system = loads('name = "t"\n[[accelerator]]\nname = "jq"\nkind = "nearmem"\n'
+                   '[accelerator.nearmem]\nvaults = 3\nlanes = 4\nvault_bits = 32\nvault_kib = 16\nlocal_kib = 1\n')
+    emit(system, tmp_path)
+    import json
+    (module,) = json.loads((tmp_path / "manifest.json").read_text())["modules"]
+    ports = {p["name"]: (p["direction"], p["width"]) for p in module["ports"]}
+    assert module["kind"] == "nearmem" and (tmp_path / "t_jq.v").exists()
+    for v in range(3):
+        assert ports[f"vault_req__{v}__payload"] == ("output", 12)      # 16 KiB of 4-byte words
+        assert ports[f"vault_resp__{v}__payload"] == ("input", 32)
+    assert "vault_req__3__payload" not in ports
+    assert ports["outs__payload"] == ("output", 4 * 8 + 1) and ports["accs__payload"] == ("output", 4 * 32 + 1)

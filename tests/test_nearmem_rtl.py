@@ -26,11 +26,11 @@ def _run(config, sim, tmp_path, **params):
 
 
 @pytest.mark.parametrize("sim", simulators())
-@pytest.mark.parametrize("name", CONFIGS)
-def test_fc_accumulators_random_layers_random_latency_bit_exact(name, sim, tmp_path):
-    figures = _run(CONFIGS[name], sim, tmp_path, layers=8, max_k=70, max_n=40, max_m=3,
+def test_fc_accumulators_random_layers_random_latency_bit_exact(sim, tmp_path):
+    # The int32 accumulators bypass the requantiser; the lanes are those of every config.
+    figures = _run(CONFIGS["v3l4w64"], sim, tmp_path, layers=6, max_k=70, max_n=40, max_m=3,
                    latency=[1, 50], gap=0.3, outstanding=16, raw=True)
-    assert len(figures) == 8
+    assert len(figures) == 6
 
 
 @pytest.mark.parametrize("sim", simulators())
