@@ -4,7 +4,10 @@ Parameters come in ``MENSA_TB`` (JSON): ``data_bits``, ``addr_bits``, ``max_burs
 ``outstanding`` (the DMA's), ``commands`` (read and write commands each), ``max_beats``,
 ``gap`` (valid/ready gaps of the DMA's client streams), ``pause`` (probability that an
 AXI channel of the RAM pauses in a cycle: slow address acceptance, late data and
-responses, write backpressure).
+responses, write backpressure), ``latency`` ([lo, hi]: cycles from a read burst's
+address to its first data, drawn per burst; the RAM keeps answering earlier bursts
+meanwhile, like a pipelined DRAM controller), ``stream_latency`` (the fixed latency of
+the throughput test).
 
 Driver: random read commands over a region filled with random bytes, and random write
 commands (random strobes) over another region, both running at once. Monitor: the words
@@ -14,6 +17,7 @@ boundaries, ``max_burst``). Checker: every word read, ``last`` of every command,
 written region byte for byte, and each burst against the split.
 """
 
+import collections
 import json
 import logging
 import os
@@ -21,8 +25,9 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiBus, AxiRam
+from cocotb.triggers import ClockCycles, Event, RisingEdge
+from cocotbext.axi import AxiBus, AxiResp
+from cocotbext.axi.axi_ram import AxiRamRead, AxiRamWrite
 
 from mensa.hw.dma import PAGE_BYTES, command_layout, read_layout, write_layout
 from mensa.sim.streams import StreamSink, StreamSource, seed
@@ -40,6 +45,53 @@ def split(addr, beats, word_bytes, max_burst):
         addr += n * word_bytes
         beats -= n
     return out
+
+
+class LatencyAxiRamRead(AxiRamRead):
+    """cocotbext-axi's AxiRamRead answering each burst ``latency`` cycles after its address.
+
+    AxiRamRead answers one burst at a time, as soon as it has the address, so it cannot
+    show what outstanding bursts are for. Here addresses are accepted as they come and
+    each burst's data leaves, in order, no earlier than its drawn latency after its
+    address: DRAM latency overlaps with the data of the bursts before it.
+    """
+
+    def __init__(self, bus, clock, reset, *, latency, rnd, **kwargs):
+        self.latency, self.rnd, self.cycle = latency, rnd, 0
+        super().__init__(bus, clock, reset, **kwargs)
+        cocotb.start_soon(self._count())
+
+    async def _count(self):
+        while True:
+            await RisingEdge(self.clock)
+            self.cycle += 1
+
+    async def _process_read(self):
+        pending, arrived = collections.deque(), Event()
+        cocotb.start_soon(self._answer(pending, arrived))
+        while True:
+            ar = await self.ar_channel.recv()
+            pending.append((ar, self.cycle + self.rnd.randint(*self.latency)))
+            arrived.set()
+
+    async def _answer(self, pending, arrived):
+        while True:
+            while not pending:
+                arrived.clear()
+                await arrived.wait()
+            ar, due = pending.popleft()
+            while self.cycle < due:
+                await RisingEdge(self.clock)
+            addr, beats = int(ar.araddr), int(ar.arlen) + 1
+            step = 1 << int(ar.arsize)
+            assert int(ar.arburst) == 1, "only INCR bursts are expected"
+            assert PAGE_BYTES - addr % PAGE_BYTES >= beats * step, f"burst at {addr:#x} crosses 4 KiB"
+            for n in range(beats):
+                word = (addr + n * step) // self.byte_lanes * self.byte_lanes
+                r = self.r_channel._transaction_obj()
+                r.rid, r.rlast, r.rresp = int(ar.arid), n == beats - 1, AxiResp.OKAY
+                r.rdata = int.from_bytes(await self._read(word, self.byte_lanes), "little")
+                await self.r_channel.send(r)
 
 
 def _field(word, layout, name):
@@ -63,12 +115,14 @@ class TB:
         self.word_bytes = p["data_bits"] // 8
         self.rnd = random.Random(seed())
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=RAM_BYTES)
-        self.ram.write_if.log.setLevel(logging.WARNING)
-        self.ram.read_if.log.setLevel(logging.WARNING)
+        bus = AxiBus.from_prefix(dut, "m_axi")
+        logging.getLogger(f"cocotb.{dut._name}.m_axi").setLevel(logging.WARNING)
         rnd = random.Random(seed() + 1)
-        for ch in (self.ram.write_if.aw_channel, self.ram.write_if.w_channel, self.ram.write_if.b_channel,
-                   self.ram.read_if.ar_channel, self.ram.read_if.r_channel):
+        self.ram = AxiRamWrite(bus.write, dut.clk, dut.rst, size=RAM_BYTES)
+        self.ram_read = LatencyAxiRamRead(bus.read, dut.clk, dut.rst, latency=p["latency"], rnd=rnd,
+                                          size=RAM_BYTES, mem=self.ram.mem)
+        for ch in (self.ram.aw_channel, self.ram.w_channel, self.ram.b_channel,
+                   self.ram_read.ar_channel, self.ram_read.r_channel):
             ch.set_pause_generator(iter(lambda: rnd.random() < p["pause"], None))
         gap = p["gap"]
         self.rd_cmd = StreamSource(dut, "rd_cmd", dut.clk, gap=gap, salt=1)
@@ -157,9 +211,13 @@ async def dma_random_commands(dut):
 
 @cocotb.test()
 async def dma_streams_a_word_per_cycle(dut):
-    """Without backpressure a long read and a long write each move one bus word per cycle."""
+    """Without backpressure a long read and a long write each move one bus word per cycle.
+
+    The read latency is fixed at ``stream_latency`` cycles: enough bursts in flight hide
+    it after the first.
+    """
     p = json.loads(os.environ["MENSA_TB"])
-    p = dict(p, gap=0.0, pause=0.0)
+    p = dict(p, gap=0.0, pause=0.0, latency=[p["stream_latency"]] * 2)
     tb = TB(dut, p)
     wb = tb.word_bytes
     await tb.reset()
@@ -179,4 +237,5 @@ async def dma_streams_a_word_per_cycle(dut):
                   f"written in {write_cycles} cycles ({beats / write_cycles:.2f} words/cycle)")
     if p.get("result"):
         with open(p["result"], "w") as f:
-            json.dump({"beats": beats, "read_cycles": read_cycles, "write_cycles": write_cycles}, f)
+            json.dump({"beats": beats, "read_cycles": read_cycles, "write_cycles": write_cycles,
+                       "latency": p["stream_latency"]}, f)
