@@ -120,7 +120,7 @@ class NearMemGeometry:
     def words(self, in_features, groups):
         """Vault words one vector of a layer reads."""
         lane_words = groups * (HEADER_WORDS + in_features)
-        return -(-lane_words // self.ratio) if self.wide else lane_words * self.ratio
+        return _ceil_div(lane_words, self.ratio) if self.wide else lane_words * self.ratio
 
 
 def layer_layout(geometry):
@@ -522,7 +522,7 @@ class NearMemProgram:
         """The ``inputs`` beats of every vector, as unsigned integers (lane 0 in the low byte)."""
         L = self.geometry.lanes
         m, k = self.inputs.shape
-        padded = np.zeros((m, -(-k // L) * L), dtype=np.int8)
+        padded = np.zeros((m, _ceil_div(k, L) * L), dtype=np.int8)
         padded[:, :k] = self.inputs
         rows = padded.view(np.uint8).reshape(-1, L)
         return [int.from_bytes(row.tobytes(), "little") for row in rows]
@@ -531,6 +531,10 @@ class NearMemProgram:
         """(M, N) from the ``(M * out_beats, lanes)`` array of output lanes, in beat order."""
         beats = np.asarray(beats)
         return beats.reshape(self.vectors, -1)[:, :self.out_channels]
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
 
 
 def _per_channel(value, n, name, lo, hi):
@@ -561,7 +565,7 @@ def fc_program(geometry, weights, x, *, bias=None, multiplier=0, shift=0, x_zero
     if k > g.max_in:
         refuse(f"{k} input features do not fit the input buffer; allowed at most {g.max_in} "
                f"(local_kib / 4 per bank)")
-    groups = -(-(-(-n // V)) // L)
+    groups = _ceil_div(_ceil_div(n, V), L)         # groups of L channels per vault
     if groups > g.max_groups:
         refuse(f"{n} output channels need {groups} groups of {L} per vault; allowed at most "
                f"{g.max_groups} ({g.max_groups * L * V} channels)")

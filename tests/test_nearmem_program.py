@@ -1,5 +1,7 @@
 """The near-memory unit's program side: what it accepts, what it refuses, and its memory images."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -99,7 +101,6 @@ def test_mensa_verilog_emits_a_nearmem_accelerator_with_one_port_pair_per_vault(
     system = loads('name = "t"\n[[accelerator]]\nname = "jq"\nkind = "nearmem"\n'
                    '[accelerator.nearmem]\nvaults = 3\nlanes = 4\nvault_bits = 32\nvault_kib = 16\nlocal_kib = 1\n')
     emit(system, tmp_path)
-    import json
     (module,) = json.loads((tmp_path / "manifest.json").read_text())["modules"]
     ports = {p["name"]: (p["direction"], p["width"]) for p in module["ports"]}
     assert module["kind"] == "nearmem" and (tmp_path / "t_jq.v").exists()
