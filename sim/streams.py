@@ -20,7 +20,7 @@ import random
 import cocotb
 from cocotb.triggers import Event, FallingEdge, RisingEdge
 
-__all__ = ["pack", "unpack", "StreamSource", "StreamSink", "seed", "rng"]
+__all__ = ["pack", "pack_struct", "unpack", "StreamSource", "StreamSink", "seed", "rng"]
 
 
 def seed():
@@ -40,6 +40,22 @@ def pack(values, bits):
     word = 0
     for i, v in enumerate(values):
         word |= (int(v) & mask) << (i * bits)
+    return word
+
+
+def pack_struct(layout, values):
+    """Pack a dict of field -> int or list of ints by an Amaranth StructLayout."""
+    word = 0
+    for name, field in layout:
+        shape = field.shape
+        value = values[name]
+        if hasattr(value, "__len__"):
+            elem = shape.elem_shape.width
+            for i, v in enumerate(value):
+                word |= (int(v) & ((1 << elem) - 1)) << (field.offset + i * elem)
+        else:
+            width = field.width
+            word |= (int(value) & ((1 << width) - 1)) << field.offset
     return word
 
 
@@ -127,7 +143,8 @@ class StreamSink:
                 value = self.payload.value
                 if not value.is_resolvable:
                     raise AssertionError(f"{self.payload._name}: X/Z in a valid beat: {value}")
-                self.queue.append(value.to_unsigned())
+                # A 1-bit payload reads as a Logic, wider ones as a LogicArray.
+                self.queue.append(value.to_unsigned() if hasattr(value, "to_unsigned") else int(value))
                 self.last_cycle = self.cycle
                 self._arrived.set()
             await FallingEdge(self.clk)

@@ -31,7 +31,7 @@ from cocotbext.axi.axi_ram import AxiRamRead, AxiRamWrite
 
 from mensa.hw.dma import PAGE_BYTES, command_layout, read_layout, write_layout
 from mensa.sim.streams import StreamSink, StreamSource, seed
-from mensa.sim.tb_requant import pack_struct
+from mensa.sim.streams import pack_struct
 
 RAM_BYTES = 1 << 16
 

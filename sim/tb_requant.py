@@ -19,25 +19,9 @@ from cocotb.triggers import ClockCycles
 
 from mensa.hw.requant import acc_layout, out_layout, quant_layout
 from mensa.sim import golden
-from mensa.sim.streams import StreamSink, StreamSource, rng, unpack
+from mensa.sim.streams import StreamSink, StreamSource, pack_struct, rng, unpack
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-
-
-def pack_struct(layout, values):
-    """Pack a dict of field -> int or list of ints by an Amaranth StructLayout."""
-    word = 0
-    for name, field in layout:
-        shape = field.shape
-        value = values[name]
-        if isinstance(value, (list, tuple, np.ndarray)):
-            elem = shape.elem_shape.width
-            for i, v in enumerate(value):
-                word |= (int(v) & ((1 << elem) - 1)) << (field.offset + i * elem)
-        else:
-            width = field.width
-            word |= (int(value) & ((1 << width) - 1)) << field.offset
-    return word
 
 
 def _random_tile(gen, lanes, out_bits, max_rows):

