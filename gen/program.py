@@ -1,0 +1,234 @@
+"""The program compiler of the systolic accelerator: a layer -> descriptor registers + DRAM image.
+
+:func:`compile_layer` turns one Layer IR layer, its integer parameters and an
+accelerator config into a :class:`Program`: the values of the descriptor registers of
+:func:`mensa.hw.regs.register_map` and the bytes of DRAM the layer reads (input,
+weights, quantisation records) and writes (output), laid out as the sequencer
+(:mod:`mensa.hw.sequencer`) walks them, one vector per bus word:
+
+input
+    K tiles of ``rows`` input channels; per tile, M words (one per pixel or batch row),
+    channel ``k0 + i`` in byte ``i``.
+weights
+    For each N tile, for each K tile, ``rows`` words: word ``i`` holds
+    ``B[k0 + i, n0 : n0 + cols]``.
+quantisation records
+    One per N tile: ``cols`` int32 biases, ``cols`` int32 Q31 multipliers and ``cols``
+    int8 shifts, little-endian, padded to whole words. The input zero point is folded into
+    the bias (``bias - zp_in * sum_k B[k, n]``, wrapping like the 32-bit adder), so the
+    array multiplies raw int8 activations.
+output
+    N tiles of M words; channel ``n0 + j`` of row ``m`` in byte ``j``.
+
+Channels beyond K or N in the last tile are zero. The layers it runs: fully connected
+and pointwise convolution (1x1 kernel, stride 1, no padding) with no activation, ReLU or
+ReLU6; anything else is a :class:`ProgramError` naming the layer and what is allowed.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mensa.hw.config import AcceleratorConfig, UserError
+from mensa.hw.regs import OPCODES, register_map
+from mensa.hw.sequencer import GemmGeometry
+from mensa.model.ir import Activation, Op
+from mensa.sim import golden
+
+__all__ = ["Program", "ProgramError", "compile_layer", "ALIGN"]
+
+ALIGN = 4096            # every region starts on an AXI 4 KiB page
+
+
+class ProgramError(UserError):
+    """A layer the accelerator cannot run; one line naming the layer and what is allowed."""
+
+
+def _up(n, to):
+    return -(-n // to) * to
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """One layer compiled for the systolic accelerator.
+
+    Members
+    -------
+    registers : dict
+        Descriptor register name -> value (signed registers as Python ints, wide ones
+        split into ``_LO``/``_HI`` as the map has them).
+    image : numpy.ndarray
+        uint8 DRAM image from ``base``: input, weights and quantisation records; the output
+        region zero.
+    base : int
+        DRAM byte address of ``image[0]``.
+    output_addr, m, n : int
+        Where the output region starts, and the GEMM's rows and output channels.
+    out_shape : tuple
+        The layer's output shape.
+    geometry : :class:`~mensa.hw.sequencer.GemmGeometry`
+    """
+    registers: dict
+    image: np.ndarray
+    base: int
+    output_addr: int
+    m: int
+    n: int
+    out_shape: tuple
+    geometry: GemmGeometry
+
+    @property
+    def output_bytes(self):
+        g = self.geometry
+        return -(-self.n // g.cols) * self.m * g.word_bytes
+
+    def writes(self, regmap):
+        """(byte offset, 32-bit word) of every descriptor register, in map order."""
+        return [(r.offset, self.registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in self.registers]
+
+    def output(self, region):
+        """The layer's int8 output from the bytes of the output region (``output_bytes`` of them)."""
+        g = self.geometry
+        raw = np.frombuffer(bytes(region), dtype=np.int8)
+        if raw.size != self.output_bytes:
+            raise ValueError(f"output region: {raw.size} bytes, expected {self.output_bytes}")
+        tiles = raw.reshape(-1, self.m, g.word_bytes)[:, :, :g.cols]        # (NT, M, cols)
+        out = tiles.transpose(1, 0, 2).reshape(self.m, -1)[:, :self.n]
+        return out.reshape(self.out_shape).copy()
+
+
+def _per_channel(layer, value, n, name, dtype):
+    arr = np.broadcast_to(np.asarray(value, dtype=np.int64), (n,))
+    info = np.iinfo(dtype)
+    if arr.min() < info.min or arr.max() > info.max:
+        raise ProgramError(f"layer {layer.name!r}: {name} out of the {np.dtype(dtype).name} range")
+    return arr.astype(dtype)
+
+
+def compile_layer(layer, params, acc_config, x, *, base=0):
+    """Compile ``layer`` with ``params`` (:class:`~mensa.sim.golden.LayerParams`) and input ``x``.
+
+    Parameters
+    ----------
+    layer : :class:`~mensa.model.ir.Layer`
+    params : :class:`~mensa.sim.golden.LayerParams`
+    acc_config : :class:`~mensa.hw.config.AcceleratorConfig`
+    x : int8 array of ``layer.in_shape``
+    base : int
+        DRAM byte address of the image, a multiple of 4096.
+
+    Raises
+    ------
+    ProgramError
+        The layer is not one the accelerator runs, or does not fit it.
+    """
+    if not isinstance(acc_config, AcceleratorConfig):
+        raise TypeError(f"acc_config must be an AcceleratorConfig, not {acc_config!r}")
+    if not isinstance(base, int) or base < 0 or base % ALIGN:
+        raise ValueError(f"base must be a non-negative multiple of {ALIGN}, not {base!r}")
+    g = GemmGeometry.of(acc_config)
+
+    def refuse(text):
+        raise ProgramError(f"layer {layer.name!r}: {text}")
+
+    allowed = "allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding, dilation 1, groups 1"
+    if layer.op is Op.FC:
+        if len(layer.in_shape) != 2:
+            refuse(f"fc input shape {layer.in_shape}; allowed: (batch, channels)")
+    elif layer.op is Op.CONV2D:
+        if (layer.kernel, layer.stride, layer.padding, layer.dilation, layer.groups) != \
+                ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1):
+            kh, kw = layer.kernel
+            refuse(f"conv2d with a {kh}x{kw} kernel, stride {layer.stride}, padding {layer.padding}, "
+                   f"dilation {layer.dilation}, groups {layer.groups} is not run yet; {allowed}")
+    else:
+        refuse(f"{layer.op.value} is not run yet; {allowed}")
+    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
+        refuse(f"activation {layer.activation.value} is not run; allowed: none, relu, relu6")
+    golden.check_layer(layer)
+    q = layer.quant
+    if q is None:
+        refuse("quant: missing; quantise the network first")
+    x = np.asarray(x)
+    if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
+        refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
+
+    k, n = layer.in_channels, layer.out_channels
+    a = x.reshape(-1, k)
+    m = a.shape[0]
+    if m > g.acc_depth:
+        refuse(f"{m} pixels/rows per pass; allowed: at most {g.acc_depth} (the accumulator buffer)")
+    if layer.op is Op.FC:
+        out_h, out_w = m, 1
+    else:
+        nb, h, w, _ = layer.in_shape
+        out_h, out_w = nb * h, w
+    if max(out_h, out_w, k, n) >= 1 << 16:
+        refuse(f"dimensions {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536")
+    weights = np.asarray(params.weights).reshape(k, n).astype(np.int64)
+
+    kt, nt, wb, R, C = -(-k // g.rows), -(-n // g.cols), g.word_bytes, g.rows, g.cols
+    # -- the regions, each on its own page ---------------------------------------------
+    a_pad = np.zeros((m, kt * R), np.int8)
+    a_pad[:, :k] = a
+    inp = np.zeros((kt, m, wb), np.int8)
+    inp[:, :, :R] = a_pad.reshape(m, kt, R).transpose(1, 0, 2)
+
+    b_pad = np.zeros((kt * R, nt * C), np.int8)
+    b_pad[:k, :n] = weights
+    wts = np.zeros((nt, kt, R, wb), np.int8)
+    wts[..., :C] = b_pad.reshape(kt, R, nt, C).transpose(2, 0, 1, 3)
+
+    zp_in = q.inputs[0].zero_point
+    bias = np.zeros(n, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
+    folded = ((bias - zp_in * weights.sum(axis=0)) + (1 << 31)) % (1 << 32) - (1 << 31)
+    mult = _per_channel(layer, params.multiplier, n, "multiplier", np.int32)
+    shift = _per_channel(layer, params.shift, n, "shift", np.int8)
+    if shift.min() < -(1 << 5) or shift.max() >= 1 << 5:
+        refuse("shift outside -32..31")
+    quant = np.zeros((nt, g.quant_bytes), np.uint8)
+    for t in range(nt):
+        lo, hi = t * C, min(n, (t + 1) * C)
+        rec = np.zeros(C * 9, np.uint8)
+        for field, (values, dtype, at) in enumerate(((folded, "<i4", 0), (mult, "<i4", 4 * C), (shift, "i1", 8 * C))):
+            lanes = np.zeros(C, dtype)
+            lanes[:hi - lo] = values[lo:hi]
+            rec[at:at + lanes.nbytes] = lanes.view(np.uint8)
+        quant[t, :rec.size] = rec
+
+    regions = {}
+    addr = base
+    for name, blob in (("input", inp), ("weight", wts), ("quant", quant),
+                       ("output", np.zeros(nt * m * wb, np.uint8))):
+        regions[name] = addr
+        addr += _up(blob.nbytes, ALIGN)
+    image = np.zeros(addr - base, np.uint8)
+    for name, blob in (("input", inp), ("weight", wts), ("quant", quant)):
+        at = regions[name] - base
+        image[at:at + blob.nbytes] = blob.reshape(-1).view(np.uint8)
+    if addr > 1 << acc_config.memory.addr_bits:
+        refuse(f"the image ends at {addr:#x}, beyond the {acc_config.memory.addr_bits}-bit address space")
+
+    lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
+    values = {
+        "OP": OPCODES[layer.op], "IN_H": out_h, "IN_W": out_w, "IN_C": k, "OUT_H": out_h, "OUT_W": out_w,
+        "OUT_C": n, "KERNEL_H": 1, "KERNEL_W": 1, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": 1,
+        "DILATION_W": 1, "PAD_TOP": 0, "PAD_BOTTOM": 0, "PAD_LEFT": 0, "PAD_RIGHT": 0,
+        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
+    }
+    regmap = register_map(acc_config)
+    registers = {}
+    for name, value in values.items():
+        registers[name] = int(value)
+    for name, key in (("INPUT_ADDR", "input"), ("WEIGHT_ADDR", "weight"), ("BIAS_ADDR", "quant"),
+                      ("QUANT_ADDR", "quant"), ("OUTPUT_ADDR", "output")):
+        value = regions[key]
+        if name in regmap:
+            registers[name] = value
+        else:
+            registers[f"{name}_LO"] = value & 0xFFFFFFFF
+            registers[f"{name}_HI"] = value >> 32
+    for name in registers:
+        assert name in regmap, name         # the map and the compiler are one description
+    return Program(registers=registers, image=image, base=base, output_addr=regions["output"], m=m, n=n,
+                   out_shape=tuple(layer.out_shape), geometry=g)

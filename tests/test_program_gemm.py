@@ -1,0 +1,133 @@
+"""The systolic accelerator's program compiler: what it refuses, and a DRAM image that computes the layer.
+
+A numpy model of the sequencer reads the image exactly as the RTL walks it (tiles of
+bus words, the quantisation record per N tile) and must reproduce the golden layer.
+"""
+
+import numpy as np
+import pytest
+
+from mensa.gen.program import ProgramError, compile_layer
+from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, ConfigError, Dataflow, MemoryConfig, UserError
+from mensa.hw.regs import register_map
+from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams
+from mensa.sim import golden
+
+
+def config(rows=4, cols=4, data_bits=64, acc_kib=16, dataflow=Dataflow.WEIGHT_STATIONARY):
+    return AcceleratorConfig(name="t", array=ArrayConfig(rows=rows, cols=cols, dataflow=dataflow),
+                             buffers=BufferConfig(acc_kib=acc_kib), memory=MemoryConfig(data_bits=data_bits))
+
+
+def layer(op, in_shape, out_shape, activation=Activation.NONE, zp_in=3, zp_out=-5, **kw):
+    cout = out_shape[-1]
+    quant = LayerQuant(inputs=(QuantParams(0.05, zp_in),), output=QuantParams(0.1, zp_out),
+                       weight_scales=tuple(np.linspace(0.001, 0.01, cout)))
+    return Layer(name="l", op=op, in_shape=in_shape, out_shape=out_shape, activation=activation, quant=quant, **kw)
+
+
+def params(lay, rng):
+    w = rng.integers(-128, 128, size=golden.weight_shape(lay)).astype(np.int8)
+    b = rng.integers(-5000, 5000, size=lay.out_channels).astype(np.int32)
+    return golden.layer_params(lay, weights=w, bias=b)
+
+
+def sequencer_model(prog):
+    """What the sequencer computes from the image and the registers (numpy, not the RTL)."""
+    g, r = prog.geometry, prog.registers
+    img = prog.image.view(np.int8)
+    wb, R, C = g.word_bytes, g.rows, g.cols
+    m, k, n = r["OUT_H"] * r["OUT_W"], r["IN_C"], r["OUT_C"]
+    kt, nt = -(-k // R), -(-n // C)
+    at = lambda name: r[name] - prog.base
+    out = bytearray(prog.output_bytes)
+    for t in range(nt):
+        rec = prog.image[at("QUANT_ADDR") + t * g.quant_bytes:][:9 * C]
+        bias = rec[:4 * C].view("<i4")
+        mult = rec[4 * C:8 * C].view("<i4")
+        shift = rec[8 * C:9 * C].view(np.int8)
+        acc = np.zeros((m, C), np.int64)
+        for s in range(kt):
+            a = img[at("INPUT_ADDR") + s * m * wb:][:m * wb].reshape(m, wb)[:, :R]
+            w = img[at("WEIGHT_ADDR") + (t * kt + s) * R * wb:][:R * wb].reshape(R, wb)[:, :C]
+            acc += a.astype(np.int64) @ w.astype(np.int64)
+        acc32 = ((acc + bias + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+        y = golden.requantize(acc32, mult, shift, r["OUT_ZERO_POINT"], r["QMIN"], r["QMAX"])
+        for row in range(m):
+            o = t * m * wb + row * wb
+            out[o:o + C] = y[row].astype(np.int8).tobytes()
+    return prog.output(out)
+
+
+CASES = [
+    (config(), layer(Op.FC, (3, 13), (3, 7))),
+    (config(), layer(Op.FC, (1, 64), (1, 10), activation=Activation.RELU, zp_in=-128)),
+    (config(8, 8), layer(Op.CONV2D, (1, 3, 5, 19), (1, 3, 5, 11), activation=Activation.RELU6)),
+    (config(4, 8), layer(Op.CONV2D, (2, 2, 3, 5), (2, 2, 3, 17))),
+    (config(2, 4, data_bits=32), layer(Op.FC, (5, 9), (5, 6), zp_in=0, zp_out=0)),
+]
+
+
+@pytest.mark.parametrize("acc,lay", CASES, ids=[f"{c.array.rows}x{c.array.cols}-{l.op.value}-{i}"
+                                                for i, (c, l) in enumerate(CASES)])
+def test_image_walked_as_the_sequencer_walks_it_gives_the_golden_layer(acc, lay):
+    rng = np.random.default_rng(7)
+    p = params(lay, rng)
+    x = rng.integers(-128, 128, size=lay.in_shape).astype(np.int8)
+    prog = compile_layer(lay, p, acc, x, base=0x10000)
+    np.testing.assert_array_equal(sequencer_model(prog), golden.run_layer(lay, p, x))
+
+
+def test_registers_are_the_maps_and_regions_do_not_overlap():
+    acc = config()
+    lay = layer(Op.FC, (3, 13), (3, 7))
+    rng = np.random.default_rng(1)
+    prog = compile_layer(lay, params(lay, rng), acc, rng.integers(-128, 128, (3, 13)).astype(np.int8))
+    regmap = register_map(acc)
+    offsets = dict(prog.writes(regmap))
+    assert offsets[regmap["IN_C"].offset] == 13 and offsets[regmap["OUT_C"].offset] == 7
+    assert offsets[regmap["IN_ZERO_POINT"].offset] == 3
+    assert offsets[regmap["OUT_ZERO_POINT"].offset] == (-5) & 0xFFFFFFFF
+    starts = sorted(prog.registers[n] for n in ("INPUT_ADDR", "WEIGHT_ADDR", "QUANT_ADDR", "OUTPUT_ADDR"))
+    assert len(set(starts)) == 4 and all(s % 4096 == 0 for s in starts)
+    assert prog.output_addr + prog.output_bytes <= prog.base + prog.image.size
+
+
+def test_layout_follows_the_array_size_in_the_config():
+    lay = layer(Op.FC, (2, 16), (2, 16))
+    rng = np.random.default_rng(2)
+    p, x = params(lay, rng), rng.integers(-128, 128, (2, 16)).astype(np.int8)
+    small, big = compile_layer(lay, p, config(4, 4), x), compile_layer(lay, p, config(8, 8), x)
+    # 4 N tiles x 2 rows vs 2 N tiles x 2 rows of output words
+    assert small.output_bytes == 4 * 2 * 8 and big.output_bytes == 2 * 2 * 8
+    assert small.geometry.rows == 4 and big.geometry.rows == 8
+
+
+@pytest.mark.parametrize("lay,match", [
+    (layer(Op.CONV2D, (1, 6, 6, 8), (1, 6, 6, 8), kernel=(3, 3), padding=(1, 1, 1, 1)), r"conv2d with a 3x3 kernel.*allowed: fc"),
+    (layer(Op.CONV2D, (1, 6, 6, 8), (1, 3, 3, 8), stride=(2, 2)), r".*stride \(2, 2\).*allowed"),
+    (layer(Op.DEPTHWISE, (1, 6, 6, 8), (1, 6, 6, 8), kernel=(3, 3), padding=(1, 1, 1, 1), groups=8),
+     r"depthwise is not run yet; allowed: fc"),
+    (layer(Op.FC, (1, 8), (1, 8), activation=Activation.SIGMOID), r"activation sigmoid.*allowed: none, relu"),
+    (layer(Op.FC, (1100, 8), (1100, 8)), r"1100 pixels/rows per pass; allowed: at most 1024"),
+], ids=["3x3", "strided", "depthwise", "sigmoid", "too-many-rows"])
+def test_layers_it_cannot_run_are_one_line_user_errors(lay, match):
+    rng = np.random.default_rng(3)
+    if lay.activation is Activation.SIGMOID:
+        p = golden.LayerParams(weights=np.zeros((8, 8), np.int8), bias=np.zeros(8, np.int32), multiplier=1 << 30,
+                               shift=0)
+    else:
+        p = params(lay, rng)
+    x = np.zeros(lay.in_shape, np.int8)
+    with pytest.raises(ProgramError, match=r"^layer 'l': " + match) as e:
+        compile_layer(lay, p, config(), x)
+    assert isinstance(e.value, UserError) and "\n" not in str(e.value)
+
+
+def test_configs_the_top_cannot_build_are_config_errors():
+    lay = layer(Op.FC, (1, 8), (1, 8))
+    p = params(lay, np.random.default_rng(4))
+    with pytest.raises(ConfigError, match="'os' has no accelerator top yet; allowed: 'ws'"):
+        compile_layer(lay, p, config(dataflow=Dataflow.OUTPUT_STATIONARY), np.zeros((1, 8), np.int8))
+    with pytest.raises(ConfigError, match=r"rows and cols <= memory.data_bits / 8"):
+        compile_layer(lay, p, config(16, 16), np.zeros((1, 8), np.int8))
