@@ -1,0 +1,115 @@
+"""The systolic accelerator top: registers, run control, DMA and the GEMM sequencer, from one config.
+
+Software writes a layer's descriptor (:mod:`mensa.gen.program` computes it) over the
+AXI4-Lite slave ``s_axil``, writes ``CTRL.START``, and waits for ``STATUS.DONE`` or the
+``irq`` line. The accelerator reads the layer's input, weights and quantisation records
+from DRAM over the AXI4 master ``m_axi``, computes on the weight-stationary array
+(:class:`~mensa.hw.sequencer.GemmSequencer`) and writes the int8 output back. The
+performance counters count the run's cycles, the cycles the array held work, and the
+cycles the sequencer waited on DRAM data.
+
+This first version runs GEMM layers: fully connected and pointwise convolution.
+"""
+
+from amaranth.hdl import Cat, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.hw.config import AcceleratorConfig
+from mensa.hw.dma import DMA, axi4_master_members
+from mensa.hw.regs import COUNTER_BITS, RegisterFile, RunControl, axi4lite_members, register_map
+from mensa.hw.sequencer import GemmGeometry, GemmSequencer
+
+__all__ = ["Accelerator"]
+
+
+def _forward(m, outer, inner, members):
+    """Wire ``inner``'s flat port members to ``outer``'s of the same names."""
+    for name, member in members.items():
+        a, b = getattr(outer, name), getattr(inner, name)
+        if member.flow is In:
+            m.d.comb += b.eq(a)
+        else:
+            m.d.comb += a.eq(b)
+
+
+class Accelerator(wiring.Component):
+    """A systolic-array accelerator that runs a layer from DRAM, sized from one config.
+
+    Parameters
+    ----------
+    config : :class:`~mensa.hw.config.AcceleratorConfig`
+
+    Members
+    -------
+    s_axil_* : AXI4-Lite slave of :func:`~mensa.hw.regs.register_map`.
+    m_axi_* : AXI4 master to DRAM, ``memory.data_bits`` wide.
+    irq : ``Out(1)``
+        IRQ_STATUS.DONE and IRQ_ENABLE.DONE.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self._geometry = GemmGeometry.of(config)
+        self._config = config
+        self._regmap = register_map(config)
+        mem = config.memory
+        self._lite = axi4lite_members("s_axil", self._regmap.addr_bits)
+        self._axi = axi4_master_members("m_axi", mem.addr_bits, mem.data_bits)
+        super().__init__({**self._lite, **self._axi, "irq": Out(1)})
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def regmap(self):
+        return self._regmap
+
+    def elaborate(self, platform):
+        m = Module()
+        rm = self._regmap
+        m.submodules.regs = regs = RegisterFile(rm, prefix="s_axil")
+        m.submodules.run = run = RunControl()
+        m.submodules.dma = dma = DMA(self._config.memory, prefix="m_axi")
+        m.submodules.seq = seq = GemmSequencer(self._config)
+        _forward(m, self, regs, self._lite)
+        _forward(m, self, dma, self._axi)
+
+        r = regs.regs
+
+        def wide(name):
+            """A quantity of one register, or of a _LO/_HI pair."""
+            if name in rm:
+                return getattr(r, name.lower())
+            return Cat(getattr(r, f"{name.lower()}_lo"), getattr(r, f"{name.lower()}_hi"))
+
+        desc = seq.desc
+        m.d.comb += [
+            desc.m.eq(r.out_h * r.out_w), desc.k.eq(r.in_c), desc.n.eq(r.out_c),
+            desc.in_zero_point.eq(r.in_zero_point), desc.out_zero_point.eq(r.out_zero_point),
+            desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
+            desc.input_addr.eq(wide("INPUT_ADDR")), desc.weight_addr.eq(wide("WEIGHT_ADDR")),
+            desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
+            seq.start.eq(regs.strobes.ctrl[0]),
+            run.start.eq(regs.strobes.ctrl[0]),
+            run.done.eq(seq.done),
+            run.busy.eq(seq.busy),
+            run.mem_stall.eq(seq.mem_stall),
+            run.irq_enable.eq(r.irq_enable[0]),
+            run.irq_pending.eq(regs.pending.irq_status[0]),
+            regs.events.irq_status.eq(run.irq_event),
+            regs.inputs.status.eq(run.status),
+            self.irq.eq(run.irq),
+        ]
+        for name in ("CYCLES_TOTAL", "CYCLES_BUSY", "CYCLES_STALL"):
+            value = getattr(run, name.lower())
+            if name in rm:
+                m.d.comb += getattr(regs.inputs, name.lower()).eq(value)
+            else:
+                m.d.comb += [getattr(regs.inputs, f"{name.lower()}_lo").eq(value[:32]),
+                             getattr(regs.inputs, f"{name.lower()}_hi").eq(value[32:COUNTER_BITS])]
+        for port in ("rd_cmd", "rd_data", "wr_cmd", "wr_data", "wr_done"):
+            wiring.connect(m, getattr(seq, port), getattr(dma, port))
+        return m
