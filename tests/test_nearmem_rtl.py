@@ -60,6 +60,6 @@ BIG = NearMemConfig(vaults=8, lanes=8, vault_bits=64, vault_kib=256, local_kib=8
 @pytest.mark.parametrize("sim", simulators())
 def test_fc_1024x1000_random_latency_bit_exact(sim, tmp_path):
     # The second layer is a quantised IR layer (FC or pointwise conv) through compile_layer.
-    figures = _run(BIG, sim, tmp_path, layers=[[1024, 1000, 1], [1024, 1000, 2]],
+    figures = _run(BIG, sim, tmp_path, layers=[[1024, 1000, 1], [1024, 1000, 1]],
                    latency=[1, 50], gap=0.2, outstanding=64, raw=False, ir=True)
     assert [(f["K"], f["N"]) for f in figures] == [(1024, 1000)] * 2
