@@ -4,13 +4,14 @@
 accelerator config into a :class:`Program`: the values of the descriptor registers of
 :func:`mensa.hw.regs.register_map` and the bytes of DRAM the layer reads (input,
 weights, quantisation records) and writes (output), laid out as the sequencer
-(:mod:`mensa.hw.sequencer`) walks them, one vector per bus word:
+(:mod:`mensa.hw.sequencer`) walks them, every vector in whole bus words (its last word
+padded with zeros):
 
 input
-    K tiles of ``rows`` input channels; per tile, M words (one per pixel or batch row),
+    K tiles of ``rows`` input channels; per tile, M vectors (one per pixel or batch row),
     channel ``k0 + i`` in byte ``i``.
 weights
-    For each N tile, for each K tile, ``rows`` words: word ``i`` holds
+    For each N tile, for each K tile, ``rows`` vectors: vector ``i`` holds
     ``B[k0 + i, n0 : n0 + cols]``.
 quantisation records
     One per N tile: ``cols`` int32 biases, ``cols`` int32 Q31 multipliers and ``cols``
@@ -18,7 +19,7 @@ quantisation records
     the bias (``bias - zp_in * sum_k B[k, n]``, wrapping like the 32-bit adder), so the
     array multiplies raw int8 activations.
 output
-    N tiles of M words; channel ``n0 + j`` of row ``m`` in byte ``j``.
+    N tiles of M vectors; channel ``n0 + j`` of row ``m`` in byte ``j``.
 
 Channels beyond K or N in the last tile are zero. The layers it runs: fully connected
 and pointwise convolution (1x1 kernel, stride 1, no padding) with no activation, ReLU or
@@ -80,7 +81,7 @@ class Program:
     @property
     def output_bytes(self):
         g = self.geometry
-        return -(-self.n // g.cols) * self.m * g.word_bytes
+        return -(-self.n // g.cols) * self.m * g.out_bytes
 
     def writes(self, regmap):
         """(byte offset, 32-bit word) of every descriptor register, in map order."""
@@ -92,7 +93,7 @@ class Program:
         raw = np.frombuffer(bytes(region), dtype=np.int8)
         if raw.size != self.output_bytes:
             raise ValueError(f"output region: {raw.size} bytes, expected {self.output_bytes}")
-        tiles = raw.reshape(-1, self.m, g.word_bytes)[:, :, :g.cols]        # (NT, M, cols)
+        tiles = raw.reshape(-1, self.m, g.out_bytes)[:, :, :g.cols]         # (NT, M, cols)
         out = tiles.transpose(1, 0, 2).reshape(self.m, -1)[:, :self.n]
         return out.reshape(self.out_shape).copy()
 
@@ -167,16 +168,16 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
         refuse(f"dimensions {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536")
     weights = np.asarray(params.weights).reshape(k, n).astype(np.int64)
 
-    kt, nt, wb, R, C = -(-k // g.rows), -(-n // g.cols), g.word_bytes, g.rows, g.cols
+    kt, nt, R, C = -(-k // g.rows), -(-n // g.cols), g.rows, g.cols
     # -- the regions, each on its own page ---------------------------------------------
     a_pad = np.zeros((m, kt * R), np.int8)
     a_pad[:, :k] = a
-    inp = np.zeros((kt, m, wb), np.int8)
+    inp = np.zeros((kt, m, g.act_bytes), np.int8)
     inp[:, :, :R] = a_pad.reshape(m, kt, R).transpose(1, 0, 2)
 
     b_pad = np.zeros((kt * R, nt * C), np.int8)
     b_pad[:k, :n] = weights
-    wts = np.zeros((nt, kt, R, wb), np.int8)
+    wts = np.zeros((nt, kt, R, g.weight_bytes), np.int8)
     wts[..., :C] = b_pad.reshape(kt, R, nt, C).transpose(2, 0, 1, 3)
 
     zp_in = q.inputs[0].zero_point
@@ -199,7 +200,7 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
     regions = {}
     addr = base
     for name, blob in (("input", inp), ("weight", wts), ("quant", quant),
-                       ("output", np.zeros(nt * m * wb, np.uint8))):
+                       ("output", np.zeros(nt * m * g.out_bytes, np.uint8))):
         regions[name] = addr
         addr += _up(blob.nbytes, ALIGN)
     image = np.zeros(addr - base, np.uint8)

@@ -9,8 +9,8 @@ that K tile, and streams them through the weight-stationary array. The K tiles'
 partial sums accumulate in an int32 accumulator buffer (M entries of ``cols`` lanes);
 the last K tile's sums go through the requantiser and are written back.
 
-:class:`GemmGeometry` is the one description of the DRAM layout (every vector one bus
-word, in the order the sequencer reads it) that the RTL is built from and
+:class:`GemmGeometry` is the one description of the DRAM layout (every vector in whole
+bus words, in the order the sequencer reads it) that the RTL is built from and
 :mod:`mensa.gen.program` writes.
 """
 
@@ -39,7 +39,10 @@ class GemmGeometry:
     rows, cols : int
         The array: ``rows`` input channels (K) by ``cols`` output channels (N) per tile.
     word_bytes : int
-        Bytes per AXI data word; one activation, weight or output vector per word.
+        Bytes per AXI data word.
+    act_words, weight_words, out_words : int
+        Bus words of one activation vector (``rows`` bytes), one weight row and one output
+        vector (``cols`` bytes each); a vector starts on a word and its last word is padded.
     acc_depth : int
         Accumulator entries (``cols`` int32 lanes each): the largest M.
     quant_words : int
@@ -49,6 +52,9 @@ class GemmGeometry:
     rows: int
     cols: int
     word_bytes: int
+    act_words: int
+    weight_words: int
+    out_words: int
     acc_depth: int
     quant_words: int
 
@@ -63,16 +69,25 @@ class GemmGeometry:
         if (a.input_bits, a.weight_bits, a.acc_bits) != (8, 8, ACC_BITS):
             raise ConfigError(f"{where}: array widths {a.input_bits}/{a.weight_bits}/{a.acc_bits} bits; "
                               f"the accelerator top runs int8 x int8 -> int32 (8/8/32) only")
-        if max(a.rows, a.cols) > wb:
-            raise ConfigError(f"{where}: a {a.rows}x{a.cols} array needs vectors of up to {max(a.rows, a.cols)} "
-                              f"bytes, wider than the {config.memory.data_bits}-bit bus; allowed: "
-                              f"rows and cols <= memory.data_bits / 8")
         entries = config.buffers.acc_kib * 1024 // (a.cols * 4)
         if entries < 1:
             raise ConfigError(f"{where}: buffers.acc_kib {config.buffers.acc_kib} holds no {a.cols}-lane entry")
         record = a.cols * (4 + 4 + 1)
-        return cls(rows=a.rows, cols=a.cols, word_bytes=wb, acc_depth=1 << (entries.bit_length() - 1),
+        return cls(rows=a.rows, cols=a.cols, word_bytes=wb, act_words=-(-a.rows // wb),
+                   weight_words=-(-a.cols // wb), out_words=-(-a.cols // wb), acc_depth=1 << (entries.bit_length() - 1),
                    quant_words=-(-record // wb))
+
+    @property
+    def act_bytes(self):
+        return self.act_words * self.word_bytes
+
+    @property
+    def weight_bytes(self):
+        return self.weight_words * self.word_bytes
+
+    @property
+    def out_bytes(self):
+        return self.out_words * self.word_bytes
 
     @property
     def quant_bytes(self):
@@ -144,8 +159,9 @@ class GemmSequencer(wiring.Component):
         m.d.comb += go.eq(self.start & ~self.running)
         with m.If(go):
             m.d.sync += d.eq(self.desc), self.running.eq(1)
-        tile_bytes = Signal(d.input_addr.shape())                   # M words: one K tile of A, one N tile of C
-        m.d.comb += tile_bytes.eq(d.m * wb)
+        a_tile = Signal(d.input_addr.shape())       # bytes of one K tile of A: M activation vectors
+        o_tile = Signal(d.input_addr.shape())       # bytes of one N tile of C: M output vectors
+        m.d.comb += a_tile.eq(d.m * g.act_bytes), o_tile.eq(d.m * g.out_bytes)
 
         # -- read issue: per N tile the quantisation record, then per K tile weights, activations
         Q, WTS, ACT = 0, 1, 2
@@ -166,15 +182,15 @@ class GemmSequencer(wiring.Component):
             with m.Case(Q):
                 m.d.comb += self.rd_cmd.payload.addr.eq(q_addr), self.rd_cmd.payload.count.eq(g.quant_words - 1)
             with m.Case(WTS):
-                m.d.comb += self.rd_cmd.payload.addr.eq(w_addr), self.rd_cmd.payload.count.eq(R - 1)
+                m.d.comb += self.rd_cmd.payload.addr.eq(w_addr), self.rd_cmd.payload.count.eq(R * g.weight_words - 1)
             with m.Default():
-                m.d.comb += self.rd_cmd.payload.addr.eq(a_addr), self.rd_cmd.payload.count.eq(d.m - 1)
+                m.d.comb += self.rd_cmd.payload.addr.eq(a_addr), self.rd_cmd.payload.count.eq(d.m * g.act_words - 1)
         with m.If(route.w_en):
             with m.Switch(phase):
                 with m.Case(Q):
                     m.d.sync += q_addr.eq(q_addr + g.quant_bytes), phase.eq(WTS)
                 with m.Case(WTS):
-                    m.d.sync += w_addr.eq(w_addr + R * wb), phase.eq(ACT)
+                    m.d.sync += w_addr.eq(w_addr + R * g.weight_bytes), phase.eq(ACT)
                 with m.Default():
                     with m.If(k0 + R >= d.k):
                         m.d.sync += [k0.eq(0), a_addr.eq(d.input_addr), phase.eq(Q)]
@@ -183,7 +199,7 @@ class GemmSequencer(wiring.Component):
                         with m.Else():
                             m.d.sync += n0.eq(n0 + C)
                     with m.Else():
-                        m.d.sync += [k0.eq(k0 + R), a_addr.eq(a_addr + tile_bytes), phase.eq(WTS)]
+                        m.d.sync += [k0.eq(k0 + R), a_addr.eq(a_addr + a_tile), phase.eq(WTS)]
 
         # -- read data: each word to where its command's tag says -----------------------
         word = self.rd_data.payload.data
@@ -193,21 +209,39 @@ class GemmSequencer(wiring.Component):
         qbuf = Signal(g.quant_words * W)
         q_idx = Signal(range(g.quant_words))
         q_full = Signal()
+        # A vector wider than the bus arrives as several words: the ones before its last
+        # wait in the gather buffer, and the last one goes to the array with them.
+        most = max(g.act_words, g.weight_words)
+        gbuf = Signal(max(most - 1, 1) * W)
+        g_idx = Signal(range(most))
+        vector = Cat(gbuf[:(most - 1) * W], word) if most > 1 else word
+        w_end = Signal()
+        a_end = Signal()
         m.d.comb += [
-            array.weights.payload.eq(word[:8 * C]),
-            array.acts.payload.data.eq(word[:8 * R]),
+            w_end.eq(g_idx == g.weight_words - 1),
+            a_end.eq(g_idx == g.act_words - 1),
+            array.weights.payload.eq(vector[(most - g.weight_words) * W:][:8 * C]),
+            array.acts.payload.data.eq(vector[(most - g.act_words) * W:][:8 * R]),
             array.acts.payload.last.eq(self.rd_data.payload.last),
-            array.weights.valid.eq(here & (kind == WTS)),
-            array.acts.valid.eq(here & (kind == ACT)),
+            array.weights.valid.eq(here & (kind == WTS) & w_end),
+            array.acts.valid.eq(here & (kind == ACT) & a_end),
             route.r_en.eq(self.rd_data.valid & self.rd_data.ready & self.rd_data.payload.last),
         ]
         with m.Switch(kind):
             with m.Case(Q):
                 m.d.comb += self.rd_data.ready.eq(route.r_rdy & ~q_full)
             with m.Case(WTS):
-                m.d.comb += self.rd_data.ready.eq(route.r_rdy & array.weights.ready)
+                m.d.comb += self.rd_data.ready.eq(route.r_rdy & (~w_end | array.weights.ready))
             with m.Default():
-                m.d.comb += self.rd_data.ready.eq(route.r_rdy & array.acts.ready)
+                m.d.comb += self.rd_data.ready.eq(route.r_rdy & (~a_end | array.acts.ready))
+        if most > 1:
+            # the buffer shifts down a word at a time, so a vector's words end at its top
+            with m.If(self.rd_data.valid & self.rd_data.ready & (kind != Q)):
+                with m.If(Mux(kind == WTS, w_end, a_end)):
+                    m.d.sync += g_idx.eq(0)
+                with m.Else():
+                    m.d.sync += g_idx.eq(g_idx + 1)
+                    m.d.sync += gbuf.eq(Cat(gbuf[W:], word) if most > 2 else word)
         with m.If(here & (kind == Q) & ~q_full):
             for i in range(g.quant_words):
                 with m.If(q_idx == i):
@@ -280,21 +314,32 @@ class GemmSequencer(wiring.Component):
         m.d.comb += [
             self.wr_cmd.valid.eq(writing),
             self.wr_cmd.payload.addr.eq(o_addr),
-            self.wr_cmd.payload.count.eq(d.m - 1),
+            self.wr_cmd.payload.count.eq(d.m * g.out_words - 1),
         ]
         with m.If(self.wr_cmd.valid & self.wr_cmd.ready):
-            m.d.sync += o_addr.eq(o_addr + tile_bytes)
+            m.d.sync += o_addr.eq(o_addr + o_tile)
             with m.If(wn0 + C >= d.n):
                 m.d.sync += writing.eq(0)
             with m.Else():
                 m.d.sync += wn0.eq(wn0 + C)
+        # an output vector wider than the bus leaves as several words, the last one partial
+        o_idx = Signal(range(g.out_words))
+        o_end = Signal()
+        out_bits = requant.outs.payload.data.as_value()
         m.d.comb += [
+            o_end.eq(o_idx == g.out_words - 1),
             self.wr_data.valid.eq(requant.outs.valid),
-            self.wr_data.payload.data.eq(requant.outs.payload.data.as_value()),
-            self.wr_data.payload.strb.eq((1 << C) - 1),
-            requant.outs.ready.eq(self.wr_data.ready),
+            requant.outs.ready.eq(self.wr_data.ready & o_end),
             self.wr_done.ready.eq(1),
         ]
+        with m.Switch(o_idx):
+            for i in range(g.out_words):
+                with m.Case(i):
+                    lanes = min(wb, C - i * wb)
+                    m.d.comb += [self.wr_data.payload.data.eq(out_bits[i * W:i * W + 8 * lanes]),
+                                 self.wr_data.payload.strb.eq((1 << lanes) - 1)]
+        with m.If(self.wr_data.valid & self.wr_data.ready):
+            m.d.sync += o_idx.eq(Mux(o_end, 0, o_idx + 1))
         with m.If(self.wr_done.valid & self.running):
             with m.If(dn0 + C >= d.n):
                 m.d.comb += self.done.eq(1)

@@ -121,9 +121,12 @@ async def accelerator_runs_layers_bit_exact(dut):
         await ClockCycles(dut.clk, 2)
         assert not int(dut.irq.value), f"{layer.name}: interrupt still raised after IRQ_STATUS was cleared"
         m, k, n = prog.m, layer.in_channels, layer.out_channels
+        util = m * k * n / (total * acc.array.rows * acc.array.cols)
         dut._log.info(f"{layer.name}: {layer.op.value} M={m} K={k} N={n} {layer.activation.value}: "
-                      f"{expect.size} outputs bit-exact in {total} cycles (array busy {busy}, DRAM stall {stall})")
-        results.append({"layer": layer.name, "m": m, "k": k, "n": n, "cycles": total, "busy": busy, "stall": stall})
+                      f"{expect.size} outputs bit-exact in {total} cycles (array busy {busy}, DRAM stall {stall}, "
+                      f"utilisation {util:.1%})")
+        results.append({"layer": layer.name, "m": m, "k": k, "n": n, "cycles": total, "busy": busy, "stall": stall,
+                        "utilisation": util})
     if p.get("result"):
         with open(p["result"], "w") as f:
             json.dump(results, f)

@@ -34,14 +34,18 @@ def random_layers(count, seed, *, max_m, max_c):
     return layers
 
 
-# (rows, cols, data_bits, acc_kib, layers, seed, max_m, max_c); one build per config
+# (rows, cols, data_bits, acc_kib, layers, seed, max_m, max_c); one build per config. The
+# 32-bit bus cases have vectors of several words (6 rows: activations of 2 words).
 CASES = [
     (4, 4, 64, 1, 6, 1, 12, 21),
+    (6, 4, 32, 1, 4, 5, 10, 15),
     (8, 8, 64, 2, 4, 2, 40, 40),
     (3, 5, 64, 1, 4, 3, 16, 17),
+    (12, 10, 32, 1, 4, 4, 10, 30),
 ]
-RUNS = [pytest.param(*case, sim, id=f"{case[0]}x{case[1]}-{sim}",
-                     marks=[] if i == 0 and sim == simulators()[-1] else [pytest.mark.slow])
+DEFAULT = 2         # the first cases run in the default suite, on the last simulator (Icarus if present)
+RUNS = [pytest.param(*case, sim, id=f"{case[0]}x{case[1]}-d{case[2]}-{sim}",
+                     marks=[] if i < DEFAULT and sim == simulators()[-1] else [pytest.mark.slow])
         for i, case in enumerate(CASES) for sim in simulators()]
 
 

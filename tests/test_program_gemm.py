@@ -36,7 +36,8 @@ def sequencer_model(prog):
     """What the sequencer computes from the image and the registers (numpy, not the RTL)."""
     g, r = prog.geometry, prog.registers
     img = prog.image.view(np.int8)
-    wb, R, C = g.word_bytes, g.rows, g.cols
+    R, C = g.rows, g.cols
+    ab, wb, ob = g.act_bytes, g.weight_bytes, g.out_bytes
     m, k, n = r["OUT_H"] * r["OUT_W"], r["IN_C"], r["OUT_C"]
     kt, nt = -(-k // R), -(-n // C)
     at = lambda name: r[name] - prog.base
@@ -48,13 +49,13 @@ def sequencer_model(prog):
         shift = rec[8 * C:9 * C].view(np.int8)
         acc = np.zeros((m, C), np.int64)
         for s in range(kt):
-            a = img[at("INPUT_ADDR") + s * m * wb:][:m * wb].reshape(m, wb)[:, :R]
+            a = img[at("INPUT_ADDR") + s * m * ab:][:m * ab].reshape(m, ab)[:, :R]
             w = img[at("WEIGHT_ADDR") + (t * kt + s) * R * wb:][:R * wb].reshape(R, wb)[:, :C]
             acc += a.astype(np.int64) @ w.astype(np.int64)
         acc32 = ((acc + bias + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
         y = golden.requantize(acc32, mult, shift, r["OUT_ZERO_POINT"], r["QMIN"], r["QMAX"])
         for row in range(m):
-            o = t * m * wb + row * wb
+            o = t * m * ob + row * ob
             out[o:o + C] = y[row].astype(np.int8).tobytes()
     return prog.output(out)
 
@@ -65,6 +66,8 @@ CASES = [
     (config(8, 8), layer(Op.CONV2D, (1, 3, 5, 19), (1, 3, 5, 11), activation=Activation.RELU6)),
     (config(4, 8), layer(Op.CONV2D, (2, 2, 3, 5), (2, 2, 3, 17))),
     (config(2, 4, data_bits=32), layer(Op.FC, (5, 9), (5, 6), zp_in=0, zp_out=0)),
+    (config(12, 12), layer(Op.FC, (4, 30), (4, 25))),                   # vectors of 2 words
+    (config(9, 5, data_bits=32), layer(Op.CONV2D, (1, 2, 3, 20), (1, 2, 3, 11))),
 ]
 
 
@@ -129,5 +132,17 @@ def test_configs_the_top_cannot_build_are_config_errors():
     p = params(lay, np.random.default_rng(4))
     with pytest.raises(ConfigError, match="'os' has no accelerator top yet; allowed: 'ws'"):
         compile_layer(lay, p, config(dataflow=Dataflow.OUTPUT_STATIONARY), np.zeros((1, 8), np.int8))
-    with pytest.raises(ConfigError, match=r"rows and cols <= memory.data_bits / 8"):
-        compile_layer(lay, p, config(16, 16), np.zeros((1, 8), np.int8))
+    with pytest.raises(ConfigError, match=r"8/8/32"):
+        acc = config()
+        acc = AcceleratorConfig(name="t", array=ArrayConfig(rows=4, cols=4, acc_bits=24), memory=acc.memory)
+        compile_layer(lay, p, acc, np.zeros((1, 8), np.int8))
+
+
+def test_wide_vectors_take_whole_words():
+    lay = layer(Op.FC, (3, 20), (3, 20))
+    rng = np.random.default_rng(5)
+    p, x = params(lay, rng), rng.integers(-128, 128, (3, 20)).astype(np.int8)
+    prog = compile_layer(lay, p, config(12, 10, data_bits=32), x)
+    g = prog.geometry
+    assert (g.act_words, g.weight_words, g.out_words) == (3, 3, 3)
+    assert prog.output_bytes == 2 * 3 * 12          # 2 N tiles x 3 rows x 3 words of 4 bytes
