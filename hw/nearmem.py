@@ -374,7 +374,7 @@ class NearMemoryUnit(wiring.Component):
         if g.wide:
             word = Signal(B * 8, name=f"v{v}_word")
             held = Signal(name=f"v{v}_held")
-            idx = Signal(range(g.ratio), name=f"v{v}_idx")
+            idx = Signal(range(max(g.ratio, 2)), name=f"v{v}_idx")   # no zero-width wire when ratio == 1
             release = Signal(name=f"v{v}_release")
             # A vector's image ends on a whole vault word: its last lane word frees the word.
             m.d.comb += [
