@@ -69,27 +69,32 @@ def unpack(word, count, bits, offset=0):
     return out
 
 
-class StreamSource:
-    """Drives ``<prefix>__valid``/``__payload`` of a DUT stream input."""
+class _StreamPort:
+    """The ``<prefix>__valid``/``__ready``/``__payload`` signals of a DUT stream port."""
 
-    def __init__(self, dut, prefix, clk, *, gap=0.0, salt=0):
+    def __init__(self, dut, prefix, clk, gap, salt):
         self.valid = getattr(dut, f"{prefix}__valid")
         self.ready = getattr(dut, f"{prefix}__ready")
         self.payload = getattr(dut, f"{prefix}__payload")
         self.clk = clk
         self.gap = gap
         self.queue = collections.deque()
+        self.cycle = 0
+        self._random = random.Random(seed() * 7919 + salt)
+
+
+class StreamSource(_StreamPort):
+    """Drives ``<prefix>__valid``/``__payload`` of a DUT stream input."""
+
+    def __init__(self, dut, prefix, clk, *, gap=0.0, salt=0):
+        super().__init__(dut, prefix, clk, gap, salt)
         self.sent = 0
         self.first_cycle = None
-        self.cycle = 0
-        self._idle = Event()
-        self._random = random.Random(seed() * 7919 + salt)
         self.valid.value = 0
         cocotb.start_soon(self._run())
 
     def send(self, word):
         self.queue.append(int(word))
-        self._idle.clear()
 
     async def wait_idle(self):
         while self.queue or self.valid.value:
@@ -112,19 +117,12 @@ class StreamSource:
             self.valid.value = int(offered)
 
 
-class StreamSink:
+class StreamSink(_StreamPort):
     """Takes beats from ``<prefix>__valid``/``__payload``, driving ``__ready``."""
 
     def __init__(self, dut, prefix, clk, *, gap=0.0, salt=1):
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
-        self.clk = clk
-        self.gap = gap
-        self.queue = collections.deque()
-        self.cycle = 0
+        super().__init__(dut, prefix, clk, gap, salt + 104729)
         self.last_cycle = None
-        self._random = random.Random(seed() * 104729 + salt)
         self._arrived = Event()
         self.ready.value = 0
         cocotb.start_soon(self._run())
