@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from mensa.gen.cli import main
-from mensa.hw.config import ConfigError, load, loads
+from mensa.hw.config import ConfigError, loads
 
 GOOD = '''
 name = "t"
@@ -77,11 +77,3 @@ def test_cli_missing_config_and_bad_argument(tmp_path):
     unknown = subprocess.run([sys.executable, "-m", "mensa.gen.cli", "verilog", "--frobnicate"],
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
-
-
-def test_every_preset_loads():
-    from pathlib import Path
-    presets = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
-    assert presets
-    for path in presets:
-        load(path)
