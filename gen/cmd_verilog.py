@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mensa.gen.verilog import emit
+from mensa.gen.verilog import UNITS, emit
 from mensa.hw.config import load
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pascal.toml"
@@ -13,10 +13,12 @@ def add_arguments(parser):
                         help="system config (TOML); default: configs/pascal.toml")
     parser.add_argument("--out", type=Path, default=Path("build/verilog"),
                         help="output folder (default: build/verilog)")
+    parser.add_argument("--unit", choices=UNITS, default="accelerator",
+                        help="the whole accelerator (default), or only the PE array of systolic accelerators")
 
 
 def run(args):
     system = load(args.config)
-    for path, written in emit(system, args.out):
+    for path, written in emit(system, args.out, args.unit):
         print(f"{'wrote    ' if written else 'unchanged'} {path}")
     return 0

@@ -32,13 +32,15 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from mensa.gen.verilog import TOPS, convert, module_name, ports, tool_versions, top_for, write_if_changed
+from amaranth.back import verilog as amaranth_verilog
+
+from mensa.gen.verilog import module_name, ports, tool_versions, top_for, write_if_changed
 from mensa.hw.config import UserError, config_hash
 
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
-FLOW_VERSION = 3
+FLOW_VERSION = 4
 
 
 class SynthError(UserError):
@@ -78,6 +80,24 @@ TARGETS = {
                          lut=(("SB_LUT4", 1),), ff_prefix="SB_DFF",
                          dsp=("SB_MAC16",), bram=("SB_RAM40_4K", "SB_SPRAM256KA")),
 }
+
+
+class _Device:
+    """What a component's ``elaborate(platform)`` sees of the target: its family.
+
+    Components instantiate the family's primitives where Yosys would not infer them from
+    behavioural code (the systolic array's fully registered ECP5 DSP blocks); ``mensa
+    verilog`` elaborates with no platform and emits the behavioural models.
+    """
+
+    def __init__(self, family):
+        self.family = family
+
+
+def _convert_for(target, component, name):
+    """Verilog of ``component`` elaborated for ``target`` (as :func:`~mensa.gen.verilog.convert`)."""
+    return amaranth_verilog.convert(component, name=name, platform=_Device(target.family),
+                                    emit_src=False, strip_internal_attrs=True)
 
 
 def _tool(name):
@@ -221,13 +241,13 @@ def cache_key(sources, target, clock_mhz, versions):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _synth_module(system, acc, target, out_dir, progress, task):
+def _synth_module(system, acc, target, out_dir, progress, task, unit):
     """Synthesise and place one accelerator; returns its report (cached when the key matches)."""
     name = module_name(system, acc)
     work = out_dir / name
     progress.update(task, description=f"{name}: elaborating")
-    top = top_for(acc)
-    verilog = convert(top, name)
+    top = top_for(acc, unit)
+    verilog = _convert_for(target, top, name)
     port_list = ports(top)
     shell, shell_bits = _shell(name, port_list)
     top_name = f"{name}_shell"
@@ -297,7 +317,7 @@ def _synth_module(system, acc, target, out_dir, progress, task):
     return result
 
 
-def synth(system, target, out_dir, *, accelerators=None, console=None):
+def synth(system, target, out_dir, *, accelerators=None, console=None, unit="array"):
     """Synthesise and place every accelerator of ``system`` (or those named) on ``target``.
 
     Writes ``synth.json`` and ``synth.md`` into ``out_dir`` and returns the report.
@@ -319,8 +339,7 @@ def synth(system, target, out_dir, *, accelerators=None, console=None):
                 raise SynthError(f"no accelerator {n!r} in {system.name!r}; allowed: {', '.join(names)}")
         accs = [a for a in accs if a.name in accelerators]
     for acc in accs:
-        if acc.kind not in TOPS:
-            top_for(acc)    # raises, before any tool runs, naming the kinds that have RTL
+        top_for(acc, unit)      # raises, before any tool runs, on a kind or unit without RTL
     out_dir = Path(out_dir)
     console = console or Console(stderr=True)
     modules = []
@@ -328,10 +347,10 @@ def synth(system, target, out_dir, *, accelerators=None, console=None):
                   console=console, transient=True) as progress:
         for acc in accs:
             task = progress.add_task(module_name(system, acc), total=None)
-            modules.append(_synth_module(system, acc, target, out_dir, progress, task))
+            modules.append(_synth_module(system, acc, target, out_dir, progress, task, unit))
             progress.remove_task(task)
     report = {
-        "system": system.name, "target": target.name, "config_hash": config_hash(system),
+        "system": system.name, "target": target.name, "unit": unit, "config_hash": config_hash(system),
         "modules": modules,
     }
     write_if_changed(out_dir / "synth.json", json.dumps(report, indent=2) + "\n")

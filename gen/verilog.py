@@ -19,18 +19,31 @@ from amaranth.lib import wiring
 
 from mensa.gen.fusesoc import core_file
 from mensa.gen.header import header
-from mensa.hw.config import CoreKind, UserError, config_hash, to_dict
+from mensa.hw.config import CoreKind, Dataflow, UserError, config_hash, to_dict
 from mensa.hw.regs import register_map
 
-__all__ = ["TOPS", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
+__all__ = ["TOPS", "UNITS", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
 
 
-def _systolic_top(acc):
+# What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
+# DMA, sequencer, array, requantiser) or, for systolic accelerators, the PE array alone.
+UNITS = ("accelerator", "array")
+
+
+def _systolic_top(acc, unit):
+    from mensa.hw.accelerator import Accelerator
     from mensa.hw.systolic import SystolicArray
-    return SystolicArray(acc.array)
+    if unit == "array":
+        return SystolicArray(acc.array)
+    if acc.array.dataflow is not Dataflow.WEIGHT_STATIONARY:
+        raise UserError(f"accelerator {acc.name!r}: the accelerator top runs the 'ws' dataflow only, not "
+                        f"{acc.array.dataflow.value!r}; emit the {acc.array.dataflow.value!r} array alone with "
+                        f"unit 'array' (--unit array)")
+    return Accelerator(acc)
 
 
-def _nearmem_top(acc):
+def _nearmem_top(acc, unit):
+    # the near-memory unit is the accelerator; it has no separate array
     from mensa.hw.nearmem import NearMemoryUnit
     return NearMemoryUnit(acc.nearmem)
 
@@ -42,12 +55,14 @@ TOPS = {
 }
 
 
-def top_for(acc):
-    """The top-level Amaranth component of an accelerator config."""
+def top_for(acc, unit="accelerator"):
+    """The top-level Amaranth component of an accelerator config: the ``unit`` of :data:`UNITS`."""
+    if unit not in UNITS:
+        raise UserError(f"unit {unit!r} is not known; allowed: {', '.join(UNITS)}")
     if acc.kind not in TOPS:
         raise UserError(f"accelerator {acc.name!r}: kind {acc.kind.value!r} has no RTL generator; "
                         f"allowed: {', '.join(k.value for k in TOPS)}")
-    return TOPS[acc.kind](acc)
+    return TOPS[acc.kind](acc, unit)
 
 
 def module_name(system, acc):
@@ -91,24 +106,28 @@ def tool_versions():
     return versions
 
 
-def emit(system, out_dir):
+def emit(system, out_dir, unit="accelerator"):
     """Write Verilog, filelist and manifest for every accelerator of ``system``.
 
-    Everything is elaborated before anything is written, so a failure leaves
-    ``out_dir`` as it was. Returns the list of (path, written) pairs.
+    ``unit`` (one of :data:`UNITS`) chooses the whole accelerator or the bare array of
+    systolic accelerators. Everything is elaborated before anything is written, so a
+    failure leaves ``out_dir`` as it was. Returns the list of (path, written) pairs.
     """
+    from mensa.hw.accelerator import Accelerator
+
     out_dir = Path(out_dir)
     outputs = {}
     modules = []
     for acc in system.accelerator:
         name = module_name(system, acc)
-        top = top_for(acc)
+        top = top_for(acc, unit)
         outputs[f"{name}.v"] = convert(top, name)
-        if acc.kind is CoreKind.SYSTOLIC:     # the register map of the compute-centric accelerator
+        if isinstance(top, Accelerator):     # its register map, for the host's driver
             outputs[f"{name}_regs.h"] = header(register_map(acc), prefix=name, source=f"config {config_hash(acc)}")
         modules.append({
             "accelerator": acc.name,
             "kind": acc.kind.value,
+            "top": type(top).__name__,
             "module": name,
             "file": f"{name}.v",
             "config_hash": config_hash(acc),
@@ -118,6 +137,7 @@ def emit(system, out_dir):
     outputs[f"{system.name}.core"] = core_file(system, modules)   # FuseSoC CAPI2
     manifest = {
         "system": system.name,
+        "unit": unit,
         "config_hash": config_hash(system),
         "config": to_dict(system),
         "modules": modules,

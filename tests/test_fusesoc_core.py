@@ -22,7 +22,7 @@ SYSTEM = from_dict({"name": "duo-ws", "description": "two arrays: \"ws\" and 'os
 
 @pytest.fixture
 def emitted(tmp_path):
-    written = [p for p, _ in emit(SYSTEM, tmp_path / "rtl")]
+    written = [p for p, _ in emit(SYSTEM, tmp_path / "rtl", unit="array")]
     assert tmp_path / "rtl" / "duo-ws.core" in written
     return tmp_path
 

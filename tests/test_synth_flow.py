@@ -46,7 +46,7 @@ def test_small_array_on_ecp5_25f(small_run, capsys):
     assert r["cells"]["MULT18X18D"] == 4
     # nextpnr placed the core's cells and the shell's: one FF per port bit, five pins.
     sh = m["shell"]
-    top = top_for(loads(SMALL)["ws2"])
+    top = top_for(loads(SMALL)["ws2"], "array")
     convert(top, "ws2")     # (elaborated, as every component must be)
     assert sh["bits"] == sum(w for n, _, w in ports(top) if n not in ("clk", "rst"))
     assert sh["ffs"] == sh["bits"] + 1 and sh["dsps"] == 0          # + the registered reset

@@ -1,4 +1,8 @@
-"""`mensa verilog` writes Verilog, filelist and manifest that simulators accept, only when changed."""
+"""`mensa verilog` writes Verilog, filelist and manifest that simulators accept, only when changed.
+
+A weight-stationary config emits the whole accelerator (and its register header); with
+``--unit array`` only the PE array, which is also how an output-stationary array is emitted.
+"""
 
 import json
 import shutil
@@ -20,17 +24,20 @@ dataflow = "{dataflow}"
 '''
 
 
+UNITS = {"ws": [], "os": ["--unit", "array"]}
+
+
 @pytest.fixture(params=["ws", "os"])
 def emitted(request, tmp_path):
     config = tmp_path / "small.toml"
     config.write_text(CONFIG.format(dataflow=request.param))
     out = tmp_path / "out"
-    assert main(["verilog", "--config", str(config), "--out", str(out)]) == 0
-    return config, out
+    assert main(["verilog", "--config", str(config), "--out", str(out), *UNITS[request.param]]) == 0
+    return config, out, request.param
 
 
 def test_manifest_and_filelist(emitted):
-    _, out = emitted
+    _, out, dataflow = emitted
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["accelerator"][0]["array"]["cols"] == 3
     module = manifest["modules"][0]
@@ -39,27 +46,46 @@ def test_manifest_and_filelist(emitted):
     assert ports["clk"]["direction"] == "input"
     assert "amaranth" in manifest["tools"]
     assert (out / "files.f").read_text().split() == ["small_sa.v"]
+    if dataflow == "ws":    # the accelerator: AXI4-Lite registers, an AXI4 master, the interrupt
+        assert module["top"] == "Accelerator" and manifest["unit"] == "accelerator"
+        assert {"s_axil_awaddr", "m_axi_araddr", "irq"} <= set(ports)
+        assert (out / "small_sa_regs.h").exists()
+    else:                   # the array: its streams
+        assert module["top"] == "SystolicArray" and manifest["unit"] == "array"
+        assert {"operands__valid", "results__ready"} <= set(ports)
+        assert not (out / "small_sa_regs.h").exists()
 
 
 def test_rewrite_only_when_changed(emitted, capsys):
-    config, out = emitted
+    config, out, dataflow = emitted
     before = (out / "small_sa.v").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(["verilog", "--config", str(config), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("unchanged") == 5   # .v, _regs.h, files.f, .core, manifest.json
+    assert main(["verilog", "--config", str(config), "--out", str(out), *UNITS[dataflow]]) == 0
+    files = 5 if dataflow == "ws" else 4     # .v, (_regs.h), files.f, .core, manifest.json
+    assert capsys.readouterr().out.count("unchanged") == files
     assert (out / "small_sa.v").stat().st_mtime_ns == before
+
+
+def test_output_stationary_accelerator_is_refused_in_one_line(tmp_path, capsys):
+    config = tmp_path / "small.toml"
+    config.write_text(CONFIG.format(dataflow="os"))
+    out = tmp_path / "out"
+    assert main(["verilog", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'ws' dataflow only" in err and "--unit array" in err
+    assert not out.exists()
 
 
 @pytest.mark.skipif(not shutil.which("iverilog"), reason="iverilog not installed")
 def test_icarus_accepts(emitted, tmp_path):
-    _, out = emitted
+    _, out, _ = emitted
     r = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "a.vvp"), str(out / "small_sa.v")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 
 def test_verilator_lint_accepts(emitted):
-    _, out = emitted
+    _, out, _ = emitted
     _setup_verilator()
     r = subprocess.run(["verilator", "--lint-only", "-Wno-fatal", "-Wno-WIDTH", str(out / "small_sa.v")],
                        capture_output=True, text=True)
