@@ -4,26 +4,31 @@
 accelerator config into a :class:`Program`: the values of the descriptor registers of
 :func:`mensa.hw.regs.register_map` and the bytes of DRAM the layer reads (input,
 weights, quantisation records) and writes (output), laid out as the sequencer
-(:mod:`mensa.hw.sequencer`) walks them, every vector in whole bus words (its last word
-padded with zeros):
+(:mod:`mensa.hw.sequencer`, whose docstring gives the loop nest) walks them, every vector
+in whole bus words (its last word padded with zeros):
 
 input
-    K tiles of ``rows`` input channels; per tile, M vectors (one per pixel or batch row),
-    channel ``k0 + i`` in byte ``i``.
+    Channel tiles of ``rows`` input channels; per tile, an ``in_h x in_w`` plane of
+    vectors in raster order, channel ``t * rows + i`` in byte ``i``. A fully connected or
+    pointwise layer is a plane of one row of M pixels.
 weights
-    For each N tile, for each K tile, ``rows`` vectors: vector ``i`` holds
-    ``B[k0 + i, n0 : n0 + cols]``.
+    For each N tile, for ky, for kx, for each channel tile it walks
+    (:meth:`~mensa.hw.sequencer.GemmGeometry.channel_tiles`), ``rows`` vectors: vector
+    ``i`` holds ``B[(ky, kx, c0 + i), n0 : n0 + cols]``; a depthwise layer's B is diagonal.
 quantisation records
     One per N tile: ``cols`` int32 biases, ``cols`` int32 Q31 multipliers and ``cols``
     int8 shifts, little-endian, padded to whole words. The input zero point is folded into
     the bias (``bias - zp_in * sum_k B[k, n]``, wrapping like the 32-bit adder), so the
-    array multiplies raw int8 activations.
+    array multiplies raw int8 activations and the sequencer feeds zero-point vectors for
+    padded pixels.
 output
-    N tiles of M vectors; channel ``n0 + j`` of row ``m`` in byte ``j``.
+    N tiles of M vectors; channel ``n0 + j`` of pixel ``m`` in byte ``j``.
 
-Channels beyond K or N in the last tile are zero. The layers it runs: fully connected
-and pointwise convolution (1x1 kernel, stride 1, no padding) with no activation, ReLU or
-ReLU6; anything else is a :class:`ProgramError` naming the layer and what is allowed.
+Channels beyond K or N in the last tile are zero. The layers it runs: fully connected,
+conv2d (groups 1) and depthwise conv (depth multiplier 1) with stride 1 or 2, kernels,
+padding and dilation up to 255, batch 1 unless the kernel is 1x1 without padding; no
+activation, ReLU or ReLU6. Anything else is a :class:`ProgramError` naming the layer and
+what is allowed.
 """
 
 from dataclasses import dataclass
@@ -132,18 +137,9 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
     def refuse(text):
         raise ProgramError(f"layer {layer.name!r}: {text}")
 
-    allowed = "allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding, dilation 1, groups 1"
-    if layer.op is Op.FC:
-        if len(layer.in_shape) != 2:
-            refuse(f"fc input shape {layer.in_shape}; allowed: (batch, channels)")
-    elif layer.op is Op.CONV2D:
-        if (layer.kernel, layer.stride, layer.padding, layer.dilation, layer.groups) != \
-                ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1):
-            kh, kw = layer.kernel
-            refuse(f"conv2d with a {kh}x{kw} kernel, stride {layer.stride}, padding {layer.padding}, "
-                   f"dilation {layer.dilation}, groups {layer.groups} is not run yet; {allowed}")
-    else:
-        refuse(f"{layer.op.value} is not run yet; {allowed}")
+    allowed = "allowed: fc, conv2d (groups 1) or depthwise (depth multiplier 1)"
+    if layer.op not in (Op.FC, Op.CONV2D, Op.DEPTHWISE):
+        refuse(f"{layer.op.value} is not run; {allowed}")
     if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
         refuse(f"activation {layer.activation.value} is not run; allowed: none, relu, relu6")
     golden.check_layer(layer)
@@ -153,36 +149,67 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
     x = np.asarray(x)
     if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
         refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
-
     k, n = layer.in_channels, layer.out_channels
-    a = x.reshape(-1, k)
-    m = a.shape[0]
-    if m > g.acc_depth:
-        refuse(f"{m} pixels/rows per pass; allowed: at most {g.acc_depth} (the accumulator buffer)")
+    depthwise = layer.op is Op.DEPTHWISE
     if layer.op is Op.FC:
-        out_h, out_w = m, 1
+        if len(layer.in_shape) != 2:
+            refuse(f"fc input shape {layer.in_shape}; allowed: (batch, channels)")
+        kernel, stride, dilation, pad = (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
     else:
-        nb, h, w, _ = layer.in_shape
-        out_h, out_w = nb * h, w
-    if max(out_h, out_w, k, n) >= 1 << 16:
-        refuse(f"dimensions {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536")
-    weights = np.asarray(params.weights).reshape(k, n).astype(np.int64)
+        kernel, stride, dilation, pad = layer.kernel, layer.stride, layer.dilation, layer.padding
+        if layer.op is Op.CONV2D and layer.groups != 1:
+            refuse(f"conv2d with groups {layer.groups}; {allowed}")
+        if depthwise and n != k:
+            refuse(f"depthwise {k} -> {n} channels (depth multiplier {n // k}); {allowed}")
+        if not all(s_ in (1, 2) for s_ in stride):
+            refuse(f"stride {stride}; allowed: 1 or 2 in each dimension")
+        if max(*kernel, *dilation, *pad) > 255:
+            refuse(f"kernel {kernel}, dilation {dilation}, padding {pad}; allowed: each at most 255")
+    pointwise = (kernel, stride, pad) == ((1, 1), (1, 1), (0, 0, 0, 0))
+    if pointwise:
+        # a GEMM: one row of M pixels (batch and rows flattened), a 1x1 kernel
+        in_h, in_w = 1, int(np.prod(layer.in_shape[:-1]))
+        out_h, out_w, dilation = in_h, in_w, (1, 1)
+    else:
+        nb, in_h, in_w, _ = layer.in_shape
+        _, out_h, out_w, _ = layer.out_shape
+        if nb != 1:
+            refuse(f"batch {nb} with a {kernel[0]}x{kernel[1]} kernel; allowed: batch 1 (or a 1x1 kernel "
+                   f"without padding or stride)")
+    if max(in_h, in_w, out_h, out_w, k, n) >= 1 << 16:
+        refuse(f"dimensions {in_h}x{in_w} -> {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536")
+    m = out_h * out_w
+
+    w = np.asarray(params.weights).astype(np.int64)
+    kh, kw = kernel
+    if depthwise:
+        dense = np.zeros((kh, kw, k, n), np.int64)
+        dense[:, :, np.arange(k), np.arange(k)] = w.reshape(kh, kw, k)
+    else:
+        dense = w.reshape(kh, kw, k, n)
 
     kt, nt, R, C = -(-k // g.rows), -(-n // g.cols), g.rows, g.cols
     # -- the regions, each on its own page ---------------------------------------------
-    a_pad = np.zeros((m, kt * R), np.int8)
-    a_pad[:, :k] = a
-    inp = np.zeros((kt, m, g.act_bytes), np.int8)
-    inp[:, :, :R] = a_pad.reshape(m, kt, R).transpose(1, 0, 2)
+    planes = np.zeros((in_h, in_w, kt * R), np.int8)
+    planes[..., :k] = x.reshape(in_h, in_w, k)
+    inp = np.zeros((kt, in_h, in_w, g.act_bytes), np.int8)
+    inp[..., :R] = planes.reshape(in_h, in_w, kt, R).transpose(2, 0, 1, 3)
 
-    b_pad = np.zeros((kt * R, nt * C), np.int8)
-    b_pad[:k, :n] = weights
-    wts = np.zeros((nt, kt, R, g.weight_bytes), np.int8)
-    wts[..., :C] = b_pad.reshape(kt, R, nt, C).transpose(2, 0, 1, 3)
+    b_pad = np.zeros((kh, kw, kt * R, nt * C), np.int8)
+    b_pad[:, :, :k, :n] = dense
+    tiles = []
+    for t in range(nt):
+        for ky in range(kh):
+            for kx in range(kw):
+                for ct in g.channel_tiles(k, t, depthwise=depthwise):
+                    tile = np.zeros((R, g.weight_bytes), np.int8)
+                    tile[:, :C] = b_pad[ky, kx, ct * R:(ct + 1) * R, t * C:(t + 1) * C]
+                    tiles.append(tile)
+    wts = np.stack(tiles)
 
     zp_in = q.inputs[0].zero_point
     bias = np.zeros(n, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
-    folded = ((bias - zp_in * weights.sum(axis=0)) + (1 << 31)) % (1 << 32) - (1 << 31)
+    folded = ((bias - zp_in * dense.sum(axis=(0, 1, 2))) + (1 << 31)) % (1 << 32) - (1 << 31)
     mult = _per_channel(layer, params.multiplier, n, "multiplier", np.int32)
     shift = _per_channel(layer, params.shift, n, "shift", np.int8)
     if shift.min() < -(1 << 5) or shift.max() >= 1 << 5:
@@ -212,9 +239,10 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
 
     lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
     values = {
-        "OP": OPCODES[layer.op], "IN_H": out_h, "IN_W": out_w, "IN_C": k, "OUT_H": out_h, "OUT_W": out_w,
-        "OUT_C": n, "KERNEL_H": 1, "KERNEL_W": 1, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": 1,
-        "DILATION_W": 1, "PAD_TOP": 0, "PAD_BOTTOM": 0, "PAD_LEFT": 0, "PAD_RIGHT": 0,
+        "OP": OPCODES[layer.op], "IN_H": in_h, "IN_W": in_w, "IN_C": k, "OUT_H": out_h, "OUT_W": out_w,
+        "OUT_C": n, "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": stride[0], "STRIDE_W": stride[1],
+        "DILATION_H": dilation[0], "DILATION_W": dilation[1], "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1],
+        "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
     }
     regmap = register_map(acc_config)

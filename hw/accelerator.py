@@ -8,7 +8,9 @@ from DRAM over the AXI4 master ``m_axi``, computes on the weight-stationary arra
 performance counters count the run's cycles, the cycles the array held work, and the
 cycles the sequencer waited on DRAM data.
 
-This first version runs GEMM layers: fully connected and pointwise convolution.
+It runs conv2d (kernels of any size, stride 1 or 2, padding, dilation), depthwise conv,
+pointwise conv and fully connected layers, of any size (M tiles of the accumulator's
+depth).
 """
 
 from amaranth.hdl import Cat, Module
@@ -17,8 +19,9 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.hw.config import AcceleratorConfig
 from mensa.hw.dma import DMA, axi4_master_members
-from mensa.hw.regs import COUNTER_BITS, RegisterFile, RunControl, axi4lite_members, register_map
+from mensa.hw.regs import COUNTER_BITS, OPCODES, RegisterFile, RunControl, axi4lite_members, register_map
 from mensa.hw.sequencer import GemmGeometry, GemmSequencer
+from mensa.model.ir import Op
 
 __all__ = ["Accelerator"]
 
@@ -88,6 +91,12 @@ class Accelerator(wiring.Component):
         desc = seq.desc
         m.d.comb += [
             desc.m.eq(r.out_h * r.out_w), desc.k.eq(r.in_c), desc.n.eq(r.out_c),
+            desc.depthwise.eq(r.op == OPCODES[Op.DEPTHWISE]),
+            desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h), desc.out_w.eq(r.out_w),
+            desc.kernel_h.eq(r.kernel_h), desc.kernel_w.eq(r.kernel_w),
+            desc.stride_h.eq(r.stride_h), desc.stride_w.eq(r.stride_w),
+            desc.dilation_h.eq(r.dilation_h), desc.dilation_w.eq(r.dilation_w),
+            desc.pad_top.eq(r.pad_top), desc.pad_left.eq(r.pad_left),
             desc.in_zero_point.eq(r.in_zero_point), desc.out_zero_point.eq(r.out_zero_point),
             desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
             desc.input_addr.eq(wide("INPUT_ADDR")), desc.weight_addr.eq(wide("WEIGHT_ADDR")),

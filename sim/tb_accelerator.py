@@ -2,10 +2,20 @@
 
 Parameters come in ``MENSA_TB`` (JSON): ``config`` (the accelerator config as a dict of
 ``rows``, ``cols``, ``data_bits``, ``acc_kib``), ``layers`` (a list of layer specs: ``op``
-"fc" or "pointwise", ``in_shape``, ``out_channels``, ``activation``, ``zp_in``,
-``zp_out``), ``pause`` (probability that an AXI channel of the RAM pauses in a cycle),
-``latency`` ([lo, hi] cycles from a read burst's address to its data, drawn per burst),
-``result`` (a JSON file for the measured cycles).
+"fc", "pointwise", "conv2d" or "depthwise", ``in_shape``, ``out_channels``, ``activation``,
+``zp_in``, ``zp_out``, ``in_scale``, ``out_scale``, and for conv2d/depthwise optionally
+``kernel`` [kh, kw], ``stride`` [sh, sw], ``padding`` [top, bottom, left, right] or "same"
+(TFLite's, the odd pixel at the bottom/right) or "valid", ``dilation`` [dh, dw]; default
+1x1, stride 1, valid, dilation 1), ``pause`` (probability that an AXI channel of the RAM
+pauses in a cycle), ``latency`` ([lo, hi] cycles from a read burst's address to its data,
+drawn per burst), ``result`` (a JSON file for the measurements).
+
+The ``result`` file is a JSON list, one object per layer, in order: ``layer`` (name),
+``op``, ``m``, ``k``, ``n`` (the implicit GEMM: output pixels, kernel taps x input
+channels per output channel, output channels), ``macs``, ``cycles`` (CYCLES_TOTAL),
+``busy`` (CYCLES_BUSY), ``stall`` (CYCLES_STALL), ``utilisation`` (macs / (rows * cols *
+cycles)), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times the bus
+width, counted on the bus from START to the interrupt).
 
 Driver: per layer, :func:`mensa.gen.program.compile_layer` of a random layer (weights,
 bias, input from the test seed) into the RAM, the descriptor through cocotbext-axi's
@@ -29,13 +39,13 @@ from cocotbext.axi.axi_ram import AxiRamWrite
 from mensa.gen.program import compile_layer
 from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig
 from mensa.hw.regs import register_map
-from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams
+from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
 from mensa.sim import golden
 from mensa.sim.streams import rng, seed
 from mensa.sim.tb_dma import LatencyAxiRamRead
 
-RAM_BYTES = 1 << 18
-TIMEOUT = 200_000       # cycles a layer may take before the test calls the accelerator hung
+RAM_BYTES = 1 << 20
+TIMEOUT = 200_000       # cycles a layer may take, beyond 4 per array pass, before the test calls it hung
 
 
 def accelerator_config(p):
@@ -51,10 +61,24 @@ def make_layer(spec, index):
                        output=QuantParams(spec["out_scale"], spec["zp_out"]),
                        weight_scales=tuple(np.linspace(0.002, 0.02, cout)))
     if spec["op"] == "fc":
-        op, out = Op.FC, (shape[0], cout)
-    else:
-        op, out = Op.CONV2D, (*shape[:3], cout)
-    return Layer(name=f"layer{index}", op=op, in_shape=shape, out_shape=out,
+        return Layer(name=f"layer{index}", op=Op.FC, in_shape=shape, out_shape=(shape[0], cout),
+                     activation=Activation(spec["activation"]), quant=quant)
+    kernel = tuple(spec.get("kernel", (1, 1)))
+    stride = tuple(spec.get("stride", (1, 1)))
+    dilation = tuple(spec.get("dilation", (1, 1)))
+    pad = spec.get("padding", "valid")
+    if pad == "same":
+        pad = (*same_padding(shape[1], kernel[0], stride[0], dilation[0]),
+               *same_padding(shape[2], kernel[1], stride[1], dilation[1]))
+    elif pad == "valid":
+        pad = (0, 0, 0, 0)
+    pad = tuple(pad)
+    oh = conv_out_size(shape[1], kernel[0], stride[0], pad[0], pad[1], dilation[0])
+    ow = conv_out_size(shape[2], kernel[1], stride[1], pad[2], pad[3], dilation[1])
+    op = Op.DEPTHWISE if spec["op"] == "depthwise" else Op.CONV2D
+    return Layer(name=f"layer{index}", op=op, in_shape=shape, out_shape=(shape[0], oh, ow, cout),
+                 kernel=kernel, stride=stride, padding=pad, dilation=dilation,
+                 groups=shape[3] if op is Op.DEPTHWISE else 1,
                  activation=Activation(spec["activation"]), quant=quant)
 
 
@@ -103,12 +127,16 @@ async def accelerator_runs_layers_bit_exact(dut):
             await master.write_dword(offset, value)
         await master.write_dword(regmap["IRQ_ENABLE"].offset, 1)
         await master.write_dword(regmap["CTRL"].offset, 1)
-        for cycle in range(TIMEOUT):
+        beats_in = beats_out = 0
+        limit = TIMEOUT + 4 * -(-layer.macs // (acc.array.rows * acc.array.cols))
+        for cycle in range(limit):
             await RisingEdge(dut.clk)
+            beats_in += int(dut.m_axi_rvalid.value) & int(dut.m_axi_rready.value)
+            beats_out += int(dut.m_axi_wvalid.value) & int(dut.m_axi_wready.value)
             if int(dut.irq.value):
                 break
         else:
-            raise AssertionError(f"{layer.name}: no interrupt after {TIMEOUT} cycles")
+            raise AssertionError(f"{layer.name}: no interrupt after {limit} cycles")
         assert await read("STATUS") == 0b10, f"{layer.name}: STATUS is not DONE and idle"
         got = prog.output(ram.read(prog.output_addr, prog.output_bytes))
         expect = golden.run_layer(layer, params, x)
@@ -120,13 +148,17 @@ async def accelerator_runs_layers_bit_exact(dut):
         await master.write_dword(regmap["IRQ_STATUS"].offset, 1)
         await ClockCycles(dut.clk, 2)
         assert not int(dut.irq.value), f"{layer.name}: interrupt still raised after IRQ_STATUS was cleared"
-        m, k, n = prog.m, layer.in_channels, layer.out_channels
-        util = m * k * n / (total * acc.array.rows * acc.array.cols)
-        dut._log.info(f"{layer.name}: {layer.op.value} M={m} K={k} N={n} {layer.activation.value}: "
-                      f"{expect.size} outputs bit-exact in {total} cycles (array busy {busy}, DRAM stall {stall}, "
-                      f"utilisation {util:.1%})")
-        results.append({"layer": layer.name, "m": m, "k": k, "n": n, "cycles": total, "busy": busy, "stall": stall,
-                        "utilisation": util})
+        m, n = prog.m, layer.out_channels
+        k = layer.macs // (m * n)
+        util = layer.macs / (total * acc.array.rows * acc.array.cols)
+        word = acc.memory.data_bits // 8
+        dut._log.info(f"{layer.name}: {layer.op.value} {spec.get('kernel', [1, 1])} stride {spec.get('stride', [1, 1])} "
+                      f"M={m} K={k} N={n} {layer.activation.value}: {expect.size} outputs bit-exact in {total} cycles "
+                      f"(array busy {busy}, DRAM stall {stall}, utilisation {util:.1%}, DRAM read "
+                      f"{beats_in * word} B, written {beats_out * word} B)")
+        results.append({"layer": layer.name, "op": layer.op.value, "m": m, "k": k, "n": n, "macs": layer.macs,
+                        "cycles": total, "busy": busy, "stall": stall, "utilisation": util,
+                        "dram_read_bytes": beats_in * word, "dram_write_bytes": beats_out * word})
     if p.get("result"):
         with open(p["result"], "w") as f:
             json.dump(results, f)

@@ -1,8 +1,10 @@
-"""The systolic accelerator's Verilog runs whole FC and pointwise layers from AXI DRAM bit-exactly (cocotb).
+"""The systolic accelerator's Verilog runs whole conv2d, depthwise, pointwise and FC layers from AXI DRAM
+bit-exactly (cocotb).
 
 Registers through cocotbext-axi's AxiLiteMaster, DRAM in its AxiRam with a read latency
 of 1 to 50 cycles per burst and random pauses on every AXI channel; channel counts that
-are not multiples of the array; outputs against :func:`mensa.sim.golden.run_layer`.
+are not multiples of the array; kernels 1-5, strides 1-2, paddings and dilations; layers
+larger than the accumulator (M tiles); outputs against :func:`mensa.sim.golden.run_layer`.
 """
 
 import json
@@ -13,6 +15,8 @@ import pytest
 from mensa.hw.accelerator import Accelerator
 from mensa.sim.runner import run, simulators
 from mensa.sim.tb_accelerator import accelerator_config
+
+from test_program_conv import random_conv_spec
 
 
 def random_layers(count, seed, *, max_m, max_c):
@@ -34,6 +38,30 @@ def random_layers(count, seed, *, max_m, max_c):
     return layers
 
 
+def simulate(cfg, layers, tmp_path, *, sim=None, pause=0.2, latency=(1, 50)):
+    """Run ``layers`` on the accelerator built from ``cfg``; the testbench's per-layer results."""
+    result = tmp_path / "cycles.json"
+    params = {"config": cfg, "layers": layers, "pause": pause, "latency": list(latency), "result": str(result)}
+    acc = accelerator_config(cfg)
+    run(Accelerator(acc), name="accelerator", key=("accelerator", acc), sim=sim or simulators()[-1],
+        test_module="mensa.sim.tb_accelerator", test_name=f"acc-{tmp_path.name}",
+        extra_env={"MENSA_TB": json.dumps(params)})
+    measured = json.loads(result.read_text())
+    assert [r["layer"] for r in measured] == [f"layer{i}" for i in range(len(layers))]
+    return measured
+
+
+# (rows, cols, data_bits, acc_kib, layers, seed, max_hw, max_c); 1 KiB of accumulator on
+# 4x4 is 64 pixels, so most layers take several M tiles.
+CONV_CASES = [
+    (4, 4, 64, 1, 5, 11, 7, 11),
+    (8, 8, 64, 1, 4, 12, 8, 19),
+    (3, 5, 32, 1, 4, 13, 6, 9),
+    (8, 8, 64, 2, 8, 14, 10, 20),
+    (4, 4, 32, 1, 8, 15, 9, 13),
+]
+
+
 # (rows, cols, data_bits, acc_kib, layers, seed, max_m, max_c); one build per config. The
 # 32-bit bus cases have vectors of several words (6 rows: activations of 2 words).
 CASES = [
@@ -50,6 +78,22 @@ DEFAULT = 2         # the first cases run in the default suite, on the last simu
 RUNS = [pytest.param(*case, sim, id=f"{case[0]}x{case[1]}-d{case[2]}-{sim}",
                      marks=[] if i < DEFAULT and sim == simulators()[-1] else [pytest.mark.slow])
         for i, case in enumerate(CASES) for sim in simulators()]
+
+
+DEFAULT_CONV = 2
+CONV_RUNS = [pytest.param(*case, id=f"{case[0]}x{case[1]}-d{case[2]}-s{case[5]}",
+                          marks=[] if i < DEFAULT_CONV else [pytest.mark.slow])
+             for i, case in enumerate(CONV_CASES)]
+
+
+@pytest.mark.parametrize("rows,cols,data_bits,acc_kib,count,seed,max_hw,max_c", CONV_RUNS)
+def test_random_conv_layers_bit_exact_through_axi(rows, cols, data_bits, acc_kib, count, seed, max_hw, max_c,
+                                                  tmp_path):
+    r = random.Random(seed)
+    layers = [random_conv_spec(r, max_hw=max_hw, max_c=max_c) for _ in range(count)]
+    measured = simulate({"rows": rows, "cols": cols, "data_bits": data_bits, "acc_kib": acc_kib}, layers, tmp_path)
+    for got in measured:
+        assert got["dram_read_bytes"] > 0 and got["dram_write_bytes"] > 0, got
 
 
 @pytest.mark.parametrize("rows,cols,data_bits,acc_kib,count,seed,max_m,max_c,sim", RUNS)

@@ -33,30 +33,56 @@ def params(lay, rng):
 
 
 def sequencer_model(prog):
-    """What the sequencer computes from the image and the registers (numpy, not the RTL)."""
+    """What the sequencer computes from the image and the registers (numpy, not the RTL).
+
+    It walks the loop nest of :mod:`mensa.hw.sequencer`: M tiles of at most ``acc_depth``
+    pixels, N tiles, K tiles (ky, kx, channel tile), and per output row the zero-point
+    and burst segments, reading DRAM only at the addresses the sequencer reads.
+    """
     g, r = prog.geometry, prog.registers
     img = prog.image.view(np.int8)
     R, C = g.rows, g.cols
     ab, wb, ob = g.act_bytes, g.weight_bytes, g.out_bytes
-    m, k, n = r["OUT_H"] * r["OUT_W"], r["IN_C"], r["OUT_C"]
-    kt, nt = -(-k // R), -(-n // C)
+    in_h, in_w, out_h, out_w = r["IN_H"], r["IN_W"], r["OUT_H"], r["OUT_W"]
+    k, n = r["IN_C"], r["OUT_C"]
+    kh, kw, sh, sw = r["KERNEL_H"], r["KERNEL_W"], r["STRIDE_H"], r["STRIDE_W"]
+    dh, dw, pt, pl = r["DILATION_H"], r["DILATION_W"], r["PAD_TOP"], r["PAD_LEFT"]
+    depthwise = r["OP"] == 1
+    m = out_h * out_w
+    nt = -(-n // C)
+    plane = in_h * in_w * ab
     at = lambda name: r[name] - prog.base
+    zp = np.full(R, r["IN_ZERO_POINT"], np.int64)
     out = bytearray(prog.output_bytes)
-    for t in range(nt):
-        rec = prog.image[at("QUANT_ADDR") + t * g.quant_bytes:][:9 * C]
-        bias = rec[:4 * C].view("<i4")
-        mult = rec[4 * C:8 * C].view("<i4")
-        shift = rec[8 * C:9 * C].view(np.int8)
-        acc = np.zeros((m, C), np.int64)
-        for s in range(kt):
-            a = img[at("INPUT_ADDR") + s * m * ab:][:m * ab].reshape(m, ab)[:, :R]
-            w = img[at("WEIGHT_ADDR") + (t * kt + s) * R * wb:][:R * wb].reshape(R, wb)[:, :C]
-            acc += a.astype(np.int64) @ w.astype(np.int64)
-        acc32 = ((acc + bias + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
-        y = golden.requantize(acc32, mult, shift, r["OUT_ZERO_POINT"], r["QMIN"], r["QMAX"])
-        for row in range(m):
-            o = t * m * ob + row * ob
-            out[o:o + C] = y[row].astype(np.int8).tobytes()
+    for m0 in range(0, m, g.acc_depth):
+        mt = min(g.acc_depth, m - m0)
+        w_at = at("WEIGHT_ADDR")
+        for t in range(nt):
+            rec = prog.image[at("QUANT_ADDR") + t * g.quant_bytes:][:9 * C]
+            bias = rec[:4 * C].view("<i4")
+            mult = rec[4 * C:8 * C].view("<i4")
+            shift = rec[8 * C:9 * C].view(np.int8)
+            acc = np.zeros((mt, C), np.int64)
+            for ky in range(kh):
+                for kx in range(kw):
+                    for ct in g.channel_tiles(k, t, depthwise=depthwise):
+                        w = img[w_at:][:R * wb].reshape(R, wb)[:, :C].astype(np.int64)
+                        w_at += R * wb
+                        a = np.empty((mt, R), np.int64)
+                        for i, p in enumerate(range(m0, m0 + mt)):
+                            oy, ox = divmod(p, out_w)
+                            iy, ix = oy * sh - pt + ky * dh, ox * sw - pl + kx * dw
+                            if 0 <= iy < in_h and 0 <= ix < in_w:
+                                o = at("INPUT_ADDR") + ct * plane + (iy * in_w + ix) * ab
+                                a[i] = img[o:o + R]
+                            else:
+                                a[i] = zp
+                        acc += a @ w
+            acc32 = ((acc + bias + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+            y = golden.requantize(acc32, mult, shift, r["OUT_ZERO_POINT"], r["QMIN"], r["QMAX"])
+            for i in range(mt):
+                o = (t * m + m0 + i) * ob
+                out[o:o + C] = y[i].astype(np.int8).tobytes()
     return prog.output(out)
 
 
@@ -107,13 +133,14 @@ def test_layout_follows_the_array_size_in_the_config():
 
 
 @pytest.mark.parametrize("lay,match", [
-    (layer(Op.CONV2D, (1, 6, 6, 8), (1, 6, 6, 8), kernel=(3, 3), padding=(1, 1, 1, 1)), r"conv2d with a 3x3 kernel.*allowed: fc"),
-    (layer(Op.CONV2D, (1, 6, 6, 8), (1, 3, 3, 8), stride=(2, 2)), r".*stride \(2, 2\).*allowed"),
-    (layer(Op.DEPTHWISE, (1, 6, 6, 8), (1, 6, 6, 8), kernel=(3, 3), padding=(1, 1, 1, 1), groups=8),
-     r"depthwise is not run yet; allowed: fc"),
+    (layer(Op.CONV2D, (1, 9, 9, 8), (1, 3, 3, 8), kernel=(3, 3), stride=(3, 3)), r"stride \(3, 3\); allowed: 1 or 2"),
+    (layer(Op.CONV2D, (1, 6, 6, 8), (1, 6, 6, 8), kernel=(3, 3), padding=(1, 1, 1, 1), groups=2),
+     r"conv2d with groups 2; allowed: fc, conv2d \(groups 1\) or depthwise"),
+    (layer(Op.DEPTHWISE, (1, 6, 6, 8), (1, 6, 6, 16), kernel=(3, 3), padding=(1, 1, 1, 1), groups=8),
+     r"depthwise 8 -> 16 channels \(depth multiplier 2\)"),
+    (layer(Op.CONV2D, (2, 6, 6, 8), (2, 4, 4, 8), kernel=(3, 3)), r"batch 2 with a 3x3 kernel; allowed: batch 1"),
     (layer(Op.FC, (1, 8), (1, 8), activation=Activation.SIGMOID), r"activation sigmoid.*allowed: none, relu"),
-    (layer(Op.FC, (1100, 8), (1100, 8)), r"1100 pixels/rows per pass; allowed: at most 1024"),
-], ids=["3x3", "strided", "depthwise", "sigmoid", "too-many-rows"])
+], ids=["stride3", "grouped", "depth-multiplier", "batch", "sigmoid"])
 def test_layers_it_cannot_run_are_one_line_user_errors(lay, match):
     rng = np.random.default_rng(3)
     if lay.activation is Activation.SIGMOID:
