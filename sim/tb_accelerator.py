@@ -8,7 +8,8 @@ Parameters come in ``MENSA_TB`` (JSON): ``config`` (the accelerator config as a 
 (TFLite's, the odd pixel at the bottom/right) or "valid", ``dilation`` [dh, dw]; default
 1x1, stride 1, valid, dilation 1), ``pause`` (probability that an AXI channel of the RAM
 pauses in a cycle), ``latency`` ([lo, hi] cycles from a read burst's address to its data,
-drawn per burst), ``result`` (a JSON file for the measurements).
+drawn per burst), ``ram_bytes`` (the DRAM's size, default 1 MiB), ``result`` (a JSON file
+for the measurements).
 
 The ``result`` file is a JSON list, one object per layer, in order: ``layer`` (name),
 ``op``, ``m``, ``k``, ``n`` (the implicit GEMM: output pixels, kernel taps x input
@@ -37,7 +38,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.axi_ram import AxiRamWrite
 
 from mensa.gen.program import compile_layer
-from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig
+from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, from_dict
 from mensa.hw.regs import register_map
 from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
 from mensa.sim import golden
@@ -49,6 +50,10 @@ TIMEOUT = 200_000       # cycles a layer may take, beyond 4 per array pass, befo
 
 
 def accelerator_config(p):
+    """The config under test: a whole accelerator table (``{"accelerator": to_dict(acc)}``, as
+    ``mensa run-layer`` passes it) or the short form of ``rows``, ``cols``, ``data_bits``, ``acc_kib``."""
+    if "accelerator" in p:
+        return from_dict({"name": "dut", "accelerator": [p["accelerator"]]}).accelerator[0]
     return AcceleratorConfig(name="dut", array=ArrayConfig(rows=p["rows"], cols=p["cols"]),
                              buffers=BufferConfig(acc_kib=p["acc_kib"]), memory=MemoryConfig(data_bits=p["data_bits"]))
 
@@ -91,9 +96,10 @@ async def accelerator_runs_layers_bit_exact(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     rnd = random.Random(seed() + 1)
     bus = AxiBus.from_prefix(dut, "m_axi")
-    ram = AxiRamWrite(bus.write, dut.clk, dut.rst, size=RAM_BYTES)
+    ram_bytes = p.get("ram_bytes", RAM_BYTES)
+    ram = AxiRamWrite(bus.write, dut.clk, dut.rst, size=ram_bytes)
     ram_read = LatencyAxiRamRead(bus.read, dut.clk, dut.rst, latency=p["latency"], rnd=rnd,
-                                 size=RAM_BYTES, mem=ram.mem)
+                                 size=ram_bytes, mem=ram.mem)
     for ch in (ram.aw_channel, ram.w_channel, ram.b_channel, ram_read.ar_channel, ram_read.r_channel):
         ch.set_pause_generator(iter(lambda: rnd.random() < p["pause"], None))
     master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
@@ -121,7 +127,7 @@ async def accelerator_runs_layers_bit_exact(dut):
         params = golden.layer_params(layer, weights=w, bias=b)
         x = gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
         prog = compile_layer(layer, params, acc, x, base=0)
-        assert prog.image.size <= RAM_BYTES, f"{layer.name}: image of {prog.image.size} bytes"
+        assert prog.image.size <= ram_bytes, f"{layer.name}: image of {prog.image.size} bytes"
         ram.write(0, prog.image.tobytes())
         for offset, value in prog.writes(regmap):
             await master.write_dword(offset, value)
