@@ -7,14 +7,23 @@ and arithmetic means, each system's silicon area, and the energy breakdown by
 component that explains the ratios. It writes ``compare.json`` and two plots
 (per-layer utilisation, energy breakdown) to ``--out``.
 
-The Eyeriss-v2-like baseline is built here, sized to the Edge TPU system's
-area: a square output-stationary array (the closest of mensa's dataflows to
+Equal area: by default every system is sized to one silicon budget, the
+heterogeneous system's own area (``--area-mm2`` sets another; ``native`` compares
+the presets as written). A system is sized by :func:`fit_area`: its compute (arrays,
+lanes, vaults) is kept and every on-chip SRAM of every accelerator (buffers, the Edge
+TPU template's core and PE memories, the near-memory local buffers) is scaled by one
+common factor, the largest whose area (model/energy.py's :class:`AreaTable`) is within
+the budget. Vault capacity is DRAM, not logic-die silicon, and is not scaled. A budget
+below a system's compute alone is a user error naming the smallest budget it allows.
+
+The Eyeriss-v2-like baseline is built here, sized to the same budget: a square output-stationary array (the closest of mensa's dataflows to
 Eyeriss's row-stationary one) with Eyeriss v2's 246 KiB of SRAM per 192 PEs,
 at the Edge TPU's clock and DRAM. It does not model Eyeriss v2's flexible
 hierarchical-mesh network or its sparse processing, so it is a lower bound on
 that design.
 """
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -25,7 +34,7 @@ from mensa.model import zoo
 from mensa.model.energy import AreaTable, system_area_mm2
 from mensa.model.schedule import OBJECTIVES, schedule
 
-__all__ = ["add_arguments", "run", "eyeriss_like", "compare"]
+__all__ = ["add_arguments", "run", "eyeriss_like", "compare", "fit_area", "sram_scaled"]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EYERISS_SRAM_KIB_PER_PE = 246 / 192        # Eyeriss v2 (Chen et al., JETCAS 2019): 246 KB on chip, 192 PEs
@@ -43,6 +52,49 @@ def add_arguments(parser):
     parser.add_argument("--out", type=Path, default=Path("build/compare"),
                         help="folder for compare.json and the plots (default: build/compare)")
     parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
+    parser.add_argument("--area-mm2", default="system",
+                        help="silicon budget every system is sized to: a number of mm^2, 'system' (the "
+                             "heterogeneous system's own area; default) or 'native' (the presets as written)")
+
+
+def sram_scaled(system, factor):
+    """``system`` with every on-chip SRAM size times ``factor`` (at least 1 KiB each); compute unchanged."""
+    def kib(v):
+        return max(1, int(round(v * factor)))
+    accs = []
+    for a in system.accelerator:
+        b = a.buffers
+        a = dataclasses.replace(a, buffers=dataclasses.replace(
+            b, weight_kib=kib(b.weight_kib), act_kib=kib(b.act_kib), acc_kib=kib(b.acc_kib)))
+        if a.edgetpu is not None:
+            t = a.edgetpu
+            a = dataclasses.replace(a, edgetpu=dataclasses.replace(
+                t, core_mem_kib=kib(t.core_mem_kib), pe_mem_kib=kib(t.pe_mem_kib)))
+        if a.nearmem is not None:
+            a = dataclasses.replace(a, nearmem=dataclasses.replace(a.nearmem, local_kib=kib(a.nearmem.local_kib)))
+        accs.append(a)
+    return dataclasses.replace(system, accelerator=tuple(accs))
+
+
+def fit_area(system, budget_mm2, area=AreaTable()):
+    """``system`` sized to ``budget_mm2``: its SRAMs scaled by the largest common factor that fits.
+
+    Returns ``(sized system, factor)``; the system itself (factor 1) when its area already
+    equals the budget.
+    """
+    if math.isclose(system_area_mm2(system, area), budget_mm2, rel_tol=1e-9):
+        return system, 1.0
+    smallest = system_area_mm2(sram_scaled(system, 0.0), area)
+    if smallest > budget_mm2:
+        raise UserError(f"--area-mm2 {budget_mm2:g}: {system.name} needs at least {smallest:.3f} mm^2 "
+                        f"(its compute with 1 KiB SRAMs); allowed: a budget of at least that")
+    lo, hi = 0.0, 1.0
+    while system_area_mm2(sram_scaled(system, hi), area) <= budget_mm2:
+        lo, hi = hi, 2 * hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if system_area_mm2(sram_scaled(system, mid), area) <= budget_mm2 else (lo, mid)
+    return sram_scaled(system, lo), lo
 
 
 def eyeriss_like(area_mm2, like, area=AreaTable()):
@@ -147,8 +199,22 @@ def run(args):
     baseline, mensa = load(args.baseline), load(args.system)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out}: exists and is not a folder")
-    area_base = system_area_mm2(baseline)
-    eyeriss = eyeriss_like(area_base, baseline)
+    sizing = {}
+    if args.area_mm2 == "native":
+        budget = system_area_mm2(baseline)         # the Eyeriss-like baseline at the baseline's area
+    else:
+        if args.area_mm2 == "system":
+            budget = system_area_mm2(mensa)
+        else:
+            try:
+                budget = float(args.area_mm2)
+            except ValueError:
+                budget = float("nan")
+            if not budget > 0 or math.isinf(budget):
+                raise UserError(f"--area-mm2 {args.area_mm2!r}: allowed: a positive number of mm^2, 'system' or 'native'")
+        (baseline, sizing[baseline.name]), (mensa, sizing[mensa.name]) = (fit_area(baseline, budget),
+                                                                         fit_area(mensa, budget))
+    eyeriss = eyeriss_like(budget, baseline)
     systems = {baseline.name: baseline, mensa.name: mensa, eyeriss.name: eyeriss}
     if len(systems) != 3:
         raise UserError(f"--baseline and --system must name different systems, both are {baseline.name!r}")
@@ -170,6 +236,8 @@ def run(args):
     console.print(table)
     summary = {
         "area_mm2": {s: system_area_mm2(systems[s]) for s in systems},
+        "area_budget_mm2": None if args.area_mm2 == "native" else budget,
+        "sram_scale": sizing,
         "eyeriss_like_array": f"{eyeriss.accelerator[0].array.rows}x{eyeriss.accelerator[0].array.cols}",
         f"{g}_over_{b}": {"throughput_geomean": _geomean(thr_b), "throughput_mean": float(np.mean(thr_b)),
                           "energy_efficiency_geomean": _geomean(eff_b), "energy_efficiency_mean": float(np.mean(eff_b))},
@@ -200,6 +268,9 @@ def run(args):
         console.print(f"{key}: throughput x{r['throughput_geomean']:.2f} (geomean; mean x{r['throughput_mean']:.2f}), "
                       f"energy efficiency x{r['energy_efficiency_geomean']:.2f} (geomean; mean x{r['energy_efficiency_mean']:.2f}), "
                       f"throughput per mm^2 x{r['throughput_per_mm2_geomean']:.2f} ({g} is {1 / r['area_ratio']:.2f}x the area)")
+    if summary["area_budget_mm2"] is not None:
+        console.print(f"equal area: every system sized to {budget:.2f} mm^2 (SRAM scaled by "
+                      + ", ".join(f"{k} x{v:.3g}" for k, v in sizing.items()) + f"; {e} array sized to fit)")
     for s in systems:
         share = summary["energy_breakdown_share"][s]
         console.print(f"{s}: area {summary['area_mm2'][s]:.2f} mm^2, mean PE utilisation "

@@ -63,8 +63,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import inspect
+
 from mensa.hw.config import CoreKind, Dataflow, DramConfig
+from mensa.hw.dma import DMA
 from mensa.hw.nearmem import HEADER_WORDS
+from mensa.hw.requant import ACC_BITS
 from mensa.model.ir import Op
 
 __all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
@@ -82,6 +86,12 @@ SUPPORTED_OPS = {
 
 _SUPPORTED_ROW = {kind: [op in ops for op in _OPS] for kind, ops in SUPPORTED_OPS.items()}
 
+#: DRAM reads (AXI bursts) in flight: the accelerator top builds its DMA with the default.
+READS_IN_FLIGHT = inspect.signature(DMA).parameters["outstanding"].default
+#: Bytes of one output channel's quantisation record, read once per N tile: int32 bias,
+#: int32 multiplier, int8 shift (mensa.gen.program packs them so).
+QUANT_RECORD_BYTES = ACC_BITS // 8 + 4 + 1
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -98,7 +108,10 @@ class Calibration:
     nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
     nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
     vector_pipeline: float = 2.0      # element-wise unit stages
-    dma_setup: float = 0.0            # cycles to issue the first burst, beyond the DRAM latency
+    dma_setup: float = 18.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
+    #                                   read's issue, the requantiser, the last output write and its response
+    dram_turnaround: float = 4.6      # cycles beyond the DRAM latency that a read keeps its slot in flight
+    #                                   (address and data handshakes, the slot's bookkeeping FIFO)
 
 
 def dram_bytes_per_cycle(acc, dram):
@@ -208,10 +221,12 @@ class AcceleratorTable:
             return (x.array.rows, x.array.cols, x.clock_mhz, w, act, accb, x.array.acc_bits / 8,
                     dram_bytes_per_cycle(x, d), d.latency_cycles,
                     n.vaults if n else 0, n.lanes if n else 0, n.vault_bits / 8 if n else 0,
-                    n.vaults * n.vault_kib * 1024 if n else 0, n.local_kib * 1024 if n else 0)
-        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 14)
+                    n.vaults * n.vault_kib * 1024 if n else 0, n.local_kib * 1024 if n else 0,
+                    x.memory.data_bits / 8, x.memory.max_burst)
+        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 16)
         (self.rows, self.cols, self.clock_mhz, self.wbuf, self.abuf, self.accbuf, self.acc_bytes, self.bpc,
-         self.latency, self.vaults, self.lanes, self.vault_bpc, self.vault_cap, self.local) = table.T.copy()
+         self.latency, self.vaults, self.lanes, self.vault_bpc, self.vault_cap, self.local,
+         self.word_bytes, self.max_burst) = table.T.copy()
         self.nearmem = np.array([x.kind is CoreKind.NEARMEM for x in accs], dtype=bool)
         self.os = np.array([x.array.dataflow is Dataflow.OUTPUT_STATIONARY for x in accs], dtype=bool)
         # Element-wise lanes: the post-processing row of a systolic array, or every near-memory lane.
@@ -380,6 +395,55 @@ def _systolic_gemm(M, K, N, G, R, acc, cal):
     return compute, np.where(live, load, 0.0), np.where(live, fill, 0.0), w_reads, a_reads, acc_rw, m_tiles
 
 
+def _ws_stream(M, K, N, G, R, fit, spill, acc, cal):
+    """Cycles of the DRAM read stream of a DMA-fed WS array (hw/sequencer.py), and its bursts.
+
+    Per N tile the sequencer reads the tile's quantisation record, then per K tile ``rows``
+    weight vectors and (``spill``: activations from DRAM) the M tile's activation vectors,
+    every vector in whole bus words, each read one command split into bursts of at most
+    ``max_burst`` beats. Three bounds, the largest wins:
+
+    bus
+        every word over the bus, ``word_bytes / bytes per cycle`` cycles each;
+    reads in flight
+        a burst holds one of :data:`READS_IN_FLIGHT` slots from its issue to its last
+        beat (the DRAM latency, ``Calibration.dram_turnaround``, its beats), so the stream
+        takes at least ``(beats + (bursts - F) * latency') / F`` (the first ``F`` bursts'
+        latency is the exposed first latency, :attr:`Cost.dma`);
+    weight banks
+        weights come over the same bus as the activations: a K tile's weights load only
+        into a retired bank, ``rows + cols - 1`` cycles after the last activation of the
+        tile two before, so two K tiles take at least that plus one tile's words.
+
+    ``fit``: the weights stay on chip after their first pass (read once), else every pass
+    over M tiles, groups and steps reads them again.
+    """
+    rows, cols, wb = acc.rows, acc.cols, acc.word_bytes
+    burst = acc.max_burst
+    cpw = np.maximum(wb / np.maximum(acc.bpc, 1e-9), 1.0)      # cycles per bus word
+    kt, nt = _cdiv(K, rows), _cdiv(N, cols)
+    Mt = np.minimum(M, np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1))
+    mt = _cdiv(M, Mt)
+    Mp = M - (mt - 1) * Mt
+    passes = mt * G * R
+    fw = np.where(fit, 1 / np.maximum(passes, 1), 1.0)          # share of K tiles that read weights
+    tiles = nt * passes                                         # N tiles, one quantisation record each
+    slots = kt * tiles                                          # K tiles
+    aw, w_words, qw = _cdiv(rows, wb), rows * _cdiv(cols, wb), _cdiv(QUANT_RECORD_BYTES * cols, wb)
+    a_words = np.where(spill, kt * nt * G * R * M * aw, 0.0)
+    a_bursts = np.where(spill, kt * nt * G * R * ((mt - 1) * _cdiv(Mt * aw, burst) + _cdiv(Mp * aw, burst)), 0.0)
+    words = tiles * qw + slots * fw * w_words + a_words
+    bursts = tiles * _cdiv(qw, burst) + slots * fw * _cdiv(w_words, burst) + a_bursts
+    bus = words * cpw
+    held = acc.latency + cal.dram_turnaround
+    inflight = (bus + np.maximum(bursts - READS_IN_FLIGHT, 0) * held) / READS_IN_FLIGHT
+    act_cycles = np.where(spill, a_words * cpw, M * kt * nt * G * R)     # on chip: a vector per cycle
+    retire = rows + cols - 1 + cal.ws_retire_extra
+    bank = fw * (slots * (retire + w_words * cpw) + act_cycles) / 2
+    live = M > 0
+    return np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, bursts, 0.0)
+
+
 def _nearmem_gemm(M, K, N, R, acc, cal):
     """Cycles and vault/local bytes of ``R`` sets of ``M`` matrix-vector products on the near-memory unit."""
     V, L = np.maximum(acc.vaults, 1), np.maximum(acc.lanes, 1)
@@ -433,7 +497,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     # -- systolic ---------------------------------------------------------------------------
     spill = (in_b + out_b) > acc.abuf
     s_fit = p_b <= acc.wbuf
-    s_compute = s_load = s_fill = s_wbuf = s_abuf = s_accbuf = s_first = s_dram_w = s_dram_a = 0.0
+    s_compute = s_load = s_fill = s_wbuf = s_abuf = s_accbuf = s_first = s_dram_w = s_dram_a = s_stream = 0.0
     if any_sys:
         c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal)
         c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0
@@ -445,6 +509,8 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         in_rereads = np.where(in_b > acc.abuf / 2, np.maximum(_cdiv(N1, acc.cols), 1), 1)
         s_dram_a = np.where(spill, in_b * in_rereads + out_b, 0.0)
         s_compute, s_load, s_fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
+        if not bool(acc.os.all()):
+            s_stream, _ = _ws_stream(M1, K1, N1, G, R, s_fit, spill, acc, cal)
         s_first = np.minimum(s_dram_w + s_dram_a,
                              acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
         s_wbuf = wr1 + wr2 + w_fetches
@@ -475,9 +541,16 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     load = pick(s_load, n_load)
     fill = pick(s_fill, n_fill)
     first = pick(s_first, 0.0)
-    dma = np.where(dram > 0, acc.latency + cal.dma_setup + _cdiv(first, acc.bpc), 0.0)
     busy = compute + load + fill
-    stall = np.maximum(_cdiv(dram, acc.bpc) - _cdiv(first, acc.bpc) - busy, 0.0)
+    # A WS array is fed by the DMA's read stream (:func:`_ws_stream`): the first latency is
+    # exposed, then the array waits wherever the stream is slower than the array alone. Other
+    # cores: the first transfer is exposed, then DRAM stalls wherever its bytes outlast the work.
+    ws = ~acc.os & ~nm
+    volume = _cdiv(dram, acc.bpc)
+    dma = np.where(dram > 0, acc.latency + cal.dma_setup + np.where(ws, 0.0, _cdiv(first, acc.bpc)), 0.0)
+    stall = np.where(ws, np.maximum(np.maximum(pick(s_stream, 0.0), volume) - compute - load, 0.0),
+                     np.maximum(volume - _cdiv(first, acc.bpc) - busy, 0.0))
+    stall = np.where(dram > 0, stall, 0.0)
     supported = acc.supported[:, lt.op.astype(int)].T & pick(np.ones_like(s_fit), n_fit)
     core = compute + load + fill
     cycles = np.where(supported, core + dma + stall, np.inf)

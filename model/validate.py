@@ -20,6 +20,16 @@ near-memory unit (:class:`mensa.hw.nearmem.NearMemoryUnit`, ``sim/tb_nearmem.py`
     last output taken.
 
 One cocotb run (one build, one simulation) per accelerator measures all its layers.
+
+The whole systolic accelerator (:class:`mensa.hw.accelerator.Accelerator`, ``sim/tb_accelerator.py``)
+    FC and pointwise layers from AXI DRAM through the DMA (a read latency of ``L`` cycles
+    per burst, no backpressure), against the model's ``cycles`` (core, exposed latency and
+    the read stream's stalls, :func:`mensa.model.cost._ws_stream`). Measured: the run's
+    cycle counter, ``CTRL.START`` to the last output write's response. The top has no
+    activation scratchpad yet (it reads a K tile's activations from DRAM for every N
+    tile), so its configs have the smallest one (1 KiB) and the layers are ones whose
+    input does not fit it: the model streams them from DRAM exactly as the RTL does.
+    One run per (config, latency).
 """
 
 import json
@@ -30,12 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from mensa.hw.config import (AcceleratorConfig, ArrayConfig, BufferConfig, CoreKind, Dataflow, DramConfig,
-                             NearMemConfig, to_dict)
+                             MemoryConfig, NearMemConfig, to_dict)
 from mensa.model.cost import Calibration, LayerTable, cycle_errors
 from mensa.model.ir import Layer, Op
 
 __all__ = ["Record", "CONFIGS", "systolic_workload", "nearmem_workload", "suite", "measure", "validate",
-           "summary"]
+           "summary", "ACCELERATORS", "LATENCIES", "accelerator_suite", "measure_accelerator",
+           "validate_accelerator"]
 
 #: The validated accelerators: three systolic arrays (the same arrays as tests/test_systolic_rtl.py, so
 #: their Verilator builds are shared; 8x8 WS with a 1 KiB accumulator buffer tiles M by 32 rows) and two
@@ -52,6 +63,19 @@ CONFIGS = {
     "nm2x8w16": (AcceleratorConfig(name="nm2x8w16", kind=CoreKind.NEARMEM, nearmem=NearMemConfig(
         vaults=2, lanes=8, vault_bits=16, vault_kib=16, local_kib=1)), DramConfig(latency_cycles=10)),
 }
+
+
+#: Whole accelerators validated with DRAM (the accelerator top's builds of tests/test_accelerator_rtl.py
+#: where they coincide): 4x4 and 8x8 on a 64-bit bus, 6x4 on a 32-bit bus (activation vectors of two
+#: words); each holds 64 rows of partial sums. ``act_kib=1``: see the module docstring.
+ACCELERATORS = {
+    name: AcceleratorConfig(name=name, array=ArrayConfig(rows=r, cols=c),
+                            buffers=BufferConfig(acc_kib=kib, act_kib=1), memory=MemoryConfig(data_bits=bits))
+    for name, (r, c, bits, kib) in {"acc4x4d64": (4, 4, 64, 1), "acc8x8d64": (8, 8, 64, 2),
+                                    "acc6x4d32": (6, 4, 32, 1)}.items()
+}
+#: DRAM read latencies (cycles per burst): a fast SRAM-like memory, typical DRAM, a slow one.
+LATENCIES = (1, 20, 50)
 
 
 @dataclass(frozen=True)
@@ -227,5 +251,88 @@ def summary(records):
     """Error distribution of ``records`` (relative errors): count, max and mean of ``|error|``, worst layer."""
     err = np.array([abs(r.error) for r in records])
     worst = records[int(err.argmax())]
+    edges = (0.005, 0.01, 0.02, 0.05)
+    hist = {f"<={100 * e:g}%": int(((err <= e) & (err > lo)).sum()) for lo, e in zip((-1, *edges), edges)}
+    hist[f">{100 * edges[-1]:g}%"] = int((err > edges[-1]).sum())
     return {"layers": len(records), "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
-            "exact": int((err == 0).sum()), "worst": f"{worst.accelerator}/{worst.layer}"}
+            "median_abs_error": float(np.median(err)), "exact": int((err == 0).sum()),
+            "histogram": hist, "worst": f"{worst.accelerator}/{worst.layer}"}
+
+
+def accelerator_suite(name, *, large=False, seed=8):
+    """FC and pointwise layers for the whole accelerator ``ACCELERATORS[name]``, random and reproducible.
+
+    Shapes the accelerator runs in one pass (``M`` within its accumulator buffer) whose input
+    exceeds the 1 KiB activation scratchpad of the validated configs, from one row (a
+    latency-bound stream of short bursts) to 64 (long bursts, bus-bound); channel counts mostly
+    not multiples of the array. ``large``: more and bigger layers (the slow sweep).
+    """
+    from mensa.hw.sequencer import GemmGeometry
+    acc = ACCELERATORS[name]
+    depth = GemmGeometry.of(acc).acc_depth
+    rng = np.random.default_rng([seed, 1 + large, *name.encode()])
+    count, max_words = (12, 6000) if large else (4, 1500)
+    layers = []
+    while len(layers) < count:
+        i = len(layers)
+        m = int(rng.integers(1, 9)) if i % 3 == 0 else int(rng.integers(8, depth + 1))
+        k = int(rng.integers(max(1, 1 + 1024 // m), max(2, 4096 // m) + 1))
+        n = int(rng.integers(1, 65))
+        words = -(-n // acc.array.cols) * -(-k // acc.array.rows) * (acc.array.rows + m)
+        if m * k <= 1024 or words > max_words:
+            continue
+        if i % 2 and m in (h * w for h in range(1, 9) for w in range(1, 9)):
+            h = max(d for d in range(1, 9) if m % d == 0 and m // d <= 8)
+            layers.append(Layer(f"a{i}_pw", Op.CONV2D, (1, h, m // h, k), (1, h, m // h, n)))
+        else:
+            layers.append(Layer(f"a{i}_fc", Op.FC, (m, k), (m, n)))
+    return layers
+
+
+def _accelerator_spec(layer, index):
+    """The testbench's spec of ``layer`` (``sim/tb_accelerator.py``): quantisation drawn per layer."""
+    k, n = layer.in_channels, layer.out_channels
+    return {"op": "fc" if layer.op is Op.FC else "pointwise", "in_shape": list(layer.in_shape),
+            "out_channels": n, "activation": ("none", "relu", "relu6")[index % 3],
+            "zp_in": (7 * index) % 21 - 10, "zp_out": (5 * index) % 11 - 5,
+            "in_scale": 0.05, "out_scale": 0.3 * k ** 0.5}
+
+
+def measure_accelerator(layers, acc, *, latency, sim="verilator"):
+    """Cycles of every layer on the whole accelerator ``acc`` with DRAM latency ``latency``, one cocotb run.
+
+    The testbench's cycle counter (``CYCLES_TOTAL``): start to the last output write's response.
+    """
+    from mensa.hw.accelerator import Accelerator
+    from mensa.sim.runner import run
+    from mensa.sim.tb_accelerator import accelerator_config
+
+    layers = tuple(layers)
+    cfg = {"rows": acc.array.rows, "cols": acc.array.cols, "data_bits": acc.memory.data_bits,
+           "acc_kib": acc.buffers.acc_kib}
+    built = accelerator_config(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "cycles.json"
+        params = {"config": cfg, "layers": [_accelerator_spec(l, i) for i, l in enumerate(layers)],
+                  "pause": 0.0, "latency": [latency, latency], "result": str(result)}
+        run(Accelerator(built), name="accelerator", key=("accelerator", built), sim=sim,
+            test_module="mensa.sim.tb_accelerator", test_name=f"validate-{acc.name}-l{latency}",
+            extra_env={"MENSA_TB": json.dumps(params)})
+        figures = json.loads(result.read_text())
+    if len(figures) != len(layers):
+        raise RuntimeError(f"{acc.name}: the testbench reported {len(figures)} figures for {len(layers)} layers")
+    return [int(f["cycles"]) for f in figures]
+
+
+def validate_accelerator(layers, acc, *, latency, sim="verilator", calibration=Calibration()):
+    """Model ``cycles`` against the whole accelerator at DRAM latency ``latency``: a list of :class:`Record`.
+
+    ``Record.accelerator`` is ``"<name>@L<latency>"``; ``workload`` is ``(M, K, N)``.
+    """
+    layers = tuple(layers)
+    measured = measure_accelerator(layers, acc, latency=latency, sim=sim)
+    dram = DramConfig(latency_cycles=latency)
+    model, _ = cycle_errors([(l, acc, dram, c) for l, c in zip(layers, measured)], calibration=calibration)
+    t = LayerTable(layers)
+    return [Record(l.name, l.op.value, f"{acc.name}@L{latency}", (int(mm), int(k), int(n)), float(x), c)
+            for l, mm, k, n, x, c in zip(layers, t.m1, t.k1, t.n1, model, measured)]

@@ -12,6 +12,7 @@ every conv, depthwise and FC layer of MobileNetV2 (32x32, 100 classes) and bigge
 import pytest
 
 from mensa.model.validate import CONFIGS, suite, summary, validate
+from mensa.model.ir import Layer, Op
 
 BOUND = 0.05
 SIM = "verilator"     # long runs: Icarus is several times slower
@@ -78,3 +79,64 @@ def test_core_cycles_leave_out_the_dram_terms():
     assert c.cycles[0, 0] == c.core_cycles[0, 0] + c.dma[0, 0] + c.stall[0, 0] > c.core_cycles[0, 0]
     model, err = cycle_errors([(layer, acc, dram, c.core_cycles[0, 0])], core=True)
     assert model[0] == c.core_cycles[0, 0] and err[0] == 0
+
+
+# -- the whole accelerator: DMA, sequencer, array, requantiser, from AXI DRAM ---------------------
+
+def _check_accelerator(name, latencies, large):
+    from mensa.model.validate import ACCELERATORS, accelerator_suite, validate_accelerator
+    acc = ACCELERATORS[name]
+    layers = accelerator_suite(name, large=large)
+    records = []
+    for latency in latencies:
+        records += validate_accelerator(layers, acc, latency=latency, sim=SIM)
+    assert len(records) == len(layers) * len(latencies)
+    bad = [f"{r.accelerator} {r.layer} {r.workload}: model {r.model:.0f}, RTL {r.measured} ({100 * r.error:+.1f}%)"
+           for r in records if abs(r.error) > BOUND]
+    assert not bad, f"{name}: {len(bad)} of {len(records)} layers beyond {BOUND:.0%}: " + "; ".join(bad)
+    print(f"{name}: {summary(records)}")
+    return records
+
+
+def test_the_accelerator_validation_covers_30_layers_3_configs_3_latencies():
+    from mensa.hw.sequencer import GemmGeometry
+    from mensa.model.cost import evaluate
+    from mensa.model.validate import ACCELERATORS, LATENCIES, accelerator_suite
+    assert len(ACCELERATORS) >= 3 and len(LATENCIES) >= 3
+    assert len({a.memory.data_bits for a in ACCELERATORS.values()}) >= 2
+    assert sum(len(accelerator_suite(n, large=True)) for n in ACCELERATORS) >= 30
+    for name, acc in ACCELERATORS.items():
+        for large in (False, True):
+            layers = accelerator_suite(name, large=large)
+            assert {l.op.value for l in layers} == {"fc", "conv2d"}
+            # one pass of the accumulator buffer, as the RTL runs it; and streamed by the model as well
+            assert all(l.macs // (l.in_channels * l.out_channels) <= GemmGeometry.of(acc).acc_depth for l in layers)
+            c = evaluate(layers, [acc])
+            assert (c.dram_act_bytes[:, 0] > 0).all() and (c.params_fit[:, 0]).all()
+
+
+def test_model_within_5_percent_of_the_whole_accelerator():
+    """4x4 array on a 64-bit bus at DRAM latencies 1, 20 and 50: the default suite's share."""
+    from mensa.model.validate import LATENCIES
+    _check_accelerator("acc4x4d64", LATENCIES, large=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["acc4x4d64", "acc8x8d64", "acc6x4d32"])
+def test_model_within_5_percent_of_the_whole_accelerator_sweep(name):
+    from mensa.model.validate import LATENCIES
+    _check_accelerator(name, LATENCIES, large=True)
+
+
+def test_dram_latency_is_exposed_once_when_the_stream_is_bus_bound_and_per_burst_when_not():
+    """The read-stream terms: long bursts hide a 20-cycle latency behind 4 reads in flight; one-row
+    tiles (two short bursts per K tile) are bound by the reads in flight, a latency per 4 bursts."""
+    from mensa.hw.config import DramConfig
+    from mensa.model.cost import READS_IN_FLIGHT, evaluate
+    from mensa.model.validate import ACCELERATORS
+    acc = ACCELERATORS["acc4x4d64"]
+    wide, narrow = Layer("w", Op.FC, (64, 64), (64, 64)), Layer("n", Op.FC, (1, 2048), (1, 4))
+    at = {lat: evaluate([wide, narrow], [acc], DramConfig(latency_cycles=lat)).cycles[:, 0] for lat in (1, 20, 60)}
+    assert at[20][0] - at[1][0] == 19                  # bus-bound: only the first read's latency
+    # latency-bound: 512 K tiles x 2 bursts + 1 record, all but the first 4 add latency / 4
+    assert at[60][1] - at[20][1] == pytest.approx((512 * 2 + 1 - READS_IN_FLIGHT) * 40 / READS_IN_FLIGHT + 40)
