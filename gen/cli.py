@@ -20,6 +20,8 @@ COMMANDS = {
     "analyze": "characterise a model's layers, assign families, write JSON and plots",
     "schedule": "assign every layer of a model to an accelerator of a system (latency or energy)",
     "synth": "synthesise and place a config's accelerators on an FPGA (Yosys, nextpnr): area, Fmax, critical path",
+    "build": "build an FPGA board's bitstream of a self-test: the accelerator runs a stored layer, LEDs show pass/fail",
+    "run-layer": "run one layer on an accelerator's RTL from DRAM, bit-exact: cycles, utilisation, stalls, DRAM bytes",
     "compare": "the zoo on the Edge TPU baseline, Mensa-G and an Eyeriss-v2-like baseline: throughput and energy ratios",
 }
 
