@@ -1,11 +1,15 @@
 """Benchmark: the cost model against the RTL, layer by layer, and the error distribution.
 
-Runs every validation layer (model/validate.py) on the RTL of each validated accelerator
-(systolic arrays and near-memory units, Verilator, one simulation per accelerator), and
-prints per layer the model's core cycles, the measured cycles and the relative error, then
-max and mean |error| per accelerator and overall. Writes bench/out/validate.json.
+Two parts (model/validate.py): the compute cores (systolic arrays and near-memory units,
+the model's core cycles, one simulation per accelerator) and the whole systolic
+accelerators from AXI DRAM (DMA, sequencer, array, requantiser; the model's cycles with
+its DRAM terms, one simulation per accelerator and DRAM latency). Prints per layer the
+model's cycles, the measured cycles and the relative error, then the error distribution
+(max, mean, median |error| and a histogram) per accelerator, per part and overall. Writes
+bench/out/validate.json.
 
-    python bench/validate.py [--small] [--configs ws4x4,os4x8] [--sim verilator]
+    python bench/validate.py [--small] [--part cores|accelerators|all] [--configs ws4x4,acc8x8d64]
+                             [--latencies 1,20,50] [--sim verilator]
 """
 
 import argparse
@@ -14,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from mensa.model.validate import CONFIGS, suite, summary, validate
+from mensa.model.validate import (ACCELERATORS, CONFIGS, LATENCIES, accelerator_suite, suite, summary, validate,
+                                  validate_accelerator)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,32 +27,54 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="the default test suite's layers, not the sweep")
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help=f"comma-separated accelerators; allowed: {', '.join(CONFIGS)}")
+    parser.add_argument("--part", choices=["all", "cores", "accelerators"], default="all")
+    parser.add_argument("--configs", default=None,
+                        help=f"comma-separated accelerators (default: all of the part); allowed: "
+                             f"{', '.join([*CONFIGS, *ACCELERATORS])}")
+    parser.add_argument("--latencies", default=",".join(map(str, LATENCIES)),
+                        help="DRAM latencies (cycles) of the whole-accelerator part (default: %(default)s)")
     parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "validate.json"))
     args = parser.parse_args(argv)
-    names = [n for n in args.configs.split(",") if n]
-    unknown = [n for n in names if n not in CONFIGS]
+    known = {**({} if args.part == "accelerators" else CONFIGS), **({} if args.part == "cores" else ACCELERATORS)}
+    names = list(known) if args.configs is None else [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        print(f"--configs: unknown accelerator {', '.join(unknown) or '(none given)'}; allowed: "
-              f"{', '.join(CONFIGS)}", file=sys.stderr)
+        print(f"--configs: unknown accelerator {', '.join(unknown) or '(none given)'} for --part {args.part}; "
+              f"allowed: {', '.join(known)}", file=sys.stderr)
+        return 2
+    try:
+        latencies = [int(x) for x in args.latencies.split(",") if x.strip()]
+    except ValueError:
+        latencies = []
+    if not latencies or min(latencies) < 1:
+        print(f"--latencies {args.latencies!r}: allowed: comma-separated positive integers", file=sys.stderr)
         return 2
     report = {"bench": "validate", "simulator": args.sim, "suite": "small" if args.small else "sweep",
               "accelerators": {}, "layers": []}
-    everything = []
+    everything, parts = [], {"cores": [], "accelerators": []}
+    runs = []
     for name in names:
-        acc, dram = CONFIGS[name]
+        if name in CONFIGS:
+            acc, dram = CONFIGS[name]
+            runs.append((name, "cores", lambda acc=acc, dram=dram, name=name: validate(
+                suite(name, large=not args.small), acc, dram=dram, sim=args.sim)))
+        else:
+            for lat in latencies:
+                runs.append((f"{name}@L{lat}", "accelerators", lambda name=name, lat=lat: validate_accelerator(
+                    accelerator_suite(name, large=not args.small), ACCELERATORS[name], latency=lat, sim=args.sim)))
+    for name, part, job in runs:
         started = time.monotonic()
-        records = validate(suite(name, large=not args.small), acc, dram=dram, sim=args.sim)
+        records = job()
         wall = time.monotonic() - started
         everything += records
+        parts[part] += records
         print(f"{name}: {len(records)} layers, {wall:.0f} s")
         print(f"  {'layer':16s} {'op':10s} {'workload':28s} {'model':>9s} {'RTL':>9s} {'error':>8s}")
         for r in records:
             print(f"  {r.layer:16s} {r.op:10s} {str(r.workload):28s} {r.model:9.0f} {r.measured:9d} "
                   f"{100 * r.error:+7.2f}%")
-            report["layers"].append({"accelerator": name, "layer": r.layer, "op": r.op,
+            report["layers"].append({"accelerator": name, "part": part, "layer": r.layer, "op": r.op,
                                      "workload": list(r.workload), "model_cycles": r.model,
                                      "rtl_cycles": r.measured, "error": r.error})
         s = summary(records)
@@ -55,14 +82,22 @@ def main(argv=None):
         report["accelerators"][name] = s
         print(f"  max |error| {100 * s['max_abs_error']:.2f}%, mean {100 * s['mean_abs_error']:.2f}%, "
               f"exact {s['exact']}/{s['layers']}")
-    report["overall"] = summary(everything)
-    o = report["overall"]
-    print(f"overall: {o['layers']} layers, max |error| {100 * o['max_abs_error']:.2f}% ({o['worst']}), "
-          f"mean {100 * o['mean_abs_error']:.2f}%, exact {o['exact']}/{o['layers']}")
+    for part, records in parts.items():
+        if records:
+            report[part] = _print_summary(part, records)
+    report["overall"] = _print_summary("overall", everything)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _print_summary(label, records):
+    s = summary(records)
+    print(f"{label}: {s['layers']} layers, max |error| {100 * s['max_abs_error']:.2f}% ({s['worst']}), "
+          f"mean {100 * s['mean_abs_error']:.2f}%, median {100 * s['median_abs_error']:.2f}%, "
+          f"exact {s['exact']}/{s['layers']}; |error| " + ", ".join(f"{k}: {v}" for k, v in s["histogram"].items()))
+    return s
 
 
 if __name__ == "__main__":

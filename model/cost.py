@@ -110,7 +110,7 @@ class Calibration:
     vector_pipeline: float = 2.0      # element-wise unit stages
     dma_setup: float = 18.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
     #                                   read's issue, the requantiser, the last output write and its response
-    dram_turnaround: float = 4.6      # cycles beyond the DRAM latency that a read keeps its slot in flight
+    dram_turnaround: float = 2.0      # cycles beyond the DRAM latency that a read keeps its slot in flight
     #                                   (address and data handshakes, the slot's bookkeeping FIFO)
 
 
@@ -436,12 +436,71 @@ def _ws_stream(M, K, N, G, R, fit, spill, acc, cal):
     bursts = tiles * _cdiv(qw, burst) + slots * fw * _cdiv(w_words, burst) + a_bursts
     bus = words * cpw
     held = acc.latency + cal.dram_turnaround
-    inflight = (bus + np.maximum(bursts - READS_IN_FLIGHT, 0) * held) / READS_IN_FLIGHT
+    # Reads in flight: a K tile's bursts repeat from tile to tile, so its rate is the longest
+    # path per tile through them (:func:`_burst_chain`); the quantisation records ride on the bus.
+    # The first latency is in Cost.dma.
+    fw1 = fw >= 1
+    per_tile = _burst_chain(np.where(fw1, w_words, 0.0), np.where(spill, Mt * aw, 0.0), burst, held, cpw)
+    inflight = np.where(fw1, tiles * qw * cpw + slots * per_tile,
+                        (bus + np.maximum(bursts - READS_IN_FLIGHT, 0) * held) / READS_IN_FLIGHT)
     act_cycles = np.where(spill, a_words * cpw, M * kt * nt * G * R)     # on chip: a vector per cycle
     retire = rows + cols - 1 + cal.ws_retire_extra
     bank = fw * (slots * (retire + w_words * cpw) + act_cycles) / 2
     live = M > 0
     return np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, bursts, 0.0)
+
+
+#: Longest K-tile burst pattern whose read rate is solved exactly; longer ones (hundreds of
+#: activation rows per tile) take the average bound, within a burst of the exact one.
+_CHAIN_BURSTS = 16
+
+
+def _burst_chain(w_words, a_words, burst, held, cpw):
+    """Cycles per K tile of a repeating pattern of reads with :data:`READS_IN_FLIGHT` in flight.
+
+    A K tile reads ``w_words`` then ``a_words`` bus words, each in bursts of ``burst`` beats
+    (the last one short). Burst ``j``'s data starts no earlier than the end of burst ``j - 1``
+    (one bus) and than ``held`` cycles after the data of burst ``j - F`` ended (its slot is
+    reused), so the stream's rate is the longest path per tile through edges ``j -> j + 1``
+    (``b_j`` cycles) and ``j -> j + F`` (``b_j + held``): a dynamic programme over the pattern
+    repeated (states: bursts still skipped by the last ``j -> j + F`` edge).
+    """
+    F = READS_IN_FLIGHT
+    w_words, a_words, burst, held, cpw = np.broadcast_arrays(w_words, a_words, burst, held, cpw)
+    nw, na = _cdiv(w_words, burst) * (w_words > 0), _cdiv(a_words, burst) * (a_words > 0)
+    p = nw + na
+    total = (w_words + a_words) * cpw
+    out = np.maximum(total, (total + p * held) / F)        # the average bound: every burst's slot
+    # Exact where the pattern is short and some j -> j + F edge can beat the bus (its latency
+    # exceeds the three bursts it skips), once per distinct pattern.
+    last_w = np.where(w_words > 0, w_words - (nw - 1) * burst, burst)       # the short last bursts
+    last_a = np.where(a_words > 0, a_words - (na - 1) * burst, burst)
+    least = np.where(p >= 3, np.minimum(np.minimum(last_w, last_a), burst), 0.0) * cpw
+    exact = (p > 0) & (p <= _CHAIN_BURSTS) & (held > 3 * least)
+    if exact.any():
+        # w_words, burst, held and cpw are the accelerator's (the last axis); a_words the layer's
+        col = np.broadcast_to(np.arange(p.shape[-1] if p.ndim else 1), p.shape)
+        key = ((a_words[exact].astype(np.int64) * 2 + (w_words[exact] > 0)) * (col.max() + 1) + col[exact])
+        _, first, back = np.unique(key, return_index=True, return_inverse=True)
+        w_words, a_words, burst, held, cpw = (v[exact][first] for v in (w_words, a_words, burst, held, cpw))
+        nw, na = _cdiv(w_words, burst) * (w_words > 0), _cdiv(a_words, burst) * (a_words > 0)
+        p = nw + na
+        rw, ra = w_words - (nw - 1) * burst, a_words - (na - 1) * burst
+        periods = 8
+        value = [np.zeros(p.shape)] + [np.full(p.shape, -np.inf)] * (F - 1)
+        at = {periods // 2: np.zeros(p.shape), periods: np.zeros(p.shape)}
+        for t in range(int(p.max()) * periods):
+            i = t % p
+            b = np.where(i < nw, np.where(i < nw - 1, burst, rw),
+                         np.where(i - nw < na - 1, burst, ra)) * cpw
+            v0 = value[0]
+            value = [np.maximum(v0 + b, value[1]), *value[2:], v0 + b + held]
+            for k in at:
+                hit = t + 1 == k * p
+                if hit.any():
+                    at[k] = np.where(hit, np.maximum.reduce(value), at[k])
+        out[exact] = ((at[periods] - at[periods // 2]) / (periods - periods // 2))[back.reshape(-1)]
+    return out
 
 
 def _nearmem_gemm(M, K, N, R, acc, cal):

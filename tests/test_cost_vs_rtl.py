@@ -130,7 +130,8 @@ def test_model_within_5_percent_of_the_whole_accelerator_sweep(name):
 
 def test_dram_latency_is_exposed_once_when_the_stream_is_bus_bound_and_per_burst_when_not():
     """The read-stream terms: long bursts hide a 20-cycle latency behind 4 reads in flight; one-row
-    tiles (two short bursts per K tile) are bound by the reads in flight, a latency per 4 bursts."""
+    tiles (two short bursts per K tile, weights then one activation) are bound by the reads in flight:
+    the weight burst of tile i + 2 reuses the slot of tile i's, so two tiles take a latency each."""
     from mensa.hw.config import DramConfig
     from mensa.model.cost import READS_IN_FLIGHT, evaluate
     from mensa.model.validate import ACCELERATORS
@@ -138,5 +139,6 @@ def test_dram_latency_is_exposed_once_when_the_stream_is_bus_bound_and_per_burst
     wide, narrow = Layer("w", Op.FC, (64, 64), (64, 64)), Layer("n", Op.FC, (1, 2048), (1, 4))
     at = {lat: evaluate([wide, narrow], [acc], DramConfig(latency_cycles=lat)).cycles[:, 0] for lat in (1, 20, 60)}
     assert at[20][0] - at[1][0] == 19                  # bus-bound: only the first read's latency
-    # latency-bound: 512 K tiles x 2 bursts + 1 record, all but the first 4 add latency / 4
-    assert at[60][1] - at[20][1] == pytest.approx((512 * 2 + 1 - READS_IN_FLIGHT) * 40 / READS_IN_FLIGHT + 40)
+    # latency-bound: 512 K tiles, 40 more cycles of latency per pair of them, and 40 more first latency
+    assert READS_IN_FLIGHT == 4
+    assert at[60][1] - at[20][1] == pytest.approx(512 * 40 / 2 + 40)
