@@ -206,8 +206,8 @@ class SelfTest(wiring.Component):
     def __init__(self, config, *, seed=0, corrupt_weight=False, watchdog_bits=24):
         if not isinstance(corrupt_weight, bool):
             raise TypeError(f"corrupt_weight must be a bool, not {corrupt_weight!r}")
-        if not isinstance(watchdog_bits, int) or not 8 <= watchdog_bits <= 40:
-            raise ValueError(f"watchdog_bits must be an integer in 8..40, not {watchdog_bits!r}")
+        if not isinstance(watchdog_bits, int) or not 4 <= watchdog_bits <= 40:
+            raise ValueError(f"watchdog_bits must be an integer in 4..40, not {watchdog_bits!r}")
         self._case = selftest_case(config, seed=seed)
         self._config = config
         self._corrupt = corrupt_weight
@@ -276,7 +276,7 @@ class SelfTest(wiring.Component):
             acc.s_axil_awaddr.eq(rom_rd.data[:abits]), acc.s_axil_wdata.eq(rom_rd.data[abits:]),
             acc.s_axil_wstrb.eq(0b1111), acc.s_axil_bready.eq(1),
             ram.peek_addr.eq(out_word + idx), gold_rd.addr.eq(idx),
-            self.failed.eq(failed), self.passed.eq(self.done & ~failed),
+            self.failed.eq(self.done & failed), self.passed.eq(self.done & ~failed),
         ]
         m.d.sync += compare.eq(0)
         differ = ram.peek_data ^ gold_rd.data[:data_bits]
