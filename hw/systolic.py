@@ -19,13 +19,53 @@ output-stationary (``os``)
     ``results`` while the next tile computes.
 """
 
-from amaranth.hdl import Const, Module, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from mensa.hw.config import ArrayConfig, Dataflow
 
-__all__ = ["SystolicArray", "act_layout", "psum_layout", "operand_layout"]
+__all__ = ["SystolicArray", "MULT_STAGES", "act_layout", "psum_layout", "operand_layout"]
+
+#: Register stages of a PE's multiplier: input, pipeline, output (an ECP5 MULT18X18D with all
+#: three register sets, the configuration nextpnr times fastest).
+MULT_STAGES = 3
+
+#: Cycles from a partial-sum vector's write into the WS output FIFO to its first possible read.
+_FIFO_LATENCY = 2
+
+
+def _multiplier(m, platform, a, b, width, name):
+    """``a * b`` as a signed ``width``-bit value, ``MULT_STAGES`` cycles later.
+
+    On an ECP5 (``platform.family == "ecp5"``: an amaranth-boards platform, or the
+    synthesis flow's) this is one MULT18X18D with its input, pipeline and output
+    registers, which Yosys does not infer from behavioural registers; elsewhere (simulation,
+    other devices) the same registers and product in plain Amaranth, cycle for cycle.
+    """
+    p = Signal(signed(width), name=f"{name}_p")
+    if getattr(platform, "family", None) == "ecp5":
+        assert len(a) <= 18 and len(b) <= 18
+        a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
+        m.d.comb += a18.eq(a), b18.eq(b), p.eq(p36)
+        regs = {f"p_REG_{r}_{f}": v for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
+                for f, v in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
+        m.submodules[name] = Instance(
+            "MULT18X18D", **regs, p_GSR="DISABLED", p_RESETMODE="SYNC",
+            **{f"i_A{k}": a18[k] for k in range(18)}, **{f"i_B{k}": b18[k] for k in range(18)},
+            **{f"i_C{k}": Const(0) for k in range(18)},
+            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+            i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=Const(0),
+            **{f"o_P{k}": p36[k] for k in range(36)})
+        return p
+    a_q = Signal(a.shape(), name=f"{name}_a", reset_less=True)
+    b_q = Signal(b.shape(), name=f"{name}_b", reset_less=True)
+    pipe = Signal(signed(len(a) + len(b)), name=f"{name}_pipe", reset_less=True)
+    out = Signal(signed(len(a) + len(b)), name=f"{name}_out", reset_less=True)
+    m.d.sync += a_q.eq(a), b_q.eq(b), pipe.eq(a_q * b_q), out.eq(pipe)
+    m.d.comb += p.eq(out)
+    return p
 
 
 def act_layout(rows, input_bits):
@@ -98,18 +138,28 @@ class SystolicArray(wiring.Component):
     def latency(self):
         """Cycles from an input beat's acceptance to its first possible output (unstalled)."""
         c = self._config
-        return c.rows + c.cols if c.dataflow is Dataflow.WEIGHT_STATIONARY else c.rows + c.cols - 1
+        if c.dataflow is Dataflow.WEIGHT_STATIONARY:
+            return c.rows + c.cols + MULT_STAGES + _FIFO_LATENCY
+        return c.rows + c.cols - 1 + MULT_STAGES
+
+    @property
+    def psum_fifo_depth(self):
+        """Entries of the WS output FIFO: enough credits to cover the round trip, so a
+        ``psums`` consumer that is always ready never throttles the activations."""
+        return self.latency + 1
 
     def elaborate(self, platform):
         if self._config.dataflow is Dataflow.WEIGHT_STATIONARY:
-            return self._elaborate_ws()
-        return self._elaborate_os()
+            return self._elaborate_ws(platform)
+        return self._elaborate_os(platform)
 
-    def _elaborate_ws(self):
+    def _elaborate_ws(self, platform):
         m = Module()
         c = self._config
         R, C = c.rows, c.cols
         D = R + C - 1   # anti-diagonals: PE (i, j) sees an activation i + j cycles after it enters
+        P = MULT_STAGES
+        depth = self.psum_fifo_depth
 
         # -- weight loading into the bank not in use: a shift chain up the columns ---------
         # w[b][i][j] is the weight of PE (i, j) in bank b.
@@ -125,112 +175,127 @@ class SystolicArray(wiring.Component):
         comp_bank = Signal()
 
         m.d.comb += self.weights.ready.eq(~(loaded | inuse).bit_select(load_bank, 1))
-        with m.If(self.weights.valid & self.weights.ready):
-            for b in range(2):
-                with m.If(load_bank == b):
-                    for j in range(C):
-                        m.d.sync += w[b][R - 1][j].eq(self.weights.payload[j])
-                        for i in range(R - 1):
-                            m.d.sync += w[b][i][j].eq(w[b][i + 1][j])
+        w_take = self.weights.valid & self.weights.ready
+        # A taken beat is registered before it shifts in, so the shift enable that fans out to
+        # every weight register of a bank starts at a flip-flop, not at the stream's valid.
+        # The first activation of a tile meets its weights no earlier than one cycle after
+        # the registered shift, so the extra stage costs no cycle.
+        w_in = Signal.like(self.weights.payload)
+        w_shift = Signal(2)
+        m.d.sync += w_shift.eq(0)
+        with m.If(w_take):
+            m.d.sync += w_in.eq(self.weights.payload), w_shift.eq(Const(1, 2) << load_bank)
             with m.If(load_row == R - 1):
                 m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
+        for b in range(2):
+            with m.If(w_shift[b]):
+                for j in range(C):
+                    m.d.sync += w[b][R - 1][j].eq(w_in[j])
+                    for i in range(R - 1):
+                        m.d.sync += w[b][i][j].eq(w[b][i + 1][j])
 
-        # -- the pipeline: one global advance; a stalled output stalls every stage ----------
-        out_valid = Signal()
-        advance = Signal()
-        m.d.comb += advance.eq(~out_valid | self.psums.ready)
-
+        # -- admission: the array never stalls. An activation is taken only when the output
+        # FIFO has room for the partial sums it will produce (a credit), so a stalled
+        # `psums` stops the input, not the pipeline, and no enable fans out over the PEs.
+        outstanding = Signal(range(depth + 1))  # taken activations whose psums are not yet read
+        credit = Signal(init=1)                 # outstanding < depth, registered
         accept = Signal()
         m.d.comb += [
-            self.acts.ready.eq(advance & loaded.bit_select(comp_bank, 1)),
+            self.acts.ready.eq(credit & loaded.bit_select(comp_bank, 1)),
             accept.eq(self.acts.valid & self.acts.ready),
         ]
 
         # Tags travel along the anti-diagonals: tag[d] belongs to the activation vector that
-        # PEs with i + j == d are working on in this cycle.
-        tag_valid = Signal(D, name="tag_valid")
+        # PEs with i + j == d are working on in this cycle (d >= D: in the multipliers' and the
+        # bottom row's pipeline, then the de-skew).
+        T = D + P + 1
+        tag_valid = Signal(T, name="tag_valid")
+        tag_last = Signal(T, name="tag_last")
         tag_bank = Signal(D, name="tag_bank")
-        tag_last = Signal(D, name="tag_last")
-        # Row skew of the activations: row i is delayed i cycles before it meets column 0.
-        skew = [[Signal(signed(c.input_bits), name=f"askew{i}_{s}") for s in range(i + 1)] for i in range(R)]
-        # Activation registers inside the array: a[i][j] is what PE (i, j) multiplies this cycle.
-        a = [[skew[i][i]] + [Signal(signed(c.input_bits), name=f"a{i}_{j}") for j in range(1, C)]
-             for i in range(R)]
+        m.d.sync += [
+            tag_valid.eq((tag_valid << 1) | accept),
+            tag_last.eq((tag_last << 1) | self.acts.payload.last),
+            tag_bank.eq((tag_bank << 1) | comp_bank),
+        ]
+        # Each activation carries its weight bank with it, so the bank select of a PE is a
+        # local flip-flop beside the activation register, not a net across a diagonal.
+        ab = signed(c.input_bits + 1)
+        skew = [[Signal(ab, name=f"askew{i}_{s}") for s in range(i + 1)] for i in range(R)]
+        a = [[skew[i][i]] + [Signal(ab, name=f"a{i}_{j}") for j in range(1, C)] for i in range(R)]
         # Partial sums leaving PE (i, j) (registered).
         ps = [[Signal(signed(c.acc_bits), name=f"ps{i}_{j}") for j in range(C)] for i in range(R)]
-
-        with m.If(advance):
-            m.d.sync += [
-                tag_valid.eq((tag_valid << 1) | accept),
-                tag_bank.eq((tag_bank << 1) | comp_bank),
-                tag_last.eq((tag_last << 1) | self.acts.payload.last),
-            ]
-            for i in range(R):
-                m.d.sync += skew[i][0].eq(self.acts.payload.data[i])
-                for s in range(1, i + 1):
-                    m.d.sync += skew[i][s].eq(skew[i][s - 1])
-                for j in range(1, C):
-                    m.d.sync += a[i][j].eq(a[i][j - 1])
-                for j in range(C):
-                    d = i + j
-                    weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}")
-                    m.d.comb += weight.eq(w[0][i][j])
-                    with m.If(tag_bank[d]):
-                        m.d.comb += weight.eq(w[1][i][j])
-                    above = ps[i - 1][j] if i else 0
-                    m.d.sync += ps[i][j].eq(above + a[i][j] * weight)
+        for i in range(R):
+            m.d.sync += skew[i][0].eq(Cat(self.acts.payload.data[i], comp_bank).as_signed())
+            for s in range(1, i + 1):
+                m.d.sync += skew[i][s].eq(skew[i][s - 1])
+            for j in range(1, C):
+                m.d.sync += a[i][j].eq(a[i][j - 1])
+            for j in range(C):
+                act, bank = a[i][j][:c.input_bits].as_signed(), a[i][j][-1]
+                weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}")
+                m.d.comb += weight.eq(Mux(bank, w[1][i][j], w[0][i][j]))
+                product = _multiplier(m, platform, act, weight, c.acc_bits, f"mul{i}_{j}")
+                above = ps[i - 1][j] if i else 0
+                m.d.sync += ps[i][j].eq(above + product)
 
         started = Signal(2)
         with m.If(accept & self.acts.payload.last):
             m.d.sync += comp_bank.eq(~comp_bank)
             m.d.comb += started.eq(Const(1, 2) << comp_bank)
 
-        # A bank retires when its tile's last activation has passed the far corner PE.
+        # A bank retires when its tile's last activation has passed the far corner PE's
+        # weight select (into the multiplier's input register).
         corner = D - 1
         retire = Signal(2)
-        with m.If(advance & tag_valid[corner] & tag_last[corner]):
+        with m.If(tag_valid[corner] & tag_last[corner]):
             m.d.comb += retire.eq(Const(1, 2) << tag_bank[corner])
         load_done = Signal(2)
-        with m.If(self.weights.valid & self.weights.ready & (load_row == R - 1)):
+        with m.If(w_take & (load_row == R - 1)):
             m.d.comb += load_done.eq(Const(1, 2) << load_bank)
         m.d.sync += [
             loaded.eq((loaded & ~started) | load_done),
             inuse.eq((inuse & ~retire) | started),
         ]
 
-        # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j; delay it
-        # C-1-j more cycles so a whole vector leaves together, one register stage after d = D-1.
-        out_data = []
+        # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j (+ the
+        # multiplier's stages); delay it C-1-j more cycles so a whole vector is written into
+        # the FIFO together.
+        m.submodules.psum_fifo = fifo = SyncFIFOBuffered(width=self.psums.payload.shape().size, depth=depth)
+        out = Signal.like(self.psums.payload)
         for j in range(C):
             chain = ps[R - 1][j]
             for s in range(C - 1 - j):
                 reg = Signal(signed(c.acc_bits), name=f"dsk{j}_{s}")
-                with m.If(advance):
-                    m.d.sync += reg.eq(chain)
+                m.d.sync += reg.eq(chain)
                 chain = reg
-            out_data.append(chain)
-        out_last = Signal()
-        with m.If(advance):
-            m.d.sync += out_valid.eq(tag_valid[corner]), out_last.eq(tag_last[corner])
+            m.d.comb += out.data[j].eq(chain)
         m.d.comb += [
-            self.psums.valid.eq(out_valid),
-            self.psums.payload.last.eq(out_last),
+            out.last.eq(tag_last[T - 1]),
+            fifo.w_data.eq(out),
+            fifo.w_en.eq(tag_valid[T - 1]),
+            self.psums.valid.eq(fifo.r_rdy),
+            self.psums.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.psums.ready),
         ]
-        for j in range(C):
-            m.d.comb += self.psums.payload.data[j].eq(out_data[j])
-        m.d.comb += self.busy.eq(tag_valid.any() | out_valid | loaded.any() | inuse.any())
+        read = self.psums.valid & self.psums.ready
+        nxt = Signal.like(outstanding)
+        m.d.comb += nxt.eq(outstanding + accept - read)
+        m.d.sync += outstanding.eq(nxt), credit.eq(nxt < depth)
+        m.d.comb += self.busy.eq((outstanding != 0) | loaded.any() | inuse.any())
         return m
 
-    def _elaborate_os(self):
+    def _elaborate_os(self, platform):
         m = Module()
         c = self._config
         R, C = c.rows, c.cols
         D = R + C - 1
+        P = MULT_STAGES
 
         # Inputs: row i of A is skewed by i, column j of B by j; PE (i, j) meets step k of the
-        # tile i + j cycles after it entered. Tags follow the anti-diagonals as in WS.
+        # tile i + j cycles after it entered and adds the product P cycles later. Tags follow
+        # the anti-diagonals as in WS: tag[d + P] belongs to the products PEs with i + j == d add.
         pending = Signal(range(3))      # tiles whose last step has entered but not been fully read
         accept = Signal()
         is_last = self.operands.payload.last
@@ -238,8 +303,8 @@ class SystolicArray(wiring.Component):
             self.operands.ready.eq(~is_last | (pending == 0)),
             accept.eq(self.operands.valid & self.operands.ready),
         ]
-        tag_valid = Signal(D)
-        tag_last = Signal(D)
+        tag_valid = Signal(D + P)
+        tag_last = Signal(D + P)
         m.d.sync += [
             tag_valid.eq((tag_valid << 1) | accept),
             tag_last.eq((tag_last << 1) | (accept & is_last)),
@@ -269,9 +334,10 @@ class SystolicArray(wiring.Component):
         res = [[Signal(signed(c.acc_bits), name=f"res{i}_{j}") for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
-                d = i + j
+                d = i + j + P
+                product = _multiplier(m, platform, a[i][j], b[j][i], c.acc_bits, f"mul{i}_{j}")
                 total = Signal(signed(c.acc_bits), name=f"sum{i}_{j}")
-                m.d.comb += total.eq(acc[i][j] + a[i][j] * b[j][i])
+                m.d.comb += total.eq(acc[i][j] + product)
                 with m.If(tag_valid[d]):
                     with m.If(tag_last[d]):
                         m.d.sync += res[i][j].eq(total), acc[i][j].eq(0)
@@ -282,7 +348,7 @@ class SystolicArray(wiring.Component):
         ready_rows = Signal(R)
         captured = Signal(R)
         for i in range(R):
-            m.d.comb += captured[i].eq(tag_valid[i + C - 1] & tag_last[i + C - 1])
+            m.d.comb += captured[i].eq(tag_valid[i + C - 1 + P] & tag_last[i + C - 1 + P])
         read_row = Signal(range(R))
         read = Signal()
         m.d.comb += [

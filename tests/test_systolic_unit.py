@@ -96,6 +96,87 @@ def test_os_tiles_back_to_back_with_stalls(seed):
     assert out == expect
 
 
+def _ws_run(dut, tiles, M, ready, cycles):
+    """Feed ``tiles`` all-ones weight tiles and M activations each at full rate; ``ready(cycle)``
+    drives ``psums.ready``. Returns the cycles activations were taken and psums were read, and
+    the psums read."""
+    R, C = dut.config.rows, dut.config.cols
+    log = {"taken": [], "read": [], "psums": []}
+
+    async def drive(ctx):
+        wq = [[1] * C for _ in range(R * tiles)]
+        aq = [([i + 1] * R, i == M - 1) for _ in range(tiles) for i in range(M)]
+        for cycle in range(cycles):
+            r = ready(cycle)
+            ctx.set(dut.weights.valid, bool(wq))
+            if wq:
+                ctx.set(dut.weights.payload, wq[0])
+            ctx.set(dut.acts.valid, bool(aq))
+            if aq:
+                ctx.set(dut.acts.payload, {"data": aq[0][0], "last": aq[0][1]})
+            ctx.set(dut.psums.ready, r)
+            _, _, w_ready, a_ready, p_valid, p = await ctx.tick().sample(
+                dut.weights.ready, dut.acts.ready, dut.psums.valid, dut.psums.payload)
+            if wq and w_ready:
+                wq.pop(0)
+            if aq and a_ready:
+                aq.pop(0)
+                log["taken"].append(cycle)
+            if p_valid and r:
+                log["read"].append(cycle)
+                log["psums"].append((list(p.data), p.last))
+
+    _simulate(dut, drive, cycles + 2)
+    return log
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 2), (4, 4)])
+def test_ws_full_rate_and_latency_with_an_always_ready_consumer(rows, cols):
+    # The array never stalls inside; the output FIFO's credits cover the round trip, so one
+    # activation per cycle goes in and one psum vector per cycle comes out, `latency` later.
+    M, tiles = 3 * (rows + cols) + 5, 3
+    dut = SystolicArray(ArrayConfig(rows=rows, cols=cols))
+    log = _ws_run(dut, tiles, M, lambda cycle: True, 4 * M * tiles)
+    taken, read = log["taken"], log["read"]
+    assert len(taken) == len(read) == M * tiles
+    assert taken == list(range(taken[0], taken[0] + M * tiles))
+    assert [r - t for t, r in zip(taken, read)] == [dut.latency] * (M * tiles)
+    assert log["psums"][:M] == [([rows * (i + 1)] * cols, int(i == M - 1)) for i in range(M)]
+
+
+def test_ws_a_stalled_consumer_stops_the_input_at_the_fifo_depth_and_loses_nothing():
+    R, C, M = 3, 4, 40
+    dut = SystolicArray(ArrayConfig(rows=R, cols=C))
+    release = 200
+    log = _ws_run(dut, 1, M, lambda cycle: cycle >= release, release + 4 * M)
+    # Held off: exactly as many activations as the FIFO has entries are taken, then none
+    # until the consumer reads (one credit per read).
+    before = [t for t in log["taken"] if t < release]
+    assert len(before) == dut.psum_fifo_depth
+    assert log["psums"] == [([R * (i + 1)] * C, int(i == M - 1)) for i in range(M)]
+    assert log["read"][0] == release
+
+
+def test_ecp5_elaboration_puts_each_multiplier_in_one_registered_dsp_block():
+    # Yosys does not pull registers into ECP5 DSP blocks, so on an ECP5 platform every PE
+    # instantiates a MULT18X18D with its input, pipeline and output registers on the clock;
+    # elsewhere the same stages are behavioural (what the simulations run).
+    from mensa.gen.verilog import convert
+    from amaranth.back import verilog
+
+    class Ecp5:
+        family = "ecp5"
+
+    for dataflow in Dataflow:
+        config = ArrayConfig(rows=2, cols=3, dataflow=dataflow)
+        text = verilog.convert(SystolicArray(config), name="arr", platform=Ecp5(), emit_src=False)
+        assert text.count("MULT18X18D ") == 6
+        for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
+            assert text.count(f'.REG_{reg}_CLK("CLK0")') == 6
+    plain = convert(SystolicArray(config), "arr")
+    assert "MULT18X18D" not in plain and plain.count(" * ") == 6
+
+
 def test_rejects_a_non_config():
     with pytest.raises(TypeError, match="ArrayConfig"):
         SystolicArray({"rows": 2})
