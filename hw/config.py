@@ -88,6 +88,7 @@ class NearMemConfig:
     vault_bits: int = _f(64, lo=8, hi=1024, pow2=True, doc="data bits per vault port and cycle")
     vault_kib: int = _f(1024, lo=1, hi=1048576, doc="capacity of one vault")
     local_kib: int = _f(4, lo=1, hi=65536, doc="local buffer (inputs, state) per vault")
+    lstm: bool = _f(False, doc="LSTM datapath (Pavlov): gate tables, cell and hidden state on chip")
 
 
 @dataclass(frozen=True)

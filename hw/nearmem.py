@@ -46,16 +46,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.hw.config import ConfigError, NearMemConfig, UserError
+from mensa.hw.lstm import GATES, LstmCell
 from mensa.hw.requant import ACC_BITS, SHIFT_BITS, Requantizer, acc_layout, out_layout
 
 __all__ = [
     "NearMemoryUnit", "NearMemGeometry", "NearMemLayerError", "NearMemProgram",
     "HEADER_WORDS", "layer_layout",
-    "fc_program", "compile_layer",
+    "fc_program", "lstm_program", "compile_layer",
 ]
 
 HEADER_WORDS = 9    # lane words ahead of each group's weights: bias (4), multiplier (4), shift (1)
@@ -73,8 +74,10 @@ class NearMemGeometry:
 
     ``word_bytes`` bytes arrive per vault word; a lane word is ``lanes`` bytes. Either a
     vault word holds ``ratio`` lane words (``wide``) or a lane word takes ``ratio`` vault
-    words. The local buffer of a vault is split in half: two input banks of ``max_in``
-    int8 elements, and a result queue for two vectors of ``max_groups`` groups.
+    words. The local buffer of a vault holds ``banks`` input banks of ``max_in`` int8
+    elements (two for x; with ``lstm`` also two for h and one for the projection's input)
+    and a result queue for two vectors of ``max_groups`` groups: half and half, or with
+    ``lstm`` five eighths and three eighths.
     """
     vaults: int
     lanes: int
@@ -84,6 +87,7 @@ class NearMemGeometry:
     vault_words: int
     max_in: int
     max_groups: int
+    lstm: bool = False
 
     @classmethod
     def of(cls, config):
@@ -96,15 +100,23 @@ class NearMemGeometry:
                               f"{lanes} do not divide one another; allowed: lanes a divisor or a multiple "
                               f"of vault_bits / 8")
         local = config.local_kib * 1024
-        max_in = local // 4 // lanes * lanes
-        max_groups = local // (4 * _QUEUE_ENTRY_BYTES * lanes)
-        if max_in < lanes or max_groups < 1:
-            raise ConfigError(f"nearmem.local_kib: {config.local_kib} is too small for {lanes} lanes; "
-                              f"allowed at least {4 * _QUEUE_ENTRY_BYTES * lanes / 1024:g}")
+        if config.lstm:
+            max_in = local // 8 // lanes * lanes
+            max_groups = local * 3 // 8 // (2 * _QUEUE_ENTRY_BYTES * lanes)
+            least = 8 * 2 * GATES * _QUEUE_ENTRY_BYTES * lanes / 3
+        else:
+            max_in = local // 4 // lanes * lanes
+            max_groups = local // (4 * _QUEUE_ENTRY_BYTES * lanes)
+            least = 4 * _QUEUE_ENTRY_BYTES * lanes
+        if max_in < lanes or max_groups < (GATES if config.lstm else 1):
+            raise ConfigError(f"nearmem.local_kib: {config.local_kib} is too small for {lanes} lanes"
+                              f"{' with lstm' if config.lstm else ''}; allowed at least "
+                              f"{-(-least // 1024):g}")
         wide = word_bytes >= lanes
         return cls(vaults=config.vaults, lanes=lanes, word_bytes=word_bytes, wide=wide,
                    ratio=word_bytes // lanes if wide else lanes // word_bytes,
-                   vault_words=config.vault_kib * 1024 // word_bytes, max_in=max_in, max_groups=max_groups)
+                   vault_words=config.vault_kib * 1024 // word_bytes, max_in=max_in, max_groups=max_groups,
+                   lstm=config.lstm)
 
     @property
     def in_words(self):
@@ -112,31 +124,63 @@ class NearMemGeometry:
         return self.max_in // self.lanes
 
     @property
+    def banks(self):
+        """Input banks: x, x (ping-pong); with ``lstm`` also h, h (ping-pong) and m8."""
+        return 5 if self.lstm else 2
+
+    @property
+    def max_blocks(self):
+        """LSTM: blocks of ``lanes`` hidden units per time step at most (over all vaults)."""
+        return self.vaults * max(1, self.max_groups // GATES)
+
+    @property
     def max_words(self):
-        """Vault words one vector reads at most."""
-        lane_words = self.max_groups * (HEADER_WORDS + self.max_in)
+        """Vault words one vector (one LSTM time step) reads at most."""
+        lane_words = self.max_groups * (HEADER_WORDS + self.max_in) * (3 if self.lstm else 1)
         return lane_words if self.wide else lane_words * self.ratio
 
-    def words(self, in_features, groups):
-        """Vault words one vector of a layer reads."""
-        lane_words = groups * (HEADER_WORDS + in_features)
+    def _vault_words(self, lane_words):
         return _ceil_div(lane_words, self.ratio) if self.wide else lane_words * self.ratio
+
+    def words(self, in_features, groups):
+        """Vault words one vector of an FC layer reads."""
+        return self._vault_words(groups * (HEADER_WORDS + in_features))
+
+    def lstm_words(self, in_features, recurrent, groups, proj_in=0, proj_groups=0):
+        """Vault words one LSTM time step reads: x and h phases of ``groups`` gate groups, the projection."""
+        return self._vault_words(groups * (2 * HEADER_WORDS + in_features + recurrent)
+                                 + proj_groups * (HEADER_WORDS + proj_in))
 
 
 def layer_layout(geometry):
     """The layer descriptor: one beat on ``layer`` starts a layer."""
     g = geometry
     return data.StructLayout({
-        "in_features": range(g.max_in + 1),       # K
-        "groups": range(g.max_groups + 1),        # groups of `lanes` channels per vault
-        "vectors": unsigned(VECTOR_BITS),         # M: vectors (batch rows, pixels)
+        "in_features": range(g.max_in + 1),       # K; LSTM: C
+        "groups": range(g.max_groups + 1),        # groups of `lanes` channels per vault; LSTM: 4 x blocks
+        "vectors": unsigned(VECTOR_BITS),         # M: vectors (batch rows, pixels); LSTM: time steps
         "base": range(g.vault_words),             # first vault word of the layer's image
+        "words": range(g.max_words + 1),          # vault words per vector (time step)
         "x_zero_point": signed(8),
-        "out_zero_point": signed(8),
+        "out_zero_point": signed(8),              # LSTM: h's zero point
         "qmin": signed(8),                        # clamp of the int8 outputs (ReLU, ReLU6)
         "qmax": signed(8),
         "raw": 1,                                 # 1: int32 accumulators out of `accs`
+        "lstm": 1,                                # 1: an LSTM layer (needs config lstm)
+        "recurrent": range(g.max_in + 1),         # LSTM: P, the length of h
+        "proj_in": range(g.max_in + 1),           # LSTM: H, the projection's inputs
+        "proj_groups": range(g.max_groups + 1),   # LSTM: projection groups per vault; 0: none
+        "out_groups": range(g.max_groups + 1),    # output beats per vault and vector
+        "hidden_multiplier": signed(ACC_BITS),    # LSTM: m -> h (or -> the projection's input)
+        "hidden_shift": signed(SHIFT_BITS),
     })
+
+
+class _Phase(enum.Enum, shape=2):
+    """What a group multiplies: x (FC, LSTM gates' input half), h (gates' recurrent half), m8 (projection)."""
+    X = 0
+    H = 1
+    PROJ = 2
 
 
 class NearMemoryUnit(wiring.Component):
@@ -145,7 +189,7 @@ class NearMemoryUnit(wiring.Component):
     Parameters
     ----------
     config : :class:`~mensa.hw.config.NearMemConfig`
-        Vaults, lanes, vault port width, vault capacity and local buffer size.
+        Vaults, lanes, vault port width, vault capacity, local buffer size, LSTM datapath.
 
     Members
     -------
@@ -154,6 +198,7 @@ class NearMemoryUnit(wiring.Component):
     inputs : ``In(stream.Signature(ArrayLayout(signed(8), lanes)))``
         The input vectors, ``ceil(K / lanes)`` beats each, element ``k`` of a vector in
         lane ``k % lanes`` of beat ``k // lanes``; unused lanes of the last beat are ignored.
+        LSTM: one vector x_t per time step.
     vault_req : ``Out(stream.Signature(range(vault_words))).array(vaults)``
         Read requests of each vault, one word address a beat.
     vault_resp : ``In(stream.Signature(vault_bits)).array(vaults)``
@@ -163,7 +208,8 @@ class NearMemoryUnit(wiring.Component):
         (bias included), channels in order; ``last`` on each vector's final beat. Channels
         beyond the layer's are zero-weight padding.
     outs : ``Out(stream.Signature(out_layout(lanes, 8)))``
-        Without ``raw``: the same beats requantised to int8.
+        Without ``raw``: the same beats requantised to int8. LSTM: h_t, ``vaults *
+        out_groups`` beats per time step.
     busy : ``Out(1)``
         A layer is running.
     """
@@ -193,11 +239,10 @@ class NearMemoryUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self._geometry
-        V, L, H = g.vaults, g.lanes, HEADER_WORDS
+        V, L, IW = g.vaults, g.lanes, g.in_words
 
         # -- the layer descriptor, held while the layer runs -------------------------------
         desc = Signal(layer_layout(g))
-        words = Signal(range(g.max_words + 1))
         running = Signal()
         start = Signal()
         finish = Signal()
@@ -207,34 +252,40 @@ class NearMemoryUnit(wiring.Component):
             self.busy.eq(running),
         ]
         with m.If(start):
-            p = self.layer.payload
-            lane_words = p.groups * (H + p.in_features)
-            m.d.sync += [desc.eq(p), running.eq(1),
-                         words.eq((lane_words + g.ratio - 1) // g.ratio if g.wide else lane_words * g.ratio)]
+            m.d.sync += [desc.eq(self.layer.payload), running.eq(1)]
         with m.Elif(finish):
             m.d.sync += running.eq(0)
         K, G, M = desc.in_features, desc.groups, desc.vectors
+        lstm = desc.lstm if g.lstm else Const(0)
 
-        # -- the input buffer: one write port (the broadcast), one read port per vault -----
-        inbuf = memory.Memory(shape=data.ArrayLayout(signed(8), L), depth=2 * g.in_words, init=[])
+        # -- the input buffer: one write port (the broadcast and, for an LSTM, h and m8),
+        # one read port per vault. Banks: x, x, then h, h (step parity), m8 -----------------
+        inbuf = memory.Memory(shape=data.ArrayLayout(signed(8), L), depth=g.banks * IW, init=[])
         m.submodules.inbuf = inbuf
         wr = inbuf.write_port()
         full = [Signal(2, name=f"full{v}") for v in range(V)]   # bank holds a vector for vault v
         set_full = Signal(2)
         clear_full = [Signal(2, name=f"clear_full{v}") for v in range(V)]
 
-        lword = Signal(range(g.in_words))
+        # LSTM state write-back (h_t or m8 words) takes the write port before the inputs.
+        wb_valid = Signal()
+        wb_fire = Signal()
+        wb_addr = Signal.like(wr.addr)
+        wb_data = Signal.like(wr.data)
+        wb_in_bank = Signal()       # padding words beyond a bank are not written
+
+        lword = Signal(range(IW))
         lk = Signal(range(g.max_in + L))        # first element of the beat
         lbank = Signal()
         lvec = Signal(VECTOR_BITS)
         bank_free = Signal()
         m.d.comb += bank_free.eq(~Cat(*(f.bit_select(lbank, 1) for f in full)).any())
-        m.d.comb += self.inputs.ready.eq(running & (lvec != M) & bank_free)
+        m.d.comb += self.inputs.ready.eq(running & (lvec != M) & bank_free & ~wb_valid)
         load = self.inputs.valid & self.inputs.ready
         m.d.comb += [
-            wr.addr.eq(lbank * g.in_words + lword),
-            wr.data.eq(self.inputs.payload),
-            wr.en.eq(load),
+            wr.addr.eq(Mux(wb_valid, wb_addr, lbank * IW + lword)),
+            wr.data.eq(Mux(wb_valid, wb_data, self.inputs.payload)),
+            wr.en.eq(load | wb_fire & wb_in_bank),
         ]
         with m.If(load):
             with m.If(lk + L >= K):
@@ -250,40 +301,64 @@ class NearMemoryUnit(wiring.Component):
             with m.Else():
                 m.d.sync += full[v].eq((full[v] & ~clear_full[v]) | set_full)
 
-        queues = [self._vault(m, v, desc, words, running, start, inbuf, wr, full[v], clear_full[v])
+        # h vectors (and the projection's inputs m8) complete so far: a vault's recurrent
+        # phase of step t waits for h_{t-1}, its projection phase for m8_t.
+        hsteps = Signal(VECTOR_BITS + 1)
+        m8steps = Signal(VECTOR_BITS + 1)
+
+        queues = [self._vault(m, v, desc, lstm, running, start, inbuf, wr, full[v], clear_full[v],
+                              hsteps, m8steps)
                   for v in range(V)]
 
-        # -- the gathers: vault 0's groups, vault 1's, ... per vector; one walks the
-        # accumulators, one the requantisation parameters, which may run ahead ------------
-        def gather(name, width, index):
+        # -- the gathers walk, per vector (time step): the gate groups (x, and for an LSTM
+        # h) of vault 0, vault 1, ..., then the projection groups of vault 0, vault 1, ...
+        # One walks the accumulators, one the requantisation parameters (it may run ahead),
+        # one the requantised beats, to route them -------------------------------------------
+        def walker(name, advance):
+            sp = Signal(name=f"{name}_proj")             # in the projection groups
             gv = Signal(range(V), name=f"{name}_vault")
-            gg = Signal(range(g.max_groups), name=f"{name}_group")
+            gg = Signal(range(2 * g.max_groups), name=f"{name}_group")
+            groups = Mux(sp, desc.proj_groups, Mux(lstm, 2 * G, G))
+            group_last = gg == groups - 1
+            sp_last = sp | (desc.proj_groups == 0)
+            phase = Signal(_Phase, name=f"{name}_phase")
+            m.d.comb += phase.eq(Mux(sp, _Phase.PROJ, Mux(gg >= G, _Phase.H, _Phase.X)))
+            with m.If(advance):
+                with m.If(group_last):
+                    m.d.sync += gg.eq(0)
+                    with m.If(gv == V - 1):
+                        m.d.sync += [gv.eq(0), sp.eq(~sp_last)]
+                    with m.Else():
+                        m.d.sync += gv.eq(gv + 1)
+                with m.Else():
+                    m.d.sync += gg.eq(gg + 1)
+            with m.If(start):
+                m.d.sync += [gv.eq(0), gg.eq(0), sp.eq(0)]
+            return gv, phase, sp_last & (gv == V - 1) & group_last
+
+        def gather(name, width, index):
+            pop = Signal(name=f"{name}_pop")
+            gv, phase, vec_last = walker(name, pop)
             head = Signal(width, name=f"{name}_head")
             head_valid = Signal(name=f"{name}_valid")
-            pop = Signal(name=f"{name}_pop")
             with m.Switch(gv):
                 for v, qs in enumerate(queues):
                     with m.Case(v):
                         m.d.comb += [head.eq(qs[index].r_data), head_valid.eq(qs[index].r_rdy)]
             for v, qs in enumerate(queues):
                 m.d.comb += qs[index].r_en.eq(pop & (gv == v))
-            vec_last = (gv == V - 1) & (gg == G - 1)
-            with m.If(pop):
-                with m.If(gg == G - 1):
-                    m.d.sync += [gg.eq(0), gv.eq(Mux(gv == V - 1, 0, gv + 1))]
-                with m.Else():
-                    m.d.sync += gg.eq(gg + 1)
-            with m.If(start):
-                m.d.sync += [gv.eq(0), gg.eq(0)]
-            return head, head_valid & running, pop, vec_last
+            return head, head_valid & running, pop, vec_last, phase
 
-        acc_head, acc_valid, acc_pop, acc_last = gather("gather", L * ACC_BITS, 0)
-        q_head, q_valid, q_pop, _ = gather("qgather", L * (ACC_BITS + SHIFT_BITS), 1)
+        acc_head, acc_valid, acc_pop, acc_last, _ = gather("gather", L * ACC_BITS, 0)
+        q_head, q_valid, q_pop, _, q_phase = gather("qgather", L * (ACC_BITS + SHIFT_BITS), 1)
 
-        rq = Requantizer(lanes=L, out_bits=8)
+        # One requantiser for every matrix-vector product: int8 outputs (FC, projection)
+        # and the LSTM's int16 gate halves.
+        rq = Requantizer(lanes=L, out_bits=16)
         m.submodules.requantizer = rq
         q_params = data.View(data.StructLayout({"multiplier": data.ArrayLayout(signed(ACC_BITS), L),
                                                 "shift": data.ArrayLayout(signed(SHIFT_BITS), L)}), q_head)
+        gate_q = lstm & (q_phase != _Phase.PROJ)
         m.d.comb += [
             self.accs.valid.eq(acc_valid & desc.raw),
             self.accs.payload.data.as_value().eq(acc_head),
@@ -295,24 +370,115 @@ class NearMemoryUnit(wiring.Component):
             rq.quant.valid.eq(q_valid & ~desc.raw),
             rq.quant.payload.multiplier.eq(q_params.multiplier),
             rq.quant.payload.shift.eq(q_params.shift),
-            rq.quant.payload.zero_point.eq(desc.out_zero_point),
-            rq.quant.payload.qmin.eq(desc.qmin),
-            rq.quant.payload.qmax.eq(desc.qmax),
+            # LSTM gate halves: int16 Q3.12, zero point 0; else the int8 output's.
+            rq.quant.payload.zero_point.eq(Mux(gate_q, 0, desc.out_zero_point)),
+            rq.quant.payload.qmin.eq(Mux(gate_q, -32768, Mux(lstm, -128, desc.qmin))),
+            rq.quant.payload.qmax.eq(Mux(gate_q, 32767, Mux(lstm, 127, desc.qmax))),
             q_pop.eq(rq.quant.valid & rq.quant.ready),
         ]
         for l in range(L):
             m.d.comb += rq.quant.payload.bias[l].eq(0)      # the accumulators start at the bias
 
-        # -- the int8 outputs; `last` closes each vector -----------------------------------
+        # -- where a requantised beat goes: out (FC), the cell (gate halves), h (projection)
+        int8 = data.ArrayLayout(signed(8), L)
+        rq_int8 = Signal(int8)
+        for l in range(L):
+            m.d.comb += rq_int8[l].eq(rq.outs.payload.data[l][:8])
+        route = Signal()
+        _, out_phase, _ = walker("route", route)
+        m.d.comb += route.eq(rq.outs.valid & rq.outs.ready)
+
+        out_valid = Signal()
+        out_data = Signal(int8)
+        out_ready = Signal()
+        if g.lstm:
+            cell = LstmCell(lanes=L, max_blocks=g.max_blocks, queue=g.max_groups)
+            hq = Requantizer(lanes=L, out_bits=8)           # m -> h, or -> the projection's m8
+            m.submodules.cell = cell
+            m.submodules.hidden_requantizer = hq
+            is_proj = out_phase == _Phase.PROJ
+            proj_valid = Signal()
+            proj_ready = Signal()
+            hq_pushed = Signal()
+            m.d.comb += [
+                cell.start.eq(start),
+                cell.blocks.eq(V * (G >> 2)),
+                cell.gx.payload.eq(rq.outs.payload.data),
+                cell.gh.payload.eq(rq.outs.payload.data),
+                cell.gx.valid.eq(rq.outs.valid & lstm & (out_phase == _Phase.X)),
+                cell.gh.valid.eq(rq.outs.valid & lstm & (out_phase == _Phase.H)),
+                proj_valid.eq(rq.outs.valid & lstm & is_proj),
+                rq.outs.ready.eq(Mux(~lstm, out_ready,
+                                     Mux(is_proj, proj_ready,
+                                         Mux(out_phase == _Phase.X, cell.gx.ready, cell.gh.ready)))),
+                hq.accs.valid.eq(cell.m.valid),
+                hq.accs.payload.eq(cell.m.payload),
+                cell.m.ready.eq(hq.accs.ready),
+                # one parameter beat ahead of each m beat: none is left over for the next layer
+                hq.quant.valid.eq(cell.m.valid & ~hq_pushed),
+                hq.quant.payload.zero_point.eq(Mux(desc.proj_groups == 0, desc.out_zero_point, 0)),
+                hq.quant.payload.qmin.eq(-128),
+                hq.quant.payload.qmax.eq(127),
+            ]
+            with m.If(hq.quant.valid & hq.quant.ready):
+                m.d.sync += hq_pushed.eq(1)
+            with m.If(cell.m.valid & cell.m.ready):
+                m.d.sync += hq_pushed.eq(0)
+            for l in range(L):
+                m.d.comb += [hq.quant.payload.bias[l].eq(0),
+                             hq.quant.payload.multiplier[l].eq(desc.hidden_multiplier),
+                             hq.quant.payload.shift[l].eq(desc.hidden_shift)]
+
+            # The write-back: h_t (into the h bank of its step's parity, and out) from the
+            # hidden requantiser or, with a projection, from the projection's groups; m8
+            # (into the m8 bank) from the hidden requantiser. The hidden requantiser first.
+            from_hq = hq.outs.valid
+            wb_is_h = Signal()
+            hw = Signal(range(g.max_blocks + V * g.max_groups), name="h_word")
+            m8w = Signal(range(g.max_blocks + 1), name="m8_word")
+            h_last = Signal()
+            m8_last = Signal()
+            m.d.comb += [
+                wb_valid.eq(from_hq | proj_valid),
+                wb_is_h.eq(~from_hq | (desc.proj_groups == 0)),
+                wb_data.eq(Mux(from_hq, hq.outs.payload.data, rq_int8)),
+                wb_addr.eq(Mux(wb_is_h, (2 + hsteps[0]) * IW + hw, 4 * IW + m8w)),
+                wb_in_bank.eq(Mux(wb_is_h, hw < IW, m8w < IW)),
+                hq.outs.ready.eq(~wb_is_h | out_ready),
+                proj_ready.eq(~from_hq & out_ready),
+                wb_fire.eq(wb_valid & (~wb_is_h | out_ready)),
+                out_valid.eq(Mux(lstm, wb_valid & wb_is_h, rq.outs.valid)),
+                out_data.eq(Mux(lstm, wb_data, rq_int8)),
+                h_last.eq(hw == V * desc.out_groups - 1),
+                m8_last.eq(m8w == V * (G >> 2) - 1),
+            ]
+            with m.If(wb_fire & wb_is_h):
+                m.d.sync += hw.eq(Mux(h_last, 0, hw + 1))
+                with m.If(h_last):
+                    m.d.sync += hsteps.eq(hsteps + 1)
+            with m.If(wb_fire & ~wb_is_h):
+                m.d.sync += m8w.eq(Mux(m8_last, 0, m8w + 1))
+                with m.If(m8_last):
+                    m.d.sync += m8steps.eq(m8steps + 1)
+            with m.If(start):
+                m.d.sync += [hw.eq(0), m8w.eq(0), hsteps.eq(0), m8steps.eq(0)]
+        else:
+            m.d.comb += [
+                rq.outs.ready.eq(out_ready),
+                out_valid.eq(rq.outs.valid),
+                out_data.eq(rq_int8),
+            ]
+
+        # -- the int8 outputs; `last` closes each vector (time step) ----------------------
         obeat = Signal(range(V * g.max_groups), name="out_beat")
         ovec = Signal(VECTOR_BITS, name="out_vector")
         out_last = Signal()
         m.d.comb += [
-            out_last.eq(obeat == V * G - 1),
-            self.outs.valid.eq(rq.outs.valid),
-            self.outs.payload.data.eq(rq.outs.payload.data),
+            out_last.eq(obeat == V * desc.out_groups - 1),
+            self.outs.valid.eq(out_valid),
+            self.outs.payload.data.eq(out_data),
             self.outs.payload.last.eq(out_last),
-            rq.outs.ready.eq(self.outs.ready),
+            out_ready.eq(self.outs.ready),
         ]
         with m.If(self.outs.valid & self.outs.ready):
             m.d.sync += obeat.eq(Mux(out_last, 0, obeat + 1))
@@ -331,11 +497,11 @@ class NearMemoryUnit(wiring.Component):
                                   self.outs.valid & self.outs.ready & out_last & (ovec == M - 1)))
         return m
 
-    def _vault(self, m, v, desc, words, running, start, inbuf, wr, full, clear_full):
+    def _vault(self, m, v, desc, lstm, running, start, inbuf, wr, full, clear_full, hsteps, m8steps):
         """One vault: request generator, word-to-lane-word converter, lanes; returns its result queue."""
         g = self._geometry
-        L, H, B = g.lanes, HEADER_WORDS, g.word_bytes
-        K, G, M = desc.in_features, desc.groups, desc.vectors
+        L, H, B, IW = g.lanes, HEADER_WORDS, g.word_bytes, g.in_words
+        G, M = desc.groups, desc.vectors
         req, resp = self.vault_req[v], self.vault_resp[v]
 
         # -- requests: words base .. base + words - 1, once per vector ---------------------
@@ -346,7 +512,7 @@ class NearMemoryUnit(wiring.Component):
             req.payload.eq(desc.base + rw),
         ]
         with m.If(req.valid & req.ready):
-            with m.If(rw == words - 1):
+            with m.If(rw == desc.words - 1):
                 m.d.sync += [rw.eq(0), rvec.eq(rvec + 1)]
             with m.Else():
                 m.d.sync += rw.eq(rw + 1)
@@ -356,14 +522,32 @@ class NearMemoryUnit(wiring.Component):
         # -- the lane datapath's state -----------------------------------------------------
         vbank = Signal(name=f"v{v}_bank")
         vvec = Signal(VECTOR_BITS, name=f"v{v}_vec")
+        phase = Signal(_Phase, name=f"v{v}_phase")
         vg = Signal(range(g.max_groups), name=f"v{v}_group")
         hdr = Signal(range(H + 1), name=f"v{v}_hdr")      # header word; H: weights
         k = Signal(range(g.max_in), name=f"v{v}_k")
-        kw = Signal(range(g.in_words), name=f"v{v}_kw")
+        kw = Signal(range(IW), name=f"v{v}_kw")
         kl = Signal(range(L), name=f"v{v}_kl")
         in_header = Signal(name=f"v{v}_in_header")
         k_last = Signal(name=f"v{v}_k_last")
-        m.d.comb += [in_header.eq(hdr != H), k_last.eq(k == K - 1)]
+        group_last = Signal(name=f"v{v}_group_last")
+        phase_last = Signal(name=f"v{v}_phase_last")
+        next_phase = Signal(_Phase, name=f"v{v}_next_phase")
+        inputs_ready = Signal(name=f"v{v}_inputs_ready")
+        with m.Switch(phase):
+            with m.Case(_Phase.X):
+                m.d.comb += [k_last.eq(k == desc.in_features - 1), group_last.eq(vg == G - 1),
+                             phase_last.eq(~lstm), next_phase.eq(_Phase.H),
+                             inputs_ready.eq(full.bit_select(vbank, 1))]
+            with m.Case(_Phase.H):
+                m.d.comb += [k_last.eq(k == desc.recurrent - 1), group_last.eq(vg == G - 1),
+                             phase_last.eq(desc.proj_groups == 0), next_phase.eq(_Phase.PROJ),
+                             inputs_ready.eq(hsteps >= vvec)]
+            with m.Default():
+                m.d.comb += [k_last.eq(k == desc.proj_in - 1), group_last.eq(vg == desc.proj_groups - 1),
+                             phase_last.eq(1), next_phase.eq(_Phase.X),
+                             inputs_ready.eq(m8steps > vvec)]
+        m.d.comb += in_header.eq(hdr != H)
 
         lw = Signal(data.ArrayLayout(signed(8), L), name=f"v{v}_lane_word")
         lw_valid = Signal(name=f"v{v}_lane_word_valid")
@@ -421,16 +605,22 @@ class NearMemoryUnit(wiring.Component):
         mult = [Signal(signed(ACC_BITS), name=f"v{v}_mult{l}") for l in range(L)]
         shift = [Signal(signed(SHIFT_BITS), name=f"v{v}_shift{l}") for l in range(L)]
         x = Signal(signed(9), name=f"v{v}_x")
-        m.d.comb += x.eq(rd.data[kl] - desc.x_zero_point)
+        with m.Switch(phase):
+            with m.Case(_Phase.X):
+                m.d.comb += x.eq(rd.data[kl] - desc.x_zero_point)
+            with m.Case(_Phase.H):       # h_{-1} is the zero point: no contribution at step 0
+                m.d.comb += x.eq(Mux(vvec == 0, 0, rd.data[kl] - desc.out_zero_point))
+            with m.Default():            # m8 has zero point 0
+                m.d.comb += x.eq(rd.data[kl])
         sums = [Signal(signed(ACC_BITS), name=f"v{v}_sum{l}") for l in range(L)]
         for l in range(L):
             m.d.comb += sums[l].eq(acc[l] + x * lw[l])
 
         group_end = ~in_header & k_last
         m.d.comb += [
-            consume.eq(running & (vvec != M) & full.bit_select(vbank, 1) & lw_valid
+            consume.eq(running & (vvec != M) & inputs_ready & lw_valid
                        & (~group_end | accq.w_rdy & (desc.raw | quantq.w_rdy))),
-            vec_end.eq(consume & group_end & (vg == G - 1)),
+            vec_end.eq(consume & group_end & group_last & phase_last),
             accq.w_en.eq(consume & group_end),
             accq.w_data.eq(Cat(*sums)),
             quantq.w_en.eq(consume & group_end & ~desc.raw),
@@ -451,8 +641,11 @@ class NearMemoryUnit(wiring.Component):
                 for l in range(L):
                     m.d.sync += acc[l].eq(sums[l])
                 with m.If(k_last):
-                    m.d.sync += [k.eq(0), kw.eq(0), kl.eq(0), hdr.eq(0),
-                                 vg.eq(Mux(vg == G - 1, 0, vg + 1))]
+                    m.d.sync += [k.eq(0), kw.eq(0), kl.eq(0), hdr.eq(0)]
+                    with m.If(group_last):
+                        m.d.sync += [vg.eq(0), phase.eq(Mux(phase_last, _Phase.X, next_phase))]
+                    with m.Else():
+                        m.d.sync += vg.eq(vg + 1)
                 with m.Else():
                     m.d.sync += k.eq(k + 1)
                     with m.If(kl == L - 1):
@@ -463,21 +656,32 @@ class NearMemoryUnit(wiring.Component):
             m.d.sync += [vbank.eq(~vbank), vvec.eq(vvec + 1)]
             m.d.comb += clear_full.eq(Const(1, 2) << vbank)
         with m.If(start):
-            m.d.sync += [vbank.eq(0), vvec.eq(0), vg.eq(0), hdr.eq(0), k.eq(0), kw.eq(0), kl.eq(0)]
+            m.d.sync += [vbank.eq(0), vvec.eq(0), vg.eq(0), hdr.eq(0), k.eq(0), kw.eq(0), kl.eq(0),
+                         phase.eq(_Phase.X)]
 
         # The read port is addressed with next cycle's (bank, word), so x[k] is ready in
-        # the cycle its weights arrive.
+        # the cycle its weights arrive. h_{t-1} is in h bank (t - 1) % 2.
         kw_next = Signal.like(kw, name=f"v{v}_kw_next")
         bank_next = Signal(name=f"v{v}_bank_next")
-        m.d.comb += [kw_next.eq(kw), bank_next.eq(vbank)]
+        parity_next = Signal(name=f"v{v}_parity_next")
+        phase_next = Signal(_Phase, name=f"v{v}_phase_next")
+        m.d.comb += [kw_next.eq(kw), bank_next.eq(vbank), parity_next.eq(vvec[0]), phase_next.eq(phase)]
         with m.If(consume & ~in_header):
             with m.If(k_last):
                 m.d.comb += kw_next.eq(0)
+                with m.If(group_last):
+                    m.d.comb += phase_next.eq(Mux(phase_last, _Phase.X, next_phase))
             with m.Elif(kl == L - 1):
                 m.d.comb += kw_next.eq(kw + 1)
         with m.If(vec_end):
-            m.d.comb += bank_next.eq(~vbank)
-        m.d.comb += rd.addr.eq(bank_next * g.in_words + kw_next)
+            m.d.comb += [bank_next.eq(~vbank), parity_next.eq(~vvec[0])]
+        with m.Switch(phase_next):
+            with m.Case(_Phase.X):
+                m.d.comb += rd.addr.eq(bank_next * IW + kw_next)
+            with m.Case(_Phase.H):
+                m.d.comb += rd.addr.eq((2 + ~parity_next) * IW + kw_next)
+            with m.Default():
+                m.d.comb += rd.addr.eq(4 * IW + kw_next)
         return accq, quantq
 
 
@@ -485,7 +689,7 @@ class NearMemoryUnit(wiring.Component):
 
 @dataclass(frozen=True, eq=False)
 class NearMemProgram:
-    """One layer for a :class:`NearMemoryUnit`, as :func:`fc_program` lays it out.
+    """One layer for a :class:`NearMemoryUnit`, as :func:`fc_program` or :func:`lstm_program` lays it out.
 
     Members
     -------
@@ -495,9 +699,10 @@ class NearMemProgram:
     images : tuple of uint8 arrays
         Vault ``v``'s bytes from word ``descriptor["base"]``, a whole number of vault words.
     inputs : int8 array (M, K)
-        The input vectors.
+        The input vectors (LSTM: x_t, one per time step).
     out_channels : int
-        N; the unit emits ``vaults * groups * lanes`` channels per vector, the first N real.
+        N (LSTM: P); the unit emits ``vaults * out_groups * lanes`` channels per vector, the
+        first N real.
     """
     geometry: NearMemGeometry
     descriptor: dict
@@ -512,7 +717,12 @@ class NearMemProgram:
     @property
     def out_beats(self):
         """Output beats per vector."""
-        return self.geometry.vaults * self.descriptor["groups"]
+        return self.geometry.vaults * self.descriptor["out_groups"]
+
+    @property
+    def words(self):
+        """Vault words each vault reads per vector (time step)."""
+        return self.descriptor["words"]
 
     def descriptor_word(self):
         """The descriptor as the unsigned integer a ``layer`` beat carries."""
@@ -544,6 +754,32 @@ def _per_channel(value, n, name, lo, hi):
     return arr
 
 
+def _groups(weights, width, lanes, *, bias=None, multiplier=0, shift=0, name=""):
+    """The lane words of ``width // lanes`` groups: ``(groups, HEADER_WORDS + K, lanes)`` uint8.
+
+    ``weights (K, n)``, zero-padded to ``width`` channels; header per channel: bias,
+    multiplier, shift (scalars or per channel; checked for range).
+    """
+    k, n = weights.shape
+    w = np.zeros((k, width), dtype=np.int8)
+    w[:, :n] = weights
+    header = np.zeros((HEADER_WORDS, width), dtype=np.uint8)
+    planes = lambda v: np.asarray(v, dtype="<i4").view(np.uint8).reshape(-1, 4).T   # noqa: E731
+    header[0:4, :n] = planes(_per_channel(bias, n, f"{name}bias", -(1 << 31), (1 << 31) - 1))
+    header[4:8, :n] = planes(_per_channel(multiplier, n, f"{name}multiplier", 0, (1 << 31) - 1))
+    header[8, :n] = _per_channel(shift, n, f"{name}shift", -32, 31).astype(np.int8).view(np.uint8)
+    body = np.concatenate([header, w.view(np.uint8)])                # (9 + K, width)
+    return body.reshape(HEADER_WORDS + k, width // lanes, lanes).transpose(1, 0, 2)
+
+
+def _image(geometry, words, parts):
+    """A vault's image: the lane words of ``parts`` in order, padded to ``words`` vault words."""
+    lane_words = np.concatenate([p.reshape(-1) for p in parts])
+    image = np.zeros(words * geometry.word_bytes, dtype=np.uint8)
+    image[:lane_words.size] = lane_words
+    return image
+
+
 def fc_program(geometry, weights, x, *, bias=None, multiplier=0, shift=0, x_zero_point=0,
                out_zero_point=0, qmin=-128, qmax=127, raw=False, base=0, name="layer"):
     """Lay out ``x (M, K) @ weights (K, N) + bias`` for a :class:`NearMemoryUnit`.
@@ -564,7 +800,7 @@ def fc_program(geometry, weights, x, *, bias=None, multiplier=0, shift=0, x_zero
         raise NearMemLayerError(f"layer {name!r}: {text}")
     if k > g.max_in:
         refuse(f"{k} input features do not fit the input buffer; allowed at most {g.max_in} "
-               f"(local_kib / 4 per bank)")
+               f"(local_kib / {8 if g.lstm else 4} per bank)")
     groups = _ceil_div(_ceil_div(n, V), L)         # groups of L channels per vault
     if groups > g.max_groups:
         refuse(f"{n} output channels need {groups} groups of {L} per vault; allowed at most "
@@ -575,27 +811,110 @@ def fc_program(geometry, weights, x, *, bias=None, multiplier=0, shift=0, x_zero
     if base + words > g.vault_words:
         refuse(f"{words} words per vault from word {base} exceed the vault's {g.vault_words}")
 
-    width = V * groups * L
-    w = np.zeros((k, width), dtype=np.int8)
-    w[:, :n] = weights
-    header = np.zeros((HEADER_WORDS, width), dtype=np.uint8)
-    planes = lambda v: np.asarray(v, dtype="<i4").view(np.uint8).reshape(-1, 4).T   # noqa: E731
-    header[0:4, :n] = planes(_per_channel(bias, n, "bias", -(1 << 31), (1 << 31) - 1))
-    header[4:8, :n] = planes(_per_channel(multiplier, n, "multiplier", 0, (1 << 31) - 1))
-    header[8, :n] = _per_channel(shift, n, "shift", -32, 31).astype(np.int8).view(np.uint8)
-    body = np.concatenate([header, w.view(np.uint8)])                # (9 + K, width)
+    body = _groups(weights, V * groups * L, L, bias=bias, multiplier=multiplier, shift=shift)
+    images = tuple(_image(g, words, [body[v * groups:(v + 1) * groups]]) for v in range(V))
+    descriptor = {"in_features": k, "groups": groups, "vectors": m, "base": base, "words": words,
+                  "x_zero_point": int(x_zero_point), "out_zero_point": int(out_zero_point),
+                  "qmin": int(qmin), "qmax": int(qmax), "raw": int(bool(raw)),
+                  "lstm": 0, "recurrent": 0, "proj_in": 0, "proj_groups": 0, "out_groups": groups,
+                  "hidden_multiplier": 0, "hidden_shift": 0}
+    return NearMemProgram(geometry=g, descriptor=descriptor, images=images,
+                          inputs=x.astype(np.int8), out_channels=n)
+
+
+def lstm_program(geometry, x, w, bias, *, x_zero_point, h_zero_point, input_multiplier, input_shift,
+                 recurrent_multiplier, recurrent_shift, hidden_multiplier, hidden_shift,
+                 projection_weights=None, projection_bias=None, projection_multiplier=None,
+                 projection_shift=None, base=0, name="layer"):
+    """Lay out one sequence of :func:`mensa.sim.golden.lstm` for a :class:`NearMemoryUnit`.
+
+    ``x`` int8 (T, C); the other arguments as in :func:`mensa.sim.golden.lstm`. Hidden
+    units are split over the vaults in blocks of ``lanes``: vault ``v`` holds the ``blocks``
+    blocks from ``v * blocks``. Per time step each vault reads its image again: for each of
+    its blocks the four gates' groups (i, f, g, o) over x (header: bias, input
+    multiplier and shift), then the same groups over h (header: zero bias, recurrent
+    multiplier and shift), then, with a projection, its ``proj_groups`` groups of
+    projection channels over m8 (header: projection bias, multiplier, shift).
+    Raises :class:`NearMemLayerError` if the layer does not fit the unit.
+    """
+    g = geometry
+    L, V = g.lanes, g.vaults
+    x = np.asarray(x)
+    w = np.asarray(w)
+
+    def refuse(text):
+        raise NearMemLayerError(f"layer {name!r}: {text}")
+    if not g.lstm:
+        refuse("lstm needs the LSTM datapath; allowed: fc or pointwise conv on this unit, or a config "
+               "with nearmem.lstm = true")
+    if x.ndim != 2 or w.ndim != 2 or w.shape[1] % 4:
+        raise ValueError(f"lstm_program: x {x.shape} (T, C) and w {w.shape} (C + P, 4H) expected")
+    (steps, c), hidden = x.shape, w.shape[1] // 4
+    proj = projection_weights is not None
+    p = np.shape(projection_weights)[1] if proj else hidden
+    if w.shape[0] != c + p:
+        raise ValueError(f"lstm_program: weights {w.shape} do not match ({c} + {p}, 4 * {hidden})")
+    for what, size in (("input", c), ("recurrent", p), ("hidden", hidden)):
+        if size > g.max_in:
+            refuse(f"{size} {what} features do not fit an input bank; allowed at most {g.max_in} "
+                   f"(local_kib / 8 per bank)")
+    blocks = _ceil_div(_ceil_div(hidden, V), L)        # blocks of L hidden units per vault
+    groups = 4 * blocks
+    if groups > g.max_groups:
+        refuse(f"{hidden} hidden units need {groups} gate groups of {L} per vault; allowed at most "
+               f"{g.max_groups} ({g.max_groups // 4 * L * V} hidden units)")
+    proj_groups = _ceil_div(_ceil_div(p, V), L) if proj else 0
+    if proj_groups > g.max_groups:
+        refuse(f"{p} projection outputs need {proj_groups} groups of {L} per vault; allowed at most "
+               f"{g.max_groups} ({g.max_groups * L * V} outputs)")
+    if not 1 <= steps < (1 << VECTOR_BITS):
+        refuse(f"{steps} time steps; allowed 1..{(1 << VECTOR_BITS) - 1}")
+    if np.ndim(hidden_multiplier) or np.ndim(hidden_shift):
+        raise ValueError("lstm_program: hidden_multiplier and hidden_shift are one value for the layer")
+    words = g.lstm_words(c, p, groups, hidden if proj else 0, proj_groups)
+    if base + words > g.vault_words:
+        refuse(f"{words} words per vault from word {base} exceed the vault's {g.vault_words}")
+
+    # Gate columns q * H + j -> blocks of L hidden units, four gate groups a block.
+    width = V * blocks * L
+    order = np.full((V * blocks, 4, L), -1)
+    j = np.arange(width).reshape(V * blocks, 1, L)
+    cols = np.arange(4).reshape(1, 4, 1) * hidden + j
+    order[...] = np.where(j < hidden, cols, -1)
+    order = order.reshape(-1)                           # group-major: block, gate, lane
+
+    def gate_groups(rows, b, mult, sh):
+        picked = np.zeros((rows.shape[0], order.size), dtype=np.int8)
+        real = order >= 0
+        picked[:, real] = rows[:, order[real]]
+        per = lambda v: None if v is None else np.where(real, np.broadcast_to(np.asarray(v), (4 * hidden,))[    # noqa: E731
+            np.maximum(order, 0)], 0)
+        return _groups(picked, order.size, L, bias=per(b), multiplier=per(mult), shift=per(sh),
+                       name="gate ")
+    gx = gate_groups(w[:c], bias, input_multiplier, input_shift)
+    gh = gate_groups(w[c:], None, recurrent_multiplier, recurrent_shift)
+    pg = None
+    if proj:
+        pg = _groups(np.asarray(projection_weights), V * proj_groups * L, L, bias=projection_bias,
+                     multiplier=projection_multiplier, shift=projection_shift, name="projection ")
     images = []
     for v in range(V):
-        chunk = body[:, v * groups * L:(v + 1) * groups * L]
-        lane_words = chunk.reshape(HEADER_WORDS + k, groups, L).transpose(1, 0, 2).reshape(-1)
-        image = np.zeros(words * g.word_bytes, dtype=np.uint8)
-        image[:lane_words.size] = lane_words
-        images.append(image)
-    descriptor = {"in_features": k, "groups": groups, "vectors": m, "base": base,
-                  "x_zero_point": int(x_zero_point), "out_zero_point": int(out_zero_point),
-                  "qmin": int(qmin), "qmax": int(qmax), "raw": int(bool(raw))}
+        parts = [gx[v * groups:(v + 1) * groups], gh[v * groups:(v + 1) * groups]]
+        if proj:
+            parts.append(pg[v * proj_groups:(v + 1) * proj_groups])
+        images.append(_image(g, words, parts))
+    hm = int(hidden_multiplier)
+    hs = int(hidden_shift)
+    if not (0 <= hm < (1 << 31) and -32 <= hs <= 31):
+        raise ValueError(f"hidden_multiplier {hm} / hidden_shift {hs} out of range (0..2**31-1, -32..31)")
+    descriptor = {"in_features": c, "groups": groups, "vectors": steps, "base": base, "words": words,
+                  "x_zero_point": int(x_zero_point), "out_zero_point": int(h_zero_point),
+                  "qmin": -128, "qmax": 127, "raw": 0, "lstm": 1, "recurrent": p,
+                  "proj_in": hidden if proj else 0, "proj_groups": proj_groups,
+                  "out_groups": proj_groups if proj else blocks,
+                  "hidden_multiplier": hm, "hidden_shift": hs}
     return NearMemProgram(geometry=g, descriptor=descriptor, images=tuple(images),
-                          inputs=x.astype(np.int8), out_channels=n)
+                          inputs=x.astype(np.int8), out_channels=p)
 
 
 def compile_layer(geometry, layer, params, x, *, base=0):
@@ -604,7 +923,8 @@ def compile_layer(geometry, layer, params, x, *, base=0):
     The unit runs matrix-vector products: fully connected layers (``(N, C)`` or
     ``(N, T, C)`` inputs, one vector per row) and pointwise convolutions (1x1 kernel,
     stride 1, no padding, one group: one vector per pixel), with no activation or ReLU /
-    ReLU6. Anything else raises :class:`NearMemLayerError`.
+    ReLU6; and, with the LSTM datapath (``nearmem.lstm``), LSTM layers of one sequence
+    (``(1, T, C)`` inputs). Anything else raises :class:`NearMemLayerError`.
     """
     from mensa.model.ir import Activation, Op
     from mensa.sim.golden import activation_range, check_layer
@@ -614,6 +934,31 @@ def compile_layer(geometry, layer, params, x, *, base=0):
     def refuse(text):
         raise NearMemLayerError(f"layer {layer.name!r}: {text}")
     allowed = "allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding and groups 1"
+    if geometry.lstm:
+        allowed += ", or lstm"
+    if layer.quant is None and layer.op in (Op.FC, Op.CONV2D, Op.LSTM):
+        refuse("quant: missing; quantise the network first (mensa.sim.quant.quantize_network)")
+    if layer.op is Op.LSTM:
+        if not geometry.lstm:
+            refuse("lstm cannot run on a near-memory unit without the LSTM datapath (nearmem.lstm = "
+                   "false); allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding and groups 1")
+        if layer.in_shape[0] != 1:
+            refuse(f"lstm over a batch of {layer.in_shape[0]} sequences; allowed: one sequence (N = 1) "
+                   f"per program, the state stays on chip between its time steps")
+        if layer.activation is not Activation.NONE:
+            refuse(f"activation {layer.activation.value} cannot be fused after an lstm; allowed: none")
+        q = layer.quant
+        x = np.asarray(x).reshape(layer.in_shape)[0]
+        return lstm_program(geometry, x, params.weights, params.bias,
+                            x_zero_point=q.inputs[0].zero_point, h_zero_point=q.output.zero_point,
+                            input_multiplier=params.multiplier, input_shift=params.shift,
+                            recurrent_multiplier=params.recurrent_multiplier,
+                            recurrent_shift=params.recurrent_shift,
+                            hidden_multiplier=params.hidden_multiplier, hidden_shift=params.hidden_shift,
+                            projection_weights=params.projection_weights,
+                            projection_bias=params.projection_bias,
+                            projection_multiplier=params.projection_multiplier,
+                            projection_shift=params.projection_shift, base=base, name=layer.name)
     if layer.op is Op.FC:
         weights = params.weights
     elif layer.op is Op.CONV2D:
@@ -629,8 +974,6 @@ def compile_layer(geometry, layer, params, x, *, base=0):
     if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
         refuse(f"activation {layer.activation.value} cannot be fused on the near-memory unit; "
                f"allowed: none, relu, relu6")
-    if layer.quant is None:
-        refuse("quant: missing; quantise the network first (mensa.sim.quant.quantize_network)")
     q = layer.quant
     qmin, qmax = activation_range(layer.activation, q.output.scale, q.output.zero_point)
     x = np.asarray(x).reshape(-1, layer.in_channels)

@@ -33,7 +33,7 @@ from mensa.sim import golden
 from mensa.sim.streams import StreamSink, StreamSource, rng, unpack
 from mensa.sim.vault import VaultArray
 
-_CONFIG_FIELDS = ("vaults", "lanes", "vault_bits", "vault_kib", "local_kib")
+_CONFIG_FIELDS = ("vaults", "lanes", "vault_bits", "vault_kib", "local_kib", "lstm")
 
 
 def _params():
@@ -103,7 +103,7 @@ def _ir_layer(gen, geom, k, n, m, base):
 async def fc_random_layers(dut):
     """Random FC layers, through vaults of random latency, equal the golden model bit for bit."""
     p = _params()
-    config = NearMemConfig(**{f: p[f] for f in _CONFIG_FIELDS})
+    config = NearMemConfig(**{f: p[f] for f in _CONFIG_FIELDS if f in p})
     geom = NearMemGeometry.of(config)
     gen = rng()
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())

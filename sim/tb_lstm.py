@@ -1,0 +1,145 @@
+"""cocotb testbench of the near-memory unit's LSTM datapath: whole sequences, bit-exact with golden.
+
+Parameters come in ``MENSA_TB`` (JSON): the :class:`~mensa.hw.config.NearMemConfig` fields
+(``lstm`` true), ``layers`` (a list of ``[C, H, P, T]``, ``P = 0`` for no projection),
+``latency`` ([lo, hi] cycles of a vault read), ``gap`` (probability of a valid/ready gap on
+every stream), ``outstanding`` (vault requests in flight at most), ``stress`` (every other
+layer takes random requantisation multipliers far from a trained network's, so the gate
+pre-activations and the cell state saturate and the tables' ends are used), ``result``
+(a path for the figures).
+
+Driver: a quantised IR LSTM layer (random weights and scales) compiled by
+:func:`mensa.hw.nearmem.compile_layer`, or (stress) random integer parameters laid out by
+:func:`mensa.hw.nearmem.lstm_program`; loads the vault images into
+:class:`mensa.sim.vault.VaultArray`, sends the descriptor and every x_t at once (the unit
+runs all T steps without the host). Monitor: collects h_t. Model:
+:func:`mensa.sim.golden.run_layer` / :func:`mensa.sim.golden.lstm`. Checker: every h_t,
+and ``last`` on each time step's final beat only.
+"""
+
+import json
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
+
+from mensa.hw.config import NearMemConfig
+from mensa.hw.nearmem import NearMemGeometry, compile_layer, lstm_program
+from mensa.model.ir import Layer, LayerQuant, Op, QuantParams
+from mensa.sim import golden
+from mensa.sim.streams import StreamSink, StreamSource, rng, unpack
+from mensa.sim.vault import VaultArray
+
+_CONFIG_FIELDS = ("vaults", "lanes", "vault_bits", "vault_kib", "local_kib", "lstm")
+
+
+def _ir_case(gen, geom, c, h, p, t, base):
+    """A quantised LSTM layer of scales a trained network could have: (program, expected (T, P))."""
+    out = p or h
+    s_in = float(gen.uniform(0.02, 0.06))
+    s_out = float(gen.uniform(0.006, 0.012))
+    s_w = gen.uniform(0.5, 1.5, size=4 * h) * 2.0 / (127 * np.sqrt(c + out))
+    scales = tuple(s_w) + (tuple(gen.uniform(0.5, 1.5, size=p) * 2.0 / (127 * np.sqrt(h))) if p else ())
+    quant = LayerQuant(inputs=(QuantParams(s_in, int(gen.integers(-20, 20))),),
+                       output=QuantParams(s_out, int(gen.integers(-20, 20))), weight_scales=scales)
+    layer = Layer(name="lstm", op=Op.LSTM, in_shape=(1, t, c), out_shape=(1, t, out), hidden=h,
+                  projection=p, quant=quant)
+    w = gen.integers(-127, 128, size=golden.weight_shape(layer), dtype=np.int64).astype(np.int8)
+    bias = gen.integers(-(1 << 14), 1 << 14, size=4 * h, dtype=np.int64).astype(np.int32)
+    kw = {}
+    if p:
+        kw = dict(projection_weights=gen.integers(-127, 128, size=(h, p), dtype=np.int64).astype(np.int8),
+                  projection_bias=gen.integers(-(1 << 12), 1 << 12, size=p, dtype=np.int64).astype(np.int32))
+    params = golden.layer_params(layer, weights=w, bias=bias, **kw)
+    x = gen.integers(-128, 128, size=layer.in_shape, dtype=np.int64).astype(np.int8)
+    prog = compile_layer(geom, layer, params, x, base=base)
+    return prog, golden.run_layer(layer, params, x)[0]
+
+
+def _stress_case(gen, geom, c, h, p, t, base):
+    """Random integer parameters with large multipliers: saturated gates and cell state."""
+    out = p or h
+    x = gen.integers(-128, 128, size=(t, c), dtype=np.int64).astype(np.int8)
+    w = gen.integers(-128, 128, size=(c + out, 4 * h), dtype=np.int64).astype(np.int8)
+    bias = gen.integers(-(1 << 20), 1 << 20, size=4 * h, dtype=np.int64).astype(np.int32)
+    mi, si = golden.quantize_multiplier(gen.uniform(0.01, 4.0, size=4 * h))
+    mr, sr = golden.quantize_multiplier(gen.uniform(0.01, 4.0, size=4 * h))
+    mh, sh = golden.quantize_multiplier(float(gen.uniform(1e-8, 2e-7)))
+    kw = dict(x_zero_point=int(gen.integers(-128, 128)), h_zero_point=int(gen.integers(-128, 128)),
+              input_multiplier=mi, input_shift=si, recurrent_multiplier=mr, recurrent_shift=sr,
+              hidden_multiplier=int(mh), hidden_shift=int(sh))
+    if p:
+        mp, sp = golden.quantize_multiplier(gen.uniform(1e-4, 1e-2, size=p))
+        kw.update(projection_weights=gen.integers(-128, 128, size=(h, p), dtype=np.int64).astype(np.int8),
+                  projection_bias=gen.integers(-(1 << 16), 1 << 16, size=p, dtype=np.int64).astype(np.int32),
+                  projection_multiplier=mp, projection_shift=sp)
+    prog = lstm_program(geom, x, w, bias, base=base, **kw)
+    return prog, golden.lstm(x[None], w, bias, **kw)[0]
+
+
+@cocotb.test()
+async def lstm_random_sequences(dut):
+    """Random LSTM layers, whole sequences through vaults of random latency, equal golden bit for bit."""
+    p = json.loads(os.environ["MENSA_TB"])
+    config = NearMemConfig(**{f: p[f] for f in _CONFIG_FIELDS if f in p})
+    geom = NearMemGeometry.of(config)
+    gen = rng()
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    gap = p["gap"]
+    layer = StreamSource(dut, "layer", dut.clk, gap=gap, salt=1)
+    inputs = StreamSource(dut, "inputs", dut.clk, gap=gap, salt=2)
+    outs = StreamSink(dut, "outs", dut.clk, gap=gap, salt=3)
+    vaults = VaultArray(dut, dut.clk, vaults=geom.vaults, word_bytes=geom.word_bytes,
+                        latency=tuple(p["latency"]), gap=gap, outstanding=p.get("outstanding", 64))
+    L, V = geom.lanes, geom.vaults
+    figures = []
+    for index, (c, h, proj, t) in enumerate(p["layers"]):
+        base = int(gen.integers(0, 4))
+        stress = p.get("stress") and index % 2
+        prog, expect = (_stress_case if stress else _ir_case)(gen, geom, c, h, proj, t, base)
+        what = f"lstm C={c} H={h} P={proj or h}{' (projection)' if proj else ''} T={t}{' stress' if stress else ''}"
+        vaults.load(prog.images, base)
+        layer.first_cycle = None
+        layer.send(prog.descriptor_word())
+        for beat in prog.input_beats():
+            inputs.send(beat)
+        lanes_out = []
+
+        async def monitor():
+            for i in range(t * prog.out_beats):
+                word = await outs.recv()
+                lanes_out.append(unpack(word, L, 8))
+                last = (word >> (L * 8)) & 1
+                assert last == int(i % prog.out_beats == prog.out_beats - 1), f"{what}: beat {i} has last={last}"
+        bound = 20 * (t * prog.words * p["latency"][1] // min(p.get("outstanding", 64), p["latency"][1])
+                      + 200 * t * geom.max_blocks + 2000)
+        try:
+            await with_timeout(monitor(), bound * 10, "ns")
+        except SimTimeoutError:
+            raise AssertionError(f"{what}: {len(lanes_out)} of {t * prog.out_beats} output beats "
+                                 f"after {bound} cycles; the unit hangs") from None
+        got = prog.outputs(lanes_out)
+        bad = np.argwhere(got != expect)
+        assert not bad.size, (f"{what}: {len(bad)} outputs differ from golden, first at (step, unit) "
+                              f"{tuple(bad[0])}: got {got[tuple(bad[0])]}, expected {expect[tuple(bad[0])]}; "
+                              f"step {bad[0][0]}: got {got[bad[0][0]].tolist()}, expected {expect[bad[0][0]].tolist()}")
+        cycles = outs.last_cycle - layer.first_cycle + 1
+        out = proj or h
+        macs = t * (4 * h * (c + out) + (h * proj if proj else 0))
+        util = macs / (V * L * cycles)
+        dut._log.info(f"{what}: {cycles} cycles, {cycles / t:.1f} per time step, lane utilisation "
+                      f"{util:.3f}, bytes per vault {vaults.bytes_read}")
+        figures.append({"C": c, "H": h, "P": out, "projection": bool(proj), "T": t, "stress": bool(stress),
+                        "cycles": cycles, "cycles_per_step": cycles / t, "utilisation": util,
+                        "bytes_per_vault": vaults.bytes_read, "words_per_step": prog.words})
+        while int(dut.busy.value):
+            await RisingEdge(dut.clk)
+        await ClockCycles(dut.clk, 2)
+    if p.get("result"):
+        with open(p["result"], "w") as f:
+            json.dump(figures, f)
