@@ -5,8 +5,8 @@ import json
 import pytest
 
 from mensa.gen.cli import main
-from mensa.gen.cmd_compare import eyeriss_like
-from mensa.hw.config import from_dict, loads
+from mensa.gen.cmd_compare import eyeriss_like, fit_area, sram_scaled
+from mensa.hw.config import UserError, from_dict, loads
 from mensa.model.energy import system_area_mm2
 from mensa.model.schedule import schedule
 from mensa.model.zoo import get
@@ -66,6 +66,10 @@ def test_cli_compare_reports_the_scheduler_ratios_and_writes_plots(configs, caps
     assert main(argv) == 0
     data = json.loads((out / "compare.json").read_text())
     base, mensa = loads(BASELINE), loads(MENSA)
+    # by default every system is sized to the heterogeneous system's area
+    base, _ = fit_area(base, system_area_mm2(mensa))
+    assert data["summary"]["area_budget_mm2"] == pytest.approx(system_area_mm2(mensa))
+    assert all(a <= system_area_mm2(mensa) * (1 + 1e-9) for a in data["summary"]["area_mm2"].values())
     for m in ("ds_cnn", "rnnt"):
         b = schedule(get(m), base)
         g = schedule(get(m), mensa)
@@ -81,7 +85,38 @@ def test_cli_compare_reports_the_scheduler_ratios_and_writes_plots(configs, caps
     assert "mensa-g_over_edgetpu: throughput" in capsys.readouterr().out
 
 
+def test_fit_area_scales_every_sram_by_the_largest_factor_within_the_budget():
+    base, mensa = loads(BASELINE), loads(MENSA)
+    budget = system_area_mm2(mensa)
+    sized, factor = fit_area(base, budget)
+    assert system_area_mm2(sized) <= budget < system_area_mm2(sram_scaled(base, factor * 1.05))
+    a, b = sized.accelerator[0], base.accelerator[0]
+    assert a.array == b.array and a.memory == b.memory                  # compute and interfaces kept
+    assert a.buffers.weight_kib / b.buffers.weight_kib == pytest.approx(factor, rel=0.05)
+    assert fit_area(mensa, budget) == (mensa, 1.0)                      # already the budget: unchanged
+    grown, up = fit_area(mensa, 2 * budget)                             # a larger budget buys more SRAM
+    assert up > 1 and system_area_mm2(grown) <= 2 * budget
+    assert grown.accelerator[1].nearmem.local_kib > mensa.accelerator[1].nearmem.local_kib
+    with pytest.raises(UserError, match="needs at least"):
+        fit_area(base, 0.5)
+
+
+def test_cli_compare_native_keeps_the_presets_and_a_number_sets_the_budget(configs):
+    common = ["compare", "--baseline", str(configs / "edgetpu.toml"), "--system", str(configs / "mensa-g.toml"),
+              "--models", "ds_cnn", "--no-plots"]
+    assert main(common + ["--out", str(configs / "n"), "--area-mm2", "native"]) == 0
+    native = json.loads((configs / "n" / "compare.json").read_text())["summary"]
+    assert native["area_mm2"]["edgetpu"] == pytest.approx(system_area_mm2(loads(BASELINE)))
+    assert native["area_budget_mm2"] is None
+    assert main(common + ["--out", str(configs / "b"), "--area-mm2", "20"]) == 0
+    sized = json.loads((configs / "b" / "compare.json").read_text())["summary"]
+    assert all(19 < a <= 20 for a in sized["area_mm2"].values()), sized["area_mm2"]
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--area-mm2", "lots"], "--area-mm2 'lots': allowed: a positive number"),
+    (["--area-mm2", "-3"], "--area-mm2 '-3': allowed: a positive number"),
+    (["--area-mm2", "0.5"], "needs at least"),
     (["--models", "ds_cnn,alexnet"], "unknown model 'alexnet'"),
     (["--system", "/nonexistent.toml"], "no such config file"),
 ])
