@@ -23,16 +23,14 @@ weight-stationary systolic array (``rows`` x ``cols``)
     before it: tiles shorter than that expose the difference, split between
     consecutive tiles (see :func:`_ws_exposed`). The pipeline runs across
     tiles, so the first weight load (``rows``) and the fill and drain
-    (``rows + cols`` plus the PEs' multiplier stages and the output FIFO,
-    ``Calibration.ws_fill_extra``) are paid once per step.
+    (``rows + cols``) are paid once per step.
 output-stationary systolic array
     M is tiled by ``rows``, N by ``cols``; per tile K operand beats, then the
     ``rows`` result rows drain while the next tile computes, but a tile's last
     beat waits until the previous tile's last result row is out, ``rows + cols
-    + 1`` cycles (plus the PEs' multiplier stages, ``Calibration.os_drain_extra``)
-    after its last beat: a tile costs ``max(K, rows + cols + 1 + os_drain_extra)``
-    cycles, and the last tile's results leave ``rows + cols + os_fill_extra``
-    cycles after its last beat.
+    + 1`` cycles after its last beat: a tile costs ``max(K, rows + cols + 1)``
+    cycles, and the last tile's results leave ``rows + cols`` cycles after its
+    last beat.
 near-memory unit (``vaults`` x ``lanes``)
     Weights live in the vaults: vault ``v`` holds ``groups = ceil(N / (vaults
     lanes))`` groups of ``lanes`` output channels, each a header of
@@ -103,13 +101,10 @@ class Calibration:
     unit (model/validate.py runs the RTL; tests/test_cost_vs_rtl.py asserts the
     error bound with them).
     """
-    ws_fill_extra: float = 5.0        # cycles beyond rows + cols per WS step (fill and drain): the PEs'
-    #                                   3 multiplier register stages and the output FIFO's 2 cycles
+    ws_fill_extra: float = 0.0        # cycles beyond rows + cols per WS step (fill and drain)
     ws_retire_extra: float = 0.0      # cycles beyond rows + cols - 1 before a WS weight bank is free again
-    os_fill_extra: float = 3.0        # cycles beyond rows + cols from an OS step's last beat to its last result
-    #                                   (the PEs' 3 multiplier register stages)
-    os_drain_extra: float = 3.0       # cycles beyond rows + cols + 1 from an OS tile's last beat to the next's
-    #                                   (the same 3 stages)
+    os_fill_extra: float = 0.0        # cycles beyond rows + cols from an OS step's last beat to its last result
+    os_drain_extra: float = 0.0       # cycles beyond rows + cols + 1 from an OS tile's last beat to the next's
     nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
     nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
     vector_pipeline: float = 2.0      # element-wise unit stages
@@ -119,12 +114,17 @@ class Calibration:
     #                                   (address and data handshakes, the slot's bookkeeping FIFO)
 
 
-def dram_bytes_per_cycle(acc, dram):
-    """Bytes per accelerator cycle from the shared DRAM: AXI width and DRAM (and I/O) bandwidth."""
+def _memory_bytes_per_cycle(acc, dram):
+    """Bytes per accelerator cycle the DRAM (and the Edge TPU template's I/O) delivers, reads and writes together."""
     gbps = dram.bandwidth_gbps
     if acc.edgetpu is not None:
         gbps = min(gbps, acc.edgetpu.io_gbps)
-    return min(acc.memory.data_bits / 8, gbps * 1e3 / acc.clock_mhz)
+    return gbps * 1e3 / acc.clock_mhz
+
+
+def dram_bytes_per_cycle(acc, dram):
+    """Bytes per accelerator cycle from the shared DRAM: AXI width and DRAM (and I/O) bandwidth."""
+    return min(acc.memory.data_bits / 8, _memory_bytes_per_cycle(acc, dram))
 
 
 def buffer_bytes(acc):
@@ -227,11 +227,11 @@ class AcceleratorTable:
                     dram_bytes_per_cycle(x, d), d.latency_cycles,
                     n.vaults if n else 0, n.lanes if n else 0, n.vault_bits / 8 if n else 0,
                     n.vaults * n.vault_kib * 1024 if n else 0, n.local_kib * 1024 if n else 0,
-                    x.memory.data_bits / 8, x.memory.max_burst)
-        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 16)
+                    x.memory.data_bits / 8, x.memory.max_burst, _memory_bytes_per_cycle(x, d))
+        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 17)
         (self.rows, self.cols, self.clock_mhz, self.wbuf, self.abuf, self.accbuf, self.acc_bytes, self.bpc,
          self.latency, self.vaults, self.lanes, self.vault_bpc, self.vault_cap, self.local,
-         self.word_bytes, self.max_burst) = table.T.copy()
+         self.word_bytes, self.max_burst, self.mem_bpc) = table.T.copy()
         self.nearmem = np.array([x.kind is CoreKind.NEARMEM for x in accs], dtype=bool)
         self.os = np.array([x.array.dataflow is Dataflow.OUTPUT_STATIONARY for x in accs], dtype=bool)
         # Element-wise lanes: the post-processing row of a systolic array, or every near-memory lane.
@@ -450,7 +450,11 @@ def _ws_stream(M, K, N, G, R, fit, spill, acc, cal):
                         (bus + np.maximum(bursts - READS_IN_FLIGHT, 0) * held) / READS_IN_FLIGHT)
     act_cycles = np.where(spill, a_words * cpw, M * kt * nt * G * R)     # on chip: a vector per cycle
     retire = rows + cols - 1 + cal.ws_retire_extra
-    bank = fw * (slots * (retire + w_words * cpw) + act_cycles) / 2
+    # Two K tiles per bank turnaround; an N tile's quantisation record delays the next tile's
+    # weights on the bus beyond that when it is longer than half a turnaround.
+    tile = w_words * cpw + act_cycles / np.maximum(slots, 1)
+    turn = retire + tile
+    bank = fw * tiles * (kt * turn / 2 + np.maximum(qw * cpw + tile - turn / 2, 0))
     live = M > 0
     return np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, bursts, 0.0)
 
@@ -610,7 +614,10 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     # exposed, then the array waits wherever the stream is slower than the array alone. Other
     # cores: the first transfer is exposed, then DRAM stalls wherever its bytes outlast the work.
     ws = ~acc.os & ~nm
-    volume = _cdiv(dram, acc.bpc)
+    # Reads and writes have their own AXI channels and share the DRAM's bandwidth.
+    written = pick(np.where(spill, out_b, 0.0), 0.0)
+    volume = np.maximum(np.maximum(_cdiv(dram - written, acc.word_bytes), _cdiv(written, acc.word_bytes)),
+                        _cdiv(dram, acc.mem_bpc))
     dma = np.where(dram > 0, acc.latency + cal.dma_setup + np.where(ws, 0.0, _cdiv(first, acc.bpc)), 0.0)
     stall = np.where(ws, np.maximum(np.maximum(pick(s_stream, 0.0), volume) - compute - load, 0.0),
                      np.maximum(volume - _cdiv(first, acc.bpc) - busy, 0.0))
