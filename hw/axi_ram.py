@@ -44,18 +44,20 @@ class _Burst:
         self.len = Signal(8, name=f"{name}_len")
         self.size = Signal(3, name=f"{name}_size")
         self.burst = Signal(2, name=f"{name}_burst")
+        # WRAP: the address wraps within a (len + 1) * size aligned window (len + 1 = 2, 4,
+        # 8, 16); kept from the address beat, as ``len`` counts the beats down.
+        self.window = Signal(addr_bits, name=f"{name}_window")
 
     def load(self, addr, len_, size, burst):
-        return [self.addr.eq(addr), self.len.eq(len_), self.size.eq(size), self.burst.eq(burst)]
+        return [self.addr.eq(addr), self.len.eq(len_), self.size.eq(size), self.burst.eq(burst),
+                self.window.eq(((len_ + 1) << size) - 1)]
 
     def next_addr(self, m):
         step = Signal.like(self.addr)
         m.d.comb += step.eq(Const(1, len(self.addr)) << self.size)
-        incr = self.addr + step
-        # WRAP: the address wraps within a (len + 1) * size aligned window (len + 1 = 2, 4, 8, 16).
-        window = Signal.like(self.addr)
-        m.d.comb += window.eq(((self.len + 1) << self.size) - 1)
-        wrap = (self.addr & ~window) | (incr & window)
+        # Beats after the first are aligned to the transfer size (an unaligned start address).
+        incr = (self.addr & ~(step - 1)) + step
+        wrap = (self.addr & ~self.window) | (incr & self.window)
         return Mux(self.burst == BURST_FIXED, self.addr, Mux(self.burst == BURST_WRAP, wrap, incr))
 
 
