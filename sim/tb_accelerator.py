@@ -16,7 +16,8 @@ The ``result`` file is a JSON list, one object per layer, in order: ``layer`` (n
 channels per output channel, output channels), ``macs``, ``cycles`` (CYCLES_TOTAL),
 ``busy`` (CYCLES_BUSY), ``stall`` (CYCLES_STALL), ``utilisation`` (macs / (rows * cols *
 cycles)), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times the bus
-width, counted on the bus from START to the interrupt).
+width, counted on the bus from START to the interrupt), ``rows`` and ``cols`` (the array size
+the RTL reports in its ROWS and COLS registers).
 
 Driver: per layer, :func:`mensa.gen.program.compile_layer` of a random layer (weights,
 bias, input from the test seed) into the RAM, the descriptor through cocotbext-axi's
@@ -45,7 +46,7 @@ from mensa.sim import golden
 from mensa.sim.streams import rng, seed
 from mensa.sim.tb_dma import LatencyAxiRamRead
 
-RAM_BYTES = 1 << 20
+RAM_BYTES = 1 << 22       # MobileNetV2's 1280 x 1000 classifier: 1.3 MB of weights
 TIMEOUT = 200_000       # cycles a layer may take, beyond 4 per array pass, before the test calls it hung
 
 
@@ -118,6 +119,10 @@ async def accelerator_runs_layers_bit_exact(dut):
             return await read(name)
         return await read(f"{name}_LO") | (await read(f"{name}_HI")) << 32
 
+    # the RTL was built for the array and bus of the config the compiler lays DRAM out for
+    built = {name: await read(name) for name in ("ROWS", "COLS", "BUS_BITS")}
+    assert built == {"ROWS": acc.array.rows, "COLS": acc.array.cols, "BUS_BITS": acc.memory.data_bits}, built
+
     gen = rng(2)
     results = []
     for i, spec in enumerate(p["layers"]):
@@ -164,7 +169,8 @@ async def accelerator_runs_layers_bit_exact(dut):
                       f"{beats_in * word} B, written {beats_out * word} B)")
         results.append({"layer": layer.name, "op": layer.op.value, "m": m, "k": k, "n": n, "macs": layer.macs,
                         "cycles": total, "busy": busy, "stall": stall, "utilisation": util,
-                        "dram_read_bytes": beats_in * word, "dram_write_bytes": beats_out * word})
+                        "dram_read_bytes": beats_in * word, "dram_write_bytes": beats_out * word,
+                        "rows": built["ROWS"], "cols": built["COLS"]})
     if p.get("result"):
         with open(p["result"], "w") as f:
             json.dump(results, f)

@@ -9,12 +9,19 @@ larger than the accumulator (M tiles); outputs against :func:`mensa.sim.golden.r
 
 import json
 import random
+import re
 
 import pytest
 
+import numpy as np
+
+from mensa.gen.header import header
+from mensa.gen.program import compile_layer
 from mensa.hw.accelerator import Accelerator
+from mensa.hw.regs import register_map
+from mensa.sim import golden
 from mensa.sim.runner import run, simulators
-from mensa.sim.tb_accelerator import accelerator_config
+from mensa.sim.tb_accelerator import accelerator_config, make_layer
 
 from test_program_conv import random_conv_spec
 
@@ -44,7 +51,7 @@ def simulate(cfg, layers, tmp_path, *, sim=None, pause=0.2, latency=(1, 50)):
     params = {"config": cfg, "layers": layers, "pause": pause, "latency": list(latency), "result": str(result)}
     acc = accelerator_config(cfg)
     run(Accelerator(acc), name="accelerator", key=("accelerator", acc), sim=sim or simulators()[-1],
-        test_module="mensa.sim.tb_accelerator", test_name=f"acc-{tmp_path.name}",
+        test_module="mensa.sim.tb_accelerator", test_name="acc-" + "-".join(tmp_path.parts[-2:]),
         extra_env={"MENSA_TB": json.dumps(params)})
     measured = json.loads(result.read_text())
     assert [r["layer"] for r in measured] == [f"layer{i}" for i in range(len(layers))]
@@ -131,3 +138,49 @@ def test_loads_overlap_compute_on_a_large_gemm(tmp_path):
         extra_env={"MENSA_TB": json.dumps(params)})
     (r,) = json.loads(result.read_text())
     assert UTILISATION_FLOOR <= r["utilisation"] <= 64 / (64 + 8), r
+
+
+@pytest.mark.slow
+def test_loads_overlap_compute_on_a_3x3_conv(tmp_path):
+    """The pascal-fpga sizes (8x8 WS, 64-bit bus, 16 KiB accumulator), DRAM latency 20 cycles, no
+    backpressure: a 3x3 conv, 64 -> 64 channels on 28x28 with padding 1, keeps the array >= 80% busy.
+
+    Each K tile streams 784 activation vectors (two M tiles of 512 and 272 pixels) after 8
+    weight words; zero-point vectors for the padded border cost no bus cycles, and the next
+    row's burst is requested while the current one streams.
+    """
+    spec = {"op": "conv2d", "in_shape": [1, 28, 28, 64], "out_channels": 64, "kernel": [3, 3], "stride": [1, 1],
+            "padding": [1, 1, 1, 1], "activation": "relu", "zp_in": -3, "zp_out": 4, "in_scale": 0.05,
+            "out_scale": 4.0}
+    # (half a million cycles: Verilator, Icarus would take hours)
+    (r,) = simulate({"rows": 8, "cols": 8, "data_bits": 64, "acc_kib": 16}, [spec], tmp_path, pause=0.0,
+                    latency=(20, 20), sim=simulators()[0])
+    assert r["macs"] == 28 * 28 * 64 * 9 * 64
+    assert r["utilisation"] >= UTILISATION_FLOOR, r
+
+
+def test_header_compiler_and_rtl_follow_the_array_size(tmp_path):
+    """One layer, two array sizes in the config: the header's ROWS/COLS, the compiler's layout and the
+    RTL (its ROWS/COLS registers, the bytes it writes, bit-exact output) all change with it."""
+    spec = {"op": "conv2d", "in_shape": [1, 5, 5, 6], "out_channels": 10, "kernel": [3, 3], "stride": [1, 1],
+            "padding": "same", "activation": "none", "zp_in": 9, "zp_out": -2, "in_scale": 0.05, "out_scale": 1.0}
+    layer = make_layer(spec, 0)
+    rng = np.random.default_rng(0)
+    params = golden.layer_params(layer, weights=rng.integers(-128, 128, golden.weight_shape(layer)).astype(np.int8))
+    x = rng.integers(-128, 128, layer.in_shape).astype(np.int8)
+    written = {}
+    for size in (4, 8):
+        cfg = {"rows": size, "cols": size, "data_bits": 64, "acc_kib": 1}
+        acc = accelerator_config(cfg)
+        text = header(register_map(acc), prefix="mensa")
+        assert re.search(rf"MENSA_ROWS_VALUE +0x{size:x}u", text) and re.search(rf"MENSA_COLS_VALUE +0x{size:x}u", text)
+        prog = compile_layer(layer, params, acc, x)
+        assert (prog.geometry.rows, prog.geometry.cols) == (size, size)
+        # weights: per N tile, 9 taps x ceil(6 / size) channel tiles of `size` vectors of one word
+        assert prog.registers["QUANT_ADDR"] - prog.registers["WEIGHT_ADDR"] >= -(-10 // size) * 9 * size * 8
+        (tmp_path / f"{size}").mkdir()
+        (r,) = simulate(cfg, [spec], tmp_path / f"{size}")
+        assert (r["rows"], r["cols"]) == (size, size)
+        assert r["dram_write_bytes"] == prog.output_bytes == -(-10 // size) * 25 * 8
+        written[size] = r["dram_write_bytes"]
+    assert written == {4: 3 * 25 * 8, 8: 2 * 25 * 8}
