@@ -28,7 +28,7 @@ import numpy as np
 
 from mensa.hw.config import CoreKind, UserError, load, to_dict
 
-__all__ = ["add_arguments", "run", "parse_layer", "LayerSpecError"]
+__all__ = ["add_arguments", "run", "parse_layer", "systolic_accelerator", "check_layer", "LayerSpecError"]
 
 OPS = ("conv2d", "depthwise", "pointwise", "fc")
 KEYS = {
@@ -202,7 +202,7 @@ def _latency(text):
     return [int(m[1]), int(m[2] or m[1])]
 
 
-def _accelerator(system, name):
+def systolic_accelerator(system, name):
     systolic = [a for a in system.accelerator if a.kind is CoreKind.SYSTOLIC]
     if name is None:
         if not systolic:
@@ -216,7 +216,7 @@ def _accelerator(system, name):
                     f"{', '.join(a.name for a in systolic) or '(none)'}")
 
 
-def _check(spec, acc):
+def check_layer(spec, acc):
     """Compile the layer once here, so a layer the accelerator can't run fails before any build."""
     from mensa.gen.program import compile_layer
     from mensa.sim import golden
@@ -241,9 +241,9 @@ def run(args):
     if args.sim not in simulators():
         raise UserError(f"--sim {args.sim}: not installed here; present: {', '.join(simulators())}")
     system = load(args.config)
-    acc = _accelerator(system, args.accelerator)
+    acc = systolic_accelerator(system, args.accelerator)
     spec = parse_layer(args.layer, args.seed)
-    layer, prog = _check(spec, acc)
+    layer, prog = check_layer(spec, acc)
     ram = 1 << max(20, (prog.image.size - 1).bit_length())
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as tmp:
