@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from mensa.hw.config import CoreKind, DramConfig
 from mensa.model.validate import (ACCELERATORS, CONFIGS, LATENCIES, accelerator_suite, suite, summary, validate,
                                   validate_accelerator)
 
@@ -32,7 +33,8 @@ def main(argv=None):
                         help=f"comma-separated accelerators (default: all of the part); allowed: "
                              f"{', '.join([*CONFIGS, *ACCELERATORS])}")
     parser.add_argument("--latencies", default=",".join(map(str, LATENCIES)),
-                        help="DRAM latencies (cycles) of the whole-accelerator part (default: %(default)s)")
+                        help="DRAM latencies (cycles) of the whole accelerators, and vault latencies the "
+                             "near-memory units also run at (default: %(default)s)")
     parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "validate.json"))
     args = parser.parse_args(argv)
@@ -59,6 +61,12 @@ def main(argv=None):
             acc, dram = CONFIGS[name]
             runs.append((name, "cores", lambda acc=acc, dram=dram, name=name: validate(
                 suite(name, large=not args.small), acc, dram=dram, sim=args.sim)))
+            if acc.kind is CoreKind.NEARMEM:       # and at every vault latency asked for
+                for lat in latencies:
+                    if lat != dram.latency_cycles:
+                        runs.append((f"{name}@L{lat}", "cores", lambda acc=acc, name=name, lat=lat: validate(
+                            suite(name, large=not args.small), acc, dram=DramConfig(latency_cycles=lat),
+                            sim=args.sim)))
         else:
             for lat in latencies:
                 runs.append((f"{name}@L{lat}", "accelerators", lambda name=name, lat=lat: validate_accelerator(

@@ -142,3 +142,17 @@ def test_dram_latency_is_exposed_once_when_the_stream_is_bus_bound_and_per_burst
     # latency-bound: 512 K tiles, 40 more cycles of latency per pair of them, and 40 more first latency
     assert READS_IN_FLIGHT == 4
     assert at[60][1] - at[20][1] == pytest.approx(512 * 40 / 2 + 40)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, (acc, _) in CONFIGS.items() if acc.kind.value == "nearmem"])
+def test_nearmem_model_within_5_percent_at_every_vault_latency(name):
+    """The near-memory units at vault latencies 1, 20 and 50 (their configs' own is one of the defaults)."""
+    from dataclasses import replace
+    from mensa.model.validate import LATENCIES
+    acc, dram = CONFIGS[name]
+    for latency in LATENCIES:
+        records = validate(suite(name), acc, dram=replace(dram, latency_cycles=latency), sim=SIM)
+        bad = [f"{r.layer} {r.workload}: model {r.model:.0f}, RTL {r.measured} ({100 * r.error:+.1f}%)"
+               for r in records if abs(r.error) > BOUND]
+        assert not bad, f"{name} at vault latency {latency}: " + "; ".join(bad)
