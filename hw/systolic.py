@@ -19,9 +19,9 @@ output-stationary (``os``)
     ``results`` while the next tile computes.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mensa.hw.config import ArrayConfig, Dataflow
@@ -29,8 +29,9 @@ from mensa.hw.config import ArrayConfig, Dataflow
 __all__ = ["SystolicArray", "MULT_STAGES", "act_layout", "psum_layout", "operand_layout"]
 
 #: Register stages of a PE's multiplier: input, pipeline, output (an ECP5 MULT18X18D with all
-#: three register sets, the configuration nextpnr times fastest).
-MULT_STAGES = 3
+#: three register sets, the configuration nextpnr times fastest), then one flip-flop in the
+#: fabric, so the route out of the DSP row and the adder's carry chain are separate paths.
+MULT_STAGES = 4
 
 #: Cycles from a partial-sum vector's write into the WS output FIFO to its first possible read.
 _FIFO_LATENCY = 2
@@ -42,13 +43,15 @@ def _multiplier(m, platform, a, b, width, name):
     On an ECP5 (``platform.family == "ecp5"``: an amaranth-boards platform, or the
     synthesis flow's) this is one MULT18X18D with its input, pipeline and output
     registers, which Yosys does not infer from behavioural registers; elsewhere (simulation,
-    other devices) the same registers and product in plain Amaranth, cycle for cycle.
+    other devices) the same registers and product in plain Amaranth, cycle for cycle. The
+    last stage is a fabric register either way.
     """
     p = Signal(signed(width), name=f"{name}_p")
     if getattr(platform, "family", None) == "ecp5":
         assert len(a) <= 18 and len(b) <= 18
         a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-        m.d.comb += a18.eq(a), b18.eq(b), p.eq(p36)
+        m.d.comb += a18.eq(a), b18.eq(b)
+        m.d.sync += p.eq(p36)
         regs = {f"p_REG_{r}_{f}": v for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
                 for f, v in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
         m.submodules[name] = Instance(
@@ -63,9 +66,31 @@ def _multiplier(m, platform, a, b, width, name):
     b_q = Signal(b.shape(), name=f"{name}_b", reset_less=True)
     pipe = Signal(signed(len(a) + len(b)), name=f"{name}_pipe", reset_less=True)
     out = Signal(signed(len(a) + len(b)), name=f"{name}_out", reset_less=True)
-    m.d.sync += a_q.eq(a), b_q.eq(b), pipe.eq(a_q * b_q), out.eq(pipe)
-    m.d.comb += p.eq(out)
+    m.d.sync += a_q.eq(a), b_q.eq(b), pipe.eq(a_q * b_q), out.eq(pipe), p.eq(out)
     return p
+
+
+def _credit_fifo(m, depth, w_en, w_data, r_ready):
+    """A FIFO whose writer holds credits (it never writes into a full FIFO), so it has no
+    full flag: a LUT-RAM ring and one output register. Returns the output's (valid, data);
+    an entry written in a cycle can be read two cycles later.
+    """
+    ring = 1 << (depth - 1).bit_length()    # at most depth - 1 entries wait behind the output
+    m.submodules.psum_ring = mem = Memory(shape=unsigned(len(w_data)), depth=ring, init=[])
+    wr = mem.write_port()
+    rd = mem.read_port(domain="comb")
+    head = Signal(range(ring))
+    tail = Signal(range(ring))
+    out = Signal(len(w_data))
+    out_valid = Signal()
+    m.d.comb += wr.addr.eq(head), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(tail)
+    with m.If(w_en):
+        m.d.sync += head.eq(head + 1)
+    with m.If((tail != head) & (~out_valid | r_ready)):
+        m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(tail + 1)
+    with m.Elif(r_ready):
+        m.d.sync += out_valid.eq(0)
+    return out_valid, out
 
 
 def act_layout(rows, input_bits):
@@ -224,8 +249,12 @@ class SystolicArray(wiring.Component):
         ab = signed(c.input_bits + 1)
         skew = [[Signal(ab, name=f"askew{i}_{s}") for s in range(i + 1)] for i in range(R)]
         a = [[skew[i][i]] + [Signal(ab, name=f"a{i}_{j}") for j in range(1, C)] for i in range(R)]
-        # Partial sums leaving PE (i, j) (registered).
-        ps = [[Signal(signed(c.acc_bits), name=f"ps{i}_{j}") for j in range(C)] for i in range(R)]
+        # Partial sums leaving PE (i, j) (registered). Row i's sum of i + 1 products needs only
+        # ceil(log2(i + 1)) bits beyond a product (never more than acc_bits, which wraps the
+        # same way), so the carry chains are short; the bottom row's sums are extended at the end.
+        pw = c.input_bits + c.weight_bits
+        width = [min(c.acc_bits, pw + i.bit_length()) for i in range(R)]
+        ps = [[Signal(signed(width[i]), name=f"ps{i}_{j}") for j in range(C)] for i in range(R)]
         for i in range(R):
             m.d.sync += skew[i][0].eq(Cat(self.acts.payload.data[i], comp_bank).as_signed())
             for s in range(1, i + 1):
@@ -236,7 +265,7 @@ class SystolicArray(wiring.Component):
                 act, bank = a[i][j][:c.input_bits].as_signed(), a[i][j][-1]
                 weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}")
                 m.d.comb += weight.eq(Mux(bank, w[1][i][j], w[0][i][j]))
-                product = _multiplier(m, platform, act, weight, c.acc_bits, f"mul{i}_{j}")
+                product = _multiplier(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
                 above = ps[i - 1][j] if i else 0
                 m.d.sync += ps[i][j].eq(above + product)
 
@@ -262,23 +291,17 @@ class SystolicArray(wiring.Component):
         # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j (+ the
         # multiplier's stages); delay it C-1-j more cycles so a whole vector is written into
         # the FIFO together.
-        m.submodules.psum_fifo = fifo = SyncFIFOBuffered(width=self.psums.payload.shape().size, depth=depth)
         out = Signal.like(self.psums.payload)
         for j in range(C):
             chain = ps[R - 1][j]
             for s in range(C - 1 - j):
-                reg = Signal(signed(c.acc_bits), name=f"dsk{j}_{s}")
+                reg = Signal(signed(width[R - 1]), name=f"dsk{j}_{s}")
                 m.d.sync += reg.eq(chain)
                 chain = reg
             m.d.comb += out.data[j].eq(chain)
-        m.d.comb += [
-            out.last.eq(tag_last[T - 1]),
-            fifo.w_data.eq(out),
-            fifo.w_en.eq(tag_valid[T - 1]),
-            self.psums.valid.eq(fifo.r_rdy),
-            self.psums.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.psums.ready),
-        ]
+        m.d.comb += out.last.eq(tag_last[T - 1])
+        valid, payload = _credit_fifo(m, depth, tag_valid[T - 1], out.as_value(), self.psums.ready)
+        m.d.comb += self.psums.valid.eq(valid), self.psums.payload.eq(payload)
         read = self.psums.valid & self.psums.ready
         nxt = Signal.like(outstanding)
         m.d.comb += nxt.eq(outstanding + accept - read)

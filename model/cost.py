@@ -23,14 +23,16 @@ weight-stationary systolic array (``rows`` x ``cols``)
     before it: tiles shorter than that expose the difference, split between
     consecutive tiles (see :func:`_ws_exposed`). The pipeline runs across
     tiles, so the first weight load (``rows``) and the fill and drain
-    (``rows + cols``) are paid once per step.
+    (``rows + cols`` plus the PEs' multiplier stages and the output FIFO,
+    ``Calibration.ws_fill_extra``) are paid once per step.
 output-stationary systolic array
     M is tiled by ``rows``, N by ``cols``; per tile K operand beats, then the
     ``rows`` result rows drain while the next tile computes, but a tile's last
     beat waits until the previous tile's last result row is out, ``rows + cols
-    + 1`` cycles after its last beat: a tile costs ``max(K, rows + cols + 1)``
-    cycles, and the last tile's results leave ``rows + cols`` cycles after its
-    last beat.
+    + 1`` cycles (plus the PEs' multiplier stages, ``Calibration.os_drain_extra``)
+    after its last beat: a tile costs ``max(K, rows + cols + 1 + os_drain_extra)``
+    cycles, and the last tile's results leave ``rows + cols + os_fill_extra``
+    cycles after its last beat.
 near-memory unit (``vaults`` x ``lanes``)
     Weights live in the vaults: vault ``v`` holds ``groups = ceil(N / (vaults
     lanes))`` groups of ``lanes`` output channels, each a header of
@@ -101,10 +103,13 @@ class Calibration:
     unit (model/validate.py runs the RTL; tests/test_cost_vs_rtl.py asserts the
     error bound with them).
     """
-    ws_fill_extra: float = 0.0        # cycles beyond rows + cols per WS step (fill and drain)
+    ws_fill_extra: float = 6.0        # cycles beyond rows + cols per WS step (fill and drain): the PEs'
+    #                                   4 multiplier register stages and the output FIFO's 2 cycles
     ws_retire_extra: float = 0.0      # cycles beyond rows + cols - 1 before a WS weight bank is free again
-    os_fill_extra: float = 0.0        # cycles beyond rows + cols from an OS step's last beat to its last result
-    os_drain_extra: float = 0.0       # cycles beyond rows + cols + 1 from an OS tile's last beat to the next's
+    os_fill_extra: float = 4.0        # cycles beyond rows + cols from an OS step's last beat to its last result
+    #                                   (the PEs' 4 multiplier register stages)
+    os_drain_extra: float = 4.0       # cycles beyond rows + cols + 1 from an OS tile's last beat to the next's
+    #                                   (the same 4 stages)
     nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
     nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
     vector_pipeline: float = 2.0      # element-wise unit stages
@@ -448,6 +453,12 @@ def _ws_stream(M, K, N, G, R, fit, spill, acc, cal):
     per_tile = _burst_chain(np.where(fw1, w_words, 0.0), np.where(spill, Mt * aw, 0.0), burst, held, cpw)
     inflight = np.where(fw1, tiles * qw * cpw + slots * per_tile,
                         (bus + np.maximum(bursts - READS_IN_FLIGHT, 0) * held) / READS_IN_FLIGHT)
+    # A short layer is far from that steady state (no slot is reused before its first bursts end):
+    # its whole sequence of bursts, records included, is solved exactly.
+    short = fw1 & (mt == 1) & (bursts <= _SHORT_BURSTS) & (M > 0)
+    if short.any():
+        inflight = np.where(short, _short_stream(short, np.where(spill, Mt * aw, 0.0), w_words, qw, kt, tiles,
+                                                 burst, held, cpw), inflight)
     act_cycles = np.where(spill, a_words * cpw, M * kt * nt * G * R)     # on chip: a vector per cycle
     retire = rows + cols - 1 + cal.ws_retire_extra
     # Two K tiles per bank turnaround; an N tile's quantisation record delays the next tile's
@@ -509,6 +520,43 @@ def _burst_chain(w_words, a_words, burst, held, cpw):
                 if hit.any():
                     at[k] = np.where(hit, np.maximum.reduce(value), at[k])
         out[exact] = ((at[periods] - at[periods // 2]) / (periods - periods // 2))[back.reshape(-1)]
+    return out
+
+
+#: Layers of at most this many bursts get their read stream solved burst by burst.
+_SHORT_BURSTS = 256
+
+
+def _short_stream(where, a_words, w_words, q_words, kt, tiles, burst, held, cpw):
+    """Cycles of a whole read stream of few bursts: the longest path of :func:`_burst_chain` through
+    the actual sequence (per N tile its record, then per K tile weights and activations), from the
+    first burst's data to the last's end. Evaluated where ``where``, once per distinct layer shape.
+    """
+    F = READS_IN_FLIGHT
+    shape = where.shape
+    col = np.broadcast_to(np.arange(shape[-1] if len(shape) else 1), shape)
+    fields = [np.broadcast_to(v, shape)[where] for v in (a_words, w_words, q_words, kt, tiles, burst, held, cpw)]
+    keys = np.stack(fields[:5] + [col[where].astype(float)])
+    _, first, back = np.unique(keys, axis=1, return_index=True, return_inverse=True)
+    a, w, q, kt, tiles, burst, held, cpw = (v[first] for v in fields)
+    na, nw, nq = (_cdiv(v, burst) * (v > 0) for v in (a, w, q))
+    per_k = nw + na
+    per_n = nq + kt * per_k
+    n = tiles * per_n
+    last = lambda v, k: v - (k - 1) * burst                 # the short last burst of v words
+    value = [np.zeros(n.shape)] + [np.full(n.shape, -np.inf)] * (F - 1)
+    total = np.zeros(n.shape)
+    for t in range(int(n.max())):
+        u = t % np.maximum(per_n, 1)
+        v = (u - nq) % np.maximum(per_k, 1)
+        b = np.where(u < nq, np.where(u < nq - 1, burst, last(q, nq)),
+                     np.where(v < nw, np.where(v < nw - 1, burst, last(w, nw)),
+                              np.where(v - nw < na - 1, burst, last(a, na)))) * cpw
+        v0 = value[0]
+        total = np.where(t == n - 1, v0 + b, total)         # the last burst's end (no slot reuse after it)
+        value = [np.maximum(v0 + b, value[1]), *value[2:], v0 + b + held]
+    out = np.zeros(shape)
+    out[where] = total[back.reshape(-1)]
     return out
 
 

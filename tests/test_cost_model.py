@@ -52,18 +52,18 @@ def ws_reference(M, K, N, rows, cols, m_tile):
         comp_start = max(load_end, comp_end)
         comp_end = comp_start + m
         bank_free[i % 2] = comp_end + rows + cols - 1
-    return comp_end + rows + cols + 5       # + the PEs' 3 multiplier stages, the output FIFO's 2 cycles
+    return comp_end + rows + cols + 6       # + the PEs' 4 multiplier stages, the output FIFO's 2 cycles
 
 
 def os_reference(M, K, N, rows, cols):
     """Event-by-event OS timing as the RTL runs: K beats per tile; a tile's last beat waits until the
-    previous tile's last result row is out (rows + cols + 3 cycles after its last beat, the PEs' 3
+    previous tile's last result row is out (rows + cols + 4 cycles after its last beat, the PEs' 4
     multiplier stages included, one more to free)."""
     last, drain_end = 0, 0
     for _ in range(math.ceil(M / rows) * math.ceil(N / cols)):
         last = max(last + K, drain_end)
-        drain_end = last + rows + cols + 3 + 1
-    return last + rows + cols + 3
+        drain_end = last + rows + cols + 4 + 1
+    return last + rows + cols + 4
 
 
 def _gemm_layer(M, K, N):
@@ -95,10 +95,10 @@ def test_os_cycles_match_the_tile_by_tile_reference():
 
 
 def test_large_gemm_reaches_full_utilisation_on_ws():
-    # 256^3 on 8x8: every weight load hidden, fill paid once -> 262144 + 16 + 5 cycles of streaming.
+    # 256^3 on 8x8: every weight load hidden, fill paid once -> 262144 + 16 + 6 cycles of streaming.
     c, parts = one(_gemm_layer(256, 256, 256), systolic(weight_kib=1024, act_kib=1024, acc_kib=64))
     assert parts["compute"] == 256 ** 3 / 64
-    assert parts["load"] == 8 and parts["fill"] == 16 + 5     # + multiplier stages and output FIFO
+    assert parts["load"] == 8 and parts["fill"] == 16 + 6     # + multiplier stages and output FIFO
     assert c.utilisation[0, 0] > 0.99
 
 
