@@ -25,6 +25,24 @@ Batches and pointwise convolution
     per pixel) runs as a sequence of vectors on the same datapath; every vector
     streams the weights again, so the vaults' bandwidth, not reuse, sets the speed.
 
+LSTM (Pavlov-style; ``nearmem.lstm``)
+    One time step is one "vector": the host sends the descriptor and x_0 .. x_{T-1}, and
+    the unit runs the T steps of :func:`mensa.sim.golden.lstm` on its own. Hidden units
+    are split over the vaults in *blocks* of ``lanes``; per step each vault streams, for
+    every block, the four gates' groups over x (bias and the input requantisation in the
+    header), then the same groups over h_{t-1} (the recurrent requantisation), then, with
+    a projection, its groups of projection channels over m8. The lanes and the gathers
+    are the FC ones; the one requantiser makes the gate halves int16 Q3.12 (and the
+    projection's outputs int8); a :class:`~mensa.hw.lstm.LstmCell` adds the halves, applies
+    the tables, keeps the cell state and sends ``o * tanh(c)`` through a second requantiser
+    (``hidden_multiplier``) to make h_t or m8. h_t and m8 are written back into the input
+    buffer (h in two banks by step parity, so step t + 1 reads h_t while h_{t+1} is written),
+    and h_t leaves through ``outs``. A vault's recurrent phase of step t waits until h_{t-1}
+    is complete, its projection phase until m8_t is; its x phase of step t + 1 runs
+    meanwhile, which hides the cell's latency when there is no projection.
+    Steady state, one lane word a cycle: ``4 * blocks * (C + P + 18) + proj_groups * (H + 9)``
+    cycles a step per vault.
+
 Memory image of one layer in each vault, from word ``base`` (:func:`fc_program`
 writes it): for each group, :data:`HEADER_WORDS` header lane words (byte ``b`` of
 each lane's int32 bias in word ``b``, byte ``b`` of its Q31 multiplier in word
@@ -37,7 +55,7 @@ clamp), out of ``outs``: bit for bit :func:`mensa.sim.golden.fully_connected`. W
 ``raw = 1`` the int32 accumulators (bias included, wrapping like a 32-bit adder:
 :func:`mensa.sim.golden.fully_connected_acc` plus the bias) leave through ``accs`` instead.
 
-The program side (:func:`compile_layer`, :func:`fc_program`) turns a layer into a
+The program side (:func:`compile_layer`, :func:`fc_program`, :func:`lstm_program`) turns a layer into a
 descriptor, the vault images and the input vectors, and refuses with
 :class:`NearMemLayerError` a layer the unit cannot run.
 """

@@ -23,3 +23,48 @@ def _run(config, sim, tmp_path, **params):
         test_module="mensa.sim.tb_lstm", test_name=f"lstm-{tmp_path.name}",
         extra_env={"MENSA_TB": json.dumps(params)})
     return json.loads((tmp_path / "figures.json").read_text())
+
+
+def _check_bytes(config, figures):
+    # Every vault reads its image once per time step: weights are re-read, never cached.
+    word_bytes = config.vault_bits // 8
+    for f in figures:
+        assert f["bytes_per_vault"] == [f["T"] * f["words_per_step"] * word_bytes] * config.vaults, f
+
+
+@pytest.mark.parametrize("sim", simulators())
+def test_lstm_ragged_sizes_saturation_random_latency_bit_exact(sim, tmp_path):
+    # Sizes that are no multiple of lanes or vaults (padded hidden units and projection
+    # channels), two lane words a vault word, and every other layer with multipliers that
+    # saturate the gates and the cell state.
+    layers = [[5, 10, 6, 4], [33, 12, 5, 5], [7, 9, 0, 3], [16, 4, 0, 6]]
+    figures = _run(WIDE, sim, tmp_path, layers=layers, latency=[1, 50], gap=0.3, outstanding=16, stress=True)
+    assert [[f["C"], f["H"], f["T"]] for f in figures] == [[c, h, t] for c, h, _, t in layers]
+    _check_bytes(WIDE, figures)
+
+
+@pytest.mark.parametrize("sim", simulators()[:1])
+def test_lstm_with_and_without_projection_random_latency_bit_exact(sim, tmp_path):
+    layers = [[32, 32, 0, 4], [48, 40, 24, 3], [40, 32, 32, 2]]
+    figures = _run(BIG, sim, tmp_path, layers=layers, latency=[1, 50], gap=0.3, outstanding=32, stress=True)
+    assert [f["projection"] for f in figures] == [False, True, True]
+    _check_bytes(BIG, figures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", simulators())
+def test_lstm_256_and_20_steps_random_latency_bit_exact(sim, tmp_path):
+    layers = [[256, 256, 0, 2], [256, 256, 128, 2], [64, 32, 0, 20], [32, 64, 48, 20], [200, 96, 0, 1]]
+    figures = _run(BIG, sim, tmp_path, layers=layers, latency=[1, 50], gap=0.2, outstanding=64, stress=True)
+    assert [(f["C"], f["H"], f["T"]) for f in figures] == [(c, h, t) for c, h, _, t in layers]
+    _check_bytes(BIG, figures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", simulators()[:1])
+def test_lstm_lane_utilisation_at_least_90_percent_when_vault_bandwidth_matches_lanes(sim, tmp_path):
+    assert BIG.vault_bits // 8 == BIG.lanes                 # one lane word a vault word a cycle
+    figures = _run(BIG, sim, tmp_path, layers=[[128, 128, 0, 3]], latency=[20, 20], gap=0.0, outstanding=64)
+    for f in figures:
+        assert f["utilisation"] >= 0.9, f
+    _check_bytes(BIG, figures)
