@@ -23,16 +23,14 @@ weight-stationary systolic array (``rows`` x ``cols``)
     before it: tiles shorter than that expose the difference, split between
     consecutive tiles (see :func:`_ws_exposed`). The pipeline runs across
     tiles, so the first weight load (``rows``) and the fill and drain
-    (``rows + cols`` plus the PEs' multiplier stages and the output FIFO,
-    ``Calibration.ws_fill_extra``) are paid once per step.
+    (``rows + cols``) are paid once per step.
 output-stationary systolic array
     M is tiled by ``rows``, N by ``cols``; per tile K operand beats, then the
     ``rows`` result rows drain while the next tile computes, but a tile's last
     beat waits until the previous tile's last result row is out, ``rows + cols
-    + 1`` cycles (plus the PEs' multiplier stages, ``Calibration.os_drain_extra``)
-    after its last beat: a tile costs ``max(K, rows + cols + 1 + os_drain_extra)``
-    cycles, and the last tile's results leave ``rows + cols + os_fill_extra``
-    cycles after its last beat.
+    + 1`` cycles after its last beat: a tile costs ``max(K, rows + cols + 1)``
+    cycles, and the last tile's results leave ``rows + cols`` cycles after its
+    last beat.
 near-memory unit (``vaults`` x ``lanes``)
     Weights live in the vaults: vault ``v`` holds ``groups = ceil(N / (vaults
     lanes))`` groups of ``lanes`` output channels, each a header of
@@ -524,7 +522,7 @@ def _burst_chain(w_words, a_words, burst, held, cpw):
 
 
 #: Layers of at most this many bursts get their read stream solved burst by burst.
-_SHORT_BURSTS = 256
+_SHORT_BURSTS = 128
 
 
 def _short_stream(where, a_words, w_words, q_words, kt, tiles, burst, held, cpw):
@@ -536,8 +534,11 @@ def _short_stream(where, a_words, w_words, q_words, kt, tiles, burst, held, cpw)
     shape = where.shape
     col = np.broadcast_to(np.arange(shape[-1] if len(shape) else 1), shape)
     fields = [np.broadcast_to(v, shape)[where] for v in (a_words, w_words, q_words, kt, tiles, burst, held, cpw)]
-    keys = np.stack(fields[:5] + [col[where].astype(float)])
-    _, first, back = np.unique(keys, axis=1, return_index=True, return_inverse=True)
+    # q, w, burst, held and cpw are the accelerator's (the last axis); a, kt and tiles the layer's,
+    # each below 2**13 in a stream of at most _SHORT_BURSTS (<= 512) bursts
+    a, kt, tiles = (f.astype(np.int64) for f in fields[0:1] + fields[3:5])
+    key = ((a << 26) + (kt << 13) + tiles) * (int(col.max()) + 1) + col[where]
+    _, first, back = np.unique(key, return_index=True, return_inverse=True)
     a, w, q, kt, tiles, burst, held, cpw = (v[first] for v in fields)
     na, nw, nq = (_cdiv(v, burst) * (v > 0) for v in (a, w, q))
     per_k = nw + na
