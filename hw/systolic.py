@@ -83,10 +83,21 @@ def _credit_fifo(m, depth, w_en, w_data, r_ready):
     tail = Signal(range(ring))
     out = Signal(len(w_data))
     out_valid = Signal()
-    m.d.comb += wr.addr.eq(head), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(tail)
+    # `waiting`: the ring holds entries, a flip-flop of its own (the output register's load
+    # enable fans out over every payload bit; a pointer comparison in front of it would not).
+    level = Signal(range(ring + 1))
+    waiting = Signal()
+    pop = Signal()
+    m.d.comb += [
+        wr.addr.eq(head), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(tail),
+        pop.eq(waiting & (~out_valid | r_ready)),
+    ]
+    nxt = Signal.like(level)
+    m.d.comb += nxt.eq(level + w_en - pop)
+    m.d.sync += level.eq(nxt), waiting.eq(nxt != 0)
     with m.If(w_en):
         m.d.sync += head.eq(head + 1)
-    with m.If((tail != head) & (~out_valid | r_ready)):
+    with m.If(pop):
         m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(tail + 1)
     with m.Elif(r_ready):
         m.d.sync += out_valid.eq(0)
