@@ -5,15 +5,14 @@ The stored layer's golden output comes from :func:`mensa.sim.golden.run_layer`; 
 accelerator, its DMA, the AXI4 RAM and the checker are the RTL that goes into the bitstream.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, CoreKind, MemoryConfig, NearMemConfig, load
 from mensa.hw.selftest import MAX_IMAGE_BYTES, SelfTest, SelfTestError, selftest_case
-from mensa.sim import golden
 from mensa.sim.tb_selftest import run_selftest
-
-from pathlib import Path
 
 PASCAL_FPGA = load(Path(__file__).resolve().parent.parent / "configs" / "pascal-fpga.toml")["pascal"]
 
@@ -27,8 +26,7 @@ def small(rows, cols, data_bits):
 # (config, seed): narrow and wide buses, square and non-square arrays, FC and pointwise layers.
 CASES = [
     pytest.param(small(2, 2, 32), 1, id="2x2-32b-fc"),
-    pytest.param(small(4, 3, 64), 2, id="4x3-64b"),
-    pytest.param(small(4, 4, 128), 6, id="4x4-128b-pointwise"),
+    pytest.param(small(4, 3, 128), 6, id="4x3-128b-pointwise"),
     pytest.param(PASCAL_FPGA, 0, id="pascal-fpga"),
 ]
 
@@ -43,7 +41,7 @@ def test_pass_led_on_the_correct_image_and_again_on_rerun(config, seed):
     assert abs(again["cycles"] - first["cycles"]) <= 2, (first, again)
 
 
-@pytest.mark.parametrize("config, seed", CASES[:2] + CASES[3:])
+@pytest.mark.parametrize("config, seed", CASES[::2])
 def test_fail_led_when_a_stored_weight_is_corrupted(config, seed):
     top = SelfTest(config, seed=seed, corrupt_weight=True, watchdog_bits=16)
     (run,) = run_selftest(top)
@@ -72,7 +70,7 @@ def test_the_corrupted_image_differs_in_one_weight_byte_that_the_golden_model_se
 def test_layers_differ_by_seed_and_are_reproducible():
     a, b, c = (selftest_case(PASCAL_FPGA, seed=s) for s in (0, 0, 1))
     assert np.array_equal(a.program.image, b.program.image)
-    assert not np.array_equal(a.program.image, c.program.image) or a.layer != c.layer
+    assert a.program.image.size != c.program.image.size or not np.array_equal(a.program.image, c.program.image)
 
 
 def test_a_config_the_self_test_cannot_host_is_one_line_error():
