@@ -109,7 +109,7 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from mensa.hw.selftest import SelfTest
+    from mensa.hw.selftest import SelfTest, selftest_case
 
     if board not in BOARDS:
         raise BuildError(f"board {board!r} is not known; allowed: {', '.join(BOARDS)}")
@@ -119,7 +119,8 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
     out_dir = Path(out_dir)
     work = out_dir / "work"
     console = console or Console(stderr=True)
-    top = SelfTest(acc, seed=seed, corrupt_weight=corrupt_weight)       # refuses a config before any output
+    selftest_case(acc, seed=seed)       # refuses a config the self-test cannot host, before any output
+    top = SelfTest(acc, seed=seed, corrupt_weight=corrupt_weight)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task(f"{board}: elaborating the self-test of {acc.name}", total=None)
