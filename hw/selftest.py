@@ -103,8 +103,8 @@ def selftest_case(config, *, seed=0):
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
     rows, cols = config.array.rows, config.array.cols
     gen = np.random.default_rng(seed)
-    # Two or three K tiles (the last one partial) and one or two N tiles (the last partial):
-    # the array's accumulation across K tiles and the sequencer's tiling are exercised.
+    # Two or three K tiles and one or two N tiles, the last of each mostly partial: the
+    # accumulation across K tiles, the N tiling and the zero lanes of a partial tile run.
     k = rows * int(gen.integers(1, 3)) + int(gen.integers(1, rows + 1))
     n = cols * int(gen.integers(0, 2)) + int(gen.integers(1, cols + 1))
     activation = Activation(gen.choice(["none", "relu", "relu6"]))
