@@ -23,14 +23,16 @@ weight-stationary systolic array (``rows`` x ``cols``)
     before it: tiles shorter than that expose the difference, split between
     consecutive tiles (see :func:`_ws_exposed`). The pipeline runs across
     tiles, so the first weight load (``rows``) and the fill and drain
-    (``rows + cols``) are paid once per step.
+    (``rows + cols`` plus the PEs' multiplier stages and the output FIFO,
+    ``Calibration.ws_fill_extra``) are paid once per step.
 output-stationary systolic array
     M is tiled by ``rows``, N by ``cols``; per tile K operand beats, then the
     ``rows`` result rows drain while the next tile computes, but a tile's last
     beat waits until the previous tile's last result row is out, ``rows + cols
-    + 1`` cycles after its last beat: a tile costs ``max(K, rows + cols + 1)``
-    cycles, and the last tile's results leave ``rows + cols`` cycles after its
-    last beat.
+    + 1`` cycles (plus the PEs' multiplier stages, ``Calibration.os_drain_extra``)
+    after its last beat: a tile costs ``max(K, rows + cols + 1 + os_drain_extra)``
+    cycles, and the last tile's results leave ``rows + cols + os_fill_extra``
+    cycles after its last beat.
 near-memory unit (``vaults`` x ``lanes``)
     Weights live in the vaults: vault ``v`` holds ``groups = ceil(N / (vaults
     lanes))`` groups of ``lanes`` output channels, each a header of
