@@ -271,7 +271,7 @@ def accelerator_suite(name, *, large=False, seed=8):
     acc = ACCELERATORS[name]
     depth = GemmGeometry.of(acc).acc_depth
     rng = np.random.default_rng([seed, 1 + large, *name.encode()])
-    count, max_words = (12, 6000) if large else (4, 1500)
+    count, max_words = (12, 6000) if large else (4, 1000)
     layers = []
     while len(layers) < count:
         i = len(layers)
