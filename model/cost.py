@@ -45,9 +45,19 @@ near-memory unit (``vaults`` x ``lanes``)
     vault read latency (the DRAM config's ``latency_cycles``) is paid once.
 DRAM (shared)
     Bytes per cycle are the smaller of the AXI width and the DRAM bandwidth at
-    the accelerator's clock. DMA is double-buffered against compute: only the
-    first tile's transfer (plus the DRAM latency) is exposed, and a stall is
-    added when the layer's DRAM time exceeds its compute time.
+    the accelerator's clock; reads and writes have their own AXI channels and
+    share the DRAM's bandwidth. A weight-stationary array is fed as the RTL's
+    sequencer feeds it (:func:`_ws_stream`, validated against the whole
+    accelerator at several DRAM latencies): per N tile a quantisation record,
+    per K tile the weight vectors and the activation vectors in whole bus words,
+    in bursts of at most ``memory.max_burst`` beats with :data:`READS_IN_FLIGHT`
+    of them in flight. The first read's latency is exposed (``dma``); the array
+    then waits (``stall``) wherever the read stream -- bound by the bus, by the
+    reads in flight (each burst holds a slot for the latency, a longest path
+    through the bursts) or by the weight banks' turnaround with the weights on
+    the same bus -- is slower than the array alone. Other cores: only the first
+    tile's transfer (plus the DRAM latency) is exposed, and a stall is added when
+    the layer's DRAM time exceeds its compute time.
 
 Activations: a layer whose input and output fit together in the activation
 buffer keeps them on chip; one that does not streams its input from DRAM
