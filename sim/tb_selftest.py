@@ -1,13 +1,24 @@
-"""amaranth.sim testbench of the self-test top (:class:`mensa.hw.selftest.SelfTest`).
+"""Testbenches of the self-test top (:class:`mensa.hw.selftest.SelfTest`).
 
-The top needs nothing but a clock, so the testbench only watches its LEDs: it runs the
+The top needs nothing but a clock, so a testbench only watches its LEDs: it runs the
 top from power-up until ``done``, optionally presses *rerun* and waits for the next
 ``done``, and reports what the LEDs showed. The tests compare that with what the stored
 image must give: *pass* for the image the golden model's output was computed from, *fail*
 for the one with a corrupted weight.
+
+:func:`run_selftest` runs the Amaranth design in amaranth.sim; the cocotb test
+``selftest_leds`` runs its Verilog (the memories initialised as the Verilog writes them,
+as the FPGA flow reads them), with ``MENSA_TB`` (JSON) giving ``expect`` ("pass" or
+"fail") and ``max_cycles``.
 """
 
+import json
+import os
+
+import cocotb
 from amaranth.sim import Simulator
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
 
 __all__ = ["run_selftest"]
 
@@ -48,3 +59,25 @@ def run_selftest(top, *, runs=1, max_cycles=20_000):
     sim.add_testbench(testbench)
     sim.run()
     return results
+
+
+@cocotb.test()
+async def selftest_leds(dut):
+    """From reset, the top reaches done with the expected LED lit, and holds it."""
+    p = json.loads(os.environ["MENSA_TB"])
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rerun.value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    for cycle in range(p["max_cycles"]):
+        await RisingEdge(dut.clk)
+        if int(dut.done.value):
+            break
+        assert not (int(dut.passed.value) or int(dut.failed.value)), "pass or fail lit before done"
+    else:
+        raise AssertionError(f"no done within {p['max_cycles']} cycles")
+    await ClockCycles(dut.clk, 4)
+    shown = {"pass": int(dut.passed.value), "fail": int(dut.failed.value)}
+    assert shown == {"pass": p["expect"] == "pass", "fail": p["expect"] == "fail"}, f"{shown} after {cycle} cycles"
+    dut._log.info(f"{p['expect']} shown after {cycle} cycles")

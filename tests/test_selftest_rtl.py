@@ -1,10 +1,12 @@
-"""The on-board self-test top in RTL simulation (amaranth.sim): the pass LED lights on the correct
-image, the fail LED when a stored weight is corrupted, and a rerun repeats the verdict.
+"""The on-board self-test top in RTL simulation (amaranth.sim, and its Verilog under cocotb): the pass
+LED lights on the correct image, the fail LED when a stored weight is corrupted, and a rerun
+repeats the verdict.
 
 The stored layer's golden output comes from :func:`mensa.sim.golden.run_layer`; the
 accelerator, its DMA, the AXI4 RAM and the checker are the RTL that goes into the bitstream.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 
 from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, CoreKind, MemoryConfig, NearMemConfig, load
 from mensa.hw.selftest import MAX_IMAGE_BYTES, SelfTest, SelfTestError, selftest_case
+from mensa.sim.runner import run, simulators
 from mensa.sim.tb_selftest import run_selftest
 
 PASCAL_FPGA = load(Path(__file__).resolve().parent.parent / "configs" / "pascal-fpga.toml")["pascal"]
@@ -46,6 +49,17 @@ def test_fail_led_when_a_stored_weight_is_corrupted(config, seed):
     top = SelfTest(config, seed=seed, corrupt_weight=True, watchdog_bits=16)
     (run,) = run_selftest(top)
     assert run["failed"] and not run["passed"], run
+
+
+@pytest.mark.parametrize("corrupt", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["correct", "corrupted"])
+def test_the_verilog_lights_the_same_led(corrupt):
+    """The Verilog the FPGA flow reads (memories initialised in it) gives the verdict amaranth.sim gives."""
+    config = small(2, 2, 32)
+    top = SelfTest(config, seed=1, corrupt_weight=corrupt, watchdog_bits=16)
+    sim = simulators()[-1]
+    run(top, name="selftest", key=("selftest", config, 1, corrupt), sim=sim, test_module="mensa.sim.tb_selftest",
+        test_name=f"selftest-{corrupt}", extra_env={"MENSA_TB": json.dumps({"expect": "fail" if corrupt else "pass",
+                                                                              "max_cycles": 20_000})})
 
 
 def test_fail_led_when_the_accelerator_never_answers():
