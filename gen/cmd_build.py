@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -161,12 +162,17 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
         stamps = {}
         with open(log, "w") as f:
             proc = subprocess.Popen(["sh", f"build_{NAME}.sh"], cwd=work, env=_tool_env(), stdout=f,
-                                    stderr=subprocess.STDOUT)
-            while proc.poll() is None:
-                stage = _stage(work)
-                stamps.setdefault(stage, time.monotonic())
-                progress.update(task, description=f"{board}: {stage}")
-                time.sleep(0.5)
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                while proc.poll() is None:
+                    stage = _stage(work)
+                    stamps.setdefault(stage, time.monotonic())
+                    progress.update(task, description=f"{board}: {stage}")
+                    time.sleep(0.5)
+            finally:
+                if proc.poll() is None:         # interrupted: stop the script and the tool it runs
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait()
         stamps.setdefault(_stage(work), time.monotonic())
         t_end = time.monotonic()
         if proc.returncode != 0:
