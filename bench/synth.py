@@ -9,8 +9,16 @@ the critical path's start and end.
 Goals (issue 7): the 8x8 weight-stationary array at >= 200 MHz on ECP5-85F, at most
 one DSP block per PE.
 
+With ``--nearmem`` the FPGA-sized near-memory unit (jacquard of configs/mensa-g-fpga.toml:
+4 vaults x 8 MAC lanes) is measured too, one more point (``"unit": "nearmem"``).
+
+Points of earlier runs stay in the JSON (each is replaced when measured again), so a long
+sweep can be split: e.g. 12x12 alone in the background,
+``nohup python bench/synth.py --sizes 12 > synth12.log &``.
+
     python bench/synth.py                       # the whole sweep (long: ~minutes per point)
     python bench/synth.py --sizes 8 --dataflows ws
+    python bench/synth.py --sizes 2 --nearmem
 """
 
 import argparse
@@ -20,10 +28,12 @@ import time
 from pathlib import Path
 
 from mensa.gen.synth import TARGETS, synth
-from mensa.hw.config import from_dict
+from mensa.hw.config import from_dict, load, to_dict
 
-OUT = Path(__file__).resolve().parent / "out"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
 GOAL_MHZ = 200.0
+NEARMEM = (ROOT / "configs" / "mensa-g-fpga.toml", "jacquard")
 
 
 def point(size, dataflow, target, clock_mhz):
@@ -33,13 +43,34 @@ def point(size, dataflow, target, clock_mhz):
     t0 = time.monotonic()
     report = synth(system, target, OUT / "synth" / target / system.name)
     (m,) = report["modules"]
-    r, pes = m["resources"], m["pes"]
+    return {"unit": "array", "size": size, "dataflow": dataflow, **_figures(m, target, m["pes"], t0)}
+
+
+def nearmem_point(target, clock_mhz):
+    """The FPGA-sized near-memory unit of mensa-g-fpga (its own config, at ``clock_mhz``)."""
+    path, name = NEARMEM
+    (acc,) = [a for a in load(path).accelerator if a.name == name]
+    table = to_dict(acc)
+    table["clock_mhz"] = clock_mhz
+    system = from_dict({"name": f"nearmem_{name}", "accelerator": [table]})
+    t0 = time.monotonic()
+    report = synth(system, target, OUT / "synth" / target / system.name)
+    (m,) = report["modules"]
+    nm = acc.nearmem
+    lanes = nm.vaults * nm.lanes
+    return {"unit": "nearmem", "size": f"{nm.vaults}x{nm.lanes}", "dataflow": "nearmem",
+            "config": f"{path.name}:{name}", **_figures(m, target, lanes, t0)}
+
+
+def _figures(m, target, pes, t0):
+    """A module's report reduced to the sweep's figures; ``pes``: MAC units (PEs or lanes)."""
+    r = m["resources"]
     clk = m["clocks"].get("clk") or next(iter(m["clocks"].values()))
     # The core's critical path: register to register in its clock (not the shell's pin paths).
     internal = [p for p in m["critical_paths"] if p["from_clock"] == p["to_clock"] != "<async>"]
     worst = max(internal, key=lambda p: p["delay_ns"]) if internal else {}
     return {
-        "size": size, "dataflow": dataflow, "target": target, "pes": pes,
+        "target": target, "pes": pes,
         "luts": r["luts"], "ffs": r["ffs"], "dsps": r["dsps"], "brams": r["brams"],
         "luts_per_pe": round(r["luts"] / pes, 2), "ffs_per_pe": round(r["ffs"] / pes, 2),
         "dsps_per_pe": round(r["dsps"] / pes, 3),
@@ -54,7 +85,7 @@ def point(size, dataflow, target, clock_mhz):
 
 def write(out, by_key):
     """Write the points and the 8x8 WS goal's verdict to ``out``; return what was written."""
-    points = sorted(by_key.values(), key=lambda p: (p["target"], p["dataflow"], p["size"]))
+    points = sorted(by_key.values(), key=lambda p: (p["target"], p.get("unit", "array"), p["dataflow"], str(p["size"]).zfill(4)))
     goal = [p for p in points if (p["size"], p["dataflow"], p["target"]) == (8, "ws", "ecp5-85f")]
     result = {"goal": {"fmax_mhz": GOAL_MHZ, "dsps_per_pe": 1.0,
                        "met": (goal[0]["fmax_mhz"] >= GOAL_MHZ and goal[0]["dsps_per_pe"] <= 1.0)
@@ -71,26 +102,39 @@ def main(argv=None):
     parser.add_argument("--dataflows", default="ws,os", help="comma-separated: ws, os (default both)")
     parser.add_argument("--target", default="ecp5-85f", choices=list(TARGETS))
     parser.add_argument("--clock-mhz", type=float, default=GOAL_MHZ, help="nextpnr's frequency target")
+    parser.add_argument("--nearmem", action="store_true",
+                        help="also the FPGA-sized near-memory unit (jacquard of configs/mensa-g-fpga.toml)")
     parser.add_argument("--out", type=Path, default=OUT / "synth.json")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    dataflows = args.dataflows.split(",")
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    dataflows = [d for d in args.dataflows.split(",") if d]
+    if not sizes or min(sizes) < 1 or max(sizes) > 256:
+        print(f"--sizes {args.sizes!r}: allowed: comma-separated integers 1..256", file=sys.stderr)
+        return 2
+    if not dataflows or set(dataflows) - {"ws", "os"}:
+        print(f"--dataflows {args.dataflows!r}: allowed: ws, os (comma-separated)", file=sys.stderr)
+        return 2
 
     previous = {}
     if args.out.exists():   # keep the points of earlier partial sweeps
         for p in json.loads(args.out.read_text()).get("points", []):
             previous[(p["size"], p["dataflow"], p["target"])] = p
+    runs = [(lambda size=size, df=df: point(size, df, args.target, args.clock_mhz)) for size in sizes for df in dataflows]
+    if args.nearmem:
+        runs.append(lambda: nearmem_point(args.target, args.clock_mhz))
     print(f"{'array':>7} {'df':>3} {'LUTs':>6} {'FFs':>6} {'DSPs':>5} {'LUT/PE':>7} {'FF/PE':>6} "
           f"{'DSP/PE':>6} {'Fmax':>7}  critical path")
-    for size in sizes:
-        for df in dataflows:
-            p = point(size, df, args.target, args.clock_mhz)
-            previous[(size, df, args.target)] = p
-            write(args.out, previous)       # after every point: a long sweep can be cut short
-            print(f"{size:>3}x{size:<3} {df:>3} {p['luts']:>6} {p['ffs']:>6} {p['dsps']:>5} "
-                  f"{p['luts_per_pe']:>7.1f} {p['ffs_per_pe']:>6.1f} {p['dsps_per_pe']:>6.2f} "
-                  f"{p['fmax_mhz']:>7.1f}  {p['critical_start']} -> {p['critical_end']} "
-                  f"({p['critical_ns']} ns){' [cached]' if p['cached'] else ''}", flush=True)
+    for run in runs:
+        p = run()
+        previous[(p["size"], p["dataflow"], p["target"])] = p
+        write(args.out, previous)       # after every point: a long sweep can be cut short
+        print(f"{str(p['size']):>7} {p['dataflow'][:3]:>3} {p['luts']:>6} {p['ffs']:>6} {p['dsps']:>5} "
+              f"{p['luts_per_pe']:>7.1f} {p['ffs_per_pe']:>6.1f} {p['dsps_per_pe']:>6.2f} "
+              f"{p['fmax_mhz']:>7.1f}  {p['critical_start']} -> {p['critical_end']} "
+              f"({p['critical_ns']} ns){' [cached]' if p['cached'] else ''}", flush=True)
     result = write(args.out, previous)
     goal = result["goal"]["met"]
     print(f"8x8 WS goal (>= {GOAL_MHZ:g} MHz, <= 1 DSP/PE): "

@@ -9,7 +9,10 @@ weight-stationary (``ws``, the Edge TPU / TPU dataflow)
     vector per activation vector. Every PE has two weight registers: the next tile's
     weights shift in through the ``weights`` stream while the current tile computes,
     and each activation carries the bank it is to be multiplied with, so the array
-    switches tiles without a bubble.
+    switches tiles without a bubble. The array never stalls: the psum vectors go into
+    a FIFO, and an activation is taken only while the FIFO has a credit for the vector
+    it will produce, so back-pressure on ``psums`` stops the input instead of fanning a
+    stall out over every PE register (which is what limits the clock otherwise).
 
 output-stationary (``os``)
     Each PE accumulates one element of a ``rows`` x ``cols`` tile of C. Operand beats
@@ -17,6 +20,10 @@ output-stationary (``os``)
     K, skewed into the array; on the tile's last step each PE moves its sum to a result
     register and starts the next tile, and the results leave row by row through
     ``results`` while the next tile computes.
+
+Every PE multiplies in ``MULT_STAGES`` register stages (an ECP5 DSP block's input,
+pipeline and output registers and one fabric register) and adds in the next, so no
+path holds more than a multiplier or a carry chain.
 """
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
@@ -92,9 +99,8 @@ def _credit_fifo(m, depth, w_en, w_data, r_ready):
         wr.addr.eq(head), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(tail),
         pop.eq(waiting & (~out_valid | r_ready)),
     ]
-    nxt = Signal.like(level)
-    m.d.comb += nxt.eq(level + w_en - pop)
-    m.d.sync += level.eq(nxt), waiting.eq(nxt != 0)
+    # (level + w_en - pop != 0, without the adder in front of the flip-flop: a pop removes one)
+    m.d.sync += level.eq(level + w_en - pop), waiting.eq((level > 1) | w_en | ((level == 1) & ~pop))
     with m.If(w_en):
         m.d.sync += head.eq(head + 1)
     with m.If(pop):

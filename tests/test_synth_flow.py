@@ -44,6 +44,13 @@ def test_small_array_on_ecp5_25f(small_run, capsys):
     assert r["ffs"] >= 2 * 4 * 8 + 2 * 32
     assert r["luts"] > 0 and r["brams"] == 0
     assert r["cells"]["MULT18X18D"] == 4
+    # Each with its input, pipeline and output registers (Yosys would map a bare `*` to a
+    # combinational block): the array is elaborated for the target's family.
+    netlist = json.loads((out / m["module"] / f"{m['module']}_shell.json").read_text())
+    dsps = [c for mod in netlist["modules"].values() for c in mod["cells"].values() if c["type"] == "MULT18X18D"]
+    assert len(dsps) == 4
+    assert all(c["parameters"][f"REG_{reg}_CLK"] == "CLK0" for c in dsps
+               for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"))
     # nextpnr placed the core's cells and the shell's: one FF per port bit, five pins.
     sh = m["shell"]
     top = top_for(loads(SMALL)["ws2"], "array")
