@@ -148,6 +148,8 @@ def descriptor_layout(addr_bits):
 # every second vector of the burst is dropped (stride 2), whether it ends the K tile.
 Q, WTS, ACT, PAD = 0, 1, 2, 3
 _segment = data.StructLayout({"kind": 2, "count": 16, "skip": 1, "end": 1})
+_ISSUE_STATES = ("IDLE", "SETUP", "MTILE", "QREC", "ADJUST", "WEIGHTS", "KTILE", "ROW", "PAD_LEFT", "BURST",
+                 "PAD_RIGHT")
 
 
 class GemmSequencer(wiring.Component):
@@ -259,129 +261,146 @@ class GemmSequencer(wiring.Component):
         def clamp(value, low, high):
             return Mux(value < low, low, Mux(value > high, high, value))
 
-        with m.FSM(name="issue"):
-            with m.State("IDLE"):
-                with m.If(go):
-                    m.next = "SETUP"
-            with m.State("SETUP"):
-                m.d.sync += [
-                    plane.eq(d.in_h * d.in_w * ab),
-                    row_step.eq(Mux(two_h, d.in_w * (2 * ab), d.in_w * ab)),
-                    m_left.eq(d.m), ty.eq(0), tx.eq(0),
-                ]
-                m.next = "MTILE"
-            with m.State("MTILE"):
-                m.d.sync += [
-                    mt.eq(Mux(m_left < g.acc_depth, m_left, g.acc_depth)),
-                    n0.eq(0), ch_lo.eq(0), lo_addr.eq(d.input_addr),
-                    q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
-                ]
-                m.next = "QREC"
-            with m.State("QREC"):
-                m.d.comb += [
-                    self.rd_cmd.valid.eq(route.w_rdy),
-                    cmd.addr.eq(q_addr), cmd.count.eq(g.quant_words - 1),
-                    seg.kind.eq(Q), route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
-                ]
-                with m.If(pushed):
-                    m.d.sync += q_addr.eq(q_addr + g.quant_bytes)
-                    m.next = "ADJUST"
-            with m.State("ADJUST"):
-                # a depthwise N tile's K walk starts at the channel tile holding channel n0
-                with m.If(d.depthwise & (ch_lo + R <= n0)):
-                    m.d.sync += ch_lo.eq(ch_lo + R), lo_addr.eq(lo_addr + plane)
+        # (If chains on a state register rather than m.FSM: a case statement on a
+        # partly used state code is an incomplete case to Verilator's lint)
+        state = Signal(range(len(_ISSUE_STATES)))
+        (IDLE, SETUP, MTILE, QREC, ADJUST, WEIGHTS, KTILE, ROW, PAD_LEFT, BURST,
+         PAD_RIGHT) = range(len(_ISSUE_STATES))
+
+        def next_row():
+            """After a row's last segment: the next row, K tile, N tile or M tile."""
+            m.d.sync += [
+                left.eq(left - (e - s)), s.eq(0), oy.eq(oy + 1),
+                iy.eq(iy + Mux(two_h, 2, 1)), row_addr.eq(row_addr + row_step),
+            ]
+            with m.If(~final_row):
+                m.d.sync += state.eq(ROW)
+            with m.Else():
+                m.d.sync += state.eq(WEIGHTS)
+                with m.If(ch0 + R < ch_end):
+                    m.d.sync += ch0.eq(ch0 + R), ct_addr.eq(ct_addr + plane)
+                with m.Elif(kx + 1 < d.kernel_w):
+                    m.d.sync += [kx.eq(kx + 1), kx_off.eq(kx_off + d.dilation_w),
+                                 ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
+                with m.Elif(ky + 1 < d.kernel_h):
+                    m.d.sync += [ky.eq(ky + 1), ky_off.eq(ky_off + d.dilation_h), kx.eq(0),
+                                 kx_off.eq(0), ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
+                with m.Elif(n0 + C < d.n):
+                    m.d.sync += n0.eq(n0 + C)
+                    m.d.sync += state.eq(QREC)
                 with m.Else():
-                    m.d.sync += [ky.eq(0), kx.eq(0), ky_off.eq(0), kx_off.eq(0), ch0.eq(ch_lo),
-                                 ct_addr.eq(lo_addr)]
-                    m.next = "WEIGHTS"
-            with m.State("WEIGHTS"):
-                m.d.comb += [
-                    self.rd_cmd.valid.eq(route.w_rdy & flags.w_rdy),
-                    cmd.addr.eq(w_addr), cmd.count.eq(R * g.weight_words - 1),
-                    seg.kind.eq(WTS), route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
-                    flags.w_en.eq(route.w_en),
-                ]
-                with m.If(pushed):
-                    m.d.sync += [
-                        w_addr.eq(w_addr + R * g.weight_bytes),
-                        iy.eq(Mux(two_h, ty << 1, ty) + ky_off - d.pad_top),
-                        ix0.eq(kx_off - d.pad_left),
-                    ]
-                    m.next = "KTILE"
-            with m.State("KTILE"):
-                first_in = Signal(signed(20))       # first output column with ix >= 0, and past the input
-                past_in = Signal(signed(20))
-                m.d.comb += [
-                    first_in.eq(Mux(two_w, (1 - ix0) >> 1, -ix0)),
-                    past_in.eq(Mux(two_w, (d.in_w - ix0 + 1) >> 1, d.in_w - ix0)),
-                ]
-                m.d.sync += [
-                    row_addr.eq(ct_addr + (iy * d.in_w + ix0) * ab),
-                    ox_lo.eq(clamp(first_in, 0, d.out_w)),
-                    ox_hi.eq(clamp(past_in, 0, d.out_w)),
-                    oy.eq(ty), s.eq(tx), left.eq(mt),
-                ]
-                m.next = "ROW"
-            with m.State("ROW"):
-                end = Signal(33)
-                m.d.comb += end.eq(Mux(s + left < d.out_w, s + left, d.out_w))
-                inside = (iy >= 0) & (iy < d.in_h)
-                l_ = Signal(17)
-                m.d.comb += l_.eq(Mux(inside, clamp(ox_lo, s, end), end))
-                m.d.sync += [
-                    e.eq(end), lo.eq(l_), hi.eq(Mux(inside, clamp(ox_hi, l_, end), end)),
-                    final_row.eq(left == end - s),
-                ]
-                m.next = "PAD_LEFT"
-            with m.State("PAD_LEFT"):
-                m.d.comb += [seg.kind.eq(PAD), seg.count.eq(lo - s), seg.end.eq(final_row & (lo == e)),
-                             route.w_en.eq((lo != s) & route.w_rdy)]
-                with m.If((lo == s) | route.w_rdy):
-                    m.next = "BURST"
-            with m.State("BURST"):
-                vectors = Mux(two_w, ((hi - lo) << 1) - 1, hi - lo)
-                m.d.comb += [
-                    self.rd_cmd.valid.eq((hi != lo) & route.w_rdy),
-                    cmd.addr.eq(row_addr + Mux(two_w, lo << 1, lo) * ab),
-                    cmd.count.eq(vectors * g.act_words - 1),
-                    seg.kind.eq(ACT), seg.skip.eq(two_w), seg.end.eq(final_row & (hi == e)),
-                    route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
-                ]
-                with m.If((hi == lo) | pushed):
-                    m.next = "PAD_RIGHT"
-            with m.State("PAD_RIGHT"):
-                m.d.comb += [seg.kind.eq(PAD), seg.count.eq(e - hi), seg.end.eq(final_row),
-                             route.w_en.eq((e != hi) & route.w_rdy)]
-                with m.If((e == hi) | route.w_rdy):
-                    m.d.sync += [
-                        left.eq(left - (e - s)), s.eq(0), oy.eq(oy + 1),
-                        iy.eq(iy + Mux(two_h, 2, 1)), row_addr.eq(row_addr + row_step),
-                    ]
-                    with m.If(~final_row):
-                        m.next = "ROW"
+                    # the next M tile starts after this one's last pixel
+                    m.d.sync += m_left.eq(m_left - mt)
+                    with m.If(e == d.out_w):
+                        m.d.sync += ty.eq(oy + 1), tx.eq(0)
                     with m.Else():
-                        m.next = "WEIGHTS"
-                        with m.If(ch0 + R < ch_end):
-                            m.d.sync += ch0.eq(ch0 + R), ct_addr.eq(ct_addr + plane)
-                        with m.Elif(kx + 1 < d.kernel_w):
-                            m.d.sync += [kx.eq(kx + 1), kx_off.eq(kx_off + d.dilation_w),
-                                         ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
-                        with m.Elif(ky + 1 < d.kernel_h):
-                            m.d.sync += [ky.eq(ky + 1), ky_off.eq(ky_off + d.dilation_h), kx.eq(0),
-                                         kx_off.eq(0), ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
-                        with m.Elif(n0 + C < d.n):
-                            m.d.sync += n0.eq(n0 + C)
-                            m.next = "QREC"
-                        with m.Else():
-                            # the next M tile starts after this one's last pixel
-                            m.d.sync += m_left.eq(m_left - mt)
-                            with m.If(e == d.out_w):
-                                m.d.sync += ty.eq(oy + 1), tx.eq(0)
-                            with m.Else():
-                                m.d.sync += ty.eq(oy), tx.eq(e)
-                            m.next = "MTILE"
-                            with m.If(m_left == mt):
-                                m.next = "IDLE"
+                        m.d.sync += ty.eq(oy), tx.eq(e)
+                    m.d.sync += state.eq(MTILE)
+                    with m.If(m_left == mt):
+                        m.d.sync += state.eq(IDLE)
+
+        with m.If(state == IDLE):
+            with m.If(go):
+                m.d.sync += state.eq(SETUP)
+        with m.Elif(state == SETUP):
+            m.d.sync += [
+                plane.eq(d.in_h * d.in_w * ab),
+                row_step.eq(Mux(two_h, d.in_w * (2 * ab), d.in_w * ab)),
+                m_left.eq(d.m), ty.eq(0), tx.eq(0),
+            ]
+            m.d.sync += state.eq(MTILE)
+        with m.Elif(state == MTILE):
+            m.d.sync += [
+                mt.eq(Mux(m_left < g.acc_depth, m_left, g.acc_depth)),
+                n0.eq(0), ch_lo.eq(0), lo_addr.eq(d.input_addr),
+                q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
+            ]
+            m.d.sync += state.eq(QREC)
+        with m.Elif(state == QREC):
+            m.d.comb += [
+                self.rd_cmd.valid.eq(route.w_rdy),
+                cmd.addr.eq(q_addr), cmd.count.eq(g.quant_words - 1),
+                seg.kind.eq(Q), route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+            ]
+            with m.If(pushed):
+                m.d.sync += q_addr.eq(q_addr + g.quant_bytes)
+                m.d.sync += state.eq(ADJUST)
+        with m.Elif(state == ADJUST):
+            # a depthwise N tile's K walk starts at the channel tile holding channel n0
+            with m.If(d.depthwise & (ch_lo + R <= n0)):
+                m.d.sync += ch_lo.eq(ch_lo + R), lo_addr.eq(lo_addr + plane)
+            with m.Else():
+                m.d.sync += [ky.eq(0), kx.eq(0), ky_off.eq(0), kx_off.eq(0), ch0.eq(ch_lo),
+                             ct_addr.eq(lo_addr)]
+                m.d.sync += state.eq(WEIGHTS)
+        with m.Elif(state == WEIGHTS):
+            m.d.comb += [
+                self.rd_cmd.valid.eq(route.w_rdy & flags.w_rdy),
+                cmd.addr.eq(w_addr), cmd.count.eq(R * g.weight_words - 1),
+                seg.kind.eq(WTS), route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+                flags.w_en.eq(route.w_en),
+            ]
+            with m.If(pushed):
+                m.d.sync += [
+                    w_addr.eq(w_addr + R * g.weight_bytes),
+                    iy.eq(Mux(two_h, ty << 1, ty) + ky_off - d.pad_top),
+                    ix0.eq(kx_off - d.pad_left),
+                ]
+                m.d.sync += state.eq(KTILE)
+        with m.Elif(state == KTILE):
+            first_in = Signal(signed(20))       # first output column with ix >= 0, and past the input
+            past_in = Signal(signed(20))
+            m.d.comb += [
+                first_in.eq(Mux(two_w, (1 - ix0) >> 1, -ix0)),
+                past_in.eq(Mux(two_w, (d.in_w - ix0 + 1) >> 1, d.in_w - ix0)),
+            ]
+            m.d.sync += [
+                row_addr.eq(ct_addr + (iy * d.in_w + ix0) * ab),
+                ox_lo.eq(clamp(first_in, 0, d.out_w)),
+                ox_hi.eq(clamp(past_in, 0, d.out_w)),
+                oy.eq(ty), s.eq(tx), left.eq(mt),
+            ]
+            m.d.sync += state.eq(ROW)
+        # A row takes a cycle to plan and one per segment it has (an empty left
+        # padding or right padding takes none), so a one-pixel GEMM row takes two.
+        with m.Elif(state == ROW):
+            end = Signal(33)
+            m.d.comb += end.eq(Mux(s + left < d.out_w, s + left, d.out_w))
+            inside = (iy >= 0) & (iy < d.in_h)
+            l_ = Signal(17)
+            m.d.comb += l_.eq(Mux(inside, clamp(ox_lo, s, end), end))
+            m.d.sync += [
+                e.eq(end), lo.eq(l_), hi.eq(Mux(inside, clamp(ox_hi, l_, end), end)),
+                final_row.eq(left == end - s),
+            ]
+            with m.If(l_ == s):
+                m.d.sync += state.eq(BURST)
+            with m.Else():
+                m.d.sync += state.eq(PAD_LEFT)
+        with m.Elif(state == PAD_LEFT):
+            m.d.comb += [seg.kind.eq(PAD), seg.count.eq(lo - s), seg.end.eq(final_row & (lo == e)),
+                         route.w_en.eq(route.w_rdy)]
+            with m.If(route.w_rdy):
+                m.d.sync += state.eq(BURST)
+        with m.Elif(state == BURST):
+            vectors = Mux(two_w, ((hi - lo) << 1) - 1, hi - lo)
+            m.d.comb += [
+                self.rd_cmd.valid.eq((hi != lo) & route.w_rdy),
+                cmd.addr.eq(row_addr + Mux(two_w, lo << 1, lo) * ab),
+                cmd.count.eq(vectors * g.act_words - 1),
+                seg.kind.eq(ACT), seg.skip.eq(two_w), seg.end.eq(final_row & (hi == e)),
+                route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+            ]
+            with m.If((hi == lo) | pushed):
+                with m.If(e == hi):
+                    next_row()
+                with m.Else():
+                    m.d.sync += state.eq(PAD_RIGHT)
+        with m.Elif(state == PAD_RIGHT):
+            m.d.comb += [seg.kind.eq(PAD), seg.count.eq(e - hi), seg.end.eq(final_row),
+                         route.w_en.eq(route.w_rdy)]
+            with m.If(route.w_rdy):
+                next_row()
 
         # -- read data: each word, or zero-point vector, to where its segment says ----------
         word = self.rd_data.payload.data
