@@ -905,8 +905,10 @@ def lstm_program(geometry, x, w, bias, *, x_zero_point, h_zero_point, input_mult
         picked = np.zeros((rows.shape[0], order.size), dtype=np.int8)
         real = order >= 0
         picked[:, real] = rows[:, order[real]]
-        per = lambda v: None if v is None else np.where(real, np.broadcast_to(np.asarray(v), (4 * hidden,))[    # noqa: E731
-            np.maximum(order, 0)], 0)
+        def per(v):         # a per-gate-column value (or scalar) in group order; padding 0
+            if v is None:
+                return None
+            return np.where(real, np.broadcast_to(np.asarray(v), (4 * hidden,))[np.maximum(order, 0)], 0)
         return _groups(picked, order.size, L, bias=per(b), multiplier=per(mult), shift=per(sh),
                        name="gate ")
     gx = gate_groups(w[:c], bias, input_multiplier, input_shift)
