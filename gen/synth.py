@@ -40,7 +40,7 @@ from mensa.hw.config import UserError, config_hash
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
-FLOW_VERSION = 4
+FLOW_VERSION = 5
 
 
 class SynthError(UserError):
@@ -68,11 +68,12 @@ class Target:
 
 TARGETS = {
     # LFE5U-85F / -25F in the CABGA381 package of the ULX3S boards, speed grade 6 (the
-    # boards' and nextpnr's default). A CCU2C carry cell holds two LUT4s.
-    "ecp5-85f": Target("ecp5-85f", "ecp5", "--85k", "CABGA381", ("--speed", "6"),
+    # boards' and nextpnr's default). A CCU2C carry cell holds two LUT4s. router2: router1 takes
+    # over an hour on an 8x8 array's ~26k arcs where router2 takes minutes.
+    "ecp5-85f": Target("ecp5-85f", "ecp5", "--85k", "CABGA381", ("--speed", "6", "--router", "router2"),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
                        dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",)),
-    "ecp5-25f": Target("ecp5-25f", "ecp5", "--25k", "CABGA381", ("--speed", "6"),
+    "ecp5-25f": Target("ecp5-25f", "ecp5", "--25k", "CABGA381", ("--speed", "6", "--router", "router2"),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
                        dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",)),
     # iCE40UP5K in the SG48 package (iCEBreaker, UPduino).

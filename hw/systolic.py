@@ -375,7 +375,7 @@ class SystolicArray(wiring.Component):
         for i in range(R):
             for j in range(C):
                 d = i + j + P
-                product = _multiplier(m, platform, a[i][j], b[j][i], c.acc_bits, f"mul{i}_{j}")
+                product = _multiplier(m, platform, a[i][j], b[j][i], c.input_bits + c.weight_bits, f"mul{i}_{j}")
                 total = Signal(signed(c.acc_bits), name=f"sum{i}_{j}")
                 m.d.comb += total.eq(acc[i][j] + product)
                 with m.If(tag_valid[d]):
