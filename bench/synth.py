@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from mensa.gen.synth import TARGETS, synth
+from mensa.gen.synth import TARGETS, SynthError, synth
 from mensa.hw.config import from_dict, load, to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,8 +127,14 @@ def main(argv=None):
         runs.append(lambda: nearmem_point(args.target, args.clock_mhz))
     print(f"{'array':>7} {'df':>3} {'LUTs':>6} {'FFs':>6} {'DSPs':>5} {'LUT/PE':>7} {'FF/PE':>6} "
           f"{'DSP/PE':>6} {'Fmax':>7}  critical path")
+    failed = 0
     for run in runs:
-        p = run()
+        try:
+            p = run()
+        except SynthError as e:     # one point's tool failure does not end the sweep
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
         previous[(p["size"], p["dataflow"], p["target"])] = p
         write(args.out, previous)       # after every point: a long sweep can be cut short
         print(f"{str(p['size']):>7} {p['dataflow'][:3]:>3} {p['luts']:>6} {p['ffs']:>6} {p['dsps']:>5} "
@@ -139,7 +145,7 @@ def main(argv=None):
     goal = result["goal"]["met"]
     print(f"8x8 WS goal (>= {GOAL_MHZ:g} MHz, <= 1 DSP/PE): "
           f"{'not measured' if goal is None else 'met' if goal else 'not met'}; wrote {args.out}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
