@@ -41,13 +41,14 @@ from cocotbext.axi.axi_ram import AxiRamWrite
 from mensa.gen.program import compile_layer
 from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, from_dict
 from mensa.hw.regs import register_map
+from mensa.hw.sequencer import GemmGeometry
 from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
 from mensa.sim import golden
 from mensa.sim.streams import rng, seed
 from mensa.sim.tb_dma import LatencyAxiRamRead
 
 RAM_BYTES = 1 << 22       # MobileNetV2's 1280 x 1000 classifier: 1.3 MB of weights
-TIMEOUT = 200_000       # cycles a layer may take, beyond 4 per array pass, before the test calls it hung
+TIMEOUT = 200_000       # cycles a layer may take, beyond its bound below, before the test calls it hung
 
 
 def accelerator_config(p):
@@ -139,7 +140,13 @@ async def accelerator_runs_layers_bit_exact(dut):
         await master.write_dword(regmap["IRQ_ENABLE"].offset, 1)
         await master.write_dword(regmap["CTRL"].offset, 1)
         beats_in = beats_out = 0
-        limit = TIMEOUT + 4 * -(-layer.macs // (acc.array.rows * acc.array.cols))
+        # hung: no interrupt after 4 cycles per array pass and per bus word of every weight
+        # and activation tile the layer reads (a batch-1 FC layer is bound by its weights)
+        g = GemmGeometry.of(acc)
+        k_tiles = layer.kernel[0] * layer.kernel[1] * -(-layer.in_channels // g.rows)
+        n_tiles = -(-layer.out_channels // g.cols)
+        words = n_tiles * k_tiles * (-(-prog.m // g.acc_depth) * g.rows * g.weight_words + prog.m * g.act_words)
+        limit = TIMEOUT + 4 * (-(-layer.macs // (g.rows * g.cols)) + words)
         for cycle in range(limit):
             await RisingEdge(dut.clk)
             beats_in += int(dut.m_axi_rvalid.value) & int(dut.m_axi_rready.value)
