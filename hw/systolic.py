@@ -203,7 +203,7 @@ class SystolicArray(wiring.Component):
         P = MULT_STAGES
         depth = self.psum_fifo_depth
 
-        # -- weight loading into the bank not in use: a shift chain up the columns ---------
+        # -- weight loading into the bank not in use, row by row ------------------------------
         # w[b][i][j] is the weight of PE (i, j) in bank b.
         w = [[[Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}") for j in range(C)] for i in range(R)]
              for b in range(2)]
@@ -218,25 +218,25 @@ class SystolicArray(wiring.Component):
 
         m.d.comb += self.weights.ready.eq(~(loaded | inuse).bit_select(load_bank, 1))
         w_take = self.weights.valid & self.weights.ready
-        # A taken beat is registered before it shifts in, so the shift enable that fans out to
-        # every weight register of a bank starts at a flip-flop, not at the stream's valid.
-        # The first activation of a tile meets its weights no earlier than one cycle after
-        # the registered shift, so the extra stage costs no cycle.
+        # A taken beat is registered with a one-hot write enable per (bank, row), so each
+        # enable starts at a flip-flop of its own and reaches one row of one bank (cols
+        # weights), not every weight register. The first activation of a tile meets its
+        # weights no earlier than one cycle after the last row's write, so the extra stage
+        # costs no cycle.
         w_in = Signal.like(self.weights.payload)
-        w_shift = Signal(2)
-        m.d.sync += w_shift.eq(0)
+        w_write = Signal(2 * R)
+        m.d.sync += w_write.eq(0)
         with m.If(w_take):
-            m.d.sync += w_in.eq(self.weights.payload), w_shift.eq(Const(1, 2) << load_bank)
+            m.d.sync += w_in.eq(self.weights.payload), w_write.eq(Const(1, 2 * R) << (load_bank * R + load_row))
             with m.If(load_row == R - 1):
                 m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
         for b in range(2):
-            with m.If(w_shift[b]):
-                for j in range(C):
-                    m.d.sync += w[b][R - 1][j].eq(w_in[j])
-                    for i in range(R - 1):
-                        m.d.sync += w[b][i][j].eq(w[b][i + 1][j])
+            for i in range(R):
+                with m.If(w_write[b * R + i]):
+                    for j in range(C):
+                        m.d.sync += w[b][i][j].eq(w_in[j])
 
         # -- admission: the array never stalls. An activation is taken only when the output
         # FIFO has room for the partial sums it will produce (a credit), so a stalled
