@@ -13,6 +13,8 @@ import pytest
 from mensa.model.ir import Op, same_padding
 from mensa.model.zoo import mobilenet_v2
 
+from mensa.sim.runner import simulators
+
 from test_accelerator_rtl import simulate
 
 SIDE = 4        # largest input height/width simulated
@@ -59,11 +61,13 @@ def test_the_distinct_shapes_cover_every_kind():
 @pytest.mark.parametrize("rows,cols", [(8, 8), (4, 4)])
 def test_every_distinct_mobilenet_v2_layer_bit_exact(rows, cols, tmp_path):
     specs = mobilenet_v2_specs()
+    # (the 1280 x 1000 classifier alone is 20000 passes of an 8x8 array: Verilator)
     measured = simulate({"rows": rows, "cols": cols, "data_bits": 64, "acc_kib": 1}, specs, tmp_path,
-                        latency=(1, 50), pause=0.1)
+                        latency=(1, 50), pause=0.1, sim=simulators()[0])
     assert len(measured) == len(specs)
 
 
+@pytest.mark.slow
 def test_a_mobilenet_v2_inverted_bottleneck_bit_exact(tmp_path):
     """Expansion, stride-2 depthwise and projection of one block, channel counts cut to a quarter."""
     block = [s for s in mobilenet_v2_specs() if s["in_shape"][-1] in (24, 144) and s["op"] != "fc"][:3]

@@ -61,9 +61,9 @@ def simulate(cfg, layers, tmp_path, *, sim=None, pause=0.2, latency=(1, 50)):
 # (rows, cols, data_bits, acc_kib, layers, seed, max_hw, max_c); 1 KiB of accumulator on
 # 4x4 is 64 pixels, so most layers take several M tiles.
 CONV_CASES = [
-    (4, 4, 64, 1, 5, 11, 7, 11),
-    (8, 8, 64, 1, 4, 12, 8, 19),
-    (3, 5, 32, 1, 4, 13, 6, 9),
+    (4, 4, 64, 1, 3, 11, 6, 11),        # 5x4 and 5x2 kernels, strides 1-2, dilation 2; 110 pixels: 2 M tiles
+    (8, 8, 64, 1, 3, 13, 6, 11),        # a 3x4 depthwise, stride (2, 1), dilation 2; 40 pixels: 2 M tiles
+    (3, 5, 32, 1, 4, 12, 6, 9),
     (8, 8, 64, 2, 8, 14, 10, 20),
     (4, 4, 32, 1, 8, 15, 9, 13),
 ]
