@@ -557,6 +557,14 @@ def _short_stream(where, a_words, w_words, q_words, kt, tiles, burst, held, cpw)
     per_n = nq + kt * per_k
     n = tiles * per_n
     last = lambda v, k: v - (k - 1) * burst                 # the short last burst of v words
+    if n.size <= 8:
+        # a few layers (a lone evaluation): the same recurrence on Python floats, without numpy's
+        # per-call overhead on every burst
+        total = np.array([_stream_path(*(float(x[i]) for x in (q, w, a, kt, tiles, burst, held, cpw)))
+                          for i in range(n.size)])
+        out = np.zeros(shape)
+        out[where] = total[back.reshape(-1)]
+        return out
     value = [np.zeros(n.shape)] + [np.full(n.shape, -np.inf)] * (F - 1)
     total = np.zeros(n.shape)
     for t in range(int(n.max())):
@@ -571,6 +579,22 @@ def _short_stream(where, a_words, w_words, q_words, kt, tiles, burst, held, cpw)
     out = np.zeros(shape)
     out[where] = total[back.reshape(-1)]
     return out
+
+
+def _stream_path(q, w, a, kt, tiles, burst, held, cpw):
+    """:func:`_short_stream` of one layer, on Python floats."""
+    def bursts(words):
+        full, rest = divmod(words, burst) if words > 0 else (0, 0)
+        return [burst * cpw] * int(full) + ([rest * cpw] if rest else [])
+    tile = bursts(w) + bursts(a)
+    sizes = (bursts(q) + tile * int(kt)) * int(tiles)
+    value = [0.0] + [-math.inf] * (READS_IN_FLIGHT - 1)
+    total = 0.0
+    for b in sizes:
+        v0 = value[0]
+        total = v0 + b
+        value = [max(v0 + b, value[1]), *value[2:], v0 + b + held]
+    return total
 
 
 def _nearmem_gemm(M, K, N, R, acc, cal):
