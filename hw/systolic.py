@@ -53,7 +53,9 @@ def _multiplier(m, platform, a, b, width, name):
     other devices) the same registers and product in plain Amaranth, cycle for cycle. The
     last stage is a fabric register either way.
     """
-    p = Signal(signed(width), name=f"{name}_p")
+    # No reset on any stage (the DSP block's registers have none here; the tags say what is valid).
+    # (A reset on this fabric stage also trips a Yosys 0.70 abc9 reintegration assert on the 4x4 OS array.)
+    p = Signal(signed(width), name=f"{name}_p", reset_less=True)
     if getattr(platform, "family", None) == "ecp5":
         assert len(a) <= 18 and len(b) <= 18
         a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
