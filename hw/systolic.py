@@ -90,7 +90,7 @@ def _credit_fifo(m, depth, w_en, w_data, r_ready):
     rd = mem.read_port(domain="comb")
     head = Signal(range(ring))
     tail = Signal(range(ring))
-    out = Signal(len(w_data))
+    out = Signal(len(w_data), reset_less=True)
     out_valid = Signal()
     # `waiting`: the ring holds entries, a flip-flop of its own (the output register's load
     # enable fans out over every payload bit; a pointer comparison in front of it would not).
@@ -207,8 +207,10 @@ class SystolicArray(wiring.Component):
 
         # -- weight loading into the bank not in use, row by row ------------------------------
         # w[b][i][j] is the weight of PE (i, j) in bank b.
-        w = [[[Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}") for j in range(C)] for i in range(R)]
-             for b in range(2)]
+        # Data registers have no reset (the tags and bank flags say what is valid), so the
+        # reset reaches only the control flip-flops, not every register of the array.
+        w = [[[Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}", reset_less=True) for j in range(C)]
+              for i in range(R)] for b in range(2)]
         # Bank b is `loaded` from its last weight beat until its tile's last activation is
         # taken, then `inuse` until that activation has passed the far corner PE. With short
         # tiles (M < rows + cols) a bank can be in use while the other is loaded again.
@@ -225,7 +227,7 @@ class SystolicArray(wiring.Component):
         # weights), not every weight register. The first activation of a tile meets its
         # weights no earlier than one cycle after the last row's write, so the extra stage
         # costs no cycle.
-        w_in = Signal.like(self.weights.payload)
+        w_in = Signal.like(self.weights.payload, reset_less=True)
         w_write = Signal(2 * R)
         m.d.sync += w_write.eq(0)
         with m.If(w_take):
@@ -266,14 +268,14 @@ class SystolicArray(wiring.Component):
         # Each activation carries its weight bank with it, so the bank select of a PE is a
         # local flip-flop beside the activation register, not a net across a diagonal.
         ab = signed(c.input_bits + 1)
-        skew = [[Signal(ab, name=f"askew{i}_{s}") for s in range(i + 1)] for i in range(R)]
-        a = [[skew[i][i]] + [Signal(ab, name=f"a{i}_{j}") for j in range(1, C)] for i in range(R)]
+        skew = [[Signal(ab, name=f"askew{i}_{s}", reset_less=True) for s in range(i + 1)] for i in range(R)]
+        a = [[skew[i][i]] + [Signal(ab, name=f"a{i}_{j}", reset_less=True) for j in range(1, C)] for i in range(R)]
         # Partial sums leaving PE (i, j) (registered). Row i's sum of i + 1 products needs only
         # ceil(log2(i + 1)) bits beyond a product (never more than acc_bits, which wraps the
         # same way), so the carry chains are short; the bottom row's sums are extended at the end.
         pw = c.input_bits + c.weight_bits
         width = [min(c.acc_bits, pw + i.bit_length()) for i in range(R)]
-        ps = [[Signal(signed(width[i]), name=f"ps{i}_{j}") for j in range(C)] for i in range(R)]
+        ps = [[Signal(signed(width[i]), name=f"ps{i}_{j}", reset_less=True) for j in range(C)] for i in range(R)]
         for i in range(R):
             m.d.sync += skew[i][0].eq(Cat(self.acts.payload.data[i], comp_bank).as_signed())
             for s in range(1, i + 1):
@@ -314,7 +316,7 @@ class SystolicArray(wiring.Component):
         for j in range(C):
             chain = ps[R - 1][j]
             for s in range(C - 1 - j):
-                reg = Signal(signed(width[R - 1]), name=f"dsk{j}_{s}")
+                reg = Signal(signed(width[R - 1]), name=f"dsk{j}_{s}", reset_less=True)
                 m.d.sync += reg.eq(chain)
                 chain = reg
             m.d.comb += out.data[j].eq(chain)
@@ -351,8 +353,12 @@ class SystolicArray(wiring.Component):
             tag_valid.eq((tag_valid << 1) | accept),
             tag_last.eq((tag_last << 1) | (accept & is_last)),
         ]
-        askew = [[Signal(signed(c.input_bits), name=f"askew{i}_{s}") for s in range(i + 1)] for i in range(R)]
-        bskew = [[Signal(signed(c.weight_bits), name=f"bskew{j}_{s}") for s in range(j + 1)] for j in range(C)]
+        # Operand and result registers have no reset (the tags say what is valid); the
+        # accumulators do (a tile starts from zero).
+        askew = [[Signal(signed(c.input_bits), name=f"askew{i}_{s}", reset_less=True) for s in range(i + 1)]
+                 for i in range(R)]
+        bskew = [[Signal(signed(c.weight_bits), name=f"bskew{j}_{s}", reset_less=True) for s in range(j + 1)]
+                 for j in range(C)]
         for i in range(R):
             m.d.sync += askew[i][0].eq(self.operands.payload.a[i])
             for s in range(1, i + 1):
@@ -361,9 +367,9 @@ class SystolicArray(wiring.Component):
             m.d.sync += bskew[j][0].eq(self.operands.payload.b[j])
             for s in range(1, j + 1):
                 m.d.sync += bskew[j][s].eq(bskew[j][s - 1])
-        a = [[askew[i][i]] + [Signal(signed(c.input_bits), name=f"a{i}_{j}") for j in range(1, C)]
+        a = [[askew[i][i]] + [Signal(signed(c.input_bits), name=f"a{i}_{j}", reset_less=True) for j in range(1, C)]
              for i in range(R)]
-        b = [[bskew[j][j]] + [Signal(signed(c.weight_bits), name=f"b{i}_{j}") for i in range(1, R)]
+        b = [[bskew[j][j]] + [Signal(signed(c.weight_bits), name=f"b{i}_{j}", reset_less=True) for i in range(1, R)]
              for j in range(C)]     # b[j][i]: the B operand at PE (i, j)
         for i in range(R):
             for j in range(1, C):
@@ -373,7 +379,7 @@ class SystolicArray(wiring.Component):
                 m.d.sync += b[j][i].eq(b[j][i - 1])
 
         acc = [[Signal(signed(c.acc_bits), name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
-        res = [[Signal(signed(c.acc_bits), name=f"res{i}_{j}") for j in range(C)] for i in range(R)]
+        res = [[Signal(signed(c.acc_bits), name=f"res{i}_{j}", reset_less=True) for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
                 d = i + j + P
