@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -336,12 +336,12 @@ class SelfTest(wiring.Component):
 
     def _board(self, m, platform):
         """LEDs 0-3: pass, fail, busy, done; LED 7 blinks (clock alive); returns button fire 0, synchronised."""
-        leds = [platform.request("led", i) for i in (0, 1, 2, 3, 7)]
         blink = Signal(24)
         m.d.sync += blink.eq(blink + 1)
-        for led, value in zip(leds, (self.passed, self.failed, self.busy, self.done, blink[-1])):
+        for i, value in zip((0, 1, 2, 3, 7), (self.passed, self.failed, self.busy, self.done, blink[-1])):
+            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
             m.d.comb += led.o.eq(value)
-        button = platform.request("button_fire", 0)
+        m.submodules.button = button = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
         sync1, sync2 = Signal(), Signal()       # the button is asynchronous to the clock
         m.d.sync += [sync1.eq(button.i), sync2.eq(sync1)]
         return sync2
