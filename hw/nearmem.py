@@ -560,11 +560,11 @@ class NearMemoryUnit(wiring.Component):
             with m.Case(_Phase.H):
                 m.d.comb += [k_last.eq(k == desc.recurrent - 1), group_last.eq(vg == G - 1),
                              phase_last.eq(desc.proj_groups == 0), next_phase.eq(_Phase.PROJ),
-                             inputs_ready.eq(hsteps >= vvec)]
+                             inputs_ready.eq(hsteps >= vvec if g.lstm else 0)]
             with m.Default():
                 m.d.comb += [k_last.eq(k == desc.proj_in - 1), group_last.eq(vg == desc.proj_groups - 1),
                              phase_last.eq(1), next_phase.eq(_Phase.X),
-                             inputs_ready.eq(m8steps > vvec)]
+                             inputs_ready.eq(m8steps > vvec if g.lstm else 0)]     # (a unit without the LSTM never gets here)
         m.d.comb += in_header.eq(hdr != H)
 
         lw = Signal(data.ArrayLayout(signed(8), L), name=f"v{v}_lane_word")
