@@ -69,7 +69,7 @@ def main():
           f"{args.latency} cycles ({args.sim}); every output bit-exact with the golden model")
     print(f"{'layer':<66} {'M':>6} {'K':>5} {'N':>5} {'cycles':>9} {'util':>6} {'stall':>7} {'DRAM rd':>9} {'wr':>8}")
     for text, r in zip(args.layers, measured):
-        row = {"layer": text, **r, "ideal_cycles": -(-r["macs"] // (a.rows * a.cols))}
+        row = {**r, "layer": text, "ideal_cycles": -(-r["macs"] // (a.rows * a.cols))}
         rows.append(row)
         print(f"{text:<66} {r['m']:>6} {r['k']:>5} {r['n']:>5} {r['cycles']:>9,} {r['utilisation']:>6.1%} "
               f"{r['stall']:>7,} {r['dram_read_bytes']:>9,} {r['dram_write_bytes']:>8,}")
