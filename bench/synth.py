@@ -41,7 +41,7 @@ def point(size, dataflow, target, clock_mhz):
         "name": "array", "clock_mhz": clock_mhz,
         "array": {"rows": size, "cols": size, "dataflow": dataflow}}]})
     t0 = time.monotonic()
-    report = synth(system, target, OUT / "synth" / target / system.name)
+    report = synth(system, target, OUT / "synth" / target / system.name, unit="array")
     (m,) = report["modules"]
     return {"unit": "array", "size": size, "dataflow": dataflow, **_figures(m, target, m["pes"], t0)}
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from mensa.gen.synth import TARGETS, synth
+from mensa.gen.verilog import UNITS
 from mensa.hw.config import load
 
 __all__ = ["add_arguments", "run"]
@@ -13,6 +14,8 @@ def add_arguments(parser):
     parser.add_argument("--target", choices=list(TARGETS), required=True, help="the FPGA")
     parser.add_argument("--accelerator", action="append", metavar="NAME",
                         help="only this accelerator (repeatable; default: all of the system)")
+    parser.add_argument("--unit", choices=UNITS, default="accelerator",
+                        help="the whole accelerator (default), or only the PE array of systolic accelerators")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: build/synth/<system>/<target>)")
 
@@ -20,7 +23,7 @@ def add_arguments(parser):
 def run(args):
     system = load(args.config)
     out = args.out or Path("build/synth") / system.name / args.target
-    report = synth(system, args.target, out, accelerators=args.accelerator)
+    report = synth(system, args.target, out, accelerators=args.accelerator, unit=args.unit)
     for m in report["modules"]:
         r = m["resources"]
         clocks = ", ".join(f"{clk} {c['fmax_mhz']:.1f} MHz ({'meets' if c['met'] else 'misses'} "

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from amaranth.back import verilog as amaranth_verilog
 
-from mensa.gen.verilog import module_name, ports, tool_versions, top_for, write_if_changed
+from mensa.gen.verilog import check_top, module_name, ports, tool_versions, top_for, write_if_changed
 from mensa.hw.config import UserError, config_hash
 
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key"]
@@ -318,7 +318,7 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit):
     return result
 
 
-def synth(system, target, out_dir, *, accelerators=None, console=None, unit="array"):
+def synth(system, target, out_dir, *, accelerators=None, console=None, unit="accelerator"):
     """Synthesise and place every accelerator of ``system`` (or those named) on ``target``.
 
     Writes ``synth.json`` and ``synth.md`` into ``out_dir`` and returns the report.
@@ -340,7 +340,7 @@ def synth(system, target, out_dir, *, accelerators=None, console=None, unit="arr
                 raise SynthError(f"no accelerator {n!r} in {system.name!r}; allowed: {', '.join(names)}")
         accs = [a for a in accs if a.name in accelerators]
     for acc in accs:
-        top_for(acc, unit)      # raises, before any tool runs, on a kind or unit without RTL
+        check_top(acc, unit)    # before any tool runs: a kind or unit without RTL
     out_dir = Path(out_dir)
     console = console or Console(stderr=True)
     modules = []

@@ -22,7 +22,7 @@ from mensa.gen.header import header
 from mensa.hw.config import CoreKind, Dataflow, UserError, config_hash, to_dict
 from mensa.hw.regs import register_map
 
-__all__ = ["TOPS", "UNITS", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
+__all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
 
 
 # What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
@@ -33,13 +33,7 @@ UNITS = ("accelerator", "array")
 def _systolic_top(acc, unit):
     from mensa.hw.accelerator import Accelerator
     from mensa.hw.systolic import SystolicArray
-    if unit == "array":
-        return SystolicArray(acc.array)
-    if acc.array.dataflow is not Dataflow.WEIGHT_STATIONARY:
-        raise UserError(f"accelerator {acc.name!r}: the accelerator top runs the 'ws' dataflow only, not "
-                        f"{acc.array.dataflow.value!r}; emit the {acc.array.dataflow.value!r} array alone with "
-                        f"unit 'array' (--unit array)")
-    return Accelerator(acc)
+    return SystolicArray(acc.array) if unit == "array" else Accelerator(acc)
 
 
 def _nearmem_top(acc, unit):
@@ -55,13 +49,22 @@ TOPS = {
 }
 
 
-def top_for(acc, unit="accelerator"):
-    """The top-level Amaranth component of an accelerator config: the ``unit`` of :data:`UNITS`."""
+def check_top(acc, unit="accelerator"):
+    """Raise :class:`UserError` unless :func:`top_for` has a component for ``acc`` and ``unit``."""
     if unit not in UNITS:
         raise UserError(f"unit {unit!r} is not known; allowed: {', '.join(UNITS)}")
     if acc.kind not in TOPS:
         raise UserError(f"accelerator {acc.name!r}: kind {acc.kind.value!r} has no RTL generator; "
                         f"allowed: {', '.join(k.value for k in TOPS)}")
+    if acc.kind is CoreKind.SYSTOLIC and unit == "accelerator" and acc.array.dataflow is not Dataflow.WEIGHT_STATIONARY:
+        raise UserError(f"accelerator {acc.name!r}: the accelerator top runs the 'ws' dataflow only, not "
+                        f"{acc.array.dataflow.value!r}; emit the {acc.array.dataflow.value!r} array alone with "
+                        f"unit 'array' (--unit array)")
+
+
+def top_for(acc, unit="accelerator"):
+    """The top-level Amaranth component of an accelerator config: the ``unit`` of :data:`UNITS`."""
+    check_top(acc, unit)
     return TOPS[acc.kind](acc, unit)
 
 

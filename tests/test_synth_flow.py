@@ -28,7 +28,7 @@ def small_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("synth")
     cfg = config(tmp, SMALL)
     out = tmp / "out"
-    assert main(["synth", "--config", str(cfg), "--target", "ecp5-25f", "--out", str(out)]) == 0
+    assert main(["synth", "--unit", "array", "--config", str(cfg), "--target", "ecp5-25f", "--out", str(out)]) == 0
     return cfg, out
 
 
@@ -76,7 +76,7 @@ def test_second_run_is_served_from_the_cache(small_run, capsys):
     cfg, out = small_run
     before = (out / "synth.json").read_text()
     capsys.readouterr()
-    assert main(["synth", "--config", str(cfg), "--target", "ecp5-25f", "--out", str(out)]) == 0
+    assert main(["synth", "--unit", "array", "--config", str(cfg), "--target", "ecp5-25f", "--out", str(out)]) == 0
     assert "[cached]" in capsys.readouterr().out
     assert json.loads((out / "synth.json").read_text())["modules"][0]["cache_key"] == \
         json.loads(before)["modules"][0]["cache_key"]
@@ -104,7 +104,7 @@ def one_line_error(capsys, argv):
 def test_bad_target_is_one_line(tmp_path, capsys):
     cfg = config(tmp_path, SMALL)
     with pytest.raises(SystemExit) as e:
-        main(["synth", "--config", str(cfg), "--target", "xc7a35t"])
+        main(["synth", "--unit", "array", "--config", str(cfg), "--target", "xc7a35t"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ecp5-85f" in err and "ice40-up5k" in err
@@ -114,7 +114,7 @@ def test_bad_config_is_one_line(tmp_path, capsys):
     err = one_line_error(capsys, ["synth", "--config", str(tmp_path / "nope.toml"), "--target", "ecp5-25f"])
     assert "no such config file" in err
     cfg = config(tmp_path, SMALL.replace("rows = 2", "rows = 0"))
-    err = one_line_error(capsys, ["synth", "--config", str(cfg), "--target", "ecp5-25f",
+    err = one_line_error(capsys, ["synth", "--unit", "array", "--config", str(cfg), "--target", "ecp5-25f",
                                   "--out", str(tmp_path / "o")])
     assert "rows" in err and "1..256" in err
     assert not (tmp_path / "o").exists()
@@ -122,7 +122,7 @@ def test_bad_config_is_one_line(tmp_path, capsys):
 
 def test_unknown_accelerator_is_one_line(tmp_path, capsys):
     cfg = config(tmp_path, SMALL)
-    err = one_line_error(capsys, ["synth", "--config", str(cfg), "--target", "ecp5-25f",
+    err = one_line_error(capsys, ["synth", "--unit", "array", "--config", str(cfg), "--target", "ecp5-25f",
                                   "--accelerator", "jacquard", "--out", str(tmp_path / "o")])
     assert "no accelerator 'jacquard'" in err and "allowed: ws2" in err
 
@@ -137,7 +137,7 @@ def test_utilisation_table_is_parsed():
 def test_a_design_that_does_not_fit_is_one_line_with_the_utilisation(tmp_path, capsys):
     # 36 int8 MACs need 36 MULT18X18D; an LFE5U-25F has 28.
     cfg = config(tmp_path, SMALL.replace("rows = 2, cols = 2", "rows = 6, cols = 6"))
-    err = one_line_error(capsys, ["synth", "--config", str(cfg), "--target", "ecp5-25f",
+    err = one_line_error(capsys, ["synth", "--unit", "array", "--config", str(cfg), "--target", "ecp5-25f",
                                   "--out", str(tmp_path / "o")])
     assert "tiny_ws2 does not fit ecp5-25f: MULT18X18D 36/28 (129%)" in err
 
@@ -145,8 +145,16 @@ def test_a_design_that_does_not_fit_is_one_line_with_the_utilisation(tmp_path, c
 @pytest.mark.slow
 def test_small_array_on_ice40_up5k(tmp_path):
     cfg = config(tmp_path, SMALL)
-    assert main(["synth", "--config", str(cfg), "--target", "ice40-up5k", "--out", str(tmp_path)]) == 0
+    assert main(["synth", "--unit", "array", "--config", str(cfg), "--target", "ice40-up5k", "--out", str(tmp_path)]) == 0
     (m,) = json.loads((tmp_path / "synth.json").read_text())["modules"]
     assert m["resources"]["dsps"] == 4 and m["device"]["ICESTORM_DSP"]["used"] == 4
     assert m["shell"]["bits"] > 0 and m["device"]["SB_IO"]["used"] == 5     # clk, rst, si, ld, so
     assert list(m["clocks"]) and all(c["fmax_mhz"] > 10 for c in m["clocks"].values())
+
+
+def test_an_output_stationary_accelerator_is_one_line_before_any_tool(tmp_path, capsys):
+    # the accelerator top (the default unit) runs 'ws'; an 'os' array is synthesised alone
+    cfg = config(tmp_path, SMALL.replace('"ws"', '"os"'))
+    err = one_line_error(capsys, ["synth", "--config", str(cfg), "--target", "ecp5-25f", "--out", str(tmp_path / "o")])
+    assert "'ws' dataflow only" in err and "--unit array" in err
+    assert not (tmp_path / "o").exists()
