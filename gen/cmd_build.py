@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from mensa.gen.synth import (TARGETS, DoesNotFit, SynthError, _critical_paths, _tool, _utilisation_from_log,
-                             flow_versions)
+                             cached_report, flow_versions)
 from mensa.gen.verilog import write_if_changed
 from mensa.hw.config import CoreKind, UserError, config_hash, load
 
@@ -143,14 +143,9 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
         key = hashlib.sha256(json.dumps({"inputs": inputs, "board": board, "tools": versions},
                                         sort_keys=True).encode()).hexdigest()[:16]
         report_path, bit = out_dir / "build.json", out_dir / f"{NAME}.bit"
-        if report_path.exists() and bit.exists():
-            try:
-                cached = json.loads(report_path.read_text())
-            except json.JSONDecodeError:
-                cached = None
-            if cached and cached.get("cache_key") == key:
-                cached["cached"] = True
-                return cached
+        cached = cached_report(report_path, key, bit)
+        if cached:
+            return cached
 
         for stale in (report_path, bit, out_dir / "timing.md"):
             stale.unlink(missing_ok=True)

@@ -37,7 +37,7 @@ from amaranth.back import verilog as amaranth_verilog
 from mensa.gen.verilog import check_top, module_name, ports, tool_versions, top_for, write_if_changed
 from mensa.hw.config import UserError, config_hash
 
-__all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key"]
+__all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key", "cached_report"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
 FLOW_VERSION = 5
@@ -242,6 +242,21 @@ def cache_key(sources, target, clock_mhz, versions):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def cached_report(path, key, *also):
+    """The JSON report at ``path`` marked ``cached``, if it (and every file of ``also``) exists and its
+    ``cache_key`` is ``key``; else None."""
+    if not path.exists() or not all(p.exists() for p in also):
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if report.get("cache_key") != key:
+        return None
+    report["cached"] = True
+    return report
+
+
 def _synth_module(system, acc, target, out_dir, progress, task, unit):
     """Synthesise and place one accelerator; returns its report (cached when the key matches)."""
     name = module_name(system, acc)
@@ -256,14 +271,9 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit):
     versions = flow_versions(target)
     key = cache_key(sources, target, acc.clock_mhz, versions)
     report_path = work / "report.json"
-    if report_path.exists():
-        try:
-            cached = json.loads(report_path.read_text())
-        except json.JSONDecodeError:
-            cached = None
-        if cached and cached.get("cache_key") == key:
-            cached["cached"] = True
-            return cached
+    cached = cached_report(report_path, key)
+    if cached:
+        return cached
 
     for fname, text in sources:
         write_if_changed(work / fname, text)
