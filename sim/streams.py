@@ -18,9 +18,9 @@ import collections
 import random
 
 import cocotb
-from cocotb.triggers import Event, FallingEdge, RisingEdge
+from cocotb.triggers import Event, FallingEdge, RisingEdge, SimTimeoutError, with_timeout
 
-__all__ = ["pack", "pack_struct", "unpack", "StreamSource", "StreamSink", "seed", "rng"]
+__all__ = ["pack", "pack_struct", "unpack", "StreamSource", "StreamSink", "seed", "rng", "within"]
 
 
 def seed():
@@ -147,3 +147,14 @@ class StreamSink(_StreamPort):
                 self._arrived.set()
             await FallingEdge(self.clk)
             self.ready.value = int(self._random.random() >= self.gap)
+
+
+async def within(coro, cycles, progress, period_ns=10):
+    """Await ``coro``; if it takes more than ``cycles`` clock cycles, fail the test as a hang.
+
+    ``progress()`` says how far the design got (called only on the hang).
+    """
+    try:
+        return await with_timeout(coro, cycles * period_ns, "ns")
+    except SimTimeoutError:
+        raise AssertionError(f"{progress()} after {cycles} cycles; the unit hangs") from None
