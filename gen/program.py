@@ -37,7 +37,7 @@ import numpy as np
 
 from mensa.hw.config import AcceleratorConfig, UserError
 from mensa.hw.regs import OPCODES, register_map
-from mensa.hw.sequencer import GemmGeometry
+from mensa.hw.sequencer import GemmGeometry, LayerWalk
 from mensa.model.ir import Activation, Op
 from mensa.sim import golden
 
@@ -179,6 +179,13 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
     if max(in_h, in_w, out_h, out_w, k, n) >= 1 << 16:
         refuse(f"dimensions {in_h}x{in_w} -> {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536")
     m = out_h * out_w
+    walk = LayerWalk(k=k, in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, kernel=tuple(kernel),
+                     stride=tuple(stride), dilation=tuple(dilation), pad_top=pad[0], pad_left=pad[2])
+    try:
+        tile_rows, tile_cols = g.tiling(walk)
+    except ValueError as e:
+        refuse(f"{e} (buffers.act_kib {acc_config.buffers.act_kib}); allowed: a window that fits, "
+               f"a larger act_kib or fewer channels")
 
     w = np.asarray(params.weights).astype(np.int64)
     kh, kw = kernel
@@ -240,7 +247,7 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
     lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
     values = {
         "OP": OPCODES[layer.op], "IN_H": in_h, "IN_W": in_w, "IN_C": k, "OUT_H": out_h, "OUT_W": out_w,
-        "OUT_C": n, "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": stride[0], "STRIDE_W": stride[1],
+        "OUT_C": n, "TILE_ROWS": tile_rows, "TILE_COLS": tile_cols, "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": stride[0], "STRIDE_W": stride[1],
         "DILATION_H": dilation[0], "DILATION_W": dilation[1], "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1],
         "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,

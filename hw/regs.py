@@ -33,6 +33,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.hw.config import AcceleratorConfig, Dataflow
+from mensa.hw.sequencer import act_depth
 from mensa.model.ir import Op
 
 __all__ = ["Access", "Register", "RegisterMap", "register_map", "OPCODES", "MAGIC",
@@ -167,6 +168,8 @@ def register_map(config):
     b.add("DATAFLOW", 1, RO, "0: weight-stationary, 1: output-stationary",
           const=int(a.dataflow is Dataflow.OUTPUT_STATIONARY))
     b.add("BUS_BITS", 16, RO, "AXI4 data width of the DRAM interface", const=config.memory.data_bits)
+    b.add("ACT_DEPTH", 32, RO, "activation vectors in each half of the activation scratchpad",
+          const=act_depth(config))
     # control, status, interrupt
     b.add("CTRL", 1, WO, "write START to run the layer described by the descriptor", bits=(("START", 0),))
     b.add("STATUS", 2, RO, "BUSY while a layer runs; DONE once it has finished, until the next START",
@@ -181,7 +184,10 @@ def register_map(config):
     # the layer descriptor
     b.add("OP", 4, RW, "layer kind", values=tuple((op.name, code) for op, code in OPCODES.items()))
     for name, doc in (("IN_H", "input height"), ("IN_W", "input width"), ("IN_C", "input channels"),
-                      ("OUT_H", "output height"), ("OUT_W", "output width"), ("OUT_C", "output channels")):
+                      ("OUT_H", "output height"), ("OUT_W", "output width"), ("OUT_C", "output channels"),
+                      ("TILE_ROWS", "output rows per M tile (1 unless TILE_COLS is OUT_W)"),
+                      ("TILE_COLS", "output columns per M tile; TILE_ROWS x TILE_COLS at most the accumulator "
+                                    "depth, and the tile's input window at most ACT_DEPTH vectors")):
         b.add(name, 16, RW, doc)
     for name, doc in (("KERNEL_H", "kernel height"), ("KERNEL_W", "kernel width"),
                       ("STRIDE_H", "vertical stride"), ("STRIDE_W", "horizontal stride"),

@@ -8,16 +8,26 @@ the sequencer generates the activation reads of each K tile from the input tenso
 
 The loop nest::
 
-    for each M tile (at most ``acc_depth`` pixels, in raster order)
+    for each M tile (TILE_ROWS whole output rows, or TILE_COLS pixels of one row: at most
+            ``acc_depth`` pixels, with an input window of at most ``act_depth`` vectors)
+      the loader reads the tile's input window -- the input rows (and, for a tile of one
+        row, the columns) its pixels' kernels cover, every channel tile -- from DRAM into
+        one half of the activation scratchpad, while the walk computes on the other
       for each N tile of ``cols`` output channels: read its quantisation record
         for ky, for kx, for each channel tile of ``rows`` input channels (a K tile;
                 a depthwise layer walks only the channel tiles of its own N tile)
-          read the K tile's ``rows`` weight vectors
+          read the K tile's ``rows`` weight vectors from DRAM
           for each output row of the M tile: the tile's activation vectors, as at most
             three segments -- zero-point vectors for the padded pixels on the left, one
-            DRAM burst for the pixels inside the input (a stride-2 row reads every pixel
-            of its span and drops the odd ones), zero-point vectors on the right; a row
-            wholly in the padding is one zero-point segment
+            scratchpad read for the pixels inside the input (every second pixel at
+            stride 2), zero-point vectors on the right; a row wholly in the padding is one
+            zero-point segment
+
+So every input pixel crosses the bus once per M tile whose window holds it (once, plus
+the kernel's halo rows shared by neighbouring tiles), not once per tap and N tile; the
+weights cross it once per M tile. The compiler chooses the tile
+(:meth:`GemmGeometry.tiling`): the most whole output rows that fit both buffers, else
+the longest part of a row.
 
 The weight-stationary array multiplies each K tile; the K tiles' partial sums accumulate
 in an int32 accumulator buffer (``acc_depth`` entries of ``cols`` lanes); the last K
@@ -28,7 +38,8 @@ vector in whole bus words:
 
 input
     channel-tiled HWC: channel tile ``t`` (channels ``t * rows ..``) is an ``in_h x in_w``
-    plane of activation vectors in raster order, so a stride-1 output row is one burst.
+    plane of activation vectors in raster order, so a window of whole rows is one burst per
+    channel tile, and a window of part of a row one burst per row.
 weights
     per N tile, per K tile in walk order, ``rows`` weight vectors of ``cols`` lanes.
 quantisation records
@@ -51,10 +62,17 @@ from mensa.hw.dma import command_layout, read_layout, write_layout
 from mensa.hw.requant import ACC_BITS, SHIFT_BITS, acc_layout, out_layout, quant_layout
 from mensa.hw.systolic import act_layout, psum_layout
 
-__all__ = ["GemmGeometry", "GemmSequencer", "descriptor_layout", "ROUTE_DEPTH", "FLAG_DEPTH"]
+__all__ = ["GemmGeometry", "GemmSequencer", "LayerWalk", "act_depth", "descriptor_layout", "ROUTE_DEPTH", "FLAG_DEPTH"]
 
 ROUTE_DEPTH = 16        # read and zero-point segments in flight, each tagged with where its vectors go
 FLAG_DEPTH = 16         # K tiles issued and not yet accumulated (first/final flags)
+
+
+def act_depth(config):
+    """Activation vectors of ``config.array.rows`` bytes in each half of the activation
+    scratchpad: the largest power of two that fits ``buffers.act_kib`` (0 if none does)."""
+    vectors = config.buffers.act_kib * 1024 // (2 * config.array.rows)
+    return vectors and 1 << (vectors.bit_length() - 1)
 
 
 @dataclass(frozen=True)
@@ -71,7 +89,10 @@ class GemmGeometry:
         Bus words of one activation vector (``rows`` bytes), one weight row and one output
         vector (``cols`` bytes each); a vector starts on a word and its last word is padded.
     acc_depth : int
-        Accumulator entries (``cols`` int32 lanes each): the largest M.
+        Accumulator entries (``cols`` int32 lanes each): the most output pixels of an M tile.
+    act_depth : int
+        Activation vectors (``rows`` bytes each) in one half of the activation scratchpad:
+        the most an M tile's input window may hold.
     quant_words : int
         Bus words of one N tile's quantisation record: ``cols`` int32 biases, ``cols``
         int32 multipliers, ``cols`` int8 shifts, packed and padded to a whole word.
@@ -83,6 +104,7 @@ class GemmGeometry:
     weight_words: int
     out_words: int
     acc_depth: int
+    act_depth: int
     quant_words: int
 
     @classmethod
@@ -99,10 +121,31 @@ class GemmGeometry:
         entries = config.buffers.acc_kib * 1024 // (a.cols * 4)
         if entries < 1:
             raise ConfigError(f"{where}: buffers.acc_kib {config.buffers.acc_kib} holds no {a.cols}-lane entry")
+        if act_depth(config) < 1:
+            raise ConfigError(f"{where}: buffers.act_kib {config.buffers.act_kib} holds no two {a.rows}-byte vectors")
         record = a.cols * (4 + 4 + 1)
         return cls(rows=a.rows, cols=a.cols, word_bytes=wb, act_words=-(-a.rows // wb),
                    weight_words=-(-a.cols // wb), out_words=-(-a.cols // wb), acc_depth=1 << (entries.bit_length() - 1),
-                   quant_words=-(-record // wb))
+                   act_depth=act_depth(config), quant_words=-(-record // wb))
+
+    def tiling(self, walk):
+        """The M tile ``(tile_rows, tile_cols)`` of ``walk`` (a :class:`LayerWalk`).
+
+        The largest tile that fits the accumulator and whose input window fits a half of
+        the activation scratchpad: whole output rows if one row fits, else the longest
+        part of a row. Raises ``ValueError`` if one output pixel's window does not fit.
+        """
+        kt = -(-walk.k // self.rows)
+        if walk.out_w <= self.acc_depth:
+            for rows in range(min(walk.out_h, self.acc_depth // walk.out_w), 0, -1):
+                if kt * walk.window_bound(rows, walk.out_w) <= self.act_depth:
+                    return rows, walk.out_w
+        for cols in range(min(walk.out_w, self.acc_depth), 0, -1):
+            if kt * walk.window_bound(1, cols) <= self.act_depth:
+                return 1, cols
+        raise ValueError(f"one output pixel reads {kt * walk.window_bound(1, 1)} input vectors "
+                         f"({kt} channel tiles of {self.rows}); the activation scratchpad holds "
+                         f"{self.act_depth} per half")
 
     def channel_tiles(self, k, n_tile, *, depthwise):
         """The channel tiles (of ``rows`` input channels) N tile ``n_tile`` walks per kernel tap.
@@ -132,10 +175,61 @@ class GemmGeometry:
         return self.quant_words * self.word_bytes
 
 
+@dataclass(frozen=True)
+class LayerWalk:
+    """The shape of a layer as the sequencer walks it (the descriptor's geometry).
+
+    A fully connected or pointwise layer is ``in_h = out_h = 1``, ``in_w = out_w = M``
+    with a 1x1 kernel.
+    """
+    k: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    dilation: tuple = (1, 1)
+    pad_top: int = 0
+    pad_left: int = 0
+
+    def m_tiles(self, tile_rows, tile_cols):
+        """The M tiles in walk order, ``(ty, tx, rows, cols)`` each: output rows ``ty ..``
+        and columns ``tx ..``; a tile of several rows spans whole rows."""
+        ty = tx = 0
+        while ty < self.out_h:
+            yield ty, tx, min(tile_rows, self.out_h - ty), min(tile_cols, self.out_w - tx)
+            if tx + tile_cols < self.out_w:
+                tx += tile_cols
+            else:
+                tx, ty = 0, ty + tile_rows
+
+    def window(self, ty, tx, rows, cols):
+        """``(iy_lo, iy_hi, ix_lo, ix_hi)``: the input rows and columns the tile reads, clipped
+        to the input (empty if all of it is padding). A tile of one row reads only the
+        columns under it; a tile of several rows reads whole rows."""
+        (sh, sw), (kh, kw), (dh, dw) = self.stride, self.kernel, self.dilation
+        clip = lambda v, lo, hi: max(lo, min(hi, v))        # noqa: E731
+        iy_lo = clip(ty * sh - self.pad_top, 0, self.in_h)
+        iy_hi = clip((ty + rows - 1) * sh - self.pad_top + (kh - 1) * dh + 1, iy_lo, self.in_h)
+        if rows > 1:
+            return iy_lo, iy_hi, 0, self.in_w
+        ix_lo = clip(tx * sw - self.pad_left, 0, self.in_w)
+        ix_hi = clip((tx + cols - 1) * sw - self.pad_left + (kw - 1) * dw + 1, ix_lo, self.in_w)
+        return iy_lo, iy_hi, ix_lo, ix_hi
+
+    def window_bound(self, rows, cols):
+        """Pixels (per channel tile) in the window of any tile of ``rows`` x ``cols``."""
+        (sh, sw), (kh, kw), (dh, dw) = self.stride, self.kernel, self.dilation
+        height = min(self.in_h, (rows - 1) * sh + (kh - 1) * dh + 1)
+        width = self.in_w if rows > 1 else min(self.in_w, (cols - 1) * sw + (kw - 1) * dw + 1)
+        return height * width
+
+
 def descriptor_layout(addr_bits):
     """What the sequencer reads from the descriptor registers."""
     return data.StructLayout({
-        "m": 32, "k": 16, "n": 16, "depthwise": 1,
+        "m": 32, "k": 16, "n": 16, "depthwise": 1, "tile_rows": 16, "tile_cols": 16,
         "in_h": 16, "in_w": 16, "out_h": 16, "out_w": 16,
         "kernel_h": 8, "kernel_w": 8, "stride_h": 8, "stride_w": 8, "dilation_h": 8, "dilation_w": 8,
         "pad_top": 8, "pad_left": 8,
@@ -144,12 +238,17 @@ def descriptor_layout(addr_bits):
     })
 
 
-# What a read or zero-point segment feeds: its kind, how many zero-point vectors, whether
-# every second vector of the burst is dropped (stride 2), whether it ends the K tile.
+# What a segment of the walk feeds: its kind; for a scratchpad read (ACT) its first
+# address, and whether it reads every second vector (stride 2); how many vectors; whether it
+# ends the K tile, and whether that K tile ends the M tile (its window's half is released).
 Q, WTS, ACT, PAD = 0, 1, 2, 3
-_segment = data.StructLayout({"kind": 2, "count": 16, "skip": 1, "end": 1})
-_ISSUE_STATES = ("IDLE", "SETUP", "MTILE", "QREC", "ADJUST", "WEIGHTS", "KTILE", "ROW", "PAD_LEFT", "BURST",
-                 "PAD_RIGHT")
+
+
+def _segment(addr_bits):
+    return data.StructLayout({"kind": 2, "count": 16, "skip": 1, "end": 1, "release": 1, "addr": addr_bits})
+
+
+_ISSUE_STATES = ("IDLE", "MTILE", "QREC", "ADJUST", "WEIGHTS", "KTILE", "ROW", "PAD_LEFT", "READ", "PAD_RIGHT")
 
 
 class GemmSequencer(wiring.Component):
@@ -196,6 +295,7 @@ class GemmSequencer(wiring.Component):
         return self._geometry
 
     def elaborate(self, platform):
+        from mensa.hw.buffers import Scratchpad
         from mensa.hw.requant import Requantizer
         from mensa.hw.systolic import SystolicArray
 
@@ -207,6 +307,8 @@ class GemmSequencer(wiring.Component):
         ab = g.act_bytes
         m.submodules.array = array = SystolicArray(cfg.array)
         m.submodules.requant = requant = Requantizer(lanes=C)
+        m.submodules.spad = spad = Scratchpad(width=8 * R, depth=g.act_depth)
+        SA = (g.act_depth - 1).bit_length() or 1       # scratchpad address bits
 
         d = Signal(descriptor_layout(A))        # the layer, latched at start
         go = Signal()
@@ -216,29 +318,173 @@ class GemmSequencer(wiring.Component):
         o_tile = Signal(A)                      # bytes of one N tile of C: M output vectors
         m.d.comb += o_tile.eq(d.m * g.out_bytes)
         two_h, two_w = d.stride_h == 2, d.stride_w == 2
+        span_h, span_w = Signal(16), Signal(16)         # (kernel - 1) * dilation + 1
+        m.d.comb += [span_h.eq((d.kernel_h - 1) * d.dilation_h + 1),
+                     span_w.eq((d.kernel_w - 1) * d.dilation_w + 1)]
+
+        def clamp(value, low, high):
+            return Mux(value < low, low, Mux(value > high, high, value))
+
+        def m_tiles(name):
+            """An M tile walker: LayerWalk.m_tiles in registers."""
+            ty, tx = Signal(16, name=f"{name}_ty"), Signal(16, name=f"{name}_tx")
+            rows, cols = Signal(16, name=f"{name}_rows"), Signal(16, name=f"{name}_cols")
+            last = Signal(name=f"{name}_last")
+            m.d.comb += [
+                rows.eq(Mux(d.tile_rows < d.out_h - ty, d.tile_rows, d.out_h - ty)),
+                cols.eq(Mux(d.tile_cols < d.out_w - tx, d.tile_cols, d.out_w - tx)),
+                last.eq((ty + d.tile_rows >= d.out_h) & (tx + d.tile_cols >= d.out_w)),
+            ]
+
+            def advance():
+                with m.If(tx + d.tile_cols < d.out_w):
+                    m.d.sync += tx.eq(tx + d.tile_cols)
+                with m.Else():
+                    m.d.sync += tx.eq(0), ty.eq(ty + d.tile_rows)
+            return ty, tx, rows, cols, last, advance
+
+        def window(name, ty, tx, rows, cols):
+            """LayerWalk.window of the tile: (iy_lo, iy_hi, ix_lo, ix_hi)."""
+            y0, y1 = Signal(signed(20), name=f"{name}_y0"), Signal(signed(20), name=f"{name}_y1")
+            x0, x1 = Signal(signed(20), name=f"{name}_x0"), Signal(signed(20), name=f"{name}_x1")
+            oy1, ox1 = ty + rows - 1, tx + cols - 1
+            m.d.comb += [
+                y0.eq(Mux(two_h, ty << 1, ty) - d.pad_top),
+                y1.eq(Mux(two_h, oy1 << 1, oy1) - d.pad_top + span_h),
+                x0.eq(Mux(two_w, tx << 1, tx) - d.pad_left),
+                x1.eq(Mux(two_w, ox1 << 1, ox1) - d.pad_left + span_w),
+            ]
+            iy_lo, iy_hi = Signal(16, name=f"{name}_iy_lo"), Signal(16, name=f"{name}_iy_hi")
+            ix_lo, ix_hi = Signal(16, name=f"{name}_ix_lo"), Signal(16, name=f"{name}_ix_hi")
+            m.d.comb += [iy_lo.eq(clamp(y0, 0, d.in_h)), iy_hi.eq(clamp(y1, iy_lo, d.in_h))]
+            with m.If(rows == 1):
+                m.d.comb += [ix_lo.eq(clamp(x0, 0, d.in_w)), ix_hi.eq(clamp(x1, ix_lo, d.in_w))]
+            with m.Else():
+                m.d.comb += [ix_lo.eq(0), ix_hi.eq(d.in_w)]
+            return iy_lo, iy_hi, ix_lo, ix_hi
+
+        # Reads are issued by two masters, the loader (the next M tile's input window into
+        # the scratchpad) and the walk (quantisation records and weights); the DMA answers
+        # in order, and `source` says whose each command's words are.
+        m.submodules.source = source = fifo.SyncFIFOBuffered(width=1, depth=ROUTE_DEPTH)
+        LOAD, WALK = 1, 0
+        walk_cmd = Signal.like(self.rd_cmd.payload)
+        walk_valid = Signal()
+        load_cmd = Signal.like(self.rd_cmd.payload)
+        load_valid = Signal()
+        m.d.comb += [
+            self.rd_cmd.valid.eq((walk_valid | load_valid) & source.w_rdy),
+            self.rd_cmd.payload.eq(Mux(walk_valid, walk_cmd, load_cmd)),
+            source.w_data.eq(~walk_valid),
+            source.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+        ]
+        walk_took = Signal()
+        load_took = Signal()
+        m.d.comb += [walk_took.eq(walk_valid & source.w_en), load_took.eq(~walk_valid & source.w_en)]
+
+        # -- the loader: each M tile's input window, channel tile by channel tile ---------
+        # (window rows x columns in raster order, as one burst per channel tile if it spans
+        # whole rows, else one per row), into the scratchpad half the walk is not reading.
+        l_ty, l_tx, l_rows, l_cols, l_last, l_advance = m_tiles("load")
+        l_iy_lo, l_iy_hi, l_ix_lo, l_ix_hi = window("load", l_ty, l_tx, l_rows, l_cols)
+        l_state = Signal(range(4))
+        L_IDLE, L_TILE, L_ISSUE, L_WAIT = range(4)
+        in_plane = Signal(A)                    # bytes of one channel tile of the input in DRAM
+        l_ch, l_y = Signal(17), Signal(16)
+        l_ct_addr, l_addr = Signal(A), Signal(A)
+        l_full = Signal()                       # the window spans whole rows: one burst per channel tile
+        l_bursts = Signal(16)                   # bursts per channel tile
+        l_vectors = Signal(32)                  # vectors per burst
+        l_cmds, l_done = Signal(32), Signal(32)
+        l_tiles = Signal(32)                    # M tiles whose window reads are all issued
+        m.d.comb += [
+            load_cmd.addr.eq(l_addr),
+            load_cmd.count.eq(l_vectors * g.act_words - 1),
+        ]
+        with m.If(go):
+            m.d.sync += [l_state.eq(L_TILE), l_ty.eq(0), l_tx.eq(0), l_tiles.eq(0),
+                         in_plane.eq(self.desc.in_h * self.desc.in_w * ab)]
+        with m.If(l_state == L_TILE):
+            # the next half is free once the walk has released the tile before last
+            with m.If(spad.commit.ready):
+                l_w = l_ix_hi - l_ix_lo
+                m.d.sync += [
+                    l_ch.eq(0), l_y.eq(0), l_cmds.eq(0), l_done.eq(0),
+                    l_full.eq(l_w == d.in_w),
+                    l_bursts.eq(Mux(l_w == d.in_w, 1, l_iy_hi - l_iy_lo)),
+                    l_vectors.eq(Mux(l_w == d.in_w, (l_iy_hi - l_iy_lo) * d.in_w, l_w)),
+                    l_ct_addr.eq(d.input_addr + (l_iy_lo * d.in_w + l_ix_lo) * ab),
+                    l_addr.eq(d.input_addr + (l_iy_lo * d.in_w + l_ix_lo) * ab),
+                ]
+                with m.If((l_iy_hi == l_iy_lo) | (l_w == 0)):
+                    m.d.sync += l_state.eq(L_WAIT), l_tiles.eq(l_tiles + 1)      # all padding
+                with m.Else():
+                    m.d.sync += l_state.eq(L_ISSUE)
+        with m.If(l_state == L_ISSUE):
+            m.d.comb += load_valid.eq(1)
+            with m.If(load_took):
+                m.d.sync += l_cmds.eq(l_cmds + 1)
+                with m.If(l_y + 1 < l_bursts):
+                    m.d.sync += l_y.eq(l_y + 1), l_addr.eq(l_addr + d.in_w * ab)
+                with m.Else():
+                    m.d.sync += [l_y.eq(0), l_ch.eq(l_ch + R), l_ct_addr.eq(l_ct_addr + in_plane),
+                                 l_addr.eq(l_ct_addr + in_plane)]
+                    with m.If(l_ch + R >= d.k):
+                        m.d.sync += l_state.eq(L_WAIT), l_tiles.eq(l_tiles + 1)
+        # the loader's words: act_words to a vector, written to the scratchpad in order
+        word = self.rd_data.payload.data
+        from_load = Signal()
+        m.d.comb += from_load.eq(self.rd_data.valid & source.r_rdy & (source.r_data == LOAD))
+        l_gbuf = Signal(max(g.act_words - 1, 1) * W)
+        l_gi = Signal(range(max(g.act_words, 2)))
+        l_waddr = Signal(SA)
+        l_vector = Cat(l_gbuf[:(g.act_words - 1) * W], word) if g.act_words > 1 else word
+        l_vend = Signal()
+        m.d.comb += l_vend.eq(l_gi == g.act_words - 1)
+        wport = spad.write[0]
+        m.d.comb += [wport.addr.eq(l_waddr), wport.data.eq(l_vector[:8 * R]), wport.en.eq(from_load & l_vend)]
+        with m.If(from_load):
+            with m.If(l_vend):
+                m.d.sync += l_gi.eq(0), l_waddr.eq(l_waddr + 1)
+            with m.Else():
+                m.d.sync += l_gi.eq(l_gi + 1)
+                if g.act_words > 1:
+                    m.d.sync += l_gbuf.eq(Cat(l_gbuf[W:], word) if g.act_words > 2 else word)
+            with m.If(self.rd_data.payload.last):
+                m.d.sync += l_done.eq(l_done + 1)
+        m.d.comb += spad.commit.valid.eq((l_state == L_WAIT) & (l_done == l_cmds))
+        with m.If(spad.commit.valid & spad.commit.ready):
+            m.d.sync += l_waddr.eq(0), l_state.eq(L_TILE)
+            l_advance()
+            with m.If(l_last):
+                m.d.sync += l_state.eq(L_IDLE)
 
         # -- read issue: the loop nest of the module docstring, one segment at a time ------
-        m.submodules.route = route = fifo.SyncFIFOBuffered(width=_segment.size, depth=ROUTE_DEPTH)
+        m.submodules.route = route = fifo.SyncFIFOBuffered(width=_segment(SA).size, depth=ROUTE_DEPTH)
         m.submodules.flags = flags = fifo.SyncFIFOBuffered(width=2, depth=FLAG_DEPTH)
-        seg = Signal(_segment)
+        seg = Signal(_segment(SA))
         m.d.comb += route.w_data.eq(seg)
 
-        plane = Signal(A)           # bytes of one channel tile of the input
-        row_step = Signal(A)        # bytes from one output row's input row to the next's
-        m_left = Signal(32)         # pixels not yet in an M tile
+        w_ty, w_tx, w_rows, w_cols, w_last, w_advance = m_tiles("walk")
+        w_iy_lo, w_iy_hi, w_ix_lo, w_ix_hi = window("walk", w_ty, w_tx, w_rows, w_cols)
+        w_tiles = Signal(32)                        # M tiles the walk has begun
+        plane = Signal(24)                          # vectors of one channel tile of the window
+        win_w = Signal(16)
+        iy_lo, ix_lo = Signal(16), Signal(16)
+        row_step = Signal(17)                       # vectors from one output row's input row to the next's
         mt = Signal(range(g.acc_depth + 1))
         ty, tx = Signal(16), Signal(16)             # the M tile's first pixel
         n0 = Signal(16)
         ch_lo = Signal(16)                          # first channel of the N tile's K walk
-        lo_addr = Signal(A)                         # its channel tile's plane
+        lo_addr = Signal(24)                        # its channel tile's plane in the window
         ch0 = Signal(16)
-        ct_addr = Signal(A)
+        ct_addr = Signal(24)
         ky, kx = Signal(8), Signal(8)
         ky_off, kx_off = Signal(16), Signal(16)     # ky * dilation_h, kx * dilation_w
         q_addr, w_addr = Signal(A), Signal(A)
         iy = Signal(signed(19))                     # input row of the current output row
         ix0 = Signal(signed(19))                    # input column of output column 0
-        row_addr = Signal(A)                        # DRAM address of pixel (iy, ix0)
+        row_addr = Signal(signed(26))               # window address of pixel (iy, ix0)
         ox_lo, ox_hi = Signal(17), Signal(17)       # output columns whose input is inside
         oy = Signal(16)
         s, e, lo, hi = Signal(17), Signal(17), Signal(17), Signal(17)
@@ -253,18 +499,16 @@ class GemmSequencer(wiring.Component):
             first_k.eq((ky == 0) & (kx == 0) & (ch0 == ch_lo)),
             last_k.eq((ky + 1 == d.kernel_h) & (kx + 1 == d.kernel_w) & (ch0 + R >= ch_end)),
             flags.w_data.eq(Cat(first_k, last_k)),
+            seg.release.eq(last_k & (n0 + C >= d.n)),
         ]
-        cmd = self.rd_cmd.payload
+        cmd = walk_cmd
         pushed = Signal()
         m.d.comb += pushed.eq(route.w_en)
-
-        def clamp(value, low, high):
-            return Mux(value < low, low, Mux(value > high, high, value))
 
         # (If chains on a state register rather than m.FSM: a case statement on a
         # partly used state code is an incomplete case to Verilator's lint)
         state = Signal(range(len(_ISSUE_STATES)))
-        (IDLE, SETUP, MTILE, QREC, ADJUST, WEIGHTS, KTILE, ROW, PAD_LEFT, BURST,
+        (IDLE, MTILE, QREC, ADJUST, WEIGHTS, KTILE, ROW, PAD_LEFT, READ,
          PAD_RIGHT) = range(len(_ISSUE_STATES))
 
         def next_row():
@@ -289,38 +533,35 @@ class GemmSequencer(wiring.Component):
                     m.d.sync += n0.eq(n0 + C)
                     m.d.sync += state.eq(QREC)
                 with m.Else():
-                    # the next M tile starts after this one's last pixel
-                    m.d.sync += m_left.eq(m_left - mt)
-                    with m.If(e == d.out_w):
-                        m.d.sync += ty.eq(oy + 1), tx.eq(0)
-                    with m.Else():
-                        m.d.sync += ty.eq(oy), tx.eq(e)
+                    w_advance()
                     m.d.sync += state.eq(MTILE)
-                    with m.If(m_left == mt):
+                    with m.If(w_last):
                         m.d.sync += state.eq(IDLE)
 
         with m.If(state == IDLE):
             with m.If(go):
-                m.d.sync += state.eq(SETUP)
-        with m.Elif(state == SETUP):
-            m.d.sync += [
-                plane.eq(d.in_h * d.in_w * ab),
-                row_step.eq(Mux(two_h, d.in_w * (2 * ab), d.in_w * ab)),
-                m_left.eq(d.m), ty.eq(0), tx.eq(0),
-            ]
-            m.d.sync += state.eq(MTILE)
+                m.d.sync += state.eq(MTILE), w_ty.eq(0), w_tx.eq(0), w_tiles.eq(0)
         with m.Elif(state == MTILE):
-            m.d.sync += [
-                mt.eq(Mux(m_left < g.acc_depth, m_left, g.acc_depth)),
-                n0.eq(0), ch_lo.eq(0), lo_addr.eq(d.input_addr),
-                q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
-            ]
-            m.d.sync += state.eq(QREC)
+            # The walk begins an M tile once the loader has issued all of its window's reads:
+            # the DMA answers in order, so every word the walk waits for is then behind
+            # words the loader takes as they come, and neither can block the other.
+            with m.If(l_tiles != w_tiles):
+                width = w_ix_hi - w_ix_lo
+                m.d.sync += [
+                    w_tiles.eq(w_tiles + 1),
+                    mt.eq(w_rows * w_cols), ty.eq(w_ty), tx.eq(w_tx),
+                    iy_lo.eq(w_iy_lo), ix_lo.eq(w_ix_lo), win_w.eq(width),
+                    plane.eq((w_iy_hi - w_iy_lo) * width),
+                    row_step.eq(Mux(two_h, width << 1, width)),
+                    n0.eq(0), ch_lo.eq(0), lo_addr.eq(0),
+                    q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
+                ]
+                m.d.sync += state.eq(QREC)
         with m.Elif(state == QREC):
             m.d.comb += [
-                self.rd_cmd.valid.eq(route.w_rdy),
+                walk_valid.eq(route.w_rdy),
                 cmd.addr.eq(q_addr), cmd.count.eq(g.quant_words - 1),
-                seg.kind.eq(Q), route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+                seg.kind.eq(Q), route.w_en.eq(walk_took),
             ]
             with m.If(pushed):
                 m.d.sync += q_addr.eq(q_addr + g.quant_bytes)
@@ -335,9 +576,9 @@ class GemmSequencer(wiring.Component):
                 m.d.sync += state.eq(WEIGHTS)
         with m.Elif(state == WEIGHTS):
             m.d.comb += [
-                self.rd_cmd.valid.eq(route.w_rdy & flags.w_rdy),
+                walk_valid.eq(route.w_rdy & flags.w_rdy),
                 cmd.addr.eq(w_addr), cmd.count.eq(R * g.weight_words - 1),
-                seg.kind.eq(WTS), route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+                seg.kind.eq(WTS), route.w_en.eq(walk_took),
                 flags.w_en.eq(route.w_en),
             ]
             with m.If(pushed):
@@ -355,7 +596,7 @@ class GemmSequencer(wiring.Component):
                 past_in.eq(Mux(two_w, (d.in_w - ix0 + 1) >> 1, d.in_w - ix0)),
             ]
             m.d.sync += [
-                row_addr.eq(ct_addr + (iy * d.in_w + ix0) * ab),
+                row_addr.eq(ct_addr + (iy - iy_lo) * win_w + ix0 - ix_lo),
                 ox_lo.eq(clamp(first_in, 0, d.out_w)),
                 ox_hi.eq(clamp(past_in, 0, d.out_w)),
                 oy.eq(ty), s.eq(tx), left.eq(mt),
@@ -374,22 +615,19 @@ class GemmSequencer(wiring.Component):
                 final_row.eq(left == end - s),
             ]
             with m.If(l_ == s):
-                m.d.sync += state.eq(BURST)
+                m.d.sync += state.eq(READ)
             with m.Else():
                 m.d.sync += state.eq(PAD_LEFT)
         with m.Elif(state == PAD_LEFT):
             m.d.comb += [seg.kind.eq(PAD), seg.count.eq(lo - s), seg.end.eq(final_row & (lo == e)),
                          route.w_en.eq(route.w_rdy)]
             with m.If(route.w_rdy):
-                m.d.sync += state.eq(BURST)
-        with m.Elif(state == BURST):
-            vectors = Mux(two_w, ((hi - lo) << 1) - 1, hi - lo)
+                m.d.sync += state.eq(READ)
+        with m.Elif(state == READ):
             m.d.comb += [
-                self.rd_cmd.valid.eq((hi != lo) & route.w_rdy),
-                cmd.addr.eq(row_addr + Mux(two_w, lo << 1, lo) * ab),
-                cmd.count.eq(vectors * g.act_words - 1),
-                seg.kind.eq(ACT), seg.skip.eq(two_w), seg.end.eq(final_row & (hi == e)),
-                route.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+                seg.kind.eq(ACT), seg.count.eq(hi - lo), seg.skip.eq(two_w),
+                seg.addr.eq(row_addr + Mux(two_w, lo << 1, lo)), seg.end.eq(final_row & (hi == e)),
+                route.w_en.eq((hi != lo) & route.w_rdy),
             ]
             with m.If((hi == lo) | pushed):
                 with m.If(e == hi):
@@ -402,70 +640,44 @@ class GemmSequencer(wiring.Component):
             with m.If(route.w_rdy):
                 next_row()
 
-        # -- read data: each word, or zero-point vector, to where its segment says ----------
-        word = self.rd_data.payload.data
-        r_seg = data.View(_segment, route.r_data)
+        # -- the walk's segments: DRAM words to the requantiser's record and the array's
+        # weights; scratchpad reads and zero-point vectors to the array's activations -----
+        r_seg = data.View(_segment(SA), route.r_data)
         kind = r_seg.kind
         here = Signal()
-        m.d.comb += here.eq(self.rd_data.valid & route.r_rdy)
+        m.d.comb += here.eq(self.rd_data.valid & source.r_rdy & (source.r_data == WALK) & route.r_rdy)
         qbuf = Signal(g.quant_words * W)
         q_idx = Signal(range(g.quant_words))
         q_full = Signal()
-        # A vector wider than the bus arrives as several words: the ones before its last
-        # wait in the gather buffer, and the last one goes to the array with them.
-        most = max(g.act_words, g.weight_words)
-        gbuf = Signal(max(most - 1, 1) * W)
-        g_idx = Signal(range(max(most, 2)))         # (a zero-width counter is a lint warning)
-        vector = Cat(gbuf[:(most - 1) * W], word) if most > 1 else word
+        # A weight vector wider than the bus arrives as several words: the ones before its
+        # last wait in the gather buffer, and the last one goes to the array with them.
+        gbuf = Signal(max(g.weight_words - 1, 1) * W)
+        g_idx = Signal(range(max(g.weight_words, 2)))   # (a zero-width counter is a lint warning)
+        vector = Cat(gbuf[:(g.weight_words - 1) * W], word) if g.weight_words > 1 else word
         w_end = Signal()
-        a_end = Signal()
-        odd = Signal()                              # a stride-2 burst's vector to drop
-        drop = Signal()
-        pad_i = Signal(16)
-        pad_end = Signal()
-        zp_vector = Cat(*[d.in_zero_point for _ in range(R)])
         m.d.comb += [
             w_end.eq(g_idx == g.weight_words - 1),
-            a_end.eq(g_idx == g.act_words - 1),
-            drop.eq(r_seg.skip & odd),
-            pad_end.eq(pad_i + 1 == r_seg.count),
-            array.weights.payload.eq(vector[(most - g.weight_words) * W:][:8 * C]),
+            array.weights.payload.eq(vector[:8 * C]),
             array.weights.valid.eq(here & (kind == WTS) & w_end),
         ]
-        with m.If(kind == PAD):
-            m.d.comb += [
-                array.acts.payload.data.eq(zp_vector),
-                array.acts.payload.last.eq(r_seg.end & pad_end),
-                array.acts.valid.eq(route.r_rdy),
-            ]
-        with m.Else():
-            m.d.comb += [
-                array.acts.payload.data.eq(vector[(most - g.act_words) * W:][:8 * R]),
-                array.acts.payload.last.eq(r_seg.end & self.rd_data.payload.last),
-                array.acts.valid.eq(here & (kind == ACT) & a_end & ~drop),
-            ]
-        pad_go = Signal()
-        m.d.comb += pad_go.eq(route.r_rdy & (kind == PAD) & array.acts.ready)
-        with m.If(pad_go):
-            m.d.sync += pad_i.eq(Mux(pad_end, 0, pad_i + 1))
-        rd_go = self.rd_data.valid & self.rd_data.ready
-        m.d.comb += route.r_en.eq((rd_go & self.rd_data.payload.last) | (pad_go & pad_end))
+        walk_ready = Signal()
         with m.If(kind == Q):
-            m.d.comb += self.rd_data.ready.eq(route.r_rdy & ~q_full)
+            m.d.comb += walk_ready.eq(route.r_rdy & ~q_full)
         with m.Elif(kind == WTS):
-            m.d.comb += self.rd_data.ready.eq(route.r_rdy & (~w_end | array.weights.ready))
-        with m.Elif(kind == ACT):
-            m.d.comb += self.rd_data.ready.eq(route.r_rdy & (~a_end | drop | array.acts.ready))
-        with m.If(rd_go & (kind == ACT) & a_end):
-            m.d.sync += odd.eq(~odd & ~self.rd_data.payload.last)
-        if most > 1:
+            m.d.comb += walk_ready.eq(route.r_rdy & (~w_end | array.weights.ready))
+        m.d.comb += self.rd_data.ready.eq(source.r_rdy & Mux(source.r_data == LOAD, 1, walk_ready))
+        rd_go = self.rd_data.valid & self.rd_data.ready
+        m.d.comb += source.r_en.eq(rd_go & self.rd_data.payload.last)
+        walk_go = Signal()
+        m.d.comb += walk_go.eq(rd_go & (source.r_data == WALK))
+        if g.weight_words > 1:
             # the buffer shifts down a word at a time, so a vector's words end at its top
-            with m.If(rd_go & (kind != Q)):
-                with m.If(Mux(kind == WTS, w_end, a_end)):
+            with m.If(walk_go & (kind == WTS)):
+                with m.If(w_end):
                     m.d.sync += g_idx.eq(0)
                 with m.Else():
                     m.d.sync += g_idx.eq(g_idx + 1)
-                    m.d.sync += gbuf.eq(Cat(gbuf[W:], word) if most > 2 else word)
+                    m.d.sync += gbuf.eq(Cat(gbuf[W:], word) if g.weight_words > 2 else word)
         with m.If(here & (kind == Q) & ~q_full):
             for i in range(g.quant_words):
                 with m.If(q_idx == i):
@@ -474,6 +686,39 @@ class GemmSequencer(wiring.Component):
                 m.d.sync += q_idx.eq(0), q_full.eq(1)
             with m.Else():
                 m.d.sync += q_idx.eq(q_idx + 1)
+
+        # Activation vectors leave through one register, the scratchpad read's: a read
+        # segment's vectors and a padding segment's zero-point vectors alike, in segment
+        # order. Both wait for the M tile's window to be committed; the M tile's last
+        # segment releases its half to the loader.
+        rport = spad.read[0]
+        a_valid, a_pad, a_last = Signal(), Signal(), Signal()
+        a_i = Signal(16)
+        a_next = Signal(SA)
+        a_advance = Signal()
+        a_take = Signal()
+        act_seg = route.r_rdy & ((kind == ACT) | (kind == PAD)) & spad.tile.valid
+        a_seg_end = Signal()
+        m.d.comb += [
+            a_advance.eq(~a_valid | array.acts.ready),
+            a_take.eq(act_seg & a_advance),
+            a_seg_end.eq(a_i + 1 == r_seg.count),
+            rport.en.eq(a_advance),
+            rport.addr.eq(Mux(a_i == 0, r_seg.addr, a_next)),
+            spad.tile.ready.eq(a_take & a_seg_end & r_seg.end & r_seg.release),
+            route.r_en.eq((walk_go & self.rd_data.payload.last) | (a_take & a_seg_end)),
+        ]
+        with m.If(a_advance):
+            m.d.sync += [a_valid.eq(a_take), a_pad.eq(kind == PAD), a_last.eq(r_seg.end & a_seg_end)]
+        with m.If(a_take):
+            m.d.sync += [a_i.eq(Mux(a_seg_end, 0, a_i + 1)),
+                         a_next.eq(rport.addr + Mux(r_seg.skip, 2, 1))]
+        zp_vector = Cat(*[d.in_zero_point for _ in range(R)])
+        m.d.comb += [
+            array.acts.valid.eq(a_valid),
+            array.acts.payload.data.eq(Mux(a_pad, zp_vector, rport.data)),
+            array.acts.payload.last.eq(a_last),
+        ]
         qp = requant.quant.payload
         for j in range(C):
             m.d.comb += [
@@ -535,13 +780,13 @@ class GemmSequencer(wiring.Component):
         writing = Signal()
         o_addr, o_mbase = Signal(A), Signal(A)
         wn0 = Signal(16)
-        wm_left = Signal(32)
-        wmt = Signal(range(g.acc_depth + 1))
+        o_ty, o_tx, o_rows, o_cols, o_last, o_advance = m_tiles("write")
+        wmt = Signal(32)
         issued, acked = Signal(32), Signal(32)
-        m.d.comb += wmt.eq(Mux(wm_left < g.acc_depth, wm_left, g.acc_depth))
+        m.d.comb += wmt.eq(o_rows * o_cols)
         with m.If(go):
             m.d.sync += [writing.eq(1), o_addr.eq(self.desc.output_addr), o_mbase.eq(self.desc.output_addr),
-                         wn0.eq(0), wm_left.eq(self.desc.m), issued.eq(0), acked.eq(0)]
+                         wn0.eq(0), o_ty.eq(0), o_tx.eq(0), issued.eq(0), acked.eq(0)]
         m.d.comb += [
             self.wr_cmd.valid.eq(writing),
             self.wr_cmd.payload.addr.eq(o_addr),
@@ -551,8 +796,9 @@ class GemmSequencer(wiring.Component):
             m.d.sync += issued.eq(issued + 1)
             with m.If(wn0 + C >= d.n):
                 m.d.sync += [wn0.eq(0), o_mbase.eq(o_mbase + wmt * g.out_bytes),
-                             o_addr.eq(o_mbase + wmt * g.out_bytes), wm_left.eq(wm_left - wmt)]
-                with m.If(wm_left == wmt):
+                             o_addr.eq(o_mbase + wmt * g.out_bytes)]
+                o_advance()
+                with m.If(o_last):
                     m.d.sync += writing.eq(0)
             with m.Else():
                 m.d.sync += wn0.eq(wn0 + C), o_addr.eq(o_addr + o_tile)
@@ -581,6 +827,6 @@ class GemmSequencer(wiring.Component):
 
         m.d.comb += [
             self.busy.eq(array.busy),
-            self.mem_stall.eq(self.running & route.r_rdy & (kind != PAD) & ~self.rd_data.valid),
+            self.mem_stall.eq(self.running & route.r_rdy & Mux((kind == Q) | (kind == WTS), ~here, ~spad.tile.valid)),
         ]
         return m

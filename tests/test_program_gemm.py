@@ -10,13 +10,15 @@ import pytest
 from mensa.gen.program import ProgramError, compile_layer
 from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, ConfigError, Dataflow, MemoryConfig, UserError
 from mensa.hw.regs import register_map
+from mensa.hw.sequencer import LayerWalk
 from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams
 from mensa.sim import golden
 
 
-def config(rows=4, cols=4, data_bits=64, acc_kib=16, dataflow=Dataflow.WEIGHT_STATIONARY):
+def config(rows=4, cols=4, data_bits=64, acc_kib=16, dataflow=Dataflow.WEIGHT_STATIONARY, act_kib=32):
     return AcceleratorConfig(name="t", array=ArrayConfig(rows=rows, cols=cols, dataflow=dataflow),
-                             buffers=BufferConfig(acc_kib=acc_kib), memory=MemoryConfig(data_bits=data_bits))
+                             buffers=BufferConfig(acc_kib=acc_kib, act_kib=act_kib),
+                             memory=MemoryConfig(data_bits=data_bits))
 
 
 def layer(op, in_shape, out_shape, activation=Activation.NONE, zp_in=3, zp_out=-5, **kw):
@@ -35,9 +37,11 @@ def params(lay, rng):
 def sequencer_model(prog):
     """What the sequencer computes from the image and the registers (numpy, not the RTL).
 
-    It walks the loop nest of :mod:`mensa.hw.sequencer`: M tiles of at most ``acc_depth``
-    pixels, N tiles, K tiles (ky, kx, channel tile), and per output row the zero-point
-    and burst segments, reading DRAM only at the addresses the sequencer reads.
+    It walks the loop nest of :mod:`mensa.hw.sequencer`: M tiles of TILE_ROWS x TILE_COLS,
+    each tile's input window loaded from DRAM into a scratchpad half of ``act_depth``
+    vectors (the loader's bursts), then N tiles, K tiles (ky, kx, channel tile) and per
+    output row the zero-point and scratchpad-read segments, reading the scratchpad only
+    inside the window.
     """
     g, r = prog.geometry, prog.registers
     img = prog.image.view(np.int8)
@@ -47,15 +51,27 @@ def sequencer_model(prog):
     k, n = r["IN_C"], r["OUT_C"]
     kh, kw, sh, sw = r["KERNEL_H"], r["KERNEL_W"], r["STRIDE_H"], r["STRIDE_W"]
     dh, dw, pt, pl = r["DILATION_H"], r["DILATION_W"], r["PAD_TOP"], r["PAD_LEFT"]
+    walk = LayerWalk(k=k, in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, kernel=(kh, kw), stride=(sh, sw),
+                     dilation=(dh, dw), pad_top=pt, pad_left=pl)
     depthwise = r["OP"] == 1
     m = out_h * out_w
-    nt = -(-n // C)
+    nt, kt = -(-n // C), -(-k // R)
     plane = in_h * in_w * ab
     at = lambda name: r[name] - prog.base
     zp = np.full(R, r["IN_ZERO_POINT"], np.int64)
     out = bytearray(prog.output_bytes)
-    for m0 in range(0, m, g.acc_depth):
-        mt = min(g.acc_depth, m - m0)
+    m0 = 0
+    for ty, tx, rows, cols in walk.m_tiles(r["TILE_ROWS"], r["TILE_COLS"]):
+        mt = rows * cols
+        assert mt <= g.acc_depth
+        iy_lo, iy_hi, ix_lo, ix_hi = walk.window(ty, tx, rows, cols)
+        ww = ix_hi - ix_lo
+        spad = np.full((kt, iy_hi - iy_lo, ww, R), 99, np.int64)      # what the loader writes
+        assert spad.shape[0] * spad.shape[1] * spad.shape[2] <= g.act_depth
+        for ct in range(kt):
+            for iy in range(iy_lo, iy_hi):
+                o = at("INPUT_ADDR") + ct * plane + (iy * in_w + ix_lo) * ab
+                spad[ct, iy - iy_lo] = img[o:o + ww * ab].reshape(ww, ab)[:, :R]
         w_at = at("WEIGHT_ADDR")
         for t in range(nt):
             rec = prog.image[at("QUANT_ADDR") + t * g.quant_bytes:][:9 * C]
@@ -73,8 +89,8 @@ def sequencer_model(prog):
                             oy, ox = divmod(p, out_w)
                             iy, ix = oy * sh - pt + ky * dh, ox * sw - pl + kx * dw
                             if 0 <= iy < in_h and 0 <= ix < in_w:
-                                o = at("INPUT_ADDR") + ct * plane + (iy * in_w + ix) * ab
-                                a[i] = img[o:o + R]
+                                assert iy_lo <= iy < iy_hi and ix_lo <= ix < ix_hi, (iy, ix)
+                                a[i] = spad[ct, iy - iy_lo, ix - ix_lo]
                             else:
                                 a[i] = zp
                         acc += a @ w
@@ -83,6 +99,8 @@ def sequencer_model(prog):
             for i in range(mt):
                 o = (t * m + m0 + i) * ob
                 out[o:o + C] = y[i].astype(np.int8).tobytes()
+        m0 += mt
+    assert m0 == m
     return prog.output(out)
 
 
