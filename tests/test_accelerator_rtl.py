@@ -96,8 +96,7 @@ CASES = [
     (3, 5, 64, 1, 4, 3, 16, 17),
     (12, 10, 32, 1, 4, 4, 10, 30),
 ]
-# A K tile streams M activation words after R weight words on one bus: at most M / (M + R)
-# of the cycles compute (64 / 72 = 88.9% below); measured 86.6% at latency 20.
+# The issue's goal for a compute-bound layer at DRAM latency 20.
 UTILISATION_FLOOR = 0.8
 DEFAULT = 2         # the first cases run in the default suite, on the last simulator (Icarus if present)
 RUNS = [pytest.param(*case, sim, id=f"{case[0]}x{case[1]}-d{case[2]}-{sim}",
@@ -141,15 +140,17 @@ def test_random_gemm_layers_bit_exact_through_axi(rows, cols, data_bits, acc_kib
 
 @pytest.mark.slow
 def test_loads_overlap_compute_on_a_large_gemm(tmp_path):
-    """8x8 array, DRAM latency 20 cycles, no backpressure: a 64 x 64 x 64 GEMM keeps the array busy.
+    """8x8 array, DRAM latency 20 cycles, no backpressure: a 256 x 64 x 64 GEMM keeps the array busy.
 
-    Each K tile streams M = 64 activation words after R = 8 weight words over one bus, so
-    at most 64 / 72 of the cycles can compute; with the DMA's bursts in flight and the
-    array's second weight bank the latency hides behind the previous tile.
+    The accumulator holds 64 pixels, so the GEMM runs as four M tiles. Only the first tile's
+    input window (64 pixels x 8 channel tiles, 512 words) is read before the array starts;
+    each later window loads into the scratchpad's other half while the array computes, and
+    a K tile's 8 weight words hide behind its 64 activation vectors from the scratchpad.
+    Every input word crosses the bus once: 2,048 words of input for 16,384 MAC cycles.
     """
     sim = simulators()[-1]
     cfg = {"rows": 8, "cols": 8, "data_bits": 64, "acc_kib": 2}
-    spec = {"op": "fc", "in_shape": [64, 64], "out_channels": 64, "activation": "relu", "zp_in": 5, "zp_out": -3,
+    spec = {"op": "fc", "in_shape": [256, 64], "out_channels": 64, "activation": "relu", "zp_in": 5, "zp_out": -3,
             "in_scale": 0.05, "out_scale": 2.0}
     result = tmp_path / "cycles.json"
     params = {"config": cfg, "layers": [spec], "pause": 0.0, "latency": [20, 20], "result": str(result)}
@@ -158,7 +159,9 @@ def test_loads_overlap_compute_on_a_large_gemm(tmp_path):
         test_module="mensa.sim.tb_accelerator", test_name=f"acc-{tmp_path.name}",
         extra_env={"MENSA_TB": json.dumps(params)})
     (r,) = json.loads(result.read_text())
-    assert UTILISATION_FLOOR <= r["utilisation"] <= 64 / (64 + 8), r
+    assert r["utilisation"] >= UTILISATION_FLOOR, r
+    # the input once; per M tile the weights and 8 quantisation records of 72 bytes
+    assert r["dram_read_bytes"] == 256 * 64 + 4 * (64 * 64 + 8 * 72), r
 
 
 @pytest.mark.slow
@@ -166,9 +169,10 @@ def test_loads_overlap_compute_on_a_3x3_conv(tmp_path):
     """The pascal-fpga sizes (8x8 WS, 64-bit bus, 16 KiB accumulator), DRAM latency 20 cycles, no
     backpressure: a 3x3 conv, 64 -> 64 channels on 28x28 with padding 1, keeps the array >= 80% busy.
 
-    Each K tile streams 784 activation vectors (two M tiles of 512 and 272 pixels) after 8
-    weight words; zero-point vectors for the padded border cost no bus cycles, and the next
-    row's burst is requested while the current one streams.
+    The M tiles are whole output rows: as many as fit the 32 KiB scratchpad's half (2,048
+    vectors: 9 input rows x 28 pixels x 8 channel tiles, so 7 output rows). Each tile's input
+    window crosses the bus once, the next one loading while the array computes; zero-point
+    vectors for the padded border cost no bus cycles.
     """
     spec = {"op": "conv2d", "in_shape": [1, 28, 28, 64], "out_channels": 64, "kernel": [3, 3], "stride": [1, 1],
             "padding": [1, 1, 1, 1], "activation": "relu", "zp_in": -3, "zp_out": 4, "in_scale": 0.05,
