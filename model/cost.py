@@ -81,6 +81,7 @@ from mensa.hw.config import CoreKind, Dataflow, DramConfig
 from mensa.hw.dma import DMA
 from mensa.hw.nearmem import HEADER_WORDS
 from mensa.hw.requant import ACC_BITS
+from mensa.hw.sequencer import ROUTE_DEPTH
 from mensa.model.ir import Op
 
 __all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
@@ -152,6 +153,13 @@ def buffer_bytes(acc):
     return b.weight_kib * 1024, b.act_kib * 1024, b.acc_kib * 1024
 
 
+def _act_depth(act_bytes, rows):
+    """Activation vectors of ``rows`` bytes in one half of a ping-pong scratchpad of ``act_bytes``:
+    the largest power of two that fits, as the RTL sizes it (:func:`mensa.hw.sequencer.act_depth`)."""
+    vectors = int(act_bytes) // (2 * rows)
+    return vectors and 1 << (vectors.bit_length() - 1)
+
+
 class LayerTable:
     """Layers lowered to the numbers the model needs, one numpy array per quantity (shape ``(L,)``).
 
@@ -161,7 +169,9 @@ class LayerTable:
     """
 
     _FIELDS = ("op", "m1", "k1", "n1", "g", "r", "m2", "k2", "n2", "ew_elems", "ew_ops",
-               "in_bytes", "out_bytes", "w_bytes", "param_bytes", "macs", "out_elems")
+               "in_bytes", "out_bytes", "w_bytes", "param_bytes", "macs", "out_elems",
+               "images", "in_h", "in_w", "out_h", "out_w", "span_h", "span_w", "stride_h", "stride_w",
+               "pad_top", "pad_left", "pad_w", "in_c", "taps")
 
     def __init__(self, layers):
         layers = tuple(layers)
@@ -215,8 +225,22 @@ class LayerTable:
         else:   # pragma: no cover - a new Op must be given a lowering here
             raise NotImplementedError(f"cost model has no lowering for {op}")
         bias = 4 * (4 * l.hidden if op is Op.LSTM else l.out_channels) if l.bias and w_bytes else 0
+        # The first product's input window geometry, as the WS sequencer walks it
+        # (mensa.hw.sequencer.LayerWalk): an image of in_h x in_w pixels of in_c channels per
+        # image; an FC or LSTM product is one row of m1 pixels.
+        # A WS conv walks its kernel tap by tap, each tap's input channels in tiles of the
+        # array's rows (``taps`` K walks of k1 / taps).
+        window = (0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1)
+        if op in (Op.CONV2D, Op.DEPTHWISE):
+            n, ih, iw, c = l.in_shape
+            _, oh, ow, _ = l.out_shape
+            (kh, kw), (dh, dw) = l.kernel, l.dilation
+            window = (n, ih, iw, oh, ow, (kh - 1) * dh + 1, (kw - 1) * dw + 1, *l.stride, l.padding[0],
+                      l.padding[2], l.padding[2] + l.padding[3], c, kh * kw if op is Op.CONV2D else 1)
+        elif m1:
+            window = (1, 1, m1, 1, m1, 1, 1, 1, 1, 0, 0, 0, k1, 1)
         return (_OP_CODE[op], m1, k1, n1, g, r, m2, k2, n2, ew_elems, ew_ops, in_bytes, out_elems,
-                w_bytes, w_bytes + bias, l.macs, out_elems)
+                w_bytes, w_bytes + bias, l.macs, out_elems, *window)
 
 
 class AcceleratorTable:
@@ -242,11 +266,12 @@ class AcceleratorTable:
                     dram_bytes_per_cycle(x, d), d.latency_cycles,
                     n.vaults if n else 0, n.lanes if n else 0, n.vault_bits / 8 if n else 0,
                     n.vaults * n.vault_kib * 1024 if n else 0, n.local_kib * 1024 if n else 0,
-                    x.memory.data_bits / 8, x.memory.max_burst, _memory_bytes_per_cycle(x, d))
-        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 17)
+                    x.memory.data_bits / 8, x.memory.max_burst, _memory_bytes_per_cycle(x, d),
+                    _act_depth(act, x.array.rows))
+        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 18)
         (self.rows, self.cols, self.clock_mhz, self.wbuf, self.abuf, self.accbuf, self.acc_bytes, self.bpc,
          self.latency, self.vaults, self.lanes, self.vault_bpc, self.vault_cap, self.local,
-         self.word_bytes, self.max_burst, self.mem_bpc) = table.T.copy()
+         self.word_bytes, self.max_burst, self.mem_bpc, self.act_depth) = table.T.copy()
         self.nearmem = np.array([x.kind is CoreKind.NEARMEM for x in accs], dtype=bool)
         self.os = np.array([x.array.dataflow is Dataflow.OUTPUT_STATIONARY for x in accs], dtype=bool)
         # Element-wise lanes: the post-processing row of a systolic array, or every near-memory lane.
@@ -373,10 +398,112 @@ def _ws_exposed(n_a, m_a, n_b, m_b, rows, cols, cal):
     return out
 
 
-def _systolic_gemm(M, K, N, G, R, acc, cal):
+@dataclass
+class _Tiling:
+    """The M tiles of a WS product (:func:`_ws_tiling`), every field ``(L, A)`` or broadcastable."""
+    pixels: object        # output pixels of a full M tile
+    tiles: object         # M tiles of the product (all images)
+    short: object         # pixels of a short tile (the last rows of an image, the last part of a row)
+    shorts: object        # how many tiles are short
+    vectors: object       # input vectors (rows bytes) all the windows read, every channel tile
+    first: object         # input vectors of the first tile's window
+    commands: object      # DMA commands reading the windows: one per channel tile, per row for part rows
+    halo: object          # window pixels read over input pixels (>= 1 with halo rows shared by tiles)
+    segments: object      # activation segments the walk queues per K tile (a row's read and its padding)
+
+
+class _Columns:
+    """The :class:`LayerTable`'s window columns as ``(L, 1)`` arrays (``col`` makes one)."""
+
+    def __init__(self, lt, col):
+        for name in ("images", "in_h", "in_w", "out_h", "out_w", "span_h", "span_w", "stride_h", "stride_w",
+                     "pad_top", "pad_left", "pad_w", "in_c", "taps"):
+            setattr(self, name, col(getattr(lt, name)))
+
+
+def _systolic_tiles(M, acc):
+    """``(pixels, tiles, short, shorts)``: M tiles of what the accumulator buffer holds alone."""
+    Mt = np.minimum(M, np.maximum(np.floor(acc.accbuf / (acc.cols * acc.acc_bytes)), 1))
+    mt = np.where(M > 0, _cdiv(M, Mt), 1.0)
+    Mp = M - (mt - 1) * Mt
+    return Mt, mt, Mp, np.where(Mp < Mt, 1.0, 0.0)
+
+
+def _clipped(pad, step, last=None):
+    """Window rows lost to ``pad`` rows of padding by tiles ``step`` rows apart from the edge:
+    ``sum max(pad - j step, 0)``; ``last``: the tile at the edge is ``last`` rows (not ``step``) long."""
+    if last is not None:
+        return np.maximum(pad, 0) + _clipped(pad - last, step)
+    pad = np.maximum(pad, 0)
+    n = np.ceil(pad / step)
+    return n * pad - step * n * (n - 1) / 2
+
+
+def _ws_tiling(w, acc):
+    """The WS sequencer's M tiles (:meth:`mensa.hw.sequencer.GemmGeometry.tiling`), vectorised.
+
+    The most whole output rows whose partial sums fit the accumulator buffer (``cols`` int32
+    lanes a pixel) and whose input window -- the input rows under their kernels, every
+    channel tile of ``rows`` channels -- fits a half of the activation scratchpad; else the
+    longest part of a row that fits both. A pixel whose window alone overflows the half is
+    taken as a one-pixel tile (the compiler refuses it). ``w``: the :class:`LayerTable`'s
+    window columns, ``(L, 1)``.
+    """
+    ct = np.maximum(_cdiv(w.in_c, acc.rows), 1)                         # channel tiles
+    ih, iw, oh, ow = (np.maximum(v, 1) for v in (w.in_h, w.in_w, w.out_h, w.out_w))
+    sh, sw, kh, kw = w.stride_h, w.stride_w, w.span_h, w.span_w
+    acc_px = np.maximum(np.floor(acc.accbuf / (acc.cols * acc.acc_bytes)), 1)
+    depth = acc.act_depth
+    # whole rows: input rows a window may hold, then output rows whose kernels they cover
+    h_max = np.floor(depth / (ct * iw))
+    r_win = np.where(h_max >= ih, oh, np.floor((h_max - kh) / sh) + 1)
+    r = np.minimum(np.minimum(oh, np.floor(acc_px / ow)), r_win)
+    whole = r >= 1
+    # part of a row: the kernel's rows, input columns a window may hold
+    in_rows = np.minimum(ih, kh)
+    c_max = np.floor(depth / (ct * in_rows))
+    c_win = np.where(c_max >= iw, ow, np.floor((c_max - kw) / sw) + 1)
+    c = np.maximum(np.minimum(np.minimum(ow, acc_px), c_win), 1)
+    t_rows, t_cols = np.where(whole, r, 1), np.where(whole, ow, c)
+    per_row = np.where(whole, 1, _cdiv(ow, t_cols))                     # tiles across an output row
+    per_image = np.where(whole, _cdiv(oh, t_rows), oh * per_row)
+    pixels = t_rows * t_cols
+    short = np.where(whole, (oh - (per_image - 1) * t_rows) * ow, ow - (per_row - 1) * t_cols)
+    shorts = np.where(short < pixels, w.images * np.where(whole, 1, oh), 0)
+    # Windows, clipped to the input: neighbouring tiles share their kernels' halo rows (columns);
+    # the tiles nearest an edge lose the padding rows (columns) their windows reach into. A tile
+    # of several rows reads whole input rows; one of a single row only the columns under it.
+    pad_h = np.maximum((oh - 1) * sh + kh - ih, 0)
+    pad_w = np.maximum((ow - 1) * sw + kw - iw, 0)
+    row_step, last_rows = np.where(whole, t_rows, 1) * sh, np.where(whole, oh - (per_image - 1) * t_rows, 1)
+    rows_read = (np.where(whole, (oh - per_image) * sh + per_image * kh, oh * kh)
+                 - _clipped(w.pad_top, row_step) - _clipped(pad_h - w.pad_top, row_step, last_rows * sh))
+    col_step, last_cols = t_cols * sw, ow - (per_row - 1) * t_cols
+    cols_read = np.where(t_rows > 1, iw, (ow - per_row) * sw + per_row * kw
+                         - _clipped(w.pad_left, col_step) - _clipped(pad_w - w.pad_left, col_step, last_cols * sw))
+    windows = np.where(whole, per_image, oh)                            # row windows per image
+    pixels_read = w.images * np.maximum(rows_read, windows) * cols_read
+    first_rows = np.clip((t_rows - 1) * sh + kh - w.pad_top, 0, ih)
+    first_cols = np.where(t_rows > 1, iw, np.clip((t_cols - 1) * sw + kw - w.pad_left, 0, iw))
+    # A row is a scratchpad read and, under the taps that reach into the left or right
+    # padding, a zero-point segment besides.
+    pads = (np.minimum(w.pad_left, kw - 1) + np.minimum(w.pad_w - w.pad_left, kw - 1)) / kw
+    segments = t_rows * (1 + pads)
+    live = w.in_h > 0
+    tiles = np.where(live, w.images * per_image, 1.0)
+    return _Tiling(pixels=pixels, tiles=tiles, short=short, shorts=shorts, vectors=np.where(live, pixels_read * ct, 0.0),
+                   first=np.where(live, first_rows * first_cols * ct, 0.0),
+                   commands=np.where(live, tiles * ct * np.where(whole, 1, in_rows), 0.0),
+                   halo=np.where(live, pixels_read / np.maximum(w.images * ih * iw, 1), 1.0), segments=segments)
+
+
+def _systolic_gemm(M, K, N, G, R, acc, cal, tiling=None, taps=1):
     """Cycles and buffer bytes of ``G x R`` products ``M x K @ K x N`` on the systolic arrays.
 
-    Only the dataflows present are computed (a single pair is evaluated often).
+    ``tiling``: a WS product's M tiles (:func:`_ws_tiling`); without it, the tiles the
+    accumulator buffer holds (a product whose input stays on chip). ``taps``: a WS array
+    walks K as ``taps`` kernel taps of ``K / taps`` channels each, tiled by ``rows``. Only the dataflows
+    present are computed (a single pair is evaluated often).
     """
     rows, cols = acc.rows, acc.cols
     live = M > 0
@@ -384,16 +511,21 @@ def _systolic_gemm(M, K, N, G, R, acc, cal):
     any_os, any_ws = bool(acc.os.any()), not bool(acc.os.all())
     ws = os_ = None
     if any_ws:
-        kt = _cdiv(K, rows)
-        # M tile: the partial sums of one N tile held in the accumulator buffer.
-        Mt = np.minimum(M, np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1))
-        mt = _cdiv(M, Mt)
-        # One activation vector per cycle per (K, N) tile, M tile by M tile (the last may be
-        # short), each M tile through every group and (N, K) tile; weight waits by _ws_exposed.
-        Mp = M - (mt - 1) * Mt
+        kt = taps * _cdiv(K / taps, rows)
         per_m = kt * nt * G
+        if tiling is None:
+            # M tile: the partial sums of one N tile held in the accumulator buffer.
+            Mt = np.minimum(M, np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1))
+            mt = _cdiv(M, Mt)
+            Mp, shorts = M - (mt - 1) * Mt, 1
+        else:
+            Mt, mt, Mp, shorts = tiling.pixels, tiling.tiles, tiling.short, np.maximum(tiling.shorts, 1)
+            Mp = np.where(tiling.shorts > 0, Mp, Mt)
+        # One activation vector per cycle per (K, N) tile, M tile by M tile (the short ones
+        # last, as if together), each M tile through every group and (N, K) tile; weight waits
+        # by _ws_exposed.
         ws = (kt * nt * M * G * R,
-              R * (rows + _ws_exposed((mt - 1) * per_m, Mt, per_m, Mp, rows, cols, cal)),
+              R * (rows + _ws_exposed((mt - shorts) * per_m, Mt, shorts * per_m, Mp, rows, cols, cal)),
               R * (rows + cols + cal.ws_fill_extra),
               mt, 2 * kt)
     if any_os:
@@ -415,13 +547,19 @@ def _systolic_gemm(M, K, N, G, R, acc, cal):
     return compute, np.where(live, load, 0.0), np.where(live, fill, 0.0), w_reads, a_reads, acc_rw, m_tiles
 
 
-def _ws_stream(M, K, N, G, R, fit, spill, acc, cal):
-    """Cycles of the DRAM read stream of a DMA-fed WS array (hw/sequencer.py), and its bursts.
+def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
+    """Cycles of the DRAM read stream of a DMA-fed WS array (hw/sequencer.py), and the first window's.
 
-    Per N tile the sequencer reads the tile's quantisation record, then per K tile ``rows``
-    weight vectors and (``spill``: activations from DRAM) the M tile's activation vectors,
-    every vector in whole bus words, each read one command split into bursts of at most
-    ``max_burst`` beats. Three bounds, the largest wins:
+    Per M tile the sequencer's loader reads the tile's input window (``spill``: activations
+    from DRAM) into a half of the activation scratchpad, one command per channel tile (per
+    window row and channel tile for part of a row); the walk then reads, per N tile, the
+    tile's quantisation record and per K tile ``rows`` weight vectors, while the array takes
+    the activations from the scratchpad at a vector per cycle. Every vector is in whole bus
+    words, each read one command split into bursts of at most ``max_burst`` beats. The first
+    window is read before the walk begins (returned apart: the exposed first transfer, its
+    bursts bound by the bus or by the reads in flight); the rest of the stream -- the other
+    windows, the records and the weights -- overlaps the compute. Three bounds on it, the
+    largest wins:
 
     bus
         every word over the bus, ``word_bytes / bytes per cycle`` cycles each;
@@ -429,55 +567,75 @@ def _ws_stream(M, K, N, G, R, fit, spill, acc, cal):
         a burst holds one of :data:`READS_IN_FLIGHT` slots from its issue to its last
         beat (the DRAM latency, ``Calibration.dram_turnaround``, its beats), so the stream
         takes at least ``(beats + (bursts - F) * latency') / F`` (the first ``F`` bursts'
-        latency is the exposed first latency, :attr:`Cost.dma`);
+        latency is the exposed first latency, :attr:`Cost.dma`); a K tile's weight bursts
+        repeat from tile to tile (:func:`_burst_chain`);
     weight banks
-        weights come over the same bus as the activations: a K tile's weights load only
-        into a retired bank, ``rows + cols - 1`` cycles after the last activation of the
-        tile two before, so two K tiles take at least that plus one tile's words.
+        a K tile's weights load only into a retired bank, ``rows + cols - 1`` cycles after the
+        last activation of the tile two before, so two K tiles take at least that plus one
+        tile's weight words and activations.
 
     ``fit``: the weights stay on chip after their first pass (read once), else every pass
     over M tiles, groups and steps reads them again.
     """
     rows, cols, wb = acc.rows, acc.cols, acc.word_bytes
     burst = acc.max_burst
+    F = READS_IN_FLIGHT
     cpw = np.maximum(wb / np.maximum(acc.bpc, 1e-9), 1.0)      # cycles per bus word
-    kt, nt = _cdiv(K, rows), _cdiv(N, cols)
-    Mt = np.minimum(M, np.maximum(np.floor(acc.accbuf / (cols * acc.acc_bytes)), 1))
-    mt = _cdiv(M, Mt)
-    Mp = M - (mt - 1) * Mt
+    kt, nt = taps * _cdiv(K / taps, rows), _cdiv(N, cols)
+    mt = tiling.tiles
     passes = mt * G * R
     fw = np.where(fit, 1 / np.maximum(passes, 1), 1.0)          # share of K tiles that read weights
     tiles = nt * passes                                         # N tiles, one quantisation record each
     slots = kt * tiles                                          # K tiles
     aw, w_words, qw = _cdiv(rows, wb), rows * _cdiv(cols, wb), _cdiv(QUANT_RECORD_BYTES * cols, wb)
-    a_words = np.where(spill, kt * nt * G * R * M * aw, 0.0)
-    a_bursts = np.where(spill, kt * nt * G * R * ((mt - 1) * _cdiv(Mt * aw, burst) + _cdiv(Mp * aw, burst)), 0.0)
-    words = tiles * qw + slots * fw * w_words + a_words
-    bursts = tiles * _cdiv(qw, burst) + slots * fw * _cdiv(w_words, burst) + a_bursts
-    bus = words * cpw
+    # The windows: every step reads its own; a command's words in bursts.
+    commands = np.maximum(tiling.commands, 1)
+    per_command = tiling.vectors * aw / commands
+    win_words = np.where(spill, R * tiling.vectors * aw, 0.0)
+    win_bursts = np.where(spill, R * commands * _cdiv(per_command, burst), 0.0)
+    first_words = np.where(spill, tiling.first * aw, 0.0)
+    first_bursts = np.where(spill, _cdiv(first_words, np.minimum(per_command, burst)), 0.0)
     held = acc.latency + cal.dram_turnaround
-    # Reads in flight: a K tile's bursts repeat from tile to tile, so its rate is the longest
-    # path per tile through them (:func:`_burst_chain`); the quantisation records ride on the bus.
-    # The first latency is in Cost.dma.
+    first = np.maximum(first_words * cpw, (first_words * cpw + np.maximum(first_bursts - F, 0) * held) / F)
+    rest_words, rest_bursts = win_words - first_words, win_bursts - first_bursts
+    words = tiles * qw + slots * fw * w_words + rest_words
+    bursts = tiles * _cdiv(qw, burst) + slots * fw * _cdiv(w_words, burst) + rest_bursts
+    bus = words * cpw
+    # Reads in flight: a K tile's weight bursts repeat from tile to tile, so their rate is the
+    # longest path per tile through them (:func:`_burst_chain`); the quantisation records ride on
+    # the bus; the windows' bursts take their slots besides. The first latency is in Cost.dma.
     fw1 = fw >= 1
-    per_tile = _burst_chain(np.where(fw1, w_words, 0.0), np.where(spill, Mt * aw, 0.0), burst, held, cpw)
-    inflight = np.where(fw1, tiles * qw * cpw + slots * per_tile,
-                        (bus + np.maximum(bursts - READS_IN_FLIGHT, 0) * held) / READS_IN_FLIGHT)
+    per_tile = _burst_chain(np.where(fw1, w_words, 0.0), 0.0, burst, held, cpw)
+    windows = (rest_words * cpw + rest_bursts * held) / F
+    inflight = np.where(fw1, tiles * qw * cpw + slots * per_tile + windows,
+                        (bus + np.maximum(bursts - F, 0) * held) / F)
     # A short layer is far from that steady state (no slot is reused before its first bursts end):
-    # its whole sequence of bursts, records included, is solved exactly.
+    # its sequence of record and weight bursts is solved exactly.
     short = fw1 & (mt == 1) & (bursts <= _SHORT_BURSTS) & (M > 0)
     if short.any():
-        inflight = np.where(short, _short_stream(short, np.where(spill, Mt * aw, 0.0), w_words, qw, kt, tiles,
-                                                 burst, held, cpw), inflight)
-    act_cycles = np.where(spill, a_words * cpw, M * kt * nt * G * R)     # on chip: a vector per cycle
+        inflight = np.where(short, _short_stream(short, 0.0, w_words, qw, kt, tiles, burst, held, cpw), inflight)
+    act_cycles = M * kt * nt * G * R                            # from the scratchpad: a vector per cycle
     retire = rows + cols - 1 + cal.ws_retire_extra
     # Two K tiles per bank turnaround; an N tile's quantisation record delays the next tile's
     # weights on the bus beyond that when it is longer than half a turnaround.
     tile = w_words * cpw + act_cycles / np.maximum(slots, 1)
     turn = retire + tile
     bank = fw * tiles * (kt * turn / 2 + np.maximum(qw * cpw + tile - turn / 2, 0))
+    # The later windows. While the walk issues an M tile, it keeps ``ROUTE_DEPTH / segments``
+    # K tiles queued, each holding a read slot with its weights until the array's bank takes
+    # them; the loader's bursts get the slots left (and the DMA answers in order, so its words
+    # pass only behind weights the array took). Once the walk has issued the tile the loader has
+    # the bus, and what is left of the next window is exposed beyond the tile's last K tile.
+    ahead = ROUTE_DEPTH / (1 + tiling.segments)
+    free = np.clip(F - ahead, 0, F)
+    per_m = kt * nt * G                                         # K tiles of an M tile
+    per_window = rest_words / np.maximum(mt - 1, 1)
+    during = np.maximum(per_m - ahead, 0) * free * np.minimum(per_command, burst)
+    k_time = busy / np.maximum(per_m * mt * R, 1)               # the array's cycles per K tile
+    boundary = R * (mt - 1) * np.maximum((per_window - during) * cpw - k_time, 0)
     live = M > 0
-    return np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, bursts, 0.0)
+    return (np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, first, 0.0),
+            np.where(live & spill, boundary, 0.0))
 
 
 #: Longest K-tile burst pattern whose read rate is solved exactly; longer ones (hundreds of
@@ -651,23 +809,37 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     spill = (in_b + out_b) > acc.abuf
     s_fit = p_b <= acc.wbuf
     s_compute = s_load = s_fill = s_wbuf = s_abuf = s_accbuf = s_first = s_dram_w = s_dram_a = s_stream = 0.0
+    ws_window = ws_boundary = 0.0
     if any_sys:
-        c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal)
+        # A WS product's M tiles fit the accumulator and (its input streamed from DRAM) its input
+        # window fits a half of the activation scratchpad.
+        window = _Columns(lt, col)
+        tiling = _ws_tiling(window, acc)
+        if not bool(acc.os.all()):
+            onchip = _Tiling(*np.broadcast_arrays(*_systolic_tiles(M1, acc), tiling.vectors, tiling.first,
+                                                  tiling.commands, tiling.halo, tiling.segments))
+            tiling = _Tiling(*(np.where(spill, t, o) for t, o in zip(vars(tiling).values(), vars(onchip).values())))
+        taps = col(lt.taps)
+        c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal, tiling, taps)
         c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0
         if any_g2:
             c2, l2, f2, wr2, ar2, acc2, _ = _systolic_gemm(M2, K2, N2, 1, R, acc, cal)
         refetch = np.where(R > 1, R, mt1)                    # LSTM: every step; CNN: every M tile
         w_fetches = w_b * np.where(s_fit, 1, refetch)
         s_dram_w = w_fetches + (p_b - w_b)
-        in_rereads = np.where(in_b > acc.abuf / 2, np.maximum(_cdiv(N1, acc.cols), 1), 1)
-        s_dram_a = np.where(spill, in_b * in_rereads + out_b, 0.0)
+        # The input crosses the bus once per M tile window (WS: the windows' halo rows again); an
+        # OS array re-reads it for every N tile when it does not fit half the activation buffer.
+        in_reads = np.where(acc.os, np.where(in_b > acc.abuf / 2, np.maximum(_cdiv(N1, acc.cols), 1), 1),
+                            tiling.halo)
+        s_dram_a = np.where(spill, in_b * in_reads + out_b, 0.0)
         s_compute, s_load, s_fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
         if not bool(acc.os.all()):
-            s_stream, _ = _ws_stream(M1, K1, N1, G, R, s_fit, spill, acc, cal)
+            s_stream, ws_window, ws_boundary = _ws_stream(M1, K1, N1, G, R, s_fit, spill, tiling, taps, c1 + l1,
+                                                          acc, cal)
         s_first = np.minimum(s_dram_w + s_dram_a,
                              acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
         s_wbuf = wr1 + wr2 + w_fetches
-        s_abuf = ar1 + ar2 + np.where(spill, in_b * in_rereads, in_b) + out_b
+        s_abuf = ar1 + ar2 + np.where(spill, in_b * in_reads, in_b) + out_b
         s_accbuf = acc1 + acc2
 
     # -- near-memory ------------------------------------------------------------------------
@@ -695,16 +867,19 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     fill = pick(s_fill, n_fill)
     first = pick(s_first, 0.0)
     busy = compute + load + fill
-    # A WS array is fed by the DMA's read stream (:func:`_ws_stream`): the first latency is
-    # exposed, then the array waits wherever the stream is slower than the array alone. Other
-    # cores: the first transfer is exposed, then DRAM stalls wherever its bytes outlast the work.
+    # A WS array is fed by the DMA's read stream (:func:`_ws_stream`): the first latency and the
+    # first M tile's input window are exposed, then the array waits wherever the rest of the
+    # stream is slower than the array alone. Other cores: the first transfer is exposed, then
+    # DRAM stalls wherever its bytes outlast the work.
     ws = ~acc.os & ~nm
+    window = pick(ws_window, 0.0)
     # Reads and writes have their own AXI channels and share the DRAM's bandwidth.
     written = pick(np.where(spill, out_b, 0.0), 0.0)
     volume = np.maximum(np.maximum(_cdiv(dram - written, acc.word_bytes), _cdiv(written, acc.word_bytes)),
                         _cdiv(dram, acc.mem_bpc))
-    dma = np.where(dram > 0, acc.latency + cal.dma_setup + np.where(ws, 0.0, _cdiv(first, acc.bpc)), 0.0)
-    stall = np.where(ws, np.maximum(np.maximum(pick(s_stream, 0.0), volume) - compute - load, 0.0),
+    dma = np.where(dram > 0, acc.latency + cal.dma_setup + np.where(ws, window, _cdiv(first, acc.bpc)), 0.0)
+    stall = np.where(ws, np.maximum(np.maximum(pick(s_stream, 0.0), volume - window) - compute - load,
+                                    pick(ws_boundary, 0.0)),
                      np.maximum(volume - _cdiv(first, acc.bpc) - busy, 0.0))
     stall = np.where(dram > 0, stall, 0.0)
     supported = acc.supported[:, lt.op.astype(int)].T & pick(np.ones_like(s_fit), n_fit)

@@ -33,6 +33,7 @@ The whole systolic accelerator (:class:`mensa.hw.accelerator.Accelerator`, ``sim
 """
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ import numpy as np
 from mensa.hw.config import (AcceleratorConfig, ArrayConfig, BufferConfig, CoreKind, Dataflow, DramConfig,
                              MemoryConfig, NearMemConfig, to_dict)
 from mensa.model.cost import Calibration, LayerTable, cycle_errors
-from mensa.model.ir import Layer, Op
+from mensa.model.ir import Layer, Op, conv_out_size, same_padding
 
 __all__ = ["Record", "CONFIGS", "systolic_workload", "nearmem_workload", "suite", "measure", "validate",
            "summary", "ACCELERATORS", "LATENCIES", "accelerator_suite", "measure_accelerator",
@@ -70,7 +71,7 @@ CONFIGS = {
 #: words); each holds 64 rows of partial sums. ``act_kib=1``: see the module docstring.
 ACCELERATORS = {
     name: AcceleratorConfig(name=name, array=ArrayConfig(rows=r, cols=c),
-                            buffers=BufferConfig(acc_kib=kib, act_kib=1), memory=MemoryConfig(data_bits=bits))
+                            buffers=BufferConfig(weight_kib=1, acc_kib=kib, act_kib=4), memory=MemoryConfig(data_bits=bits))
     for name, (r, c, bits, kib) in {"acc4x4d64": (4, 4, 64, 1), "acc8x8d64": (8, 8, 64, 2),
                                     "acc6x4d32": (6, 4, 32, 1)}.items()
 }
@@ -260,42 +261,77 @@ def summary(records):
 
 
 def accelerator_suite(name, *, large=False, seed=8):
-    """FC and pointwise layers for the whole accelerator ``ACCELERATORS[name]``, random and reproducible.
+    """FC, pointwise and 3x3 conv layers for the whole accelerator ``ACCELERATORS[name]``, random and
+    reproducible.
 
-    Shapes the accelerator runs in one pass (``M`` within its accumulator buffer) whose input
-    exceeds the 1 KiB activation scratchpad of the validated configs, from one row (a
-    latency-bound stream of short bursts) to 64 (long bursts, bus-bound); channel counts mostly
-    not multiples of the array. ``large``: more and bigger layers (the slow sweep).
+    Shapes whose input and output exceed the validated configs' activation scratchpad (the model
+    streams them from DRAM, as the RTL does), from one M tile to several; an M tile of whole rows
+    or of part of a row, limited by the accumulator or by the input window (a conv's with its
+    kernel's halo rows); channel counts mostly not multiples of the array. ``large``: more and
+    bigger layers (the slow sweep).
     """
-    from mensa.hw.sequencer import GemmGeometry
+    from mensa.hw.sequencer import GemmGeometry, LayerWalk
     acc = ACCELERATORS[name]
-    depth = GemmGeometry.of(acc).acc_depth
+    g = GemmGeometry.of(acc)
     rng = np.random.default_rng([seed, 1 + large, *name.encode()])
-    count, max_words = (12, 6000) if large else (4, 1000)
+    count, budget = (12, 30000) if large else (4, 6000)
+    max_k = g.act_depth * g.rows            # one pixel's window fits a scratchpad half
+    weight_bytes = acc.buffers.weight_kib * 1024
     layers = []
     while len(layers) < count:
         i = len(layers)
-        m = int(rng.integers(1, 9)) if i % 3 == 0 else int(rng.integers(8, depth + 1))
-        k = int(rng.integers(max(1, 1 + 1024 // m), max(2, 4096 // m) + 1))
+        kind = ("fc", "pointwise", "conv")[i % 3]
         n = int(rng.integers(1, 65))
-        words = -(-n // acc.array.cols) * -(-k // acc.array.rows) * (acc.array.rows + m)
-        if m * k <= 1024 or words > max_words:
-            continue
-        if i % 2 and m in (h * w for h in range(1, 9) for w in range(1, 9)):
-            h = max(d for d in range(1, 9) if m % d == 0 and m // d <= 8)
-            layers.append(Layer(f"a{i}_pw", Op.CONV2D, (1, h, m // h, k), (1, h, m // h, n)))
+        if kind == "conv":
+            h, w = (int(v) for v in rng.integers(3, 13, size=2))
+            k = int(rng.integers(1, 33))
+            stride = int(rng.choice([1, 2]))
+            layer = _conv_hw(f"a{i}_conv", h, w, k, n, 3, stride)
+            _, oh, ow, _ = layer.out_shape
+            walk = LayerWalk(k=k, in_h=h, in_w=w, out_h=oh, out_w=ow, kernel=(3, 3), stride=(stride, stride),
+                             pad_top=1, pad_left=1)
         else:
-            layers.append(Layer(f"a{i}_fc", Op.FC, (m, k), (m, n)))
+            m = int(rng.integers(1, 9)) if i % 2 else int(rng.integers(8, 2 * g.acc_depth + 1))
+            k = int(rng.integers(max(1, g.rows), max_k + 1)) if m < 8 else int(rng.integers(g.rows, max_k // 4 + 1))
+            if kind == "pointwise" and any(m % d == 0 and m // d <= d for d in range(2, 17)):
+                h = min(d for d in range(2, 17) if m % d == 0 and m // d <= d)
+                layer = Layer(f"a{i}_pw", Op.CONV2D, (1, h, m // h, k), (1, h, m // h, n))
+                walk = LayerWalk(k=k, in_h=h, in_w=m // h, out_h=h, out_w=m // h)
+            else:
+                layer = Layer(f"a{i}_fc", Op.FC, (m, k), (m, n))
+                walk = LayerWalk(k=k, in_h=1, in_w=m, out_h=1, out_w=m)
+        m = layer.macs // (layer.in_channels * layer.out_channels * math.prod(layer.kernel or (1, 1)))
+        try:
+            tiles = len(list(walk.m_tiles(*g.tiling(walk))))
+        except ValueError:
+            continue
+        cycles = m * -(-k // g.rows) * -(-n // g.cols) * math.prod(layer.kernel or (1, 1))
+        io = math.prod(layer.in_shape) + math.prod(layer.out_shape)
+        params = k * n * math.prod(layer.kernel or (1, 1)) + 4 * n
+        if io <= acc.buffers.act_kib * 1024 or cycles > budget or (tiles > 1 and params <= weight_bytes):
+            continue
+        layers.append(layer)
     return layers
+
+
+def _conv_hw(name, h, w, cin, cout, kernel, stride):
+    """A conv of ``kernel`` x ``kernel`` with 'same' padding on an ``h`` x ``w`` input."""
+    pads = [same_padding(size, kernel, stride) for size in (h, w)]
+    oh, ow = (conv_out_size(size, kernel, stride, *pad, 1) for size, pad in zip((h, w), pads))
+    return Layer(name, Op.CONV2D, (1, h, w, cin), (1, oh, ow, cout), kernel=(kernel, kernel), stride=(stride, stride),
+                 padding=(*pads[0], *pads[1]))
 
 
 def _accelerator_spec(layer, index):
     """The testbench's spec of ``layer`` (``sim/tb_accelerator.py``): quantisation drawn per layer."""
     k, n = layer.in_channels, layer.out_channels
-    return {"op": "fc" if layer.op is Op.FC else "pointwise", "in_shape": list(layer.in_shape),
+    spec = {"op": "fc" if layer.op is Op.FC else "conv", "in_shape": list(layer.in_shape),
             "out_channels": n, "activation": ("none", "relu", "relu6")[index % 3],
             "zp_in": (7 * index) % 21 - 10, "zp_out": (5 * index) % 11 - 5,
-            "in_scale": 0.05, "out_scale": 0.3 * k ** 0.5}
+            "in_scale": 0.05, "out_scale": 0.3 * (k * math.prod(layer.kernel or (1, 1))) ** 0.5}
+    if layer.op is Op.CONV2D:
+        spec.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=list(layer.padding))
+    return spec
 
 
 def measure_accelerator(layers, acc, *, latency, sim="verilator"):
@@ -309,7 +345,7 @@ def measure_accelerator(layers, acc, *, latency, sim="verilator"):
 
     layers = tuple(layers)
     cfg = {"rows": acc.array.rows, "cols": acc.array.cols, "data_bits": acc.memory.data_bits,
-           "acc_kib": acc.buffers.acc_kib}
+           "acc_kib": acc.buffers.acc_kib, "act_kib": acc.buffers.act_kib}
     built = accelerator_config(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "cycles.json"
