@@ -13,8 +13,13 @@ The structure follows the RTL so that its constants can be calibrated against
 measured cycles (:class:`Calibration`):
 
 weight-stationary systolic array (``rows`` x ``cols``)
-    The reduction K is tiled by ``rows``, the output channels N by ``cols``, and
-    M by what the accumulator buffer holds for one N tile. Per weight tile the
+    The reduction K is tiled by ``rows`` (a conv's tap by tap, each tap's input
+    channels padded to whole tiles, as the sequencer walks it), the output channels
+    N by ``cols``, and M as the compiler tiles it
+    (:meth:`mensa.hw.sequencer.GemmGeometry.tiling`): the most whole output rows
+    whose partial sums fit the accumulator buffer and, for an input streamed from
+    DRAM, whose input window fits a half of the activation scratchpad, else the
+    longest part of a row (:func:`_ws_tiling`). Per weight tile the
     array takes ``rows`` weight beats into its second weight bank, then one
     activation vector per cycle. A bank is free to reload only when the last
     activation of its tile has left the far corner PE (``rows + cols - 1``
@@ -48,24 +53,38 @@ DRAM (shared)
     the accelerator's clock; reads and writes have their own AXI channels and
     share the DRAM's bandwidth. A weight-stationary array is fed as the RTL's
     sequencer feeds it (:func:`_ws_stream`, validated against the whole
-    accelerator at several DRAM latencies): per N tile a quantisation record,
-    per K tile the weight vectors and the activation vectors in whole bus words,
-    in bursts of at most ``memory.max_burst`` beats with :data:`READS_IN_FLIGHT`
-    of them in flight. The first read's latency is exposed (``dma``); the array
-    then waits (``stall``) wherever the read stream -- bound by the bus, by the
-    reads in flight (each burst holds a slot for the latency, a longest path
-    through the bursts) or by the weight banks' turnaround with the weights on
-    the same bus -- is slower than the array alone. Other cores: only the first
-    tile's transfer (plus the DRAM latency) is exposed, and a stall is added when
-    the layer's DRAM time exceeds its compute time.
+    accelerator at several DRAM latencies): per M tile the loader reads the
+    tile's input window (its input rows, or for part of a row its columns, every
+    channel tile) into a half of the ping-pong activation scratchpad, one command
+    per channel tile (per row and channel tile for part of a row); the walk reads
+    per N tile a quantisation record and per K tile the weight vectors, and the
+    array takes its activations from the scratchpad at a vector per cycle. Every
+    vector is in whole bus words, in bursts of at most ``memory.max_burst`` beats
+    with :data:`READS_IN_FLIGHT` of them in flight. The first read's latency and
+    the first window are exposed (``dma``: the walk begins once the window's reads
+    are issued, and the DMA answers in order); the array then waits (``stall``)
+    wherever the rest of the read stream -- bound by the bus, by the reads in
+    flight (each burst holds a slot for the latency, a longest path through the
+    bursts) or by the weight banks' turnaround with the weights on the bus -- is
+    slower than the array alone, or, at every later M tile, for what is left of
+    its window: the walk keeps ``ROUTE_DEPTH`` segments of K tiles queued, their
+    weight reads holding the read slots until the array's banks take them, so
+    the loader gets only the slots they leave until the walk has issued the
+    tile. Other cores: only the first tile's transfer (plus the DRAM latency) is
+    exposed, and a stall is added when the layer's DRAM time exceeds its compute
+    time.
 
 Activations: a layer whose input and output fit together in the activation
-buffer keeps them on chip; one that does not streams its input from DRAM
-(again for every N tile when the input does not fit half the buffer) and writes
-its output there. Moving an activation between accelerators is charged by the
-scheduler (:mod:`mensa.model.schedule`), not here. Weights are read from DRAM
-once per inference when they fit the weight buffer, else once per M tile (CNN
-layers) or once per time step (LSTM).
+buffer keeps them on chip; one that does not streams its input from DRAM and
+writes its output there. A WS array reads the input once per M tile window:
+the input once, plus the kernel's halo rows (columns) that neighbouring tiles
+share (:attr:`Cost.dram_act_bytes`); an OS array (no sequencer in the RTL yet)
+reads it again for every N tile when it does not fit half the buffer. Moving an
+activation between accelerators is charged by the scheduler
+(:mod:`mensa.model.schedule`), not here. Weights are read from DRAM once per
+inference when they fit the weight buffer, else once per M tile (CNN layers) or
+once per time step (LSTM). (The RTL accelerator has no weight buffer: it reads
+the weights once per M tile always.)
 
 Units: cycles of the accelerator's clock, bytes.
 """
@@ -285,7 +304,7 @@ class AcceleratorTable:
 
 _COST_FIELDS = ("cycles", "core_cycles", "compute", "load", "fill", "dma", "stall", "seconds", "macs",
                 "utilisation", "dram_bytes", "dram_weight_bytes", "dram_act_bytes", "wbuf_bytes", "abuf_bytes",
-                "accbuf_bytes", "vault_bytes", "local_bytes", "vector_ops", "requant_ops",
+                "accbuf_bytes", "vault_bytes", "local_bytes", "vector_ops", "requant_ops", "m_tile",
                 "params_fit", "supported")
 
 
@@ -307,7 +326,9 @@ class Cost:
     DRAM traffic; ``wbuf_bytes``, ``abuf_bytes``, ``accbuf_bytes`` bytes read and
     written in the weight, activation and accumulator buffers (systolic);
     ``vault_bytes`` and ``local_bytes`` in the vaults and vault-local buffers
-    (near-memory). ``params_fit``: the layer's parameters fit its weight store.
+    (near-memory). ``m_tile``: output pixels of a full M tile (systolic: what the accumulator,
+    and for a weight-stationary array streaming its input, the input window, allow; 0 elsewhere).
+    ``params_fit``: the layer's parameters fit its weight store.
     """
     layers: LayerTable
     accelerators: AcceleratorTable
@@ -331,6 +352,7 @@ class Cost:
     local_bytes: np.ndarray
     vector_ops: np.ndarray
     requant_ops: np.ndarray
+    m_tile: np.ndarray
     params_fit: np.ndarray
     supported: np.ndarray
 
@@ -627,7 +649,7 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     # pass only behind weights the array took). Once the walk has issued the tile the loader has
     # the bus, and what is left of the next window is exposed beyond the tile's last K tile.
     ahead = ROUTE_DEPTH / (1 + tiling.segments)
-    free = np.clip(F - ahead, 0, F)
+    free = np.clip(F - 1 - ahead, 0, F)                         # and the next K tile's weights, waiting
     per_m = kt * nt * G                                         # K tiles of an M tile
     per_window = rest_words / np.maximum(mt - 1, 1)
     during = np.maximum(per_m - ahead, 0) * free * np.minimum(per_command, burst)
@@ -809,6 +831,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     spill = (in_b + out_b) > acc.abuf
     s_fit = p_b <= acc.wbuf
     s_compute = s_load = s_fill = s_wbuf = s_abuf = s_accbuf = s_first = s_dram_w = s_dram_a = s_stream = 0.0
+    s_m_tile = 0.0
     ws_window = ws_boundary = 0.0
     if any_sys:
         # A WS product's M tiles fit the accumulator and (its input streamed from DRAM) its input
@@ -821,6 +844,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
             tiling = _Tiling(*(np.where(spill, t, o) for t, o in zip(vars(tiling).values(), vars(onchip).values())))
         taps = col(lt.taps)
         c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal, tiling, taps)
+        s_m_tile = np.where(acc.os, np.minimum(M1, acc.rows), tiling.pixels) * (M1 > 0)
         c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0
         if any_g2:
             c2, l2, f2, wr2, ar2, acc2, _ = _systolic_gemm(M2, K2, N2, 1, R, acc, cal)
@@ -900,6 +924,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         wbuf_bytes=full(pick(s_wbuf, 0.0)), abuf_bytes=full(pick(s_abuf, 0.0)),
         accbuf_bytes=full(pick(s_accbuf, 0.0)), vault_bytes=full(pick(0.0, n_vault)),
         local_bytes=full(pick(0.0, n_local)), vector_ops=full(ew), requant_ops=full(col(lt.out_elems)),
+        m_tile=full(pick(s_m_tile, 0.0)),
         params_fit=(zeros + pick(s_fit, n_fit)).astype(bool), supported=supported,
     )
 

@@ -22,14 +22,19 @@ near-memory unit (:class:`mensa.hw.nearmem.NearMemoryUnit`, ``sim/tb_nearmem.py`
 One cocotb run (one build, one simulation) per accelerator measures all its layers.
 
 The whole systolic accelerator (:class:`mensa.hw.accelerator.Accelerator`, ``sim/tb_accelerator.py``)
-    FC and pointwise layers from AXI DRAM through the DMA (a read latency of ``L`` cycles
-    per burst, no backpressure), against the model's ``cycles`` (core, exposed latency and
-    the read stream's stalls, :func:`mensa.model.cost._ws_stream`). Measured: the run's
-    cycle counter, ``CTRL.START`` to the last output write's response. The top has no
-    activation scratchpad yet (it reads a K tile's activations from DRAM for every N
-    tile), so its configs have the smallest one (1 KiB) and the layers are ones whose
-    input does not fit it: the model streams them from DRAM exactly as the RTL does.
-    One run per (config, latency).
+    FC, pointwise and 3x3 conv layers from AXI DRAM through the DMA (a read latency of
+    ``L`` cycles per burst, no backpressure), against the model's ``cycles`` (core, the
+    exposed latency and first input window, and the read stream's stalls,
+    :func:`mensa.model.cost._ws_stream`). Measured: the run's cycle counter,
+    ``CTRL.START`` to the last output write's response. The accelerator loads each M
+    tile's input window into its ping-pong activation scratchpad; the configs have a
+    4 KiB one, so the compiler cuts layers into one M tile or several, of whole rows or
+    part of a row, bound by the accumulator or by the window, and the layers are ones
+    whose input and output do not fit it (the model streams them from DRAM, as the RTL
+    always does). The RTL has no weight buffer (it reads the weights once per M tile);
+    the configs declare the smallest (1 KiB) and a layer whose parameters fit it runs as
+    one M tile, where reading them once is what the RTL does too. One run per (config,
+    latency).
 """
 
 import json
@@ -42,7 +47,7 @@ import numpy as np
 
 from mensa.hw.config import (AcceleratorConfig, ArrayConfig, BufferConfig, CoreKind, Dataflow, DramConfig,
                              MemoryConfig, NearMemConfig, to_dict)
-from mensa.model.cost import Calibration, LayerTable, cycle_errors
+from mensa.model.cost import Calibration, LayerTable, cycle_errors, evaluate
 from mensa.model.ir import Layer, Op, conv_out_size, same_padding
 
 __all__ = ["Record", "CONFIGS", "systolic_workload", "nearmem_workload", "suite", "measure", "validate",
@@ -66,9 +71,9 @@ CONFIGS = {
 }
 
 
-#: Whole accelerators validated with DRAM (the accelerator top's builds of tests/test_accelerator_rtl.py
-#: where they coincide): 4x4 and 8x8 on a 64-bit bus, 6x4 on a 32-bit bus (activation vectors of two
-#: words); each holds 64 rows of partial sums. ``act_kib=1``: see the module docstring.
+#: Whole accelerators validated with DRAM: 4x4 and 8x8 on a 64-bit bus, 6x4 on a 32-bit bus (activation
+#: vectors of two words); each holds 64 pixels of partial sums, and 4 KiB of activation scratchpad (512,
+#: 256 and 256 vectors a half). ``weight_kib=1``: see the module docstring.
 ACCELERATORS = {
     name: AcceleratorConfig(name=name, array=ArrayConfig(rows=r, cols=c),
                             buffers=BufferConfig(weight_kib=1, acc_kib=kib, act_kib=4), memory=MemoryConfig(data_bits=bits))
@@ -99,7 +104,9 @@ def systolic_workload(layer, acc):
     """``(M, K, N, G, m_tile)`` of ``layer`` on systolic accelerator ``acc``, as the cost model lowers it.
 
     ``m_tile`` is the rows of A per M tile on a weight-stationary array (the partial sums
-    of one N tile that the accumulator buffer holds), ``M`` on an output-stationary one.
+    of one N tile that the accumulator buffer holds, and, for an input streamed from DRAM, whose
+    input window fits a half of the activation scratchpad), ``M`` on an output-stationary one.
+    A weight-stationary conv's ``K`` is its taps times its channels padded to the array's rows.
     """
     t = LayerTable([layer])
     if t.r[0] != 1 or t.m2[0] or t.ew_elems[0]:
@@ -107,8 +114,11 @@ def systolic_workload(layer, acc):
     M, K, N, G = (int(v[0]) for v in (t.m1, t.k1, t.n1, t.g))
     m_tile = M
     if acc.array.dataflow is Dataflow.WEIGHT_STATIONARY:
-        per_row = acc.array.cols * acc.array.acc_bits / 8
-        m_tile = min(M, max(int(acc.buffers.acc_kib * 1024 // per_row), 1))
+        # K tap by tap, each tap's channels padded to the array's rows (as the sequencer walks it)
+        taps, rows = int(t.taps[0]), acc.array.rows
+        if taps > 1:
+            K = taps * -(-(K // taps) // rows) * rows
+        m_tile = int(evaluate([layer], [acc]).m_tile[0, 0])
     return M, K, N, G, m_tile
 
 

@@ -57,7 +57,9 @@ def test_layers_lower_to_the_workloads_the_model_assumes():
     ws8, _ = CONFIGS["ws8x8"]
     os4, _ = CONFIGS["os4x8"]
     conv = Layer("c", Op.CONV2D, (1, 9, 9, 6), (1, 5, 5, 10), kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1))
-    assert systolic_workload(conv, ws4) == (25, 54, 10, 1, 25)
+    # K tap by tap as the sequencer walks it: 9 taps of 6 channels padded to 8 (two channel tiles)
+    assert systolic_workload(conv, ws4) == (25, 72, 10, 1, 25)
+    assert systolic_workload(conv, os4)[1] == 54
     dw = Layer("d", Op.DEPTHWISE, (1, 10, 10, 7), (1, 10, 10, 7), kernel=(3, 3), padding=(1, 1, 1, 1), groups=7)
     # Channel by channel; 1 KiB of int32 partial sums for 8 columns: M tiles of 32 rows on ws8x8.
     assert systolic_workload(dw, ws8) == (100, 9, 1, 7, 32)
@@ -99,20 +101,38 @@ def _check_accelerator(name, latencies, large):
 
 
 def test_the_accelerator_validation_covers_30_layers_3_configs_3_latencies():
-    from mensa.hw.sequencer import GemmGeometry
+    from dataclasses import replace
+    from mensa.hw.sequencer import GemmGeometry, LayerWalk
     from mensa.model.cost import evaluate
     from mensa.model.validate import ACCELERATORS, LATENCIES, accelerator_suite
     assert len(ACCELERATORS) >= 3 and len(LATENCIES) >= 3
     assert len({a.memory.data_bits for a in ACCELERATORS.values()}) >= 2
     assert sum(len(accelerator_suite(n, large=True)) for n in ACCELERATORS) >= 30
+    kinds = set()
     for name, acc in ACCELERATORS.items():
+        g = GemmGeometry.of(acc)
+        unbounded = replace(g, act_depth=1 << 30)
         for large in (False, True):
             layers = accelerator_suite(name, large=large)
-            assert {l.op.value for l in layers} == {"fc", "conv2d"}
-            # one pass of the accumulator buffer, as the RTL runs it; and streamed by the model as well
-            assert all(l.macs // (l.in_channels * l.out_channels) <= GemmGeometry.of(acc).acc_depth for l in layers)
+            assert {l.op.value for l in layers} == {"fc", "conv2d"} and any(l.kernel == (3, 3) for l in layers)
             c = evaluate(layers, [acc])
-            assert (c.dram_act_bytes[:, 0] > 0).all() and (c.params_fit[:, 0]).all()
+            # streamed from DRAM by the model as the RTL streams it
+            assert (c.dram_act_bytes[:, 0] > 0).all()
+            for i, l in enumerate(layers):
+                _, ih, iw, k = l.in_shape if l.op is Op.CONV2D else (1, 1, l.in_shape[0], l.in_channels)
+                _, oh, ow, _ = l.out_shape if l.op is Op.CONV2D else (1, 1, l.out_shape[0], 0)
+                walk = LayerWalk(k=k, in_h=ih, in_w=iw, out_h=oh, out_w=ow, kernel=l.kernel, stride=l.stride,
+                                 pad_top=l.padding[0], pad_left=l.padding[2])
+                tile = g.tiling(walk)
+                tiles = len(list(walk.m_tiles(*tile)))
+                assert c.m_tile[i, 0] == tile[0] * tile[1]
+                # the RTL has no weight buffer: weights read once only where one M tile reads them anyway
+                assert tiles == 1 or not c.params_fit[i, 0]
+                kinds.add("one tile" if tiles == 1 else "several tiles")
+                kinds.add("whole rows" if tile[1] == ow else "part of a row")
+                if unbounded.tiling(walk) != tile:
+                    kinds.add("window-bound")
+    assert kinds == {"one tile", "several tiles", "whole rows", "part of a row", "window-bound"}
 
 
 def test_model_within_5_percent_of_the_whole_accelerator():
@@ -129,19 +149,21 @@ def test_model_within_5_percent_of_the_whole_accelerator_sweep(name):
 
 
 def test_dram_latency_is_exposed_once_when_the_stream_is_bus_bound_and_per_burst_when_not():
-    """The read-stream terms: long bursts hide a 20-cycle latency behind 4 reads in flight; one-row
-    tiles (two short bursts per K tile, weights then one activation) are bound by the reads in flight:
-    the weight burst of tile i + 2 reuses the slot of tile i's, so two tiles take a latency each."""
+    """The read-stream terms: long bursts hide a 20-cycle latency behind 4 reads in flight; a layer of
+    one-pixel M tiles is bound by the reads in flight: its input windows are one one-word burst per
+    channel tile, its K tiles one weight burst each, every burst holding a slot for the latency (the
+    RTL: 12609 and 33129 cycles at latencies 20 and 60, 20520 apart)."""
     from mensa.hw.config import DramConfig
     from mensa.model.cost import READS_IN_FLIGHT, evaluate
     from mensa.model.validate import ACCELERATORS
     acc = ACCELERATORS["acc4x4d64"]
-    wide, narrow = Layer("w", Op.FC, (64, 64), (64, 64)), Layer("n", Op.FC, (1, 2048), (1, 4))
-    at = {lat: evaluate([wide, narrow], [acc], DramConfig(latency_cycles=lat)).cycles[:, 0] for lat in (1, 20, 60)}
-    assert at[20][0] - at[1][0] == 19                  # bus-bound: only the first read's latency
-    # latency-bound: 512 K tiles, 40 more cycles of latency per pair of them, and 40 more first latency
-    assert READS_IN_FLIGHT == 4
-    assert at[60][1] - at[20][1] == pytest.approx(512 * 40 / 2 + 40)
+    wide, narrow = Layer("w", Op.FC, (64, 64), (64, 64)), Layer("n", Op.FC, (2, 2048), (2, 4))
+    at = {lat: evaluate([wide, narrow], [acc], DramConfig(latency_cycles=lat)) for lat in (1, 20, 60)}
+    assert at[20].cycles[0, 0] - at[1].cycles[0, 0] == 19          # bus-bound: only the first read's latency
+    assert READS_IN_FLIGHT == 4 and at[20].m_tile[1, 0] == 1
+    # latency-bound, 40 more cycles per burst over 4 slots: 2 M tiles of 512 K tiles' weights, the first
+    # window's 512 channel tiles (the first 4 bursts' latency is the first latency, 40 more) and the second's
+    assert at[60].cycles[1, 0] - at[20].cycles[1, 0] == pytest.approx((2 * 512 + 508 + 512) * 40 / 4 + 40)
 
 
 @pytest.mark.slow
