@@ -2,8 +2,9 @@
 
 Two parts (model/validate.py): the compute cores (systolic arrays and near-memory units,
 the model's core cycles, one simulation per accelerator) and the whole systolic
-accelerators from AXI DRAM (DMA, sequencer, array, requantiser; the model's cycles with
-its DRAM terms, one simulation per accelerator and DRAM latency). Prints per layer the
+accelerators from AXI DRAM (DMA, sequencer, activation scratchpad, array, requantiser;
+the model's cycles with its DRAM terms, FC, pointwise and 3x3 conv layers, one
+simulation per accelerator and DRAM latency). Prints per layer the
 model's cycles, the measured cycles and the relative error, then the error distribution
 (max, mean, median |error| and a histogram) per accelerator, per part and overall. Writes
 bench/out/validate.json.
