@@ -268,6 +268,14 @@ def run(args):
           f"{acc.memory.data_bits}-bit AXI, DRAM latency {args.latency}): {layer.out_shape} outputs bit-exact "
           f"with the golden model")
     print(f"  GEMM M={r['m']} K={r['k']} N={r['n']}, {r['macs']:,} MACs")
+    tiles = list(prog.m_tiles())
+    regs = prog.registers
+    shape = (f"{regs['TILE_ROWS']} output rows" if regs["TILE_ROWS"] > 1 or regs["TILE_COLS"] == regs["OUT_W"]
+             else f"{regs['TILE_COLS']} pixels of a row")
+    r.update(m_tiles=len(tiles), tile_rows=regs["TILE_ROWS"], tile_cols=regs["TILE_COLS"],
+             window_vectors=max(t[4] for t in tiles), act_depth=prog.geometry.act_depth)
+    print(f"  M tiles     {len(tiles):>12,}  (of {shape}; input windows of up to {r['window_vectors']:,} of the "
+          f"scratchpad's {r['act_depth']:,} vectors per half)")
     print(f"  cycles      {r['cycles']:>12,}  ({r['microseconds']:,} us at {acc.clock_mhz:g} MHz; "
           f"ideal {r['ideal_cycles']:,})")
     print(f"  utilisation {r['utilisation']:>12.1%}")

@@ -73,6 +73,8 @@ class Program:
     out_shape : tuple
         The layer's output shape.
     geometry : :class:`~mensa.hw.sequencer.GemmGeometry`
+    walk : :class:`~mensa.hw.sequencer.LayerWalk`
+        The layer as the sequencer walks it; its M tiles are ``walk.m_tiles(TILE_ROWS, TILE_COLS)``.
     """
     registers: dict
     image: np.ndarray
@@ -82,6 +84,14 @@ class Program:
     n: int
     out_shape: tuple
     geometry: GemmGeometry
+    walk: LayerWalk
+
+    def m_tiles(self):
+        """``(ty, tx, rows, cols, window_vectors)`` of every M tile, in walk order."""
+        kt = -(-self.walk.k // self.geometry.rows)
+        for ty, tx, rows, cols in self.walk.m_tiles(self.registers["TILE_ROWS"], self.registers["TILE_COLS"]):
+            iy_lo, iy_hi, ix_lo, ix_hi = self.walk.window(ty, tx, rows, cols)
+            yield ty, tx, rows, cols, kt * (iy_hi - iy_lo) * (ix_hi - ix_lo)
 
     @property
     def output_bytes(self):
@@ -267,4 +277,4 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
     for name in registers:
         assert name in regmap, name         # the map and the compiler are one description
     return Program(registers=registers, image=image, base=base, output_addr=regions["output"], m=m, n=n,
-                   out_shape=tuple(layer.out_shape), geometry=g)
+                   out_shape=tuple(layer.out_shape), geometry=g, walk=walk)

@@ -14,7 +14,7 @@ different addresses are written and read in the same cycle (an im2col gather, a
 vector of the array's width).
 """
 
-from amaranth.hdl import Cat, Module, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,7 +34,8 @@ class Scratchpad(wiring.Component):
         Independent banks, each with its own write and read port.
     tag_shape : shape-like
         Payload the loader attaches to a committed half (a tile's size or coordinates),
-        handed to the compute side with the half; ``0`` for none.
+        handed to the compute side with the half; ``0`` for none (``commit`` and ``tile``
+        are then a bare ``valid``/``ready`` handshake, with no zero-width payload port).
 
     Members
     -------
@@ -69,11 +70,13 @@ class Scratchpad(wiring.Component):
         self._tag_shape = Shape.cast(tag_shape)
         write = wiring.Signature({"addr": Out(range(depth)), "data": Out(width), "en": Out(1)})
         read = wiring.Signature({"addr": Out(range(depth)), "en": Out(1), "data": In(width)})
+        handshake = (stream.Signature(tag_shape) if self._tag_shape.width else
+                     wiring.Signature({"valid": Out(1), "ready": In(1)}))
         super().__init__({
             "write": In(write).array(banks),
-            "commit": In(stream.Signature(tag_shape)),
+            "commit": In(handshake),
             "read": In(read).array(banks),
-            "tile": Out(stream.Signature(tag_shape)),
+            "tile": Out(handshake),
         })
 
     @property
@@ -109,16 +112,16 @@ class Scratchpad(wiring.Component):
         m.d.comb += [
             self.commit.ready.eq(~full.bit_select(load_half, 1)),
             self.tile.valid.eq(full.bit_select(compute_half, 1)),
-            self.tile.payload.eq(tags[1]),
         ]
-        with m.If(compute_half == 0):
-            m.d.comb += self.tile.payload.eq(tags[0])
+        if self._tag_shape.width:
+            m.d.comb += self.tile.payload.eq(Mux(compute_half, tags[1], tags[0]))
         with m.If(self.commit.valid & self.commit.ready):
             m.d.comb += committed.eq(1 << load_half)
             m.d.sync += load_half.eq(~load_half)
-            for h in range(2):
-                with m.If(load_half == h):
-                    m.d.sync += tags[h].eq(self.commit.payload)
+            if self._tag_shape.width:
+                for h in range(2):
+                    with m.If(load_half == h):
+                        m.d.sync += tags[h].eq(self.commit.payload)
         with m.If(self.tile.valid & self.tile.ready):
             m.d.comb += released.eq(1 << compute_half)
             m.d.sync += compute_half.eq(~compute_half)

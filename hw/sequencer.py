@@ -460,10 +460,15 @@ class GemmSequencer(wiring.Component):
                 m.d.sync += l_state.eq(L_IDLE)
 
         # -- read issue: the loop nest of the module docstring, one segment at a time ------
-        m.submodules.route = route = fifo.SyncFIFOBuffered(width=_segment(SA).size, depth=ROUTE_DEPTH)
+        # Two queues of segments, each drained on its own: the DRAM reads' (quantisation
+        # records, weights), and the activation vectors' (scratchpad reads, zero points), so
+        # the next K tile's weights load into the array's free bank while this one's
+        # activations stream.
+        m.submodules.route = route = fifo.SyncFIFOBuffered(width=2, depth=ROUTE_DEPTH)
+        m.submodules.aroute = aroute = fifo.SyncFIFOBuffered(width=_segment(SA).size, depth=ROUTE_DEPTH)
         m.submodules.flags = flags = fifo.SyncFIFOBuffered(width=2, depth=FLAG_DEPTH)
         seg = Signal(_segment(SA))
-        m.d.comb += route.w_data.eq(seg)
+        m.d.comb += route.w_data.eq(seg.kind), aroute.w_data.eq(seg)
 
         w_ty, w_tx, w_rows, w_cols, w_last, w_advance = m_tiles("walk")
         w_iy_lo, w_iy_hi, w_ix_lo, w_ix_hi = window("walk", w_ty, w_tx, w_rows, w_cols)
@@ -503,7 +508,7 @@ class GemmSequencer(wiring.Component):
         ]
         cmd = walk_cmd
         pushed = Signal()
-        m.d.comb += pushed.eq(route.w_en)
+        m.d.comb += pushed.eq(aroute.w_en)
 
         # (If chains on a state register rather than m.FSM: a case statement on a
         # partly used state code is an incomplete case to Verilator's lint)
@@ -563,7 +568,7 @@ class GemmSequencer(wiring.Component):
                 cmd.addr.eq(q_addr), cmd.count.eq(g.quant_words - 1),
                 seg.kind.eq(Q), route.w_en.eq(walk_took),
             ]
-            with m.If(pushed):
+            with m.If(walk_took):
                 m.d.sync += q_addr.eq(q_addr + g.quant_bytes)
                 m.d.sync += state.eq(ADJUST)
         with m.Elif(state == ADJUST):
@@ -581,7 +586,7 @@ class GemmSequencer(wiring.Component):
                 seg.kind.eq(WTS), route.w_en.eq(walk_took),
                 flags.w_en.eq(route.w_en),
             ]
-            with m.If(pushed):
+            with m.If(walk_took):
                 m.d.sync += [
                     w_addr.eq(w_addr + R * g.weight_bytes),
                     iy.eq(Mux(two_h, ty << 1, ty) + ky_off - d.pad_top),
@@ -620,14 +625,14 @@ class GemmSequencer(wiring.Component):
                 m.d.sync += state.eq(PAD_LEFT)
         with m.Elif(state == PAD_LEFT):
             m.d.comb += [seg.kind.eq(PAD), seg.count.eq(lo - s), seg.end.eq(final_row & (lo == e)),
-                         route.w_en.eq(route.w_rdy)]
-            with m.If(route.w_rdy):
+                         aroute.w_en.eq(aroute.w_rdy)]
+            with m.If(aroute.w_rdy):
                 m.d.sync += state.eq(READ)
         with m.Elif(state == READ):
             m.d.comb += [
                 seg.kind.eq(ACT), seg.count.eq(hi - lo), seg.skip.eq(two_w),
                 seg.addr.eq(row_addr + Mux(two_w, lo << 1, lo)), seg.end.eq(final_row & (hi == e)),
-                route.w_en.eq((hi != lo) & route.w_rdy),
+                aroute.w_en.eq((hi != lo) & aroute.w_rdy),
             ]
             with m.If((hi == lo) | pushed):
                 with m.If(e == hi):
@@ -636,14 +641,14 @@ class GemmSequencer(wiring.Component):
                     m.d.sync += state.eq(PAD_RIGHT)
         with m.Elif(state == PAD_RIGHT):
             m.d.comb += [seg.kind.eq(PAD), seg.count.eq(e - hi), seg.end.eq(final_row),
-                         route.w_en.eq(route.w_rdy)]
-            with m.If(route.w_rdy):
+                         aroute.w_en.eq(aroute.w_rdy)]
+            with m.If(aroute.w_rdy):
                 next_row()
 
         # -- the walk's segments: DRAM words to the requantiser's record and the array's
         # weights; scratchpad reads and zero-point vectors to the array's activations -----
-        r_seg = data.View(_segment(SA), route.r_data)
-        kind = r_seg.kind
+        kind = route.r_data
+        r_seg = data.View(_segment(SA), aroute.r_data)
         here = Signal()
         m.d.comb += here.eq(self.rd_data.valid & source.r_rdy & (source.r_data == WALK) & route.r_rdy)
         qbuf = Signal(g.quant_words * W)
@@ -697,7 +702,7 @@ class GemmSequencer(wiring.Component):
         a_next = Signal(SA)
         a_advance = Signal()
         a_take = Signal()
-        act_seg = route.r_rdy & ((kind == ACT) | (kind == PAD)) & spad.tile.valid
+        act_seg = aroute.r_rdy & spad.tile.valid
         a_seg_end = Signal()
         m.d.comb += [
             a_advance.eq(~a_valid | array.acts.ready),
@@ -706,10 +711,11 @@ class GemmSequencer(wiring.Component):
             rport.en.eq(a_advance),
             rport.addr.eq(Mux(a_i == 0, r_seg.addr, a_next)),
             spad.tile.ready.eq(a_take & a_seg_end & r_seg.end & r_seg.release),
-            route.r_en.eq((walk_go & self.rd_data.payload.last) | (a_take & a_seg_end)),
+            route.r_en.eq(walk_go & self.rd_data.payload.last),
+            aroute.r_en.eq(a_take & a_seg_end),
         ]
         with m.If(a_advance):
-            m.d.sync += [a_valid.eq(a_take), a_pad.eq(kind == PAD), a_last.eq(r_seg.end & a_seg_end)]
+            m.d.sync += [a_valid.eq(a_take), a_pad.eq(r_seg.kind == PAD), a_last.eq(r_seg.end & a_seg_end)]
         with m.If(a_take):
             m.d.sync += [a_i.eq(Mux(a_seg_end, 0, a_i + 1)),
                          a_next.eq(rport.addr + Mux(r_seg.skip, 2, 1))]
@@ -827,6 +833,9 @@ class GemmSequencer(wiring.Component):
 
         m.d.comb += [
             self.busy.eq(array.busy),
-            self.mem_stall.eq(self.running & route.r_rdy & Mux((kind == Q) | (kind == WTS), ~here, ~spad.tile.valid)),
+            # waiting on DRAM: no activation to offer for want of the window, or one the array
+            # cannot take for want of weights that are still on their way
+            self.mem_stall.eq(self.running & Mux(a_valid, ~array.acts.ready & route.r_rdy & ~here,
+                                                 aroute.r_rdy & ~spad.tile.valid)),
         ]
         return m

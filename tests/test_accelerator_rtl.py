@@ -58,18 +58,37 @@ def simulate(cfg, layers, tmp_path, *, sim=None, pause=0.2, latency=(1, 50)):
     return measured
 
 
+def compiled(cfg, specs):
+    """The programs of ``specs`` on ``cfg`` (zero weights and inputs: the layout depends on the shapes only)."""
+    acc = accelerator_config(cfg)
+    progs = []
+    for i, spec in enumerate(specs):
+        lay = make_layer(spec, i)
+        weights = np.zeros(golden.weight_shape(lay), np.int8)
+        progs.append(compile_layer(lay, golden.layer_params(lay, weights=weights), acc, np.zeros(lay.in_shape, np.int8)))
+    return progs
+
+
+def dram_read_bytes(prog):
+    """What the accelerator must read for ``prog``: every M tile's input window once, and per M
+    tile the weights and each N tile's quantisation record."""
+    g, regs = prog.geometry, prog.registers
+    k, n, taps = regs["IN_C"], regs["OUT_C"], regs["KERNEL_H"] * regs["KERNEL_W"]
+    nt = -(-n // g.cols)
+    weights = sum(taps * len(g.channel_tiles(k, t, depthwise=regs["OP"] == 1)) * g.rows * g.weight_bytes
+                  for t in range(nt))
+    tiles = list(prog.m_tiles())
+    return sum(t[4] for t in tiles) * g.act_bytes + len(tiles) * (weights + nt * g.quant_bytes)
+
+
 def smallest_act_kib(cfg, specs):
     """The smallest activation scratchpad (KiB, a power of two) that runs every layer of ``specs``:
     one output pixel's input window must fit a half. Small scratchpads make the compiler cut the
     M tiles to parts of rows, windows the loader reads row by row."""
     kib = 1
     while True:
-        acc = accelerator_config({**cfg, "act_kib": kib})
         try:
-            for i, spec in enumerate(specs):
-                lay = make_layer(spec, i)
-                weights = np.zeros(golden.weight_shape(lay), np.int8)
-                compile_layer(lay, golden.layer_params(lay, weights=weights), acc, np.zeros(lay.in_shape, np.int8))
+            compiled({**cfg, "act_kib": kib}, specs)
             return kib
         except ProgramError as e:
             assert "activation scratchpad holds" in str(e), e
@@ -119,8 +138,9 @@ def test_random_conv_layers_bit_exact_through_axi(rows, cols, data_bits, acc_kib
     if seed in (11, 13):
         cfg["act_kib"] = smallest_act_kib(cfg, layers)
     measured = simulate(cfg, layers, tmp_path)
-    for got in measured:
-        assert got["dram_read_bytes"] > 0 and got["dram_write_bytes"] > 0, got
+    for got, prog in zip(measured, compiled(cfg, layers)):
+        assert got["dram_read_bytes"] == dram_read_bytes(prog), got
+        assert got["dram_write_bytes"] == prog.output_bytes, got
 
 
 @pytest.mark.parametrize("rows,cols,data_bits,acc_kib,count,seed,max_m,max_c,sim", RUNS)
