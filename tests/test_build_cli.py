@@ -44,7 +44,8 @@ BAD = [
     ("output-stationary array", SYSTOLIC.replace("cols = 2", 'cols = 2\ndataflow = "os"'), ["--board", "ulx3s-85f"],
      ["dataflow", "'os'", "allowed: 'ws'"]),
     ("an image beyond the on-chip RAM", SYSTOLIC.replace("rows = 2", "rows = 256").replace("cols = 2", "cols = 256")
-     .replace("data_bits = 32", "data_bits = 1024").replace("acc_kib = 1", "acc_kib = 1024"),
+     .replace("data_bits = 32", "data_bits = 1024").replace("acc_kib = 1", "acc_kib = 1024")
+     .replace("act_kib = 1", "act_kib = 1024"),
      ["--board", "ulx3s-85f"], ["image", "at most 65536"]),
     ("negative seed", SYSTOLIC, ["--board", "ulx3s-85f", "--seed", "-1"], ["--seed", "-1", "allowed"]),
     ("no board", SYSTOLIC, [], ["--board"]),
