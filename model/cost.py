@@ -513,7 +513,8 @@ def _ws_tiling(w, acc):
     segments = t_rows * (1 + pads)
     live = w.in_h > 0
     tiles = np.where(live, w.images * per_image, 1.0)
-    return _Tiling(pixels=pixels, tiles=tiles, short=short, shorts=shorts, vectors=np.where(live, pixels_read * ct, 0.0),
+    return _Tiling(pixels=pixels, tiles=tiles, short=short, shorts=shorts,
+                   vectors=np.where(live, pixels_read * ct, 0.0),
                    first=np.where(live, first_rows * first_cols * ct, 0.0),
                    commands=np.where(live, tiles * ct * np.where(whole, 1, in_rows), 0.0),
                    halo=np.where(live, pixels_read / np.maximum(w.images * ih * iw, 1), 1.0), segments=segments)

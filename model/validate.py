@@ -76,7 +76,8 @@ CONFIGS = {
 #: 256 and 256 vectors a half). ``weight_kib=1``: see the module docstring.
 ACCELERATORS = {
     name: AcceleratorConfig(name=name, array=ArrayConfig(rows=r, cols=c),
-                            buffers=BufferConfig(weight_kib=1, acc_kib=kib, act_kib=4), memory=MemoryConfig(data_bits=bits))
+                            buffers=BufferConfig(weight_kib=1, acc_kib=kib, act_kib=4),
+                            memory=MemoryConfig(data_bits=bits))
     for name, (r, c, bits, kib) in {"acc4x4d64": (4, 4, 64, 1), "acc8x8d64": (8, 8, 64, 2),
                                     "acc6x4d32": (6, 4, 32, 1)}.items()
 }

@@ -169,13 +169,15 @@ def test_ws_m_tiles_and_windows_are_the_compilers():
     checked = 0
     for trial in range(300):
         rows, cols = rng.choice([(4, 4), (8, 8), (6, 4)])
-        acc = systolic(rows=rows, cols=cols, act_kib=rng.choice([1, 2, 4, 8]), acc_kib=rng.choice([1, 2])).accelerator[0]
+        acc = systolic(rows=rows, cols=cols, act_kib=rng.choice([1, 2, 4, 8]),
+                       acc_kib=rng.choice([1, 2])).accelerator[0]
         g = GemmGeometry.of(acc)
         if trial % 3 == 0:
             m = rng.randint(1, 300)
             layer = Layer("f", Op.FC, (m, rng.randint(1, 1500)), (m, 5))
         else:
-            h, w, c, k, s = rng.randint(1, 20), rng.randint(1, 20), rng.randint(1, 80), rng.choice([1, 3, 5]), rng.choice([1, 2])
+            h, w, c = rng.randint(1, 20), rng.randint(1, 20), rng.randint(1, 80)
+            k, s = rng.choice([1, 3, 5]), rng.choice([1, 2])
             ph, pw = same_padding(h, k, s), same_padding(w, k, s)
             layer = Layer("c", Op.CONV2D, (1, h, w, c), (1, -(-h // s), -(-w // s), 7), kernel=(k, k), stride=(s, s),
                           padding=(*ph, *pw))
