@@ -437,7 +437,7 @@ class GemmSequencer(wiring.Component):
         m.d.comb += from_load.eq(self.rd_data.valid & source.r_rdy & (source.r_data == LOAD))
         l_gbuf = Signal(max(g.act_words - 1, 1) * W)
         l_gi = Signal(range(max(g.act_words, 2)))
-        l_waddr = Signal(SA)
+        l_waddr = Signal(SA + 1)                # vectors of the tile's window written so far
         l_vector = Cat(l_gbuf[:(g.act_words - 1) * W], word) if g.act_words > 1 else word
         l_vend = Signal()
         m.d.comb += l_vend.eq(l_gi == g.act_words - 1)
@@ -509,6 +509,13 @@ class GemmSequencer(wiring.Component):
         cmd = walk_cmd
         pushed = Signal()
         m.d.comb += pushed.eq(aroute.w_en)
+        # A K tile's weights are requested only once the loader has requested the window's
+        # planes up to the K tile's channel tile. The DMA answers in order, so the window
+        # words a K tile's activations need are ahead of every weight word that could wait
+        # for those activations to free a weight bank: the two never wait on each other.
+        planes_issued = Signal()
+        m.d.comb += planes_issued.eq((l_tiles >= w_tiles) |
+                                     ((l_tiles + 1 == w_tiles) & (l_state == L_ISSUE) & (l_ch > ch0)))
 
         # (If chains on a state register rather than m.FSM: a case statement on a
         # partly used state code is an incomplete case to Verilator's lint)
@@ -547,21 +554,17 @@ class GemmSequencer(wiring.Component):
             with m.If(go):
                 m.d.sync += state.eq(MTILE), w_ty.eq(0), w_tx.eq(0), w_tiles.eq(0)
         with m.Elif(state == MTILE):
-            # The walk begins an M tile once the loader has issued all of its window's reads:
-            # the DMA answers in order, so every word the walk waits for is then behind
-            # words the loader takes as they come, and neither can block the other.
-            with m.If(l_tiles != w_tiles):
-                width = w_ix_hi - w_ix_lo
-                m.d.sync += [
-                    w_tiles.eq(w_tiles + 1),
-                    mt.eq(w_rows * w_cols), ty.eq(w_ty), tx.eq(w_tx),
-                    iy_lo.eq(w_iy_lo), ix_lo.eq(w_ix_lo), win_w.eq(width),
-                    plane.eq((w_iy_hi - w_iy_lo) * width),
-                    row_step.eq(Mux(two_h, width << 1, width)),
-                    n0.eq(0), ch_lo.eq(0), lo_addr.eq(0),
-                    q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
-                ]
-                m.d.sync += state.eq(QREC)
+            width = w_ix_hi - w_ix_lo
+            m.d.sync += [
+                w_tiles.eq(w_tiles + 1),
+                mt.eq(w_rows * w_cols), ty.eq(w_ty), tx.eq(w_tx),
+                iy_lo.eq(w_iy_lo), ix_lo.eq(w_ix_lo), win_w.eq(width),
+                plane.eq((w_iy_hi - w_iy_lo) * width),
+                row_step.eq(Mux(two_h, width << 1, width)),
+                n0.eq(0), ch_lo.eq(0), lo_addr.eq(0),
+                q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
+            ]
+            m.d.sync += state.eq(QREC)
         with m.Elif(state == QREC):
             m.d.comb += [
                 walk_valid.eq(route.w_rdy),
@@ -581,7 +584,7 @@ class GemmSequencer(wiring.Component):
                 m.d.sync += state.eq(WEIGHTS)
         with m.Elif(state == WEIGHTS):
             m.d.comb += [
-                walk_valid.eq(route.w_rdy & flags.w_rdy),
+                walk_valid.eq(route.w_rdy & flags.w_rdy & planes_issued),
                 cmd.addr.eq(w_addr), cmd.count.eq(R * g.weight_words - 1),
                 seg.kind.eq(WTS), route.w_en.eq(walk_took),
                 flags.w_en.eq(route.w_en),
@@ -702,7 +705,13 @@ class GemmSequencer(wiring.Component):
         a_next = Signal(SA)
         a_advance = Signal()
         a_take = Signal()
-        act_seg = aroute.r_rdy & spad.tile.valid
+        # A segment streams from a committed window, or, while the window is still loading,
+        # reads only words already written (the loader fills the half in the walk's order);
+        # the M tile's last segment waits for the commit, to release the half.
+        act_ok = Signal()
+        m.d.comb += act_ok.eq(spad.tile.valid | (~(r_seg.end & r_seg.release) &
+                                                 ((r_seg.kind == PAD) | (rport.addr < l_waddr))))
+        act_seg = aroute.r_rdy & act_ok
         a_seg_end = Signal()
         m.d.comb += [
             a_advance.eq(~a_valid | array.acts.ready),
@@ -836,6 +845,6 @@ class GemmSequencer(wiring.Component):
             # waiting on DRAM: no activation to offer for want of the window, or one the array
             # cannot take for want of weights that are still on their way
             self.mem_stall.eq(self.running & Mux(a_valid, ~array.acts.ready & route.r_rdy & ~here,
-                                                 aroute.r_rdy & ~spad.tile.valid)),
+                                                 aroute.r_rdy & ~act_ok)),
         ]
         return m
