@@ -12,7 +12,8 @@ The loop nest::
             ``acc_depth`` pixels, with an input window of at most ``act_depth`` vectors)
       the loader reads the tile's input window -- the input rows (and, for a tile of one
         row, the columns) its pixels' kernels cover, every channel tile -- from DRAM into
-        one half of the activation scratchpad, while the walk computes on the other
+        one half of the activation scratchpad, while the walk computes on the other (or
+        on this one, behind the loader: it reads only the words already written)
       for each N tile of ``cols`` output channels: read its quantisation record
         for ky, for kx, for each channel tile of ``rows`` input channels (a K tile;
                 a depthwise layer walks only the channel tiles of its own N tile)
