@@ -654,8 +654,11 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     per_m = kt * nt * G                                         # K tiles of an M tile
     per_window = rest_words / np.maximum(mt - 1, 1)
     during = np.maximum(per_m - ahead, 0) * free * np.minimum(per_command, burst)
+    left = np.maximum(per_window - during, 0)                   # words, and their bursts
+    left_bursts = left / np.maximum(np.minimum(per_command, burst), 1)
     k_time = busy / np.maximum(per_m * mt * R, 1)               # the array's cycles per K tile
-    boundary = R * (mt - 1) * np.maximum((per_window - during) * cpw - k_time, 0)
+    t_left = np.maximum(left * cpw, (left * cpw + left_bursts * held) / F)
+    boundary = R * (mt - 1) * np.maximum(t_left - k_time, 0)
     live = M > 0
     return (np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))
