@@ -143,6 +143,39 @@ def test_random_conv_layers_bit_exact_through_axi(rows, cols, data_bits, acc_kib
         assert got["dram_write_bytes"] == prog.output_bytes, got
 
 
+def _spec(op, in_shape, out_channels, **kw):
+    return {"op": op, "in_shape": in_shape, "out_channels": out_channels, "activation": "none", "zp_in": -7,
+            "zp_out": 3, "in_scale": 0.05, "out_scale": 1.5, **kw}
+
+
+# 4x4, 1 KiB of accumulator (64 pixels) and of scratchpad (128 vectors of 4 channels per half)
+EDGE_CONFIG = {"rows": 4, "cols": 4, "data_bits": 64, "acc_kib": 1, "act_kib": 1}
+EDGE_WINDOWS = [
+    # 16 channels: tiles of 32 pixels whose windows fill the half exactly
+    _spec("fc", [70, 16], 6),
+    # a padding wider than the 1x1 kernel: the first and last tiles' windows are empty
+    _spec("conv2d", [1, 3, 30, 5], 4, kernel=[1, 1], padding=[2, 2, 2, 2]),
+    # a 5x5 window of 20 channels (125 vectors) per pixel: tiles of one pixel
+    _spec("conv2d", [1, 6, 6, 20], 3, kernel=[5, 5], padding="same"),
+    # stride 2 and dilation 2 on parts of rows
+    _spec("depthwise", [1, 9, 21, 6], 6, kernel=[3, 3], stride=[2, 2], dilation=[2, 2], padding=[1, 2, 2, 1]),
+]
+
+
+def test_window_edge_cases_bit_exact(tmp_path):
+    """Windows that fill the scratchpad's half exactly, are wholly padding, hold one pixel, or
+    are parts of stride-2 dilated rows: bit-exact, each window read once."""
+    progs = compiled(EDGE_CONFIG, EDGE_WINDOWS)
+    tiles = [list(p.m_tiles()) for p in progs]
+    assert max(t[4] for t in tiles[0]) == progs[0].geometry.act_depth
+    assert tiles[1][0][4] == 0 and tiles[1][-1][4] == 0
+    assert progs[2].registers["TILE_COLS"] == 1
+    assert 1 < progs[3].registers["TILE_COLS"] < progs[3].registers["OUT_W"]
+    measured = simulate(EDGE_CONFIG, EDGE_WINDOWS, tmp_path)
+    for got, prog in zip(measured, progs):
+        assert got["dram_read_bytes"] == dram_read_bytes(prog), got
+
+
 @pytest.mark.parametrize("rows,cols,data_bits,acc_kib,count,seed,max_m,max_c,sim", RUNS)
 def test_random_gemm_layers_bit_exact_through_axi(rows, cols, data_bits, acc_kib, count, seed, max_m, max_c,
                                                   sim, tmp_path):
