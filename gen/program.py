@@ -257,7 +257,10 @@ def compile_layer(layer, params, acc_config, x, *, base=0):
     lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
     values = {
         "OP": OPCODES[layer.op], "IN_H": in_h, "IN_W": in_w, "IN_C": k, "OUT_H": out_h, "OUT_W": out_w,
-        "OUT_C": n, "TILE_ROWS": tile_rows, "TILE_COLS": tile_cols, "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": stride[0], "STRIDE_W": stride[1],
+        "OUT_C": n, "TILE_ROWS": tile_rows, "TILE_COLS": tile_cols,
+        # weights on chip when they fit and more than one M tile would read them again
+        "WEIGHTS_RESIDENT": int(len(tiles) * R <= g.weight_depth and m > tile_rows * tile_cols),
+        "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": stride[0], "STRIDE_W": stride[1],
         "DILATION_H": dilation[0], "DILATION_W": dilation[1], "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1],
         "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,

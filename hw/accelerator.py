@@ -93,6 +93,7 @@ class Accelerator(wiring.Component):
             desc.m.eq(r.out_h * r.out_w), desc.k.eq(r.in_c), desc.n.eq(r.out_c),
             desc.depthwise.eq(r.op == OPCODES[Op.DEPTHWISE]),
             desc.tile_rows.eq(r.tile_rows), desc.tile_cols.eq(r.tile_cols),
+            desc.weights_resident.eq(r.weights_resident),
             desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h), desc.out_w.eq(r.out_w),
             desc.kernel_h.eq(r.kernel_h), desc.kernel_w.eq(r.kernel_w),
             desc.stride_h.eq(r.stride_h), desc.stride_w.eq(r.stride_w),

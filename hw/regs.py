@@ -170,6 +170,8 @@ def register_map(config):
     b.add("BUS_BITS", 16, RO, "AXI4 data width of the DRAM interface", const=config.memory.data_bits)
     b.add("ACT_DEPTH", 32, RO, "activation vectors in each half of the activation scratchpad",
           const=act_depth(config))
+    b.add("WEIGHT_DEPTH", 32, RO, "weight vectors the weight buffer holds",
+          const=config.buffers.weight_kib * 1024 // a.cols)
     # control, status, interrupt
     b.add("CTRL", 1, WO, "write START to run the layer described by the descriptor", bits=(("START", 0),))
     b.add("STATUS", 2, RO, "BUSY while a layer runs; DONE once it has finished, until the next START",
@@ -197,6 +199,8 @@ def register_map(config):
                       ("PAD_LEFT", "zero-point columns left of the input"),
                       ("PAD_RIGHT", "zero-point columns right of the input")):
         b.add(name, 8, RW, doc)
+    b.add("WEIGHTS_RESIDENT", 1, RW, "1: the layer's weights fit the weight buffer; the first M tile reads them "
+                                     "from DRAM and stores them, the others read the buffer")
     for name, doc in (("IN_ZERO_POINT", "input zero point"), ("OUT_ZERO_POINT", "output zero point"),
                       ("QMIN", "lower clamp of the output (ReLU: the zero point)"),
                       ("QMAX", "upper clamp of the output (ReLU6: zero point + 6 / scale)")):

@@ -94,6 +94,9 @@ class GemmGeometry:
     act_depth : int
         Activation vectors (``rows`` bytes each) in one half of the activation scratchpad:
         the most an M tile's input window may hold.
+    weight_depth : int
+        Weight vectors (``cols`` bytes each) the weight buffer holds: a layer with at most
+        this many keeps its weights on chip after the first M tile.
     quant_words : int
         Bus words of one N tile's quantisation record: ``cols`` int32 biases, ``cols``
         int32 multipliers, ``cols`` int8 shifts, packed and padded to a whole word.
@@ -106,6 +109,7 @@ class GemmGeometry:
     out_words: int
     acc_depth: int
     act_depth: int
+    weight_depth: int
     quant_words: int
 
     @classmethod
@@ -127,7 +131,8 @@ class GemmGeometry:
         record = a.cols * (4 + 4 + 1)
         return cls(rows=a.rows, cols=a.cols, word_bytes=wb, act_words=-(-a.rows // wb),
                    weight_words=-(-a.cols // wb), out_words=-(-a.cols // wb), acc_depth=1 << (entries.bit_length() - 1),
-                   act_depth=act_depth(config), quant_words=-(-record // wb))
+                   act_depth=act_depth(config), weight_depth=config.buffers.weight_kib * 1024 // a.cols,
+                   quant_words=-(-record // wb))
 
     def tiling(self, walk):
         """The M tile ``(tile_rows, tile_cols)`` of ``walk`` (a :class:`LayerWalk`).
@@ -230,7 +235,7 @@ class LayerWalk:
 def descriptor_layout(addr_bits):
     """What the sequencer reads from the descriptor registers."""
     return data.StructLayout({
-        "m": 32, "k": 16, "n": 16, "depthwise": 1, "tile_rows": 16, "tile_cols": 16,
+        "m": 32, "k": 16, "n": 16, "depthwise": 1, "tile_rows": 16, "tile_cols": 16, "weights_resident": 1,
         "in_h": 16, "in_w": 16, "out_h": 16, "out_w": 16,
         "kernel_h": 8, "kernel_w": 8, "stride_h": 8, "stride_w": 8, "dilation_h": 8, "dilation_w": 8,
         "pad_top": 8, "pad_left": 8,
@@ -243,6 +248,7 @@ def descriptor_layout(addr_bits):
 # address, and whether it reads every second vector (stride 2); how many vectors; whether it
 # ends the K tile, and whether that K tile ends the M tile (its window's half is released).
 Q, WTS, ACT, PAD = 0, 1, 2, 3
+WBUF = 2                # (in the weights' queue) a K tile's weight vectors from the weight buffer
 
 
 def _segment(addr_bits):
@@ -465,11 +471,14 @@ class GemmSequencer(wiring.Component):
         # records, weights), and the activation vectors' (scratchpad reads, zero points), so
         # the next K tile's weights load into the array's free bank while this one's
         # activations stream.
-        m.submodules.route = route = fifo.SyncFIFOBuffered(width=2, depth=ROUTE_DEPTH)
+        WA = max((g.weight_depth - 1).bit_length(), 1)          # weight buffer address bits
+        wseg_layout = data.StructLayout({"kind": 2, "store": 1, "addr": WA})
+        m.submodules.route = route = fifo.SyncFIFOBuffered(width=wseg_layout.size, depth=ROUTE_DEPTH)
         m.submodules.aroute = aroute = fifo.SyncFIFOBuffered(width=_segment(SA).size, depth=ROUTE_DEPTH)
         m.submodules.flags = flags = fifo.SyncFIFOBuffered(width=2, depth=FLAG_DEPTH)
         seg = Signal(_segment(SA))
-        m.d.comb += route.w_data.eq(seg.kind), aroute.w_data.eq(seg)
+        wseg = Signal(wseg_layout)
+        m.d.comb += route.w_data.eq(wseg), wseg.kind.eq(seg.kind), aroute.w_data.eq(seg)
 
         w_ty, w_tx, w_rows, w_cols, w_last, w_advance = m_tiles("walk")
         w_iy_lo, w_iy_hi, w_ix_lo, w_ix_hi = window("walk", w_ty, w_tx, w_rows, w_cols)
@@ -488,6 +497,7 @@ class GemmSequencer(wiring.Component):
         ky, kx = Signal(8), Signal(8)
         ky_off, kx_off = Signal(16), Signal(16)     # ky * dilation_h, kx * dilation_w
         q_addr, w_addr = Signal(A), Signal(A)
+        wv = Signal(WA + 1)                         # the K tile's first vector in the weight buffer
         iy = Signal(signed(19))                     # input row of the current output row
         ix0 = Signal(signed(19))                    # input column of output column 0
         row_addr = Signal(signed(26))               # window address of pixel (iy, ix0)
@@ -511,9 +521,10 @@ class GemmSequencer(wiring.Component):
         pushed = Signal()
         m.d.comb += pushed.eq(aroute.w_en)
         # A K tile's weights are requested only once the loader has requested the window's
-        # planes up to the K tile's channel tile. The DMA answers in order, so the window
-        # words a K tile's activations need are ahead of every weight word that could wait
-        # for those activations to free a weight bank: the two never wait on each other.
+        # planes up to the K tile's channel tile (and a quantisation record once it has
+        # requested what the segments ahead of the record read). The DMA answers in order, so
+        # the window words the walk's activations need are ahead of every word of the walk's
+        # that could wait for those activations: the two never wait on each other.
         planes_issued = Signal()
         m.d.comb += planes_issued.eq((l_tiles >= w_tiles) |
                                      ((l_tiles + 1 == w_tiles) & (l_state == L_ISSUE) & (l_ch > ch0)))
@@ -562,13 +573,15 @@ class GemmSequencer(wiring.Component):
                 iy_lo.eq(w_iy_lo), ix_lo.eq(w_ix_lo), win_w.eq(width),
                 plane.eq((w_iy_hi - w_iy_lo) * width),
                 row_step.eq(Mux(two_h, width << 1, width)),
-                n0.eq(0), ch_lo.eq(0), lo_addr.eq(0),
+                n0.eq(0), ch_lo.eq(0), lo_addr.eq(0), wv.eq(0),
                 q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
             ]
             m.d.sync += state.eq(QREC)
         with m.Elif(state == QREC):
+            # (the first N tile's record once the previous M tile's window is requested, the
+            # others once this one's is: the segments ahead of a record need no more)
             m.d.comb += [
-                walk_valid.eq(route.w_rdy),
+                walk_valid.eq(route.w_rdy & Mux(n0 == 0, l_tiles + 1 >= w_tiles, l_tiles >= w_tiles)),
                 cmd.addr.eq(q_addr), cmd.count.eq(g.quant_words - 1),
                 seg.kind.eq(Q), route.w_en.eq(walk_took),
             ]
@@ -584,14 +597,20 @@ class GemmSequencer(wiring.Component):
                              ct_addr.eq(lo_addr)]
                 m.d.sync += state.eq(WEIGHTS)
         with m.Elif(state == WEIGHTS):
+            # Resident weights: the first M tile reads them from DRAM and stores them in the
+            # weight buffer as they pass to the array; the other M tiles read the buffer.
+            from_buf = d.weights_resident & (w_tiles != 1)
             m.d.comb += [
-                walk_valid.eq(route.w_rdy & flags.w_rdy & planes_issued),
+                walk_valid.eq(~from_buf & route.w_rdy & flags.w_rdy & planes_issued),
                 cmd.addr.eq(w_addr), cmd.count.eq(R * g.weight_words - 1),
-                seg.kind.eq(WTS), route.w_en.eq(walk_took),
+                seg.kind.eq(Mux(from_buf, WBUF, WTS)),
+                wseg.store.eq(d.weights_resident), wseg.addr.eq(wv),
+                route.w_en.eq(walk_took | (from_buf & route.w_rdy & flags.w_rdy)),
                 flags.w_en.eq(route.w_en),
             ]
-            with m.If(walk_took):
+            with m.If(route.w_en):
                 m.d.sync += [
+                    wv.eq(wv + R),
                     w_addr.eq(w_addr + R * g.weight_bytes),
                     iy.eq(Mux(two_h, ty << 1, ty) + ky_off - d.pad_top),
                     ix0.eq(kx_off - d.pad_left),
@@ -651,7 +670,7 @@ class GemmSequencer(wiring.Component):
 
         # -- the walk's segments: DRAM words to the requantiser's record and the array's
         # weights; scratchpad reads and zero-point vectors to the array's activations -----
-        kind = route.r_data
+        kind = data.View(wseg_layout, route.r_data).kind
         r_seg = data.View(_segment(SA), aroute.r_data)
         here = Signal()
         m.d.comb += here.eq(self.rd_data.valid & source.r_rdy & (source.r_data == WALK) & route.r_rdy)
@@ -664,16 +683,41 @@ class GemmSequencer(wiring.Component):
         g_idx = Signal(range(max(g.weight_words, 2)))   # (a zero-width counter is a lint warning)
         vector = Cat(gbuf[:(g.weight_words - 1) * W], word) if g.weight_words > 1 else word
         w_end = Signal()
+        w_seg = data.View(wseg_layout, route.r_data)
+        # the weight buffer: one vector of `cols` lanes per entry, written as the first M
+        # tile's weights pass, read through one register like the scratchpad
+        m.submodules.wbuf = wbuf = memory.Memory(shape=8 * C, depth=g.weight_depth, init=[])
+        wb_w = wbuf.write_port()
+        wb_r = wbuf.read_port()
+        wb_valid, wb_advance, wb_take, wb_seg_end = Signal(), Signal(), Signal(), Signal()
+        wb_i = Signal(range(R))
+        w_vec = Signal(range(R))                # vector of the DRAM weight segment
+        dram_vector = Signal()
         m.d.comb += [
             w_end.eq(g_idx == g.weight_words - 1),
-            array.weights.payload.eq(vector[:8 * C]),
-            array.weights.valid.eq(here & (kind == WTS) & w_end),
+            dram_vector.eq(here & (kind == WTS) & w_end & ~wb_valid),
+            array.weights.payload.eq(Mux(wb_valid, wb_r.data, vector[:8 * C])),
+            array.weights.valid.eq(wb_valid | dram_vector),
+            wb_advance.eq(~wb_valid | array.weights.ready),
+            wb_take.eq(route.r_rdy & (kind == WBUF) & wb_advance),
+            wb_seg_end.eq(wb_i == R - 1),
+            wb_r.en.eq(wb_advance),
+            wb_r.addr.eq(w_seg.addr + wb_i),
+            wb_w.addr.eq(w_seg.addr + w_vec),
+            wb_w.data.eq(vector[:8 * C]),
+            wb_w.en.eq(dram_vector & array.weights.ready & w_seg.store),
         ]
+        with m.If(wb_advance):
+            m.d.sync += wb_valid.eq(wb_take)
+        with m.If(wb_take):
+            m.d.sync += wb_i.eq(Mux(wb_seg_end, 0, wb_i + 1))
+        with m.If(dram_vector & array.weights.ready):
+            m.d.sync += w_vec.eq(Mux(w_vec == R - 1, 0, w_vec + 1))
         walk_ready = Signal()
         with m.If(kind == Q):
             m.d.comb += walk_ready.eq(route.r_rdy & ~q_full)
         with m.Elif(kind == WTS):
-            m.d.comb += walk_ready.eq(route.r_rdy & (~w_end | array.weights.ready))
+            m.d.comb += walk_ready.eq(route.r_rdy & ~wb_valid & (~w_end | array.weights.ready))
         m.d.comb += self.rd_data.ready.eq(source.r_rdy & Mux(source.r_data == LOAD, 1, walk_ready))
         rd_go = self.rd_data.valid & self.rd_data.ready
         m.d.comb += source.r_en.eq(rd_go & self.rd_data.payload.last)
@@ -721,7 +765,7 @@ class GemmSequencer(wiring.Component):
             rport.en.eq(a_advance),
             rport.addr.eq(Mux(a_i == 0, r_seg.addr, a_next)),
             spad.tile.ready.eq(a_take & a_seg_end & r_seg.end & r_seg.release),
-            route.r_en.eq(walk_go & self.rd_data.payload.last),
+            route.r_en.eq((walk_go & self.rd_data.payload.last) | (wb_take & wb_seg_end)),
             aroute.r_en.eq(a_take & a_seg_end),
         ]
         with m.If(a_advance):

@@ -70,15 +70,16 @@ def compiled(cfg, specs):
 
 
 def dram_read_bytes(prog):
-    """What the accelerator must read for ``prog``: every M tile's input window once, and per M
-    tile the weights and each N tile's quantisation record."""
+    """What the accelerator must read for ``prog``: every M tile's input window once, per M tile
+    each N tile's quantisation record, and the weights per M tile, or once if they stay on chip."""
     g, regs = prog.geometry, prog.registers
     k, n, taps = regs["IN_C"], regs["OUT_C"], regs["KERNEL_H"] * regs["KERNEL_W"]
     nt = -(-n // g.cols)
     weights = sum(taps * len(g.channel_tiles(k, t, depthwise=regs["OP"] == 1)) * g.rows * g.weight_bytes
                   for t in range(nt))
     tiles = list(prog.m_tiles())
-    return sum(t[4] for t in tiles) * g.act_bytes + len(tiles) * (weights + nt * g.quant_bytes)
+    passes = 1 if regs["WEIGHTS_RESIDENT"] else len(tiles)
+    return sum(t[4] for t in tiles) * g.act_bytes + passes * weights + len(tiles) * nt * g.quant_bytes
 
 
 def smallest_act_kib(cfg, specs):
@@ -148,8 +149,9 @@ def _spec(op, in_shape, out_channels, **kw):
             "zp_out": 3, "in_scale": 0.05, "out_scale": 1.5, **kw}
 
 
-# 4x4, 1 KiB of accumulator (64 pixels) and of scratchpad (128 vectors of 4 channels per half)
-EDGE_CONFIG = {"rows": 4, "cols": 4, "data_bits": 64, "acc_kib": 1, "act_kib": 1}
+# 4x4, 1 KiB of accumulator (64 pixels), of scratchpad (128 vectors of 4 channels per half) and of
+# weight buffer (256 vectors of 4 lanes)
+EDGE_CONFIG = {"rows": 4, "cols": 4, "data_bits": 64, "acc_kib": 1, "act_kib": 1, "weight_kib": 1}
 EDGE_WINDOWS = [
     # 16 channels: tiles of 32 pixels whose windows fill the half exactly
     _spec("fc", [70, 16], 6),
@@ -164,13 +166,15 @@ EDGE_WINDOWS = [
 
 def test_window_edge_cases_bit_exact(tmp_path):
     """Windows that fill the scratchpad's half exactly, are wholly padding, hold one pixel, or
-    are parts of stride-2 dilated rows: bit-exact, each window read once."""
+    are parts of stride-2 dilated rows; weights that stay in the weight buffer and weights too
+    large for it: bit-exact, each window read once, the weights once or per M tile."""
     progs = compiled(EDGE_CONFIG, EDGE_WINDOWS)
     tiles = [list(p.m_tiles()) for p in progs]
     assert max(t[4] for t in tiles[0]) == progs[0].geometry.act_depth
     assert tiles[1][0][4] == 0 and tiles[1][-1][4] == 0
     assert progs[2].registers["TILE_COLS"] == 1
     assert 1 < progs[3].registers["TILE_COLS"] < progs[3].registers["OUT_W"]
+    assert [p.registers["WEIGHTS_RESIDENT"] for p in progs] == [1, 1, 0, 1]
     measured = simulate(EDGE_CONFIG, EDGE_WINDOWS, tmp_path)
     for got, prog in zip(measured, progs):
         assert got["dram_read_bytes"] == dram_read_bytes(prog), got
@@ -213,8 +217,9 @@ def test_loads_overlap_compute_on_a_large_gemm(tmp_path):
         extra_env={"MENSA_TB": json.dumps(params)})
     (r,) = json.loads(result.read_text())
     assert r["utilisation"] >= UTILISATION_FLOOR, r
-    # the input once; per M tile the weights and 8 quantisation records of 72 bytes
-    assert r["dram_read_bytes"] == 256 * 64 + 4 * (64 * 64 + 8 * 72), r
+    # the input and the weights (which stay in the weight buffer) once, and per M tile 8
+    # quantisation records of 72 bytes
+    assert r["dram_read_bytes"] == 256 * 64 + 64 * 64 + 4 * 8 * 72, r
 
 
 @pytest.mark.slow
