@@ -3,8 +3,10 @@
 Software writes a layer's descriptor (:mod:`mensa.gen.program` computes it) over the
 AXI4-Lite slave ``s_axil``, writes ``CTRL.START``, and waits for ``STATUS.DONE`` or the
 ``irq`` line. The accelerator reads the layer's input, weights and quantisation records
-from DRAM over the AXI4 master ``m_axi``, computes on the weight-stationary array
-(:class:`~mensa.hw.sequencer.GemmSequencer`) and writes the int8 output back. The
+from DRAM over the AXI4 master ``m_axi`` (each M tile's input window once, into a ping-pong
+activation scratchpad; the weights once if they fit the weight buffer), computes on the
+weight-stationary array (:class:`~mensa.hw.sequencer.GemmSequencer`) and writes the int8
+output back. The
 performance counters count the run's cycles, the cycles the array held work, and the
 cycles the sequencer waited on DRAM data.
 

@@ -17,7 +17,8 @@ The loop nest::
       for each N tile of ``cols`` output channels: read its quantisation record
         for ky, for kx, for each channel tile of ``rows`` input channels (a K tile;
                 a depthwise layer walks only the channel tiles of its own N tile)
-          read the K tile's ``rows`` weight vectors from DRAM
+          read the K tile's ``rows`` weight vectors from DRAM (or, when all the layer's
+            weights fit the weight buffer, from the buffer after the first M tile)
           for each output row of the M tile: the tile's activation vectors, as at most
             three segments -- zero-point vectors for the padded pixels on the left, one
             scratchpad read for the pixels inside the input (every second pixel at
@@ -26,7 +27,7 @@ The loop nest::
 
 So every input pixel crosses the bus once per M tile whose window holds it (once, plus
 the kernel's halo rows shared by neighbouring tiles), not once per tap and N tile; the
-weights cross it once per M tile. The compiler chooses the tile
+weights cross it once per M tile, or once if they fit the weight buffer. The compiler chooses the tile
 (:meth:`GemmGeometry.tiling`): the most whole output rows that fit both buffers, else
 the longest part of a row.
 
