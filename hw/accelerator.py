@@ -11,8 +11,8 @@ performance counters count the run's cycles, the cycles the array held work, and
 cycles the sequencer waited on DRAM data.
 
 It runs conv2d (kernels of any size, stride 1 or 2, padding, dilation), depthwise conv,
-pointwise conv and fully connected layers, of any size (M tiles of the accumulator's
-depth).
+pointwise conv and fully connected layers, of any size whose one output pixel's input
+window fits the scratchpad's half (M tiles sized to the accumulator and the scratchpad).
 """
 
 from amaranth.hdl import Cat, Module
