@@ -147,6 +147,8 @@ class Calibration:
     #                                   read's issue, the requantiser, the last output write and its response
     dram_turnaround: float = 2.0      # cycles beyond the DRAM latency that a read keeps its slot in flight
     #                                   (address and data handshakes, the slot's bookkeeping FIFO)
+    ws_loader_slots: float = 0.5      # DMA read slots a WS loader gets beyond those its walk's queued K
+    #                                   tiles leave, on average (the queue drains as the banks take weights)
 
 
 def _memory_bytes_per_cycle(acc, dram):
@@ -245,12 +247,15 @@ class LayerTable:
             raise NotImplementedError(f"cost model has no lowering for {op}")
         bias = 4 * (4 * l.hidden if op is Op.LSTM else l.out_channels) if l.bias and w_bytes else 0
         # The first product's input window geometry, as the WS sequencer walks it
-        # (mensa.hw.sequencer.LayerWalk): an image of in_h x in_w pixels of in_c channels per
-        # image; an FC or LSTM product is one row of m1 pixels.
+        # (mensa.hw.sequencer.LayerWalk, laid out by mensa.gen.program): an image of in_h x in_w
+        # pixels of in_c channels per image; an FC, LSTM or pointwise product is one row of m1
+        # pixels.
         # A WS conv walks its kernel tap by tap, each tap's input channels in tiles of the
         # array's rows (``taps`` K walks of k1 / taps).
+        # A pointwise conv (1x1, stride 1, no padding) is one row of all its pixels, as an FC layer.
         window = (0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1)
-        if op in (Op.CONV2D, Op.DEPTHWISE):
+        pointwise = op is Op.CONV2D and (l.kernel, l.stride, tuple(l.padding)) == ((1, 1), (1, 1), (0, 0, 0, 0))
+        if op in (Op.CONV2D, Op.DEPTHWISE) and not pointwise:
             n, ih, iw, c = l.in_shape
             _, oh, ow, _ = l.out_shape
             (kh, kw), (dh, dw) = l.kernel, l.dilation
@@ -619,7 +624,6 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     first_words = np.where(spill, tiling.first * aw, 0.0)
     first_bursts = np.where(spill, _cdiv(first_words, np.minimum(per_command, burst)), 0.0)
     held = acc.latency + cal.dram_turnaround
-    first = np.maximum(first_words * cpw, (first_words * cpw + np.maximum(first_bursts - F, 0) * held) / F)
     rest_words, rest_bursts = win_words - first_words, win_bursts - first_bursts
     words = tiles * qw + slots * fw * w_words + rest_words
     bursts = tiles * _cdiv(qw, burst) + slots * fw * _cdiv(w_words, burst) + rest_bursts
@@ -644,21 +648,31 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     tile = w_words * cpw + act_cycles / np.maximum(slots, 1)
     turn = retire + tile
     bank = fw * tiles * (kt * turn / 2 + np.maximum(qw * cpw + tile - turn / 2, 0))
-    # The later windows. While the walk issues an M tile, it keeps ``ROUTE_DEPTH / segments``
-    # K tiles queued, each holding a read slot with its weights until the array's bank takes
-    # them; the loader's bursts get the slots left (and the DMA answers in order, so its words
-    # pass only behind weights the array took). Once the walk has issued the tile the loader has
-    # the bus, and what is left of the next window is exposed beyond the tile's last K tile.
-    ahead = ROUTE_DEPTH / (1 + tiling.segments)
-    free = np.clip(F - 1 - ahead, 0, F)                         # and the next K tile's weights, waiting
+    # A window the walk streams behind the loader, K tile by K tile, each K tile's weights
+    # requested once its channel tile's plane is: the first tap's channel tiles need every
+    # plane, so what the bus takes for the window's ``words`` (``bursts``) and their weights
+    # beyond those K tiles' compute is exposed (at least the first plane and its weights).
     per_m = kt * nt * G                                         # K tiles of an M tile
+    k_time = np.maximum(tiling.pixels, busy / np.maximum(per_m * mt * R, 1))    # cycles per K tile
+    ct = np.maximum(_cdiv(K / taps, rows), 1)
+
+    def streamed(words, bursts):
+        lead, lead_bursts = words + ct * w_words, bursts + ct * _cdiv(w_words, burst)
+        t_lead = np.maximum(lead * cpw, (lead * cpw + np.maximum(lead_bursts - F, 0) * held) / F)
+        return np.where(words > 0, np.maximum(t_lead - (ct - 1) * k_time, (words / ct + w_words) * cpw), 0.0)
+
+    first = streamed(first_words, first_bursts)
+    # The later windows load while the tile before computes. The walk keeps ``ROUTE_DEPTH /
+    # segments`` K tiles queued, their weight reads holding read slots until the array's banks
+    # take them; the loader's bursts get the slots left (and ``Calibration.ws_loader_slots``, on
+    # average), and the DMA answers in order, so its words pass only behind weights the array
+    # took. What is left of a window when its tile begins streams as the first one does.
+    ahead = ROUTE_DEPTH / (1 + tiling.segments)
+    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)
     per_window = rest_words / np.maximum(mt - 1, 1)
     during = np.maximum(per_m - ahead, 0) * free * np.minimum(per_command, burst)
     left = np.maximum(per_window - during, 0)                   # words, and their bursts
-    left_bursts = left / np.maximum(np.minimum(per_command, burst), 1)
-    k_time = busy / np.maximum(per_m * mt * R, 1)               # the array's cycles per K tile
-    t_left = np.maximum(left * cpw, (left * cpw + left_bursts * held) / F)
-    boundary = R * (mt - 1) * np.maximum(t_left - k_time, 0)
+    boundary = R * (mt - 1) * streamed(left, left / np.maximum(np.minimum(per_command, burst), 1))
     live = M > 0
     return (np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))

@@ -76,7 +76,7 @@ CONFIGS = {
 #: 256 and 256 vectors a half). ``weight_kib=1``: see the module docstring.
 ACCELERATORS = {
     name: AcceleratorConfig(name=name, array=ArrayConfig(rows=r, cols=c),
-                            buffers=BufferConfig(weight_kib=1, acc_kib=kib, act_kib=4),
+                            buffers=BufferConfig(weight_kib=2, acc_kib=kib, act_kib=4),
                             memory=MemoryConfig(data_bits=bits))
     for name, (r, c, bits, kib) in {"acc4x4d64": (4, 4, 64, 1), "acc8x8d64": (8, 8, 64, 2),
                                     "acc6x4d32": (6, 4, 32, 1)}.items()
@@ -307,7 +307,7 @@ def accelerator_suite(name, *, large=False, seed=8):
             if kind == "pointwise" and any(m % d == 0 and m // d <= d for d in range(2, 17)):
                 h = min(d for d in range(2, 17) if m % d == 0 and m // d <= d)
                 layer = Layer(f"a{i}_pw", Op.CONV2D, (1, h, m // h, k), (1, h, m // h, n))
-                walk = LayerWalk(k=k, in_h=h, in_w=m // h, out_h=h, out_w=m // h)
+                walk = LayerWalk(k=k, in_h=1, in_w=m, out_h=1, out_w=m)       # one row, as an FC layer
             else:
                 layer = Layer(f"a{i}_fc", Op.FC, (m, k), (m, n))
                 walk = LayerWalk(k=k, in_h=1, in_w=m, out_h=1, out_w=m)
@@ -318,8 +318,12 @@ def accelerator_suite(name, *, large=False, seed=8):
             continue
         cycles = m * -(-k // g.rows) * -(-n // g.cols) * math.prod(layer.kernel or (1, 1))
         io = math.prod(layer.in_shape) + math.prod(layer.out_shape)
+        # the model keeps weights on chip when the parameters fit the weight buffer; the RTL when its
+        # padded weight tiles do: a layer of several M tiles where the two differ is left out
         params = k * n * math.prod(layer.kernel or (1, 1)) + 4 * n
-        if io <= acc.buffers.act_kib * 1024 or cycles > budget or (tiles > 1 and params <= weight_bytes):
+        padded = math.prod(layer.kernel or (1, 1)) * -(-k // g.rows) * -(-n // g.cols) * g.rows * g.cols
+        if io <= acc.buffers.act_kib * 1024 or cycles > budget or (
+                tiles > 1 and (params <= weight_bytes) != (padded <= weight_bytes)):
             continue
         layers.append(layer)
     return layers
@@ -356,7 +360,7 @@ def measure_accelerator(layers, acc, *, latency, sim="verilator"):
 
     layers = tuple(layers)
     cfg = {"rows": acc.array.rows, "cols": acc.array.cols, "data_bits": acc.memory.data_bits,
-           "acc_kib": acc.buffers.acc_kib, "act_kib": acc.buffers.act_kib}
+           "acc_kib": acc.buffers.acc_kib, "act_kib": acc.buffers.act_kib, "weight_kib": acc.buffers.weight_kib}
     built = accelerator_config(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "cycles.json"

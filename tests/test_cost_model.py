@@ -151,8 +151,8 @@ def test_activations_spill_to_dram_only_when_they_do_not_fit_the_buffer():
 
 def _walk(layer):
     """The sequencer's walk of a conv or FC ``layer`` (mensa.gen.program lays them out so)."""
-    if layer.op is Op.FC:
-        m = layer.in_shape[0]
+    if layer.op is Op.FC or (layer.kernel, layer.stride, layer.padding) == ((1, 1), (1, 1), (0, 0, 0, 0)):
+        m = layer.macs // (layer.in_channels * layer.out_channels)
         return LayerWalk(k=layer.in_channels, in_h=1, in_w=m, out_h=1, out_w=m)
     _, ih, iw, c = layer.in_shape
     _, oh, ow, _ = layer.out_shape
