@@ -60,19 +60,20 @@ DRAM (shared)
     per N tile a quantisation record and per K tile the weight vectors, and the
     array takes its activations from the scratchpad at a vector per cycle. Every
     vector is in whole bus words, in bursts of at most ``memory.max_burst`` beats
-    with :data:`READS_IN_FLIGHT` of them in flight. The first read's latency and
-    the first window are exposed (``dma``: the walk begins once the window's reads
-    are issued, and the DMA answers in order); the array then waits (``stall``)
-    wherever the rest of the read stream -- bound by the bus, by the reads in
-    flight (each burst holds a slot for the latency, a longest path through the
-    bursts) or by the weight banks' turnaround with the weights on the bus -- is
-    slower than the array alone, or, at every later M tile, for what is left of
-    its window: the walk keeps ``ROUTE_DEPTH`` segments of K tiles queued, their
-    weight reads holding the read slots until the array's banks take them, so
-    the loader gets only the slots they leave until the walk has issued the
-    tile. Other cores: only the first tile's transfer (plus the DRAM latency) is
-    exposed, and a stall is added when the layer's DRAM time exceeds its compute
-    time.
+    with :data:`READS_IN_FLIGHT` of them in flight. The walk streams a window behind
+    the loader (it reads only words already written, each K tile's weights requested
+    once its channel tile's plane is), so of the first window what the bus takes
+    beyond the first tap's K tiles is exposed, with the first read's latency
+    (``dma``); the array then waits (``stall``) wherever the rest of the read stream
+    -- bound by the bus, by the reads in flight (each burst holds a slot for the
+    latency, a longest path through the bursts) or by the weight banks' turnaround
+    with the weights on the bus -- is slower than the array alone, or, at every later
+    M tile, for what is left of its window, streamed the same way: while the tile
+    before computes, the walk keeps ``ROUTE_DEPTH`` segments of K tiles queued,
+    their weight reads holding read slots until the array's banks take them, and
+    the loader gets the slots they leave. Other cores: only the first tile's
+    transfer (plus the DRAM latency) is exposed, and a stall is added when the
+    layer's DRAM time exceeds its compute time.
 
 Activations: a layer whose input and output fit together in the activation
 buffer keeps them on chip; one that does not streams its input from DRAM and
@@ -83,8 +84,7 @@ reads it again for every N tile when it does not fit half the buffer. Moving an
 activation between accelerators is charged by the scheduler
 (:mod:`mensa.model.schedule`), not here. Weights are read from DRAM once per
 inference when they fit the weight buffer, else once per M tile (CNN layers) or
-once per time step (LSTM). (The RTL accelerator has no weight buffer: it reads
-the weights once per M tile always.)
+once per time step (LSTM) (the RTL keeps them when its padded weight tiles fit).
 
 Units: cycles of the accelerator's clock, bytes.
 """
@@ -576,17 +576,19 @@ def _systolic_gemm(M, K, N, G, R, acc, cal, tiling=None, taps=1):
 
 
 def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
-    """Cycles of the DRAM read stream of a DMA-fed WS array (hw/sequencer.py), and the first window's.
+    """Cycles of the DRAM read stream of a DMA-fed WS array (hw/sequencer.py), of its first window
+    and of its later windows' exposed rest: ``(stream, first, later)``.
 
     Per M tile the sequencer's loader reads the tile's input window (``spill``: activations
     from DRAM) into a half of the activation scratchpad, one command per channel tile (per
     window row and channel tile for part of a row); the walk then reads, per N tile, the
     tile's quantisation record and per K tile ``rows`` weight vectors, while the array takes
     the activations from the scratchpad at a vector per cycle. Every vector is in whole bus
-    words, each read one command split into bursts of at most ``max_burst`` beats. The first
-    window is read before the walk begins (returned apart: the exposed first transfer, its
-    bursts bound by the bus or by the reads in flight); the rest of the stream -- the other
-    windows, the records and the weights -- overlaps the compute. Three bounds on it, the
+    words, each read one command split into bursts of at most ``max_burst`` beats. The walk
+    streams a window behind the loader: of the first window, what the bus takes beyond the
+    first tap's K tiles is exposed (returned apart); of every later one, what the loader could
+    not read while the tile before computed (returned apart too). The whole stream --
+    windows, records and weights -- overlaps the compute otherwise. Three bounds on it, the
     largest wins:
 
     bus
@@ -624,23 +626,24 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     first_words = np.where(spill, tiling.first * aw, 0.0)
     first_bursts = np.where(spill, _cdiv(first_words, np.minimum(per_command, burst)), 0.0)
     held = acc.latency + cal.dram_turnaround
-    rest_words, rest_bursts = win_words - first_words, win_bursts - first_bursts
-    words = tiles * qw + slots * fw * w_words + rest_words
-    bursts = tiles * _cdiv(qw, burst) + slots * fw * _cdiv(w_words, burst) + rest_bursts
+    rest_words = win_words - first_words
+    words = tiles * qw + slots * fw * w_words + win_words
+    bursts = tiles * _cdiv(qw, burst) + slots * fw * _cdiv(w_words, burst) + win_bursts
     bus = words * cpw
     # Reads in flight: a K tile's weight bursts repeat from tile to tile, so their rate is the
     # longest path per tile through them (:func:`_burst_chain`); the quantisation records ride on
     # the bus; the windows' bursts take their slots besides. The first latency is in Cost.dma.
     fw1 = fw >= 1
     per_tile = _burst_chain(np.where(fw1, w_words, 0.0), 0.0, burst, held, cpw)
-    windows = (rest_words * cpw + rest_bursts * held) / F
+    windows = (win_words * cpw + np.maximum(win_bursts - F, 0) * held) / F
     inflight = np.where(fw1, tiles * qw * cpw + slots * per_tile + windows,
                         (bus + np.maximum(bursts - F, 0) * held) / F)
     # A short layer is far from that steady state (no slot is reused before its first bursts end):
     # its sequence of record and weight bursts is solved exactly.
     short = fw1 & (mt == 1) & (bursts <= _SHORT_BURSTS) & (M > 0)
     if short.any():
-        inflight = np.where(short, _short_stream(short, 0.0, w_words, qw, kt, tiles, burst, held, cpw), inflight)
+        inflight = np.where(short, _short_stream(short, 0.0, w_words, qw, kt, tiles, burst, held, cpw) + windows,
+                            inflight)
     act_cycles = M * kt * nt * G * R                            # from the scratchpad: a vector per cycle
     retire = rows + cols - 1 + cal.ws_retire_extra
     # Two K tiles per bank turnaround; an N tile's quantisation record delays the next tile's
@@ -920,7 +923,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     volume = np.maximum(np.maximum(_cdiv(dram - written, acc.word_bytes), _cdiv(written, acc.word_bytes)),
                         _cdiv(dram, acc.mem_bpc))
     dma = np.where(dram > 0, acc.latency + cal.dma_setup + np.where(ws, window, _cdiv(first, acc.bpc)), 0.0)
-    stall = np.where(ws, np.maximum(np.maximum(pick(s_stream, 0.0), volume - window) - compute - load,
+    stall = np.where(ws, np.maximum(np.maximum(pick(s_stream, 0.0), volume) - compute - load - window,
                                     pick(ws_boundary, 0.0)),
                      np.maximum(volume - _cdiv(first, acc.bpc) - busy, 0.0))
     stall = np.where(dram > 0, stall, 0.0)

@@ -31,10 +31,10 @@ The whole systolic accelerator (:class:`mensa.hw.accelerator.Accelerator`, ``sim
     4 KiB one, so the compiler cuts layers into one M tile or several, of whole rows or
     part of a row, bound by the accumulator or by the window, and the layers are ones
     whose input and output do not fit it (the model streams them from DRAM, as the RTL
-    always does). The RTL has no weight buffer (it reads the weights once per M tile);
-    the configs declare the smallest (1 KiB) and a layer whose parameters fit it runs as
-    one M tile, where reading them once is what the RTL does too. One run per (config,
-    latency).
+    always does). A 2 KiB weight buffer keeps some layers' weights across M tiles and not
+    others'; the RTL keeps them when its padded weight tiles fit, the model when the
+    parameters do, so a layer of several M tiles where the two differ is left out. One run
+    per (config, latency).
 """
 
 import json
@@ -73,7 +73,7 @@ CONFIGS = {
 
 #: Whole accelerators validated with DRAM: 4x4 and 8x8 on a 64-bit bus, 6x4 on a 32-bit bus (activation
 #: vectors of two words); each holds 64 pixels of partial sums, and 4 KiB of activation scratchpad (512,
-#: 256 and 256 vectors a half). ``weight_kib=1``: see the module docstring.
+#: 256 and 256 vectors a half) and 2 KiB of weight buffer: see the module docstring.
 ACCELERATORS = {
     name: AcceleratorConfig(name=name, array=ArrayConfig(rows=r, cols=c),
                             buffers=BufferConfig(weight_kib=2, acc_kib=kib, act_kib=4),
