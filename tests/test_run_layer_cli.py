@@ -61,6 +61,10 @@ def test_a_conv_layer_runs_bit_exact_and_reports_cycles(small, tmp_path, capsys)
     (["--layer", "fc:in=8,out=8", "--latency", "9-3"], "--latency '9-3' is not allowed"),
     (["--layer", "fc:in=8,out=8", "--pause", "1.5"], "--pause 1.5 is not allowed"),
     (["--layer", "fc:in=8,out=8", "--accelerator", "pavlov"], "no systolic accelerator 'pavlov' in 'small'"),
+    # a 5x5 kernel over 4096 channels: one output pixel's window is 25 x 1024 vectors of 4
+    (["--layer", "conv2d:in=8x8x4096,out=8,kernel=5"],
+     "one output pixel reads 25600 input vectors (1024 channel tiles of 4); the activation scratchpad holds "
+     "4096 per half (buffers.act_kib 32); allowed:"),
 ])
 def test_a_mistake_is_one_line_and_exit_2(small, tmp_path, capsys, args, message):
     out = tmp_path / "r.json"
