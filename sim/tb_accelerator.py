@@ -53,8 +53,8 @@ TIMEOUT = 200_000       # cycles a layer may take, beyond its bound below, befor
 
 def accelerator_config(p):
     """The config under test: a whole accelerator table (``{"accelerator": to_dict(acc)}``, as
-    ``mensa run-layer`` passes it) or the short form of ``rows``, ``cols``, ``data_bits``, ``acc_kib`` (and ``act_kib``, ``weight_kib``:
-    the defaults if not given)."""
+    ``mensa run-layer`` passes it) or the short form of ``rows``, ``cols``, ``data_bits``,
+    ``acc_kib`` (and ``act_kib``, ``weight_kib``: the defaults if not given)."""
     if "accelerator" in p:
         return from_dict({"name": "dut", "accelerator": [p["accelerator"]]}).accelerator[0]
     return AcceleratorConfig(name="dut", array=ArrayConfig(rows=p["rows"], cols=p["cols"]),

@@ -65,7 +65,8 @@ def compiled(cfg, specs):
     for i, spec in enumerate(specs):
         lay = make_layer(spec, i)
         weights = np.zeros(golden.weight_shape(lay), np.int8)
-        progs.append(compile_layer(lay, golden.layer_params(lay, weights=weights), acc, np.zeros(lay.in_shape, np.int8)))
+        x = np.zeros(lay.in_shape, np.int8)
+        progs.append(compile_layer(lay, golden.layer_params(lay, weights=weights), acc, x))
     return progs
 
 
