@@ -659,23 +659,26 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     k_time = np.maximum(tiling.pixels, busy / np.maximum(per_m * mt * R, 1))    # cycles per K tile
     ct = np.maximum(_cdiv(K / taps, rows), 1)
 
-    def streamed(words, bursts):
-        lead, lead_bursts = words + ct * w_words, bursts + ct * _cdiv(w_words, burst)
+    def streamed(words, bursts, weights=1.0):
+        lead = words + weights * ct * w_words
+        lead_bursts = bursts + weights * ct * _cdiv(w_words, burst)
         t_lead = np.maximum(lead * cpw, (lead * cpw + np.maximum(lead_bursts - F, 0) * held) / F)
-        return np.where(words > 0, np.maximum(t_lead - (ct - 1) * k_time, (words / ct + w_words) * cpw), 0.0)
+        return np.where(words > 0, np.maximum(t_lead - (ct - 1) * k_time, (words / ct + weights * w_words) * cpw),
+                        0.0)
 
     first = streamed(first_words, first_bursts)
     # The later windows load while the tile before computes. The walk keeps ``ROUTE_DEPTH /
     # segments`` K tiles queued, their weight reads holding read slots until the array's banks
     # take them; the loader's bursts get the slots left (and ``Calibration.ws_loader_slots``, on
     # average), and the DMA answers in order, so its words pass only behind weights the array
-    # took. What is left of a window when its tile begins streams as the first one does.
+    # took. What is left of a window when its tile begins streams as the first one does. Weights
+    # kept in the weight buffer are read in the first M tile only: the loader has every slot after.
     ahead = ROUTE_DEPTH / (1 + tiling.segments)
-    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)
+    free = np.where(fw1, np.clip(F + cal.ws_loader_slots - ahead, 0, F), F)
     per_window = rest_words / np.maximum(mt - 1, 1)
     during = np.maximum(per_m - ahead, 0) * free * np.minimum(per_command, burst)
     left = np.maximum(per_window - during, 0)                   # words, and their bursts
-    boundary = R * (mt - 1) * streamed(left, left / np.maximum(np.minimum(per_command, burst), 1))
+    boundary = R * (mt - 1) * streamed(left, left / np.maximum(np.minimum(per_command, burst), 1), fw1)
     live = M > 0
     return (np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))
