@@ -634,7 +634,7 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     # longest path per tile through them (:func:`_burst_chain`); the quantisation records ride on
     # the bus; the windows' bursts take their slots besides. The first latency is in Cost.dma.
     fw1 = fw >= 1
-    per_tile = _burst_chain(np.where(fw1, w_words, 0.0), 0.0, burst, held, cpw)
+    per_tile = _burst_chain(w_words, 0.0, burst, held, cpw)
     windows = (win_words * cpw + np.maximum(win_bursts - F, 0) * held) / F
     inflight = np.where(fw1, tiles * qw * cpw + slots * per_tile + windows,
                         (bus + np.maximum(bursts - F, 0) * held) / F)
@@ -659,26 +659,33 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     k_time = np.maximum(tiling.pixels, busy / np.maximum(per_m * mt * R, 1))    # cycles per K tile
     ct = np.maximum(_cdiv(K / taps, rows), 1)
 
-    def streamed(words, bursts, weights=1.0):
+    def streamed(words, bursts, weights=1.0, latency=0.0):
         lead = words + weights * ct * w_words
         lead_bursts = bursts + weights * ct * _cdiv(w_words, burst)
         t_lead = np.maximum(lead * cpw, (lead * cpw + np.maximum(lead_bursts - F, 0) * held) / F)
-        return np.where(words > 0, np.maximum(t_lead - (ct - 1) * k_time, (words / ct + weights * w_words) * cpw),
-                        0.0)
+        return np.where(words > 0, latency + np.maximum(t_lead - (ct - 1) * k_time,
+                                                        (words / ct + weights * w_words) * cpw), 0.0)
 
     first = streamed(first_words, first_bursts)
     # The later windows load while the tile before computes. The walk keeps ``ROUTE_DEPTH /
     # segments`` K tiles queued, their weight reads holding read slots until the array's banks
     # take them; the loader's bursts get the slots left (and ``Calibration.ws_loader_slots``, on
     # average), and the DMA answers in order, so its words pass only behind weights the array
-    # took. What is left of a window when its tile begins streams as the first one does. Weights
-    # kept in the weight buffer are read in the first M tile only: the loader has every slot after.
+    # took. What is left of a window when its tile begins streams as the first one does (without
+    # weights to read when they stay in the weight buffer), a read latency after the loader asks.
     ahead = ROUTE_DEPTH / (1 + tiling.segments)
-    free = np.where(fw1, np.clip(F + cal.ws_loader_slots - ahead, 0, F), F)
+    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)
     per_window = rest_words / np.maximum(mt - 1, 1)
     during = np.maximum(per_m - ahead, 0) * free * np.minimum(per_command, burst)
     left = np.maximum(per_window - during, 0)                   # words, and their bursts
-    boundary = R * (mt - 1) * streamed(left, left / np.maximum(np.minimum(per_command, burst), 1), fw1)
+    later = streamed(left, left / np.maximum(np.minimum(per_command, burst), 1), fw1, held)
+    # Weights kept in the weight buffer are read in the first M tile only, so only the second
+    # window competes with weights: its reads go out between them once the walk's queue is full
+    # (a tile of more K tiles than its first tap's and the queue), ahead of the weights after.
+    second = np.where(per_m > ct + ahead, np.maximum(per_window * cpw - ahead * k_time, 0) + held, 0.0)
+    # and the first M tile reads them at the reads in flight's pace, which its K tiles may outrun.
+    first_tile = per_m * np.maximum(per_tile - k_time, 0)
+    boundary = R * np.where(fw1, (mt - 1) * later, np.minimum(mt - 1, 1) * (second + first_tile))
     live = M > 0
     return (np.where(live, np.maximum(np.maximum(bus, inflight), bank), 0.0), np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))
