@@ -71,7 +71,11 @@ DRAM (shared)
     M tile, for what is left of its window, streamed the same way: while the tile
     before computes, the walk keeps ``ROUTE_DEPTH`` segments of K tiles queued,
     their weight reads holding read slots until the array's banks take them, and
-    the loader gets the slots they leave. Other cores: only the first tile's
+    the loader gets the slots they leave. A window's bursts are cut per command (a
+    full tile's and a short tile's commands apart), and the loader alone bounds the
+    stream: it asks for a window only once the one before is all in, so per window its
+    reads drain (a burst's hold) and the next tile's quantisation record, asked behind
+    them and taken once the record buffer is free, adds a hold. Other cores: only the first tile's
     transfer (plus the DRAM latency) is exposed, and a stall is added when the
     layer's DRAM time exceeds its compute time.
 
@@ -437,6 +441,9 @@ class _Tiling:
     commands: object      # DMA commands reading the windows: one per channel tile, per row for part rows
     halo: object          # window pixels read over input pixels (>= 1 with halo rows shared by tiles)
     segments: object      # activation segments the walk queues per K tile (a row's read and its padding)
+    run: object           # input vectors of one DMA command of a full tile's window (one channel tile's
+    #                       rows, or one row's columns)
+    run_short: object     # the same of a short tile's window
 
 
 class _Columns:
@@ -516,9 +523,14 @@ def _ws_tiling(w, acc):
     # padding, a zero-point segment besides.
     pads = (np.minimum(w.pad_left, kw - 1) + np.minimum(w.pad_w - w.pad_left, kw - 1)) / kw
     segments = t_rows * (1 + pads)
+    # One command's vectors (bursts are cut from each command alone): a full tile's window,
+    # interior, and a short tile's.
+    run = np.where(whole, np.minimum((t_rows - 1) * sh + kh, ih) * iw, np.minimum((t_cols - 1) * sw + kw, iw))
+    s_px = np.where(whole, last_rows, last_cols)
+    run_short = np.where(whole, np.minimum((s_px - 1) * sh + kh, ih) * iw, np.minimum((s_px - 1) * sw + kw, iw))
     live = w.in_h > 0
     tiles = np.where(live, w.images * per_image, 1.0)
-    return _Tiling(pixels=pixels, tiles=tiles, short=short, shorts=shorts,
+    return _Tiling(run=run, run_short=run_short, pixels=pixels, tiles=tiles, short=short, shorts=shorts,
                    vectors=np.where(live, pixels_read * ct, 0.0),
                    first=np.where(live, first_rows * first_cols * ct, 0.0),
                    commands=np.where(live, tiles * ct * np.where(whole, 1, in_rows), 0.0),
@@ -588,7 +600,7 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     streams a window behind the loader: of the first window, what the bus takes beyond the
     first tap's K tiles is exposed (returned apart); of every later one, what the loader could
     not read while the tile before computed (returned apart too). The whole stream --
-    windows, records and weights -- overlaps the compute otherwise. Three bounds on it, the
+    windows, records and weights -- overlaps the compute otherwise. Four bounds on it, the
     largest wins:
 
     bus
@@ -602,7 +614,15 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     weight banks
         a K tile's weights load only into a retired bank, ``rows + cols - 1`` cycles after the
         last activation of the tile two before, so two K tiles take at least that plus one
-        tile's weight words and activations.
+        tile's weight words and activations;
+    loader
+        the loader asks for a window only once every word of the one before is in, so its
+        bursts alone take the windows' reads-in-flight time plus, per later window, its
+        drain (a hold) and the next tile's quantisation record (asked behind the window,
+        taken once the record buffer is free: another hold and its words).
+
+    A window's bursts are cut per command: a full tile's commands of ``tiling.run``
+    vectors, a short tile's of ``tiling.run_short``.
 
     ``fit``: the weights stay on chip after their first pass (read once), else every pass
     over M tiles, groups and steps reads them again.
@@ -619,12 +639,16 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     slots = kt * tiles                                          # K tiles
     aw, w_words, qw = _cdiv(rows, wb), rows * _cdiv(cols, wb), _cdiv(QUANT_RECORD_BYTES * cols, wb)
     # The windows: every step reads its own; a command's words in bursts.
-    commands = np.maximum(tiling.commands, 1)
-    per_command = tiling.vectors * aw / commands
+    # A command is cut into bursts on its own: a full tile's commands of ``run`` vectors, a short
+    # tile's of ``run_short`` (a command one word over a burst takes two).
+    per_tile = np.maximum(tiling.commands, 1) / np.maximum(mt, 1)   # commands of one window
+    shorts = np.minimum(tiling.shorts, mt)
     win_words = np.where(spill, R * tiling.vectors * aw, 0.0)
-    win_bursts = np.where(spill, R * commands * _cdiv(per_command, burst), 0.0)
+    win_bursts = np.where(spill, R * per_tile * ((mt - shorts) * _cdiv(tiling.run * aw, burst)
+                                                 + shorts * _cdiv(tiling.run_short * aw, burst)), 0.0)
     first_words = np.where(spill, tiling.first * aw, 0.0)
-    first_bursts = np.where(spill, _cdiv(first_words, np.minimum(per_command, burst)), 0.0)
+    first_bursts = np.where(spill, per_tile * _cdiv(first_words / per_tile, burst), 0.0)
+    burst_words = np.maximum(win_words / np.maximum(win_bursts, 1), 1)   # words of a window burst
     held = acc.latency + cal.dram_turnaround
     rest_words = win_words - first_words
     words = tiles * qw + slots * fw * w_words + win_words
@@ -638,6 +662,12 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     windows = (win_words * cpw + np.maximum(win_bursts - F, 0) * held) / F
     inflight = np.where(fw1, tiles * qw * cpw + slots * per_tile + windows,
                         (bus + np.maximum(bursts - F, 0) * held) / F)
+    # The loader asks for the next window only once every word of this one is in (it commits the
+    # half first), so the loader alone drains its reads once per window: the last burst's hold; and
+    # the next tile's quantisation record, asked behind those words and taken only once the record
+    # buffer is free (the tile before requantised), adds a read's hold and its words.
+    drain = np.maximum(mt * R - 1, 0) * (2 * held + qw * cpw)
+    inflight = np.maximum(inflight, np.where(spill, windows + drain, 0.0))
     # A short layer is far from that steady state (no slot is reused before its first bursts end):
     # its sequence of record and weight bursts is solved exactly.
     short = fw1 & (mt == 1) & (bursts <= _SHORT_BURSTS) & (M > 0)
@@ -676,9 +706,9 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     ahead = ROUTE_DEPTH / (1 + tiling.segments)
     free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)
     per_window = rest_words / np.maximum(mt - 1, 1)
-    during = np.maximum(per_m - ahead, 0) * free * np.minimum(per_command, burst)
+    during = np.maximum(per_m - ahead, 0) * free * burst_words
     left = np.maximum(per_window - during, 0)                   # words, and their bursts
-    later = streamed(left, left / np.maximum(np.minimum(per_command, burst), 1), fw1, held)
+    later = streamed(left, left / burst_words, fw1, held)
     # Weights kept in the weight buffer are read in the first M tile only, so only the second
     # window competes with weights: its reads go out between them once the walk's queue is full
     # (a tile of more K tiles than its first tap's and the queue), ahead of the weights after.
@@ -871,7 +901,8 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         tiling = _ws_tiling(window, acc)
         if not bool(acc.os.all()):
             onchip = _Tiling(*np.broadcast_arrays(*_systolic_tiles(M1, acc), tiling.vectors, tiling.first,
-                                                  tiling.commands, tiling.halo, tiling.segments))
+                                                  tiling.commands, tiling.halo, tiling.segments,
+                                                  tiling.run, tiling.run_short))
             tiling = _Tiling(*(np.where(spill, t, o) for t, o in zip(vars(tiling).values(), vars(onchip).values())))
         taps = col(lt.taps)
         c1, l1, f1, wr1, ar1, acc1, mt1 = _systolic_gemm(M1, K1, N1, G, R, acc, cal, tiling, taps)
