@@ -75,7 +75,9 @@ DRAM (shared)
     full tile's and a short tile's commands apart), and the loader alone bounds the
     stream: it asks for a window only once the one before is all in, so per window its
     reads drain (a burst's hold) and the next tile's quantisation record, asked behind
-    them and taken once the record buffer is free, adds a hold. Other cores: only the first tile's
+    them and taken once the record buffer is free, adds a hold; with weights re-read, each
+    N tile's record, answered in order, blocks the read slots until the N tile before is
+    requantised. Other cores: only the first tile's
     transfer (plus the DRAM latency) is exposed, and a stall is added when the
     layer's DRAM time exceeds its compute time.
 
@@ -619,7 +621,10 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
         the loader asks for a window only once every word of the one before is in, so its
         bursts alone take the windows' reads-in-flight time plus, per later window, its
         drain (a hold) and the next tile's quantisation record (asked behind the window,
-        taken once the record buffer is free: another hold and its words).
+        taken once the record buffer is free: another hold and its words). With the
+        weights re-read, each N tile's record blocks the read slots (the DMA answers in
+        order) through the last :data:`READS_IN_FLIGHT` K tiles of the N tile before and
+        the array's drain, beyond the hold the slots take anyway.
 
     A window's bursts are cut per command: a full tile's commands of ``tiling.run``
     vectors, a short tile's of ``tiling.run_short``.
@@ -668,6 +673,13 @@ def _ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     # buffer is free (the tile before requantised), adds a read's hold and its words.
     drain = np.maximum(mt * R - 1, 0) * (2 * held + qw * cpw)
     inflight = np.maximum(inflight, np.where(spill, windows + drain, 0.0))
+    # The DMA answers in order, and a quantisation record's words are taken only once the record
+    # buffer is free (the N tile before requantised): the next N tile's record, asked behind the
+    # last K tiles' weights, blocks the read slots -- itself and the bursts behind it -- through
+    # those ``F`` K tiles and the array's drain, beyond the hold they take anyway.
+    k_px = np.maximum(tiling.pixels, 1.0)                      # cycles of a K tile's activations
+    inflight = inflight + np.where(fw1 & spill, tiles * np.maximum(F * k_px + rows + cols + cal.ws_fill_extra
+                                                                   - held, 0), 0.0)
     # A short layer is far from that steady state (no slot is reused before its first bursts end):
     # its sequence of record and weight bursts is solved exactly.
     short = fw1 & (mt == 1) & (bursts <= _SHORT_BURSTS) & (M > 0)
