@@ -33,7 +33,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.hw.config import AcceleratorConfig, Dataflow
-from mensa.hw.sequencer import act_depth
+from mensa.hw.sequencer import act_depth, weight_depth
 from mensa.model.ir import Op
 
 __all__ = ["Access", "Register", "RegisterMap", "register_map", "OPCODES", "MAGIC",
@@ -171,7 +171,7 @@ def register_map(config):
     b.add("ACT_DEPTH", 32, RO, "activation vectors in each half of the activation scratchpad",
           const=act_depth(config))
     b.add("WEIGHT_DEPTH", 32, RO, "weight vectors the weight buffer holds",
-          const=config.buffers.weight_kib * 1024 // a.cols)
+          const=weight_depth(config))
     # control, status, interrupt
     b.add("CTRL", 1, WO, "write START to run the layer described by the descriptor", bits=(("START", 0),))
     b.add("STATUS", 2, RO, "BUSY while a layer runs; DONE once it has finished, until the next START",

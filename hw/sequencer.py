@@ -64,7 +64,8 @@ from mensa.hw.dma import command_layout, read_layout, write_layout
 from mensa.hw.requant import ACC_BITS, SHIFT_BITS, acc_layout, out_layout, quant_layout
 from mensa.hw.systolic import act_layout, psum_layout
 
-__all__ = ["GemmGeometry", "GemmSequencer", "LayerWalk", "act_depth", "descriptor_layout", "ROUTE_DEPTH", "FLAG_DEPTH"]
+__all__ = ["GemmGeometry", "GemmSequencer", "LayerWalk", "act_depth", "weight_depth", "descriptor_layout",
+           "ROUTE_DEPTH", "FLAG_DEPTH"]
 
 ROUTE_DEPTH = 16        # read and zero-point segments in flight, each tagged with where its vectors go
 FLAG_DEPTH = 16         # K tiles issued and not yet accumulated (first/final flags)
@@ -75,6 +76,11 @@ def act_depth(config):
     scratchpad: the largest power of two that fits ``buffers.act_kib`` (0 if none does)."""
     vectors = config.buffers.act_kib * 1024 // (2 * config.array.rows)
     return vectors and 1 << (vectors.bit_length() - 1)
+
+
+def weight_depth(config):
+    """Weight vectors of ``config.array.cols`` bytes the weight buffer (``buffers.weight_kib``) holds."""
+    return config.buffers.weight_kib * 1024 // config.array.cols
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class GemmGeometry:
         record = a.cols * (4 + 4 + 1)
         return cls(rows=a.rows, cols=a.cols, word_bytes=wb, act_words=-(-a.rows // wb),
                    weight_words=-(-a.cols // wb), out_words=-(-a.cols // wb), acc_depth=1 << (entries.bit_length() - 1),
-                   act_depth=act_depth(config), weight_depth=config.buffers.weight_kib * 1024 // a.cols,
+                   act_depth=act_depth(config), weight_depth=weight_depth(config),
                    quant_words=-(-record // wb))
 
     def tiling(self, walk):
