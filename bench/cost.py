@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mensa.hw.config import from_dict
+from mensa.core.config import from_dict
 from mensa.model import zoo
 from mensa.model.cost import AcceleratorTable, LayerTable, evaluate
 from mensa.model.energy import layer_energy

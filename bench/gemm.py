@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mensa.hw.config import ArrayConfig, Dataflow, to_dict
+from mensa.core.config import ArrayConfig, Dataflow, to_dict
 from mensa.hw.systolic import SystolicArray
 from mensa.sim.runner import run
 

@@ -19,7 +19,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np      # noqa: E402
 
 from mensa.model.zoo.mobilenet import mobilenet_v2   # noqa: E402
-from mensa.sim import golden, quant                 # noqa: E402
+from mensa.core import golden, quant                 # noqa: E402
 
 
 def main(repeats=7):

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mensa.gen.cmd_run_layer import check_layer, parse_layer, systolic_accelerator
+from mensa.gen.layer_spec import check_layer, parse_layer, systolic_accelerator
 from mensa.hw.accelerator import Accelerator
-from mensa.hw.config import load, to_dict
+from mensa.core.config import load, to_dict
 from mensa.sim.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent

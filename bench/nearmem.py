@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mensa.hw.config import CoreKind, load, to_dict
-from mensa.hw.nearmem import HEADER_WORDS, NearMemGeometry, NearMemoryUnit
+from mensa.core.config import CoreKind, load, to_dict
+from mensa.contract.nearmem import HEADER_WORDS, NearMemGeometry
+from mensa.hw.nearmem import NearMemoryUnit
 from mensa.sim.runner import run, simulators
 
 ROOT = Path(__file__).resolve().parent.parent

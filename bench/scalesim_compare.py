@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mensa.hw.config import from_dict
+from mensa.core.config import from_dict
 from mensa.model import zoo
 from mensa.model.cost import LayerTable, evaluate
 

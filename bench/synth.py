@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from mensa.gen.synth import TARGETS, SynthError, synth
-from mensa.hw.config import from_dict, load, to_dict
+from mensa.core.config import from_dict, load, to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"

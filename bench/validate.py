@@ -1,6 +1,6 @@
 """Benchmark: the cost model against the RTL, layer by layer, and the error distribution.
 
-Two parts (model/validate.py): the compute cores (systolic arrays and near-memory units,
+Two parts (gen/validate.py): the compute cores (systolic arrays and near-memory units,
 the model's core cycles, one simulation per accelerator) and the whole systolic
 accelerators from AXI DRAM (DMA, sequencer, activation scratchpad, array, requantiser;
 the model's cycles with its DRAM terms, FC, pointwise and 3x3 conv layers, one
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from mensa.hw.config import CoreKind, DramConfig
-from mensa.model.validate import (ACCELERATORS, CONFIGS, LATENCIES, accelerator_suite, suite, summary, validate,
+from mensa.core.config import CoreKind, DramConfig
+from mensa.gen.validate import (ACCELERATORS, CONFIGS, LATENCIES, accelerator_suite, suite, summary, validate,
                                   validate_accelerator)
 
 ROOT = Path(__file__).resolve().parent.parent

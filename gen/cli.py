@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from mensa.hw.config import UserError
+from mensa.core.errors import UserError
 
 __all__ = ["main", "COMMANDS"]
 

@@ -24,7 +24,7 @@ def add_arguments(parser):
 
 
 def load_model(spec):
-    """A zoo name or an ONNX file path -> :class:`~mensa.model.ir.Network`."""
+    """A zoo name or an ONNX file path -> :class:`~mensa.core.ir.Network`."""
     if spec in zoo.MODELS:
         return zoo.get(spec)
     path = Path(spec)

@@ -1,6 +1,6 @@
 """``mensa build``: a bitstream of the on-board self-test for an FPGA board.
 
-The top is :class:`~mensa.hw.selftest.SelfTest`: the accelerator of a config runs a
+The top is :class:`~mensa.gen.selftest.SelfTest`: the accelerator of a config runs a
 layer stored in block RAM and compares its output with the golden result stored beside
 it; LED 0 lights on pass, LED 1 on fail, LED 2 while busy, LED 3 when done, LED 7 blinks;
 button fire 0 reruns. The board's platform (amaranth-boards) elaborates it and writes the
@@ -27,16 +27,16 @@ from pathlib import Path
 
 from mensa.gen.synth import (TARGETS, DoesNotFit, SynthError, _critical_paths, _tool, _utilisation_from_log,
                              cached_report, flow_versions)
-from mensa.gen.verilog import write_if_changed
-from mensa.hw.config import CoreKind, UserError, config_hash, load
+from mensa.core.files import write_if_changed
+from mensa.core.config import CoreKind, config_hash, load
+from mensa.core.errors import UserError
 
 __all__ = ["add_arguments", "run", "build", "BOARDS", "BuildError"]
 
 # Bumped when the build's options change, so cached bitstreams are not reused.
 FLOW_VERSION = 1
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "configs" / "pascal-fpga.toml"
+DEFAULT_CONFIG = "pascal-fpga"
 
 # board -> (amaranth-boards module, platform class, synth target of its FPGA)
 BOARDS = {
@@ -53,7 +53,7 @@ class BuildError(UserError):
 def add_arguments(parser):
     parser.add_argument("--board", required=True, metavar="BOARD", help=f"the board: {', '.join(BOARDS)}")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="system config (TOML); default: configs/pascal-fpga.toml")
+                        help="system config: a TOML file or a preset name (default: pascal-fpga)")
     parser.add_argument("--accelerator", metavar="NAME",
                         help="the accelerator to test (default: the config's only systolic one)")
     parser.add_argument("--seed", type=int, default=0, help="draws the stored layer (default 0)")
@@ -114,14 +114,14 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
     """Build the self-test bitstream of accelerator config ``acc`` for ``board`` into ``out_dir``.
 
     Returns the report (also written as ``build.json``). Raises :class:`BuildError` for
-    an unknown board, :class:`~mensa.hw.selftest.SelfTestError` for an accelerator the
+    an unknown board, :class:`~mensa.gen.selftest.SelfTestError` for an accelerator the
     self-test cannot host, :class:`~mensa.gen.synth.DoesNotFit` when the design does not
     fit the FPGA and :class:`~mensa.gen.synth.SynthError` when a tool fails.
     """
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from mensa.hw.selftest import SelfTest, selftest_case
+    from mensa.gen.selftest import SelfTest, selftest_case
 
     if board not in BOARDS:
         raise BuildError(f"board {board!r} is not known; allowed: {', '.join(BOARDS)}")

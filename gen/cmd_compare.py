@@ -29,22 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
-from mensa.hw.config import ConfigError, UserError, from_dict, load, to_dict
+from mensa.core.config import ConfigError, from_dict, load, to_dict
+
+from mensa.core.errors import UserError
 from mensa.model import zoo
 from mensa.model.energy import AreaTable, system_area_mm2
 from mensa.model.schedule import OBJECTIVES, schedule
 
 __all__ = ["add_arguments", "run", "eyeriss_like", "compare", "fit_area", "sram_scaled"]
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EYERISS_SRAM_KIB_PER_PE = 246 / 192        # Eyeriss v2 (Chen et al., JETCAS 2019): 246 KB on chip, 192 PEs
 
 
 def add_arguments(parser):
-    parser.add_argument("--baseline", type=Path, default=CONFIGS / "edgetpu.toml",
-                        help="monolithic baseline system (default: configs/edgetpu.toml)")
-    parser.add_argument("--system", type=Path, default=CONFIGS / "mensa-g.toml",
-                        help="heterogeneous system (default: configs/mensa-g.toml)")
+    parser.add_argument("--baseline", type=Path, default="edgetpu",
+                        help="monolithic baseline system: a TOML file or a preset name (default: edgetpu)")
+    parser.add_argument("--system", type=Path, default="mensa-g",
+                        help="heterogeneous system: a TOML file or a preset name (default: mensa-g)")
     parser.add_argument("--models", default="all",
                         help="comma-separated zoo models (default: the whole zoo)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency",

@@ -10,42 +10,27 @@ The layer is a zoo model's layer (``MODEL:LAYER``, by name or index) or written 
 
 The accelerator's Verilog is simulated (Verilator, or Icarus) with a cocotb testbench
 (:mod:`mensa.sim.tb_accelerator`): random int8 weights, bias and input from ``--seed``
-are compiled (:func:`mensa.gen.program.compile_layer`) into a DRAM image served over
+are compiled (:func:`mensa.contract.compiler.compile_layer`) into a DRAM image served over
 AXI4 with ``--latency`` cycles per read burst, the descriptor is written over AXI4-Lite
 and the run started; the output is compared byte for byte with
-:func:`mensa.sim.golden.run_layer`. Printed: cycles, utilisation, the stall breakdown
+:func:`mensa.core.golden.run_layer`. Printed: cycles, utilisation, the stall breakdown
 from the performance counters, DRAM bytes moved.
 """
 
 import json
-import random
 import re
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from mensa.core.config import load, to_dict
+from mensa.core.errors import UserError
+from mensa.gen.layer_spec import OPS, check_layer, parse_layer, systolic_accelerator
 
-from mensa.hw.config import CoreKind, UserError, load, to_dict
-
-__all__ = ["add_arguments", "run", "parse_layer", "systolic_accelerator", "check_layer", "LayerSpecError"]
-
-OPS = ("conv2d", "depthwise", "pointwise", "fc")
-KEYS = {
-    "conv2d": ("in", "out", "kernel", "stride", "padding", "dilation", "act"),
-    "depthwise": ("in", "kernel", "stride", "padding", "dilation", "act"),
-    "pointwise": ("in", "out", "act"),
-    "fc": ("in", "out", "act"),
-}
-ACTIVATIONS = ("none", "relu", "relu6")
-
-
-class LayerSpecError(UserError):
-    """A --layer that does not parse or names no layer."""
-
+__all__ = ["add_arguments", "run"]
 
 def add_arguments(parser):
-    parser.add_argument("--config", type=Path, required=True, help="system config (TOML)")
+    parser.add_argument("--config", type=Path, required=True, help="system config: a TOML file or a preset name")
     parser.add_argument("--accelerator", metavar="NAME",
                         help="the systolic accelerator of the system to run on (default: its first systolic one)")
     parser.add_argument("--layer", required=True, metavar="SPEC",
@@ -61,172 +46,11 @@ def add_arguments(parser):
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the measurements as JSON")
 
 
-def _shape(text, what):
-    try:
-        dims = tuple(int(d) for d in text.split("x"))
-    except ValueError:
-        dims = ()
-    if not dims or min(dims) < 1:
-        raise LayerSpecError(f"{what} {text!r} is not a shape; allowed: positive sizes joined by 'x', e.g. 28x28x64")
-    return dims
-
-
-def _pair(text, key):
-    try:
-        values = tuple(int(v) for v in text.split("x"))
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or min(values) < 1:
-        raise LayerSpecError(f"{key}={text!r} is not a size; allowed: N or NxM with positive integers")
-    return list(values)
-
-
-def _from_text(op, body, seed):
-    if op not in OPS:
-        raise LayerSpecError(f"layer op {op!r} is not run; allowed: {', '.join(OPS)} (or MODEL:LAYER of the zoo)")
-    fields = {}
-    for item in filter(None, body.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in KEYS[op]:
-            raise LayerSpecError(f"{op} layer: {item!r} is not a setting; allowed: "
-                                 f"{', '.join(k + '=...' for k in KEYS[op])}")
-        fields[key] = value
-    if "in" not in fields:
-        raise LayerSpecError(f"{op} layer: in=... (the input shape) is missing")
-    shape = _shape(fields["in"], "in")
-    if op == "fc":
-        if len(shape) == 1:
-            shape = (1, *shape)
-        if len(shape) != 2:
-            raise LayerSpecError(f"fc layer: in={fields['in']!r} is not BATCHxFEATURES or FEATURES")
-    else:
-        if len(shape) == 3:
-            shape = (1, *shape)
-        if len(shape) != 4:
-            raise LayerSpecError(f"{op} layer: in={fields['in']!r} is not HxWxC or NxHxWxC")
-    if op != "depthwise" and "out" not in fields:
-        raise LayerSpecError(f"{op} layer: out=... (the output channels) is missing")
-    out = shape[-1] if op == "depthwise" else _shape(fields["out"], "out")[0]
-    act = fields.get("act", "none")
-    if act not in ACTIVATIONS:
-        raise LayerSpecError(f"act={act!r} is not run; allowed: {', '.join(ACTIVATIONS)}")
-    spec = {"op": "conv2d" if op == "pointwise" else op, "in_shape": list(shape), "out_channels": out,
-            "activation": act}
-    if op in ("conv2d", "depthwise"):
-        spec["kernel"] = _pair(fields.get("kernel", "1"), "kernel")
-        spec["stride"] = _pair(fields.get("stride", "1"), "stride")
-        spec["dilation"] = _pair(fields.get("dilation", "1"), "dilation")
-        pad = fields.get("padding", "valid")
-        if pad in ("same", "valid"):
-            spec["padding"] = pad
-        else:
-            try:
-                p = [int(v) for v in pad.split("x")]
-            except ValueError:
-                p = []
-            if len(p) == 1:
-                p *= 4
-            elif len(p) == 2:
-                p = [p[0], p[0], p[1], p[1]]
-            if len(p) != 4 or min(p) < 0:
-                raise LayerSpecError(f"padding={pad!r} is not allowed; allowed: same, valid, P, PHxPW or "
-                                     f"TOPxBOTTOMxLEFTxRIGHT (non-negative)")
-            spec["padding"] = p
-    return _quantised(spec, seed)
-
-
-def _from_zoo(model, which, seed):
-    from mensa.model import zoo
-    from mensa.model.ir import Op
-
-    net = zoo.get(model)
-    layers = list(net.layers)
-    if re.fullmatch(r"\d+", which):
-        if int(which) >= len(layers):
-            raise LayerSpecError(f"{model} has {len(layers)} layers; layer index {which} is out of range 0-{len(layers) - 1}")
-        layer = layers[int(which)]
-    else:
-        named = {l.name: l for l in layers}
-        if which not in named:
-            raise LayerSpecError(f"{model} has no layer {which!r}; its layers are indexed 0-{len(layers) - 1} "
-                                 f"(see `mensa analyze {model}`)")
-        layer = named[which]
-    ops = {Op.CONV2D: "conv2d", Op.DEPTHWISE: "depthwise", Op.FC: "fc"}
-    if layer.op not in ops or (layer.op is Op.CONV2D and layer.groups != 1):
-        raise LayerSpecError(f"{model}:{layer.name} is a {layer.op.value} layer"
-                             f"{' with groups' if layer.op is Op.CONV2D else ''}; the systolic accelerator runs "
-                             f"conv2d, depthwise, pointwise and fc layers")
-    if layer.activation.value not in ACTIVATIONS:
-        raise LayerSpecError(f"{model}:{layer.name} has activation {layer.activation.value}; the systolic "
-                             f"accelerator runs {', '.join(ACTIVATIONS)}")
-    spec = {"op": ops[layer.op], "in_shape": list(layer.in_shape), "out_channels": layer.out_channels,
-            "activation": layer.activation.value, "name": f"{model}:{layer.name}"}
-    if layer.op is not Op.FC:
-        spec.update(kernel=list(layer.kernel), stride=list(layer.stride), dilation=list(layer.dilation),
-                    padding=list(layer.padding))
-    return _quantised(spec, seed)
-
-
-def _quantised(spec, seed):
-    """Zero points and scales drawn from the seed, the output scale sized to the layer's fan-in."""
-    r = random.Random(seed)
-    fan_in = spec["in_shape"][-1] if spec["op"] != "depthwise" else 1
-    if "kernel" in spec:
-        fan_in *= spec["kernel"][0] * spec["kernel"][1]
-    spec.update(zp_in=r.randint(-128, 127), zp_out=r.randint(-20, 20), in_scale=r.uniform(0.02, 0.1),
-                out_scale=r.uniform(0.05, 0.5) * fan_in ** 0.5)
-    return spec
-
-
-def parse_layer(text, seed=1):
-    """A testbench layer spec (:mod:`mensa.sim.tb_accelerator`) from ``--layer``'s text."""
-    head, colon, body = text.partition(":")
-    if not colon:
-        raise LayerSpecError(f"--layer {text!r} has no ':'; allowed: MODEL:LAYER or OP:key=value,... "
-                             f"(OP one of {', '.join(OPS)})")
-    if "=" in body or head in OPS:
-        return _from_text(head, body, seed)
-    from mensa.model import zoo
-    if head not in zoo.MODELS:
-        raise LayerSpecError(f"{head!r} is neither a layer op nor a zoo model; allowed ops: {', '.join(OPS)}; "
-                             f"models: {', '.join(zoo.MODELS)}")
-    return _from_zoo(head, body, seed)
-
-
 def _latency(text):
     m = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
     if not m or int(m[1]) < 1 or (m[2] and int(m[2]) < int(m[1])):
         raise UserError(f"--latency {text!r} is not allowed; allowed: N or LO-HI cycles, 1 <= LO <= HI")
     return [int(m[1]), int(m[2] or m[1])]
-
-
-def systolic_accelerator(system, name):
-    systolic = [a for a in system.accelerator if a.kind is CoreKind.SYSTOLIC]
-    if name is None:
-        if not systolic:
-            raise UserError(f"system {system.name!r} has no systolic accelerator; run-layer runs the systolic "
-                            f"accelerator top")
-        return systolic[0]
-    for a in systolic:
-        if a.name == name:
-            return a
-    raise UserError(f"no systolic accelerator {name!r} in {system.name!r}; allowed: "
-                    f"{', '.join(a.name for a in systolic) or '(none)'}")
-
-
-def check_layer(spec, acc):
-    """Compile the layer once here, so a layer the accelerator can't run fails before any build."""
-    from mensa.gen.program import compile_layer
-    from mensa.sim import golden
-    from mensa.sim.tb_accelerator import make_layer
-
-    layer = make_layer(spec, 0)
-    params = golden.layer_params(layer, weights=np.zeros(golden.weight_shape(layer), np.int8),
-                                 bias=np.zeros(layer.out_channels, np.int32))
-    prog = compile_layer(layer, params, acc, np.zeros(layer.in_shape, np.int8))
-    return layer, prog
 
 
 def run(args):

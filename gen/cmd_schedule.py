@@ -5,19 +5,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from mensa.hw.config import UserError, load
+from mensa.core.config import load
+
+from mensa.core.errors import UserError
 from mensa.model import zoo
 from mensa.model.schedule import OBJECTIVES, ScheduleError, schedule
 
 __all__ = ["add_arguments", "run", "parse_pins", "write_json"]
 
-DEFAULT_SYSTEM = Path(__file__).resolve().parent.parent / "configs" / "mensa-g.toml"
+DEFAULT_SYSTEM = "mensa-g"
 
 
 def add_arguments(parser):
     parser.add_argument("model", metavar="MODEL", help="a zoo model (see `mensa models`)")
     parser.add_argument("--system", type=Path, default=DEFAULT_SYSTEM,
-                        help="system config (TOML); default: configs/mensa-g.toml")
+                        help="system config: a TOML file or a preset name (default: mensa-g)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency",
                         help="what to minimise (default: latency)")
     parser.add_argument("--pin", action="append", default=[], metavar="LAYER=ACCELERATOR",

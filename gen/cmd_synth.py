@@ -4,13 +4,13 @@ from pathlib import Path
 
 from mensa.gen.synth import TARGETS, synth
 from mensa.gen.verilog import UNITS
-from mensa.hw.config import load
+from mensa.core.config import load
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", type=Path, required=True, help="system config (TOML)")
+    parser.add_argument("--config", type=Path, required=True, help="system config: a TOML file or a preset name")
     parser.add_argument("--target", choices=list(TARGETS), required=True, help="the FPGA")
     parser.add_argument("--accelerator", action="append", metavar="NAME",
                         help="only this accelerator (repeatable; default: all of the system)")

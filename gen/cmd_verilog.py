@@ -3,14 +3,14 @@
 from pathlib import Path
 
 from mensa.gen.verilog import UNITS, emit
-from mensa.hw.config import load
+from mensa.core.config import load
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pascal.toml"
+DEFAULT_CONFIG = "pascal"
 
 
 def add_arguments(parser):
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="system config (TOML); default: configs/pascal.toml")
+                        help="system config: a TOML file or a preset name (default: pascal)")
     parser.add_argument("--out", type=Path, default=Path("build/verilog"),
                         help="output folder (default: build/verilog)")
     parser.add_argument("--unit", choices=UNITS, default="accelerator",

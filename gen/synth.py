@@ -34,8 +34,10 @@ from pathlib import Path
 
 from amaranth.back import verilog as amaranth_verilog
 
-from mensa.gen.verilog import check_top, module_name, ports, tool_versions, top_for, write_if_changed
-from mensa.hw.config import UserError, config_hash
+from mensa.core.files import write_if_changed
+from mensa.gen.verilog import check_top, module_name, ports, tool_versions, top_for
+from mensa.core.config import config_hash
+from mensa.core.errors import UserError
 
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key", "cached_report"]
 

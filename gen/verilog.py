@@ -7,22 +7,22 @@ tools (simulators, synthesis) for nothing.
 """
 
 import json
-import os
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from amaranth.back import verilog
 from amaranth.hdl import Value
 from amaranth.lib import wiring
 
+from mensa.core.files import write_if_changed
 from mensa.gen.fusesoc import core_file
-from mensa.gen.header import header
-from mensa.hw.config import CoreKind, Dataflow, UserError, config_hash, to_dict
-from mensa.hw.regs import register_map
+from mensa.hw.convert import convert
+from mensa.contract.header import header
+from mensa.core.config import CoreKind, Dataflow, config_hash, to_dict
+from mensa.core.errors import UserError
+from mensa.contract.regs import register_map
 
-__all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "convert", "write_if_changed", "emit", "tool_versions"]
+__all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "emit", "tool_versions"]
 
 
 # What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
@@ -79,24 +79,6 @@ def ports(component):
         name = "__".join(str(p) for p in path)
         result.append((name, "input" if member.flow == wiring.In else "output", len(Value.cast(value))))
     return result
-
-
-def convert(component, name):
-    """Verilog text of a component, with no source locations (stable across checkouts)."""
-    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
-
-
-def write_if_changed(path, text):
-    """Write ``text`` to ``path`` atomically unless it already holds it; True if written."""
-    path = Path(path)
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return True
 
 
 def tool_versions():

@@ -1,6 +1,6 @@
 """The systolic accelerator top: registers, run control, DMA and the GEMM sequencer, from one config.
 
-Software writes a layer's descriptor (:mod:`mensa.gen.program` computes it) over the
+Software writes a layer's descriptor (:mod:`mensa.contract.gemm_program` computes it) over the
 AXI4-Lite slave ``s_axil``, writes ``CTRL.START``, and waits for ``STATUS.DONE`` or the
 ``irq`` line. The accelerator reads the layer's input, weights and quantisation records
 from DRAM over the AXI4 master ``m_axi`` (each M tile's input window once, into a ping-pong
@@ -19,11 +19,13 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from mensa.hw.config import AcceleratorConfig
+from mensa.core.config import AcceleratorConfig
 from mensa.hw.dma import DMA, axi4_master_members
-from mensa.hw.regs import COUNTER_BITS, OPCODES, RegisterFile, RunControl, axi4lite_members, register_map
-from mensa.hw.sequencer import GemmGeometry, GemmSequencer
-from mensa.model.ir import Op
+from mensa.contract.regs import COUNTER_BITS, OPCODES, register_map
+from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members
+from mensa.contract.gemm import GemmGeometry
+from mensa.hw.sequencer import GemmSequencer
+from mensa.core.ir import Op
 
 __all__ = ["Accelerator"]
 
@@ -43,7 +45,7 @@ class Accelerator(wiring.Component):
 
     Parameters
     ----------
-    config : :class:`~mensa.hw.config.AcceleratorConfig`
+    config : :class:`~mensa.core.config.AcceleratorConfig`
 
     Members
     -------

@@ -23,7 +23,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mensa.hw.dma import BURST_INCR, axi4_master_members
+from mensa.hw.dma import axi4_master_members
 
 __all__ = ["AxiRam", "axi4_slave_members", "RESP_OKAY", "RESP_DECERR", "BURST_FIXED", "BURST_WRAP"]
 

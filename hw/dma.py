@@ -16,17 +16,15 @@ The AXI4 ports are named ``<prefix>_awaddr`` and so on, the names AXI tools expe
 so responses come back in request order.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mensa.hw.config import MemoryConfig
+from mensa.contract.numeric import BURST_INCR, PAGE_BYTES, READS_IN_FLIGHT
+from mensa.core.config import MemoryConfig
 
-__all__ = ["DMA", "axi4_master_members", "command_layout", "read_layout", "write_layout",
-           "BURST_INCR", "PAGE_BYTES"]
+__all__ = ["DMA", "axi4_master_members", "command_layout", "read_layout", "write_layout"]
 
-BURST_INCR = 1
-PAGE_BYTES = 4096           # an AXI4 burst must not cross a 4 KiB boundary
 
 
 def axi4_master_members(prefix, addr_bits, data_bits, id_bits=1):
@@ -67,7 +65,7 @@ class DMA(wiring.Component):
 
     Parameters
     ----------
-    config : :class:`~mensa.hw.config.MemoryConfig`
+    config : :class:`~mensa.core.config.MemoryConfig`
         AXI data width, address width and the longest burst.
     outstanding : int
         Bursts in flight per direction (requested, not yet fully answered).
@@ -92,7 +90,7 @@ class DMA(wiring.Component):
         A command is being split, a burst is in flight or a completion is waiting.
     """
 
-    def __init__(self, config, *, outstanding=4, prefix="m_axi"):
+    def __init__(self, config, *, outstanding=READS_IN_FLIGHT, prefix="m_axi"):
         if not isinstance(config, MemoryConfig):
             raise TypeError(f"config must be a MemoryConfig, not {config!r}")
         if not isinstance(outstanding, int) or isinstance(outstanding, bool) or not 1 <= outstanding <= 64:

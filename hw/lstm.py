@@ -3,13 +3,13 @@
 :class:`LstmCell` sits behind the :class:`~mensa.hw.nearmem.NearMemoryUnit`'s requantiser.
 The vault lanes compute, per block of ``lanes`` hidden units, the four gates' two int32
 matrix-vector products (``W x_t + bias`` and ``U h_{t-1}``); the requantiser turns them
-into int16 Q3.12 halves ``gx`` and ``gh`` (steps 1 and 2 of :func:`mensa.sim.golden.lstm`).
+into int16 Q3.12 halves ``gx`` and ``gh`` (steps 1 and 2 of :func:`mensa.core.golden.lstm`).
 The cell takes, per block, the four ``gx`` beats (gates i, f, g, o) and then the four
 ``gh`` beats, and for every lane:
 
 3. ``pre = sat16(gx + gh)``;
 4. ``i, f, o = sigmoid(pre)``, ``g = tanh(pre)``: a 257-point table with linear
-   interpolation (:func:`mensa.sim.golden.sigmoid_table`, :func:`~mensa.sim.golden.tanh_table`);
+   interpolation (:func:`mensa.core.golden.sigmoid_table`, :func:`~mensa.core.golden.tanh_table`);
    one table memory holds both, each entry the pair ``(T[i], T[i+1])`` so that one read
    serves one interpolation;
 5. ``c = sat16(RDBPOT(f * c, 15) + RDBPOT(i * g, 19))``, the int16 Q4.11 cell state kept in
@@ -27,11 +27,13 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mensa.hw.requant import ACC_BITS, acc_layout
+from mensa.contract.nearmem import GATES
+from mensa.core.golden import sigmoid_table, tanh_table
+from mensa.contract.numeric import ACC_BITS
+from mensa.hw.requant import acc_layout
 
-__all__ = ["LstmCell", "gate_layout", "CYCLES_PER_BLOCK", "GATES"]
+__all__ = ["LstmCell", "gate_layout", "CYCLES_PER_BLOCK"]
 
-GATES = 4               # i, f, g, o: the order of the gate columns (golden lstm)
 CYCLES_PER_BLOCK = 2 * GATES + 3
 _TANH_GATE = 2          # g takes tanh, the others sigmoid
 _STEP_BITS = 8          # the table index is the top 8 bits of the Q3.12 input (golden)
@@ -45,7 +47,7 @@ def gate_layout(lanes):
 
 def _tables():
     """The table memory's contents: sigmoid entries 0..255, tanh 256..511, each (T[i], T[i+1])."""
-    from mensa.sim.golden import sigmoid_table, tanh_table
+
     words = []
     for table in (sigmoid_table(), tanh_table()):
         t = [int(v) & 0xFFFF for v in table]

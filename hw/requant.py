@@ -2,7 +2,7 @@
 
 :class:`Requantizer` turns vectors of int32 accumulators (one element per output
 channel, ``lanes`` wide: the columns of the array) into ``out_bits``-wide outputs,
-bit for bit as :func:`mensa.sim.golden.requantize` of ``acc + bias`` (the bias add
+bit for bit as :func:`mensa.core.golden.requantize` of ``acc + bias`` (the bias add
 wraps like a 32-bit adder, as in the golden model)::
 
     x   = wrap32(acc + bias)
@@ -11,7 +11,7 @@ wraps like a 32-bit adder, as in the golden model)::
     x   = RoundingDivideByPOT(x, max(-shift, 0))
     out = clamp(x + zero_point, qmin, qmax)
 
-ReLU and ReLU6 are the clamp bounds (:func:`mensa.sim.golden.activation_range`).
+ReLU and ReLU6 are the clamp bounds (:func:`mensa.core.golden.activation_range`).
 
 Pipeline (nine register stages, chosen so that no stage holds more than one carry
 chain or one DSP level on an FPGA): bias add; left shift; saturation; four partial
@@ -31,10 +31,10 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout", "ACC_BITS", "SHIFT_BITS"]
+from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
 
-ACC_BITS = 32       # the numeric contract: int32 accumulators, bias and Q31 multipliers
-SHIFT_BITS = 6      # shift in -32..31 (TFLite's quantize_multiplier gives -31..30)
+__all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout"]
+
 
 _INT32_MIN = -(1 << 31)
 _INT32_MAX = (1 << 31) - 1

@@ -31,7 +31,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mensa.hw.config import ArrayConfig, Dataflow
+from mensa.core.config import ArrayConfig, Dataflow
 
 __all__ = ["SystolicArray", "MULT_STAGES", "act_layout", "psum_layout", "operand_layout"]
 
@@ -133,7 +133,7 @@ class SystolicArray(wiring.Component):
 
     Parameters
     ----------
-    config : :class:`~mensa.hw.config.ArrayConfig`
+    config : :class:`~mensa.core.config.ArrayConfig`
         Rows, columns, dataflow and widths.
 
     Members (weight-stationary)

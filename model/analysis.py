@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mensa.hw.config import UserError
-from mensa.model.ir import Op
+from mensa.core.errors import UserError
+from mensa.core.ir import Op
 
 __all__ = ["AnalysisError", "LayerFeatures", "characterise", "zoo_features", "Family", "Families", "fit_families",
            "zoo_families"]

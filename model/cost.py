@@ -100,14 +100,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import inspect
-
-from mensa.hw.config import CoreKind, Dataflow, DramConfig
-from mensa.hw.dma import DMA
-from mensa.hw.nearmem import HEADER_WORDS
-from mensa.hw.requant import ACC_BITS
-from mensa.hw.sequencer import ROUTE_DEPTH
-from mensa.model.ir import Op
+from mensa.contract.gemm import ROUTE_DEPTH
+from mensa.contract.nearmem import HEADER_WORDS
+from mensa.contract.numeric import ACC_BITS, READS_IN_FLIGHT
+from mensa.core.config import CoreKind, Dataflow, DramConfig
+from mensa.core.ir import Op
 
 __all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
            "dram_bytes_per_cycle", "buffer_bytes", "cycle_errors"]
@@ -124,10 +121,8 @@ SUPPORTED_OPS = {
 
 _SUPPORTED_ROW = {kind: [op in ops for op in _OPS] for kind, ops in SUPPORTED_OPS.items()}
 
-#: DRAM reads (AXI bursts) in flight: the accelerator top builds its DMA with the default.
-READS_IN_FLIGHT = inspect.signature(DMA).parameters["outstanding"].default
 #: Bytes of one output channel's quantisation record, read once per N tile: int32 bias,
-#: int32 multiplier, int8 shift (mensa.gen.program packs them so).
+#: int32 multiplier, int8 shift (mensa.contract.gemm_program packs them so).
 QUANT_RECORD_BYTES = ACC_BITS // 8 + 4 + 1
 
 
@@ -136,7 +131,7 @@ class Calibration:
     """The model's per-microarchitecture constants, to be fitted to RTL cycle counts.
 
     Defaults are the RTL's measured behaviour, systolic arrays and near-memory
-    unit (model/validate.py runs the RTL; tests/test_cost_vs_rtl.py asserts the
+    unit (gen/validate.py runs the RTL; tests/rtl/test_cost_vs_rtl.py asserts the
     error bound with them).
     """
     ws_fill_extra: float = 6.0        # cycles beyond rows + cols per WS step (fill and drain): the PEs'
@@ -192,7 +187,7 @@ class LayerTable:
 
     Parameters
     ----------
-    layers : sequence of :class:`~mensa.model.ir.Layer`
+    layers : sequence of :class:`~mensa.core.ir.Layer`
     """
 
     _FIELDS = ("op", "m1", "k1", "n1", "g", "r", "m2", "k2", "n2", "ew_elems", "ew_ops",
@@ -253,7 +248,7 @@ class LayerTable:
             raise NotImplementedError(f"cost model has no lowering for {op}")
         bias = 4 * (4 * l.hidden if op is Op.LSTM else l.out_channels) if l.bias and w_bytes else 0
         # The first product's input window geometry, as the WS sequencer walks it
-        # (mensa.hw.sequencer.LayerWalk, laid out by mensa.gen.program): an image of in_h x in_w
+        # (mensa.hw.sequencer.LayerWalk, laid out by mensa.contract.gemm_program): an image of in_h x in_w
         # pixels of in_c channels per image; an FC, LSTM or pointwise product is one row of m1
         # pixels.
         # A WS conv walks its kernel tap by tap, each tap's input channels in tiles of the
@@ -278,8 +273,8 @@ class AcceleratorTable:
 
     Parameters
     ----------
-    accelerators : sequence of :class:`~mensa.hw.config.AcceleratorConfig`
-    dram : :class:`~mensa.hw.config.DramConfig` or a sequence of them (one per accelerator)
+    accelerators : sequence of :class:`~mensa.core.config.AcceleratorConfig`
+    dram : :class:`~mensa.core.config.DramConfig` or a sequence of them (one per accelerator)
     """
 
     def __init__(self, accelerators, dram=DramConfig()):
@@ -874,9 +869,9 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
 
     Parameters
     ----------
-    layers : :class:`LayerTable` or sequence of :class:`~mensa.model.ir.Layer`
-    accelerators : :class:`AcceleratorTable` or sequence of :class:`~mensa.hw.config.AcceleratorConfig`
-    dram : :class:`~mensa.hw.config.DramConfig`
+    layers : :class:`LayerTable` or sequence of :class:`~mensa.core.ir.Layer`
+    accelerators : :class:`AcceleratorTable` or sequence of :class:`~mensa.core.config.AcceleratorConfig`
+    dram : :class:`~mensa.core.config.DramConfig`
         Used only when ``accelerators`` is a sequence of configs.
     calibration : :class:`Calibration`
 

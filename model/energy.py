@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.hw.config import ConfigError, CoreKind
+from mensa.core.config import ConfigError, CoreKind
 from mensa.model.cost import buffer_bytes
 
 __all__ = [

@@ -15,10 +15,10 @@ Layouts: ONNX's NCHW tensors become NHWC, conv weights ``(O, I/g, KH, KW)`` beco
 IR's (H, W, C) order; LSTM gates ``i, o, f, c`` are reordered to the golden model's ``i, f, g, o``,
 sequences ``(T, 1, C)`` become ``(1, T, C)``.
 
-Quantised models keep their scales: every layer's :class:`~mensa.model.ir.LayerQuant` comes from
+Quantised models keep their scales: every layer's :class:`~mensa.core.ir.LayerQuant` comes from
 the model, weights stay int8 (symmetric, per output channel) and biases int32, and
 :attr:`ImportedModel.golden_params` holds the golden model's parameters, ready for
-:func:`mensa.sim.golden.run_network`.
+:func:`mensa.core.golden.run_network`.
 
 Every problem (not ONNX, truncated, malformed, an unsupported op or attribute) raises
 :class:`OnnxImportError`, one line naming the node and its op.
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mensa.hw.config import UserError
-from mensa.model.builder import NetworkBuilder, Tensor
-from mensa.model.ir import Activation, LayerError, LayerQuant, QuantParams
+from mensa.core.errors import UserError
+from mensa.core.builder import NetworkBuilder, Tensor
+from mensa.core.ir import Activation, LayerError, LayerQuant, QuantParams
 
 __all__ = ["OnnxImportError", "ImportedModel", "import_onnx", "SUPPORTED_OPS"]
 
@@ -59,7 +59,7 @@ class ImportedModel:
         The Layer IR; quantised models carry ``input_quant`` and every ``Layer.quant``.
     float_params : dict[str, FloatParams]
         Float weights (dequantised for a quantised model) in the golden model's layouts, for
-        :func:`mensa.sim.quant.run_float` and :func:`mensa.sim.quant.quantize_network`.
+        :func:`mensa.core.quant.run_float` and :func:`mensa.core.quant.quantize_network`.
     golden_params : dict[str, LayerParams] or None
         For a quantised model: the golden model's integer parameters by layer name.
     quantized : bool
@@ -650,8 +650,8 @@ class _Importer:
         return self.finish(net)
 
     def finish(self, net):
-        from mensa.sim import golden
-        from mensa.sim.quant import FloatParams
+        from mensa.core import golden
+        from mensa.core.quant import FloatParams
 
         float_params = {}
         for layer in net.layers:
@@ -680,7 +680,7 @@ class _Importer:
             wts = self.weights.get(layer.name, {})
             if wts and layer.op.value == "lstm":
                 raise OnnxImportError(f"{self.name}: layer {layer.name!r}: quantised LSTMs are not supported "
-                                      "(import the float model and quantise it with mensa.sim.quant)")
+                                      "(import the float model and quantise it with mensa.core.quant)")
             if wts and wts.get("wq") is None:
                 raise OnnxImportError(f"{self.name}: layer {layer.name!r}: float weights in a quantised graph")
             ws = tuple(float(s) for s in wts["ws"]) if wts else ()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.hw.config import UserError
+from mensa.core.errors import UserError
 from mensa.model.cost import Calibration, LayerTable, AcceleratorTable, evaluate
 from mensa.model.energy import AreaTable, COMPONENTS, EnergyTable, layer_energy, leakage_mw, system_area_mm2
 
@@ -211,8 +211,8 @@ def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTa
 
     Parameters
     ----------
-    network : :class:`~mensa.model.ir.Network`
-    system : :class:`~mensa.hw.config.SystemConfig`
+    network : :class:`~mensa.core.ir.Network`
+    system : :class:`~mensa.core.config.SystemConfig`
     objective : ``"latency"`` or ``"energy"``
     pins : dict ``{layer name: accelerator name}``, optional
         Layers to place by hand.

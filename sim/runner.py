@@ -22,12 +22,13 @@ from pathlib import Path
 
 from cocotb_tools.runner import get_results, get_runner
 
-from mensa.gen.verilog import convert, write_if_changed
+from mensa.core.files import write_if_changed
+from mensa.hw.convert import convert
 
 __all__ = ["SIMULATORS", "simulators", "build_root", "run", "SimulationFailed"]
 
 SIMULATORS = ("verilator", "icarus")
-REPO = Path(__file__).resolve().parent.parent
+_SOURCE = Path(__file__).resolve().parent.parent
 
 
 class SimulationFailed(AssertionError):
@@ -35,7 +36,10 @@ class SimulationFailed(AssertionError):
 
 
 def build_root():
-    return Path(os.environ.get("MENSA_BUILD", REPO / "build")) / "sim"
+    """``$MENSA_BUILD/sim``; by default ``build/sim`` of the source checkout, or of the current folder
+    when mensa is installed from a wheel (never inside site-packages)."""
+    default = _SOURCE / "build" if (_SOURCE / "pyproject.toml").exists() else Path.cwd() / "build"
+    return Path(os.environ.get("MENSA_BUILD", default)) / "sim"
 
 
 def _verilator_root():

@@ -19,11 +19,11 @@ cycles)), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times 
 width, counted on the bus from START to the interrupt), ``rows`` and ``cols`` (the array size
 the RTL reports in its ROWS and COLS registers).
 
-Driver: per layer, :func:`mensa.gen.program.compile_layer` of a random layer (weights,
+Driver: per layer, :func:`mensa.contract.compiler.compile_layer` of a random layer (weights,
 bias, input from the test seed) into the RAM, the descriptor through cocotbext-axi's
 AxiLiteMaster, IRQ_ENABLE, then CTRL.START. Monitor: the interrupt line, STATUS and the
 performance counters. Checker: the output region against
-:func:`mensa.sim.golden.run_layer`, byte for byte; the interrupt clears on a write of 1.
+:func:`mensa.core.golden.run_layer`, byte for byte; the interrupt clears on a write of 1.
 """
 
 import json
@@ -38,12 +38,12 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.axi_ram import AxiRamWrite
 
-from mensa.gen.program import compile_layer
-from mensa.hw.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, from_dict
-from mensa.hw.regs import register_map
-from mensa.hw.sequencer import GemmGeometry
-from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
-from mensa.sim import golden
+from mensa.contract.compiler import compile_layer
+from mensa.core.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, from_dict
+from mensa.contract.regs import register_map
+from mensa.contract.gemm import GemmGeometry
+from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
+from mensa.core import golden
 from mensa.sim.streams import rng, seed
 from mensa.sim.tb_dma import LatencyAxiRamRead
 
@@ -135,7 +135,7 @@ async def accelerator_runs_layers_bit_exact(dut):
         b = gen.integers(-20000, 20000, size=layer.out_channels).astype(np.int32)
         params = golden.layer_params(layer, weights=w, bias=b)
         x = gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
-        prog = compile_layer(layer, params, acc, x, base=0)
+        prog = compile_layer(acc, layer, params, x, base=0)
         assert prog.image.size <= ram_bytes, f"{layer.name}: image of {prog.image.size} bytes"
         ram.write(0, prog.image.tobytes())
         for offset, value in prog.writes(regmap):

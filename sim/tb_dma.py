@@ -29,7 +29,8 @@ from cocotb.triggers import ClockCycles, Event, RisingEdge
 from cocotbext.axi import AxiBus, AxiResp
 from cocotbext.axi.axi_ram import AxiRamRead, AxiRamWrite
 
-from mensa.hw.dma import PAGE_BYTES, command_layout, read_layout, write_layout
+from mensa.contract.numeric import PAGE_BYTES
+from mensa.hw.dma import command_layout, read_layout, write_layout
 from mensa.sim.streams import StreamSink, StreamSource, seed
 from mensa.sim.streams import pack_struct
 

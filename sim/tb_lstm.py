@@ -1,6 +1,6 @@
 """cocotb testbench of the near-memory unit's LSTM datapath: whole sequences, bit-exact with golden.
 
-Parameters come in ``MENSA_TB`` (JSON): the :class:`~mensa.hw.config.NearMemConfig` fields
+Parameters come in ``MENSA_TB`` (JSON): the :class:`~mensa.core.config.NearMemConfig` fields
 (``lstm`` true), ``layers`` (a list of ``[C, H, P, T]``, ``P = 0`` for no projection),
 ``latency`` ([lo, hi] cycles of a vault read), ``gap`` (probability of a valid/ready gap on
 every stream), ``outstanding`` (vault requests in flight at most), ``stress`` (every other
@@ -9,11 +9,11 @@ pre-activations and the cell state saturate and the tables' ends are used), ``re
 (a path for the figures).
 
 Driver: a quantised IR LSTM layer (random weights and scales) compiled by
-:func:`mensa.hw.nearmem.compile_layer`, or (stress) random integer parameters laid out by
-:func:`mensa.hw.nearmem.lstm_program`; loads the vault images into
+:func:`mensa.contract.nearmem.compile_nearmem`, or (stress) random integer parameters laid out by
+:func:`mensa.contract.nearmem.lstm_program`; loads the vault images into
 :class:`mensa.sim.vault.VaultArray`, sends the descriptor and every x_t at once (the unit
 runs all T steps without the host). Monitor: collects h_t. Model:
-:func:`mensa.sim.golden.run_layer` / :func:`mensa.sim.golden.lstm`. Checker: every h_t,
+:func:`mensa.core.golden.run_layer` / :func:`mensa.core.golden.lstm`. Checker: every h_t,
 and ``last`` on each time step's final beat only.
 """
 
@@ -25,10 +25,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from mensa.hw.config import NearMemConfig
-from mensa.hw.nearmem import NearMemGeometry, compile_layer, lstm_program
-from mensa.model.ir import Layer, LayerQuant, Op, QuantParams
-from mensa.sim import golden
+from mensa.core.config import NearMemConfig
+from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, lstm_program
+from mensa.core.ir import Layer, LayerQuant, Op, QuantParams
+from mensa.core import golden
 from mensa.sim.streams import StreamSink, StreamSource, rng, unpack, within
 from mensa.sim.vault import VaultArray
 
@@ -54,7 +54,7 @@ def _ir_case(gen, geom, c, h, p, t, base):
                   projection_bias=gen.integers(-(1 << 12), 1 << 12, size=p, dtype=np.int64).astype(np.int32))
     params = golden.layer_params(layer, weights=w, bias=bias, **kw)
     x = gen.integers(-128, 128, size=layer.in_shape, dtype=np.int64).astype(np.int8)
-    prog = compile_layer(geom, layer, params, x, base=base)
+    prog = compile_nearmem(geom, layer, params, x, base=base)
     return prog, golden.run_layer(layer, params, x)[0]
 
 

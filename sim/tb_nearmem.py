@@ -1,19 +1,19 @@
 """cocotb testbench of the near-memory unit: random FC layers, bit-exact with the golden model.
 
-Parameters come in ``MENSA_TB`` (JSON): the :class:`~mensa.hw.config.NearMemConfig`
+Parameters come in ``MENSA_TB`` (JSON): the :class:`~mensa.core.config.NearMemConfig`
 fields (``vaults``, ``lanes``, ``vault_bits``, ``vault_kib``, ``local_kib``), ``layers``
 (a list of [K, N, M], or an int: that many random shapes up to ``max_k``, ``max_n``,
 ``max_m``), ``latency`` ([lo, hi] cycles of a vault read), ``gap`` (probability of a
 valid/ready gap on every stream), ``outstanding`` (vault requests in flight at most),
 ``raw`` (int32 accumulators, else int8 outputs), ``ir`` (int8 only: every other layer is
 a quantised IR layer, FC or pointwise conv, compiled by
-:func:`mensa.hw.nearmem.compile_layer` and checked against
-:func:`mensa.sim.golden.run_layer`), ``result`` (a path for the figures).
+:func:`mensa.contract.nearmem.compile_nearmem` and checked against
+:func:`mensa.core.golden.run_layer`), ``result`` (a path for the figures).
 
-Driver: lays each layer out with :func:`mensa.hw.nearmem.fc_program`, loads the vault
+Driver: lays each layer out with :func:`mensa.contract.nearmem.fc_program`, loads the vault
 images into :class:`mensa.sim.vault.VaultArray`, sends the descriptor and the input
-vectors. Monitor: collects the output beats. Model: :func:`mensa.sim.golden.fully_connected_acc`
-plus the bias (raw) or :func:`mensa.sim.golden.fully_connected`. Checker: every vector
+vectors. Monitor: collects the output beats. Model: :func:`mensa.core.golden.fully_connected_acc`
+plus the bias (raw) or :func:`mensa.core.golden.fully_connected`. Checker: every vector
 against the model, and ``last`` on each vector's final beat only.
 """
 
@@ -25,11 +25,11 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from mensa.hw.config import NearMemConfig
-from mensa.hw.nearmem import NearMemGeometry, compile_layer, fc_program
-from mensa.hw.requant import ACC_BITS
-from mensa.model.ir import Activation, Layer, LayerQuant, Op, QuantParams
-from mensa.sim import golden
+from mensa.core.config import NearMemConfig
+from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, fc_program
+from mensa.contract.numeric import ACC_BITS
+from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams
+from mensa.core import golden
 from mensa.sim.streams import StreamSink, StreamSource, rng, unpack, within
 from mensa.sim.vault import VaultArray
 
@@ -95,7 +95,7 @@ def _ir_layer(gen, geom, k, n, m, base):
     bias = gen.integers(-(1 << 16), 1 << 16, size=n, dtype=np.int64).astype(np.int32)
     params = golden.layer_params(layer, weights=weights, bias=bias)
     x = gen.integers(-128, 128, size=layer.in_shape, dtype=np.int64).astype(np.int8)
-    prog = compile_layer(geom, layer, params, x, base=base)
+    prog = compile_nearmem(geom, layer, params, x, base=base)
     return layer, prog, golden.run_layer(layer, params, x).reshape(-1, n)
 
 

@@ -2,7 +2,7 @@
 
 Parameters come in ``MENSA_TB`` (JSON): ``rows``, ``cols``, ``dataflow``, ``addr_bits``,
 ``data_bits`` (the accelerator config the map is built from), ``header`` (the path of the
-C header written by :func:`mensa.gen.header.header`), ``gap`` (probability of a pause
+C header written by :func:`mensa.contract.header.header`), ``gap`` (probability of a pause
 on every AXI channel, per cycle).
 
 Every register is reached at the offset the *header* gives, and its effect is checked
@@ -24,8 +24,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Combine, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 
-from mensa.hw.config import AcceleratorConfig, ArrayConfig, Dataflow, MemoryConfig
-from mensa.hw.regs import Access, _layout, register_map
+from mensa.core.config import AcceleratorConfig, ArrayConfig, Dataflow, MemoryConfig
+from mensa.contract.regs import Access, register_map
+from mensa.hw.regs import _layout
 from mensa.sim.streams import seed
 
 

@@ -4,7 +4,7 @@ Parameters come in ``MENSA_TB`` (JSON): ``lanes``, ``out_bits``, ``tiles`` (how 
 ``max_rows`` (vectors per tile), ``gap`` (probability of a valid/ready gap).
 
 Driver: one ``quant`` beat and a run of ``accs`` beats per tile. Monitor: the ``outs``
-beats. Model: :func:`mensa.sim.golden.requantize` of ``wrap32(acc + bias)``. Checker:
+beats. Model: :func:`mensa.core.golden.requantize` of ``wrap32(acc + bias)``. Checker:
 every beat, in order, with its ``last``. Payloads are packed from the component's own
 stream layouts, so the bit positions are never written twice.
 """
@@ -18,7 +18,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from mensa.hw.requant import acc_layout, out_layout, quant_layout
-from mensa.sim import golden
+from mensa.core import golden
 from mensa.sim.streams import StreamSink, StreamSource, pack_struct, rng, unpack
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1

@@ -1,4 +1,4 @@
-"""Testbenches of the self-test top (:class:`mensa.hw.selftest.SelfTest`).
+"""Testbenches of the self-test top (:class:`mensa.gen.selftest.SelfTest`).
 
 The top needs nothing but a clock, so a testbench only watches its LEDs: it runs the
 top from power-up until ``done``, optionally presses *rerun* and waits for the next

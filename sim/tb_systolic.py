@@ -12,7 +12,7 @@ M tile by M tile, then group by group, then N, then K. Figures: ``cycles`` from 
 included), both to the last output beat taken.
 
 Driver: tiles A (M x K) and B (K x N) onto the array and feeds its streams.
-Monitor: collects the output beats. Model: ``mensa.sim.golden.matmul`` of the
+Monitor: collects the output beats. Model: ``mensa.core.golden.matmul`` of the
 tile. Checker: every beat against the model, in order, and the accumulated C
 against the golden product of the whole A and B.
 """
@@ -25,7 +25,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from mensa.sim import golden
+from mensa.core import golden
 from mensa.sim.streams import StreamSink, StreamSource, pack, rng, unpack
 
 

@@ -1,11 +1,11 @@
 """The model zoo: edge networks with their published shapes, as Layer IR.
 
 ``MODELS`` maps a model's name to a function that builds its
-:class:`~mensa.model.ir.Network` (every function takes keyword arguments with
+:class:`~mensa.core.ir.Network` (every function takes keyword arguments with
 published defaults); :func:`get` builds one by name.
 """
 
-from mensa.hw.config import UserError
+from mensa.core.errors import UserError
 from mensa.model.zoo.detection import ssd_mobilenet_v2
 from mensa.model.zoo.edgetpu import (efficientnet_edgetpu_l, efficientnet_edgetpu_m, efficientnet_edgetpu_s,
                                      mobilenet_edgetpu)

@@ -1,6 +1,6 @@
 """Blocks shared by the zoo's convolutional networks."""
 
-from mensa.model.ir import Activation
+from mensa.core.ir import Activation
 
 __all__ = ["make_divisible", "inverted_bottleneck", "fused_inverted_bottleneck", "squeeze_excite"]
 

@@ -8,8 +8,8 @@ anchor, background included); 3 anchors on the first map, 6 on the others. Non-m
 runs on the host and is not a layer.
 """
 
-from mensa.model.builder import NetworkBuilder
-from mensa.model.ir import Activation
+from mensa.core.builder import NetworkBuilder
+from mensa.core.ir import Activation
 from mensa.model.zoo.mobilenet import mobilenet_v2_features
 
 __all__ = ["ssd_mobilenet_v2"]

@@ -8,8 +8,8 @@ squeeze-excite.
 
 import math
 
-from mensa.model.builder import NetworkBuilder
-from mensa.model.ir import Activation
+from mensa.core.builder import NetworkBuilder
+from mensa.core.ir import Activation
 from mensa.model.zoo._blocks import fused_inverted_bottleneck, inverted_bottleneck, make_divisible
 
 __all__ = ["efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l", "mobilenet_edgetpu"]

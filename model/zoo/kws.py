@@ -4,8 +4,8 @@ Spotting on Microcontrollers" (2017), small size, as used by MLPerf Tiny.
 Input: 49 frames x 10 MFCC of one second of audio, one channel; output: 12 classes.
 """
 
-from mensa.model.builder import NetworkBuilder
-from mensa.model.ir import Activation
+from mensa.core.builder import NetworkBuilder
+from mensa.core.ir import Activation
 
 __all__ = ["ds_cnn"]
 

@@ -1,7 +1,7 @@
 """MobileNetV2 (Sandler et al., CVPR 2018) and MobileNetV3 small / large (Howard et al., ICCV 2019)."""
 
-from mensa.model.builder import NetworkBuilder
-from mensa.model.ir import Activation
+from mensa.core.builder import NetworkBuilder
+from mensa.core.ir import Activation
 from mensa.model.zoo._blocks import inverted_bottleneck, make_divisible
 
 __all__ = ["mobilenet_v2", "mobilenet_v2_features", "mobilenet_v3_large", "mobilenet_v3_small"]

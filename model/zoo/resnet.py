@@ -1,8 +1,8 @@
 """ResNet-50 (He et al., CVPR 2016), v1.5 as in torchvision and MLPerf: the stride of a
 downsampling bottleneck sits on its 3x3 convolution."""
 
-from mensa.model.builder import NetworkBuilder
-from mensa.model.ir import Activation
+from mensa.core.builder import NetworkBuilder
+from mensa.core.ir import Activation
 
 __all__ = ["resnet50"]
 

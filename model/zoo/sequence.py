@@ -8,8 +8,8 @@ embedded token enters the network as a named extra input (its table is not count
 parameters).
 """
 
-from mensa.model.builder import NetworkBuilder
-from mensa.model.ir import Activation
+from mensa.core.builder import NetworkBuilder
+from mensa.core.ir import Activation
 from mensa.model.zoo.mobilenet import mobilenet_v2_features
 
 __all__ = ["rnnt", "seq2seq", "captioning"]

@@ -1,0 +1,1 @@
+"""The preset configurations, shipped inside the package so ``--config NAME`` works from any install."""

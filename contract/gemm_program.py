@@ -1,0 +1,280 @@
+"""The program compiler of the systolic accelerator: a layer -> descriptor registers + DRAM image.
+
+:func:`compile_gemm` turns one Layer IR layer, its integer parameters and an
+accelerator config into a :class:`Program`: the values of the descriptor registers of
+:func:`mensa.contract.regs.register_map` and the bytes of DRAM the layer reads (input,
+weights, quantisation records) and writes (output), laid out as the sequencer
+(:mod:`mensa.contract.gemm`, whose docstring gives the loop nest) walks them, every vector
+in whole bus words (its last word padded with zeros):
+
+input
+    Channel tiles of ``rows`` input channels; per tile, an ``in_h x in_w`` plane of
+    vectors in raster order, channel ``t * rows + i`` in byte ``i``. A fully connected or
+    pointwise layer is a plane of one row of M pixels.
+weights
+    For each N tile, for ky, for kx, for each channel tile it walks
+    (:meth:`~mensa.contract.gemm.GemmGeometry.channel_tiles`), ``rows`` vectors: vector
+    ``i`` holds ``B[(ky, kx, c0 + i), n0 : n0 + cols]``; a depthwise layer's B is diagonal.
+quantisation records
+    One per N tile: ``cols`` int32 biases, ``cols`` int32 Q31 multipliers and ``cols``
+    int8 shifts, little-endian, padded to whole words. The input zero point is folded into
+    the bias (``bias - zp_in * sum_k B[k, n]``, wrapping like the 32-bit adder), so the
+    array multiplies raw int8 activations and the sequencer feeds zero-point vectors for
+    padded pixels.
+output
+    N tiles of M vectors; channel ``n0 + j`` of pixel ``m`` in byte ``j``.
+
+Channels beyond K or N in the last tile are zero. The layers it runs: fully connected,
+conv2d (groups 1) and depthwise conv (depth multiplier 1) with stride 1 or 2, kernels,
+padding and dilation up to 255, batch 1 unless the kernel is 1x1 without padding; no
+activation, ReLU or ReLU6. Anything else is a :class:`~mensa.core.errors.CompileError` naming the layer and
+what is allowed.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mensa.contract.gemm import GemmGeometry, LayerWalk
+from mensa.contract.regs import OPCODES, register_map
+from mensa.core import golden
+from mensa.core.config import AcceleratorConfig
+from mensa.core.errors import CompileError
+from mensa.core.ir import Activation, Op
+
+__all__ = ["Program", "compile_gemm", "ALIGN"]
+
+ALIGN = 4096            # every region starts on an AXI 4 KiB page
+
+
+def _up(n, to):
+    return -(-n // to) * to
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """One layer compiled for the systolic accelerator.
+
+    Members
+    -------
+    registers : dict
+        Descriptor register name -> value (signed registers as Python ints, wide ones
+        split into ``_LO``/``_HI`` as the map has them).
+    image : numpy.ndarray
+        uint8 DRAM image from ``base``: input, weights and quantisation records; the output
+        region zero.
+    base : int
+        DRAM byte address of ``image[0]``.
+    output_addr, m, n : int
+        Where the output region starts, and the GEMM's rows and output channels.
+    out_shape : tuple
+        The layer's output shape.
+    geometry : :class:`~mensa.contract.gemm.GemmGeometry`
+    walk : :class:`~mensa.hw.sequencer.LayerWalk`
+        The layer as the sequencer walks it; its M tiles are ``walk.m_tiles(TILE_ROWS, TILE_COLS)``.
+    """
+    registers: dict
+    image: np.ndarray
+    base: int
+    output_addr: int
+    m: int
+    n: int
+    out_shape: tuple
+    geometry: GemmGeometry
+    walk: LayerWalk
+
+    def m_tiles(self):
+        """``(ty, tx, rows, cols, window_vectors)`` of every M tile, in walk order."""
+        kt = -(-self.walk.k // self.geometry.rows)
+        for ty, tx, rows, cols in self.walk.m_tiles(self.registers["TILE_ROWS"], self.registers["TILE_COLS"]):
+            iy_lo, iy_hi, ix_lo, ix_hi = self.walk.window(ty, tx, rows, cols)
+            yield ty, tx, rows, cols, kt * (iy_hi - iy_lo) * (ix_hi - ix_lo)
+
+    @property
+    def output_bytes(self):
+        g = self.geometry
+        return -(-self.n // g.cols) * self.m * g.out_bytes
+
+    def writes(self, regmap):
+        """(byte offset, 32-bit word) of every descriptor register, in map order."""
+        return [(r.offset, self.registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in self.registers]
+
+    def output(self, region):
+        """The layer's int8 output from the bytes of the output region (``output_bytes`` of them)."""
+        g = self.geometry
+        raw = np.frombuffer(bytes(region), dtype=np.int8)
+        if raw.size != self.output_bytes:
+            raise ValueError(f"output region: {raw.size} bytes, expected {self.output_bytes}")
+        tiles = raw.reshape(-1, self.m, g.out_bytes)[:, :, :g.cols]         # (NT, M, cols)
+        out = tiles.transpose(1, 0, 2).reshape(self.m, -1)[:, :self.n]
+        return out.reshape(self.out_shape).copy()
+
+
+def _per_channel(layer, value, n, name, dtype):
+    arr = np.broadcast_to(np.asarray(value, dtype=np.int64), (n,))
+    info = np.iinfo(dtype)
+    if arr.min() < info.min or arr.max() > info.max:
+        raise CompileError(f"layer {layer.name!r}: {name} out of the {np.dtype(dtype).name} range")
+    return arr.astype(dtype)
+
+
+def compile_gemm(config, layer, params, x, *, base=0):
+    """Compile ``layer`` with ``params`` (:class:`~mensa.core.golden.LayerParams`) and input ``x``.
+
+    Parameters
+    ----------
+    config : :class:`~mensa.core.config.AcceleratorConfig`
+    layer : :class:`~mensa.core.ir.Layer`
+    params : :class:`~mensa.core.golden.LayerParams`
+    x : int8 array of ``layer.in_shape``
+    base : int
+        DRAM byte address of the image, a multiple of 4096.
+
+    Raises
+    ------
+    CompileError
+        The layer is not one the accelerator runs, or does not fit it.
+    """
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    if not isinstance(base, int) or base < 0 or base % ALIGN:
+        raise ValueError(f"base must be a non-negative multiple of {ALIGN}, not {base!r}")
+    g = GemmGeometry.of(config)
+
+    def refuse(text):
+        raise CompileError(f"layer {layer.name!r}: {text}")
+
+    allowed = "allowed: fc, conv2d (groups 1) or depthwise (depth multiplier 1)"
+    if layer.op not in (Op.FC, Op.CONV2D, Op.DEPTHWISE):
+        refuse(f"{layer.op.value} is not run; {allowed}")
+    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
+        refuse(f"activation {layer.activation.value} is not run; allowed: none, relu, relu6")
+    golden.check_layer(layer)
+    q = layer.quant
+    if q is None:
+        refuse("quant: missing; quantise the network first")
+    x = np.asarray(x)
+    if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
+        refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
+    k, n = layer.in_channels, layer.out_channels
+    depthwise = layer.op is Op.DEPTHWISE
+    if layer.op is Op.FC:
+        if len(layer.in_shape) != 2:
+            refuse(f"fc input shape {layer.in_shape}; allowed: (batch, channels)")
+        kernel, stride, dilation, pad = (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
+    else:
+        kernel, stride, dilation, pad = layer.kernel, layer.stride, layer.dilation, layer.padding
+        if layer.op is Op.CONV2D and layer.groups != 1:
+            refuse(f"conv2d with groups {layer.groups}; {allowed}")
+        if depthwise and n != k:
+            refuse(f"depthwise {k} -> {n} channels (depth multiplier {n // k}); {allowed}")
+        if not all(s_ in (1, 2) for s_ in stride):
+            refuse(f"stride {stride}; allowed: 1 or 2 in each dimension")
+        if max(*kernel, *dilation, *pad) > 255:
+            refuse(f"kernel {kernel}, dilation {dilation}, padding {pad}; allowed: each at most 255")
+    pointwise = (kernel, stride, pad) == ((1, 1), (1, 1), (0, 0, 0, 0))
+    if pointwise:
+        # a GEMM: one row of M pixels (batch and rows flattened), a 1x1 kernel
+        in_h, in_w = 1, int(np.prod(layer.in_shape[:-1]))
+        out_h, out_w, dilation = in_h, in_w, (1, 1)
+    else:
+        nb, in_h, in_w, _ = layer.in_shape
+        _, out_h, out_w, _ = layer.out_shape
+        if nb != 1:
+            refuse(f"batch {nb} with a {kernel[0]}x{kernel[1]} kernel; allowed: batch 1 (or a 1x1 kernel "
+                   f"without padding or stride)")
+    if max(in_h, in_w, out_h, out_w, k, n) >= 1 << 16:
+        refuse(f"dimensions {in_h}x{in_w} -> {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536")
+    m = out_h * out_w
+    walk = LayerWalk(k=k, in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, kernel=tuple(kernel),
+                     stride=tuple(stride), dilation=tuple(dilation), pad_top=pad[0], pad_left=pad[2])
+    try:
+        tile_rows, tile_cols = g.tiling(walk)
+    except ValueError as e:
+        refuse(f"{e} (buffers.act_kib {config.buffers.act_kib}); allowed: a window that fits, "
+               f"a larger act_kib or fewer channels")
+
+    w = np.asarray(params.weights).astype(np.int64)
+    kh, kw = kernel
+    if depthwise:
+        dense = np.zeros((kh, kw, k, n), np.int64)
+        dense[:, :, np.arange(k), np.arange(k)] = w.reshape(kh, kw, k)
+    else:
+        dense = w.reshape(kh, kw, k, n)
+
+    kt, nt, R, C = -(-k // g.rows), -(-n // g.cols), g.rows, g.cols
+    # -- the regions, each on its own page ---------------------------------------------
+    planes = np.zeros((in_h, in_w, kt * R), np.int8)
+    planes[..., :k] = x.reshape(in_h, in_w, k)
+    inp = np.zeros((kt, in_h, in_w, g.act_bytes), np.int8)
+    inp[..., :R] = planes.reshape(in_h, in_w, kt, R).transpose(2, 0, 1, 3)
+
+    b_pad = np.zeros((kh, kw, kt * R, nt * C), np.int8)
+    b_pad[:, :, :k, :n] = dense
+    tiles = []
+    for t in range(nt):
+        for ky in range(kh):
+            for kx in range(kw):
+                for ct in g.channel_tiles(k, t, depthwise=depthwise):
+                    tile = np.zeros((R, g.weight_bytes), np.int8)
+                    tile[:, :C] = b_pad[ky, kx, ct * R:(ct + 1) * R, t * C:(t + 1) * C]
+                    tiles.append(tile)
+    wts = np.stack(tiles)
+
+    zp_in = q.inputs[0].zero_point
+    bias = np.zeros(n, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
+    folded = ((bias - zp_in * dense.sum(axis=(0, 1, 2))) + (1 << 31)) % (1 << 32) - (1 << 31)
+    mult = _per_channel(layer, params.multiplier, n, "multiplier", np.int32)
+    shift = _per_channel(layer, params.shift, n, "shift", np.int8)
+    if shift.min() < -(1 << 5) or shift.max() >= 1 << 5:
+        refuse("shift outside -32..31")
+    quant = np.zeros((nt, g.quant_bytes), np.uint8)
+    for t in range(nt):
+        lo, hi = t * C, min(n, (t + 1) * C)
+        rec = np.zeros(C * 9, np.uint8)
+        for field, (values, dtype, at) in enumerate(((folded, "<i4", 0), (mult, "<i4", 4 * C), (shift, "i1", 8 * C))):
+            lanes = np.zeros(C, dtype)
+            lanes[:hi - lo] = values[lo:hi]
+            rec[at:at + lanes.nbytes] = lanes.view(np.uint8)
+        quant[t, :rec.size] = rec
+
+    regions = {}
+    addr = base
+    for name, blob in (("input", inp), ("weight", wts), ("quant", quant),
+                       ("output", np.zeros(nt * m * g.out_bytes, np.uint8))):
+        regions[name] = addr
+        addr += _up(blob.nbytes, ALIGN)
+    image = np.zeros(addr - base, np.uint8)
+    for name, blob in (("input", inp), ("weight", wts), ("quant", quant)):
+        at = regions[name] - base
+        image[at:at + blob.nbytes] = blob.reshape(-1).view(np.uint8)
+    if addr > 1 << config.memory.addr_bits:
+        refuse(f"the image ends at {addr:#x}, beyond the {config.memory.addr_bits}-bit address space")
+
+    lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
+    values = {
+        "OP": OPCODES[layer.op], "IN_H": in_h, "IN_W": in_w, "IN_C": k, "OUT_H": out_h, "OUT_W": out_w,
+        "OUT_C": n, "TILE_ROWS": tile_rows, "TILE_COLS": tile_cols,
+        # weights on chip when they fit and more than one M tile would read them again
+        "WEIGHTS_RESIDENT": int(len(tiles) * R <= g.weight_depth and m > tile_rows * tile_cols),
+        "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": stride[0], "STRIDE_W": stride[1],
+        "DILATION_H": dilation[0], "DILATION_W": dilation[1], "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1],
+        "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
+        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
+    }
+    regmap = register_map(config)
+    registers = {}
+    for name, value in values.items():
+        registers[name] = int(value)
+    for name, key in (("INPUT_ADDR", "input"), ("WEIGHT_ADDR", "weight"), ("BIAS_ADDR", "quant"),
+                      ("QUANT_ADDR", "quant"), ("OUTPUT_ADDR", "output")):
+        value = regions[key]
+        if name in regmap:
+            registers[name] = value
+        else:
+            registers[f"{name}_LO"] = value & 0xFFFFFFFF
+            registers[f"{name}_HI"] = value >> 32
+    for name in registers:
+        assert name in regmap, name         # the map and the compiler are one description
+    return Program(registers=registers, image=image, base=base, output_addr=regions["output"], m=m, n=n,
+                   out_shape=tuple(layer.out_shape), geometry=g, walk=walk)

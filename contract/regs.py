@@ -1,0 +1,208 @@
+"""The register map of an accelerator, described once, and the AXI4-Lite slave built from it.
+
+:func:`register_map` turns an accelerator config into a :class:`RegisterMap`: every
+register's name, byte offset, width, access and meaning. The same object elaborates
+:class:`RegisterFile` (the AXI4-Lite slave), writes the C header
+(:mod:`mensa.contract.header`) and drives the program compiler, so the RTL, the header and
+the software never disagree about an offset.
+
+Registers are 32-bit words at consecutive offsets; a register narrower than 32 bits
+reads its unused high bits as zero (a signed one, as copies of its sign bit). A
+quantity wider than 32 bits (a 64-bit cycle counter, a DRAM address when
+``memory.addr_bits > 32``) is two registers, ``NAME_LO`` and ``NAME_HI``.
+
+Access kinds:
+
+``rw``
+    Software writes, reads back; the hardware sees the value (the layer descriptor).
+``ro``
+    The hardware drives the value; writes are ignored. A register with ``const`` set
+    holds that constant (identification, the configuration the RTL was built for).
+``wo``
+    A write hands the written bits to the hardware for one cycle (``CTRL.START``); reads
+    return zero.
+``w1c``
+    The hardware sets bits; software clears a bit by writing 1 to it (interrupt status).
+"""
+
+import enum
+from dataclasses import dataclass, field
+
+from mensa.contract.gemm import act_depth, weight_depth
+from mensa.core.config import AcceleratorConfig, Dataflow
+from mensa.core.ir import Op
+
+__all__ = ["Access", "Register", "RegisterMap", "register_map", "OPCODES", "MAGIC", "DATA_BITS",
+           "RESP_OKAY", "RESP_SLVERR", "COUNTER_BITS"]
+
+MAGIC = 0x4D4E5341            # "MNSA": the ID register
+COUNTER_BITS = 64             # performance counters: no wrap in centuries at any clock
+DATA_BITS = 32                # AXI4-Lite data width of the register interface
+RESP_OKAY = 0
+RESP_SLVERR = 2               # an address with no register behind it
+
+# The layer kinds the systolic accelerator runs (pointwise is CONV2D with a 1x1 kernel).
+OPCODES = {Op.CONV2D: 0, Op.DEPTHWISE: 1, Op.FC: 2}
+
+
+class Access(enum.Enum):
+    RW = "rw"
+    RO = "ro"
+    WO = "wo"
+    W1C = "w1c"
+
+
+@dataclass(frozen=True)
+class Register:
+    """One 32-bit register of the map.
+
+    ``bits`` names single-bit flags (name -> bit index); ``values`` names the codes an
+    enumerated register takes (name -> value); ``const`` is the value of a constant
+    read-only register.
+    """
+    name: str
+    offset: int
+    width: int
+    access: Access
+    doc: str
+    signed: bool = False
+    const: int | None = None
+    bits: tuple[tuple[str, int], ...] = ()
+    values: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self):
+        if not self.name.isidentifier() or self.name.upper() != self.name:
+            raise ValueError(f"register name must be an upper-case identifier, not {self.name!r}")
+        if self.offset % 4:
+            raise ValueError(f"register {self.name}: offset {self.offset:#x} is not word-aligned")
+        if not 1 <= self.width <= DATA_BITS:
+            raise ValueError(f"register {self.name}: width must be in 1..{DATA_BITS}, not {self.width}")
+        if self.const is not None and self.access is not Access.RO:
+            raise ValueError(f"register {self.name}: only a read-only register can be constant")
+
+    @property
+    def port(self):
+        """The name of the register's field on the hardware side."""
+        return self.name.lower()
+
+
+
+@dataclass(frozen=True)
+class RegisterMap:
+    """An ordered, named collection of registers."""
+    registers: tuple[Register, ...]
+    _by_name: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        names, offsets = {}, {}
+        for r in self.registers:
+            if r.name in names:
+                raise ValueError(f"register {r.name} is described twice")
+            if r.offset in offsets:
+                raise ValueError(f"registers {offsets[r.offset]} and {r.name} share offset {r.offset:#x}")
+            names[r.name] = r
+            offsets[r.offset] = r.name
+        object.__setattr__(self, "_by_name", names)
+
+    def __iter__(self):
+        return iter(self.registers)
+
+    def __len__(self):
+        return len(self.registers)
+
+    def __getitem__(self, name):
+        return self._by_name[name]
+
+    def __contains__(self, name):
+        return name in self._by_name
+
+    def of(self, *access, const=False):
+        """The registers of the given access kinds (constants only if ``const``)."""
+        return [r for r in self.registers if r.access in access and (r.const is not None) == const]
+
+    @property
+    def size(self):
+        """Bytes of address space the map decodes (a power of two)."""
+        end = max(r.offset for r in self.registers) + 4
+        return 1 << (end - 1).bit_length()
+
+    @property
+    def addr_bits(self):
+        return (self.size - 1).bit_length()
+
+
+class _Builder:
+    def __init__(self):
+        self.registers = []
+
+    def add(self, name, width, access, doc, **kwargs):
+        self.registers.append(Register(name, 4 * len(self.registers), width, access, doc, **kwargs))
+
+    def wide(self, name, width, access, doc):
+        """A quantity of ``width`` bits: one register, or a _LO/_HI pair above 32 bits."""
+        if width <= DATA_BITS:
+            self.add(name, width, access, doc)
+        else:
+            self.add(f"{name}_LO", DATA_BITS, access, f"{doc} (bits 31..0)")
+            self.add(f"{name}_HI", width - DATA_BITS, access, f"{doc} (bits {width - 1}..32)")
+
+
+def register_map(config):
+    """The register map of the accelerator ``config`` (an :class:`AcceleratorConfig`)."""
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    a = config.array
+    RW, RO, WO, W1C = Access.RW, Access.RO, Access.WO, Access.W1C
+    b = _Builder()
+    # identification and the configuration the RTL was generated for
+    b.add("ID", 32, RO, "identification, the ASCII 'MNSA'", const=MAGIC)
+    b.add("ROWS", 16, RO, "systolic array rows (PEs along the reduction)", const=a.rows)
+    b.add("COLS", 16, RO, "systolic array columns (output channels per pass)", const=a.cols)
+    b.add("DATAFLOW", 1, RO, "0: weight-stationary, 1: output-stationary",
+          const=int(a.dataflow is Dataflow.OUTPUT_STATIONARY))
+    b.add("BUS_BITS", 16, RO, "AXI4 data width of the DRAM interface", const=config.memory.data_bits)
+    b.add("ACT_DEPTH", 32, RO, "activation vectors in each half of the activation scratchpad",
+          const=act_depth(config))
+    b.add("WEIGHT_DEPTH", 32, RO, "weight vectors the weight buffer holds",
+          const=weight_depth(config))
+    # control, status, interrupt
+    b.add("CTRL", 1, WO, "write START to run the layer described by the descriptor", bits=(("START", 0),))
+    b.add("STATUS", 2, RO, "BUSY while a layer runs; DONE once it has finished, until the next START",
+          bits=(("BUSY", 0), ("DONE", 1)))
+    b.add("IRQ_ENABLE", 1, RW, "interrupt enables", bits=(("DONE", 0),))
+    b.add("IRQ_STATUS", 1, W1C, "pending interrupts, write 1 to clear", bits=(("DONE", 0),))
+    # performance counters, cleared by START
+    for name, doc in (("CYCLES_TOTAL", "cycles from START to DONE"),
+                      ("CYCLES_BUSY", "cycles the array computed"),
+                      ("CYCLES_STALL", "cycles the accelerator waited on DRAM")):
+        b.wide(name, COUNTER_BITS, RO, doc)
+    # the layer descriptor
+    b.add("OP", 4, RW, "layer kind", values=tuple((op.name, code) for op, code in OPCODES.items()))
+    for name, doc in (("IN_H", "input height"), ("IN_W", "input width"), ("IN_C", "input channels"),
+                      ("OUT_H", "output height"), ("OUT_W", "output width"), ("OUT_C", "output channels"),
+                      ("TILE_ROWS", "output rows per M tile (1 unless TILE_COLS is OUT_W)"),
+                      ("TILE_COLS", "output columns per M tile; TILE_ROWS x TILE_COLS at most the accumulator "
+                                    "depth, and the tile's input window at most ACT_DEPTH vectors")):
+        b.add(name, 16, RW, doc)
+    for name, doc in (("KERNEL_H", "kernel height"), ("KERNEL_W", "kernel width"),
+                      ("STRIDE_H", "vertical stride"), ("STRIDE_W", "horizontal stride"),
+                      ("DILATION_H", "vertical dilation"), ("DILATION_W", "horizontal dilation"),
+                      ("PAD_TOP", "zero-point rows above the input"),
+                      ("PAD_BOTTOM", "zero-point rows below the input"),
+                      ("PAD_LEFT", "zero-point columns left of the input"),
+                      ("PAD_RIGHT", "zero-point columns right of the input")):
+        b.add(name, 8, RW, doc)
+    b.add("WEIGHTS_RESIDENT", 1, RW, "1: the layer's weights fit the weight buffer; the first M tile reads them "
+                                     "from DRAM and stores them, the others read the buffer")
+    for name, doc in (("IN_ZERO_POINT", "input zero point"), ("OUT_ZERO_POINT", "output zero point"),
+                      ("QMIN", "lower clamp of the output (ReLU: the zero point)"),
+                      ("QMAX", "upper clamp of the output (ReLU6: zero point + 6 / scale)")):
+        b.add(name, 8, RW, doc, signed=True)
+    addr = config.memory.addr_bits
+    for name, doc in (("INPUT_ADDR", "DRAM byte address of the input, NHWC int8"),
+                      ("WEIGHT_ADDR", "DRAM byte address of the weights"),
+                      ("BIAS_ADDR", "DRAM byte address of the int32 biases"),
+                      ("QUANT_ADDR", "DRAM byte address of the per-channel multipliers and shifts"),
+                      ("OUTPUT_ADDR", "DRAM byte address of the output, NHWC int8")):
+        b.wide(name, addr, RW, doc)
+    return RegisterMap(tuple(b.registers))
