@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CONFIG ?= configs/pascal.toml
+CONFIG ?= pascal
 JOBS   ?= 2
 
 .PHONY: all verilog test test-all bench lint clean distclean
