@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from mensa.gen.synth import (TARGETS, DoesNotFit, SynthError, _critical_paths, _
 from mensa.core.files import write_if_changed
 from mensa.core.config import CoreKind, config_hash, load
 from mensa.core.errors import UserError
+from mensa.gen.selftest import SelfTest, selftest_case
 
 __all__ = ["add_arguments", "run", "build", "BOARDS", "BuildError"]
 
@@ -121,7 +121,6 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from mensa.gen.selftest import SelfTest, selftest_case
 
     if board not in BOARDS:
         raise BuildError(f"board {board!r} is not known; allowed: {', '.join(BOARDS)}")

@@ -35,6 +35,7 @@ from mensa.core.errors import UserError
 from mensa.model import zoo
 from mensa.model.energy import AreaTable, system_area_mm2
 from mensa.model.schedule import OBJECTIVES, schedule
+from mensa.gen.cmd_schedule import write_json
 
 __all__ = ["add_arguments", "run", "eyeriss_like", "compare", "fit_area", "sram_scaled"]
 
@@ -191,7 +192,6 @@ def _plots(results, models, out):
 def run(args):
     from rich.console import Console
     from rich.table import Table
-    from mensa.gen.cmd_schedule import write_json
 
     models = zoo.names() if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
     for m in models:

@@ -26,6 +26,8 @@ from pathlib import Path
 from mensa.core.config import load, to_dict
 from mensa.core.errors import UserError
 from mensa.gen.layer_spec import OPS, check_layer, parse_layer, systolic_accelerator
+from mensa.hw.accelerator import Accelerator
+from mensa.sim.runner import SimulationFailed, run as simulate, simulators
 
 __all__ = ["add_arguments", "run"]
 
@@ -56,8 +58,6 @@ def _latency(text):
 def run(args):
     from rich.console import Console
 
-    from mensa.hw.accelerator import Accelerator
-    from mensa.sim.runner import SimulationFailed, run as simulate, simulators
 
     latency = _latency(args.latency)
     if not 0 <= args.pause < 1:

@@ -49,6 +49,14 @@ from mensa.core.config import (AcceleratorConfig, ArrayConfig, BufferConfig, Cor
                              MemoryConfig, NearMemConfig, to_dict)
 from mensa.model.cost import Calibration, LayerTable, cycle_errors, evaluate
 from mensa.core.ir import Layer, Op, conv_out_size, same_padding
+from mensa.sim.runner import run
+from mensa.hw.systolic import SystolicArray
+from mensa.hw.nearmem import NearMemoryUnit
+from mensa.contract.nearmem import NearMemGeometry
+from mensa.model.zoo.mobilenet import mobilenet_v2
+from mensa.contract.gemm import GemmGeometry, LayerWalk
+from mensa.hw.accelerator import Accelerator
+from mensa.sim.tb_accelerator import accelerator_config
 
 __all__ = ["Record", "CONFIGS", "systolic_workload", "nearmem_workload", "suite", "measure", "validate",
            "summary", "ACCELERATORS", "LATENCIES", "accelerator_suite", "measure_accelerator",
@@ -151,13 +159,11 @@ def measure(layers, acc, *, dram=DramConfig(), sim="verilator"):
     -------
     ``(workloads, cycles)``: the stream workload of each layer and its measured cycles.
     """
-    from mensa.sim.runner import run
 
     layers = tuple(layers)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "figures.json"
         if acc.kind is CoreKind.SYSTOLIC:
-            from mensa.hw.systolic import SystolicArray
             workloads = [systolic_workload(l, acc) for l in layers]
             params = dict(to_dict(acc.array), shapes=[list(w) for w in workloads], gap=0.0, result=str(result))
             run(SystolicArray(acc.array), name="systolic_array", key=acc.array, sim=sim,
@@ -165,7 +171,6 @@ def measure(layers, acc, *, dram=DramConfig(), sim="verilator"):
                 extra_env={"MENSA_TB": json.dumps(params)})
             key = "core_cycles"
         else:
-            from mensa.hw.nearmem import NearMemoryUnit
             workloads = [nearmem_workload(l) for l in layers]
             lat = dram.latency_cycles
             params = dict(to_dict(acc.nearmem), layers=[list(w) for w in workloads], latency=[lat, lat],
@@ -225,7 +230,6 @@ def _random_systolic(rng, count, max_hw, max_c):
 
 
 def _random_nearmem(rng, count, acc, max_k, max_pixels):
-    from mensa.contract.nearmem import NearMemGeometry
     geom = NearMemGeometry.of(acc.nearmem)
     max_n = geom.max_groups * geom.lanes * geom.vaults
     out = []
@@ -245,7 +249,6 @@ def suite(name, *, large=False, seed=8):
     ``large``: every conv, depthwise and FC layer of MobileNetV2 (width 0.35, 32x32 input, 100
     classes) and more, bigger random layers (a slow sweep).
     """
-    from mensa.model.zoo.mobilenet import mobilenet_v2
     acc, _ = CONFIGS[name]
     rng = np.random.default_rng([seed, *name.encode()])
     if acc.kind is CoreKind.NEARMEM:
@@ -281,7 +284,6 @@ def accelerator_suite(name, *, large=False, seed=8):
     kernel's halo rows); channel counts mostly not multiples of the array. ``large``: more and
     bigger layers (the slow sweep).
     """
-    from mensa.contract.gemm import GemmGeometry, LayerWalk
     acc = ACCELERATORS[name]
     g = GemmGeometry.of(acc)
     rng = np.random.default_rng([seed, 1 + large, *name.encode()])
@@ -354,9 +356,6 @@ def measure_accelerator(layers, acc, *, latency, sim="verilator"):
 
     The testbench's cycle counter (``CYCLES_TOTAL``): start to the last output write's response.
     """
-    from mensa.hw.accelerator import Accelerator
-    from mensa.sim.runner import run
-    from mensa.sim.tb_accelerator import accelerator_config
 
     layers = tuple(layers)
     cfg = {"rows": acc.array.rows, "cols": acc.array.cols, "data_bits": acc.memory.data_bits,

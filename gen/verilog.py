@@ -21,6 +21,9 @@ from mensa.contract.header import header
 from mensa.core.config import CoreKind, Dataflow, config_hash, to_dict
 from mensa.core.errors import UserError
 from mensa.contract.regs import register_map
+from mensa.hw.accelerator import Accelerator
+from mensa.hw.systolic import SystolicArray
+from mensa.hw.nearmem import NearMemoryUnit
 
 __all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "emit", "tool_versions"]
 
@@ -31,14 +34,11 @@ UNITS = ("accelerator", "array")
 
 
 def _systolic_top(acc, unit):
-    from mensa.hw.accelerator import Accelerator
-    from mensa.hw.systolic import SystolicArray
     return SystolicArray(acc.array) if unit == "array" else Accelerator(acc)
 
 
 def _nearmem_top(acc, unit):
     # the near-memory unit is the accelerator; it has no separate array
-    from mensa.hw.nearmem import NearMemoryUnit
     return NearMemoryUnit(acc.nearmem)
 
 
@@ -98,7 +98,6 @@ def emit(system, out_dir, unit="accelerator"):
     systolic accelerators. Everything is elaborated before anything is written, so a
     failure leaves ``out_dir`` as it was. Returns the list of (path, written) pairs.
     """
-    from mensa.hw.accelerator import Accelerator
 
     out_dir = Path(out_dir)
     outputs = {}

@@ -50,6 +50,7 @@ import numpy as np
 
 from mensa.core.errors import UserError
 from mensa.core.ir import Op
+from mensa.model import zoo
 
 __all__ = ["AnalysisError", "LayerFeatures", "characterise", "zoo_features", "Family", "Families", "fit_families",
            "zoo_families"]
@@ -112,7 +113,6 @@ def characterise(net):
 
 def zoo_features():
     """Features of every layer of every zoo model (registry order)."""
-    from mensa.model import zoo
     return [f for name in zoo.names() for f in characterise(zoo.get(name))]
 
 

@@ -32,6 +32,8 @@ import numpy as np
 from mensa.core.errors import UserError
 from mensa.core.builder import NetworkBuilder, Tensor
 from mensa.core.ir import Activation, LayerError, LayerQuant, QuantParams
+from mensa.core import golden
+from mensa.core.quant import FloatParams
 
 __all__ = ["OnnxImportError", "ImportedModel", "import_onnx", "SUPPORTED_OPS"]
 
@@ -650,8 +652,6 @@ class _Importer:
         return self.finish(net)
 
     def finish(self, net):
-        from mensa.core import golden
-        from mensa.core.quant import FloatParams
 
         float_params = {}
         for layer in net.layers:
