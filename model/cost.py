@@ -335,100 +335,41 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     lt = layers if isinstance(layers, LayerTable) else LayerTable(layers)
     acc = accelerators if isinstance(accelerators, AcceleratorTable) else AcceleratorTable(accelerators, dram)
     cal = calibration
-    col = lambda x: x[:, None]
-    M1, K1, N1, G, R = col(lt.m1), col(lt.k1), col(lt.n1), col(lt.g), col(lt.r)
-    M2, K2, N2 = col(lt.m2), col(lt.k2), col(lt.n2)
-    in_b, out_b, w_b, p_b = col(lt.in_bytes), col(lt.out_bytes), col(lt.w_bytes), col(lt.param_bytes)
-    ew = col(lt.ew_elems * lt.ew_ops)
-    macs = col(lt.macs)
+    ew = _col(lt.ew_elems * lt.ew_ops)
+    macs = _col(lt.macs)
     nm = acc.nearmem
-
     # Branches no accelerator or layer needs are skipped (their terms stay 0).
     any_nm, any_sys, any_g2 = bool(nm.any()), not bool(nm.all()), bool((lt.m2 > 0).any())
     vec = cdiv(ew, acc.vec_lanes)
     vec_fill = np.where(ew > 0, cal.vector_pipeline, 0.0)
+    s = _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2)
+    n = _nearmem(lt, acc, cal, vec, vec_fill, any_nm, any_g2)
 
-    # -- systolic ---------------------------------------------------------------------------
-    spill = (in_b + out_b) > acc.abuf
-    s_fit = p_b <= acc.wbuf
-    s_compute = s_load = s_fill = s_wbuf = s_abuf = s_accbuf = s_first = s_dram_w = s_dram_a = s_stream = 0.0
-    s_m_tile = 0.0
-    ws_window = ws_boundary = 0.0
-    if any_sys:
-        # A WS product's M tiles fit the accumulator and (its input streamed from DRAM) its input
-        # window fits a half of the activation scratchpad.
-        window = Window(lt, col)
-        tiling = ws_tiling(window, acc)
-        if not bool(acc.os.all()):
-            onchip = Tiling(*np.broadcast_arrays(*accumulator_tiles(M1, acc), tiling.vectors, tiling.first,
-                                                  tiling.commands, tiling.halo, tiling.segments,
-                                                  tiling.run, tiling.run_short))
-            tiling = Tiling(*(np.where(spill, t, o) for t, o in zip(vars(tiling).values(), vars(onchip).values())))
-        taps = col(lt.taps)
-        c1, l1, f1, wr1, ar1, acc1, mt1 = systolic_gemm(M1, K1, N1, G, R, acc, cal, tiling, taps)
-        s_m_tile = np.where(acc.os, np.minimum(M1, acc.rows), tiling.pixels) * (M1 > 0)
-        c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0
-        if any_g2:
-            c2, l2, f2, wr2, ar2, acc2, _ = systolic_gemm(M2, K2, N2, 1, R, acc, cal)
-        refetch = np.where(R > 1, R, mt1)                    # LSTM: every step; CNN: every M tile
-        w_fetches = w_b * np.where(s_fit, 1, refetch)
-        s_dram_w = w_fetches + (p_b - w_b)
-        # The input crosses the bus once per M tile window (WS: the windows' halo rows again); an
-        # OS array re-reads it for every N tile when it does not fit half the activation buffer.
-        in_reads = np.where(acc.os, np.where(in_b > acc.abuf / 2, np.maximum(cdiv(N1, acc.cols), 1), 1),
-                            tiling.halo)
-        s_dram_a = np.where(spill, in_b * in_reads + out_b, 0.0)
-        s_compute, s_load, s_fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
-        if not bool(acc.os.all()):
-            s_stream, ws_window, ws_boundary = ws_stream(M1, K1, N1, G, R, s_fit, spill, tiling, taps, c1 + l1,
-                                                          acc, cal)
-        s_first = np.minimum(s_dram_w + s_dram_a,
-                             acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
-        s_wbuf = wr1 + wr2 + w_fetches
-        s_abuf = ar1 + ar2 + np.where(spill, in_b * in_reads, in_b) + out_b
-        s_accbuf = acc1 + acc2
-
-    # -- near-memory ------------------------------------------------------------------------
-    n_fit = p_b <= acc.vault_cap
-    n_compute = n_load = n_fill = n_vault = n_local = 0.0
-    if any_nm:
-        nc1, nl1, nf1, v1, lo1 = nearmem_gemm(M1 * G, K1, N1, R, acc, cal)
-        nc2 = nl2 = nf2 = v2 = lo2 = 0.0
-        if any_g2:
-            nc2, nl2, nf2, v2, lo2 = nearmem_gemm(M2, K2, N2, R, acc, cal)
-        n_compute, n_load, n_fill = nc1 + nc2 + vec, nl1 + nl2, nf1 + nf2 + vec_fill
-        n_vault = v1 + v2 + (p_b - w_b) + in_b + out_b       # weights, biases, activations live in the stack
-        n_local = lo1 + lo2
-
-    # -- combine ----------------------------------------------------------------------------
     def pick(a, b):
         if not any_nm:
             return a
         return b if not any_sys else np.where(nm, b, a)
-    dram_w = pick(s_dram_w, 0.0)
-    dram_a = pick(s_dram_a, 0.0)
+    dram_w = pick(s.dram_w, n.dram_w)
+    dram_a = pick(s.dram_a, n.dram_a)
     dram = dram_w + dram_a
-    compute = pick(s_compute, n_compute)
-    load = pick(s_load, n_load)
-    fill = pick(s_fill, n_fill)
-    first = pick(s_first, 0.0)
+    compute = pick(s.compute, n.compute)
+    load = pick(s.load, n.load)
+    fill = pick(s.fill, n.fill)
+    first = pick(s.first, n.first)
     busy = compute + load + fill
-    # A WS array is fed by the DMA's read stream (:func:`ws_stream`): the first latency and the
-    # first M tile's input window are exposed, then the array waits wherever the rest of the
-    # stream is slower than the array alone. Other cores: the first transfer is exposed, then
-    # DRAM stalls wherever its bytes outlast the work.
+    # A WS array waits for its read stream (mensa.model.ws_stream); other cores expose the first
+    # transfer, then stall wherever the DRAM's bytes outlast the work.
     ws = ~acc.os & ~nm
-    window = pick(ws_window, 0.0)
-    # Reads and writes have their own AXI channels and share the DRAM's bandwidth.
-    written = pick(np.where(spill, out_b, 0.0), 0.0)
+    window = pick(s.window, n.window)
+    written = pick(s.written, n.written)
     volume = np.maximum(np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes)),
                         cdiv(dram, acc.mem_bpc))
     dma = np.where(dram > 0, acc.latency + cal.dma_setup + np.where(ws, window, cdiv(first, acc.bpc)), 0.0)
-    stall = np.where(ws, np.maximum(np.maximum(pick(s_stream, 0.0), volume) - compute - load - window,
-                                    pick(ws_boundary, 0.0)),
+    stall = np.where(ws, np.maximum(np.maximum(pick(s.stream, n.stream), volume) - compute - load - window,
+                                    pick(s.boundary, n.boundary)),
                      np.maximum(volume - cdiv(first, acc.bpc) - busy, 0.0))
     stall = np.where(dram > 0, stall, 0.0)
-    supported = acc.supported[:, lt.op.astype(int)].T & pick(np.ones_like(s_fit), n_fit)
+    supported = acc.supported[:, lt.op.astype(int)].T & pick(np.ones_like(s.fit), n.fit)
     core = compute + load + fill
     cycles = np.where(supported, core + dma + stall, np.inf)
     seconds = cycles / (acc.clock_mhz * 1e6)
@@ -443,12 +384,99 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         compute=full(compute), load=full(load), fill=full(fill),
         dma=full(dma), stall=full(stall), seconds=seconds, macs=full(macs), utilisation=util,
         dram_bytes=full(dram), dram_weight_bytes=full(dram_w), dram_act_bytes=full(dram_a),
-        wbuf_bytes=full(pick(s_wbuf, 0.0)), abuf_bytes=full(pick(s_abuf, 0.0)),
-        accbuf_bytes=full(pick(s_accbuf, 0.0)), vault_bytes=full(pick(0.0, n_vault)),
-        local_bytes=full(pick(0.0, n_local)), vector_ops=full(ew), requant_ops=full(col(lt.out_elems)),
-        m_tile=full(pick(s_m_tile, 0.0)),
-        params_fit=(zeros + pick(s_fit, n_fit)).astype(bool), supported=supported,
+        wbuf_bytes=full(pick(s.wbuf, n.wbuf)), abuf_bytes=full(pick(s.abuf, n.abuf)),
+        accbuf_bytes=full(pick(s.accbuf, n.accbuf)), vault_bytes=full(pick(s.vault, n.vault)),
+        local_bytes=full(pick(s.local, n.local)), vector_ops=full(ew), requant_ops=full(_col(lt.out_elems)),
+        m_tile=full(pick(s.m_tile, n.m_tile)),
+        params_fit=(zeros + pick(s.fit, n.fit)).astype(bool), supported=supported,
     )
+
+
+def _col(x):
+    """A layer quantity as an ``(L, 1)`` column of the grid."""
+    return x[:, None]
+
+
+@dataclass
+class _Terms:
+    """One core kind's terms of :func:`evaluate` (``(L, A)`` arrays; 0 where the kind is not evaluated)."""
+    fit: object                   # the layer's parameters fit the weight store
+    compute: object = 0.0         # cycles, as in Cost
+    load: object = 0.0
+    fill: object = 0.0
+    first: object = 0.0           # bytes of the first transfer, exposed (a core other than a WS array)
+    written: object = 0.0         # DRAM bytes written
+    dram_w: object = 0.0          # DRAM bytes, as in Cost
+    dram_a: object = 0.0
+    wbuf: object = 0.0            # buffer bytes, as in Cost
+    abuf: object = 0.0
+    accbuf: object = 0.0
+    vault: object = 0.0
+    local: object = 0.0
+    m_tile: object = 0.0
+    stream: object = 0.0          # a WS array's read stream (mensa.model.ws_stream): its cycles,
+    window: object = 0.0          # its first window's exposed cycles,
+    boundary: object = 0.0        # and its later windows'
+
+
+def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
+    """The systolic arrays' terms: the products' cycles, buffer and DRAM bytes, the WS read stream."""
+    M1, K1, N1, G, R = _col(lt.m1), _col(lt.k1), _col(lt.n1), _col(lt.g), _col(lt.r)
+    in_b, out_b, w_b, p_b = _col(lt.in_bytes), _col(lt.out_bytes), _col(lt.w_bytes), _col(lt.param_bytes)
+    spill = (in_b + out_b) > acc.abuf
+    t = _Terms(fit=p_b <= acc.wbuf, written=np.where(spill, out_b, 0.0))
+    if not any_sys:
+        return t
+    # A WS product streaming its input takes the compiler's M tiles; one whose input stays on chip,
+    # those of the accumulator buffer alone.
+    tiling = ws_tiling(Window(lt, _col), acc)
+    if not bool(acc.os.all()):
+        onchip = Tiling(*np.broadcast_arrays(*accumulator_tiles(M1, acc), tiling.vectors, tiling.first,
+                                             tiling.commands, tiling.halo, tiling.segments,
+                                             tiling.run, tiling.run_short))
+        tiling = Tiling(*(np.where(spill, d, o) for d, o in zip(vars(tiling).values(), vars(onchip).values())))
+    taps = _col(lt.taps)
+    c1, l1, f1, wr1, ar1, acc1, mt1 = systolic_gemm(M1, K1, N1, G, R, acc, cal, tiling, taps)
+    t.m_tile = np.where(acc.os, np.minimum(M1, acc.rows), tiling.pixels) * (M1 > 0)
+    c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0
+    if any_g2:
+        c2, l2, f2, wr2, ar2, acc2, _ = systolic_gemm(_col(lt.m2), _col(lt.k2), _col(lt.n2), 1, R, acc, cal)
+    refetch = np.where(R > 1, R, mt1)                    # LSTM: every step; CNN: every M tile
+    w_fetches = w_b * np.where(t.fit, 1, refetch)
+    t.dram_w = w_fetches + (p_b - w_b)
+    # The input crosses the bus once per M tile window (WS: the windows' halo rows again); an
+    # OS array re-reads it for every N tile when it does not fit half the activation buffer.
+    in_reads = np.where(acc.os, np.where(in_b > acc.abuf / 2, np.maximum(cdiv(N1, acc.cols), 1), 1),
+                        tiling.halo)
+    t.dram_a = np.where(spill, in_b * in_reads + out_b, 0.0)
+    t.compute, t.load, t.fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
+    if not bool(acc.os.all()):
+        t.stream, t.window, t.boundary = ws_stream(M1, K1, N1, G, R, t.fit, spill, tiling, taps, c1 + l1,
+                                                   acc, cal)
+    t.first = np.minimum(t.dram_w + t.dram_a,
+                         acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
+    t.wbuf = wr1 + wr2 + w_fetches
+    t.abuf = ar1 + ar2 + np.where(spill, in_b * in_reads, in_b) + out_b
+    t.accbuf = acc1 + acc2
+    return t
+
+
+def _nearmem(lt, acc, cal, vec, vec_fill, any_nm, any_g2):
+    """The near-memory units' terms: the products' cycles, vault and local buffer bytes."""
+    w_b, p_b = _col(lt.w_bytes), _col(lt.param_bytes)
+    t = _Terms(fit=p_b <= acc.vault_cap)
+    if not any_nm:
+        return t
+    R = _col(lt.r)
+    nc1, nl1, nf1, v1, lo1 = nearmem_gemm(_col(lt.m1) * _col(lt.g), _col(lt.k1), _col(lt.n1), R, acc, cal)
+    nc2 = nl2 = nf2 = v2 = lo2 = 0.0
+    if any_g2:
+        nc2, nl2, nf2, v2, lo2 = nearmem_gemm(_col(lt.m2), _col(lt.k2), _col(lt.n2), R, acc, cal)
+    t.compute, t.load, t.fill = nc1 + nc2 + vec, nl1 + nl2, nf1 + nf2 + vec_fill
+    # weights, biases and activations live in the stack
+    t.vault = v1 + v2 + (p_b - w_b) + _col(lt.in_bytes) + _col(lt.out_bytes)
+    t.local = lo1 + lo2
+    return t
 
 
 def cycle_errors(records, *, calibration=Calibration(), core=False):
