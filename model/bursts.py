@@ -24,14 +24,13 @@ _CHAIN_BURSTS = 16
 
 
 def burst_chain(w_words, a_words, burst, held, cpw):
-    """Cycles per K tile of a repeating pattern of reads with :data:`READS_IN_FLIGHT` in flight.
+    """Cycles per K tile of a repeating pattern of reads: the longest path per period (module docstring).
 
     A K tile reads ``w_words`` then ``a_words`` bus words, each in bursts of ``burst`` beats
-    (the last one short). Burst ``j``'s data starts no earlier than the end of burst ``j - 1``
-    (one bus) and than ``held`` cycles after the data of burst ``j - F`` ended (its slot is
-    reused), so the stream's rate is the longest path per tile through edges ``j -> j + 1``
-    (``b_j`` cycles) and ``j -> j + F`` (``b_j + held``): a dynamic programme over the pattern
-    repeated (states: bursts still skipped by the last ``j -> j + F`` edge).
+    (the last one short). Where the pattern is at most ``_CHAIN_BURSTS`` bursts and a slot's
+    reuse can beat the bus, a dynamic programme over the pattern repeated finds the rate
+    (states: bursts still skipped by the last ``j -> j + F`` edge); elsewhere the average
+    bound holds, every burst holding a slot: ``max(words, (words + bursts held) / F)``.
     """
     F = READS_IN_FLIGHT
     w_words, a_words, burst, held, cpw = np.broadcast_arrays(w_words, a_words, burst, held, cpw)

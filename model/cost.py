@@ -34,7 +34,8 @@ plus the kernel's halo rows (columns) that neighbouring tiles share
 again for every N tile when it does not fit half the buffer. Moving an activation
 between accelerators is charged by the scheduler (:mod:`mensa.model.schedule`), not
 here. Weights are read from DRAM once per inference when they fit the weight buffer,
-else once per M tile (CNN layers) or once per time step (LSTM).
+else once per M tile (CNN layers) or once per time step (LSTM); the RTL keeps them when
+its padded weight tiles fit, which differs at the edge.
 
 Units: cycles of the accelerator's clock, bytes.
 """
@@ -69,11 +70,12 @@ _SUPPORTED_ROW = {kind: [op in ops for op in _OPS] for kind, ops in SUPPORTED_OP
 
 @dataclass(frozen=True)
 class Calibration:
-    """The model's per-microarchitecture constants, to be fitted to RTL cycle counts.
+    """The model's per-microarchitecture constants: cycles the RTL spends beyond what the
+    model's structure counts, fitted to RTL cycle counts.
 
-    Defaults are the RTL's measured behaviour, systolic arrays and near-memory
-    unit (gen/validate.py runs the RTL; tests/rtl/test_cost_vs_rtl.py asserts the
-    error bound with them).
+    The defaults are measured on the RTL's systolic arrays, near-memory unit and whole WS
+    accelerator (gen/validate.py runs the RTL; tests/rtl/test_cost_vs_rtl.py bounds the
+    error with them).
     """
     ws_fill_extra: float = 6.0        # cycles beyond rows + cols per WS step (fill and drain): the PEs'
     #                                   4 multiplier register stages and the output FIFO's 2 cycles
