@@ -262,7 +262,8 @@ class Cost:
     cycles streaming operands, ``load`` weight loading not hidden by double
     buffering (systolic) or vault-port-bound streaming (near-memory), ``fill``
     pipeline fill and drain, ``dma`` the exposed first DRAM transfer and
-    latency, ``stall`` DRAM-bandwidth stalls. ``cycles`` is ``inf`` where the
+    latency, ``stall`` the cycles the core waits for DRAM beyond those (for a WS
+    array, its read stream: :mod:`mensa.model.ws_stream`). ``cycles`` is ``inf`` where the
     layer is not supported (``supported`` False; :meth:`reason` says why).
     ``core_cycles = compute + load + fill``: the compute core alone, fed at full
     rate with no DRAM or DMA term (what the RTL validation measures on the

@@ -1,58 +1,56 @@
 """The DRAM read stream of a weight-stationary array fed by its sequencer, and what of it the array waits for.
 
-The stream (:mod:`mensa.hw.sequencer`)
-    Per M tile the loader reads the tile's input window (when the activations spill to
-    DRAM) into one half of the ping-pong activation scratchpad, one command per channel
-    tile (per window row and channel tile for part of a row; :mod:`mensa.model.tiling`).
-    The walk reads per N tile the tile's quantisation record and per K tile ``rows``
-    weight vectors; the array takes its activations from the scratchpad at a vector per
-    cycle. Every vector is whole bus words, and every command is cut into bursts of at most
-    ``max_burst`` beats on its own: a full tile's commands of ``Tiling.run`` vectors, a short
-    tile's of ``Tiling.run_short``. Weights that stay in the weight buffer are read in the
-    first pass only; otherwise every pass over M tiles, groups and steps reads them again.
+The stream (:mod:`mensa.hw.sequencer`): per M tile the loader reads the tile's input
+window (when the activations spill to DRAM) into one half of the ping-pong activation
+scratchpad, one command per channel tile (per window row and channel tile for part of a
+row; :mod:`mensa.model.tiling`). The walk reads per N tile the tile's quantisation record
+and per K tile ``rows`` weight vectors; the array takes its activations from the
+scratchpad at a vector per cycle. Every vector is whole bus words, and every command is
+cut into bursts of at most ``max_burst`` beats on its own: a full tile's commands of
+``Tiling.run`` vectors, a short tile's of ``Tiling.run_short``. Weights that stay in the
+weight buffer are read in the first pass only; otherwise every pass over M tiles, groups
+and steps reads them again.
 
-Its time: the stream overlaps the compute, and the largest of these bounds is its length
-    bus
-        every word, ``word_bytes / bytes per cycle`` cycles each (at least one);
-    reads in flight
-        every burst holds one of :data:`READS_IN_FLIGHT` slots for the DRAM latency plus
-        ``Calibration.dram_turnaround`` (a *hold*) and its beats
-        (:mod:`mensa.model.bursts`): a K tile's weight bursts repeat from tile to tile, the
-        records ride on the bus, the windows' bursts hold slots besides, and a short layer
-        (one M tile, at most ``SHORT_BURSTS`` bursts) is solved burst by burst. The first
-        ``F`` bursts' latency is the exposed first latency (:attr:`Cost.dma
-        <mensa.model.cost.Cost>`);
-    the loader
-        it asks for a window only once every word of the one before is in (it commits the
-        half first), so per later window its reads drain (a hold), and the next tile's
-        quantisation record, asked behind them and taken once the record buffer is free (the
-        tile before requantised), adds a hold and its words;
-    record order
-        with the weights re-read, the DMA answers in order and a record's words are taken only
-        once the record buffer is free, so each N tile's record blocks the read slots --
-        itself and the bursts behind it -- through the last ``F`` K tiles of the N tile before
-        and the array's drain, beyond the hold the slots take anyway;
-    weight banks
-        a K tile's weights load only into a retired bank, ``rows + cols - 1`` cycles after the
-        last activation of the tile two before, so two K tiles take at least that plus one
-        tile's weight words and activations; an N tile's record delays the next tile's
-        weights beyond that when it is longer than half a turnaround.
+The stream overlaps the compute; its length is the largest of these bounds:
 
-What the array waits for
-    The walk streams a window behind the loader: it reads only words already written, and
-    requests a K tile's weights once the K tile's channel plane is in. The first kernel
-    tap's K tiles need every plane, so of the first window what the bus takes beyond those K
-    tiles' compute is exposed (``first``, in :attr:`Cost.dma <mensa.model.cost.Cost>`).
-    While a tile computes, the walk keeps ``ROUTE_DEPTH`` segments queued (per K tile a
-    weight read and per output row a scratchpad read, plus a zero-point segment under a
-    padded tap); their weight reads hold read slots until the banks take them, and the
-    loader gets the slots they leave (plus ``Calibration.ws_loader_slots``, on average).
-    What is left of a later window when its tile begins streams as the first one does, a
-    read latency after the loader asks (``later``, in :attr:`Cost.stall
-    <mensa.model.cost.Cost>`). Weights kept in the weight buffer are read in the first M
-    tile only: then only the second window competes with weight reads (it goes out between
-    them once the walk's queue is full), and the first tile reads its weights at the reads in
-    flight's pace, which its K tiles may outrun.
+bus
+    every word, ``word_bytes / bytes per cycle`` cycles each (at least one);
+reads in flight
+    every burst holds one of :data:`READS_IN_FLIGHT` (``F``) slots for the DRAM latency
+    plus ``Calibration.dram_turnaround`` (a *hold*) and its beats
+    (:mod:`mensa.model.bursts`): a K tile's weight bursts repeat from tile to tile, the
+    records ride on the bus, the windows' bursts hold slots besides, and a short layer (one
+    M tile, at most ``SHORT_BURSTS`` bursts) is solved burst by burst. The first ``F``
+    bursts' latency is the exposed first latency (``Cost.dma``);
+the loader
+    it asks for a window only once every word of the one before is in (it commits the half
+    first), so per later window its reads drain (a hold), and the next tile's quantisation
+    record, asked behind them and taken once the record buffer is free (the tile before
+    requantised), adds a hold and its words;
+record order
+    with the weights re-read, the DMA answers in order and a record's words are taken only
+    once the record buffer is free, so each N tile's record blocks the read slots -- itself
+    and the bursts behind it -- through the last ``F`` K tiles of the N tile before and the
+    array's drain, beyond the hold the slots take anyway;
+weight banks
+    a K tile's weights load only into a retired bank, ``rows + cols - 1`` cycles after the
+    last activation of the tile two before, so two K tiles take at least that plus one
+    tile's weight words and activations; an N tile's record delays the next tile's weights
+    beyond that when it is longer than half a turnaround.
+
+What the array waits for: the walk streams a window behind the loader. It reads only words
+already written, and requests a K tile's weights once the K tile's channel plane is in.
+The first kernel tap's K tiles need every plane, so of the first window what the bus takes
+beyond those K tiles' compute is exposed (``first``, in ``Cost.dma``). While a tile
+computes, the walk keeps ``ROUTE_DEPTH`` segments queued (per K tile a weight read and per
+output row a scratchpad read, plus a zero-point segment under a padded tap); their weight
+reads hold read slots until the banks take them, and the loader gets the slots they leave
+(plus ``Calibration.ws_loader_slots``, on average). What is left of a later window when its
+tile begins streams as the first one does, a read latency after the loader asks
+(``later``, in ``Cost.stall``). Weights kept in the weight buffer are read in the first M
+tile only: then only the second window competes with weight reads (it goes out between them
+once the walk's queue is full), and the first tile reads its weights at the reads in
+flight's pace, which its K tiles may outrun.
 
 ``acc`` is a :class:`~mensa.model.cost.AcceleratorTable`, ``cal`` a
 :class:`~mensa.model.cost.Calibration`; quantities are numpy arrays over the
@@ -102,9 +100,9 @@ class _Traffic:
     burst: object         # beats of a full burst
     cpw: object           # cycles per bus word
     held: object          # cycles a burst holds its read slot beyond its beats
-    kt: object            # K tiles per N tile
-    nt: object            # N tiles per M tile
-    mt: object            # M tiles
+    kt: object            # K tiles of an N tile
+    nt: object            # N tiles of a product
+    mt: object            # M tiles of a product
     fw: object            # share of K tiles that read weights (1 when every pass re-reads them)
     tiles: object         # N tiles of all passes, one quantisation record each
     slots: object         # K tiles of all passes
@@ -121,6 +119,7 @@ class _Traffic:
 
 
 def _traffic(K, N, G, R, fit, spill, tiling, taps, acc, cal):
+    """The stream's words and bursts, per kind (:class:`_Traffic`)."""
     rows, cols, wb = acc.rows, acc.cols, acc.word_bytes
     burst = acc.max_burst
     cpw = np.maximum(wb / np.maximum(acc.bpc, 1e-9), 1.0)
@@ -155,8 +154,10 @@ def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal):
     fw1 = t.fw >= 1
     inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows,
                         (t.bus + np.maximum(t.bursts - F, 0) * held) / F)
+    # the loader: per later window its drain's hold, and the next record's hold and words
     drain = np.maximum(t.mt * R - 1, 0) * (2 * held + qw * cpw)
     inflight = np.maximum(inflight, np.where(spill, windows + drain, 0.0))
+    # record order: per N tile the last F K tiles' activations and the drain, beyond a hold
     k_px = np.maximum(tiling.pixels, 1.0)                      # cycles of a K tile's activations
     inflight = inflight + np.where(fw1 & spill, t.tiles * np.maximum(F * k_px + acc.rows + acc.cols
                                                                      + cal.ws_fill_extra - held, 0), 0.0)
