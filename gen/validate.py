@@ -25,7 +25,7 @@ The whole systolic accelerator (:class:`mensa.hw.accelerator.Accelerator`, ``sim
     FC, pointwise and 3x3 conv layers from AXI DRAM through the DMA (a read latency of
     ``L`` cycles per burst, no backpressure), against the model's ``cycles`` (core, the
     exposed latency and first input window, and the read stream's stalls,
-    :func:`mensa.model.cost._ws_stream`). Measured: the run's cycle counter,
+    :func:`mensa.model.ws_stream.ws_stream`). Measured: the run's cycle counter,
     ``CTRL.START`` to the last output write's response. The accelerator loads each M
     tile's input window into its ping-pong activation scratchpad; the configs have a
     4 KiB one, so the compiler cuts layers into one M tile or several, of whole rows or

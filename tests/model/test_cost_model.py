@@ -164,7 +164,7 @@ def test_ws_m_tiles_and_windows_are_the_compilers():
     """The model's M tiles are the ones GemmGeometry.tiling picks (accumulator and window bound), and
     its window vectors those LayerWalk.window reads: exactly for FC layers, stride-1 convs and the first
     window; within 5% for stride 2 (a last tile of one row reads only the columns under it)."""
-    from mensa.model.cost import _Columns, _ws_tiling
+    from mensa.model.tiling import Window, ws_tiling
     rng = random.Random(5)
     checked = 0
     for trial in range(300):
@@ -189,7 +189,7 @@ def test_ws_m_tiles_and_windows_are_the_compilers():
         tiles = list(walk.m_tiles(*tile))
         ct = -(-walk.k // rows)
         vectors = [(b - a) * (d - c_) * ct for a, b, c_, d in (walk.window(*t) for t in tiles)]
-        t = _ws_tiling(_Columns(LayerTable([layer]), lambda x: x[:, None]), AcceleratorTable([acc]))
+        t = ws_tiling(Window(LayerTable([layer]), lambda x: x[:, None]), AcceleratorTable([acc]))
         assert (t.pixels[0, 0], t.tiles[0, 0], t.first[0, 0]) == (tile[0] * tile[1], len(tiles), vectors[0]), layer
         if layer.stride == (1, 1):
             assert t.vectors[0, 0] == sum(vectors), layer

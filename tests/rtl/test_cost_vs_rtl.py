@@ -161,7 +161,8 @@ def test_dram_latency_is_exposed_once_when_the_stream_is_bus_bound_and_per_burst
     channel tile, its K tiles one weight burst each, every burst holding a slot for the latency (the
     RTL at db09476: 13374 and 33894 cycles at latencies 20 and 60, 20520 apart)."""
     from mensa.core.config import DramConfig
-    from mensa.model.cost import READS_IN_FLIGHT, evaluate
+    from mensa.contract.numeric import READS_IN_FLIGHT
+    from mensa.model.cost import evaluate
     from mensa.gen.validate import ACCELERATORS
     acc = ACCELERATORS["acc4x4d64"]
     wide, narrow = Layer("w", Op.FC, (64, 64), (64, 64)), Layer("n", Op.FC, (2, 2048), (2, 4))

@@ -1,0 +1,210 @@
+"""The DRAM read stream of a weight-stationary array fed by its sequencer, and what of it the array waits for.
+
+The stream (:mod:`mensa.hw.sequencer`): per M tile the loader reads the tile's input
+window (when the activations spill to DRAM) into one half of the ping-pong activation
+scratchpad, one command per channel tile (per window row and channel tile for part of a
+row; :mod:`mensa.model.tiling`). The walk reads per N tile the tile's quantisation record
+and per K tile ``rows`` weight vectors; the array takes its activations from the
+scratchpad at a vector per cycle. Every vector is whole bus words, and every command is
+cut into bursts of at most ``max_burst`` beats on its own: a full tile's commands of
+``Tiling.run`` vectors, a short tile's of ``Tiling.run_short``. Weights that stay in the
+weight buffer are read in the first pass only; otherwise every pass over M tiles, groups
+and steps reads them again.
+
+The stream overlaps the compute; its length is the largest of these bounds:
+
+bus
+    every word, ``word_bytes / bytes per cycle`` cycles each (at least one);
+reads in flight
+    every burst holds one of :data:`READS_IN_FLIGHT` (``F``) slots for the DRAM latency
+    plus ``Calibration.dram_turnaround`` (a *hold*) and its beats
+    (:mod:`mensa.model.bursts`): a K tile's weight bursts repeat from tile to tile, the
+    records ride on the bus, the windows' bursts hold slots besides, and a short layer (one
+    M tile, at most ``SHORT_BURSTS`` bursts) is solved burst by burst. The first ``F``
+    bursts' latency is the exposed first latency (``Cost.dma``);
+the loader
+    it asks for a window only once every word of the one before is in (it commits the half
+    first), so per later window its reads drain (a hold), and the next tile's quantisation
+    record, asked behind them and taken once the record buffer is free (the tile before
+    requantised), adds a hold and its words;
+record order
+    with the weights re-read, the DMA answers in order and a record's words are taken only
+    once the record buffer is free, so each N tile's record blocks the read slots -- itself
+    and the bursts behind it -- through the last ``F`` K tiles of the N tile before and the
+    array's drain, beyond the hold the slots take anyway;
+weight banks
+    a K tile's weights load only into a retired bank, ``rows + cols - 1`` cycles after the
+    last activation of the tile two before, so two K tiles take at least that plus one
+    tile's weight words and activations; an N tile's record delays the next tile's weights
+    beyond that when it is longer than half a turnaround.
+
+What the array waits for: the walk streams a window behind the loader. It reads only words
+already written, and requests a K tile's weights once the K tile's channel plane is in.
+The first kernel tap's K tiles need every plane, so of the first window what the bus takes
+beyond those K tiles' compute is exposed (``first``, in ``Cost.dma``). While a tile
+computes, the walk keeps ``ROUTE_DEPTH`` segments queued (per K tile a weight read and per
+output row a scratchpad read, plus a zero-point segment under a padded tap); their weight
+reads hold read slots until the banks take them, and the loader gets the slots they leave
+(plus ``Calibration.ws_loader_slots``, on average). What is left of a later window when its
+tile begins streams as the first one does, a read latency after the loader asks
+(``later``, in ``Cost.stall``). Weights kept in the weight buffer are read in the first M
+tile only: then only the second window competes with weight reads (it goes out between them
+once the walk's queue is full), and the first tile reads its weights at the reads in
+flight's pace, which its K tiles may outrun.
+
+``acc`` is a :class:`~mensa.model.cost.AcceleratorTable`, ``cal`` a
+:class:`~mensa.model.cost.Calibration`; quantities are numpy arrays over the
+``layers x accelerators`` grid, in cycles and bus words.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mensa.contract.gemm import ROUTE_DEPTH
+from mensa.contract.numeric import ACC_BITS, READS_IN_FLIGHT
+from mensa.model.bursts import SHORT_BURSTS, burst_chain, short_stream
+from mensa.model.tiling import cdiv
+
+__all__ = ["QUANT_RECORD_BYTES", "ws_stream"]
+
+#: Bytes of one output channel's quantisation record, read once per N tile: int32 bias,
+#: int32 multiplier, int8 shift (mensa.contract.gemm_program packs them so).
+QUANT_RECORD_BYTES = ACC_BITS // 8 + 4 + 1
+
+
+def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
+    """Cycles of the read stream of a DMA-fed WS product, of its first window and of its later
+    windows' exposed rest: ``(stream, first, later)`` (module docstring).
+
+    ``G x R`` products ``M x K @ K x N``; ``fit``: the weights stay in the weight buffer after
+    their first pass; ``spill``: the activations stream from DRAM; ``tiling``: the product's
+    M tiles (:func:`mensa.model.tiling.ws_tiling`); ``taps``: K is walked as ``taps`` kernel
+    taps; ``busy``: the array's cycles fed at full rate.
+    """
+    t = _traffic(K, N, G, R, fit, spill, tiling, taps, acc, cal)
+    F = READS_IN_FLIGHT
+    per_k_tile = burst_chain(t.w_words, 0.0, t.burst, t.held, t.cpw)     # a K tile's weights in flight
+    windows = (t.win_words * t.cpw + np.maximum(t.win_bursts - F, 0) * t.held) / F
+    inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal)
+    bank = _weight_banks(t, M, G, R, acc, cal)
+    first, boundary = _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal)
+    live = M > 0
+    return (np.where(live, np.maximum(np.maximum(t.bus, inflight), bank), 0.0), np.where(live, first, 0.0),
+            np.where(live & spill, boundary, 0.0))
+
+
+@dataclass
+class _Traffic:
+    """A WS product's read stream in bus words and bursts (``(L, A)`` arrays)."""
+    burst: object         # beats of a full burst
+    cpw: object           # cycles per bus word
+    held: object          # cycles a burst holds its read slot beyond its beats
+    kt: object            # K tiles of an N tile
+    nt: object            # N tiles of a product
+    mt: object            # M tiles of a product
+    fw: object            # share of K tiles that read weights (1 when every pass re-reads them)
+    tiles: object         # N tiles of all passes, one quantisation record each
+    slots: object         # K tiles of all passes
+    w_words: object       # words of a K tile's weights
+    qw: object            # words of a quantisation record
+    win_words: object     # words of every window
+    win_bursts: object    # bursts of every window
+    first_words: object   # words of the first window
+    first_bursts: object  # bursts of the first window
+    burst_words: object   # words of an average window burst
+    words: object         # words of the whole stream
+    bursts: object        # bursts of the whole stream
+    bus: object           # cycles of the whole stream on the bus
+
+
+def _traffic(K, N, G, R, fit, spill, tiling, taps, acc, cal):
+    """The stream's words and bursts, per kind (:class:`_Traffic`)."""
+    rows, cols, wb = acc.rows, acc.cols, acc.word_bytes
+    burst = acc.max_burst
+    cpw = np.maximum(wb / np.maximum(acc.bpc, 1e-9), 1.0)
+    kt, nt = taps * cdiv(K / taps, rows), cdiv(N, cols)
+    mt = tiling.tiles
+    passes = mt * G * R
+    fw = np.where(fit, 1 / np.maximum(passes, 1), 1.0)
+    tiles = nt * passes
+    slots = kt * tiles
+    aw, w_words, qw = cdiv(rows, wb), rows * cdiv(cols, wb), cdiv(QUANT_RECORD_BYTES * cols, wb)
+    # Every step reads its own windows. A command one word over a burst takes two bursts.
+    commands = np.maximum(tiling.commands, 1) / np.maximum(mt, 1)      # of one window
+    shorts = np.minimum(tiling.shorts, mt)
+    win_words = np.where(spill, R * tiling.vectors * aw, 0.0)
+    win_bursts = np.where(spill, R * commands * ((mt - shorts) * cdiv(tiling.run * aw, burst)
+                                                 + shorts * cdiv(tiling.run_short * aw, burst)), 0.0)
+    first_words = np.where(spill, tiling.first * aw, 0.0)
+    first_bursts = np.where(spill, commands * cdiv(first_words / commands, burst), 0.0)
+    words = tiles * qw + slots * fw * w_words + win_words
+    return _Traffic(burst=burst, cpw=cpw, held=acc.latency + cal.dram_turnaround, kt=kt, nt=nt, mt=mt, fw=fw,
+                    tiles=tiles, slots=slots, w_words=w_words, qw=qw, win_words=win_words, win_bursts=win_bursts,
+                    first_words=first_words, first_bursts=first_bursts,
+                    burst_words=np.maximum(win_words / np.maximum(win_bursts, 1), 1), words=words,
+                    bursts=tiles * cdiv(qw, burst) + slots * fw * cdiv(w_words, burst) + win_bursts,
+                    bus=words * cpw)
+
+
+def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal):
+    """The reads-in-flight bound with the loader's and the record order's (module docstring)."""
+    F = READS_IN_FLIGHT
+    cpw, held, qw = t.cpw, t.held, t.qw
+    fw1 = t.fw >= 1
+    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows,
+                        (t.bus + np.maximum(t.bursts - F, 0) * held) / F)
+    # the loader: per later window its drain's hold, and the next record's hold and words
+    drain = np.maximum(t.mt * R - 1, 0) * (2 * held + qw * cpw)
+    inflight = np.maximum(inflight, np.where(spill, windows + drain, 0.0))
+    # record order: per N tile the last F K tiles' activations and the drain, beyond a hold
+    k_px = np.maximum(tiling.pixels, 1.0)                      # cycles of a K tile's activations
+    inflight = inflight + np.where(fw1 & spill, t.tiles * np.maximum(F * k_px + acc.rows + acc.cols
+                                                                     + cal.ws_fill_extra - held, 0), 0.0)
+    # A short layer never reaches the steady state (no slot is reused before its first bursts end).
+    short = fw1 & (t.mt == 1) & (t.bursts <= SHORT_BURSTS) & (M > 0)
+    if short.any():
+        inflight = np.where(short, short_stream(short, 0.0, t.w_words, qw, t.kt, t.tiles, t.burst, held, cpw)
+                            + windows, inflight)
+    return inflight
+
+
+def _weight_banks(t, M, G, R, acc, cal):
+    """The weight banks' bound: two K tiles per bank turnaround, an N tile's record beyond it."""
+    act_cycles = M * t.kt * t.nt * G * R                       # from the scratchpad: a vector per cycle
+    retire = acc.rows + acc.cols - 1 + cal.ws_retire_extra
+    tile = t.w_words * t.cpw + act_cycles / np.maximum(t.slots, 1)
+    turn = retire + tile
+    return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
+
+
+def _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal):
+    """``(first, later)``: cycles the array waits for the first window, and for the rest of the later
+    windows when their tiles begin (module docstring)."""
+    F = READS_IN_FLIGHT
+    cpw, held, w_words, burst = t.cpw, t.held, t.w_words, t.burst
+    per_m = t.kt * t.nt * G                                     # K tiles of an M tile
+    k_time = np.maximum(tiling.pixels, busy / np.maximum(per_m * t.mt * R, 1))    # cycles per K tile
+    ct = np.maximum(cdiv(K / taps, acc.rows), 1)               # K tiles of the first tap
+
+    def streamed(words, bursts, weights=1.0, latency=0.0):
+        # the first tap's K tiles wait for every plane and their weights; at least the first plane's
+        lead = words + weights * ct * w_words
+        lead_bursts = bursts + weights * ct * cdiv(w_words, burst)
+        t_lead = np.maximum(lead * cpw, (lead * cpw + np.maximum(lead_bursts - F, 0) * held) / F)
+        return np.where(words > 0, latency + np.maximum(t_lead - (ct - 1) * k_time,
+                                                        (words / ct + weights * w_words) * cpw), 0.0)
+
+    first = streamed(t.first_words, t.first_bursts)
+    ahead = ROUTE_DEPTH / (1 + tiling.segments)                 # K tiles the walk keeps queued
+    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)       # read slots they leave the loader
+    per_window = (t.win_words - t.first_words) / np.maximum(t.mt - 1, 1)
+    during = np.maximum(per_m - ahead, 0) * free * t.burst_words
+    left = np.maximum(per_window - during, 0)                   # words, and their bursts
+    fw1 = t.fw >= 1
+    later = streamed(left, left / t.burst_words, fw1, held)
+    # Weights in the weight buffer: the second window's reads go out between the first tile's weight
+    # reads once the walk's queue is full (a tile of more K tiles than its first tap's and the queue).
+    second = np.where(per_m > ct + ahead, np.maximum(per_window * cpw - ahead * k_time, 0) + held, 0.0)
+    first_tile = per_m * np.maximum(per_k_tile - k_time, 0)
+    return first, R * np.where(fw1, (t.mt - 1) * later, np.minimum(t.mt - 1, 1) * (second + first_tile))
