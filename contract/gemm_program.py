@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.contract.gemm import GemmGeometry, LayerWalk
+from mensa.contract.numeric import accumulator_refusal
 from mensa.contract.regs import OPCODES, register_map
 from mensa.core import golden
 from mensa.core.config import AcceleratorConfig
@@ -194,15 +195,29 @@ def compile_gemm(config, layer, params, x, *, base=0):
         refuse(f"{e} (buffers.act_kib {config.buffers.act_kib}); allowed: a window that fits, "
                f"a larger act_kib or fewer channels")
 
-    w = np.asarray(params.weights).astype(np.int64)
     kh, kw = kernel
+    kt, nt, R, C = -(-k // g.rows), -(-n // g.cols), g.rows, g.cols
+    # the image's size, known before anything is allocated
+    weight_tiles = kh * kw * sum(len(g.channel_tiles(k, t, depthwise=depthwise)) for t in range(nt))
+    sizes = (kt * in_h * in_w * g.act_bytes, weight_tiles * R * g.weight_bytes, nt * g.quant_bytes,
+             nt * m * g.out_bytes)
+    end = base + sum(_up(size, ALIGN) for size in sizes)
+    if end > 1 << config.memory.addr_bits:
+        refuse(f"the image ends at {end:#x}, beyond the {config.memory.addr_bits}-bit address space")
+
+    w = np.asarray(params.weights).astype(np.int64)
+    zp_in = q.inputs[0].zero_point
+    bias = np.zeros(n, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
+    reason = accumulator_refusal(kh * kw * (1 if depthwise else k), zp_in, int(np.abs(w).max(initial=0)),
+                                 int(np.abs(bias).max(initial=0)))
+    if reason:
+        refuse(reason)
     if depthwise:
         dense = np.zeros((kh, kw, k, n), np.int64)
         dense[:, :, np.arange(k), np.arange(k)] = w.reshape(kh, kw, k)
     else:
         dense = w.reshape(kh, kw, k, n)
 
-    kt, nt, R, C = -(-k // g.rows), -(-n // g.cols), g.rows, g.cols
     # -- the regions, each on its own page ---------------------------------------------
     planes = np.zeros((in_h, in_w, kt * R), np.int8)
     planes[..., :k] = x.reshape(in_h, in_w, k)
@@ -221,8 +236,6 @@ def compile_gemm(config, layer, params, x, *, base=0):
                     tiles.append(tile)
     wts = np.stack(tiles)
 
-    zp_in = q.inputs[0].zero_point
-    bias = np.zeros(n, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
     folded = ((bias - zp_in * dense.sum(axis=(0, 1, 2))) + (1 << 31)) % (1 << 32) - (1 << 31)
     mult = _per_channel(layer, params.multiplier, n, "multiplier", np.int32)
     shift = _per_channel(layer, params.shift, n, "shift", np.int8)
@@ -248,8 +261,7 @@ def compile_gemm(config, layer, params, x, *, base=0):
     for name, blob in (("input", inp), ("weight", wts), ("quant", quant)):
         at = regions[name] - base
         image[at:at + blob.nbytes] = blob.reshape(-1).view(np.uint8)
-    if addr > 1 << config.memory.addr_bits:
-        refuse(f"the image ends at {addr:#x}, beyond the {config.memory.addr_bits}-bit address space")
+    assert addr == end
 
     lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
     values = {

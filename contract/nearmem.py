@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
+from mensa.contract.numeric import ACC_BITS, SHIFT_BITS, accumulator_refusal
 from mensa.core.config import ConfigError, NearMemConfig
 from mensa.core.errors import CompileError
 from mensa.core.golden import activation_range, check_layer
@@ -399,6 +399,10 @@ def lstm_program(geometry, x, w, bias, *, x_zero_point, h_zero_point, input_mult
                           inputs=x.astype(np.int8), out_channels=p)
 
 
+def _abs_max(values):
+    return 0 if values is None else int(np.abs(np.asarray(values, np.int64)).max(initial=0))
+
+
 def compile_nearmem(geometry, layer, params, x, *, base=0):
     """A quantised layer on int8 input ``x`` -> :class:`NearMemProgram` with int8 outputs.
 
@@ -427,6 +431,13 @@ def compile_nearmem(geometry, layer, params, x, *, base=0):
         if layer.activation is not Activation.NONE:
             refuse(f"activation {layer.activation.value} cannot be fused after an lstm; allowed: none")
         q = layer.quant
+        w = np.asarray(params.weights)
+        c = layer.in_shape[-1]
+        # the gates' input half (with the bias) and recurrent half are separate int32 sums
+        reason = (accumulator_refusal(c, q.inputs[0].zero_point, _abs_max(w[:c]), _abs_max(params.bias))
+                  or accumulator_refusal(w.shape[0] - c, q.output.zero_point, _abs_max(w[c:]), 0))
+        if reason:
+            refuse(reason)
         x = np.asarray(x).reshape(layer.in_shape)[0]
         return lstm_program(geometry, x, params.weights, params.bias,
                             x_zero_point=q.inputs[0].zero_point, h_zero_point=q.output.zero_point,
@@ -454,6 +465,9 @@ def compile_nearmem(geometry, layer, params, x, *, base=0):
         refuse(f"activation {layer.activation.value} cannot be fused on the near-memory unit; "
                f"allowed: none, relu, relu6")
     q = layer.quant
+    reason = accumulator_refusal(layer.in_channels, q.inputs[0].zero_point, _abs_max(weights), _abs_max(params.bias))
+    if reason:
+        refuse(reason)
     qmin, qmax = activation_range(layer.activation, q.output.scale, q.output.zero_point)
     x = np.asarray(x).reshape(-1, layer.in_channels)
     return fc_program(geometry, weights, x, bias=params.bias, multiplier=params.multiplier,

@@ -15,18 +15,20 @@ import enum
 import hashlib
 import json
 import tomllib
+import re
 import typing
 from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mensa.core.errors import UserError
+from mensa.core.files import read_text_file
 
 __all__ = [
     "ConfigError", "Dataflow", "CoreKind",
     "ArrayConfig", "BufferConfig", "NearMemConfig", "MemoryConfig", "EdgeTpuTemplate",
     "AcceleratorConfig", "DramConfig", "SystemConfig",
-    "load", "loads", "presets", "from_dict", "to_dict", "config_hash",
+    "load", "loads", "presets", "from_dict", "to_dict", "config_hash", "mangled", "NAME_MAX", "CONFIG_BYTES_MAX",
 ]
 
 
@@ -220,12 +222,38 @@ def _build(cls, table, path):
     return cls(**kwargs)
 
 
+NAME_MAX = 64
+CONFIG_BYTES_MAX = 1 << 20      # a config is a few KiB; more is a wrong file, not a config
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*", re.ASCII)
+
+
+def _check_name(name, where):
+    """A name becomes part of Verilog module, C macro and file names: ASCII, a letter first."""
+    if not _NAME.fullmatch(name) or len(name) > NAME_MAX:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise ConfigError(f"{where}: {shown!r} is not allowed; allowed: 1..{NAME_MAX} ASCII letters, digits, "
+                          f"'_' or '-', starting with a letter")
+
+
+def mangled(name):
+    """``name`` as it appears in module, macro and file names ('-' becomes '_')."""
+    return name.replace("-", "_")
+
+
 def _check_system(system):
+    _check_name(system.name, "name")
     names = [a.name for a in system.accelerator]
+    seen = {}
     for i, acc in enumerate(system.accelerator):
         path = f"accelerator[{i}]"
+        _check_name(acc.name, f"{path}.name")
         if names.count(acc.name) > 1:
             raise ConfigError(f"{path}.name: {acc.name!r} is used twice; allowed: a name unique in the system")
+        key = mangled(acc.name).lower()
+        if key in seen:
+            raise ConfigError(f"{path}.name: {acc.name!r} and {seen[key]!r} name the same Verilog module and files "
+                              f"(after '-' -> '_' and case); allowed: names that differ otherwise")
+        seen[key] = acc.name
         if acc.kind is CoreKind.NEARMEM and acc.nearmem is None:
             raise ConfigError(f"{path}.nearmem: missing; allowed: a [accelerator.nearmem] table when kind = 'nearmem'")
         if acc.kind is CoreKind.SYSTOLIC and acc.nearmem is not None:
@@ -237,9 +265,22 @@ def _check_system(system):
     return system
 
 
+def _check_unused_tables(table):
+    """A near-memory accelerator has no systolic array and is no Edge TPU template: such a table would be
+    silently ignored, so it is refused."""
+    for i, acc in enumerate(table.get("accelerator", ()) if isinstance(table, dict) else ()):
+        if isinstance(acc, dict) and acc.get("kind") == CoreKind.NEARMEM.value:
+            for key in ("array", "edgetpu"):
+                if key in acc:
+                    raise ConfigError(f"accelerator[{i}].{key}: not used by kind = 'nearmem'; allowed: only with "
+                                      f"kind = 'systolic' (a near-memory unit is sized by its nearmem table)")
+
+
 def from_dict(table):
     """Build and validate a :class:`SystemConfig` from a parsed TOML table."""
-    return _check_system(_build(SystemConfig, table, ""))
+    system = _check_system(_build(SystemConfig, table, ""))
+    _check_unused_tables(table)
+    return system
 
 
 def loads(text, source="<string>"):
@@ -247,6 +288,9 @@ def loads(text, source="<string>"):
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: tables or arrays nested too deeply; allowed: a config as configs/ "
+                          f"shows it") from None
     return from_dict(table)
 
 
@@ -273,12 +317,7 @@ def load(path):
                               f"{', '.join(presets())}")
         return loads(_preset(text).read_text(), f"preset {text}")
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as a config file ({e.__class__.__name__})") from None
+    text = read_text_file(path, "config file", CONFIG_BYTES_MAX, ConfigError)
     try:
         return loads(text, str(path))
     except ConfigError as e:

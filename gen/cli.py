@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from mensa.core.errors import UserError
+from mensa.gen.verilog import tool_versions
 
 __all__ = ["main", "COMMANDS"]
 
@@ -32,10 +33,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print mensa's version and its tools' versions")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        versions = tool_versions()
+        parser.exit(0, f"mensa {versions.pop('mensa', '(not installed)')}\n"
+                       + "".join(f"  {name} {version}\n" for name, version in versions.items()))
+
+
 def build_parser():
     parser = _Parser(prog="mensa", description="Heterogeneous edge ML accelerator generator.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"mensa.gen.cmd_{name.replace('-', '_')}")
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -46,11 +57,28 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help()
+        return 0
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:       # --help, --version, or a mistake argparse reported in one line
+        return e.code
     try:
         return args._run(args) or 0
     except UserError as e:
         print(f"mensa {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a path the checks could not foresee (a full or read-only file system, a race)
+        print(f"mensa {args.command}: error: {e.filename}: {e.strerror or e.__class__.__name__}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"mensa {args.command}: error: the input needs more memory than this machine has; allowed: "
+              f"smaller layers, models or configs", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

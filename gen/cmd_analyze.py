@@ -12,15 +12,16 @@ from rich.table import Table
 
 from mensa.gen.cmd_models import make_console
 from mensa.model import analysis, zoo
+from mensa.gen import args as types
 
 __all__ = ["add_arguments", "run", "load_model", "plot_layers"]
 
 
 def add_arguments(parser):
     parser.add_argument("model", help=f"a zoo model ({', '.join(zoo.names())}) or an .onnx file")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/analyze/MODEL)")
-    parser.add_argument("--families", type=int, default=5, help="number of families (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    parser.add_argument("--out", type=types.out_dir, default=None, help="output folder (default: build/analyze/MODEL)")
+    parser.add_argument("--families", type=types.positive_int(64), default=5, help="number of families (default 5)")
+    parser.add_argument("--seed", type=types.seed, default=0, help="k-means seed (default 0)")
 
 
 def load_model(spec):

@@ -30,6 +30,7 @@ from mensa.core.files import write_if_changed
 from mensa.core.config import CoreKind, config_hash, load
 from mensa.core.errors import UserError
 from mensa.gen.selftest import SelfTest, selftest_case
+from mensa.gen import args as types
 
 __all__ = ["add_arguments", "run", "build", "BOARDS", "BuildError"]
 
@@ -56,10 +57,10 @@ def add_arguments(parser):
                         help="system config: a TOML file or a preset name (default: pascal-fpga)")
     parser.add_argument("--accelerator", metavar="NAME",
                         help="the accelerator to test (default: the config's only systolic one)")
-    parser.add_argument("--seed", type=int, default=0, help="draws the stored layer (default 0)")
+    parser.add_argument("--seed", type=types.seed, default=0, help="draws the stored layer (default 0)")
     parser.add_argument("--corrupt-weight", action="store_true",
                         help="store one weight byte changed: the board must then light FAIL")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=types.out_dir, default=None,
                         help="output folder (default: build/board/<system>/<board>)")
 
 
@@ -236,8 +237,6 @@ def render_timing(report):
 def run(args):
     if args.board not in BOARDS:
         raise BuildError(f"board {args.board!r} is not known; allowed: {', '.join(BOARDS)}")
-    if args.seed < 0:
-        raise BuildError(f"--seed {args.seed} is negative; allowed: an integer >= 0")
     system = load(args.config)
     acc = _accelerator(system, args.accelerator)
     out = args.out or Path("build/board") / system.name / args.board

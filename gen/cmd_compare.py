@@ -35,7 +35,8 @@ from mensa.core.errors import UserError
 from mensa.model import zoo
 from mensa.model.energy import AreaTable, system_area_mm2
 from mensa.model.schedule import OBJECTIVES, schedule
-from mensa.gen.cmd_schedule import write_json
+from mensa.core.files import write_json
+from mensa.gen import args as types
 
 __all__ = ["add_arguments", "run", "eyeriss_like", "compare", "fit_area", "sram_scaled"]
 
@@ -51,7 +52,7 @@ def add_arguments(parser):
                         help="comma-separated zoo models (default: the whole zoo)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency",
                         help="the scheduler's objective on the heterogeneous system (default: latency)")
-    parser.add_argument("--out", type=Path, default=Path("build/compare"),
+    parser.add_argument("--out", type=types.out_dir, default=Path("build/compare"),
                         help="folder for compare.json and the plots (default: build/compare)")
     parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
     parser.add_argument("--area-mm2", default="system",

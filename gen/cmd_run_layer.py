@@ -18,6 +18,7 @@ from the performance counters, DRAM bytes moved.
 """
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from mensa.core.errors import UserError
 from mensa.gen.layer_spec import OPS, check_layer, parse_layer, systolic_accelerator
 from mensa.hw.accelerator import Accelerator
 from mensa.sim.runner import SimulationFailed, run as simulate, simulators
+from mensa.core.files import write_json
+from mensa.gen import args as types
 
 __all__ = ["add_arguments", "run"]
 
@@ -40,12 +43,12 @@ def add_arguments(parser):
                              f"(OP one of {', '.join(OPS)})")
     parser.add_argument("--latency", default="20", metavar="N|LO-HI",
                         help="DRAM read latency in cycles per burst, or a range drawn per burst (default: 20)")
-    parser.add_argument("--pause", type=float, default=0.0,
+    parser.add_argument("--pause", type=types.probability, default=0.0,
                         help="probability that an AXI channel of the DRAM pauses in a cycle (default: 0)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of weights, input and quantisation (default: 1)")
-    parser.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
-                        help="simulator (default: verilator)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the measurements as JSON")
+    parser.add_argument("--seed", type=types.seed, default=1, help="seed of weights, input and quantisation (default: 1)")
+    parser.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                        help="simulator (default: verilator, or the one MENSA_SIM names)")
+    parser.add_argument("--json", type=types.out_file, metavar="FILE", help="also write the measurements as JSON")
 
 
 def _latency(text):
@@ -60,10 +63,12 @@ def run(args):
 
 
     latency = _latency(args.latency)
-    if not 0 <= args.pause < 1:
-        raise UserError(f"--pause {args.pause} is not allowed; allowed: 0 <= p < 1")
-    if args.sim not in simulators():
-        raise UserError(f"--sim {args.sim}: not installed here; present: {', '.join(simulators())}")
+    available = simulators()
+    args.sim = args.sim or available[0]
+    if args.sim not in available:
+        why = (f"MENSA_SIM={os.environ['MENSA_SIM']} restricts the choice to" if os.environ.get("MENSA_SIM")
+               else "present here:")
+        raise UserError(f"--sim {args.sim}: not available; {why} {', '.join(available)}")
     system = load(args.config)
     acc = systolic_accelerator(system, args.accelerator)
     spec = parse_layer(args.layer, args.seed)
@@ -107,7 +112,6 @@ def run(args):
     print(f"  DRAM stall  {r['stall']:>12,}  ({r['stall'] / r['cycles']:.1%}: a read awaited with nothing to stream)")
     print(f"  DRAM        {r['dram_read_bytes']:>12,} B read, {r['dram_write_bytes']:,} B written")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=2) + "\n")
+        write_json(args.json, r)
         print(f"wrote {args.json}")
     return 0

@@ -1,15 +1,13 @@
 """``mensa schedule``: put every layer of a zoo model on an accelerator of a system."""
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from mensa.core.config import load
 
-from mensa.core.errors import UserError
 from mensa.model import zoo
 from mensa.model.schedule import OBJECTIVES, ScheduleError, schedule
+from mensa.core.files import write_json
+from mensa.gen import args as types
 
 __all__ = ["add_arguments", "run", "parse_pins", "write_json"]
 
@@ -24,7 +22,7 @@ def add_arguments(parser):
                         help="what to minimise (default: latency)")
     parser.add_argument("--pin", action="append", default=[], metavar="LAYER=ACCELERATOR",
                         help="place a layer by hand (repeatable)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the schedule as JSON")
+    parser.add_argument("--json", type=types.out_file, metavar="PATH", help="also write the schedule as JSON")
 
 
 def parse_pins(items):
@@ -35,21 +33,6 @@ def parse_pins(items):
             raise ScheduleError(f"--pin {item!r}: expected LAYER=ACCELERATOR")
         pins[layer] = acc
     return pins
-
-
-def write_json(path, data):
-    """Write JSON whole or not at all (a temporary file renamed into place)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"--json {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def print_schedule(sched, console):

@@ -5,6 +5,7 @@ from pathlib import Path
 from mensa.gen.synth import TARGETS, synth
 from mensa.gen.verilog import UNITS
 from mensa.core.config import load
+from mensa.gen import args as types
 
 __all__ = ["add_arguments", "run"]
 
@@ -16,7 +17,7 @@ def add_arguments(parser):
                         help="only this accelerator (repeatable; default: all of the system)")
     parser.add_argument("--unit", choices=UNITS, default="accelerator",
                         help="the whole accelerator (default), or only the PE array of systolic accelerators")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=types.out_dir, default=None,
                         help="output folder (default: build/synth/<system>/<target>)")
 
 

