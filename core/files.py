@@ -6,7 +6,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "write_json", "write_if_changed", "read_text_file"]
+__all__ = ["write_atomic", "write_json", "write_if_changed", "read_bytes_file", "read_text_file"]
 
 
 def _umask():
@@ -49,8 +49,8 @@ def write_if_changed(path, text):
     return True
 
 
-def read_text_file(path, what, max_bytes, error):
-    """The text of a user's input file, or ``error`` (a UserError type) in one line.
+def read_bytes_file(path, what, max_bytes, error):
+    """The bytes of a user's input file, or ``error`` (a UserError type) in one line.
 
     Only a regular file is read, so a FIFO with no writer cannot hang the reader and a
     device such as /dev/zero cannot exhaust memory; a file over ``max_bytes`` is refused.
@@ -73,6 +73,12 @@ def read_text_file(path, what, max_bytes, error):
         raise error(f"{path}: cannot be read as a {what} ({e.strerror or e.__class__.__name__})") from None
     if len(data) > max_bytes:
         raise error(f"{path}: more than {max_bytes} bytes; allowed: a {what} of at most {max_bytes} bytes")
+    return data
+
+
+def read_text_file(path, what, max_bytes, error):
+    """The UTF-8 text of a user's input file (as :func:`read_bytes_file`), or ``error`` in one line."""
+    data = read_bytes_file(path, what, max_bytes, error)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -58,7 +58,7 @@ def out_dir(text):
 
 
 def out_file(text):
-    """An output file: a writable regular file to replace, or a new file in a folder that can be created."""
+    """An output file: a writable regular file to replace, or a new file in an existing writable folder."""
     path = Path(text)
     if not text:
         raise argparse.ArgumentTypeError("an empty path; allowed: a file to write")
@@ -70,7 +70,12 @@ def out_file(text):
             if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
                 raise argparse.ArgumentTypeError(f"{path}: not writable")
         else:
-            _check_creatable(path)
+            parent = path.parent
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{path}: folder {parent} does not exist; allowed: a file in an "
+                                                 f"existing folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"{path}: folder {parent} is not writable")
     except OSError as e:
         raise argparse.ArgumentTypeError(f"{path}: {e.strerror or e}") from None
     return path

@@ -30,12 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from mensa.core.errors import UserError
+from mensa.core.files import read_bytes_file
 from mensa.core.builder import NetworkBuilder, Tensor
 from mensa.core.ir import Activation, LayerError, LayerQuant, QuantParams
 from mensa.core import golden
 from mensa.core.quant import FloatParams
 
-__all__ = ["OnnxImportError", "ImportedModel", "import_onnx", "SUPPORTED_OPS"]
+__all__ = ["OnnxImportError", "ImportedModel", "import_onnx", "SUPPORTED_OPS", "ONNX_BYTES_MAX"]
+
+ONNX_BYTES_MAX = 2**31 - 1     # protobuf's limit on one message
 
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip",
                  "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Concat", "Reshape", "Flatten", "Squeeze", "LSTM",
@@ -218,6 +221,10 @@ class _Importer:
         shapes = []
         for v in ins:
             dims = v.type.tensor_type.shape.dim
+            for axis, d in enumerate(dims):
+                if axis > 0 and not d.HasField("dim_value"):
+                    self.fail(f"input {v.name!r}: dimension {axis} is symbolic ({d.dim_param or '?'}); allowed: "
+                              f"a static size (only the batch, dimension 0, may be symbolic: it is taken as 1)")
             shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
             if not shape or any(d < 1 for d in shape):
                 self.fail(f"input {v.name!r} needs a static shape, got {shape}")
@@ -320,8 +327,13 @@ class _Importer:
         dil = tuple(self.attr(node, "dilations", (1, 1)))
         auto = self.attr(node, "auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
-        if len(kshape) != 2:
+        if len(kshape) != 2 or w.ndim != 4:
             self.fail(f"only 2-D convolutions are supported, kernel {kshape}")
+        if kshape != tuple(w.shape[2:]):
+            self.fail(f"kernel_shape {kshape} but the weights are {tuple(w.shape[2:])}; allowed: the same")
+        for what, pair in (("strides", strides), ("dilations", dil)):
+            if len(pair) != 2 or min(pair) < 1:
+                self.fail(f"{what} {pair}; allowed: two sizes of at least 1")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             pad = "same"
             if auto == "SAME_LOWER":
@@ -330,9 +342,13 @@ class _Importer:
             pad = "valid"
         else:
             p = tuple(self.attr(node, "pads", (0, 0, 0, 0)))
+            if len(p) != 4 or min(p) < 0:
+                self.fail(f"pads {p}; allowed: four sizes of at least 0 (top, left, bottom, right)")
             pad = (p[0], p[2], p[1], p[3])
         cin = v.onnx_shape[1]
         cout = w.shape[0]
+        if group == 1 and w.shape[1] != cin:
+            self.fail(f"weights of {w.shape[1]} input channels on an input of {cin}; allowed: {cin}")
         if group == 1:
             kind = "conv"
         elif group == cin and w.shape[1] == 1:
@@ -489,9 +505,13 @@ class _Importer:
                 self.fail("AveragePool with count_include_pad=1 is not supported")
             if self.attr(node, "ceil_mode", 0):
                 self.fail("ceil_mode=1 is not supported")
-            k = tuple(self.attr(node, "kernel_shape"))
+            k = tuple(self.attr(node, "kernel_shape", ()))
             s = tuple(self.attr(node, "strides", k))
             p = tuple(self.attr(node, "pads", (0, 0, 0, 0)))
+            if len(k) != 2 or min(k) < 1 or len(s) != 2 or min(s) < 1:
+                self.fail(f"kernel_shape {k}, strides {s}; allowed: two sizes of at least 1 each")
+            if len(p) != 4 or min(p) < 0:
+                self.fail(f"pads {p}; allowed: four sizes of at least 0 (top, left, bottom, right)")
             pad = (p[0], p[2], p[1], p[3])
             if op == "AveragePool" and k == tuple(v.tensor.shape[1:3]) and not any(pad):
                 # A window over the whole map is a global average pool: one op for one computation.
@@ -705,10 +725,7 @@ def import_onnx(source, *, name=None):
     if isinstance(source, (str, Path)):
         path = Path(source)
         label = label or path.stem
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise OnnxImportError(f"{path}: cannot read: {e.strerror or e}") from None
+        data = read_bytes_file(path, "ONNX model", ONNX_BYTES_MAX, OnnxImportError)
     elif isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     else:
@@ -726,6 +743,11 @@ def import_onnx(source, *, name=None):
         raise TypeError(f"source must be a path, bytes or onnx.ModelProto, not {type(source).__name__}")
     if not model.graph.node:
         raise OnnxImportError(f"{label}: not an ONNX model or a truncated one (the graph has no nodes)")
+    supported = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= supported:
+            raise OnnxImportError(f"{label}: opset {opset.version}; allowed: 1..{supported} (the onnx "
+                                  f"{onnx.__version__} this mensa is built with)")
     try:
         onnx.checker.check_model(model)
     except Exception as e:      # the checker raises several types; each means a malformed model
