@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mensa.core.config import ConfigError, from_dict, load, to_dict
+from mensa.core.config import BufferConfig, ConfigError, from_dict, load, to_dict
 
 from mensa.core.errors import UserError
 from mensa.model import zoo
@@ -79,6 +79,14 @@ def sram_scaled(system, factor):
     return dataclasses.replace(system, accelerator=tuple(accs))
 
 
+_KIB_MAX = {f.name: f.metadata["hi"] for f in dataclasses.fields(BufferConfig) if f.name.endswith("_kib")}
+
+
+def _largest_factor(system):
+    """The SRAM factor at which the first of ``system``'s buffers reaches the largest size a config allows."""
+    return min(_KIB_MAX[name] / getattr(a.buffers, name) for a in system.accelerator for name in _KIB_MAX)
+
+
 def fit_area(system, budget_mm2, area=AreaTable()):
     """``system`` sized to ``budget_mm2``: its SRAMs scaled by the largest common factor that fits.
 
@@ -91,9 +99,15 @@ def fit_area(system, budget_mm2, area=AreaTable()):
     if smallest > budget_mm2:
         raise UserError(f"--area-mm2 {budget_mm2:g}: {system.name} needs at least {smallest:.3f} mm^2 "
                         f"(its compute with 1 KiB SRAMs); allowed: a budget of at least that")
+    most = _largest_factor(system)
+    largest = system_area_mm2(sram_scaled(system, most), area)
+    if budget_mm2 > largest:
+        raise UserError(f"--area-mm2 {budget_mm2:g}: {system.name} reaches at most {largest:.3f} mm^2 (its SRAMs "
+                        f"scaled until one reaches {max(_KIB_MAX.values())} KiB, the most a config allows); allowed: "
+                        f"a budget of at most that")
     lo, hi = 0.0, 1.0
-    while system_area_mm2(sram_scaled(system, hi), area) <= budget_mm2:
-        lo, hi = hi, 2 * hi
+    while hi < most and system_area_mm2(sram_scaled(system, hi), area) <= budget_mm2:
+        lo, hi = hi, min(2 * hi, most)
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if system_area_mm2(sram_scaled(system, mid), area) <= budget_mm2 else (lo, mid)
@@ -195,12 +209,13 @@ def run(args):
     from rich.table import Table
 
     models = zoo.names() if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if not models:
+        raise UserError(f"--models {args.models!r} names no model; allowed: 'all' or comma-separated zoo models "
+                        f"({', '.join(zoo.names())})")
     for m in models:
         if m not in zoo.MODELS:
             raise zoo.UnknownModelError(f"--models: unknown model {m!r}; the zoo has: {', '.join(zoo.names())}")
     baseline, mensa = load(args.baseline), load(args.system)
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out}: exists and is not a folder")
     sizing = {}
     if args.area_mm2 == "native":
         budget = system_area_mm2(baseline)         # the Eyeriss-like baseline at the baseline's area
