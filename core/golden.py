@@ -16,7 +16,10 @@ most ``255 * 128 < 2**15``. A dot product of K such terms has every partial sum 
 below ``K * 2**15`` in magnitude, so a binary floating-point sum of them is exact, in any
 summation order, while ``K * 2**15 <= 2**p`` (p = 24 for float32, 53 for float64). The
 BLAS products below use float32 when ``K <= 512`` and float64 otherwise (exact up to
-``K = 2**38``); the integer result is then wrapped to int32 like a 32-bit adder.
+``K = 2**38``). An accumulator (or accumulator plus bias) outside int32 raises
+:class:`AccumulatorOverflow` naming the value and K: the model never wraps silently, and the
+compilers refuse every layer whose worst case could get there
+(:func:`mensa.contract.numeric.accumulator_refusal`).
 
 The LSTM has a fixed-point contract of its own, written out in :func:`lstm`.
 """
@@ -28,7 +31,7 @@ import numpy as np
 from mensa.core.ir import Activation, LayerError, Network, Op, conv_out_size
 
 __all__ = [
-    "matmul", "quantize_multiplier", "multiply_by_quantized_multiplier", "rounding_divide_by_pot",
+    "AccumulatorOverflow", "matmul", "quantize_multiplier", "multiply_by_quantized_multiplier", "rounding_divide_by_pot",
     "requantize", "activation_range",
     "conv2d_acc", "conv2d", "depthwise_conv2d", "pointwise_conv2d",
     "conv2d_real", "fully_connected_acc", "fully_connected", "add", "ADD_LEFT_SHIFT", "mul",
@@ -44,6 +47,19 @@ INT32_MAX = (1 << 31) - 1
 _F32_EXACT_K = 512          # 512 * 2**15 = 2**24: float32 sums stay exact
 
 
+class AccumulatorOverflow(OverflowError):
+    """An int32 accumulator would leave its range: the model refuses to wrap."""
+
+
+def _to_int32(acc, k, what="accumulator"):
+    """Integer-valued array (exact) -> int32; :class:`AccumulatorOverflow` outside int32."""
+    acc = np.asarray(acc)
+    if acc.size and (acc.max() > INT32_MAX or acc.min() < INT32_MIN):
+        worst = int(acc.max()) if acc.max() > INT32_MAX else int(acc.min())
+        raise AccumulatorOverflow(f"{what} {worst} leaves int32 [{INT32_MIN}, {INT32_MAX}] (K = {k})")
+    return acc.astype(np.int64).astype(np.int32)
+
+
 def matmul(a, b):
     """int8 x int8 -> int32 matrix product ``a @ b`` (A: M x K, B: K x N), exact."""
     a = np.asarray(a)
@@ -51,16 +67,11 @@ def matmul(a, b):
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not chain")
     # float64 BLAS is exact here: |a*b| < 2**15 and K < 2**37 keeps every partial sum below 2**53.
-    return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64).astype(np.int32)
+    return _to_int32(a.astype(np.float64) @ b.astype(np.float64), a.shape[1])
 
 
 def _exact_dtype(k):
     return np.float32 if k <= _F32_EXACT_K else np.float64
-
-
-def _to_int32(acc):
-    """Integer-valued float (exact) -> int32, wrapping like a 32-bit adder."""
-    return acc.astype(np.int64).astype(np.int32)
 
 
 # -- requantisation ---------------------------------------------------------------------
@@ -295,13 +306,14 @@ def conv2d_acc(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     padding = _padding4(padding)
     dt = _exact_dtype(w.shape[0] * w.shape[1] * w.shape[2])
     xs = x.astype(dt) - dt(x_zero_point)
-    return _to_int32(conv2d_real(xs, w.astype(dt), stride, padding, dilation, int(groups)))
+    k = w.shape[0] * w.shape[1] * w.shape[2]
+    return _to_int32(conv2d_real(xs, w.astype(dt), stride, padding, dilation, int(groups)), k)
 
 
-def _bias_add(acc, bias):
+def _bias_add(acc, bias, k):
     if bias is None:
         return acc
-    return acc + np.asarray(bias, dtype=np.int32)    # int32 wraps like the hardware adder
+    return _to_int32(acc.astype(np.int64) + np.asarray(bias, dtype=np.int64), k, "accumulator plus bias")
 
 
 def conv2d(x, w, bias, multiplier, shift, *, x_zero_point, out_zero_point, stride=(1, 1),
@@ -313,7 +325,8 @@ def conv2d(x, w, bias, multiplier, shift, *, x_zero_point, out_zero_point, strid
     """
     acc = conv2d_acc(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      x_zero_point=x_zero_point)
-    return requantize(_bias_add(acc, bias), multiplier, shift, out_zero_point, qmin, qmax)
+    k = np.shape(w)[0] * np.shape(w)[1] * np.shape(w)[2]
+    return requantize(_bias_add(acc, bias, k), multiplier, shift, out_zero_point, qmin, qmax)
 
 
 def depthwise_conv2d(x, w, bias, multiplier, shift, **kwargs):
@@ -335,13 +348,13 @@ def fully_connected_acc(x, w, *, x_zero_point=0):
     if w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(f"fully_connected_acc: x {x.shape} and w {w.shape} do not chain")
     dt = _exact_dtype(w.shape[0])
-    return _to_int32((x.astype(dt) - dt(x_zero_point)) @ w.astype(dt))
+    return _to_int32((x.astype(dt) - dt(x_zero_point)) @ w.astype(dt), w.shape[0])
 
 
 def fully_connected(x, w, bias, multiplier, shift, *, x_zero_point, out_zero_point, qmin=-128, qmax=127):
     """Requantised int8 fully connected layer (per-output-channel weights)."""
     acc = fully_connected_acc(x, w, x_zero_point=x_zero_point)
-    return requantize(_bias_add(acc, bias), multiplier, shift, out_zero_point, qmin, qmax)
+    return requantize(_bias_add(acc, bias, np.shape(w)[0]), multiplier, shift, out_zero_point, qmin, qmax)
 
 
 # -- element-wise, pooling, concatenation -----------------------------------------------
@@ -610,7 +623,7 @@ def lstm(x, w, bias, *, x_zero_point, h_zero_point, input_multiplier, input_shif
     p = hidden if projection_weights is None else np.shape(projection_weights)[1]
     if w.shape != (cin + p, 4 * hidden):
         raise ValueError(f"lstm: weights {w.shape} do not match ({cin} + {p}, 4 * {hidden})")
-    acc_x = _bias_add(fully_connected_acc(x, w[:cin], x_zero_point=x_zero_point), bias)
+    acc_x = _bias_add(fully_connected_acc(x, w[:cin], x_zero_point=x_zero_point), bias, cin)
     gate_x = requantize(acc_x, input_multiplier, input_shift, 0, -32768, 32767)
     h = np.full((n, p), h_zero_point, dtype=np.int8)
     c = np.zeros((n, hidden), dtype=np.int16)

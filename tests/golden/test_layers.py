@@ -266,3 +266,37 @@ def test_unsupported_op_and_wrong_input_are_layer_errors():
         golden.run_layer(layer, params, np.zeros((1, 4, 4, 8)))
     with pytest.raises(LayerError, match="layer 'y': op"):
         golden.check_layer(Layer("y", "softmax", (1, 4), (1, 4)))
+
+
+# -- the accumulator never wraps ----------------------------------------------------------
+
+WORST_PRODUCT = 255 * 128            # (x - zero point) = -255, w = -128
+K_WORST_MAX = ((1 << 31) - 1) // WORST_PRODUCT
+
+
+@pytest.mark.parametrize("k", [K_WORST_MAX, K_WORST_MAX + 1])
+def test_the_worst_case_accumulator_is_exact_or_refused(k):
+    """At the worst case (x = -128, zero point 127, w = -128), K = 65,793 products are exact;
+    one more leaves int32, and the model raises naming K instead of wrapping."""
+    x = np.full((1, k), -128, dtype=np.int8)
+    w = np.full((k, 2), -128, dtype=np.int8)
+    if k == K_WORST_MAX:
+        acc = golden.fully_connected_acc(x, w, x_zero_point=127)
+        assert acc.dtype == np.int32 and (acc == k * WORST_PRODUCT).all()
+        conv = golden.conv2d_acc(x.reshape(1, 1, 1, k), w.reshape(1, 1, k, 2), x_zero_point=127)
+        assert (conv == k * WORST_PRODUCT).all()
+    else:
+        with pytest.raises(golden.AccumulatorOverflow, match=f"K = {k}"):
+            golden.fully_connected_acc(x, w, x_zero_point=127)
+        with pytest.raises(golden.AccumulatorOverflow, match=f"K = {k}"):
+            golden.conv2d_acc(x.reshape(1, 1, 1, k), w.reshape(1, 1, k, 2), x_zero_point=127)
+
+
+def test_a_bias_that_carries_the_sum_out_of_int32_is_refused():
+    x = np.full((1, 4), 127, dtype=np.int8)
+    w = np.full((4, 1), 127, dtype=np.int8)
+    bias = np.array([(1 << 31) - 1], dtype=np.int32)
+    with pytest.raises(golden.AccumulatorOverflow, match="plus bias"):
+        golden.fully_connected(x, w, bias, 1 << 30, 0, x_zero_point=0, out_zero_point=0)
+    bias = np.array([(1 << 31) - 1 - 4 * 127 * 127], dtype=np.int32)
+    assert golden.fully_connected(x, w, bias, 1 << 30, 0, x_zero_point=0, out_zero_point=0)[0, 0] == 127
