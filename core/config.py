@@ -223,6 +223,8 @@ def _build(cls, table, path):
 
 
 NAME_MAX = 64
+#: the array widths an accelerator runs (the numeric contract); the bare array takes others
+ACCELERATOR_WIDTHS = {"input_bits": 8, "weight_bits": 8, "acc_bits": 32}
 CONFIG_BYTES_MAX = 1 << 20      # a config is a few KiB; more is a wrong file, not a config
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*", re.ASCII)
 
@@ -258,10 +260,11 @@ def _check_system(system):
             raise ConfigError(f"{path}.nearmem: missing; allowed: a [accelerator.nearmem] table when kind = 'nearmem'")
         if acc.kind is CoreKind.SYSTOLIC and acc.nearmem is not None:
             raise ConfigError(f"{path}.nearmem: not allowed when kind = 'systolic'; allowed: only with kind = 'nearmem'")
-        arr = acc.array
-        if arr.acc_bits < arr.input_bits + arr.weight_bits:
-            raise ConfigError(f"{path}.array.acc_bits: {arr.acc_bits} is too narrow; allowed "
-                              f"{arr.input_bits + arr.weight_bits}..48 (at least input_bits + weight_bits)")
+        for field, width in ACCELERATOR_WIDTHS.items():
+            value = getattr(acc.array, field)
+            if value != width:
+                raise ConfigError(f"{path}.array.{field}: {value}; allowed: {width} (an accelerator runs the golden "
+                                  f"model's int8 x int8 -> int32 arithmetic)")
     return system
 
 
