@@ -17,6 +17,7 @@ h and m8 vectors of an LSTM are complete (``hsteps``, ``m8steps``).
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from mensa.contract.nearmem import HEADER_WORDS, VECTOR_BITS, NearMemGeometry, descriptor_fields
 from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
@@ -63,7 +64,8 @@ class Vault(wiring.Component):
     desc : ``In(layer_layout(geometry))``
         The layer descriptor, held while the layer runs.
     start : ``In(1)``
-        A layer starts: the vault forgets the last one's state (its queues keep their beats).
+        A layer starts: requests, lanes and banks go back to the first word, group and vector
+        (beats already queued stay).
     running : ``In(1)``
         A layer runs: the vault requests and computes while it is high.
     req : ``Out(stream.Signature(range(vault_words)))``
@@ -71,10 +73,11 @@ class Vault(wiring.Component):
         per vector.
     resp : ``In(stream.Signature(8 * word_bytes))``
         The words read, in request order; may come any number of cycles later.
-    inbuf : ``In(memory.ReadPort.Signature(addr_width=..., shape=ArrayLayout(signed(8), lanes)))``
+    inbuf : ``In(memory.ReadPort.Signature(addr_width=ceil_log2(banks * in_words), shape=ArrayLayout(signed(8), lanes)))``
         A read port of the unit's input buffer (``banks * in_words`` words of ``lanes``
         int8 elements; banks x, x, then with the LSTM datapath h, h, m8), transparent for
-        its write port: the vault drives ``addr`` with next cycle's word and reads ``data``.
+        its write port: the vault drives ``addr`` with next cycle's word and reads ``data``
+        (``en`` stays 1).
     full : ``In(2)``
         Bit ``b``: x bank ``b`` holds the vector the vault reads next from it.
     clear_full : ``Out(2)``
@@ -101,7 +104,7 @@ class Vault(wiring.Component):
             "running": In(1),
             "req": Out(stream.Signature(range(g.vault_words))),
             "resp": In(stream.Signature(8 * g.word_bytes)),
-            "inbuf": In(memory.ReadPort.Signature(addr_width=(g.banks * g.in_words - 1).bit_length(),
+            "inbuf": In(memory.ReadPort.Signature(addr_width=ceil_log2(g.banks * g.in_words),
                                                   shape=data.ArrayLayout(signed(8), g.lanes))),
             "full": In(2),
             "clear_full": Out(2),
@@ -173,11 +176,9 @@ class Vault(wiring.Component):
                              inputs_ready.eq(self.m8steps > vvec if g.lstm else 0)]     # (a unit without the LSTM never gets here)
         m.d.comb += in_header.eq(hdr != H)
 
-        lw = Signal(data.ArrayLayout(signed(8), L))
-        lw_valid = Signal()
         consume = Signal()
         vec_end = Signal()
-        self._lane_words(m, lw, lw_valid, consume, vec_end)
+        lw, lw_valid = self._lane_words(m, consume, vec_end)
 
         # -- result queues: the accumulators, and each group's requantisation parameters --
         m.submodules.acc_queue = accq = Queue(lanes_layout(L), depth=self.queue_depth)
@@ -274,11 +275,13 @@ class Vault(wiring.Component):
                 m.d.comb += rd.addr.eq(4 * IW + kw_next)
         return m
 
-    def _lane_words(self, m, lw, lw_valid, consume, vec_end):
-        """Vault words from ``resp`` -> lane words ``lw`` (valid: ``lw_valid``), one taken per ``consume``."""
+    def _lane_words(self, m, consume, vec_end):
+        """Vault words from ``resp`` -> the lane word and its valid; ``consume`` takes it, ``vec_end`` ends a vector."""
         g = self._geometry
         L, B = g.lanes, g.word_bytes
         resp, start = self.resp, self.start
+        lw = Signal(data.ArrayLayout(signed(8), L))
+        lw_valid = Signal()
         if g.wide:
             word = Signal(B * 8)
             held = Signal()
@@ -315,3 +318,4 @@ class Vault(wiring.Component):
                 m.d.sync += count.eq(0)
             with m.If(start):
                 m.d.sync += count.eq(0)
+        return lw, lw_valid
