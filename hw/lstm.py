@@ -24,12 +24,13 @@ four multipliers a lane (interpolation, ``f * c``, ``i * g``, ``o * tanh(c)``).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, fifo, memory, stream, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.nearmem import GATES
 from mensa.core.golden import sigmoid_table, tanh_table
 from mensa.contract.numeric import ACC_BITS
+from mensa.hw.queue import Queue
 from mensa.hw.requant import acc_layout
 
 __all__ = ["LstmCell", "gate_layout", "CYCLES_PER_BLOCK"]
@@ -121,14 +122,9 @@ class LstmCell(wiring.Component):
         L, S = self._lanes, self._State
 
         # -- the input halves wait for their recurrent halves ------------------------------
-        gxq = fifo.SyncFIFOBuffered(width=16 * L, depth=self._queue)
-        m.submodules.gx_queue = gxq
-        m.d.comb += [
-            gxq.w_data.eq(self.gx.payload.as_value()),
-            gxq.w_en.eq(self.gx.valid),
-            self.gx.ready.eq(gxq.w_rdy),
-        ]
-        gx = data.View(gate_layout(L), gxq.r_data)
+        m.submodules.gx_queue = gxq = Queue(gate_layout(L), depth=self._queue)
+        wiring.connect(m, wiring.flipped(self.gx), gxq.w)
+        gx = gxq.r.payload
 
         tables = memory.Memory(shape=unsigned(32), depth=512, init=_tables())
         depth = max(self._max_blocks, 2)       # no zero-width address
@@ -146,9 +142,9 @@ class LstmCell(wiring.Component):
 
         take = Signal()
         m.d.comb += [
-            self.gh.ready.eq((state == S.GATE) & gxq.r_rdy),
+            self.gh.ready.eq((state == S.GATE) & gxq.r.valid),
             take.eq(self.gh.valid & self.gh.ready),
-            gxq.r_en.eq(take),
+            gxq.r.ready.eq(take),
         ]
 
         acts = [[Signal(signed(16), name=f"act{q}_{l}") for l in range(L)] for q in range(GATES)]

@@ -1,10 +1,10 @@
 """The near-memory unit: matrix-vector products in the logic layer of 3D-stacked memory.
 
-A :class:`NearMemoryUnit` has ``vaults`` vaults. Each vault owns one memory read
-port (a request stream of word addresses and an in-order response stream of
-``vault_bits``-wide words: a vault of the stacked memory, served by the testbench
-in simulation and by BRAM on an FPGA), ``lanes`` int8 MAC lanes with int32
-accumulators, and a copy of the input buffer.
+A :class:`NearMemoryUnit` has ``vaults`` vaults, each a :class:`~mensa.hw.vault.Vault`.
+Each vault owns one memory read port (a request stream of word addresses and an
+in-order response stream of ``vault_bits``-wide words: a vault of the stacked memory,
+served by the testbench in simulation and by BRAM on an FPGA), ``lanes`` int8 MAC
+lanes with int32 accumulators, and a copy of the input buffer.
 
 Fully connected / matrix-vector (Jacquard-style: large parameters, low reuse)
     The weight matrix W (K x N) is split by output channel: vault ``v`` holds the
@@ -47,28 +47,16 @@ The memory image, the descriptor's geometry and the program compiler are in
 :mod:`mensa.contract.nearmem`.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, fifo, memory, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mensa.contract.nearmem import HEADER_WORDS, VECTOR_BITS, NearMemGeometry, descriptor_fields
-from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
+from mensa.contract.nearmem import VECTOR_BITS, NearMemGeometry
 from mensa.hw.lstm import LstmCell
 from mensa.hw.requant import Requantizer, acc_layout, out_layout
+from mensa.hw.vault import Phase, Vault, group_quant_layout, lanes_layout, layer_layout
 
 __all__ = ["NearMemoryUnit", "layer_layout"]
-
-def layer_layout(geometry):
-    """The layer descriptor (:func:`~mensa.contract.nearmem.descriptor_fields`): one beat on ``layer`` starts a layer."""
-    return data.StructLayout({name: signed(bits) if is_signed else unsigned(bits)
-                              for name, bits, is_signed in descriptor_fields(geometry)})
-
-
-class _Phase(enum.Enum, shape=2):
-    """What a group multiplies: x (FC, LSTM gates' input half), h (gates' recurrent half), m8 (projection)."""
-    X = 0
-    H = 1
-    PROJ = 2
 
 
 class NearMemoryUnit(wiring.Component):
@@ -153,7 +141,7 @@ class NearMemoryUnit(wiring.Component):
         wr = inbuf.write_port()
         full = [Signal(2, name=f"full{v}") for v in range(V)]   # bank holds a vector for vault v
         set_full = Signal(2)
-        clear_full = [Signal(2, name=f"clear_full{v}") for v in range(V)]
+        vaults = [Vault(geometry=g) for _ in range(V)]
 
         # LSTM state write-back (h_t or m8 words) takes the write port before the inputs.
         wb_valid = Signal()
@@ -187,16 +175,26 @@ class NearMemoryUnit(wiring.Component):
             with m.If(start):
                 m.d.sync += full[v].eq(0)
             with m.Else():
-                m.d.sync += full[v].eq((full[v] & ~clear_full[v]) | set_full)
+                m.d.sync += full[v].eq((full[v] & ~vaults[v].clear_full) | set_full)
 
         # h vectors (and the projection's inputs m8) complete so far: a vault's recurrent
         # phase of step t waits for h_{t-1}, its projection phase for m8_t.
         hsteps = Signal(VECTOR_BITS + 1)
         m8steps = Signal(VECTOR_BITS + 1)
 
-        queues = [self._vault(m, v, desc, lstm, running, start, inbuf, wr, full[v], clear_full[v],
-                              hsteps, m8steps)
-                  for v in range(V)]
+        for v, vault in enumerate(vaults):
+            m.submodules[f"vault{v}"] = vault
+            wiring.connect(m, inbuf.read_port(transparent_for=(wr,)), vault.inbuf)
+            wiring.connect(m, wiring.flipped(self.vault_req[v]), vault.req)
+            wiring.connect(m, vault.resp, wiring.flipped(self.vault_resp[v]))
+            m.d.comb += [
+                vault.desc.eq(desc),
+                vault.start.eq(start),
+                vault.running.eq(running),
+                vault.full.eq(full[v]),
+                vault.hsteps.eq(hsteps),
+                vault.m8steps.eq(m8steps),
+            ]
 
         # -- the gathers walk, per vector (time step): the gate groups (x, and for an LSTM
         # h) of vault 0, vault 1, ..., then the projection groups of vault 0, vault 1, ...
@@ -209,8 +207,8 @@ class NearMemoryUnit(wiring.Component):
             groups = Mux(sp, desc.proj_groups, Mux(lstm, 2 * G, G))
             group_last = gg == groups - 1
             sp_last = sp | (desc.proj_groups == 0)
-            phase = Signal(_Phase, name=f"{name}_phase")
-            m.d.comb += phase.eq(Mux(sp, _Phase.PROJ, Mux(gg >= G, _Phase.H, _Phase.X)))
+            phase = Signal(Phase, name=f"{name}_phase")
+            m.d.comb += phase.eq(Mux(sp, Phase.PROJ, Mux(gg >= G, Phase.H, Phase.X)))
             with m.If(advance):
                 with m.If(group_last):
                     m.d.sync += gg.eq(0)
@@ -224,35 +222,33 @@ class NearMemoryUnit(wiring.Component):
                 m.d.sync += [gv.eq(0), gg.eq(0), sp.eq(0)]
             return gv, phase, sp_last & (gv == V - 1) & group_last
 
-        def gather(name, width, index):
+        def gather(name, layout, streams):
             pop = Signal(name=f"{name}_pop")
             gv, phase, vec_last = walker(name, pop)
-            head = Signal(width, name=f"{name}_head")
+            head = Signal(layout, name=f"{name}_head")
             head_valid = Signal(name=f"{name}_valid")
             with m.Switch(gv):
-                for v, qs in enumerate(queues):
+                for v, s in enumerate(streams):
                     with m.Case(v):
-                        m.d.comb += [head.eq(qs[index].r_data), head_valid.eq(qs[index].r_rdy)]
-            for v, qs in enumerate(queues):
-                m.d.comb += qs[index].r_en.eq(pop & (gv == v))
+                        m.d.comb += [head.eq(s.payload), head_valid.eq(s.valid)]
+            for v, s in enumerate(streams):
+                m.d.comb += s.ready.eq(pop & (gv == v))
             return head, head_valid & running, pop, vec_last, phase
 
-        acc_head, acc_valid, acc_pop, acc_last, _ = gather("gather", L * ACC_BITS, 0)
-        q_head, q_valid, q_pop, _, q_phase = gather("qgather", L * (ACC_BITS + SHIFT_BITS), 1)
+        acc_head, acc_valid, acc_pop, acc_last, _ = gather("gather", lanes_layout(L), [v.accs for v in vaults])
+        q_params, q_valid, q_pop, _, q_phase = gather("qgather", group_quant_layout(L), [v.quant for v in vaults])
 
         # One requantiser for every matrix-vector product: int8 outputs (FC, projection)
         # and the LSTM's int16 gate halves.
         rq = Requantizer(lanes=L, out_bits=16)
         m.submodules.requantizer = rq
-        q_params = data.View(data.StructLayout({"multiplier": data.ArrayLayout(signed(ACC_BITS), L),
-                                                "shift": data.ArrayLayout(signed(SHIFT_BITS), L)}), q_head)
-        gate_q = lstm & (q_phase != _Phase.PROJ)
+        gate_q = lstm & (q_phase != Phase.PROJ)
         m.d.comb += [
             self.accs.valid.eq(acc_valid & desc.raw),
-            self.accs.payload.data.as_value().eq(acc_head),
+            self.accs.payload.data.eq(acc_head),
             self.accs.payload.last.eq(acc_last),
             rq.accs.valid.eq(acc_valid & ~desc.raw),
-            rq.accs.payload.data.as_value().eq(acc_head),
+            rq.accs.payload.data.eq(acc_head),
             rq.accs.payload.last.eq(1),         # every group has its own parameters
             acc_pop.eq(Mux(desc.raw, self.accs.ready, rq.accs.ready) & acc_valid),
             rq.quant.valid.eq(q_valid & ~desc.raw),
@@ -284,7 +280,7 @@ class NearMemoryUnit(wiring.Component):
             hq = Requantizer(lanes=L, out_bits=8)           # m -> h, or -> the projection's m8
             m.submodules.cell = cell
             m.submodules.hidden_requantizer = hq
-            is_proj = out_phase == _Phase.PROJ
+            is_proj = out_phase == Phase.PROJ
             proj_valid = Signal()
             proj_ready = Signal()
             hq_pushed = Signal()
@@ -293,12 +289,12 @@ class NearMemoryUnit(wiring.Component):
                 cell.blocks.eq(V * (G >> 2)),
                 cell.gx.payload.eq(rq.outs.payload.data),
                 cell.gh.payload.eq(rq.outs.payload.data),
-                cell.gx.valid.eq(rq.outs.valid & lstm & (out_phase == _Phase.X)),
-                cell.gh.valid.eq(rq.outs.valid & lstm & (out_phase == _Phase.H)),
+                cell.gx.valid.eq(rq.outs.valid & lstm & (out_phase == Phase.X)),
+                cell.gh.valid.eq(rq.outs.valid & lstm & (out_phase == Phase.H)),
                 proj_valid.eq(rq.outs.valid & lstm & is_proj),
                 rq.outs.ready.eq(Mux(~lstm, out_ready,
                                      Mux(is_proj, proj_ready,
-                                         Mux(out_phase == _Phase.X, cell.gx.ready, cell.gh.ready)))),
+                                         Mux(out_phase == Phase.X, cell.gx.ready, cell.gh.ready)))),
                 hq.accs.valid.eq(cell.m.valid),
                 hq.accs.payload.eq(cell.m.payload),
                 cell.m.ready.eq(hq.accs.ready),
@@ -384,190 +380,3 @@ class NearMemoryUnit(wiring.Component):
         m.d.comb += finish.eq(Mux(desc.raw, acc_pop & acc_last & (gvec == M - 1),
                                   self.outs.valid & self.outs.ready & out_last & (ovec == M - 1)))
         return m
-
-    def _vault(self, m, v, desc, lstm, running, start, inbuf, wr, full, clear_full, hsteps, m8steps):
-        """One vault: request generator, word-to-lane-word converter, lanes; returns its result queue."""
-        g = self._geometry
-        L, H, B, IW = g.lanes, HEADER_WORDS, g.word_bytes, g.in_words
-        G, M = desc.groups, desc.vectors
-        req, resp = self.vault_req[v], self.vault_resp[v]
-
-        # -- requests: words base .. base + words - 1, once per vector ---------------------
-        rw = Signal(range(g.max_words + 1), name=f"v{v}_rw")
-        rvec = Signal(VECTOR_BITS, name=f"v{v}_rvec")
-        m.d.comb += [
-            req.valid.eq(running & (rvec != M)),
-            req.payload.eq(desc.base + rw),
-        ]
-        with m.If(req.valid & req.ready):
-            with m.If(rw == desc.words - 1):
-                m.d.sync += [rw.eq(0), rvec.eq(rvec + 1)]
-            with m.Else():
-                m.d.sync += rw.eq(rw + 1)
-        with m.If(start):
-            m.d.sync += [rw.eq(0), rvec.eq(0)]
-
-        # -- the lane datapath's state -----------------------------------------------------
-        vbank = Signal(name=f"v{v}_bank")
-        vvec = Signal(VECTOR_BITS, name=f"v{v}_vec")
-        phase = Signal(_Phase, name=f"v{v}_phase")
-        vg = Signal(range(g.max_groups), name=f"v{v}_group")
-        hdr = Signal(range(H + 1), name=f"v{v}_hdr")      # header word; H: weights
-        k = Signal(range(g.max_in), name=f"v{v}_k")
-        kw = Signal(range(IW), name=f"v{v}_kw")
-        kl = Signal(range(L), name=f"v{v}_kl")
-        in_header = Signal(name=f"v{v}_in_header")
-        k_last = Signal(name=f"v{v}_k_last")
-        group_last = Signal(name=f"v{v}_group_last")
-        phase_last = Signal(name=f"v{v}_phase_last")
-        next_phase = Signal(_Phase, name=f"v{v}_next_phase")
-        inputs_ready = Signal(name=f"v{v}_inputs_ready")
-        with m.Switch(phase):
-            with m.Case(_Phase.X):
-                m.d.comb += [k_last.eq(k == desc.in_features - 1), group_last.eq(vg == G - 1),
-                             phase_last.eq(~lstm), next_phase.eq(_Phase.H),
-                             inputs_ready.eq(full.bit_select(vbank, 1))]
-            with m.Case(_Phase.H):
-                m.d.comb += [k_last.eq(k == desc.recurrent - 1), group_last.eq(vg == G - 1),
-                             phase_last.eq(desc.proj_groups == 0), next_phase.eq(_Phase.PROJ),
-                             inputs_ready.eq(hsteps >= vvec if g.lstm else 0)]
-            with m.Default():
-                m.d.comb += [k_last.eq(k == desc.proj_in - 1), group_last.eq(vg == desc.proj_groups - 1),
-                             phase_last.eq(1), next_phase.eq(_Phase.X),
-                             inputs_ready.eq(m8steps > vvec if g.lstm else 0)]     # (a unit without the LSTM never gets here)
-        m.d.comb += in_header.eq(hdr != H)
-
-        lw = Signal(data.ArrayLayout(signed(8), L), name=f"v{v}_lane_word")
-        lw_valid = Signal(name=f"v{v}_lane_word_valid")
-        consume = Signal(name=f"v{v}_consume")
-        vec_end = Signal(name=f"v{v}_vec_end")
-
-        # -- vault words -> lane words -----------------------------------------------------
-        if g.wide:
-            word = Signal(B * 8, name=f"v{v}_word")
-            held = Signal(name=f"v{v}_held")
-            idx = Signal(range(max(g.ratio, 2)), name=f"v{v}_idx")   # no zero-width wire when ratio == 1
-            release = Signal(name=f"v{v}_release")
-            # A vector's image ends on a whole vault word: its last lane word frees the word.
-            m.d.comb += [
-                lw_valid.eq(held),
-                lw.as_value().eq(word.word_select(idx, L * 8)),
-                release.eq(consume & ((idx == g.ratio - 1) | vec_end)),
-                resp.ready.eq(~held | release),
-            ]
-            with m.If(resp.valid & resp.ready):
-                m.d.sync += [word.eq(resp.payload), held.eq(1), idx.eq(0)]
-            with m.Elif(release):
-                m.d.sync += [held.eq(0), idx.eq(0)]
-            with m.Elif(consume):
-                m.d.sync += idx.eq(idx + 1)
-            with m.If(start):
-                m.d.sync += [held.eq(0), idx.eq(0)]
-        else:
-            shreg = Signal(L * 8, name=f"v{v}_shreg")
-            count = Signal(range(g.ratio + 1), name=f"v{v}_count")
-            m.d.comb += [
-                lw_valid.eq(count == g.ratio),
-                lw.as_value().eq(shreg),
-                resp.ready.eq((count != g.ratio) | consume),
-            ]
-            with m.If(resp.valid & resp.ready):
-                m.d.sync += [shreg.eq(Cat(shreg[B * 8:], resp.payload)), count.eq(count + 1)]
-                with m.If(consume):
-                    m.d.sync += count.eq(1)
-            with m.Elif(consume):
-                m.d.sync += count.eq(0)
-            with m.If(start):
-                m.d.sync += count.eq(0)
-
-        # -- result queues: the accumulators, and each group's requantisation parameters --
-        depth = 2 * g.max_groups
-        accq = fifo.SyncFIFOBuffered(width=L * ACC_BITS, depth=depth)
-        quantq = fifo.SyncFIFOBuffered(width=L * (ACC_BITS + SHIFT_BITS), depth=depth)
-        m.submodules[f"acc_queue{v}"] = accq
-        m.submodules[f"quant_queue{v}"] = quantq
-
-        # -- the lanes ---------------------------------------------------------------------
-        rd = inbuf.read_port(transparent_for=(wr,))
-        acc = [Signal(signed(ACC_BITS), name=f"v{v}_acc{l}") for l in range(L)]
-        mult = [Signal(signed(ACC_BITS), name=f"v{v}_mult{l}") for l in range(L)]
-        shift = [Signal(signed(SHIFT_BITS), name=f"v{v}_shift{l}") for l in range(L)]
-        x = Signal(signed(9), name=f"v{v}_x")
-        with m.Switch(phase):
-            with m.Case(_Phase.X):
-                m.d.comb += x.eq(rd.data[kl] - desc.x_zero_point)
-            with m.Case(_Phase.H):       # h_{-1} is the zero point: no contribution at step 0
-                m.d.comb += x.eq(Mux(vvec == 0, 0, rd.data[kl] - desc.out_zero_point))
-            with m.Default():            # m8 has zero point 0
-                m.d.comb += x.eq(rd.data[kl])
-        sums = [Signal(signed(ACC_BITS), name=f"v{v}_sum{l}") for l in range(L)]
-        for l in range(L):
-            m.d.comb += sums[l].eq(acc[l] + x * lw[l])
-
-        group_end = ~in_header & k_last
-        m.d.comb += [
-            consume.eq(running & (vvec != M) & inputs_ready & lw_valid
-                       & (~group_end | accq.w_rdy & (desc.raw | quantq.w_rdy))),
-            vec_end.eq(consume & group_end & group_last & phase_last),
-            accq.w_en.eq(consume & group_end),
-            accq.w_data.eq(Cat(*sums)),
-            quantq.w_en.eq(consume & group_end & ~desc.raw),
-            quantq.w_data.eq(Cat(*mult, *shift)),
-        ]
-        with m.If(consume):
-            with m.If(in_header):
-                m.d.sync += hdr.eq(hdr + 1)
-                for l in range(L):
-                    byte = lw[l].as_unsigned()
-                    with m.If(hdr < 4):
-                        m.d.sync += acc[l].eq(Cat(acc[l][8:], byte))
-                    with m.Elif(hdr < 8):
-                        m.d.sync += mult[l].eq(Cat(mult[l][8:], byte))
-                    with m.Else():
-                        m.d.sync += shift[l].eq(lw[l][:SHIFT_BITS])
-            with m.Else():
-                for l in range(L):
-                    m.d.sync += acc[l].eq(sums[l])
-                with m.If(k_last):
-                    m.d.sync += [k.eq(0), kw.eq(0), kl.eq(0), hdr.eq(0)]
-                    with m.If(group_last):
-                        m.d.sync += [vg.eq(0), phase.eq(Mux(phase_last, _Phase.X, next_phase))]
-                    with m.Else():
-                        m.d.sync += vg.eq(vg + 1)
-                with m.Else():
-                    m.d.sync += k.eq(k + 1)
-                    with m.If(kl == L - 1):
-                        m.d.sync += [kl.eq(0), kw.eq(kw + 1)]
-                    with m.Else():
-                        m.d.sync += kl.eq(kl + 1)
-        with m.If(vec_end):
-            m.d.sync += [vbank.eq(~vbank), vvec.eq(vvec + 1)]
-            m.d.comb += clear_full.eq(Const(1, 2) << vbank)
-        with m.If(start):
-            m.d.sync += [vbank.eq(0), vvec.eq(0), vg.eq(0), hdr.eq(0), k.eq(0), kw.eq(0), kl.eq(0),
-                         phase.eq(_Phase.X)]
-
-        # The read port is addressed with next cycle's (bank, word), so x[k] is ready in
-        # the cycle its weights arrive. h_{t-1} is in h bank (t - 1) % 2.
-        kw_next = Signal.like(kw, name=f"v{v}_kw_next")
-        bank_next = Signal(name=f"v{v}_bank_next")
-        parity_next = Signal(name=f"v{v}_parity_next")
-        phase_next = Signal(_Phase, name=f"v{v}_phase_next")
-        m.d.comb += [kw_next.eq(kw), bank_next.eq(vbank), parity_next.eq(vvec[0]), phase_next.eq(phase)]
-        with m.If(consume & ~in_header):
-            with m.If(k_last):
-                m.d.comb += kw_next.eq(0)
-                with m.If(group_last):
-                    m.d.comb += phase_next.eq(Mux(phase_last, _Phase.X, next_phase))
-            with m.Elif(kl == L - 1):
-                m.d.comb += kw_next.eq(kw + 1)
-        with m.If(vec_end):
-            m.d.comb += [bank_next.eq(~vbank), parity_next.eq(~vvec[0])]
-        with m.Switch(phase_next):
-            with m.Case(_Phase.X):
-                m.d.comb += rd.addr.eq(bank_next * IW + kw_next)
-            with m.Case(_Phase.H):
-                m.d.comb += rd.addr.eq((2 + ~parity_next) * IW + kw_next)
-            with m.Default():
-                m.d.comb += rd.addr.eq(4 * IW + kw_next)
-        return accq, quantq
