@@ -31,6 +31,7 @@ from mensa.core.config import CoreKind, config_hash, load
 from mensa.core.errors import UserError
 from mensa.gen.selftest import SelfTest, selftest_case
 from mensa.gen import args as types
+from mensa.gen.verilog import add_time_limit_argument, check_elaboration
 
 __all__ = ["add_arguments", "run", "build", "BOARDS", "BuildError"]
 
@@ -62,6 +63,7 @@ def add_arguments(parser):
                         help="store one weight byte changed: the board must then light FAIL")
     parser.add_argument("--out", type=types.out_dir, default=None,
                         help="output folder (default: build/board/<system>/<board>)")
+    add_time_limit_argument(parser)
 
 
 def _accelerator(system, name):
@@ -239,6 +241,8 @@ def run(args):
         raise BuildError(f"board {args.board!r} is not known; allowed: {', '.join(BOARDS)}")
     system = load(args.config)
     acc = _accelerator(system, args.accelerator)
+    selftest_case(acc, seed=args.seed)     # a config the self-test cannot host is the first thing to say
+    check_elaboration("build", [acc], no_time_limit=args.no_time_limit)
     out = args.out or Path("build/board") / system.name / args.board
     report = build(acc, args.board, out, seed=args.seed, corrupt_weight=args.corrupt_weight)
     clocks = ", ".join(f"{clk} Fmax {c['fmax_mhz']:.1f} MHz ({'meets' if c['met'] else 'misses'} "

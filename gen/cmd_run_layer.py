@@ -31,6 +31,7 @@ from mensa.hw.accelerator import Accelerator
 from mensa.sim.runner import SimulationFailed, run as simulate, simulators
 from mensa.core.files import write_json
 from mensa.gen import args as types
+from mensa.gen.verilog import add_time_limit_argument, check_elaboration
 
 __all__ = ["add_arguments", "run"]
 
@@ -49,6 +50,7 @@ def add_arguments(parser):
     parser.add_argument("--sim", choices=("verilator", "icarus"), default=None,
                         help="simulator (default: verilator, or the one MENSA_SIM names)")
     parser.add_argument("--json", type=types.out_file, metavar="FILE", help="also write the measurements as JSON")
+    add_time_limit_argument(parser)
 
 
 def _latency(text):
@@ -71,6 +73,7 @@ def run(args):
         raise UserError(f"--sim {args.sim}: not available; {why} {', '.join(available)}")
     system = load(args.config)
     acc = systolic_accelerator(system, args.accelerator)
+    check_elaboration("run-layer", [acc], no_time_limit=args.no_time_limit)
     spec = parse_layer(args.layer, args.seed)
     layer, prog = check_layer(spec, acc)
     ram = 1 << max(20, (prog.image.size - 1).bit_length())

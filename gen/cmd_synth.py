@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mensa.gen.synth import TARGETS, synth
-from mensa.gen.verilog import UNITS
+from mensa.gen.verilog import UNITS, add_time_limit_argument, check_elaboration
 from mensa.core.config import load
 from mensa.gen import args as types
 
@@ -19,11 +19,14 @@ def add_arguments(parser):
                         help="the whole accelerator (default), or only the PE array of systolic accelerators")
     parser.add_argument("--out", type=types.out_dir, default=None,
                         help="output folder (default: build/synth/<system>/<target>)")
+    add_time_limit_argument(parser)
 
 
 def run(args):
     system = load(args.config)
     out = args.out or Path("build/synth") / system.name / args.target
+    chosen = [a for a in system.accelerator if not args.accelerator or a.name in args.accelerator]
+    check_elaboration("synth", chosen, args.unit, no_time_limit=args.no_time_limit)
     report = synth(system, args.target, out, accelerators=args.accelerator, unit=args.unit)
     for m in report["modules"]:
         r = m["resources"]

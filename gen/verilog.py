@@ -10,6 +10,7 @@ import json
 import platform
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from mensa.hw.accelerator import Accelerator
 from mensa.hw.systolic import SystolicArray
 from mensa.hw.nearmem import NearMemoryUnit
 
-__all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "emit", "tool_versions"]
+__all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "emit", "tool_versions", "elaboration_estimate",
+           "elaboration_size", "check_elaboration", "add_time_limit_argument", "SLOW_ELABORATION_S",
+           "ELABORATION_MAX_S"]
 
 
 # What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
@@ -49,6 +52,51 @@ TOPS = {
     CoreKind.SYSTOLIC: _systolic_top,
     CoreKind.NEARMEM: _nearmem_top,
 }
+
+
+#: elaboration seconds = base + per unit (a PE of a systolic array, a MAC lane of a near-memory
+#: unit) + per KiB of on-chip memory, fitted by ``python bench/elaborate.py`` on a 2-core machine
+ELABORATION_FIT = {CoreKind.SYSTOLIC: (2.6, 0.025, 0.039), CoreKind.NEARMEM: (0.8, 0.047, 0.021)}
+SLOW_ELABORATION_S = 120        # beyond this a command warns with the estimate before it starts
+ELABORATION_MAX_S = 900         # beyond this it refuses, unless given --no-time-limit
+
+
+def elaboration_size(acc):
+    """(units, on-chip KiB) of accelerator ``acc``: what its elaboration time grows with."""
+    if acc.kind is CoreKind.SYSTOLIC:
+        b = acc.buffers
+        return acc.array.rows * acc.array.cols, b.weight_kib + b.act_kib + b.acc_kib
+    nm = acc.nearmem
+    return nm.vaults * nm.lanes, nm.vaults * nm.local_kib
+
+
+def elaboration_estimate(acc, unit="accelerator"):
+    """Seconds the Verilog of accelerator ``acc`` takes to elaborate, by :data:`ELABORATION_FIT`."""
+    base, per_unit, per_kib = ELABORATION_FIT[acc.kind]
+    units, kib = elaboration_size(acc)
+    return base + per_unit * units + (per_kib * kib if unit == "accelerator" else 0)
+
+
+def add_time_limit_argument(parser):
+    parser.add_argument("--no-time-limit", action="store_true",
+                        help=f"elaborate even when the estimate is above {ELABORATION_MAX_S // 60} minutes")
+
+
+def check_elaboration(command, accelerators, unit="accelerator", *, no_time_limit=False):
+    """Estimate the elaboration of ``accelerators``, before any work: returns the estimates (seconds).
+
+    Above :data:`ELABORATION_MAX_S` in all, a :class:`UserError` names the estimate and the limit
+    (unless ``no_time_limit``); above :data:`SLOW_ELABORATION_S` a warning says how long it will take.
+    """
+    estimates = [elaboration_estimate(acc, unit) for acc in accelerators]
+    total = sum(estimates)
+    parts = ", ".join(f"{a.name} {e:,.0f} s" for a, e in zip(accelerators, estimates))
+    if total > ELABORATION_MAX_S and not no_time_limit:
+        raise UserError(f"elaborating this config takes about {total / 60:,.0f} min ({parts}, from array and buffer "
+                        f"sizes); allowed: at most {ELABORATION_MAX_S // 60} min, or pass --no-time-limit")
+    if total > SLOW_ELABORATION_S:
+        print(f"mensa {command}: warning: elaborating takes about {total / 60:,.0f} min ({parts})", file=sys.stderr)
+    return estimates
 
 
 def check_top(acc, unit="accelerator"):
@@ -110,18 +158,21 @@ def tool_versions():
     return versions
 
 
-def emit(system, out_dir, unit="accelerator"):
+def emit(system, out_dir, unit="accelerator", *, on_elaborate=None):
     """Write Verilog, filelist and manifest for every accelerator of ``system``.
 
     ``unit`` (one of :data:`UNITS`) chooses the whole accelerator or the bare array of
     systolic accelerators. Everything is elaborated before anything is written, so a
     failure leaves ``out_dir`` as it was. Returns the list of (path, written) pairs.
+    ``on_elaborate(index, accelerator)`` is called before each accelerator is elaborated.
     """
 
     out_dir = Path(out_dir)
     outputs = {}
     modules = []
-    for acc in system.accelerator:
+    for index, acc in enumerate(system.accelerator):
+        if on_elaborate:
+            on_elaborate(index, acc)
         name = module_name(system, acc)
         top = top_for(acc, unit)
         outputs[f"{name}.v"] = convert(top, name)
