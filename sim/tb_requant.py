@@ -69,7 +69,7 @@ async def requantize_random_tiles(dut):
             got = unpack(word, lanes, out_bits, olayout["data"].offset)
             last = (word >> olayout["last"].offset) & 1
             assert got == [int(v) for v in expect[r]], (
-                f"tile {n} row {r}: got {got}, expected {list(expect[r])}; acc {list(t['acc'][r])}, "
+                f"tile {n} row {r}: got {got}, expected {expect[r].tolist()}; acc {t['acc'][r].tolist()}, "
                 f"params { {k: v for k, v in t.items() if k != 'acc'} }")
             assert last == int(r == len(t["acc"]) - 1), f"tile {n} row {r}: last={last}"
             vectors += 1

@@ -77,7 +77,7 @@ async def _gemm_ws(p, ports, a, b, m_tile=None):
             got = unpack(word, C, acc_bits)
             last = (word >> (C * acc_bits)) & 1
             where = f"group {g} tile m0={m0} n0={n0} k0={k0} row {mi}"
-            assert got == list(expect[mi]), f"{where}: got {got}, expected {list(expect[mi])}"
+            assert got == expect[mi].tolist(), f"{where}: got {got}, expected {expect[mi].tolist()}"
             assert last == int(mi == m1 - m0 - 1), f"{where}: last={last}"
             n1 = min(n0 + C, N)
             c[g, m0 + mi, n0:n1] += got[:n1 - n0]
@@ -106,7 +106,7 @@ async def _gemm_os(p, ports, a, b, m_tile=None):
             got = unpack(word, C, acc_bits)
             last = (word >> (C * acc_bits)) & 1
             where = f"group {g} tile m0={m0} n0={n0} row {i}"
-            assert got == list(expect[i]), f"{where}: got {got}, expected {list(expect[i])}"
+            assert got == expect[i].tolist(), f"{where}: got {got}, expected {expect[i].tolist()}"
             assert last == int(i == R - 1), f"{where}: last={last}"
             if m0 + i < M:
                 n1 = min(n0 + C, N)

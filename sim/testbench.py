@@ -2,7 +2,8 @@
 
 ``TB(dut)`` starts the clock and holds what a test needs from its surroundings: the
 parameters that :func:`mensa.sim.runner.run` passes in ``MENSA_TB`` (JSON), the test's
-seed (``COCOTB_RANDOM_SEED``, which the runner names when a test fails and reruns with
+seed (cocotb's, derived from the run's ``COCOTB_RANDOM_SEED`` and the test's name; the TB
+logs the run seed, which the runner also names when a test fails and reruns with
 waveforms) and generators derived from it, the reset sequence, and constructors of the
 stream drivers of :mod:`mensa.sim.streams` with the run's valid/ready gaps. A testbench
 with more drivers (an AXI RAM, a register master) subclasses it, as cocotbext-axi's own
@@ -58,7 +59,7 @@ def assert_bit_exact(got, expect, what, *, axes="", row=False):
     whole first row that differs too)."""
     bad = np.argwhere(got != expect)
     if bad.size:
-        first = tuple(bad[0])
+        first = tuple(int(i) for i in bad[0])
         message = (f"{what}: {len(bad)} of {expect.size} outputs differ from golden, first at "
                    f"{axes + ' ' if axes else ''}{first}: got {got[first]}, expected {expect[first]}")
         if row:
@@ -82,7 +83,9 @@ class TB:
         self.seed = streams.seed()
         self.log = logging.getLogger("cocotb.tb")
         self.log.setLevel(logging.INFO)
-        self.log.info(f"seed {self.seed}: rerun with COCOTB_RANDOM_SEED={self.seed}")
+        # cocotb derives each test's seed from the run's COCOTB_RANDOM_SEED and the test's name
+        run_seed = os.environ.get("COCOTB_RANDOM_SEED", "<the seed cocotb logged at start>")
+        self.log.info(f"replay with COCOTB_RANDOM_SEED={run_seed} (this test's seed: {self.seed})")
         Clock(self.clk, period_ns, unit="ns").start()
 
     # --- randomness: everything drawn from the test's seed, so the runner's rerun replays it
@@ -143,10 +146,11 @@ class TB:
 
     def axil_master(self, prefix, *, pause=0.0, rnd=None):
         """An AXI4-Lite master on slave port ``prefix``; every channel pauses in a cycle with
-        probability ``pause``, drawn from ``rnd``."""
+        probability ``pause``, drawn from ``rnd`` (by default a generator of its own from the seed)."""
         self.quiet(prefix)
         master = AxiLiteMaster(AxiLiteBus.from_prefix(self.dut, prefix), self.clk, self.rst)
         if pause:
+            rnd = self.random(0xA11) if rnd is None else rnd
             for ch in (master.write_if.aw_channel, master.write_if.w_channel, master.write_if.b_channel,
                        master.read_if.ar_channel, master.read_if.r_channel):
                 ch.set_pause_generator(pause_generator(pause, rnd))
