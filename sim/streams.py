@@ -24,7 +24,8 @@ __all__ = ["pack", "pack_struct", "unpack", "StreamSource", "StreamSink", "seed"
 
 
 def seed():
-    """The test's random seed (COCOTB_RANDOM_SEED), printed by cocotb at start."""
+    """The running test's random seed: cocotb derives it from the run's COCOTB_RANDOM_SEED and
+    the test's name (outside a test, the run seed itself)."""
     return cocotb.RANDOM_SEED
 
 

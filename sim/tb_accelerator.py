@@ -26,17 +26,9 @@ performance counters. Checker: the output region against
 :func:`mensa.core.golden.run_layer`, byte for byte; the interrupt clears on a write of 1.
 """
 
-import json
-import logging
-import os
-import random
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
-from cocotbext.axi.axi_ram import AxiRamWrite
+from cocotb.triggers import RisingEdge
 
 from mensa.contract.compiler import compile_layer
 from mensa.core.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, from_dict
@@ -44,8 +36,7 @@ from mensa.contract.regs import register_map
 from mensa.contract.gemm import GemmGeometry
 from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
 from mensa.core import golden
-from mensa.sim.streams import rng, seed
-from mensa.sim.tb_dma import LatencyAxiRamRead
+from mensa.sim.testbench import TB, assert_bit_exact
 
 RAM_BYTES = 1 << 22       # MobileNetV2's 1280 x 1000 classifier: 1.3 MB of weights
 TIMEOUT = 200_000       # cycles a layer may take, beyond its bound below, before the test calls it hung
@@ -92,42 +83,48 @@ def make_layer(spec, index):
                  activation=Activation(spec["activation"]), quant=quant)
 
 
+class AcceleratorTB(TB):
+    """The accelerator top: its registers through an AxiLiteMaster on ``s_axil``, its DRAM an
+    AXI4 RAM on ``m_axi`` (``ram_bytes``, ``latency`` and ``pause`` parameters)."""
+
+    def __init__(self, dut):
+        super().__init__(dut)
+        p = self.params
+        self.acc = accelerator_config(p["config"])
+        self.regmap = register_map(self.acc)
+        self.ram_bytes = p.get("ram_bytes", RAM_BYTES)
+        self.ram, self.ram_read = self.axi_ram("m_axi", size=self.ram_bytes, latency=p["latency"],
+                                               pause=p["pause"], rnd=self.random(1))
+        self.master = self.axil_master("s_axil")
+
+    async def reset(self):
+        await super().reset(cycles=3, settle=2)
+
+    async def read(self, name):
+        return await self.master.read_dword(self.regmap[name].offset)
+
+    async def write(self, name, value):
+        await self.master.write_dword(self.regmap[name].offset, value)
+
+    async def counter(self, name):
+        """A performance counter, read as one register or as its _LO and _HI halves."""
+        if name in self.regmap:
+            return await self.read(name)
+        return await self.read(f"{name}_LO") | (await self.read(f"{name}_HI")) << 32
+
+
 @cocotb.test()
 async def accelerator_runs_layers_bit_exact(dut):
     """Every layer's output bytes equal the golden model's; STATUS, the interrupt and the counters behave."""
-    p = json.loads(os.environ["MENSA_TB"])
-    acc = accelerator_config(p["config"])
-    regmap = register_map(acc)
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    rnd = random.Random(seed() + 1)
-    bus = AxiBus.from_prefix(dut, "m_axi")
-    ram_bytes = p.get("ram_bytes", RAM_BYTES)
-    ram = AxiRamWrite(bus.write, dut.clk, dut.rst, size=ram_bytes)
-    ram_read = LatencyAxiRamRead(bus.read, dut.clk, dut.rst, latency=p["latency"], rnd=rnd,
-                                 size=ram_bytes, mem=ram.mem)
-    for ch in (ram.aw_channel, ram.w_channel, ram.b_channel, ram_read.ar_channel, ram_read.r_channel):
-        ch.set_pause_generator(iter(lambda: rnd.random() < p["pause"], None))
-    master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-    for name in ("m_axi", "s_axil"):
-        logging.getLogger(f"cocotb.{dut._name}.{name}").setLevel(logging.WARNING)
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
-
-    async def read(name):
-        return await master.read_dword(regmap[name].offset)
-
-    async def counter(name):
-        if name in regmap:
-            return await read(name)
-        return await read(f"{name}_LO") | (await read(f"{name}_HI")) << 32
+    tb = AcceleratorTB(dut)
+    p, acc, ram = tb.params, tb.acc, tb.ram
+    await tb.reset()
 
     # the RTL was built for the array and bus of the config the compiler lays DRAM out for
-    built = {name: await read(name) for name in ("ROWS", "COLS", "BUS_BITS")}
+    built = {name: await tb.read(name) for name in ("ROWS", "COLS", "BUS_BITS")}
     assert built == {"ROWS": acc.array.rows, "COLS": acc.array.cols, "BUS_BITS": acc.memory.data_bits}, built
 
-    gen = rng(2)
+    gen = tb.rng(2)
     results = []
     for i, spec in enumerate(p["layers"]):
         layer = make_layer(spec, i)
@@ -136,12 +133,12 @@ async def accelerator_runs_layers_bit_exact(dut):
         params = golden.layer_params(layer, weights=w, bias=b)
         x = gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
         prog = compile_layer(acc, layer, params, x, base=0)
-        assert prog.image.size <= ram_bytes, f"{layer.name}: image of {prog.image.size} bytes"
+        assert prog.image.size <= tb.ram_bytes, f"{layer.name}: image of {prog.image.size} bytes"
         ram.write(0, prog.image.tobytes())
-        for offset, value in prog.writes(regmap):
-            await master.write_dword(offset, value)
-        await master.write_dword(regmap["IRQ_ENABLE"].offset, 1)
-        await master.write_dword(regmap["CTRL"].offset, 1)
+        for offset, value in prog.writes(tb.regmap):
+            await tb.master.write_dword(offset, value)
+        await tb.write("IRQ_ENABLE", 1)
+        await tb.write("CTRL", 1)
         beats_in = beats_out = 0
         # hung: no interrupt after 4 cycles per array pass and per bus word of every weight
         # and activation tile the layer reads (a batch-1 FC layer is bound by its weights)
@@ -158,29 +155,25 @@ async def accelerator_runs_layers_bit_exact(dut):
                 break
         else:
             raise AssertionError(f"{layer.name}: no interrupt after {limit} cycles")
-        assert await read("STATUS") == 0b10, f"{layer.name}: STATUS is not DONE and idle"
+        assert await tb.read("STATUS") == 0b10, f"{layer.name}: STATUS is not DONE and idle"
         got = prog.output(ram.read(prog.output_addr, prog.output_bytes))
         expect = golden.run_layer(layer, params, x)
-        bad = np.argwhere(got != expect)
-        assert not bad.size, (f"{layer.name} {spec}: {len(bad)} of {expect.size} outputs differ, first at "
-                              f"{tuple(bad[0])}: {got[tuple(bad[0])]} != {expect[tuple(bad[0])]}")
-        total, busy, stall = [await counter(n) for n in ("CYCLES_TOTAL", "CYCLES_BUSY", "CYCLES_STALL")]
+        assert_bit_exact(got, expect, f"{layer.name} {spec}")
+        total, busy, stall = [await tb.counter(n) for n in ("CYCLES_TOTAL", "CYCLES_BUSY", "CYCLES_STALL")]
         assert 0 < busy <= total and stall <= total, f"{layer.name}: counters {total} {busy} {stall}"
-        await master.write_dword(regmap["IRQ_STATUS"].offset, 1)
-        await ClockCycles(dut.clk, 2)
+        await tb.write("IRQ_STATUS", 1)
+        await tb.cycles(2)
         assert not int(dut.irq.value), f"{layer.name}: interrupt still raised after IRQ_STATUS was cleared"
         m, n = prog.m, layer.out_channels
         k = layer.macs // (m * n)
         util = layer.macs / (total * acc.array.rows * acc.array.cols)
         word = acc.memory.data_bits // 8
-        dut._log.info(f"{layer.name}: {layer.op.value} {spec.get('kernel', [1, 1])} stride {spec.get('stride', [1, 1])} "
-                      f"M={m} K={k} N={n} {layer.activation.value}: {expect.size} outputs bit-exact in {total} cycles "
-                      f"(array busy {busy}, DRAM stall {stall}, utilisation {util:.1%}, DRAM read "
-                      f"{beats_in * word} B, written {beats_out * word} B)")
+        tb.log.info(f"{layer.name}: {layer.op.value} {spec.get('kernel', [1, 1])} stride {spec.get('stride', [1, 1])} "
+                    f"M={m} K={k} N={n} {layer.activation.value}: {expect.size} outputs bit-exact in {total} cycles "
+                    f"(array busy {busy}, DRAM stall {stall}, utilisation {util:.1%}, DRAM read "
+                    f"{beats_in * word} B, written {beats_out * word} B)")
         results.append({"layer": layer.name, "op": layer.op.value, "m": m, "k": k, "n": n, "macs": layer.macs,
                         "cycles": total, "busy": busy, "stall": stall, "utilisation": util,
                         "dram_read_bytes": beats_in * word, "dram_write_bytes": beats_out * word,
                         "rows": built["ROWS"], "cols": built["COLS"]})
-    if p.get("result"):
-        with open(p["result"], "w") as f:
-            json.dump(results, f)
+    tb.write_result(results)

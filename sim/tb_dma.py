@@ -17,22 +17,13 @@ boundaries, ``max_burst``). Checker: every word read, ``last`` of every command,
 written region byte for byte, and each burst against the split.
 """
 
-import collections
-import json
-import logging
-import os
-import random
-
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, Event, RisingEdge
-from cocotbext.axi import AxiBus, AxiResp
-from cocotbext.axi.axi_ram import AxiRamRead, AxiRamWrite
+from cocotb.triggers import RisingEdge
 
 from mensa.contract.numeric import PAGE_BYTES
 from mensa.hw.dma import command_layout, read_layout, write_layout
-from mensa.sim.streams import StreamSink, StreamSource, seed
 from mensa.sim.streams import pack_struct
+from mensa.sim.testbench import TB, read_params
 
 RAM_BYTES = 1 << 16
 
@@ -46,53 +37,6 @@ def split(addr, beats, word_bytes, max_burst):
         addr += n * word_bytes
         beats -= n
     return out
-
-
-class LatencyAxiRamRead(AxiRamRead):
-    """cocotbext-axi's AxiRamRead answering each burst ``latency`` cycles after its address.
-
-    AxiRamRead answers one burst at a time, as soon as it has the address, so it cannot
-    show what outstanding bursts are for. Here addresses are accepted as they come and
-    each burst's data leaves, in order, no earlier than its drawn latency after its
-    address: DRAM latency overlaps with the data of the bursts before it.
-    """
-
-    def __init__(self, bus, clock, reset, *, latency, rnd, **kwargs):
-        self.latency, self.rnd, self.cycle = latency, rnd, 0
-        super().__init__(bus, clock, reset, **kwargs)
-        cocotb.start_soon(self._count())
-
-    async def _count(self):
-        while True:
-            await RisingEdge(self.clock)
-            self.cycle += 1
-
-    async def _process_read(self):
-        pending, arrived = collections.deque(), Event()
-        cocotb.start_soon(self._answer(pending, arrived))
-        while True:
-            ar = await self.ar_channel.recv()
-            pending.append((ar, self.cycle + self.rnd.randint(*self.latency)))
-            arrived.set()
-
-    async def _answer(self, pending, arrived):
-        while True:
-            while not pending:
-                arrived.clear()
-                await arrived.wait()
-            ar, due = pending.popleft()
-            while self.cycle < due:
-                await RisingEdge(self.clock)
-            addr, beats = int(ar.araddr), int(ar.arlen) + 1
-            step = 1 << int(ar.arsize)
-            assert int(ar.arburst) == 1, "only INCR bursts are expected"
-            assert PAGE_BYTES - addr % PAGE_BYTES >= beats * step, f"burst at {addr:#x} crosses 4 KiB"
-            for n in range(beats):
-                word = (addr + n * step) // self.byte_lanes * self.byte_lanes
-                r = self.r_channel._transaction_obj()
-                r.rid, r.rlast, r.rresp = int(ar.arid), n == beats - 1, AxiResp.OKAY
-                r.rdata = int.from_bytes(await self._read(word, self.byte_lanes), "little")
-                await self.r_channel.send(r)
 
 
 def _field(word, layout, name):
@@ -110,42 +54,34 @@ async def _watch_bursts(dut, ch, log):
                         getattr(dut, f"m_axi_{ch}burst").value.to_unsigned()))
 
 
-class TB:
-    def __init__(self, dut, p):
-        self.dut, self.p = dut, p
+class DmaTB(TB):
+    """The DMA between its client streams (gaps of the ``gap`` parameter) and an AXI4 RAM of
+    ``RAM_BYTES`` (``latency`` and ``pause`` parameters); ``ar`` and ``aw`` log the bursts."""
+
+    def __init__(self, dut, params=None):
+        super().__init__(dut, params)
+        p = self.params
         self.word_bytes = p["data_bits"] // 8
-        self.rnd = random.Random(seed())
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        bus = AxiBus.from_prefix(dut, "m_axi")
-        logging.getLogger(f"cocotb.{dut._name}.m_axi").setLevel(logging.WARNING)
-        rnd = random.Random(seed() + 1)
-        self.ram = AxiRamWrite(bus.write, dut.clk, dut.rst, size=RAM_BYTES)
-        self.ram_read = LatencyAxiRamRead(bus.read, dut.clk, dut.rst, latency=p["latency"], rnd=rnd,
-                                          size=RAM_BYTES, mem=self.ram.mem)
-        for ch in (self.ram.aw_channel, self.ram.w_channel, self.ram.b_channel,
-                   self.ram_read.ar_channel, self.ram_read.r_channel):
-            ch.set_pause_generator(iter(lambda: rnd.random() < p["pause"], None))
-        gap = p["gap"]
-        self.rd_cmd = StreamSource(dut, "rd_cmd", dut.clk, gap=gap, salt=1)
-        self.wr_cmd = StreamSource(dut, "wr_cmd", dut.clk, gap=gap, salt=2)
-        self.wr_data = StreamSource(dut, "wr_data", dut.clk, gap=gap, salt=3)
-        self.rd_data = StreamSink(dut, "rd_data", dut.clk, gap=gap, salt=4)
-        self.wr_done = StreamSink(dut, "wr_done", dut.clk, gap=gap, salt=5)
+        self.rnd = self.random()
+        self.ram, self.ram_read = self.axi_ram("m_axi", size=RAM_BYTES, latency=p["latency"], pause=p["pause"],
+                                               rnd=self.random(1))
+        self.rd_cmd = self.source("rd_cmd", salt=1)
+        self.wr_cmd = self.source("wr_cmd", salt=2)
+        self.wr_data = self.source("wr_data", salt=3)
+        self.rd_data = self.sink("rd_data", salt=4)
+        self.wr_done = self.sink("wr_done", salt=5)
         self.ar, self.aw = [], []
         cocotb.start_soon(_watch_bursts(dut, "ar", self.ar))
         cocotb.start_soon(_watch_bursts(dut, "aw", self.aw))
         self.cmd_layout = command_layout(p["addr_bits"], p["data_bits"])
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await ClockCycles(self.dut.clk, 2)
+        await super().reset(cycles=3, settle=2)
 
     def command(self, lo, hi):
         """A random word-aligned command inside [lo, hi), often across a 4 KiB boundary."""
         wb = self.word_bytes
-        beats = self.rnd.randint(1, self.p["max_beats"])
+        beats = self.rnd.randint(1, self.params["max_beats"])
         if self.rnd.random() < 0.4:
             page = self.rnd.randrange(lo // PAGE_BYTES + 1, hi // PAGE_BYTES)
             addr = page * PAGE_BYTES - wb * self.rnd.randint(1, beats)
@@ -158,11 +94,10 @@ class TB:
 @cocotb.test()
 async def dma_random_commands(dut):
     """Random reads and writes at once, under random AXI backpressure, move exactly the right bytes."""
-    p = json.loads(os.environ["MENSA_TB"])
-    tb = TB(dut, p)
-    wb = tb.word_bytes
+    tb = DmaTB(dut)
+    p, wb = tb.params, tb.word_bytes
     await tb.reset()
-    initial = bytearray(os.urandom(RAM_BYTES))
+    initial = bytearray(tb.random(2).randbytes(RAM_BYTES))    # from the seed too, so a rerun replays it
     tb.ram.write(0, bytes(initial))
     model = bytearray(initial)
     half = RAM_BYTES // 2
@@ -197,7 +132,7 @@ async def dma_random_commands(dut):
             words += 1
     for n in range(len(writes)):
         assert await tb.wr_done.recv() == 0, f"write {n} answered with an error response"
-    await ClockCycles(dut.clk, 5)
+    await tb.cycles(5)
     assert tb.ram.read(half, half) == bytes(model[half:]), "written region differs from the model"
     assert tb.ram.read(0, half) == bytes(initial[:half]), "a read changed memory"
     assert int(dut.busy.value) == 0, "busy after every command completed"
@@ -206,7 +141,7 @@ async def dma_random_commands(dut):
     for name, cmds, seen in (("read", reads, tb.ar), ("write", writes, tb.aw)):
         expect = [(a, n, size, 1) for addr, beats in cmds for a, n in split(addr, beats, wb, p["max_burst"])]
         assert seen == expect, f"{name} bursts differ from the split: {seen[:8]} vs {expect[:8]}"
-    dut._log.info(f"{len(reads)} reads ({words} words, {len(tb.ar)} bursts) and {len(writes)} writes "
+    tb.log.info(f"{len(reads)} reads ({words} words, {len(tb.ar)} bursts) and {len(writes)} writes "
                   f"({len(tb.aw)} bursts) bit-exact")
 
 
@@ -217,9 +152,8 @@ async def dma_streams_a_word_per_cycle(dut):
     The read latency is fixed at ``stream_latency`` cycles: enough bursts in flight hide
     it after the first.
     """
-    p = json.loads(os.environ["MENSA_TB"])
-    p = dict(p, gap=0.0, pause=0.0, latency=[p["stream_latency"]] * 2)
-    tb = TB(dut, p)
+    p = read_params()
+    tb = DmaTB(dut, dict(p, gap=0.0, pause=0.0, latency=[p["stream_latency"]] * 2))
     wb = tb.word_bytes
     await tb.reset()
     beats = min(8 * p["max_burst"], 1024)
@@ -234,9 +168,7 @@ async def dma_streams_a_word_per_cycle(dut):
         tb.wr_data.send(pack_struct(wl, {"data": i, "strb": (1 << wb) - 1}))
     await tb.wr_done.recv()
     write_cycles = tb.wr_done.last_cycle - start
-    dut._log.info(f"{beats} words: read in {read_cycles} cycles ({beats / read_cycles:.2f} words/cycle), "
+    tb.log.info(f"{beats} words: read in {read_cycles} cycles ({beats / read_cycles:.2f} words/cycle), "
                   f"written in {write_cycles} cycles ({beats / write_cycles:.2f} words/cycle)")
-    if p.get("result"):
-        with open(p["result"], "w") as f:
-            json.dump({"beats": beats, "read_cycles": read_cycles, "write_cycles": write_cycles,
-                       "latency": p["stream_latency"]}, f)
+    tb.write_result({"beats": beats, "read_cycles": read_cycles, "write_cycles": write_cycles,
+                     "latency": p["stream_latency"]})

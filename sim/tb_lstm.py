@@ -17,22 +17,14 @@ runs all T steps without the host). Monitor: collects h_t. Model:
 and ``last`` on each time step's final beat only.
 """
 
-import json
-import os
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
 
-from mensa.core.config import NearMemConfig
-from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, lstm_program
+from mensa.contract.nearmem import compile_nearmem, lstm_program
 from mensa.core.ir import Layer, LayerQuant, Op, QuantParams
 from mensa.core import golden
-from mensa.sim.streams import StreamSink, StreamSource, rng, unpack, within
-from mensa.sim.vault import VaultArray
-
-_CONFIG_FIELDS = ("vaults", "lanes", "vault_bits", "vault_kib", "local_kib", "lstm")
+from mensa.sim.testbench import assert_bit_exact
+from mensa.sim.vault import NearMemTB
 
 
 def _ir_case(gen, geom, c, h, p, t, base):
@@ -82,20 +74,10 @@ def _stress_case(gen, geom, c, h, p, t, base):
 @cocotb.test()
 async def lstm_random_sequences(dut):
     """Random LSTM layers, whole sequences through vaults of random latency, equal golden bit for bit."""
-    p = json.loads(os.environ["MENSA_TB"])
-    config = NearMemConfig(**{f: p[f] for f in _CONFIG_FIELDS if f in p})
-    geom = NearMemGeometry.of(config)
-    gen = rng()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    gap = p["gap"]
-    layer = StreamSource(dut, "layer", dut.clk, gap=gap, salt=1)
-    inputs = StreamSource(dut, "inputs", dut.clk, gap=gap, salt=2)
-    outs = StreamSink(dut, "outs", dut.clk, gap=gap, salt=3)
-    vaults = VaultArray(dut, dut.clk, vaults=geom.vaults, word_bytes=geom.word_bytes,
-                        latency=tuple(p["latency"]), gap=gap, outstanding=p.get("outstanding", 64))
+    tb = NearMemTB(dut)
+    p, geom = tb.params, tb.geom
+    gen = tb.rng()
+    await tb.start()
     L, V = geom.lanes, geom.vaults
     figures = []
     for index, (c, h, proj, t) in enumerate(p["layers"]):
@@ -103,39 +85,17 @@ async def lstm_random_sequences(dut):
         stress = p.get("stress") and index % 2
         prog, expect = (_stress_case if stress else _ir_case)(gen, geom, c, h, proj, t, base)
         what = f"lstm C={c} H={h} P={proj or h}{' (projection)' if proj else ''} T={t}{' stress' if stress else ''}"
-        vaults.load(prog.images, base)
-        layer.first_cycle = None
-        layer.send(prog.descriptor_word())
-        for beat in prog.input_beats():
-            inputs.send(beat)
-        lanes_out = []
-
-        async def monitor():
-            for i in range(t * prog.out_beats):
-                word = await outs.recv()
-                lanes_out.append(unpack(word, L, 8))
-                last = (word >> (L * 8)) & 1
-                assert last == int(i % prog.out_beats == prog.out_beats - 1), f"{what}: beat {i} has last={last}"
-        bound = 20 * (t * prog.words * p["latency"][1] // min(p.get("outstanding", 64), p["latency"][1])
+        bound = 20 * (t * prog.words * p["latency"][1] // min(tb.outstanding, p["latency"][1])
                       + 200 * t * geom.max_blocks + 2000)
-        await within(monitor(), bound, lambda: f"{what}: {len(lanes_out)} of {t * prog.out_beats} output beats")
-        got = prog.outputs(lanes_out)
-        bad = np.argwhere(got != expect)
-        assert not bad.size, (f"{what}: {len(bad)} outputs differ from golden, first at (step, unit) "
-                              f"{tuple(bad[0])}: got {got[tuple(bad[0])]}, expected {expect[tuple(bad[0])]}; "
-                              f"step {bad[0][0]}: got {got[bad[0][0]].tolist()}, expected {expect[bad[0][0]].tolist()}")
-        cycles = outs.last_cycle - layer.first_cycle + 1
+        got, cycles = await tb.run(prog, base, t, out_bits=8, what=what, bound=bound)
+        assert_bit_exact(got, expect, what, axes="(step, unit)", row=True)
         out = proj or h
         macs = t * (4 * h * (c + out) + (h * proj if proj else 0))
         util = macs / (V * L * cycles)
-        dut._log.info(f"{what}: {cycles} cycles, {cycles / t:.1f} per time step, lane utilisation "
-                      f"{util:.3f}, bytes per vault {vaults.bytes_read}")
+        tb.log.info(f"{what}: {cycles} cycles, {cycles / t:.1f} per time step, lane utilisation "
+                    f"{util:.3f}, bytes per vault {tb.vaults.bytes_read}")
         figures.append({"C": c, "H": h, "P": out, "projection": bool(proj), "T": t, "stress": bool(stress),
                         "cycles": cycles, "cycles_per_step": cycles / t, "utilisation": util,
-                        "bytes_per_vault": vaults.bytes_read, "words_per_step": prog.words})
-        while int(dut.busy.value):
-            await RisingEdge(dut.clk)
-        await ClockCycles(dut.clk, 2)
-    if p.get("result"):
-        with open(p["result"], "w") as f:
-            json.dump(figures, f)
+                        "bytes_per_vault": tb.vaults.bytes_read, "words_per_step": prog.words})
+        await tb.wait_idle(settle=2)
+    tb.write_result(figures)

@@ -17,27 +17,15 @@ plus the bias (raw) or :func:`mensa.core.golden.fully_connected`. Checker: every
 against the model, and ``last`` on each vector's final beat only.
 """
 
-import json
-import os
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
 
-from mensa.core.config import NearMemConfig
-from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, fc_program
+from mensa.contract.nearmem import compile_nearmem, fc_program
 from mensa.contract.numeric import ACC_BITS
 from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams
 from mensa.core import golden
-from mensa.sim.streams import StreamSink, StreamSource, rng, unpack, within
-from mensa.sim.vault import VaultArray
-
-_CONFIG_FIELDS = ("vaults", "lanes", "vault_bits", "vault_kib", "local_kib", "lstm")
-
-
-def _params():
-    return json.loads(os.environ["MENSA_TB"])
+from mensa.sim.testbench import assert_bit_exact
+from mensa.sim.vault import NearMemTB
 
 
 def _shapes(p, gen, geometry):
@@ -53,12 +41,6 @@ def _shapes(p, gen, geometry):
         out.append((int(gen.integers(1, max_k + 1)), int(gen.integers(1, max_n + 1)),
                     int(gen.integers(1, max_m + 1))))
     return out
-
-
-async def _reset(dut):
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
 
 
 def _layer(gen, k, n, m):
@@ -102,19 +84,11 @@ def _ir_layer(gen, geom, k, n, m, base):
 @cocotb.test()
 async def fc_random_layers(dut):
     """Random FC layers, through vaults of random latency, equal the golden model bit for bit."""
-    p = _params()
-    config = NearMemConfig(**{f: p[f] for f in _CONFIG_FIELDS if f in p})
-    geom = NearMemGeometry.of(config)
-    gen = rng()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    await _reset(dut)
-    gap = p["gap"]
+    tb = NearMemTB(dut)
+    p, geom = tb.params, tb.geom
+    gen = tb.rng()
+    await tb.start()
     raw = p["raw"]
-    layer = StreamSource(dut, "layer", dut.clk, gap=gap, salt=1)
-    inputs = StreamSource(dut, "inputs", dut.clk, gap=gap, salt=2)
-    outs = StreamSink(dut, "accs" if raw else "outs", dut.clk, gap=gap, salt=3)
-    vaults = VaultArray(dut, dut.clk, vaults=geom.vaults, word_bytes=geom.word_bytes,
-                        latency=tuple(p["latency"]), gap=gap, outstanding=p.get("outstanding", 64))
     out_bits = ACC_BITS if raw else 8
     L = geom.lanes
     figures = []
@@ -136,37 +110,15 @@ async def fc_random_layers(dut):
                 expect = golden.requantize(acc + t["bias"], t["multiplier"], t["shift"], t["out_zp"],
                                            t["qmin"], t["qmax"])
             what = f"layer K={k} N={n} M={m}"
-        vaults.load(prog.images, base)
-        layer.first_cycle = None
-        layer.send(prog.descriptor_word())                   # driver
-        for beat in prog.input_beats():
-            inputs.send(beat)
-        lanes_out = []
-
-        async def monitor():                                 # monitor + checker of `last`
-            for i in range(m * prog.out_beats):
-                word = await outs.recv()
-                lanes_out.append(unpack(word, L, out_bits))
-                last = (word >> (L * out_bits)) & 1
-                assert last == int(i % prog.out_beats == prog.out_beats - 1), f"{what}: beat {i} has last={last}"
         # A hung unit fails the test: far more cycles than the vault traffic can take.
         words = m * geom.words(k, prog.descriptor["groups"])
-        bound = 20 * (words * p["latency"][1] // min(p.get("outstanding", 64), p["latency"][1]) + 100 * m + 2000)
-        await within(monitor(), bound, lambda: f"{what}: {len(lanes_out)} of {m * prog.out_beats} output beats")
-        got = prog.outputs(lanes_out)
-        bad = np.argwhere(got != expect)
-        assert not bad.size, (f"{what}: {len(bad)} outputs differ from golden, first at "
-                              f"(vector, channel) {tuple(bad[0])}: got {got[tuple(bad[0])]}, "
-                              f"expected {expect[tuple(bad[0])]}")
-        cycles = outs.last_cycle - layer.first_cycle + 1     # descriptor taken .. last output taken
+        bound = 20 * (words * p["latency"][1] // min(tb.outstanding, p["latency"][1]) + 100 * m + 2000)
+        got, cycles = await tb.run(prog, base, m, out_bits=out_bits, what=what, bound=bound)
+        assert_bit_exact(got, expect, what, axes="(vector, channel)")
         util = k * n * m / (geom.vaults * L * cycles)
-        dut._log.info(f"{what}: {cycles} cycles, lane utilisation {util:.3f}, "
-                      f"bytes per vault {vaults.bytes_read}")
+        tb.log.info(f"{what}: {cycles} cycles, lane utilisation {util:.3f}, "
+                    f"bytes per vault {tb.vaults.bytes_read}")
         figures.append({"K": k, "N": n, "M": m, "cycles": cycles, "utilisation": util,
-                        "bytes_per_vault": vaults.bytes_read})
-        while int(dut.busy.value):
-            await RisingEdge(dut.clk)
-        await ClockCycles(dut.clk, 2)
-    if p.get("result"):
-        with open(p["result"], "w") as f:
-            json.dump(figures, f)
+                        "bytes_per_vault": tb.vaults.bytes_read})
+        await tb.wait_idle(settle=2)
+    tb.write_result(figures)

@@ -14,20 +14,16 @@ exactly one cycle and read zero; ``w1c`` ones are set by the hardware and cleare
 written 1. An address with no register answers SLVERR.
 """
 
-import json
-import os
-import random
 import re
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, Combine, RisingEdge
-from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
+from cocotb.triggers import Combine, RisingEdge
+from cocotbext.axi import AxiResp
 
 from mensa.core.config import AcceleratorConfig, ArrayConfig, Dataflow, MemoryConfig
 from mensa.contract.regs import Access, register_map
 from mensa.hw.regs import _layout
-from mensa.sim.streams import seed
+from mensa.sim.testbench import TB
 
 
 def parse_header(text):
@@ -72,7 +68,8 @@ def _read_value(reg, raw):
 @cocotb.test()
 async def registers_through_axi4lite(dut):
     """Every register at its header offset behaves as its access kind says."""
-    p = json.loads(os.environ["MENSA_TB"])
+    tb = TB(dut)
+    p = tb.params
     config = AcceleratorConfig(name="dut", array=ArrayConfig(rows=p["rows"], cols=p["cols"],
                                                              dataflow=Dataflow(p["dataflow"])),
                                memory=MemoryConfig(addr_bits=p["addr_bits"], data_bits=p["data_bits"]))
@@ -80,19 +77,12 @@ async def registers_through_axi4lite(dut):
     with open(p["header"]) as f:
         offsets, values = parse_header(f.read())
     assert sorted(offsets) == sorted(r.name for r in regmap), "header and map name different registers"
-    rnd = random.Random(seed())
+    rnd = tb.random()       # the pauses and the test's draws, interleaved: one generator
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
     dut.inputs.value = 0
     dut.events.value = 0
-    master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-    for ch in (master.write_if.aw_channel, master.write_if.w_channel, master.write_if.b_channel,
-               master.read_if.ar_channel, master.read_if.r_channel):
-        ch.set_pause_generator(iter(lambda: rnd.random() < p["gap"], None))
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
+    master = tb.axil_master("s_axil", pause=p["gap"], rnd=rnd)
+    await tb.reset(cycles=3, settle=2)
 
     fields = {}
     for access, port in ((Access.RW, dut.regs), (Access.RO, dut.inputs), (Access.WO, dut.strobes),
@@ -161,7 +151,7 @@ async def registers_through_axi4lite(dut):
             value = rnd.getrandbits(reg.width) | 1
             strobes_seen.clear()
             assert await write(off, value) == AxiResp.OKAY
-            await ClockCycles(dut.clk, 2)
+            await tb.cycles(2)
             layout_field = fields[reg.name]
             pulses = [(c, (v >> layout_field.offset) & mask) for c, v in strobes_seen]
             assert [v for _, v in pulses] == [value], f"{reg.name}: strobes {pulses}, expected one {value:#x}"
@@ -193,4 +183,4 @@ async def registers_through_axi4lite(dut):
     await Combine(*[cocotb.start_soon(write(offsets[r.name], expect[r.name])) for r in rw])
     for r in rw:
         assert (await read(offsets[r.name]))[0] == _read_value(r, expect[r.name]), f"{r.name}: concurrent write lost"
-    dut._log.info(f"{checked} registers checked at their header offsets ({len(rw)} read-write)")
+    tb.log.info(f"{checked} registers checked at their header offsets ({len(rw)} read-write)")

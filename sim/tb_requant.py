@@ -9,17 +9,13 @@ every beat, in order, with its ``last``. Payloads are packed from the component'
 stream layouts, so the bit positions are never written twice.
 """
 
-import json
-import os
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 
 from mensa.hw.requant import acc_layout, out_layout, quant_layout
 from mensa.core import golden
-from mensa.sim.streams import StreamSink, StreamSource, pack_struct, rng, unpack
+from mensa.sim.streams import pack_struct, unpack
+from mensa.sim.testbench import TB
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -50,16 +46,12 @@ def _random_tile(gen, lanes, out_bits, max_rows):
 @cocotb.test()
 async def requantize_random_tiles(dut):
     """Random accumulators and parameters, streamed with gaps, equal the golden requantisation."""
-    p = json.loads(os.environ["MENSA_TB"])
+    tb = TB(dut)
+    p = tb.params
     lanes, out_bits = p["lanes"], p["out_bits"]
-    gen = rng()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    quant = StreamSource(dut, "quant", dut.clk, gap=p["gap"], salt=1)
-    accs = StreamSource(dut, "accs", dut.clk, gap=p["gap"], salt=2)
-    outs = StreamSink(dut, "outs", dut.clk, gap=p["gap"], salt=3)
+    gen = tb.rng()
+    await tb.reset()
+    quant, accs, outs = tb.source("quant", salt=1), tb.source("accs", salt=2), tb.sink("outs", salt=3)
     qlayout, alayout = quant_layout(lanes, out_bits), acc_layout(lanes)
     olayout = out_layout(lanes, out_bits)
 
@@ -77,8 +69,8 @@ async def requantize_random_tiles(dut):
             got = unpack(word, lanes, out_bits, olayout["data"].offset)
             last = (word >> olayout["last"].offset) & 1
             assert got == [int(v) for v in expect[r]], (
-                f"tile {n} row {r}: got {got}, expected {list(expect[r])}; acc {list(t['acc'][r])}, "
+                f"tile {n} row {r}: got {got}, expected {expect[r].tolist()}; acc {t['acc'][r].tolist()}, "
                 f"params { {k: v for k, v in t.items() if k != 'acc'} }")
             assert last == int(r == len(t["acc"]) - 1), f"tile {n} row {r}: last={last}"
             vectors += 1
-    dut._log.info(f"{len(tiles)} tiles, {vectors} vectors of {lanes} lanes requantised bit-exactly")
+    tb.log.info(f"{len(tiles)} tiles, {vectors} vectors of {lanes} lanes requantised bit-exactly")

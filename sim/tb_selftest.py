@@ -12,13 +12,11 @@ as the FPGA flow reads them), with ``MENSA_TB`` (JSON) giving ``expect`` ("pass"
 "fail") and ``max_cycles``.
 """
 
-import json
-import os
-
 import cocotb
 from amaranth.sim import Simulator
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
+
+from mensa.sim.testbench import TB
 
 __all__ = ["run_selftest"]
 
@@ -64,12 +62,10 @@ def run_selftest(top, *, runs=1, max_cycles=20_000):
 @cocotb.test()
 async def selftest_leds(dut):
     """From reset, the top reaches done with the expected LED lit, and holds it."""
-    p = json.loads(os.environ["MENSA_TB"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    tb = TB(dut)
+    p = tb.params
     dut.rerun.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
+    await tb.reset()
     for cycle in range(p["max_cycles"]):
         await RisingEdge(dut.clk)
         if int(dut.done.value):
@@ -77,7 +73,7 @@ async def selftest_leds(dut):
         assert not (int(dut.passed.value) or int(dut.failed.value)), "pass or fail lit before done"
     else:
         raise AssertionError(f"no done within {p['max_cycles']} cycles")
-    await ClockCycles(dut.clk, 4)
+    await tb.cycles(4)
     shown = {"pass": int(dut.passed.value), "fail": int(dut.failed.value)}
     assert shown == {"pass": p["expect"] == "pass", "fail": p["expect"] == "fail"}, f"{shown} after {cycle} cycles"
-    dut._log.info(f"{p['expect']} shown after {cycle} cycles")
+    tb.log.info(f"{p['expect']} shown after {cycle} cycles")

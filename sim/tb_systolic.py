@@ -17,20 +17,12 @@ tile. Checker: every beat against the model, in order, and the accumulated C
 against the golden product of the whole A and B.
 """
 
-import json
-import os
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
 
 from mensa.core import golden
-from mensa.sim.streams import StreamSink, StreamSource, pack, rng, unpack
-
-
-def _params():
-    return json.loads(os.environ["MENSA_TB"])
+from mensa.sim.streams import pack, unpack
+from mensa.sim.testbench import TB
 
 
 def _shapes(p, gen):
@@ -44,12 +36,6 @@ def _shapes(p, gen):
     return out
 
 
-async def _reset(dut):
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-
-
 def _tile(mat, r0, r1, c0, c1):
     """mat[r0:r1, c0:c1] padded with zeros to (r1-r0) x (c1-c0)."""
     out = np.zeros((r1 - r0, c1 - c0), dtype=mat.dtype)
@@ -58,15 +44,12 @@ def _tile(mat, r0, r1, c0, c1):
     return out
 
 
-def _ports_ws(dut, gap):
-    return (StreamSource(dut, "weights", dut.clk, gap=gap, salt=1),
-            StreamSource(dut, "acts", dut.clk, gap=gap, salt=2),
-            StreamSink(dut, "psums", dut.clk, gap=gap, salt=3))
+def _ports_ws(tb):
+    return tb.source("weights", salt=1), tb.source("acts", salt=2), tb.sink("psums", salt=3)
 
 
-def _ports_os(dut, gap):
-    return (StreamSource(dut, "operands", dut.clk, gap=gap, salt=1),
-            StreamSink(dut, "results", dut.clk, gap=gap, salt=3))
+def _ports_os(tb):
+    return tb.source("operands", salt=1), tb.sink("results", salt=3)
 
 
 async def _gemm_ws(p, ports, a, b, m_tile=None):
@@ -94,7 +77,7 @@ async def _gemm_ws(p, ports, a, b, m_tile=None):
             got = unpack(word, C, acc_bits)
             last = (word >> (C * acc_bits)) & 1
             where = f"group {g} tile m0={m0} n0={n0} k0={k0} row {mi}"
-            assert got == list(expect[mi]), f"{where}: got {got}, expected {list(expect[mi])}"
+            assert got == expect[mi].tolist(), f"{where}: got {got}, expected {expect[mi].tolist()}"
             assert last == int(mi == m1 - m0 - 1), f"{where}: last={last}"
             n1 = min(n0 + C, N)
             c[g, m0 + mi, n0:n1] += got[:n1 - n0]
@@ -123,7 +106,7 @@ async def _gemm_os(p, ports, a, b, m_tile=None):
             got = unpack(word, C, acc_bits)
             last = (word >> (C * acc_bits)) & 1
             where = f"group {g} tile m0={m0} n0={n0} row {i}"
-            assert got == list(expect[i]), f"{where}: got {got}, expected {list(expect[i])}"
+            assert got == expect[i].tolist(), f"{where}: got {got}, expected {expect[i].tolist()}"
             assert last == int(i == R - 1), f"{where}: last={last}"
             if m0 + i < M:
                 n1 = min(n0 + C, N)
@@ -134,12 +117,12 @@ async def _gemm_os(p, ports, a, b, m_tile=None):
 @cocotb.test(timeout_time=50, timeout_unit="ms")
 async def gemm_random_shapes(dut):
     """Random int8 GEMMs, tiled onto the array, equal the golden matmul bit for bit."""
-    p = _params()
-    gen = rng()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    await _reset(dut)
+    tb = TB(dut)
+    p = tb.params
+    gen = tb.rng()
+    await tb.reset()
     ws = p["dataflow"] == "ws"
-    ports = _ports_ws(dut, p["gap"]) if ws else _ports_os(dut, p["gap"])
+    ports = _ports_ws(tb) if ws else _ports_os(tb)
     gemm = _gemm_ws if ws else _gemm_os
     lo, hi = -(1 << (p["input_bits"] - 1)), 1 << (p["input_bits"] - 1)
     wlo, whi = -(1 << (p["weight_bits"] - 1)), 1 << (p["weight_bits"] - 1)
@@ -156,12 +139,8 @@ async def gemm_random_shapes(dut):
         # Cycles from the first input beat taken to the last output beat taken, inclusive.
         cycles = last - first + 1
         util = G * M * N * K / (p["rows"] * p["cols"] * cycles)
-        dut._log.info(f"GEMM M={M} K={K} N={N} G={G}: {cycles} cycles, utilisation {util:.3f}")
+        tb.log.info(f"GEMM M={M} K={K} N={N} G={G}: {cycles} cycles, utilisation {util:.3f}")
         figures.append({"M": M, "K": K, "N": N, "G": G, "m_tile": m_tile or M, "cycles": cycles,
                         "core_cycles": last - first_any + 1, "utilisation": util})
-        while int(dut.busy.value):
-            await RisingEdge(dut.clk)
-        await ClockCycles(dut.clk, 3)
-    if p.get("result"):
-        with open(p["result"], "w") as f:
-            json.dump(figures, f)
+        await tb.wait_idle(settle=3)
+    tb.write_result(figures)

@@ -11,6 +11,9 @@ response, once offered, is held until the DUT takes it (backpressure).
 
 Handshakes are sampled at the rising edge and driven at the falling edge, as in
 :mod:`mensa.sim.streams`.
+
+:class:`NearMemTB` is the frame of the near-memory unit's testbenches (FC layers and
+LSTM): the unit's config from ``MENSA_TB``, its host streams and its vaults.
 """
 
 import collections
@@ -20,9 +23,12 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from mensa.sim.streams import seed
+from mensa.contract.nearmem import NearMemGeometry
+from mensa.core.config import NearMemConfig
+from mensa.sim.streams import seed, unpack
+from mensa.sim.testbench import TB
 
-__all__ = ["VaultArray"]
+__all__ = ["VaultArray", "NearMemTB"]
 
 
 class _Vault:
@@ -118,3 +124,51 @@ class VaultArray:
                 vault.resp_valid.value = int(vault.offered)
                 room = len(vault.pending) < self.outstanding
                 vault.req_ready.value = int(room and (self.gap == 0 or rnd.random() >= self.gap))
+
+
+class NearMemTB(TB):
+    """The near-memory unit under test: ``geom`` (of the :class:`~mensa.core.config.NearMemConfig`
+    fields in ``MENSA_TB``); after :meth:`start`, its ``layer`` and ``inputs`` sources, its
+    ``outs`` sink (``accs`` with the ``raw`` parameter) and its ``vaults``, of the ``latency``,
+    ``gap`` and ``outstanding`` parameters."""
+
+    CONFIG_FIELDS = ("vaults", "lanes", "vault_bits", "vault_kib", "local_kib", "lstm")
+
+    def __init__(self, dut):
+        super().__init__(dut)
+        p = self.params
+        self.geom = NearMemGeometry.of(NearMemConfig(**{f: p[f] for f in self.CONFIG_FIELDS if f in p}))
+        self.outstanding = p.get("outstanding", 64)
+
+    async def start(self):
+        """Reset, then attach the drivers (their gaps drawn from then on)."""
+        await self.reset()
+        p = self.params
+        self.layer = self.source("layer", salt=1)
+        self.inputs = self.source("inputs", salt=2)
+        self.outs = self.sink("accs" if p.get("raw") else "outs", salt=3)
+        self.vaults = VaultArray(self.dut, self.clk, vaults=self.geom.vaults, word_bytes=self.geom.word_bytes,
+                                 latency=tuple(p["latency"]), gap=p["gap"], outstanding=self.outstanding)
+
+    async def run(self, prog, base, vectors, *, out_bits, what, bound):
+        """Run ``prog`` (its vault images loaded from word ``base``): its descriptor and input
+        beats sent, ``vectors`` times its output beats taken, ``last`` checked on each vector's
+        final beat only, a hang failed after ``bound`` cycles. Returns its outputs
+        (``prog.outputs``) and the cycles from the descriptor taken to the last output taken."""
+        L = self.geom.lanes
+        self.vaults.load(prog.images, base)
+        self.layer.first_cycle = None
+        self.layer.send(prog.descriptor_word())                  # driver
+        for beat in prog.input_beats():
+            self.inputs.send(beat)
+        lanes_out = []
+        beats = vectors * prog.out_beats
+
+        async def monitor():                                     # monitor + checker of `last`
+            for i in range(beats):
+                word = await self.outs.recv()
+                lanes_out.append(unpack(word, L, out_bits))
+                last = (word >> (L * out_bits)) & 1
+                assert last == int(i % prog.out_beats == prog.out_beats - 1), f"{what}: beat {i} has last={last}"
+        await self.within(monitor(), bound, lambda: f"{what}: {len(lanes_out)} of {beats} output beats")
+        return prog.outputs(lanes_out), self.outs.last_cycle - self.layer.first_cycle + 1
