@@ -20,7 +20,7 @@ from mensa.core.config import CoreKind
 from mensa.core.errors import UserError
 from mensa.core.ir import Op
 from mensa.model import zoo
-from mensa.sim.tb_accelerator import make_layer
+from mensa.sim.tb_accelerator import BIAS_MAX, WEIGHT_MIN, make_layer
 
 __all__ = ["parse_layer", "systolic_accelerator", "check_layer", "LayerSpecError", "OPS"]
 
@@ -35,8 +35,6 @@ ACTIVATIONS = ("none", "relu", "relu6")
 DIM_MAX = (1 << 16) - 1         # IN_H, IN_W, IN_C, OUT_C ... are 16-bit registers
 KERNEL_MAX = (1 << 8) - 1       # KERNEL_H, STRIDE_H, DILATION_H, PAD_TOP ... are 8-bit registers
 SIM_IMAGE_MAX = 1 << 28         # bytes of DRAM a simulation serves (a Python bytearray behind AXI)
-#: the weights and bias the testbench draws (mensa.sim.tb_accelerator): the accumulator's worst case
-TB_WEIGHT_MIN, TB_BIAS_MAX = -128, 19999
 
 
 class LayerSpecError(UserError):
@@ -205,8 +203,8 @@ def check_layer(spec, acc):
         parts = ", ".join(f"{name} {size:,} B" for name, size in sizes.items())
         raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: {parts}; allowed: at most "
                              f"{SIM_IMAGE_MAX:,} bytes in all (the simulated DRAM)")
-    params = golden.layer_params(layer, weights=np.full(golden.weight_shape(layer), TB_WEIGHT_MIN, np.int8),
-                                 bias=np.full(layer.out_channels, TB_BIAS_MAX, np.int32))
+    params = golden.layer_params(layer, weights=np.full(golden.weight_shape(layer), WEIGHT_MIN, np.int8),
+                                 bias=np.full(layer.out_channels, BIAS_MAX, np.int32))
     prog = compile_layer(acc, layer, params, np.zeros(layer.in_shape, np.int8))
     if prog.image.size > SIM_IMAGE_MAX:
         raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: a DRAM image of {prog.image.size:,} bytes; "

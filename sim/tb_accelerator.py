@@ -113,6 +113,31 @@ class AcceleratorTB(TB):
         return await self.read(f"{name}_LO") | (await self.read(f"{name}_HI")) << 32
 
 
+#: the weights and biases the testbench draws: ``WEIGHT_MIN..127`` and ``-BIAS_MAX-1..BIAS_MAX``
+WEIGHT_MIN, BIAS_MAX = -128, 19999
+
+
+def draw_tensors(layer, spec, gen):
+    """Weights, bias and input of a layer: uniform int8 and biases up to :data:`BIAS_MAX`.
+
+    A spec with ``extreme`` takes the accumulator to its worst case instead: every input -128
+    (so ``x - zero point`` is -255 at zero point 127), the bias :data:`BIAS_MAX`, and in output
+    channel ``j`` of ``C`` the first ``K - j * K / C`` weights -128, the rest random, so the
+    channels' sums step down from the largest the compiler accepts.
+    """
+    shape = golden.weight_shape(layer)
+    w = gen.integers(WEIGHT_MIN, 128, size=shape).astype(np.int8)
+    if not spec.get("extreme"):
+        b = gen.integers(-BIAS_MAX - 1, BIAS_MAX + 1, size=layer.out_channels).astype(np.int32)
+        return w, b, gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
+    cout = layer.out_channels
+    flat = w.reshape(-1, cout)
+    k = flat.shape[0]
+    for j in range(cout):
+        flat[:k - j * k // cout, j] = WEIGHT_MIN
+    return flat.reshape(shape), np.full(cout, BIAS_MAX, np.int32), np.full(layer.in_shape, -128, np.int8)
+
+
 @cocotb.test()
 async def accelerator_runs_layers_bit_exact(dut):
     """Every layer's output bytes equal the golden model's; STATUS, the interrupt and the counters behave."""
@@ -128,10 +153,8 @@ async def accelerator_runs_layers_bit_exact(dut):
     results = []
     for i, spec in enumerate(p["layers"]):
         layer = make_layer(spec, i)
-        w = gen.integers(-128, 128, size=golden.weight_shape(layer)).astype(np.int8)
-        b = gen.integers(-20000, 20000, size=layer.out_channels).astype(np.int32)
+        w, b, x = draw_tensors(layer, spec, gen)
         params = golden.layer_params(layer, weights=w, bias=b)
-        x = gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
         prog = compile_layer(acc, layer, params, x, base=0)
         assert prog.image.size <= tb.ram_bytes, f"{layer.name}: image of {prog.image.size} bytes"
         ram.write(0, prog.image.tobytes())

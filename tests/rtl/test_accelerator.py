@@ -269,3 +269,24 @@ def test_header_compiler_and_rtl_follow_the_array_size(tmp_path):
         assert r["dram_write_bytes"] == prog.output_bytes == -(-10 // size) * 25 * 8
         written[size] = r["dram_write_bytes"]
     assert written == {4: 3 * 25 * 8, 8: 2 * 25 * 8}
+
+
+@pytest.mark.slow
+def test_the_largest_accepted_k_is_exact_on_the_rtl(tmp_path):
+    """The largest K the compiler accepts at the testbench's worst case (x - zero point = -255,
+    w = -128, bias 19,999): a 2x2x16448 conv, K = 65,792, whose accumulator reaches
+    2,147,470,879 (int32 ends at 2,147,483,647); the other channels step down from there, and
+    the output scale keeps every output inside the int8 range (no clamp hides a wrong sum). The
+    output equals the golden model's, and one more channel is refused naming K and the bound."""
+    cfg = {"rows": 8, "cols": 8, "data_bits": 64, "acc_kib": 2, "act_kib": 256}
+    spec = {"op": "conv2d", "in_shape": [1, 2, 2, 16448], "out_channels": 8, "kernel": [2, 2],
+            "activation": "none", "zp_in": 127, "zp_out": -128, "in_scale": 0.05, "out_scale": 8000.0,
+            "extreme": True}
+    (r,) = simulate(cfg, [spec], tmp_path, pause=0.1, latency=(1, 20))
+    assert r["macs"] == 65792 * 8, r
+    wider = dict(spec, in_shape=[1, 2, 2, 16449], name="wider")
+    layer = make_layer(wider, 0)
+    params = golden.layer_params(layer, weights=np.full(golden.weight_shape(layer), -128, np.int8),
+                                 bias=np.full(8, 19999, np.int32))
+    with pytest.raises(CompileError, match=r"K = 65,796 .* so K <= 65,792"):
+        compile_layer(accelerator_config(cfg), layer, params, np.full(layer.in_shape, -128, np.int8))
