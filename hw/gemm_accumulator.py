@@ -1,0 +1,93 @@
+"""Accumulation across K tiles: read-modify-write of the accumulator buffer.
+
+Stage A takes a partial-sum vector and reads its entry; stage B adds and writes it back, or,
+on the K walk's final tile, hands the sum to the requantiser. Whether a tile is the walk's
+first or final comes with it, from the walk's flags queue. The read port is transparent to
+the write port: with M = 1 the next tile's read meets this write.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.contract.numeric import ACC_BITS
+from mensa.hw.gemm_layer import check_geometry, k_flags_layout
+from mensa.hw.requant import acc_layout
+from mensa.hw.systolic import psum_layout
+
+__all__ = ["Accumulator"]
+
+
+class Accumulator(wiring.Component):
+    """Sums each output pixel's partial sums over the K tiles of its N tile.
+
+    A K tile is the run of ``psums`` vectors up to and including the one with ``last``; its
+    ``i``-th vector adds into entry ``i``.
+
+    Parameters
+    ----------
+    geometry : :class:`~mensa.contract.gemm.GemmGeometry`
+        ``acc_depth`` entries of ``cols`` int32 lanes.
+
+    Members
+    -------
+    psums : ``In(stream.Signature(psum_layout(cols, 32)))``
+        The array's partial sums.
+    k_flags : ``In(stream.Signature(k_flags_layout))``
+        One beat per K tile, taken with its last vector; it must be there by the K tile's
+        first vector (the walk issues it with the tile's weights).
+    sums : ``Out(stream.Signature(acc_layout(cols)))``
+        The sums of each final K tile, with its ``last``.
+    """
+
+    def __init__(self, *, geometry):
+        check_geometry(geometry)
+        self._geometry = geometry
+        super().__init__({
+            "psums": In(stream.Signature(psum_layout(geometry.cols, ACC_BITS))),
+            "k_flags": In(stream.Signature(k_flags_layout)),
+            "sums": Out(stream.Signature(acc_layout(geometry.cols))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+        C = g.cols
+        psums, flags = self.psums, self.k_flags.payload
+        acc_shape = data.ArrayLayout(ACC_BITS, C)
+        m.submodules.accbuf = accbuf = memory.Memory(shape=acc_shape, depth=g.acc_depth, init=[])
+        wp = accbuf.write_port()
+        rp = accbuf.read_port(transparent_for=(wp,))
+        pm = Signal(range(g.acc_depth))
+        bv, b_first, b_final, b_last = Signal(), Signal(), Signal(), Signal()
+        b_m = Signal(range(g.acc_depth))
+        b_psum = Signal(acc_shape)
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~(bv & b_final) | self.sums.ready),
+            psums.ready.eq(advance),
+            rp.addr.eq(pm),
+            rp.en.eq(advance),
+        ]
+        psum_in = psums.valid & psums.ready
+        with m.If(advance):
+            m.d.sync += [
+                bv.eq(psums.valid), b_first.eq(flags.first), b_final.eq(flags.final),
+                b_last.eq(psums.payload.last), b_m.eq(pm), b_psum.eq(psums.payload.data),
+            ]
+        m.d.comb += self.k_flags.ready.eq(psum_in & psums.payload.last)
+        with m.If(psum_in):
+            with m.If(psums.payload.last):
+                m.d.sync += pm.eq(0)
+            with m.Else():
+                m.d.sync += pm.eq(pm + 1)
+        total = Signal(acc_shape)
+        for j in range(C):
+            m.d.comb += total[j].eq(b_psum[j] + Mux(b_first, 0, rp.data[j]))
+        m.d.comb += [
+            wp.addr.eq(b_m), wp.data.eq(total), wp.en.eq(bv & ~b_final & advance),
+            self.sums.valid.eq(bv & b_final),
+            self.sums.payload.data.eq(total),
+            self.sums.payload.last.eq(b_last),
+        ]
+        return m

@@ -1,0 +1,162 @@
+"""What the parts of the GEMM sequencer share: the layer descriptor, the segments of the walk,
+and the M tile walker (:meth:`mensa.contract.gemm.LayerWalk.m_tiles` and ``window`` in registers).
+
+The sequencer (:class:`~mensa.hw.sequencer.GemmSequencer`) walks the loop nest of
+:mod:`mensa.contract.gemm` with several blocks at once: the loader, the read issue and the
+writer each keep their own place in the M tiles, one :class:`MTileWalker` each.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.contract.gemm import GemmGeometry
+
+__all__ = ["descriptor_layout", "act_segment_layout", "weight_segment_layout", "k_flags_layout",
+           "progress_layout", "MTileWalker", "Q", "WTS", "ACT", "PAD", "WBUF"]
+
+
+def descriptor_layout(addr_bits):
+    """What the sequencer reads from the descriptor registers."""
+    return data.StructLayout({
+        "m": 32, "k": 16, "n": 16, "depthwise": 1, "tile_rows": 16, "tile_cols": 16, "weights_resident": 1,
+        "in_h": 16, "in_w": 16, "out_h": 16, "out_w": 16,
+        "kernel_h": 8, "kernel_w": 8, "stride_h": 8, "stride_w": 8, "dilation_h": 8, "dilation_w": 8,
+        "pad_top": 8, "pad_left": 8,
+        "in_zero_point": 8, "out_zero_point": 8, "qmin": 8, "qmax": 8,
+        "input_addr": addr_bits, "weight_addr": addr_bits, "quant_addr": addr_bits, "output_addr": addr_bits,
+    })
+
+
+# What a segment of the walk feeds (its `kind`): a quantisation record, a K tile's weight
+# vectors from DRAM, a scratchpad read of activation vectors, zero-point vectors; in the
+# weights' queue, a K tile's weight vectors from the weight buffer (one code with ACT: the
+# two queues are apart).
+Q, WTS, ACT, PAD = 0, 1, 2, 3
+WBUF = 2
+
+
+def act_segment_layout(addr_bits):
+    """An activation segment: its kind (ACT or PAD); for a scratchpad read its first address
+    and whether it reads every second vector (``skip``, stride 2); how many vectors; whether it
+    ends the K tile (``end``), and whether that K tile ends the M tile (``release``: its
+    window's half goes back to the loader)."""
+    return data.StructLayout({"kind": 2, "count": 16, "skip": 1, "end": 1, "release": 1, "addr": addr_bits})
+
+
+def weight_segment_layout(addr_bits):
+    """A DRAM-or-weight-buffer segment: its kind (Q, WTS or WBUF), whether its weights are
+    stored in the weight buffer as they pass (``store``), and the K tile's first vector there."""
+    return data.StructLayout({"kind": 2, "store": 1, "addr": addr_bits})
+
+
+#: A K tile's place in its N tile's K walk: the first (the accumulator starts from zero) and
+#: the final (its sums go to the requantiser).
+k_flags_layout = data.StructLayout({"first": 1, "final": 1})
+
+#: How far the loader has requested: M tiles whose window reads are all issued (``tiles``),
+#: whether it is issuing a window's reads (``issuing``) and, if so, the next channel tile's
+#: first channel (``channel``).
+progress_layout = data.StructLayout({"tiles": 32, "issuing": 1, "channel": 17})
+
+
+def check_geometry(geometry):
+    if not isinstance(geometry, GemmGeometry):
+        raise TypeError(f"geometry must be a GemmGeometry, not {geometry!r}")
+
+
+def check_addr_bits(addr_bits):
+    if not isinstance(addr_bits, int) or isinstance(addr_bits, bool) or not 8 <= addr_bits <= 64:
+        raise ValueError(f"addr_bits must be an integer in 8..64, not {addr_bits!r}")
+
+
+def clamp(value, low, high):
+    return Mux(value < low, low, Mux(value > high, high, value))
+
+
+class MTileWalker(wiring.Component):
+    """The M tiles of a layer in walk order, and the input window of the current one.
+
+    ``LayerWalk.m_tiles`` and ``LayerWalk.window`` of :mod:`mensa.contract.gemm` in
+    registers: the tile's first pixel is held in ``ty``/``tx``; its size, whether it is the
+    layer's last and its window follow combinationally from them and ``layer``.
+
+    Parameters
+    ----------
+    addr_bits : int
+        DRAM address bits (of the descriptor's addresses).
+    window : bool
+        Whether to compute the window (a writer needs only the tiles).
+
+    Members
+    -------
+    layer : ``In(descriptor_layout(addr_bits))``
+        The layer, held while it runs.
+    restart : ``In(1)``
+        Go back to the first tile (at the next clock edge).
+    advance : ``In(1)``
+        Go to the next tile (wins over ``restart``).
+    ty, tx : ``Out(16)``
+        The tile's first output row and column.
+    rows, cols : ``Out(16)``
+        Its output rows and columns (a tile of several rows spans whole rows).
+    last : ``Out(1)``
+        It is the layer's last tile.
+    iy_lo, iy_hi, ix_lo, ix_hi : ``Out(16)``
+        With ``window``: the input rows ``iy_lo .. iy_hi - 1`` and columns
+        ``ix_lo .. ix_hi - 1`` it reads, clipped to the input.
+    """
+
+    def __init__(self, *, addr_bits, window=True):
+        check_addr_bits(addr_bits)
+        if not isinstance(window, bool):
+            raise TypeError(f"window must be a bool, not {window!r}")
+        self._addr_bits = addr_bits
+        self._window = window
+        members = {
+            "layer": In(descriptor_layout(addr_bits)),
+            "restart": In(1), "advance": In(1),
+            "ty": Out(16), "tx": Out(16), "rows": Out(16), "cols": Out(16), "last": Out(1),
+        }
+        if window:
+            members.update({"iy_lo": Out(16), "iy_hi": Out(16), "ix_lo": Out(16), "ix_hi": Out(16)})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.layer
+        ty, tx, rows, cols = self.ty, self.tx, self.rows, self.cols
+        m.d.comb += [
+            rows.eq(Mux(d.tile_rows < d.out_h - ty, d.tile_rows, d.out_h - ty)),
+            cols.eq(Mux(d.tile_cols < d.out_w - tx, d.tile_cols, d.out_w - tx)),
+            self.last.eq((ty + d.tile_rows >= d.out_h) & (tx + d.tile_cols >= d.out_w)),
+        ]
+        with m.If(self.restart):
+            m.d.sync += ty.eq(0), tx.eq(0)
+        with m.If(self.advance):
+            with m.If(tx + d.tile_cols < d.out_w):
+                m.d.sync += tx.eq(tx + d.tile_cols)
+            with m.Else():
+                m.d.sync += tx.eq(0), ty.eq(ty + d.tile_rows)
+        if not self._window:
+            return m
+
+        two_h, two_w = d.stride_h == 2, d.stride_w == 2
+        span_h, span_w = Signal(16), Signal(16)         # (kernel - 1) * dilation + 1
+        m.d.comb += [span_h.eq((d.kernel_h - 1) * d.dilation_h + 1),
+                     span_w.eq((d.kernel_w - 1) * d.dilation_w + 1)]
+        y0, y1 = Signal(signed(20)), Signal(signed(20))
+        x0, x1 = Signal(signed(20)), Signal(signed(20))
+        oy1, ox1 = ty + rows - 1, tx + cols - 1
+        m.d.comb += [
+            y0.eq(Mux(two_h, ty << 1, ty) - d.pad_top),
+            y1.eq(Mux(two_h, oy1 << 1, oy1) - d.pad_top + span_h),
+            x0.eq(Mux(two_w, tx << 1, tx) - d.pad_left),
+            x1.eq(Mux(two_w, ox1 << 1, ox1) - d.pad_left + span_w),
+        ]
+        m.d.comb += [self.iy_lo.eq(clamp(y0, 0, d.in_h)), self.iy_hi.eq(clamp(y1, self.iy_lo, d.in_h))]
+        with m.If(rows == 1):
+            m.d.comb += [self.ix_lo.eq(clamp(x0, 0, d.in_w)), self.ix_hi.eq(clamp(x1, self.ix_lo, d.in_w))]
+        with m.Else():
+            m.d.comb += [self.ix_lo.eq(0), self.ix_hi.eq(d.in_w)]
+        return m

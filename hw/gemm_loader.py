@@ -1,0 +1,156 @@
+"""The loader: each M tile's input window from DRAM into the activation scratchpad.
+
+Per M tile, channel tile by channel tile, the window's rows x columns in raster order: one
+burst per channel tile if the window spans whole input rows, else one per row (the DRAM
+layout of :mod:`mensa.contract.gemm`), into the scratchpad half the walk is not reading.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.hw.dma import command_layout, read_layout
+from mensa.hw.gemm_layer import (MTileWalker, check_addr_bits, check_geometry, descriptor_layout,
+                                 progress_layout)
+
+__all__ = ["WindowLoader"]
+
+
+class _Load(enum.Enum, shape=2):
+    IDLE = 0
+    TILE = 1            # plan the next M tile's window, once a half is free
+    ISSUE = 2           # its bursts
+    WAIT = 3            # its words, then commit the half
+
+
+class WindowLoader(wiring.Component):
+    """Reads each M tile's input window into the free half of the activation scratchpad.
+
+    Parameters
+    ----------
+    geometry : :class:`~mensa.contract.gemm.GemmGeometry`
+    addr_bits : int
+        DRAM address bits.
+
+    Members
+    -------
+    start : ``In(1)``
+        Begin a layer: ``desc`` is sampled, ``layer`` holds it from the next cycle on.
+    desc : ``In(descriptor_layout(addr_bits))``
+        The layer on offer at ``start`` (its input plane size is taken then).
+    layer : ``In(descriptor_layout(addr_bits))``
+        The layer running.
+    rd_cmd : ``Out(stream.Signature(command_layout(addr_bits, 8 * word_bytes)))``
+        The window's bursts: ``act_words`` words per activation vector.
+    rd_data : ``In(stream.Signature(read_layout(8 * word_bytes)))``
+        Their words, in order; ``ready`` is always high.
+    write : ``Out(Signature({"addr": Out(range(act_depth)), "data": Out(8 * rows), "en": Out(1)}))``
+        To the scratchpad's write port: one vector per ``act_words`` words.
+    commit : ``Out(Signature({"valid": Out(1), "ready": In(1)}))``
+        To the scratchpad: the window is written. ``ready`` (the loader's half is free) lets
+        the next window begin.
+    progress : ``Out(progress_layout)``
+        How far the window reads are issued, for the walk to keep its own reads behind them.
+    written : ``Out(range(2 * act_depth))``
+        Vectors of the current window written so far.
+    """
+
+    def __init__(self, *, geometry, addr_bits):
+        check_geometry(geometry)
+        check_addr_bits(addr_bits)
+        g = self._geometry = geometry
+        self._addr_bits = addr_bits
+        W = 8 * g.word_bytes
+        sa = (g.act_depth - 1).bit_length() or 1
+        super().__init__({
+            "start": In(1),
+            "desc": In(descriptor_layout(addr_bits)),
+            "layer": In(descriptor_layout(addr_bits)),
+            "rd_cmd": Out(stream.Signature(command_layout(addr_bits, W))),
+            "rd_data": In(stream.Signature(read_layout(W))),
+            "write": Out(wiring.Signature({"addr": Out(range(g.act_depth)), "data": Out(8 * g.rows),
+                                           "en": Out(1)})),
+            "commit": Out(wiring.Signature({"valid": Out(1), "ready": In(1)})),
+            "progress": Out(progress_layout),
+            "written": Out(sa + 1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, A, d = self._geometry, self._addr_bits, self.layer
+        R, W, ab = g.rows, 8 * g.word_bytes, g.act_bytes
+        m.submodules.tiles = tiles = MTileWalker(addr_bits=A)
+        state = Signal(_Load)
+        in_plane = Signal(A)                    # bytes of one channel tile of the input in DRAM
+        ch, y = self.progress.channel, Signal(16)
+        ct_addr, addr = Signal(A), Signal(A)
+        bursts = Signal(16)                     # bursts per channel tile
+        vectors = Signal(32)                    # vectors per burst
+        cmds, done = Signal(32), Signal(32)
+        n_tiles = self.progress.tiles           # M tiles whose window reads are all issued
+        committed = self.commit.valid & self.commit.ready
+        m.d.comb += [
+            tiles.layer.eq(d), tiles.restart.eq(self.start), tiles.advance.eq(committed),
+            self.progress.issuing.eq(state == _Load.ISSUE),
+            self.rd_cmd.payload.addr.eq(addr),
+            self.rd_cmd.payload.count.eq(vectors * g.act_words - 1),
+        ]
+        with m.If(self.start):
+            m.d.sync += [state.eq(_Load.TILE), n_tiles.eq(0),
+                         in_plane.eq(self.desc.in_h * self.desc.in_w * ab)]
+        with m.If(state == _Load.TILE):
+            # the next half is free once the walk has released the tile before last
+            with m.If(self.commit.ready):
+                width = tiles.ix_hi - tiles.ix_lo
+                first = d.input_addr + (tiles.iy_lo * d.in_w + tiles.ix_lo) * ab
+                m.d.sync += [
+                    ch.eq(0), y.eq(0), cmds.eq(0), done.eq(0),
+                    bursts.eq(Mux(width == d.in_w, 1, tiles.iy_hi - tiles.iy_lo)),
+                    vectors.eq(Mux(width == d.in_w, (tiles.iy_hi - tiles.iy_lo) * d.in_w, width)),
+                    ct_addr.eq(first), addr.eq(first),
+                ]
+                with m.If((tiles.iy_hi == tiles.iy_lo) | (width == 0)):
+                    m.d.sync += state.eq(_Load.WAIT), n_tiles.eq(n_tiles + 1)      # all padding
+                with m.Else():
+                    m.d.sync += state.eq(_Load.ISSUE)
+        with m.If(state == _Load.ISSUE):
+            m.d.comb += self.rd_cmd.valid.eq(1)
+            with m.If(self.rd_cmd.ready):
+                m.d.sync += cmds.eq(cmds + 1)
+                with m.If(y + 1 < bursts):
+                    m.d.sync += y.eq(y + 1), addr.eq(addr + d.in_w * ab)
+                with m.Else():
+                    m.d.sync += [y.eq(0), ch.eq(ch + R), ct_addr.eq(ct_addr + in_plane),
+                                 addr.eq(ct_addr + in_plane)]
+                    with m.If(ch + R >= d.k):
+                        m.d.sync += state.eq(_Load.WAIT), n_tiles.eq(n_tiles + 1)
+
+        # act_words words to a vector, written to the scratchpad in order; the words before a
+        # vector's last wait in the gather buffer
+        word = self.rd_data.payload.data
+        words = self.rd_data.valid          # (ready is always high)
+        gbuf = Signal(max(g.act_words - 1, 1) * W)
+        gi = Signal(range(max(g.act_words, 2)))
+        waddr = self.written
+        vector = Cat(gbuf[:(g.act_words - 1) * W], word) if g.act_words > 1 else word
+        vend = Signal()
+        m.d.comb += [
+            self.rd_data.ready.eq(1),
+            vend.eq(gi == g.act_words - 1),
+            self.write.addr.eq(waddr), self.write.data.eq(vector[:8 * R]), self.write.en.eq(words & vend),
+        ]
+        with m.If(words):
+            with m.If(vend):
+                m.d.sync += gi.eq(0), waddr.eq(waddr + 1)
+            with m.Else():
+                m.d.sync += gi.eq(gi + 1)
+                if g.act_words > 1:
+                    m.d.sync += gbuf.eq(Cat(gbuf[W:], word) if g.act_words > 2 else word)
+            with m.If(self.rd_data.payload.last):
+                m.d.sync += done.eq(done + 1)
+        m.d.comb += self.commit.valid.eq((state == _Load.WAIT) & (done == cmds))
+        with m.If(committed):
+            m.d.sync += waddr.eq(0), state.eq(_Load.TILE)
+            with m.If(tiles.last):
+                m.d.sync += state.eq(_Load.IDLE)
+        return m
