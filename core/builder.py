@@ -12,9 +12,10 @@ its output::
     b.fc(x, 10)
     net = b.build()
 
-:meth:`NetworkBuilder.reshape` and :meth:`NetworkBuilder.flatten` add no layer:
-they return a handle that reads the same producer with another shape, which
-is how the IR spells a reshape (see :mod:`mensa.core.ir`).
+:meth:`NetworkBuilder.reshape`, :meth:`NetworkBuilder.flatten` and
+:meth:`NetworkBuilder.truncate` add no layer: they return a handle that reads the
+same producer with another shape, which is how the IR spells a reshape or a
+channel slice (see :mod:`mensa.core.ir`).
 """
 
 import math
@@ -214,6 +215,12 @@ class NetworkBuilder:
             raise LayerError(f"reshape of {x.name!r}: {x.shape} has {math.prod(x.shape)} elements, "
                              f"{shape} has {math.prod(shape)}")
         return Tensor(x.name, shape)
+
+    def truncate(self, x, channels):
+        """Read the first ``channels`` channels of ``x`` (a channel slice, as NAS-Bench-101 truncates)."""
+        if not 0 < channels <= x.shape[-1]:
+            raise LayerError(f"truncate of {x.name!r}: {channels} channels; allowed: 1 to {x.shape[-1]}")
+        return Tensor(x.name, x.shape[:-1] + (channels,))
 
     def flatten(self, x):
         """``(N, ...) -> (N, prod(...))``."""

@@ -24,6 +24,7 @@ compilers refuse every layer whose worst case could get there
 The LSTM has a fixed-point contract of its own, written out in :func:`lstm`.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ __all__ = [
     "avg_pool", "max_pool", "global_avg_pool", "concat",
     "GATE_FRAC_BITS", "CELL_FRAC_BITS", "ACT_FRAC_BITS", "PROJ_INPUT_SCALE",
     "sigmoid_table", "tanh_table", "sigmoid_q15", "tanh_q15", "lstm_cell", "lstm",
-    "LayerParams", "weight_shape", "check_layer", "layer_params", "run_layer", "run_network",
+    "LayerParams", "weight_shape", "check_layer", "layer_params", "read_as", "run_layer", "run_network",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -829,15 +830,28 @@ def layer_params(layer, *, weights=None, bias=None, projection_weights=None, pro
                        projection_multiplier=mp, projection_shift=sp)
 
 
+def read_as(x, shape):
+    """A producer's output ``x`` as a consumer reads it with ``shape`` (see :mod:`mensa.core.ir`):
+    as is, its first ``shape[-1]`` channels (a channel slice), or reshaped in row-major order;
+    ``None`` when none of these fits."""
+    x = np.asarray(x)
+    if x.shape == tuple(shape):
+        return x
+    if x.ndim == len(shape) and x.shape[:-1] == tuple(shape[:-1]) and shape[-1] < x.shape[-1]:
+        return x[..., :shape[-1]]
+    if x.size == math.prod(shape) and x.ndim and x.shape[0] == shape[0]:
+        return x.reshape(shape)   # an implicit flatten, e.g. (N, 1, 1, C) into an FC layer
+    return None
+
+
 def _input(layer, x, shape, index):
     x = np.asarray(x)
     if x.dtype != np.int8:
         _bad(layer, "inputs", f"input {index} is {x.dtype}, must be int8")
-    if x.shape != shape:
-        if x.size != np.prod(shape) or x.shape[0] != shape[0]:
-            _bad(layer, "in_shape", f"{shape} does not match input {index} of shape {x.shape}")
-        x = x.reshape(shape)      # an implicit flatten, e.g. (N, 1, 1, C) into an FC layer
-    return x
+    view = read_as(x, shape)
+    if view is None:
+        _bad(layer, "in_shape", f"{shape} does not match input {index} of shape {x.shape}")
+    return view
 
 
 def run_layer(layer, params, *inputs):

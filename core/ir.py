@@ -12,7 +12,10 @@ Shapes: spatial ops use ``(N, H, W, C)``; ``FC`` uses ``(N, C)`` or ``(N, T, C)`
 ``(N, T, hidden or projection)`` out. A layer whose ``in_shape`` holds as many
 elements as its producer's ``out_shape`` but differs from it reads the
 producer's output reshaped in row-major (NHWC) order: that is how a flatten
-before an FC or a transducer's time reduction appears in the IR.
+before an FC or a transducer's time reduction appears in the IR. A layer whose
+``in_shape`` agrees with its producer's ``out_shape`` except for fewer channels
+reads the producer's first channels (a channel slice: NAS-Bench-101's truncation
+of a vertex that has one channel more than its consumer).
 """
 
 import enum

@@ -80,7 +80,7 @@ def _avg_pool_float(x, layer):
 def _float_layer(layer, fp, xs):
     """One layer in float64; returns ``(pre_activation, output)``."""
     shapes = (layer.in_shape, *layer.extra_in_shapes)
-    xs = [np.asarray(x, dtype=np.float64).reshape(s) for x, s in zip(xs, shapes)]
+    xs = [golden.read_as(np.asarray(x, dtype=np.float64), s) for x, s in zip(xs, shapes)]
     x, op = xs[0], layer.op
     if op in (Op.CONV2D, Op.DEPTHWISE):
         y = golden.conv2d_real(x, fp.weights, layer.stride, layer.padding, layer.dilation, layer.groups)

@@ -18,7 +18,7 @@ from mensa.sim.runner import _setup_verilator
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # The full-size presets (32x32 and 64x64 arrays, 16 x 16 near-memory lanes) take minutes.
-FULL_SIZE = {"edgetpu", "pascal", "mensa-g", "jacquard", "pavlov"}
+FULL_SIZE = {"edgetpu", "edgetpu-v1", "edgetpu-v2", "edgetpu-v3", "pascal", "mensa-g", "jacquard", "pavlov"}
 # A known defect, reported: the near-memory RTL declares zero-width wires (`wire [-1:0]`), which
 # Verilator flags as ASCRANGE. Only that is tolerated (as an expected failure); any other fails.
 

@@ -52,7 +52,7 @@ def test_fpga_variant_fits_an_ecp5_85f(path):
     assert [a.name for a in system.accelerator] == [a.name for a in full.accelerator]
 
 
-@pytest.mark.parametrize("stem", ["edgetpu", "edgetpu-fpga"])
+@pytest.mark.parametrize("stem", ["edgetpu", "edgetpu-fpga", "edgetpu-v1", "edgetpu-v2", "edgetpu-v3"])
 def test_edgetpu_array_has_the_templates_macs(stem):
     acc = load(CONFIGS / f"{stem}.toml")["edgetpu"]
     t = acc.edgetpu
