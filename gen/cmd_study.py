@@ -59,7 +59,10 @@ def _progress(console):
 
 
 def _nasbench(args, console):
+    from mensa.gen.parallel import check_address
     from mensa.gen.study import run_sweep
+    if args.ray_address is not None:
+        check_address(args.ray_address)         # before any output: a mistake is one line
     from mensa.gen.study_report import write_report
     stages = {"enumerate": "enumerate the space (vertices)", "sweep": "networks x "
               + ",".join(c.upper() for c in args.classes), "join": "join the parts"}

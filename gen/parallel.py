@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from mensa.core.errors import UserError
 
-__all__ = ["run_tasks", "ClusterError", "local_workers"]
+__all__ = ["run_tasks", "check_address", "ClusterError", "local_workers"]
 
 
 class ClusterError(UserError):
@@ -67,7 +67,7 @@ def run_tasks(fn, tasks, *, ray_address=None, workers=None):
             submit()
 
 
-def _check_reachable(address):
+def check_address(address):
     """A ``host:port`` (or ``ray://host:port``) that answers no TCP connection is refused at once:
     Ray itself would wait for it without end."""
     if address in ("auto", "local"):
@@ -95,7 +95,7 @@ def _on_ray(fn, tasks, address):
         raise ClusterError(f"--ray-address {address}: Ray is not installed; allowed: pip install 'mensa[cluster]' "
                            f"or run without --ray-address") from None
     if not ray.is_initialized():
-        _check_reachable(address)
+        check_address(address)
         try:
             ray.init(address=address, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, ValueError, RuntimeError) as e:

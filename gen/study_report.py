@@ -65,7 +65,7 @@ def _design(table, rows, classes):
     return np.vstack(xs), {t: np.concatenate(v) for t, v in ys.items()}
 
 
-def learned_model_accuracy(table, *, seed=0, train_fraction=TRAIN_FRACTION):
+def learned_model_accuracy(table, *, seed=0, train_fraction=TRAIN_FRACTION, rounds=600):
     """Train a :class:`PerfModel` on part of the study; measure it on held-out networks.
 
     Returns ``(model, figures)``: figures holds the training and test sizes, training time,
@@ -81,7 +81,7 @@ def learned_model_accuracy(table, *, seed=0, train_fraction=TRAIN_FRACTION):
         raise ValueError("the study has too few networks to hold any out")
     x, y = _design(table, train, classes)
     t0 = time.perf_counter()
-    model = PerfModel().fit(x, y, seed=seed)
+    model = PerfModel().fit(x, y, seed=seed, rounds=rounds)
     fit_s = time.perf_counter() - t0
     figs = {"train_networks": int(len(train)), "train_rows": int(len(x)), "test_networks": int(len(test)),
             "fit_seconds": fit_s, "classes": {}}

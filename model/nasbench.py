@@ -291,7 +291,14 @@ def load_or_enumerate(path, *, progress=None):
     """The full space, cached in ``path`` (``.npz``): enumerated once, read back after."""
     path = Path(path)
     if path.exists():
-        return CellSpace.load(path)
+        try:
+            space = CellSpace.load(path)
+        except (OSError, ValueError, KeyError) as e:
+            raise CellError(f"{path}: not a cell space mensa wrote ({e}); allowed: delete it to enumerate again") from None
+        if len(space) != PUBLISHED_COUNT:
+            raise CellError(f"{path}: {len(space):,} cells, not the {PUBLISHED_COUNT:,} of the space; allowed: "
+                            f"delete it to enumerate again")
+        return space
     space = enumerate_cells(progress=progress)
     tmp = path.with_name(path.name + ".part.npz")
     space.save(tmp)
