@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from mensa.core import golden
+from mensa.core.ir import Op
 from mensa.core.quant import quantize_network, random_float_params, run_float
 from mensa.model.nasbench import (MAX_EDGES, OPS, PUBLISHED_COUNT, Cell, CellError, CellShapes, build_network,
                                   cell_hash, enumerate_cells)
+from tests.golden.test_onnx_oracle import ort_conv_integer
 
 
 def _published_generator(max_vertices, max_edges=MAX_EDGES):
@@ -179,6 +181,19 @@ def test_networks_run_through_the_golden_model(matrix, ops):
         got = (out[name].astype(np.float64) - q.zero_point) * q.scale
         assert np.corrcoef(got.ravel(), ref[name].ravel())[0, 1] > 0.9, name
     assert golden.run_network(qnet, params, xq)["fc"].tolist() == out["fc"].tolist()
+    # the first cell's convs, on the inputs the network gave them (channel slices included), are
+    # onnxruntime's ConvInteger bit for bit
+    values, checked = {"input": xq, **out}, 0
+    for layer in qnet.layers:
+        if layer.op is Op.CONV2D and layer.name.startswith(("stem", "s0c0_")):
+            x_in = golden.read_as(values[layer.inputs[0]], layer.in_shape)
+            zp = layer.quant.inputs[0].zero_point
+            kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+            want = ort_conv_integer(x_in, params[layer.name].weights, x_zero_point=zp, **kw)
+            got = golden.conv2d_acc(x_in, params[layer.name].weights, x_zero_point=zp, **kw)
+            assert np.array_equal(got, want), layer.name
+            checked += 1
+    assert checked == (5 if cell.vertices > 2 else 2)       # stem, projections, the cell's convs
 
 
 def test_a_channel_slice_reads_the_first_channels():
