@@ -17,7 +17,7 @@ import numpy as np
 from mensa.core.config import load
 from mensa.gen.study import read_table
 from mensa.model.nasbench import Cell, INPUT, OPS, OUTPUT, build_network
-from mensa.model.perf_model import FEATURES, TARGETS, PerfModel, class_features
+from mensa.model.perf_model import TARGETS, PerfModel, class_features
 from mensa.model.schedule import schedule
 from mensa.model.study import CLASSES, GRAPH_FEATURES, class_system
 

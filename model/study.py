@@ -10,7 +10,6 @@ totals are sums over its keys. tests/model/test_study.py checks the sums against
 ``schedule`` network by network.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
