@@ -21,7 +21,8 @@ channel slice (see :mod:`mensa.core.ir`).
 import math
 from dataclasses import dataclass
 
-from mensa.core.ir import Activation, Layer, LayerError, Network, Op, conv_out_size, same_padding
+from mensa.core.ir import (Activation, Layer, LayerError, Network, Op, conv_out_size, conv_transpose_out_size,
+                           same_padding)
 
 __all__ = ["Tensor", "NetworkBuilder"]
 
@@ -131,6 +132,31 @@ class NetworkBuilder:
         return self._append(name, "conv", op=Op.CONV2D, in_shape=x.shape, out_shape=nhw + (out_channels,),
                             inputs=(x.name,), kernel=kernel, stride=stride, padding=pad, dilation=dilation,
                             activation=activation, bias=bias)
+
+    def conv_transpose(self, x, out_channels, kernel, *, stride=1, padding=0, output_padding=0, dilation=1,
+                       activation=Activation.NONE, bias=True, name=None):
+        """A transposed convolution (ONNX ConvTranspose, groups 1): ``padding`` crops the output
+        (an int or (top, bottom, left, right)), ``output_padding`` adds rows and columns at its end."""
+        if len(x.shape) != 4:
+            raise LayerError(f"input {x.name!r}: shape {x.shape} is not NHWC")
+        kernel, stride, dilation = _pair(kernel, "kernel"), _pair(stride, "stride"), _pair(dilation, "dilation")
+        extra = _pair(output_padding, "output_padding")
+        pad = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+        n, h, w, _ = x.shape
+        oh = conv_transpose_out_size(h, kernel[0], stride[0], pad[0], pad[1], dilation[0]) + extra[0]
+        ow = conv_transpose_out_size(w, kernel[1], stride[1], pad[2], pad[3], dilation[1]) + extra[1]
+        return self._append(name, "convt", op=Op.CONV_TRANSPOSE, in_shape=x.shape,
+                            out_shape=(n, max(oh, 1), max(ow, 1), out_channels), inputs=(x.name,), kernel=kernel,
+                            stride=stride, padding=pad, dilation=dilation, activation=activation, bias=bias)
+
+    def resize(self, x, factor, *, name=None):
+        """Nearest-neighbour upsampling of an NHWC tensor by whole factors (an int or (fh, fw))."""
+        fh, fw = _pair(factor, "factor")
+        if len(x.shape) != 4:
+            raise LayerError(f"input {x.name!r}: shape {x.shape} is not NHWC")
+        n, h, w, c = x.shape
+        return self._append(name, "resize", op=Op.RESIZE, in_shape=x.shape, out_shape=(n, h * fh, w * fw, c),
+                            inputs=(x.name,), bias=False)
 
     def pointwise(self, x, out_channels, *, activation=Activation.NONE, bias=True, name=None):
         """A 1x1 convolution."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.core.ir import Activation, LayerError, Network, Op, conv_out_size
+from mensa.core.ir import Activation, LayerError, Network, Op, conv_out_size, conv_transpose_pads
 
 __all__ = [
     "AccumulatorOverflow", "matmul", "quantize_multiplier", "multiply_by_quantized_multiplier", "rounding_divide_by_pot",
@@ -37,7 +37,7 @@ __all__ = [
     "conv2d_acc", "conv2d", "depthwise_conv2d", "pointwise_conv2d",
     "conv2d_real", "fully_connected_acc", "fully_connected", "add", "ADD_LEFT_SHIFT", "mul",
     "TABLE_ACTIVATIONS", "activation_function", "activation_table",
-    "avg_pool", "max_pool", "global_avg_pool", "concat",
+    "avg_pool", "max_pool", "global_avg_pool", "concat", "zero_insert", "conv_transpose_acc", "resize_nearest",
     "GATE_FRAC_BITS", "CELL_FRAC_BITS", "ACT_FRAC_BITS", "PROJ_INPUT_SCALE",
     "sigmoid_table", "tanh_table", "sigmoid_q15", "tanh_q15", "lstm_cell", "lstm",
     "LayerParams", "weight_shape", "check_layer", "layer_params", "read_as", "run_layer", "run_network",
@@ -309,6 +309,33 @@ def conv2d_acc(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), gr
     xs = x.astype(dt) - dt(x_zero_point)
     k = w.shape[0] * w.shape[1] * w.shape[2]
     return _to_int32(conv2d_real(xs, w.astype(dt), stride, padding, dilation, int(groups)), k)
+
+
+def zero_insert(x, stride, fill):
+    """``x`` (N, H, W, C) with its pixels ``stride`` apart and ``fill`` between them: the input of the
+    convolution a transposed convolution is."""
+    x = np.asarray(x)
+    sh, sw = _pair(stride, "stride")
+    n, h, w, c = x.shape
+    z = np.full((n, (h - 1) * sh + 1, (w - 1) * sw + 1, c), fill, dtype=x.dtype)
+    z[:, ::sh, ::sw] = x
+    return z
+
+
+def conv_transpose_acc(x, w, layer, *, x_zero_point=0):
+    """int32 accumulators of an int8 transposed convolution (no bias): a stride-1 convolution with the
+    kernel flipped over the zero-inserted input (:func:`mensa.core.ir.conv_transpose_pads`); ``w`` is
+    ``(KH, KW, C_in, C_out)``."""
+    z = zero_insert(x, layer.stride, x_zero_point)
+    return conv2d_acc(z, np.asarray(w)[::-1, ::-1], padding=conv_transpose_pads(layer), dilation=layer.dilation,
+                      x_zero_point=x_zero_point)
+
+
+def resize_nearest(x, out_shape):
+    """Nearest-neighbour upsampling of ``x`` (N, H, W, C) to ``out_shape`` by whole factors."""
+    x = np.asarray(x)
+    fh, fw = out_shape[1] // x.shape[1], out_shape[2] // x.shape[2]
+    return np.repeat(np.repeat(x, fh, axis=1), fw, axis=2)
 
 
 def _bias_add(acc, bias, k):
@@ -676,10 +703,10 @@ class LayerParams:
 
 
 _N_INPUTS = {Op.ADD: 2, Op.MUL: 2, Op.LSTM: 1, Op.CONV2D: 1, Op.DEPTHWISE: 1, Op.FC: 1, Op.AVGPOOL: 1,
-             Op.MAXPOOL: 1, Op.GLOBAL_AVGPOOL: 1}
+             Op.MAXPOOL: 1, Op.GLOBAL_AVGPOOL: 1, Op.CONV_TRANSPOSE: 1, Op.RESIZE: 1}
 
 
-_REQUANTISING = (Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.ADD, Op.MUL)
+_REQUANTISING = (Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.ADD, Op.MUL, Op.CONV_TRANSPOSE)
 
 
 def _bad(layer, fieldname, text):
@@ -778,7 +805,7 @@ def layer_params(layer, *, weights=None, bias=None, projection_weights=None, pro
         if q.pre_activation is None:
             _bad(layer, "quant.pre_activation", f"missing; {layer.activation.value} needs it")
         s_out = q.pre_activation.scale     # the requantisation targets the table's input
-    if op in (Op.CONV2D, Op.DEPTHWISE, Op.FC):
+    if op in (Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.CONV_TRANSPOSE):
         cout = layer.out_channels
         w = _int_array(layer, "weights", weights, weight_shape(layer), np.int8)
         b = None if bias is None else _int_array(layer, "bias", bias, (cout,), np.int32)
@@ -804,7 +831,7 @@ def layer_params(layer, *, weights=None, bias=None, projection_weights=None, pro
             ms.append(m)
             ss.append(s)
         return LayerParams(input_multipliers=tuple(ms), input_shifts=tuple(ss))
-    if op in (Op.AVGPOOL, Op.MAXPOOL):
+    if op in (Op.AVGPOOL, Op.MAXPOOL, Op.RESIZE):
         if q.inputs[0] != q.output:
             _bad(layer, "quant.output", f"{q.output} must equal the input's {q.inputs[0]} for {op.value}")
         return LayerParams()
@@ -878,6 +905,12 @@ def run_layer(layer, params, *inputs):
         out = conv2d(x, p.weights, p.bias, p.multiplier, p.shift, x_zero_point=zp_in, out_zero_point=zp_out,
                      stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
                      groups=layer.groups, qmin=lo, qmax=hi)
+    elif op is Op.CONV_TRANSPOSE:
+        acc = conv_transpose_acc(x, p.weights, layer, x_zero_point=zp_in)
+        k = layer.kernel[0] * layer.kernel[1] * layer.in_channels
+        out = requantize(_bias_add(acc, p.bias, k), p.multiplier, p.shift, zp_out, lo, hi)
+    elif op is Op.RESIZE:
+        out = resize_nearest(x, layer.out_shape)
     elif op is Op.FC:
         out = fully_connected(x, p.weights, p.bias, p.multiplier, p.shift, x_zero_point=zp_in,
                               out_zero_point=zp_out, qmin=lo, qmax=hi)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from mensa.core.errors import UserError
 
 __all__ = ["Op", "Activation", "LayerError", "QuantParams", "LayerQuant", "Layer", "Network",
-           "conv_out_size", "same_padding"]
+           "conv_out_size", "conv_transpose_out_size", "conv_transpose_pads", "same_padding"]
 
 
 class LayerError(UserError):
@@ -43,6 +43,8 @@ class Op(enum.Enum):
     CONCAT = "concat"              # along channels
     LSTM = "lstm"                  # a whole LSTM layer over T time steps, optional projection
     MUL = "mul"                    # element-wise multiply by a (N, 1, 1, C) gate broadcast over H, W (squeeze-excite)
+    CONV_TRANSPOSE = "conv_transpose"   # transposed convolution (groups == 1): a conv over the zero-inserted input
+    RESIZE = "resize"              # nearest-neighbour upsampling by integer factors (out_shape / in_shape)
 
 
 class Activation(enum.Enum):
@@ -76,6 +78,23 @@ class LayerQuant:
 def conv_out_size(size, kernel, stride, pad_before, pad_after, dilation):
     eff = dilation * (kernel - 1) + 1
     return (size + pad_before + pad_after - eff) // stride + 1
+
+
+def conv_transpose_out_size(size, kernel, stride, pad_before, pad_after, dilation):
+    """Output size of a transposed convolution before its output padding (0 .. stride - 1 more)."""
+    return (size - 1) * stride + dilation * (kernel - 1) + 1 - pad_before - pad_after
+
+
+def conv_transpose_pads(layer):
+    """The padding (top, bottom, left, right) of the stride-1 convolution, with the kernel flipped, over
+    the zero-inserted input (pixels ``stride`` apart) that a transposed convolution ``layer`` is."""
+    (kh, kw), (dh, dw) = layer.kernel, layer.dilation
+    t, b, l, r = layer.padding
+    eh, ew = dh * (kh - 1), dw * (kw - 1)
+    _, h, w, _ = layer.in_shape
+    extra_h = layer.out_shape[1] - conv_transpose_out_size(h, kh, layer.stride[0], t, b, dh)
+    extra_w = layer.out_shape[2] - conv_transpose_out_size(w, kw, layer.stride[1], l, r, dw)
+    return (eh - t, eh - b + extra_h, ew - l, ew - r + extra_w)
 
 
 def same_padding(size, kernel, stride, dilation=1):
@@ -125,6 +144,8 @@ class Layer:
         kh, kw = self.kernel
         if self.op is Op.CONV2D:
             return (kh, kw, self.in_channels // self.groups, self.out_channels)
+        if self.op is Op.CONV_TRANSPOSE:
+            return (kh, kw, self.in_channels, self.out_channels)
         if self.op is Op.DEPTHWISE:
             return (kh, kw, 1, self.out_channels)
         if self.op is Op.FC:
@@ -155,6 +176,10 @@ class Layer:
             kh, kw = self.kernel
             cin_per_group = self.in_channels // self.groups
             return n * oh * ow * oc * kh * kw * cin_per_group
+        if self.op is Op.CONV_TRANSPOSE:       # every input pixel meets every tap (the zeros inserted do nothing)
+            _, ih, iw, ic = self.in_shape
+            kh, kw = self.kernel
+            return n * ih * iw * ic * kh * kw * self.out_channels
         if self.op is Op.FC:
             return math.prod(self.out_shape[:-1]) * self.in_channels * self.out_channels
         if self.op is Op.LSTM:
@@ -188,6 +213,25 @@ class Layer:
             ow = conv_out_size(w, self.kernel[1], self.stride[1], l, r, self.dilation[1])
             if self.out_shape[1:3] != (oh, ow):
                 bad("out_shape", f"{self.out_shape} does not match the computed {oh}x{ow}")
+        if self.op is Op.CONV_TRANSPOSE:
+            if len(self.in_shape) != 4 or len(self.out_shape) != 4 or self.groups != 1:
+                bad("in_shape", f"{self.in_shape} -> {self.out_shape}: a transposed conv is NHWC, groups 1")
+            _, h, w, _ = self.in_shape
+            t, b, l, r = self.padding
+            for dim, size, out, k, s, d, p0, p1 in (
+                    ("height", h, self.out_shape[1], self.kernel[0], self.stride[0], self.dilation[0], t, b),
+                    ("width", w, self.out_shape[2], self.kernel[1], self.stride[1], self.dilation[1], l, r)):
+                if k < 1 or s < 1 or d < 1 or min(p0, p1) < 0 or max(p0, p1) > d * (k - 1):
+                    bad("kernel/stride/padding", f"kernel {k}, stride {s}, dilation {d}, padding ({p0}, {p1}) "
+                                                 f"({dim}); padding at most dilation * (kernel - 1)")
+                base = conv_transpose_out_size(size, k, s, p0, p1, d)
+                if not base <= out < base + s:
+                    bad("out_shape", f"{self.out_shape}: the {dim} must be {base} plus an output padding below "
+                                     f"the stride {s}")
+        if self.op is Op.RESIZE:
+            if len(self.in_shape) != 4 or len(self.out_shape) != 4 or self.out_shape[3] != self.in_shape[3] or \
+                    any(o % i for o, i in zip(self.out_shape[1:3], self.in_shape[1:3])):
+                bad("out_shape", f"{self.out_shape} is not {self.in_shape} scaled by whole factors in H and W")
         if self.op is Op.CONV2D and (self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups):
             bad("groups", f"{self.groups} does not divide {self.in_channels} -> {self.out_channels} channels")
         if self.op is Op.DEPTHWISE:

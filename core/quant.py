@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mensa.core.ir import LayerError, LayerQuant, Network, Op, QuantParams
+from mensa.core.ir import LayerError, LayerQuant, Network, Op, QuantParams, conv_transpose_pads
 from mensa.core import golden
 
 __all__ = ["FloatParams", "random_float_params", "run_float", "choose_quant_params", "quantize_tensor",
@@ -84,6 +84,11 @@ def _float_layer(layer, fp, xs):
     x, op = xs[0], layer.op
     if op in (Op.CONV2D, Op.DEPTHWISE):
         y = golden.conv2d_real(x, fp.weights, layer.stride, layer.padding, layer.dilation, layer.groups)
+    elif op is Op.CONV_TRANSPOSE:
+        z = golden.zero_insert(x, layer.stride, 0.0)
+        y = golden.conv2d_real(z, fp.weights[::-1, ::-1], (1, 1), conv_transpose_pads(layer), layer.dilation, 1)
+    elif op is Op.RESIZE:
+        y = golden.resize_nearest(x, layer.out_shape)
     elif op is Op.FC:
         y = x @ fp.weights
     elif op is Op.ADD:
@@ -101,7 +106,7 @@ def _float_layer(layer, fp, xs):
     else:
         y = _float_lstm(x, fp.weights, fp.bias, fp.projection_weights, fp.projection_bias, layer.hidden)
         return y, y
-    if op in (Op.CONV2D, Op.DEPTHWISE, Op.FC) and fp.bias is not None:
+    if op in (Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.CONV_TRANSPOSE) and fp.bias is not None:
         y = y + fp.bias
     return y, golden.activation_function(layer.activation)(y)
 
@@ -214,15 +219,15 @@ def quantize_network(net, weights, calibration_inputs):
     for layer in net.layers:
         in_q = tuple(tensors[s] for s in layer.inputs)
         out_q = tensors[layer.name]
-        if layer.op in (Op.AVGPOOL, Op.MAXPOOL):
-            out_q = in_q[0]                          # TFLite: pooling keeps the quantisation
+        if layer.op in (Op.AVGPOOL, Op.MAXPOOL, Op.RESIZE):
+            out_q = in_q[0]                          # TFLite: pooling and resizing keep the quantisation
         tensors[layer.name] = out_q
         pre_q = None
         if layer.activation in golden.TABLE_ACTIVATIONS:
             pre_q = choose_quant_params(*_range([r[1][layer.name] for r in runs]))
         fp = weights.get(layer.name, FloatParams())
         kwargs, w_scales = {}, ()
-        if layer.op in (Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM):
+        if layer.op in (Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM, Op.CONV_TRANSPOSE):
             wq, ws = quantize_weights(fp.weights)
             kwargs["weights"], w_scales = wq, tuple(ws)
             if fp.bias is not None:

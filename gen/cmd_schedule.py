@@ -1,10 +1,10 @@
-"""``mensa schedule``: put every layer of a zoo model on an accelerator of a system."""
+"""``mensa schedule``: put every layer of a model (a zoo name or an ONNX file) on an accelerator of a system."""
 
 from pathlib import Path
 
 from mensa.core.config import load
 
-from mensa.model import zoo
+from mensa.gen.cmd_analyze import load_model
 from mensa.model.schedule import OBJECTIVES, ScheduleError, schedule
 from mensa.core.files import write_json
 from mensa.gen import args as types
@@ -15,7 +15,7 @@ DEFAULT_SYSTEM = "mensa-g"
 
 
 def add_arguments(parser):
-    parser.add_argument("model", metavar="MODEL", help="a zoo model (see `mensa models`)")
+    parser.add_argument("model", metavar="MODEL", help="a zoo model (see `mensa models`) or an .onnx file")
     parser.add_argument("--system", type=Path, default=DEFAULT_SYSTEM,
                         help="system config: a TOML file or a preset name (default: mensa-g)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency",
@@ -62,7 +62,7 @@ def print_schedule(sched, console):
 def run(args):
     from rich.console import Console
     system = load(args.system)
-    network = zoo.get(args.model)
+    network = load_model(args.model)
     pins = parse_pins(args.pin)
     sched = schedule(network, system, objective=args.objective, pins=pins)
     if args.json:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.core.config import CoreKind, Dataflow, DramConfig
-from mensa.core.ir import Op
+from mensa.core.ir import Op, conv_transpose_pads
 from mensa.model.nearmem import nearmem_gemm
 from mensa.model.systolic import systolic_gemm
 from mensa.model.tiling import Tiling, Window, accumulator_tiles, cdiv, ws_tiling
@@ -164,6 +164,12 @@ class LayerTable:
             kh, kw = l.kernel
             m1, k1, n1 = n * oh * ow, kh * kw * l.in_channels // l.groups, oc // l.groups
             g = l.groups
+        elif op is Op.CONV_TRANSPOSE:
+            # A convolution over the zero-inserted input (mensa.core.golden.conv_transpose_acc): every output
+            # pixel takes the whole kernel, the zeros included; ``macs`` counts only the useful products.
+            n, oh, ow, oc = l.out_shape
+            kh, kw = l.kernel
+            m1, k1, n1 = n * oh * ow, kh * kw * l.in_channels, oc
         elif op is Op.DEPTHWISE:
             # Channel by channel, as the Edge TPU and SCALE-Sim map it: each channel is its own product.
             n, oh, ow, oc = l.out_shape
@@ -181,6 +187,8 @@ class LayerTable:
             ew_elems, ew_ops = n * t * l.hidden, 9
         elif op in (Op.AVGPOOL, Op.MAXPOOL):
             ew_elems, ew_ops = out_elems, l.kernel[0] * l.kernel[1]
+        elif op is Op.RESIZE:
+            ew_elems, ew_ops = out_elems, 1        # one copy per output element
         elif op is Op.GLOBAL_AVGPOOL:
             ew_elems, ew_ops = out_elems, math.prod(l.in_shape[1:-1])
         elif op in (Op.ADD, Op.MUL):
@@ -202,6 +210,13 @@ class LayerTable:
             (kh, kw), (dh, dw) = l.kernel, l.dilation
             window = (n, ih, iw, oh, ow, (kh - 1) * dh + 1, (kw - 1) * dw + 1, *l.stride, l.padding[0],
                       l.padding[2], l.padding[2] + l.padding[3], c, kh * kw if op is Op.CONV2D else 1)
+        elif op is Op.CONV_TRANSPOSE:
+            n, ih, iw, c = l.in_shape
+            _, oh, ow, _ = l.out_shape
+            (kh, kw), (dh, dw), (sh, sw) = l.kernel, l.dilation, l.stride
+            t, _, left, right = conv_transpose_pads(l)
+            window = (n, (ih - 1) * sh + 1, (iw - 1) * sw + 1, oh, ow, (kh - 1) * dh + 1, (kw - 1) * dw + 1, 1, 1,
+                      t, left, left + right, c, kh * kw)
         elif m1:
             window = (1, 1, m1, 1, m1, 1, 1, 1, 1, 0, 0, 0, k1, 1)
         return (_OP_CODE[op], m1, k1, n1, g, r, m2, k2, n2, ew_elems, ew_ops, in_bytes, out_elems,

@@ -3,12 +3,16 @@
 Supported: ``Conv`` (``group`` 1, or depthwise: ``group`` = input channels), ``Gemm``,
 ``MatMul`` (with a constant right operand, an ``Add`` of a constant becomes its bias), ``Add``
 (or a two-input ``Sum``) of two tensors, ``BatchNormalization`` after a ``Conv`` (folded), ``MaxPool``, ``AveragePool`` (``count_include_pad=0``), ``GlobalAveragePool``,
+``ConvTranspose`` (``group`` 1), ``Resize`` / ``Upsample`` (nearest, whole factors), ``Mul`` by a
+per-channel gate (squeeze-excite), ``Gather`` of an embedding table by the graph's input (the
+lookup runs on the host: the network's input is the embedded sequence) or of the first channels
+(a channel slice),
 ``Relu`` / ``Clip`` (0..6 or 0..inf) / ``Sigmoid`` / ``Tanh`` / ``HardSigmoid`` / ``HardSwish``
 fused into the layer before them, ``Concat`` on channels, ``Reshape`` / ``Flatten`` / ``Squeeze``
 (views), ``Identity`` and ``Dropout`` (dropped), forward ``LSTM`` (default activations, no
 peepholes), a final ``Softmax`` (dropped: it runs on the host); quantised: ``QuantizeLinear`` /
 ``DequantizeLinear`` pairs (QDQ) and ``QLinearConv``, ``QLinearMatMul``, ``QLinearAdd``,
-``QLinearGlobalAveragePool`` (QOperator).
+``QLinearGlobalAveragePool``, ``QLinearConcat``, ``QLinearMul`` (QOperator).
 
 Layouts: ONNX's NCHW tensors become NHWC, conv weights ``(O, I/g, KH, KW)`` become
 ``(KH, KW, I/g, O)``; a flatten of an NCHW map before an FC permutes the FC's weight rows into the
@@ -43,7 +47,8 @@ ONNX_BYTES_MAX = 2**31 - 1     # protobuf's limit on one message
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip",
                  "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Concat", "Reshape", "Flatten", "Squeeze", "LSTM",
                  "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd",
-                 "QLinearGlobalAveragePool", "Identity", "Dropout", "Constant", "ConstantOfShape", "Sum", "Softmax (final)",
+                 "QLinearGlobalAveragePool", "QLinearConcat", "QLinearMul", "ConvTranspose", "Resize", "Upsample",
+                 "Mul (a per-channel gate)", "Gather (an embedding of the input, or a channel slice)", "Identity", "Dropout", "Constant", "ConstantOfShape", "Sum", "Softmax (final)",
                  "BatchNormalization (after a Conv)")
 
 _ACTIVATIONS = {"Relu": Activation.RELU, "Sigmoid": Activation.SIGMOID, "Tanh": Activation.TANH,
@@ -213,6 +218,27 @@ class _Importer:
         self.node = None
 
     # -- graph input ---------------------------------------------------------------------
+    def embeddings(self):
+        """A ``Gather`` of a constant table by a graph input is an embedding lookup: it runs on the host
+        (a table read, no arithmetic), and the network's input is its output, the embedded tensor."""
+        self.host_inputs = {}       # graph input name -> (gather output, its shape)
+        init = {t.name for t in self.graph.initializer}
+        graph_inputs = {v.name: v for v in self.graph.input if v.name not in init}
+        for i, node in enumerate(self.graph.node):
+            if node.op_type != "Gather" or i in self.fused:
+                continue
+            data, idx = node.input[0], node.input[1]
+            if self.canon(data) in self.consts and idx in graph_inputs:
+                self.node = node
+                table = self.consts[self.canon(data)].value
+                if self.attr(node, "axis", 0) != 0 or table.ndim != 2:
+                    self.fail("an embedding Gather needs a 2-D table gathered on axis 0")
+                dims = graph_inputs[idx].type.tensor_type.shape.dim
+                shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims) + (table.shape[1],)
+                self.host_inputs[idx] = (node.output[0], shape)
+                self.fused.add(i)
+        self.node = None
+
     def inputs(self):
         init = {t.name for t in self.graph.initializer}
         ins = [v for v in self.graph.input if v.name not in init]
@@ -228,6 +254,9 @@ class _Importer:
             shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
             if not shape or any(d < 1 for d in shape):
                 self.fail(f"input {v.name!r} needs a static shape, got {shape}")
+            if v.name in self.host_inputs:
+                shapes.append(self.host_inputs[v.name])
+                continue
             shapes.append((v.name, shape))
         main_name, main_shape = shapes[0]
         builder = NetworkBuilder(self.name, self.to_ir(main_shape, main_name), kind="cnn")
@@ -535,13 +564,39 @@ class _Importer:
             self.emit(node, lambda act, name: self.builder.global_avgpool(v.tensor, name=name), ins[:1],
                       node.output[0], activation=False)
         elif op == "Concat":
-            vals = [self.val(t) for t in ins]
-            axis = self.attr(node, "axis")
-            rank = len(vals[0].onnx_shape)
-            if axis % rank != (1 if rank == 4 else rank - 1):
-                self.fail(f"Concat on axis {axis} of a rank-{rank} tensor; only the channel axis is supported")
-            self.emit(node, lambda act, name: self.builder.concat(*(v.tensor for v in vals), name=name), ins,
+            self.concat(node, ins)
+        elif op == "QLinearConcat":
+            ys, yz = ins[0], ins[1]
+            triples = [ins[k:k + 3] for k in range(2, len(ins), 3)]
+            for x, xs, xz in triples:
+                self.set_q(x, self.scalar(xs), self.scalar(xz))
+            self.set_q(node.output[0], self.scalar(ys), self.scalar(yz))
+            self.concat(node, [t[0] for t in triples])
+        elif op == "ConvTranspose":
+            self.conv_transpose(node, ins)
+        elif op in ("Resize", "Upsample"):
+            self.resize(node, ins)
+        elif op in ("Mul", "QLinearMul"):
+            if op == "QLinearMul":
+                a, as_, az, bb, bs, bz, ys, yz = ins
+                self.set_q(a, self.scalar(as_), self.scalar(az))
+                self.set_q(bb, self.scalar(bs), self.scalar(bz))
+                self.set_q(node.output[0], self.scalar(ys), self.scalar(yz))
+                pair = [a, bb]
+            else:
+                pair = [ins[0], ins[1]]
+            if any(self.canon(t) in self.consts for t in pair):
+                self.fail("multiplying by a constant is not supported; allowed: a tensor times a per-channel gate")
+            va, vb = self.val(pair[0]), self.val(pair[1])
+            if len(va.onnx_shape) == 4 and va.onnx_shape[2:] == (1, 1) and vb.onnx_shape[2:] != (1, 1):
+                va, vb = vb, va
+                pair.reverse()
+            if len(va.onnx_shape) != 4 or vb.onnx_shape != (va.onnx_shape[0], va.onnx_shape[1], 1, 1):
+                self.fail(f"{va.onnx_shape} times {vb.onnx_shape}; allowed: an NCHW map times an (N, C, 1, 1) gate")
+            self.emit(node, lambda act, name: self.builder.mul(va.tensor, vb.tensor, name=name), pair,
                       node.output[0], activation=False)
+        elif op == "Gather":
+            self.gather(node, ins)
         elif op in ("Reshape", "Flatten", "Squeeze"):
             self.view(node)
         elif op == "LSTM":
@@ -554,6 +609,103 @@ class _Importer:
             self.fail(f"a {op} must follow a Conv, Gemm, MatMul or Add whose only reader it is")
         else:
             self.fail(f"operator {op} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
+
+    def concat(self, node, ins):
+        vals = [self.val(t) for t in ins]
+        axis = self.attr(node, "axis")
+        rank = len(vals[0].onnx_shape)
+        if axis is None or axis % rank != (1 if rank == 4 else rank - 1):
+            self.fail(f"{node.op_type} on axis {axis} of a rank-{rank} tensor; only the channel axis is supported")
+        self.emit(node, lambda act, name: self.builder.concat(*(v.tensor for v in vals), name=name), ins,
+                  node.output[0], activation=False)
+
+    def conv_transpose(self, node, ins):
+        v = self.val(ins[0])
+        c = self.const(ins[1], "weight")
+        w = c.value                                       # (C_in, C_out / group, KH, KW)
+        if len(v.onnx_shape) != 4 or w.ndim != 4:
+            self.fail(f"only 2-D transposed convolutions on NCHW are supported, input {v.onnx_shape}")
+        if self.attr(node, "group", 1) != 1:
+            self.fail(f"group={self.attr(node, 'group')}; allowed: 1")
+        auto = self.attr(node, "auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto not in ("NOTSET", "VALID") or self.attr(node, "output_shape") is not None:
+            self.fail("auto_pad SAME_* and output_shape are not supported; allowed: pads and output_padding")
+        k = tuple(self.attr(node, "kernel_shape", w.shape[2:]))
+        s = tuple(self.attr(node, "strides", (1, 1)))
+        d = tuple(self.attr(node, "dilations", (1, 1)))
+        p = tuple(self.attr(node, "pads", (0, 0, 0, 0)))
+        extra = tuple(self.attr(node, "output_padding", (0, 0)))
+        if v.onnx_shape[1] != w.shape[0] or k != tuple(w.shape[2:]) or len(p) != 4 or len(extra) != 2:
+            self.fail(f"weights {w.shape} on input {v.onnx_shape}, kernel_shape {k}, pads {p}; allowed: "
+                      f"(C_in, C_out, KH, KW) weights and four pads")
+        b = self.const(ins[2], "bias") if len(ins) > 2 and ins[2] else None
+        wq, ws = self.weight_q(c, w.shape[1])
+        if wq is not None and c.scale.size > 1:
+            self.fail("per-channel quantised ConvTranspose weights are not supported")
+        cout = w.shape[1]
+
+        def make(act, name):
+            return self.builder.conv_transpose(v.tensor, cout, k, stride=s, padding=(p[0], p[2], p[1], p[3]),
+                                               output_padding=extra, dilation=d, activation=act,
+                                               bias=b is not None, name=name)
+        wts = dict(w=np.transpose(w, (2, 3, 0, 1)), b=None if b is None else b.value)
+        if wq is not None:
+            wts.update(wq=np.transpose(wq, (2, 3, 0, 1)), ws=ws, bq=self.bias_q(b))
+        self.emit(node, make, ins[:1], node.output[0], weights=wts)
+
+    def resize(self, node, ins):
+        v = self.val(ins[0])
+        mode = self.attr(node, "mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        coord = self.attr(node, "coordinate_transformation_mode", b"half_pixel")
+        coord = coord.decode() if isinstance(coord, bytes) else coord
+        nearest = self.attr(node, "nearest_mode", b"round_prefer_floor")
+        nearest = nearest.decode() if isinstance(nearest, bytes) else nearest
+        if mode != "nearest":
+            self.fail(f"mode {mode!r}; allowed: 'nearest'")
+        ok = (coord in ("half_pixel", "pytorch_half_pixel") and nearest in ("round_prefer_floor", "round_prefer_ceil")) or \
+             (coord == "asymmetric" and nearest == "floor") or node.op_type == "Upsample"
+        if not ok:
+            self.fail(f"coordinate_transformation_mode {coord!r} with nearest_mode {nearest!r}; allowed: half_pixel "
+                      f"with round_prefer_floor or round_prefer_ceil, or asymmetric with floor, which repeat each pixel")
+        if len(v.onnx_shape) != 4:
+            self.fail(f"input {v.onnx_shape} is not NCHW")
+        n, c, h, w = v.onnx_shape
+        scales = sizes = None
+        if node.op_type == "Upsample":
+            scales = self.const(ins[1], "scales").value.reshape(-1) if len(ins) > 1 else \
+                np.array(self.attr(node, "scales"), dtype=np.float64)
+        else:
+            if len(ins) > 3 and ins[3]:
+                sizes = self.const(ins[3], "sizes").value.reshape(-1)
+            elif len(ins) > 2 and ins[2]:
+                scales = self.const(ins[2], "scales").value.reshape(-1)
+        if sizes is None:
+            if scales is None or len(scales) != 4:
+                self.fail("needs four scales or sizes")
+            sizes = np.array([n * scales[0], c * scales[1], h * scales[2], w * scales[3]])
+        sizes = tuple(int(round(float(x))) for x in sizes)
+        if sizes[:2] != (n, c) or sizes[2] % h or sizes[3] % w or sizes[2] < h or sizes[3] < w:
+            self.fail(f"{v.onnx_shape} to {sizes}; allowed: H and W scaled up by whole factors, N and C kept")
+        self.emit(node, lambda act, name: self.builder.resize(v.tensor, (sizes[2] // h, sizes[3] // w), name=name),
+                  ins[:1], node.output[0], activation=False)
+        self.same_q(ins[0], node.output[0])
+
+    def gather(self, node, ins):
+        v = self.val(ins[0])
+        idx = self.const(ins[1], "indices").value.reshape(-1)
+        rank = len(v.onnx_shape)
+        axis = self.attr(node, "axis", 0) % rank
+        channel = 1 if rank == 4 else rank - 1
+        if axis != channel or not np.array_equal(idx, np.arange(len(idx))) or not len(idx):
+            self.fail(f"Gather of indices {idx.tolist()[:8]} on axis {axis}; allowed: an embedding table gathered "
+                      f"by the graph input, or the first channels (0, 1, 2, ...) of a tensor")
+        t = self.builder.truncate(v.tensor, len(idx))
+        shape = list(v.onnx_shape)
+        shape[channel] = len(idx)
+        self.values[node.output[0]] = _Val(t, tuple(shape), seq=v.seq)
+        self.same_q(ins[0], node.output[0])
 
     def same_q(self, src, dst):
         src = self.canon(src)
@@ -654,6 +806,7 @@ class _Importer:
     # -- run --------------------------------------------------------------------------------
     def run(self):
         self.prepass()
+        self.embeddings()
         self.inputs()
         for i, node in enumerate(self.graph.node):
             if i in self.fused:
