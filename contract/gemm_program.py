@@ -71,7 +71,7 @@ class Program:
     out_shape : tuple
         The layer's output shape.
     geometry : :class:`~mensa.contract.gemm.GemmGeometry`
-    walk : :class:`~mensa.hw.sequencer.LayerWalk`
+    walk : :class:`~mensa.contract.gemm.LayerWalk`
         The layer as the sequencer walks it; its M tiles are ``walk.m_tiles(TILE_ROWS, TILE_COLS)``.
     """
     registers: dict
