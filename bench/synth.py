@@ -4,7 +4,9 @@ For each size (rows = cols) and dataflow, the array alone (int8 operands, 32-bit
 accumulators) goes through `mensa synth` (Yosys synth_ecp5 -abc9, nextpnr-ecp5
 out of context, speed grade 6) with a 200 MHz target. Prints one row per point and
 writes bench/out/synth.json: LUTs, FFs and DSP blocks in all and per PE, Fmax, and
-the critical path's start and end.
+the critical path's start and end. Every point is placed with three nextpnr seeds (``--seeds``):
+the seed alone moves Fmax by tens of percent, so the point's Fmax is the median, with the lowest,
+the highest and their spread beside it.
 
 Goals (issue 7): the 8x8 weight-stationary array at >= 200 MHz on ECP5-85F, at most
 one DSP block per PE.
@@ -23,6 +25,7 @@ sweep can be split: e.g. 12x12 alone in the background,
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,17 +39,17 @@ GOAL_MHZ = 200.0
 NEARMEM = (ROOT / "configs" / "mensa-g-fpga.toml", "jacquard")
 
 
-def point(size, dataflow, target, clock_mhz):
+def point(size, dataflow, target, clock_mhz, seed=1):
     system = from_dict({"name": f"sweep{size}{dataflow}", "accelerator": [{
         "name": "array", "clock_mhz": clock_mhz,
         "array": {"rows": size, "cols": size, "dataflow": dataflow}}]})
     t0 = time.monotonic()
-    report = synth(system, target, OUT / "synth" / target / system.name, unit="array")
+    report = synth(system, target, OUT / "synth" / target / f"{system.name}-seed{seed}", unit="array", seed=seed)
     (m,) = report["modules"]
     return {"unit": "array", "size": size, "dataflow": dataflow, **_figures(m, target, m["pes"], t0)}
 
 
-def nearmem_point(target, clock_mhz):
+def nearmem_point(target, clock_mhz, seed=1):
     """The FPGA-sized near-memory unit of mensa-g-fpga (its own config, at ``clock_mhz``)."""
     path, name = NEARMEM
     (acc,) = [a for a in load(path).accelerator if a.name == name]
@@ -54,7 +57,7 @@ def nearmem_point(target, clock_mhz):
     table["clock_mhz"] = clock_mhz
     system = from_dict({"name": f"nearmem_{name}", "accelerator": [table]})
     t0 = time.monotonic()
-    report = synth(system, target, OUT / "synth" / target / system.name)
+    report = synth(system, target, OUT / "synth" / target / f"{system.name}-seed{seed}", seed=seed)
     (m,) = report["modules"]
     nm = acc.nearmem
     lanes = nm.vaults * nm.lanes
@@ -78,9 +81,23 @@ def _figures(m, target, pes, t0):
         "critical_start": worst.get("start"), "critical_end": worst.get("end"),
         "critical_ns": worst.get("delay_ns"), "critical_logic_ns": worst.get("logic_ns"),
         "critical_routing_ns": worst.get("routing_ns"),
-        "cached": m["cached"], "seconds": round(time.monotonic() - t0, 1),
+        "seed": m["seed"], "cached": m["cached"], "seconds": round(time.monotonic() - t0, 1),
         "tools": {k: v for k, v in m["tools"].items() if k.startswith(("yowasp", "amaranth", "mensa"))},
     }
+
+
+def with_spread(per_seed):
+    """One point from its runs over several seeds: the median run's figures (the median Fmax), every seed's
+    Fmax and critical path, the lowest and highest Fmax and their spread relative to the median."""
+    runs = sorted(per_seed, key=lambda p: p["fmax_mhz"])
+    p = dict(runs[(len(runs) - 1) // 2])
+    fmax = [r["fmax_mhz"] for r in runs]
+    p.update(fmax_mhz=statistics.median(fmax), fmax_min_mhz=min(fmax), fmax_max_mhz=max(fmax),
+             fmax_spread_pct=round(100 * (max(fmax) - min(fmax)) / statistics.median(fmax), 1),
+             seeds=[{k: r[k] for k in ("seed", "fmax_mhz", "critical_start", "critical_end", "critical_ns")}
+                    for r in sorted(per_seed, key=lambda r: r["seed"])],
+             cached=all(r["cached"] for r in runs), seconds=round(sum(r["seconds"] for r in runs), 1))
+    return p
 
 
 def write(out, by_key):
@@ -104,12 +121,21 @@ def main(argv=None):
     parser.add_argument("--clock-mhz", type=float, default=GOAL_MHZ, help="nextpnr's frequency target")
     parser.add_argument("--nearmem", action="store_true",
                         help="also the FPGA-sized near-memory unit (jacquard of configs/mensa-g-fpga.toml)")
+    parser.add_argument("--seeds", default="1,2,3",
+                        help="nextpnr placer seeds, comma-separated (default 1,2,3): each point's Fmax is their median")
     parser.add_argument("--out", type=Path, default=OUT / "synth.json")
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
         sizes = []
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        print(f"--seeds {args.seeds!r}: allowed: distinct comma-separated integers of at least 0", file=sys.stderr)
+        return 2
     dataflows = [d for d in args.dataflows.split(",") if d]
     if not sizes or min(sizes) < 1 or max(sizes) > 256:
         print(f"--sizes {args.sizes!r}: allowed: comma-separated integers 1..256", file=sys.stderr)
@@ -122,25 +148,29 @@ def main(argv=None):
     if args.out.exists():   # keep the points of earlier partial sweeps
         for p in json.loads(args.out.read_text()).get("points", []):
             previous[(p["size"], p["dataflow"], p["target"])] = p
-    runs = [(lambda size=size, df=df: point(size, df, args.target, args.clock_mhz)) for size in sizes for df in dataflows]
+    runs = [(lambda seed, size=size, df=df: point(size, df, args.target, args.clock_mhz, seed))
+            for size in sizes for df in dataflows]
     if args.nearmem:
-        runs.append(lambda: nearmem_point(args.target, args.clock_mhz))
+        runs.append(lambda seed: nearmem_point(args.target, args.clock_mhz, seed))
     print(f"{'array':>7} {'df':>3} {'LUTs':>6} {'FFs':>6} {'DSPs':>5} {'LUT/PE':>7} {'FF/PE':>6} "
           f"{'DSP/PE':>6} {'Fmax':>7}  critical path")
     failed = 0
     for run in runs:
         try:
-            p = run()
+            per_seed = [run(seed) for seed in seeds]
         except SynthError as e:     # one point's tool failure does not end the sweep
             print(f"error: {e}", file=sys.stderr, flush=True)
             failed += 1
             continue
+        p = with_spread(per_seed)
         previous[(p["size"], p["dataflow"], p["target"])] = p
         write(args.out, previous)       # after every point: a long sweep can be cut short
         print(f"{str(p['size']):>7} {p['dataflow'][:3]:>3} {p['luts']:>6} {p['ffs']:>6} {p['dsps']:>5} "
               f"{p['luts_per_pe']:>7.1f} {p['ffs_per_pe']:>6.1f} {p['dsps_per_pe']:>6.2f} "
               f"{p['fmax_mhz']:>7.1f}  {p['critical_start']} -> {p['critical_end']} "
-              f"({p['critical_ns']} ns){' [cached]' if p['cached'] else ''}", flush=True)
+              f"({p['critical_ns']} ns){' [cached]' if p['cached'] else ''}"
+              + (f"; seeds {seeds}: {p['fmax_min_mhz']:.1f}..{p['fmax_max_mhz']:.1f} MHz, spread "
+                 f"{p['fmax_spread_pct']:.1f}%" if len(seeds) > 1 else ""), flush=True)
     result = write(args.out, previous)
     goal = result["goal"]["met"]
     print(f"8x8 WS goal (>= {GOAL_MHZ:g} MHz, <= 1 DSP/PE): "

@@ -17,17 +17,19 @@ def add_arguments(parser):
                         help="only this accelerator (repeatable; default: all of the system)")
     parser.add_argument("--unit", choices=UNITS, default="accelerator",
                         help="the whole accelerator (default), or only the PE array of systolic accelerators")
+    parser.add_argument("--seed", type=types.seed, default=1,
+                        help="nextpnr's placer seed (default 1); Fmax moves with it, so compare several")
     parser.add_argument("--out", type=types.out_dir, default=None,
-                        help="output folder (default: build/synth/<system>/<target>)")
+                        help="output folder (default: build/synth/<system>/<target>, with -seedN for a seed other than 1)")
     add_time_limit_argument(parser)
 
 
 def run(args):
     system = load(args.config)
-    out = args.out or Path("build/synth") / system.name / args.target
+    out = args.out or Path("build/synth") / system.name / (args.target + (f"-seed{args.seed}" if args.seed != 1 else ""))
     chosen = [a for a in system.accelerator if not args.accelerator or a.name in args.accelerator]
     check_elaboration("synth", chosen, args.unit, no_time_limit=args.no_time_limit)
-    report = synth(system, args.target, out, accelerators=args.accelerator, unit=args.unit)
+    report = synth(system, args.target, out, accelerators=args.accelerator, unit=args.unit, seed=args.seed)
     for m in report["modules"]:
         r = m["resources"]
         clocks = ", ".join(f"{clk} {c['fmax_mhz']:.1f} MHz ({'meets' if c['met'] else 'misses'} "

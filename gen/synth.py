@@ -138,9 +138,9 @@ def _yosys_script(target, core, top, verilog, netlist, stat):
     ])
 
 
-def _nextpnr_args(target, netlist, report, clock_mhz, log):
+def _nextpnr_args(target, netlist, report, clock_mhz, log, seed=1):
     args = [_tool(f"yowasp-nextpnr-{target.family}"), target.device_flag, "--package", target.package,
-            *target.extra, "--json", netlist.name, "--freq", f"{clock_mhz:g}", "--seed", "1",
+            *target.extra, "--json", netlist.name, "--freq", f"{clock_mhz:g}", "--seed", str(seed),
             "--timing-allow-fail", "--report", report.name, "--log", log.name, "-q"]
     return args
 
@@ -237,10 +237,11 @@ def _critical_paths(report):
     return paths
 
 
-def cache_key(sources, target, clock_mhz, versions):
-    """The key of a cached result: the Verilog sources, the target, the clock target, the tools."""
+def cache_key(sources, target, clock_mhz, versions, seed=1):
+    """The key of a cached result: the Verilog sources, the target, the clock target, the tools, the
+    placer's seed."""
     text = json.dumps({"sources": sources, "target": dataclasses.asdict(target),
-                       "clock_mhz": clock_mhz, "tools": versions}, sort_keys=True)
+                       "clock_mhz": clock_mhz, "tools": versions, "seed": seed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -259,7 +260,7 @@ def cached_report(path, key, *also):
     return report
 
 
-def _synth_module(system, acc, target, out_dir, progress, task, unit):
+def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
     """Synthesise and place one accelerator; returns its report (cached when the key matches)."""
     name = module_name(system, acc)
     work = out_dir / name
@@ -271,7 +272,7 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit):
     top_name = f"{name}_shell"
     sources = [(f"{name}.v", verilog), (f"{top_name}.v", shell)]
     versions = flow_versions(target)
-    key = cache_key(sources, target, acc.clock_mhz, versions)
+    key = cache_key(sources, target, acc.clock_mhz, versions, seed)
     report_path = work / "report.json"
     cached = cached_report(report_path, key)
     if cached:
@@ -296,9 +297,10 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit):
     shell_cells = {t: n for t, n in modules[f"\\{top_name}"]["num_cells_by_type"].items() if t.lstrip("\\") != name}
     shell_resources = {k: v for k, v in _resources(target, shell_cells).items() if k != "cells"}
 
-    progress.update(task, description=f"{name}: nextpnr-{target.family} place and route at {acc.clock_mhz:g} MHz")
+    progress.update(task, description=f"{name}: nextpnr-{target.family} place and route at {acc.clock_mhz:g} MHz "
+                                      f"(seed {seed})")
     try:
-        _run(_nextpnr_args(target, netlist, pnr_report, acc.clock_mhz, pnr_log), work,
+        _run(_nextpnr_args(target, netlist, pnr_report, acc.clock_mhz, pnr_log, seed), work,
              f"nextpnr-{target.family}", pnr_log.name)
     except SynthError:
         util = _utilisation_from_log(pnr_log.read_text() if pnr_log.exists() else "")
@@ -317,7 +319,7 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit):
               for t, v in sorted(pnr["utilization"].items()) if v["used"]}
     result = {
         "module": name, "accelerator": acc.name, "kind": acc.kind.value,
-        "config_hash": config_hash(acc), "cache_key": key, "target": target.name,
+        "config_hash": config_hash(acc), "cache_key": key, "target": target.name, "seed": seed,
         "resources": resources, "device": device, "clocks": clocks,
         "critical_paths": _critical_paths(pnr),
         "shell": {"bits": shell_bits, **shell_resources},
@@ -330,8 +332,9 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit):
     return result
 
 
-def synth(system, target, out_dir, *, accelerators=None, console=None, unit="accelerator"):
-    """Synthesise and place every accelerator of ``system`` (or those named) on ``target``.
+def synth(system, target, out_dir, *, accelerators=None, console=None, unit="accelerator", seed=1):
+    """Synthesise and place every accelerator of ``system`` (or those named) on ``target``; ``seed``
+    is nextpnr's placer seed (it alone moves Fmax by tens of percent: compare several).
 
     Writes ``synth.json`` and ``synth.md`` into ``out_dir`` and returns the report.
     Raises :class:`DoesNotFit` when a module does not fit the device and
@@ -360,10 +363,10 @@ def synth(system, target, out_dir, *, accelerators=None, console=None, unit="acc
                   console=console, transient=True) as progress:
         for acc in accs:
             task = progress.add_task(module_name(system, acc), total=None)
-            modules.append(_synth_module(system, acc, target, out_dir, progress, task, unit))
+            modules.append(_synth_module(system, acc, target, out_dir, progress, task, unit, seed))
             progress.remove_task(task)
     report = {
-        "system": system.name, "target": target.name, "unit": unit, "config_hash": config_hash(system),
+        "system": system.name, "target": target.name, "unit": unit, "seed": seed, "config_hash": config_hash(system),
         "modules": modules,
     }
     write_if_changed(out_dir / "synth.json", json.dumps(report, indent=2) + "\n")

