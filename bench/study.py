@@ -78,7 +78,7 @@ def main():
     print(f"learned model: trained on {acc['train_networks']:,} networks ({acc['train_rows']:,} rows) in "
           f"{acc['fit_seconds']:.1f} s; held out {acc['test_networks']:,}; "
           f"{acc['predict_from_cell_us_per_network']:.0f} us per network from its cell (3 classes), "
-          f"{acc['predict_us_per_network']:.2f} us per row in a batch")
+          f"{acc['predict_us_per_row']:.2f} us per row in a batch")
     for c, d in acc["classes"].items():
         for t, e in d.items():
             print(f"  {c.upper()} {t:11s} MAPE {e['mape_pct']:.2f}%  within 5% {e['within_5pct']:.1%}  "

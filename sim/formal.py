@@ -25,10 +25,11 @@ import textwrap
 from pathlib import Path
 
 from amaranth.back import rtlil
+from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetSignal
 
 from mensa.sim.runner import build_root
 
-__all__ = ["prove", "ProofFailed"]
+__all__ = ["prove", "ProofFailed", "Spec"]
 
 
 class ProofFailed(AssertionError):
@@ -46,17 +47,43 @@ class ProofFailed(AssertionError):
         return [linecache.getline(path, line).strip() for path, line in self.failed]
 
 
+class Spec(Elaboratable):
+    """A proof's frame: one clock domain ``sync`` held out of reset (the solver starts from the initial
+    state) and the block under proof as submodule ``dut`` (when there is one). A subclass states the
+    contract, the drivers, assumptions and assertions around ``self.dut``, in :meth:`contract`."""
+
+    def __init__(self, dut=None):
+        self.dut = dut
+        self.sync = ClockDomain("sync")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = self.sync
+        m.d.comb += ResetSignal().eq(0)
+        if self.dut is not None:
+            m.submodules.dut = self.dut
+        self.contract(m)
+        return m
+
+    def contract(self, m):
+        raise NotImplementedError(f"{type(self).__name__} states no contract")
+
+
 def _tool(name):
     found = Path(sys.executable).with_name(name)
     return str(found) if found.exists() else shutil.which(name) or name
 
 
-def prove(spec, name, *, ports, mode="bmc", depth=20, timeout=600):
+def prove(spec, name, *, ports=None, mode="bmc", depth=20, timeout=600):
     """Prove ``spec``'s assertions; returns the job folder. Raises :class:`ProofFailed` on a counterexample.
 
     ``ports`` are the spec's top-level inputs: its clock (a ``ClockDomain``'s ``clk``), so that
-    every step of the proof is one clock edge.
+    every step of the proof is one clock edge; a :class:`Spec`'s own clock by default.
     """
+    if ports is None:
+        if not isinstance(spec, Spec):
+            raise TypeError("ports: needed for a spec that is not a mensa.sim.formal.Spec")
+        ports = [spec.sync.clk]
     if mode not in ("bmc", "prove"):
         raise ValueError(f"mode must be 'bmc' or 'prove', not {mode!r}")
     work = build_root().parent / "formal" / name

@@ -15,18 +15,18 @@ induction step; the proofs are bounded.
 """
 
 import pytest
-from amaranth.hdl import Assert, ClockDomain, Elaboratable, Module, ResetSignal, Signal
+from amaranth.hdl import Assert, Signal
 from amaranth.hdl._ast import AnyConst, AnySeq
 
 from mensa.hw.systolic import _credit_fifo
-from mensa.sim.formal import ProofFailed, prove
+from mensa.sim.formal import ProofFailed, Spec, prove
 
 pytestmark = pytest.mark.formal
 INDEX_BITS = 6          # the bound stays below 2**INDEX_BITS entries
 WIDTH = 4
 
 
-class CreditFifoContract(Elaboratable):
+class CreditFifoContract(Spec):
     """A writer that respects its ``depth`` credits and any reader, around ``build(m, depth, w_en, w_data,
     r_ready)``.
 
@@ -35,13 +35,10 @@ class CreditFifoContract(Elaboratable):
     """
 
     def __init__(self, depth, build=_credit_fifo):
+        super().__init__()
         self.depth, self.build = depth, build
-        self.sync = ClockDomain("sync")
 
-    def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = self.sync
-        m.d.comb += ResetSignal().eq(0)
+    def contract(self, m):
 
         written, read = Signal(INDEX_BITS), Signal(INDEX_BITS)
         level = Signal(INDEX_BITS)
@@ -73,7 +70,6 @@ class CreditFifoContract(Elaboratable):
         waiting = Signal(2)
         m.d.sync += waiting.eq(((level != 0) & ~valid) * (waiting + 1))
         m.d.comb += Assert(waiting < 2)
-        return m
 
 
 def _dropping_credit_fifo(m, depth, w_en, w_data, r_ready):
@@ -92,14 +88,14 @@ def _undersized_credit_fifo(m, depth, w_en, w_data, r_ready):
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
 def test_the_credit_fifo_keeps_its_contract(depth):
     spec = CreditFifoContract(depth)
-    prove(spec, f"credit_fifo_depth{depth}", ports=[spec.sync.clk], depth=12)
+    prove(spec, f"credit_fifo_depth{depth}", depth=12)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [3, 5])
 def test_the_credit_fifo_keeps_its_contract_longer(depth):
     spec = CreditFifoContract(depth)
-    prove(spec, f"credit_fifo_depth{depth}_long", ports=[spec.sync.clk], depth=16)
+    prove(spec, f"credit_fifo_depth{depth}_long", depth=16)
 
 
 @pytest.mark.parametrize("name, build", [("dropping", _dropping_credit_fifo), ("undersized", _undersized_credit_fifo)],
@@ -107,5 +103,5 @@ def test_the_credit_fifo_keeps_its_contract_longer(depth):
 def test_a_broken_credit_fifo_fails_the_proof(name, build):
     spec = CreditFifoContract(5, build)
     with pytest.raises(ProofFailed, match="FAIL") as failure:
-        prove(spec, f"credit_fifo_{name}", ports=[spec.sync.clk], depth=12)
+        prove(spec, f"credit_fifo_{name}", depth=12)
     assert any("tagged_payload" in line for line in failure.value.sources()), failure.value.sources()

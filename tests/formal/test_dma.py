@@ -34,15 +34,14 @@ induction step; the proofs are bounded.
 """
 
 import pytest
-from amaranth.hdl import (Array, Assert, Assume, ClockDomain, Const, Elaboratable, Module, Mux, ResetSignal, Signal,
-                          Value)
+from amaranth.hdl import Array, Assert, Assume, Const, Mux, Signal, Value
 from amaranth.hdl._ast import AnySeq
 
 import mensa.hw.dma
 from mensa.contract.numeric import BURST_INCR
 from mensa.core.config import MemoryConfig
 from mensa.hw.dma import DMA
-from mensa.sim.formal import ProofFailed, prove
+from mensa.sim.formal import ProofFailed, Spec, prove
 
 pytestmark = pytest.mark.formal
 CMD_BITS = 4            # write commands stay below 2**CMD_BITS within the bound
@@ -128,18 +127,15 @@ class _Splitting:
         _held_until_ready(m, ax("valid"), ax("ready"), ax("addr"), ax("len"), ax("size"), ax("burst"), ax("id"))
 
 
-class DMAContract(Elaboratable):
+class DMAContract(Spec):
     """The DMA between any command sources, stream readers and a legal AXI4 slave; see the module docstring."""
 
     def __init__(self, dut, reads=True, writes=True):
-        self.dut, self.reads, self.writes = dut, reads, writes
-        self.sync = ClockDomain("sync")
+        super().__init__(dut)
+        self.reads, self.writes = reads, writes
 
-    def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = self.sync
-        m.d.comb += ResetSignal().eq(0)
-        m.submodules.dut = dut = self.dut
+    def contract(self, m):
+        dut = self.dut
         ax = lambda name: getattr(dut, f"m_axi_{name}")        # noqa: E731
         if self.reads:
             self._reads(m, dut, ax)
@@ -149,7 +145,6 @@ class DMAContract(Elaboratable):
             self._writes(m, dut, ax)
         else:
             m.d.comb += [dut.wr_cmd.valid.eq(0), dut.wr_data.valid.eq(0), ax("bvalid").eq(0)]
-        return m
 
     def _reads(self, m, dut, ax):
         rd = _Splitting(m, dut, dut.rd_cmd, "ar")
@@ -262,7 +257,7 @@ def _contract(dut, direction):
 @pytest.mark.parametrize("name, config, depth", [("narrow", NARROW, 10), ("wide", WIDE, 7)], ids=["narrow", "wide"])
 def test_the_dma_keeps_axi4_and_its_commands(name, config, depth, direction):
     spec = _contract(DMA(config, outstanding=2), direction)
-    prove(spec, f"dma_{name}_{direction}", ports=[spec.sync.clk], depth=depth)
+    prove(spec, f"dma_{name}_{direction}", depth=depth)
 
 
 @pytest.mark.slow
@@ -270,7 +265,7 @@ def test_the_dma_keeps_axi4_and_its_commands(name, config, depth, direction):
 @pytest.mark.parametrize("name, config, depth", [("narrow", NARROW, 13), ("wide", WIDE, 10)], ids=["narrow", "wide"])
 def test_the_dma_keeps_axi4_and_its_commands_longer(name, config, depth, direction):
     spec = _contract(DMA(config, outstanding=2), direction)
-    prove(spec, f"dma_{name}_{direction}_long", ports=[spec.sync.clk], depth=depth)
+    prove(spec, f"dma_{name}_{direction}_long", depth=depth)
 
 
 @pytest.mark.parametrize("broken, direction, reason", [
@@ -282,5 +277,5 @@ def test_the_dma_keeps_axi4_and_its_commands_longer(name, config, depth, directi
 def test_a_broken_dma_fails_the_proof(broken, direction, reason):
     spec = _contract(broken(NARROW, outstanding=2), direction)
     with pytest.raises(ProofFailed, match="FAIL") as failure:
-        prove(spec, f"dma_{broken.__name__}_{direction}", ports=[spec.sync.clk], depth=10)
+        prove(spec, f"dma_{broken.__name__}_{direction}", depth=10)
     assert any(reason in line for line in failure.value.sources()), failure.value.sources()

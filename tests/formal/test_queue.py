@@ -2,17 +2,17 @@
 no deadlock; and a queue that drops a write fails the same proof."""
 
 import pytest
-from amaranth.hdl import Assert, Assume, ClockDomain, Elaboratable, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import Assert, Assume, Module, Mux, Signal
 from amaranth.hdl._ast import AnyConst, AnySeq
 
 from mensa.hw.queue import Queue
-from mensa.sim.formal import ProofFailed, prove
+from mensa.sim.formal import ProofFailed, Spec, prove
 
 pytestmark = pytest.mark.formal
 INDEX_BITS = 6          # the bound stays below 2**INDEX_BITS beats
 
 
-class QueueContract(Elaboratable):
+class QueueContract(Spec):
     """Any writer and reader (``AnySeq`` valid, payload and ready, within the stream rules).
 
     A scoreboard counts the beats written and read: reads never exceed writes, the queue
@@ -22,14 +22,11 @@ class QueueContract(Elaboratable):
     """
 
     def __init__(self, dut, width):
-        self.dut, self.width = dut, width
-        self.sync = ClockDomain("sync")
+        super().__init__(dut)
+        self.width = width
 
-    def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = self.sync
-        m.d.comb += ResetSignal().eq(0)
-        m.submodules.dut = dut = self.dut
+    def contract(self, m):
+        dut = self.dut
         w, r = dut.w, dut.r
 
         # the writer keeps valid and payload until the beat is taken (the stream rule)
@@ -61,7 +58,6 @@ class QueueContract(Elaboratable):
         m.d.sync += [waiting_out.eq(((level != 0) & ~r.valid) * (waiting_out + 1)),
                      waiting_in.eq(((level < dut.depth) & ~w.ready) * (waiting_in + 1))]
         m.d.comb += [Assert(waiting_out < 2), Assert(waiting_in < 2)]     # no deadlock
-        return m
 
 
 class DroppingQueue(Queue):
@@ -84,10 +80,10 @@ class DroppingQueue(Queue):
 @pytest.mark.parametrize("depth", [1, 2, 4])
 def test_the_queue_keeps_its_contract(depth):
     spec = QueueContract(Queue(4, depth=depth), 4)
-    prove(spec, f"queue_depth{depth}", ports=[spec.sync.clk], depth=16)
+    prove(spec, f"queue_depth{depth}", depth=16)
 
 
 def test_a_queue_that_drops_a_write_fails_the_proof():
     with pytest.raises(ProofFailed, match="FAIL"):
         spec = QueueContract(DroppingQueue(4, depth=2), 4)
-        prove(spec, "queue_dropping", ports=[spec.sync.clk], depth=16)
+        prove(spec, "queue_dropping", depth=16)

@@ -26,14 +26,14 @@ induction step; the proofs are bounded.
 """
 
 import pytest
-from amaranth.hdl import Assert, Assume, Cat, ClockDomain, Elaboratable, Module, Mux, ResetSignal, Signal, Value
+from amaranth.hdl import Assert, Assume, Cat, Module, Mux, Signal, Value
 from amaranth.hdl._ast import AnyConst, AnySeq
 from amaranth.lib.wiring import In
 
 from mensa.contract.regs import DATA_BITS, RESP_OKAY, RESP_SLVERR, Access, Register, RegisterMap, register_map
 from mensa.core.config import AcceleratorConfig
 from mensa.hw.regs import RegisterFile
-from mensa.sim.formal import ProofFailed, prove
+from mensa.sim.formal import ProofFailed, Spec, prove
 
 pytestmark = pytest.mark.formal
 COUNT_BITS = 5          # requests stay below 2**COUNT_BITS within the bound
@@ -80,18 +80,12 @@ def _answered_soon(m, pending, valid):
     m.d.comb += Assert(waiting < 2)
 
 
-class RegisterFileContract(Elaboratable):
+class RegisterFileContract(Spec):
     """The register file behind any AXI4-Lite master; see the module docstring."""
 
-    def __init__(self, dut):
-        self.dut = dut
-        self.sync = ClockDomain("sync")
 
-    def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = self.sync
-        m.d.comb += ResetSignal().eq(0)
-        m.submodules.dut = dut = self.dut
+    def contract(self, m):
+        dut = self.dut
         rm = dut.regmap
         ax = lambda name: getattr(dut, f"s_axil_{name}")        # noqa: E731
         _request(m, ax("awvalid"), ax("awready"), ax("awaddr"), ax("awprot"))
@@ -163,7 +157,6 @@ class RegisterFileContract(Elaboratable):
                 if r.const is not None or r.access is Access.WO:
                     with m.If(word(ar_addr) == r.offset // 4):
                         m.d.comb += Assert(ax("rdata") == (r.const or 0))
-        return m
 
 
 class _Wrapped(RegisterFile):
@@ -215,13 +208,13 @@ class TopBitZero(_Wrapped):
 
 def test_the_register_file_keeps_axi4_lite_and_its_map():
     spec = RegisterFileContract(RegisterFile(SMALL))
-    prove(spec, "regs_small", ports=[spec.sync.clk], depth=14)
+    prove(spec, "regs_small", depth=14)
 
 
 @pytest.mark.slow
 def test_the_accelerator_register_file_keeps_axi4_lite_and_its_map():
     spec = RegisterFileContract(RegisterFile(register_map(AcceleratorConfig(name="formal"))))
-    prove(spec, "regs_accelerator", ports=[spec.sync.clk], depth=8)
+    prove(spec, "regs_accelerator", depth=8)
 
 
 @pytest.mark.parametrize("broken, reason", [
@@ -233,5 +226,5 @@ def test_the_accelerator_register_file_keeps_axi4_lite_and_its_map():
 def test_a_broken_register_file_fails_the_proof(broken, reason):
     spec = RegisterFileContract(broken(SMALL))
     with pytest.raises(ProofFailed, match="FAIL") as failure:
-        prove(spec, f"regs_{broken.__name__}", ports=[spec.sync.clk], depth=14)
+        prove(spec, f"regs_{broken.__name__}", depth=14)
     assert any(reason in line for line in failure.value.sources()), failure.value.sources()
