@@ -248,7 +248,8 @@ def _markdown(s, classes, figures):
               f"LightGBM on graph, size and class features (mensa.model.perf_model), trained on "
               f"{m['train_networks']:,} networks x {len(classes)} classes ({m['train_rows']:,} rows) in "
               f"{m['fit_seconds']:.1f} s, measured on {m['test_networks']:,} networks it never saw; "
-              f"{m['predict_us_per_row']:.2f} us per prediction (one network on one class, in a batch). Trees rather than the paper's graph "
+              f"{m['predict_us_per_row']:.2f} us per prediction (one network on one class, in a batch). "
+              f"Trees rather than the paper's graph "
               f"neural network: a cell has at most 7 vertices, a few counts describe it, and trees train in "
               f"seconds on two cores with no deep-learning framework.", "",
               "| class | target | MAPE | within 5% | within 10% |", "|---|---|---|---|---|"]
