@@ -100,7 +100,13 @@ def run_sweep(out, *, classes=tuple(CLASSES), limit=None, ray_address=None, work
     space_path = out / "cells.npz"
     if progress:
         progress("enumerate", 0, 6)
-    space = load_or_enumerate(space_path, progress=progress and (lambda v, n: progress("enumerate", v - 1, 6)))
+    def map_chunks(fn, chunks):     # the hashing of the enumeration, on the sweep's workers
+        out = [None] * len(chunks)
+        for i, result in run_tasks(fn, chunks, ray_address=ray_address, workers=workers):
+            out[i] = result
+        return out
+    space = load_or_enumerate(space_path, progress=progress and (lambda v, n: progress("enumerate", v - 1, 6)),
+                              map_chunks=map_chunks)
     indices = select(len(space), limit)
     parts = out / "parts"
     parts.mkdir(exist_ok=True)

@@ -246,13 +246,20 @@ def _codes(m, perms):
     return out
 
 
-def enumerate_cells(max_vertices=MAX_VERTICES, max_edges=MAX_EDGES, *, progress=None):
+def _hash_all(candidates):
+    """The published hash of each ``(matrix, labels)``."""
+    return [cell_hash(m, [-1, *labels, -2]) for m, labels in candidates]
+
+
+def enumerate_cells(max_vertices=MAX_VERTICES, max_edges=MAX_EDGES, *, progress=None, map_chunks=None):
     """Every unique cell of at most ``max_vertices`` vertices and ``max_edges`` edges.
 
-    ``progress(vertices, found)`` is called after each vertex count. Returns a
-    :class:`CellSpace` in the published generator's order of first appearance (by vertex
-    count, then matrix bits, then labeling).
+    ``progress(vertices, found)`` is called after each vertex count. ``map_chunks(fn, chunks)``,
+    when given, returns ``[fn(chunk) for chunk in chunks]`` in order, in parallel as it likes
+    (the hashing is most of the time). Returns a :class:`CellSpace` in the published
+    generator's order of first appearance (by vertex count, then matrix bits, then labeling).
     """
+    map_chunks = map_chunks or (lambda fn, chunks: [fn(c) for c in chunks])
     verts, mats, opss, hashes = [], [], [], []
     seen = set()
     for v in range(2, max_vertices + 1):
@@ -265,29 +272,32 @@ def enumerate_cells(max_vertices=MAX_VERTICES, max_edges=MAX_EDGES, *, progress=
         labelings = np.array(list(itertools.product(range(len(OPS)), repeat=k)), dtype=np.int64)
         labelings = labelings.reshape(len(OPS) ** k, k)
         place = len(OPS) ** np.arange(k - 1, -1, -1, dtype=np.int64)
+        candidates = []                           # one (matrix, labels) per labelled isomorphism class
         for i in np.sort(first):
             autos = [p[1:-1] - 1 for p, c in zip(perms, codes[i]) if c == codes[i, 0]]
             # a labeling's orbit under the automorphisms: its smallest code names it
             orbit = np.min([labelings[:, a] @ place for a in autos], axis=0)
-            for code in np.unique(orbit):
-                labels = [(int(code) // int(p)) % len(OPS) for p in place]
-                h = cell_hash(m[i], [-1, *labels, -2])
-                if h in seen:
-                    continue
-                seen.add(h)
-                padded = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.uint8)
-                padded[:v, :v] = m[i]
-                verts.append(v)
-                mats.append(padded)
-                opss.append(labels + [-1] * (MAX_VERTICES - 2 - k))
-                hashes.append(h)
+            candidates += [(m[i], [(int(code) // int(p)) % len(OPS) for p in place]) for code in np.unique(orbit)]
+        step = 8192
+        found = map_chunks(_hash_all, [candidates[j:j + step] for j in range(0, len(candidates), step)])
+        for (matrix, labels), h in zip(candidates, itertools.chain.from_iterable(found)):
+            if h in seen:
+                continue
+            seen.add(h)
+            padded = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.uint8)
+            padded[:v, :v] = matrix
+            verts.append(v)
+            mats.append(padded)
+            opss.append(labels + [-1] * (MAX_VERTICES - 2 - k))
+            hashes.append(h)
         if progress is not None:
             progress(v, len(hashes))
-    return CellSpace(np.array(verts, dtype=np.int8), np.array(mats, dtype=np.uint8).reshape(-1, MAX_VERTICES, MAX_VERTICES),
+    return CellSpace(np.array(verts, dtype=np.int8),
+                     np.array(mats, dtype=np.uint8).reshape(-1, MAX_VERTICES, MAX_VERTICES),
                      np.array(opss, dtype=np.int8).reshape(-1, MAX_VERTICES - 2), np.array(hashes, dtype="U32"))
 
 
-def load_or_enumerate(path, *, progress=None):
+def load_or_enumerate(path, *, progress=None, map_chunks=None):
     """The full space, cached in ``path`` (``.npz``): enumerated once, read back after."""
     path = Path(path)
     if path.exists():
@@ -299,7 +309,7 @@ def load_or_enumerate(path, *, progress=None):
             raise CellError(f"{path}: {len(space):,} cells, not the {PUBLISHED_COUNT:,} of the space; allowed: "
                             f"delete it to enumerate again")
         return space
-    space = enumerate_cells(progress=progress)
+    space = enumerate_cells(progress=progress, map_chunks=map_chunks)
     tmp = path.with_name(path.name + ".part.npz")
     space.save(tmp)
     tmp.replace(path)

@@ -21,7 +21,7 @@ def small_space(tmp_path_factory):
 @pytest.fixture
 def small(monkeypatch, small_space):
     """The sweep on the 2,532 cells of up to 5 vertices (the full space takes minutes to enumerate)."""
-    def load_small(path, progress=None):
+    def load_small(path, progress=None, map_chunks=None):
         CellSpace.load(small_space).save(path)
         return CellSpace.load(path)
     monkeypatch.setattr(study, "load_or_enumerate", load_small)
