@@ -28,6 +28,7 @@ A point is a tuple of value indices, one per parameter (``Space.params`` order).
 """
 
 import dataclasses
+import functools
 import math
 import tomllib
 from dataclasses import dataclass
@@ -109,12 +110,27 @@ class Space:
 
     def config(self, point):
         """The :class:`SystemConfig` of a point (not re-validated: every value was checked at load)."""
-        system = self.base
+        # One replace per changed table: this runs for every point a search evaluates.
+        changes = {}
         for p, i in zip(self.params, point):
-            for path in p.paths:
-                system = _set(system, path, p.values[i])
-        accs = tuple(_with_template_array(a) for a in system.accelerator)
-        return dataclasses.replace(system, accelerator=accs)
+            for j, names in self._targets[p.name]:
+                node = changes.setdefault(j, {})
+                for name in names[:-1]:
+                    node = node.setdefault(name, {})
+                node[names[-1]] = p.values[i]
+        system = self.base
+        accs = list(system.accelerator)
+        for j, tree in changes.items():
+            if j is None:
+                system = dataclasses.replace(system, dram=_apply(system.dram, tree))
+            else:
+                accs[j] = _apply(accs[j], tree)
+        return dataclasses.replace(system, accelerator=tuple(_with_template_array(a) for a in accs))
+
+    @functools.cached_property
+    def _targets(self):
+        return {p.name: [(lambda j, rest: (j, rest.split(".")))(*_split(self.base, path)) for path in p.paths]
+                for p in self.params}
 
     def points(self):
         """Every point, as an ``(size, params)`` int array (small spaces only)."""
@@ -170,6 +186,11 @@ def _get(system, path):
     for name in rest.split("."):
         obj = getattr(obj, name)
     return obj
+
+
+def _apply(obj, tree):
+    return dataclasses.replace(obj, **{k: _apply(getattr(obj, k), v) if isinstance(v, dict) else v
+                                       for k, v in tree.items()})
 
 
 def _replace_in(obj, names, value):
