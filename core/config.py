@@ -111,6 +111,13 @@ class EdgeTpuTemplate:
     core_mem_kib: int = _f(32, lo=1, hi=65536)
     pe_mem_kib: int = _f(2048, lo=1, hi=1048576)
     io_gbps: float = _f(32.0, lo=0.1, hi=4096.0, doc="off-chip I/O bandwidth, GB/s")
+    param_cache: bool = _f(False, doc="the core memories keep a network's parameters across inferences, layer by "
+                                      "layer in order as far as they fit (the Edge TPU compiler's caching); the "
+                                      "rest stream over the I/O every inference")
+    depthwise_lanes: bool = _f(False, doc="depthwise convolutions run on the cores' SIMD lanes, a channel and "
+                                          "pixel per lane, not as one array product per channel")
+    efficiency: float = _f(1.0, lo=0.01, hi=1.0, doc="sustained fraction of the array's modelled rate on matrix "
+                                                     "products (a fitted figure: configs/edgetpu.toml)")
 
 
 @dataclass(frozen=True)
