@@ -14,6 +14,7 @@ Writes to ``--out``: ``best.toml`` (a config ``mensa verilog`` reads), ``trials.
 
 import argparse
 import json
+from dataclasses import dataclass
 import math
 import time
 from pathlib import Path
@@ -28,7 +29,8 @@ from mensa.model import zoo
 from mensa.model.explore import OBJECTIVES, OPTIMIZERS, Task, evaluate_chunk, evaluate_points, search
 from mensa.model.space import SpaceError, load_space
 
-__all__ = ["add_arguments", "run", "parse_models", "task_for", "parallel_evaluator", "warm_points", "write_best"]
+__all__ = ["add_arguments", "run", "explore", "Run", "parse_models", "task_for", "parallel_evaluator", "warm_points",
+           "write_best"]
 
 BUDGET_MAX = 10_000_000
 UNITS = {"latency": "ms", "energy": "mJ", "edp": "ms x mJ"}
@@ -108,9 +110,9 @@ def parallel_evaluator(space, task, *, workers=None, ray_address=None):
     return evaluate
 
 
-def _run_record(args, space_ref, space, task):
+def _run_record(space_ref, space, task, optimizer, seed):
     return {"space": space_ref, "models": list(task.models), "objective": task.objective, "area_mm2": task.area_mm2,
-            "latency_ms": task.latency_ms, "optimizer": args.optimizer, "seed": args.seed,
+            "latency_ms": task.latency_ms, "optimizer": optimizer, "seed": seed,
             "params": {p.name: list(p.values) for p in space.params}}
 
 
@@ -166,18 +168,26 @@ def write_best(space, task, best, path, how):
     return system
 
 
-def run(args):
+@dataclass
+class Run:
+    """A finished (or resumed and finished) search: its evaluations, best one and best config."""
+    space: object
+    task: Task
+    evaluations: list
+    best: object            # Evaluation or None
+    system: object          # SystemConfig of the best point, or None
+    summary: dict
+
+
+def explore(space, task, optimizer, budget, out, *, space_ref=None, seed=0, batch=8, workers=None, ray_address=None,
+            warm=(), plots=True, label=None):
+    """Search ``space`` for ``task`` into folder ``out`` (resuming a run recorded there) and write its reports."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    space = load_space(args.space)
-    models = parse_models(args.models)
-    task = task_for(space, models, args.objective, args.area_mm2, args.latency_ms)
-    space_ref = args.space if not Path(args.space).exists() else str(Path(args.space).resolve())
-    warm = warm_points(args.transfer_from, space, args.budget) if args.transfer_from else []
-    args.out.mkdir(parents=True, exist_ok=True)
-    record = _run_record(args, space_ref, space, task)
-    run_json = args.out / "run.json"
+    out.mkdir(parents=True, exist_ok=True)
+    record = _run_record(space_ref or space.name, space, task, optimizer, seed)
+    run_json = out / "run.json"
     if run_json.exists():
         try:
             old = json.loads(run_json.read_text())
@@ -185,54 +195,68 @@ def run(args):
             old = {}
         differ = [k for k in _RUN_KEYS if old.get(k) != record[k]]
         if differ:
-            raise UserError(f"--out {args.out}: holds a run with other arguments ({', '.join(differ)}); allowed: "
+            raise UserError(f"--out {out}: holds a run with other arguments ({', '.join(differ)}); allowed: "
                             f"the same arguments to resume it, or another --out")
     write_json(run_json, record)
-    storage = f"sqlite:///{args.out / 'study.db'}"
-    evaluate = parallel_evaluator(space, task, workers=args.workers, ray_address=args.ray_address)
-    batch = args.batch if args.optimizer not in ("random", "grid") else max(args.batch, 512)
-    console = Console(stderr=True)
-    unit = UNITS[args.objective]
+    storage = f"sqlite:///{out / 'study.db'}"
+    evaluate = parallel_evaluator(space, task, workers=workers, ray_address=ray_address)
+    batch = batch if optimizer not in ("random", "grid") else max(batch, 512)
+    unit = UNITS[task.objective]
     start = time.monotonic()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=console,
+                  TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=Console(stderr=True),
                   transient=True) as progress:
-        bar = progress.add_task(f"{args.optimizer} on {space.name}", total=min(args.budget, space.size), best="-")
+        bar = progress.add_task(label or f"{optimizer} on {space.name}", total=min(budget, space.size), best="-")
 
         def on_batch(done, best):
             progress.update(bar, completed=done, best=f"{best.value:.4g} {unit}" if best else "none feasible")
-        evaluations = search(space, task, args.optimizer, args.budget, evaluate, seed=args.seed, storage=storage,
-                             batch=batch, warm=warm, on_batch=on_batch)
+        evaluations = search(space, task, optimizer, budget, evaluate, seed=seed, storage=storage, batch=batch,
+                             warm=warm, on_batch=on_batch)
     elapsed = time.monotonic() - start
     feasible = [e for e in evaluations if e.feasible]
     front = front_of(evaluations)
-    write_json(args.out / "pareto.json", {**front, "space": space.name, "params": [p.name for p in space.params],
-                                          "values": [space.values(tuple(p["point"])) for p in front["points"]]})
-    write_trials_csv(args.out / "trials.csv", space, evaluations)
-    curve = best_so_far(evaluations)
-    if not args.no_plots and evaluations:
-        convergence_plot({args.optimizer: [curve]}, args.out / "convergence.png", ylabel=f"best {args.objective} ({unit})",
-                         title=f"{space.name}: {args.objective} over {', '.join(models)}")
+    write_json(out / "pareto.json", {**front, "space": space.name, "params": [p.name for p in space.params],
+                                     "values": [space.values(tuple(p["point"])) for p in front["points"]]})
+    write_trials_csv(out / "trials.csv", space, evaluations)
+    if plots and evaluations:
+        convergence_plot({optimizer: [best_so_far(evaluations)]}, out / "convergence.png",
+                         ylabel=f"best {task.objective} ({unit})",
+                         title=f"{space.name}: {task.objective} over {', '.join(task.models)}")
     summary = {"space": space.name, "space_points": space.size, "task": record, "evaluations": len(evaluations),
                "feasible": len(feasible), "seconds": elapsed, "hypervolume": front["hypervolume"],
-               "pareto_points": len(front["points"]), "best": None, "transfer_from": str(args.transfer_from or ""),
-               "warm_points": len(warm)}
+               "pareto_points": len(front["points"]), "best": None, "warm_points": len(warm)}
+    best = system = None
     if feasible:
         best = min(feasible, key=lambda e: e.value)
-        system = write_best(space, task, best, args.out / "best.toml", f"{args.optimizer}, {len(evaluations)} evaluations")
+        system = write_best(space, task, best, out / "best.toml", f"{optimizer}, {len(evaluations)} evaluations")
         summary["best"] = {"values": space.values(best.point), **best.to_dict(),
                            "found_at_evaluation": 1 + evaluations.index(best), "config": system.name}
-    write_json(args.out / "summary.json", summary)
-    print(f"{space.name}: {len(evaluations)} of {space.size:,} points evaluated ({len(feasible)} feasible) by "
-          f"{args.optimizer} in {elapsed:.1f} s; Pareto front {len(front['points'])} points, hypervolume "
-          f"{front['hypervolume']:.4f}")
-    if not feasible:
+    write_json(out / "summary.json", summary)
+    return Run(space=space, task=task, evaluations=evaluations, best=best, system=system, summary=summary)
+
+
+def run(args):
+    space = load_space(args.space)
+    models = parse_models(args.models)
+    task = task_for(space, models, args.objective, args.area_mm2, args.latency_ms)
+    space_ref = args.space if not Path(args.space).exists() else str(Path(args.space).resolve())
+    warm = warm_points(args.transfer_from, space, args.budget) if args.transfer_from else []
+    r = explore(space, task, args.optimizer, args.budget, args.out, space_ref=space_ref, seed=args.seed,
+                batch=args.batch, workers=args.workers, ray_address=args.ray_address, warm=warm,
+                plots=not args.no_plots)
+    r.summary["transfer_from"] = str(args.transfer_from or "")
+    write_json(args.out / "summary.json", r.summary)
+    s = r.summary
+    print(f"{space.name}: {s['evaluations']} of {space.size:,} points evaluated ({s['feasible']} feasible) by "
+          f"{args.optimizer} in {s['seconds']:.1f} s; Pareto front {s['pareto_points']} points, hypervolume "
+          f"{s['hypervolume']:.4f}")
+    if r.best is None:
         print("no feasible point found: no best.toml written (see trials.csv for why each point is infeasible)")
         return 0
-    b = summary["best"]
-    print(f"best {args.objective}: {best.value:.4g} {unit} at evaluation {b['found_at_evaluation']} "
+    best, unit = r.best, UNITS[args.objective]
+    print(f"best {args.objective}: {best.value:.4g} {unit} at evaluation {s['best']['found_at_evaluation']} "
           f"(latency {best.latency_ms:.4g} ms, energy {best.energy_mj:.4g} mJ, area {best.area_mm2:.3f} mm^2): "
-          + ", ".join(f"{k}={v}" for k, v in b["values"].items()))
+          + ", ".join(f"{k}={v}" for k, v in s["best"]["values"].items()))
     print(f"wrote {args.out / 'best.toml'}, trials.csv, pareto.json, summary.json"
           + ("" if args.no_plots else ", convergence.png"))
     return 0
