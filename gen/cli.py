@@ -24,7 +24,7 @@ COMMANDS = {
     "build": "build an FPGA board's bitstream of a self-test: the accelerator runs a stored layer, LEDs show pass/fail",
     "run-layer": "run one layer on an accelerator's RTL from DRAM, bit-exact: cycles, utilisation, stalls, DRAM bytes",
     "explore": "search a design space (Edge TPU template, Mensa-G, or a TOML space) for the best config of a task",
-    "compare": "the zoo on the Edge TPU baseline, Mensa-G and an Eyeriss-v2-like baseline: throughput and energy ratios",
+    "compare": "the zoo on the best monolith of equal area (searched), Mensa-G and an Eyeriss-v2-like baseline: throughput and energy ratios",
 }
 
 
