@@ -149,3 +149,22 @@ def test_an_out_folder_of_another_run_is_refused(space, tmp_path, capsys):
     assert _explore(space, out, "--budget", "3", "--optimizer", "tpe") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "optimizer" in err
+
+
+@pytest.mark.slow       # two searches and a compare: ~20 s
+def test_compare_by_default_searches_the_monolith_and_says_so(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--models", "ds_cnn", "--search-budget", "12", "--workers", "1", "--no-plots",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "compare.json").read_text())
+    s = data["summary"]
+    assert s["baseline"]["kind"] == "searched" and s["baseline"]["space"] == "edgetpu"
+    assert "baseline edgetpu-best: the best edgetpu design" in printed
+    budget = s["area_budget_mm2"]
+    assert all(a <= budget * (1 + 1e-9) for a in s["area_mm2"].values())
+    best = load(out / "search-monolith" / "best.toml")
+    assert data["systems"]["edgetpu-best"]["accelerator"][0]["edgetpu"] == json.loads(
+        json.dumps(best.accelerator[0].edgetpu.__dict__))
+    assert best.accelerator[0].clock_mhz == load("mensa-g").accelerator[0].clock_mhz     # equal clock
+    assert {"mensa-g_over_edgetpu-best", "mensa-g-best_over_edgetpu-best"} <= set(s)
