@@ -7,9 +7,9 @@
    evaluations (mean, min, max over seeds), and the evaluations each needs to come within 2% of the
    optimum, against random search's (measured, and its exact expectation (N + 1) / (K + 1) for K
    points within 2% among N feasible or not).
-2. Transfer: TPE warm-started from the best points of a 300-evaluation TPE search of a related task
+2. Transfer (5 seeds): TPE warm-started from the best points of a 300-evaluation TPE search of a related task
    (another area budget; another workload), against a cold start: evaluations to reach 2%.
-3. The Edge TPU template (``edgetpu``, 1.2 x 10^8 points): the best found after 1000 evaluations by each
+3. The Edge TPU template (``edgetpu``, 1.2 x 10^8 points, 5 seeds): the best found after 1000 evaluations by each
    optimiser, as a percentage better than random search's, as Apollo reports it.
 
 Prints and writes bench/out/explore.json and the convergence plots bench/out/explore_*.png.
@@ -170,6 +170,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--transfer-seeds", type=int, default=5, help="seeds of the transfer part (default: 5)")
+    parser.add_argument("--template-seeds", type=int, default=5, help="seeds of the template part (default: 5)")
     parser.add_argument("--parts", default="exact,transfer,template")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -192,11 +194,12 @@ def main():
         sources = {"another area budget (1.5x)": Task(models=MODELS, objective="latency", area_mm2=1.5 * area),
                    "another workload (EfficientNet-EdgeTPU-S + seq2seq)":
                        Task(models=("efficientnet_edgetpu_s", "seq2seq"), objective="latency", area_mm2=area)}
-        result["transfer"] = transfer("edgetpu-small", "target", target, cold, sources, seeds, args.budget,
+        few = seeds[:args.transfer_seeds]
+        result["transfer"] = transfer("edgetpu-small", "target", target, cold[:len(few)], sources, few, args.budget,
                                       args.workers, console)
     if "template" in parts:
         console(f"edgetpu template ({load_space('edgetpu').size:,} points), {args.budget} evaluations:")
-        result["template"] = template(target, seeds, args.budget, args.workers, console)
+        result["template"] = template(target, list(range(args.template_seeds)), args.budget, args.workers, console)
     result["printed"] = lines
     (OUT / "explore.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {OUT / 'explore.json'}")
