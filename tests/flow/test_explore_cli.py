@@ -168,3 +168,13 @@ def test_compare_by_default_searches_the_monolith_and_says_so(tmp_path, capsys):
         json.dumps(best.accelerator[0].edgetpu.__dict__))
     assert best.accelerator[0].clock_mhz == load("mensa-g").accelerator[0].clock_mhz     # equal clock
     assert {"mensa-g_over_edgetpu-best", "mensa-g-best_over_edgetpu-best"} <= set(s)
+
+
+@pytest.mark.slow       # starts a local Ray: ~20 s
+def test_a_search_evaluates_on_ray_as_it_does_locally(space, tmp_path):
+    pytest.importorskip("ray")
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert _explore(space, here, "--budget", "15", "--optimizer", "grid") == 0
+    assert main(["explore", "--space", str(space), "--models", "ds_cnn", "--out", str(there), "--no-plots",
+                 "--budget", "15", "--optimizer", "grid", "--ray-address", "local"]) == 0
+    assert (here / "trials.csv").read_text() == (there / "trials.csv").read_text()
