@@ -19,6 +19,7 @@ Prints and writes bench/out/explore.json and the convergence plots bench/out/exp
 import argparse
 import json
 import math
+import pickle
 import time
 from pathlib import Path
 
@@ -39,12 +40,16 @@ _TABLES = {}        # task key -> {point: Evaluation}; inherited by forked worke
 
 
 def enumerate_space(space, task, workers=2):
+    cache = OUT / f"table-{space.name}-{'+'.join(task.models)}-{task.objective}-{task.area_mm2:.4f}.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
     points = [tuple(int(i) for i in p) for p in space.points()]
     chunks = [points[k:k + 4096] for k in range(0, len(points), 4096)]
     table = {}
     for _, evaluations in run_tasks(evaluate_chunk, [(space, task, c) for c in chunks], workers=workers):
         for e in evaluations:
             table[e.point] = e
+    cache.write_bytes(pickle.dumps(table))
     return table
 
 
@@ -86,10 +91,12 @@ def exact(space_name, task, key, seeds, budget, workers, console):
     good = int((values <= optimum * (1 + WITHIN)).sum())
     console(f"{space_name}: {len(table):,} points enumerated in {enum_s:.1f} s ({len(table) / enum_s:,.0f} points/s), "
             f"{len(values):,} feasible, optimum {optimum:.4f} ms, {good} points within {WITHIN:.0%} of it")
-    jobs = [(space_name, key, task, kind, seed, budget, []) for kind in OPTIMIZERS for seed in seeds]
+    order = ("tpe", "random", "evolution", "nsga2", "cmaes", "grid")     # the slowest first
+    jobs = [(space_name, key, task, kind, seed, budget, []) for kind in order for seed in seeds]
     runs = {kind: [None] * len(seeds) for kind in OPTIMIZERS}
-    for i, result in run_tasks(_run, jobs, workers=workers):
+    for n, (i, result) in enumerate(run_tasks(_run, jobs, workers=workers), 1):
         runs[jobs[i][3]][seeds.index(jobs[i][4])] = result
+        print(f"    run {n}/{len(jobs)}: {jobs[i][3]} seed {jobs[i][4]} in {result['seconds']:.0f} s", flush=True)
     out = {"space": space_name, "points": len(table), "feasible": len(values), "optimum_ms": optimum,
            "within_2pct_points": good, "enumeration_s": enum_s,
            "random_expected_evaluations_to_2pct": (len(table) + 1) / (good + 1), "optimizers": {}}
@@ -149,8 +156,9 @@ def transfer(space_name, target_key, target, cold, sources, seeds, budget, worke
 def template(task, seeds, budget, workers, console):
     jobs = [("edgetpu", None, task, kind, seed, budget, []) for kind in OPTIMIZERS for seed in seeds]
     runs = {kind: [None] * len(seeds) for kind in OPTIMIZERS}
-    for i, r in run_tasks(_run, jobs, workers=workers):
+    for n, (i, r) in enumerate(run_tasks(_run, jobs, workers=workers), 1):
         runs[jobs[i][3]][seeds.index(jobs[i][4])] = r
+        print(f"    run {n}/{len(jobs)}: {jobs[i][3]} seed {jobs[i][4]} in {r['seconds']:.0f} s", flush=True)
     best = {k: [min(r["curve"]) for r in v] for k, v in runs.items()}
     rnd = float(np.mean(best["random"]))
     out = {"space": "edgetpu", "points": load_space("edgetpu").size, "budget": budget, "seeds": len(seeds),
@@ -187,9 +195,18 @@ def main():
     result = {"models": list(MODELS), "objective": "latency (geometric mean over the models)", "area_mm2": area,
               "budget": args.budget, "seeds": args.seeds}
     cold = None
+    path = OUT / "explore.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        result.update({k: old[k] for k in ("exact", "transfer", "template") if k in old and k not in parts})
+
+    def save():
+        result["printed"] = lines
+        path.write_text(json.dumps(result, indent=1))
     if "exact" in parts or "transfer" in parts:
         result["exact"], runs = exact("edgetpu-small", target, "target", seeds, args.budget, args.workers, console)
         cold = runs["tpe"]
+        save()
     if "transfer" in parts:
         sources = {"another area budget (1.5x)": Task(models=MODELS, objective="latency", area_mm2=1.5 * area),
                    "another workload (EfficientNet-EdgeTPU-S + seq2seq)":
@@ -197,12 +214,12 @@ def main():
         few = seeds[:args.transfer_seeds]
         result["transfer"] = transfer("edgetpu-small", "target", target, cold[:len(few)], sources, few, args.budget,
                                       args.workers, console)
+        save()
     if "template" in parts:
         console(f"edgetpu template ({load_space('edgetpu').size:,} points), {args.budget} evaluations:")
         result["template"] = template(target, list(range(args.template_seeds)), args.budget, args.workers, console)
-    result["printed"] = lines
-    (OUT / "explore.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {OUT / 'explore.json'}")
+    save()
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
