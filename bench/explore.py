@@ -8,7 +8,8 @@
    optimum, against random search's (measured, and its exact expectation (N + 1) / (K + 1) for K
    points within 2% among N feasible or not).
 2. Transfer (5 seeds): TPE warm-started from the best points of a 300-evaluation TPE search of a related task
-   (another area budget; another workload), against a cold start: evaluations to reach 2%.
+   (another area budget; another workload), against a cold start: evaluations to reach 2% (the warm
+   searches stop at 500 evaluations).
 3. The Edge TPU template (``edgetpu``, 1.2 x 10^8 points, 5 seeds): the best found after 1000 evaluations by each
    optimiser, as a percentage better than random search's, as Apollo reports it.
 
@@ -133,7 +134,7 @@ def transfer(space_name, target_key, target, cold, sources, seeds, budget, worke
         warm = {}
         for i, r in run_tasks(_run, src, workers=workers):
             warm[src[i][4]] = [tuple(p) for p in r["points"]]
-        jobs = [(space_name, target_key, target, "tpe", seed, budget, warm[seed]) for seed in seeds]
+        jobs = [(space_name, target_key, target, "tpe", seed, min(budget, 500), warm[seed]) for seed in seeds]
         runs = [None] * len(seeds)
         for i, r in run_tasks(_run, jobs, workers=workers):
             runs[i] = r
