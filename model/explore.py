@@ -109,8 +109,15 @@ def _network(name):
     return net, LayerTable(net.layers), host
 
 
+#: DSP blocks of a systolic accelerator beyond its array's MACs: per column and in all (the requantiser's and
+#: the address arithmetic's multipliers), fitted to `mensa synth` on ECP5 (MULT18X18D): a 2x2 WS accelerator
+#: took 36 (docs/synth.md), a 12x13 one (the edgetpu-fpga space's first best design) 218.
+SYSTOLIC_DSP_PER_COL, SYSTOLIC_DSP_FIXED = 3, 27
+
+
 def fpga_resources(system):
-    """``(DSP blocks, block-RAM KiB)`` of a system on an FPGA: one DSP per int8 MAC, the on-chip memories
+    """``(DSP blocks, block-RAM KiB)`` of a system on an FPGA: one DSP per int8 MAC plus a systolic
+    accelerator's others (:data:`SYSTOLIC_DSP_PER_COL`, :data:`SYSTOLIC_DSP_FIXED`), the on-chip memories
     (for an Edge TPU template, its core, PE and accumulator memories) in block RAM."""
     dsp = kib = 0
     for a in system.accelerator:
@@ -118,7 +125,7 @@ def fpga_resources(system):
             dsp += a.nearmem.vaults * a.nearmem.lanes
             kib += a.nearmem.vaults * a.nearmem.local_kib
         else:
-            dsp += a.array.rows * a.array.cols
+            dsp += a.array.rows * a.array.cols + SYSTOLIC_DSP_PER_COL * a.array.cols + SYSTOLIC_DSP_FIXED
             kib += sum(buffer_bytes(a)) / 1024
     return dsp, kib
 
