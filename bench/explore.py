@@ -182,6 +182,7 @@ def main():
     parser.add_argument("--transfer-seeds", type=int, default=5, help="seeds of the transfer part (default: 5)")
     parser.add_argument("--template-seeds", type=int, default=5, help="seeds of the template part (default: 5)")
     parser.add_argument("--parts", default="exact,transfer,template")
+    parser.add_argument("--json", default="explore.json", help="file in bench/out (default: explore.json)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seeds))
@@ -196,7 +197,7 @@ def main():
     result = {"models": list(MODELS), "objective": "latency (geometric mean over the models)", "area_mm2": area,
               "budget": args.budget, "seeds": args.seeds}
     cold = None
-    path = OUT / "explore.json"
+    path = OUT / args.json
     if path.exists():
         old = json.loads(path.read_text())
         result.update({k: old[k] for k in ("exact", "transfer", "template") if k in old and k not in parts})
