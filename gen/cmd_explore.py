@@ -13,6 +13,7 @@ Writes to ``--out``: ``best.toml`` (a config ``mensa verilog`` reads), ``trials.
 """
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 import math
@@ -151,9 +152,7 @@ def warm_points(run_dir, space, budget):
 
 
 def write_best(space, task, best, path, how):
-    system = space.config(best.point)
-    import dataclasses
-    system = dataclasses.replace(system, name=f"{space.name}-best"[:64],
+    system = dataclasses.replace(space.config(best.point), name=f"{space.name}-best"[:64],
                                  description=f"the best point of space {space.name} found by mensa explore")
     values = ", ".join(f"{k} = {v}" for k, v in space.values(best.point).items())
     comment = (f"Found by mensa explore ({how}) in space {space.name}: {values}.\n"

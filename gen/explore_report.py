@@ -2,6 +2,7 @@
 
 import csv
 import math
+import warnings
 
 import numpy as np
 
@@ -52,11 +53,9 @@ def convergence_plot(curves, path, *, ylabel, title, optimum=None):
         data = np.array([r[:n] for r in runs], dtype=float)
         data = np.where(np.isfinite(data), data, np.nan)
         x = np.arange(1, n + 1)
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean, lo, hi = np.nanmean(data, 0), np.nanmin(data, 0), np.nanmax(data, 0)
+        with warnings.catch_warnings():       # a column all nan (no feasible point yet) stays nan
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, lo, hi = np.nanmean(data, 0), np.nanmin(data, 0), np.nanmax(data, 0)
         label = name if len(runs) == 1 else f"{name} (mean, min-max of {len(runs)} seeds)"
         line, = ax.plot(x, mean, label=label, linewidth=1.2)
         if len(runs) > 1:
