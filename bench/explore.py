@@ -60,7 +60,20 @@ def _lookup(key):
 
 
 def _run(job):
-    """One search: (space name, task key, task, optimiser, seed, budget, warm points) -> best-so-far curve."""
+    """One search: (space name, task key, task, optimiser, seed, budget, warm points) -> best-so-far curve.
+    Cached in bench/out/runs/ by its arguments, so a bench stopped part way redoes only what is missing."""
+    import hashlib
+    name = hashlib.sha256(repr(job[:1] + job[2:]).encode()).hexdigest()[:16]
+    cache = OUT / "runs" / f"{job[3]}-{job[4]}-{name}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    result = _search(job)
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_text(json.dumps(result))
+    return result
+
+
+def _search(job):
     space_name, key, task, kind, seed, budget, warm = job
     space = load_space(space_name)
     evaluate = _lookup(key) if key in _TABLES else (lambda points: evaluate_points(space, task, points))

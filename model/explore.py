@@ -19,7 +19,8 @@ The optimisers share one loop (:func:`search`) and one record, an optuna study (
 makes a run resumable): random sampling, a grid (exhaustive when the budget covers the space),
 regularised evolution (Real et al. 2019), and optuna's TPE, CMA-ES (with margin, for integer
 spaces) and NSGA-II. The budget counts distinct points evaluated; an optimiser that proposes a
-point again gets its cached cost.
+point again gets its cached cost; one that proposes mostly known points is stopped after
+:data:`PROPOSALS_PER_POINT` proposals per point of its budget.
 """
 
 import functools
@@ -42,6 +43,7 @@ __all__ = ["OBJECTIVES", "OPTIMIZERS", "Task", "Evaluation", "evaluate_points", 
 OBJECTIVES = ("latency", "energy", "edp")
 OPTIMIZERS = ("random", "grid", "evolution", "tpe", "cmaes", "nsga2")
 PENALTY = 1e30          # what an optimiser is told for a point whose network does not run
+PROPOSALS_PER_POINT = 5  # a search stops after this many proposals per point of its budget
 _VIOLATION_WEIGHT = 10.0
 
 
@@ -468,7 +470,9 @@ def search(space, task, kind, budget, evaluate, *, seed=0, storage=None, batch=8
         stale = 0 if new else stale + 1
         if on_batch:
             on_batch(len(history.cache), best)
-        if stale >= 50 or not points:         # the optimiser proposes nothing new: the space is exhausted
+        # The optimiser proposes nothing new (the space is exhausted), or mostly points it has seen (a
+        # converged population): stop rather than ask without end.
+        if stale >= 50 or not points or len(history.points) >= PROPOSALS_PER_POINT * budget:
             break
     seen, out = set(), []
     for p in history.points:
