@@ -106,7 +106,7 @@ def exact(space_name, task, key, seeds, budget, workers, console):
     console(f"{space_name}: {len(table):,} points enumerated in {enum_s:.1f} s ({len(table) / enum_s:,.0f} points/s), "
             f"{len(values):,} feasible, optimum {optimum:.4f} ms, {good} points within {WITHIN:.0%} of it")
     order = ("tpe", "random", "evolution", "nsga2", "cmaes", "grid")     # the slowest first
-    jobs = [(space_name, key, task, kind, seed, budget, []) for kind in order for seed in seeds]
+    jobs = [(space_name, key, task, kind, seed, budget, []) for seed in seeds for kind in order]   # seed by seed
     runs = {kind: [None] * len(seeds) for kind in OPTIMIZERS}
     for n, (i, result) in enumerate(run_tasks(_run, jobs, workers=workers), 1):
         runs[jobs[i][3]][seeds.index(jobs[i][4])] = result
