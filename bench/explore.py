@@ -43,15 +43,18 @@ _TABLES = {}        # task key -> {point: Evaluation}; inherited by forked worke
 def enumerate_space(space, task, workers=2):
     cache = OUT / f"table-{space.name}-{'+'.join(task.models)}-{task.objective}-{task.area_mm2:.4f}.pkl"
     if cache.exists():
-        return pickle.loads(cache.read_bytes())
+        table, seconds = pickle.loads(cache.read_bytes())
+        return table, seconds
+    start = time.monotonic()
     points = [tuple(int(i) for i in p) for p in space.points()]
     chunks = [points[k:k + 4096] for k in range(0, len(points), 4096)]
     table = {}
     for _, evaluations in run_tasks(evaluate_chunk, [(space, task, c) for c in chunks], workers=workers):
         for e in evaluations:
             table[e.point] = e
-    cache.write_bytes(pickle.dumps(table))
-    return table
+    seconds = time.monotonic() - start
+    cache.write_bytes(pickle.dumps((table, seconds)))
+    return table, seconds
 
 
 def _lookup(key):
@@ -97,9 +100,8 @@ def _stats(xs):
 
 def exact(space_name, task, key, seeds, budget, workers, console):
     space = load_space(space_name)
-    t0 = time.monotonic()
-    _TABLES[key] = table = enumerate_space(space, task, workers)
-    enum_s = time.monotonic() - t0
+    table, enum_s = enumerate_space(space, task, workers)
+    _TABLES[key] = table
     values = np.array([e.value for e in table.values() if e.feasible])
     optimum = float(values.min())
     good = int((values <= optimum * (1 + WITHIN)).sum())
@@ -228,7 +230,7 @@ def main():
                        Task(models=("efficientnet_edgetpu_s", "seq2seq"), objective="latency", area_mm2=area)}
         few = seeds[:args.transfer_seeds]
         if cold is None:        # the exact part ran before: its table is cached, its cold TPE runs are rerun
-            _TABLES["target"] = enumerate_space(load_space("edgetpu-small"), target, args.workers)
+            _TABLES["target"] = enumerate_space(load_space("edgetpu-small"), target, args.workers)[0]
             jobs = [("edgetpu-small", "target", target, "tpe", seed, args.budget, []) for seed in few]
             cold = [None] * len(few)
             for i, r in run_tasks(_run, jobs, workers=args.workers):
