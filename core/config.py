@@ -28,7 +28,7 @@ __all__ = [
     "ConfigError", "Dataflow", "CoreKind",
     "ArrayConfig", "BufferConfig", "NearMemConfig", "MemoryConfig", "EdgeTpuTemplate",
     "AcceleratorConfig", "DramConfig", "SystemConfig",
-    "load", "loads", "presets", "from_dict", "to_dict", "config_hash", "mangled", "NAME_MAX", "CONFIG_BYTES_MAX",
+    "load", "loads", "presets", "from_dict", "to_dict", "to_toml", "config_hash", "mangled", "NAME_MAX", "CONFIG_BYTES_MAX",
 ]
 
 
@@ -111,6 +111,13 @@ class EdgeTpuTemplate:
     core_mem_kib: int = _f(32, lo=1, hi=65536)
     pe_mem_kib: int = _f(2048, lo=1, hi=1048576)
     io_gbps: float = _f(32.0, lo=0.1, hi=4096.0, doc="off-chip I/O bandwidth, GB/s")
+    param_cache: bool = _f(False, doc="the core memories keep a network's parameters across inferences, layer by "
+                                      "layer in order as far as they fit (the Edge TPU compiler's caching); the "
+                                      "rest stream over the I/O every inference")
+    depthwise_lanes: bool = _f(False, doc="depthwise convolutions run on the cores' SIMD lanes, a channel and "
+                                          "pixel per lane, not as one array product per channel")
+    efficiency: float = _f(1.0, lo=0.01, hi=1.0, doc="sustained fraction of the array's modelled rate on matrix "
+                                                     "products (a fitted figure: configs/edgetpu.toml)")
 
 
 @dataclass(frozen=True)
@@ -343,3 +350,39 @@ def config_hash(obj):
     """A short stable hash of a config object (system, accelerator or part), for build caches."""
     text = json.dumps(to_dict(obj), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)        # a JSON string is a valid TOML basic string
+    raise TypeError(f"no TOML form for {v!r}")
+
+
+def _toml_table(table, prefix, lines):
+    plain = {k: v for k, v in table.items() if not isinstance(v, (dict, list))}
+    for key, value in plain.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{prefix}{key}]")
+            _toml_table(value, f"{prefix}{key}.", lines)
+        elif isinstance(value, list):
+            for item in value:
+                lines.append(f"\n[[{prefix}{key}]]")
+                _toml_table(item, f"{prefix}{key}.", lines)
+
+
+def to_toml(system, comment=""):
+    """``system`` as TOML text that :func:`loads` reads back to an equal config; ``comment`` heads it as
+    ``#`` lines (why these sizes)."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    table = to_dict(system)
+    for acc in table["accelerator"]:
+        if acc["kind"] == CoreKind.NEARMEM.value:
+            del acc["array"]            # a near-memory unit has none; loads refuses the table
+    _toml_table(table, "", lines)
+    return "\n".join(lines).lstrip("\n") + "\n"

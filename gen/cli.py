@@ -23,7 +23,8 @@ COMMANDS = {
     "synth": "synthesise and place a config's accelerators on an FPGA (Yosys, nextpnr): area, Fmax, critical path",
     "build": "build an FPGA board's bitstream of a self-test: the accelerator runs a stored layer, LEDs show pass/fail",
     "run-layer": "run one layer on an accelerator's RTL from DRAM, bit-exact: cycles, utilisation, stalls, DRAM bytes",
-    "compare": "the zoo on the Edge TPU baseline, Mensa-G and an Eyeriss-v2-like baseline: throughput and energy ratios",
+    "explore": "search a design space (Edge TPU template, Mensa-G, or a TOML space) for the best config of a task",
+    "compare": "the zoo on the best monolith of equal area (searched), Mensa-G and an Eyeriss-v2-like baseline: throughput and energy ratios",
     "study": "the Edge TPU study: every NAS-Bench-101 network on the Edge TPU classes, a report, a learned model",
     "predict": "the learned model's latency and energy of a NAS-Bench-101 cell on the Edge TPU classes",
 }

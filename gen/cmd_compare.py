@@ -1,15 +1,26 @@
-"""``mensa compare``: the zoo on the Edge TPU baseline, Mensa-G and an Eyeriss-v2-like baseline.
+"""``mensa compare``: the zoo on the best monolith, Mensa-G (as written and searched) and an Eyeriss-v2-like baseline.
 
 Every model is scheduled (:func:`~mensa.model.schedule.schedule`) on each
 system; the command prints per-model latency and energy, the throughput and
 energy-efficiency ratios of Mensa-G over each baseline and their geometric
 and arithmetic means, each system's silicon area, and the energy breakdown by
 component that explains the ratios. It writes ``compare.json`` and two plots
-(per-layer utilisation, energy breakdown) to ``--out``.
+(per-layer utilisation, energy breakdown) to ``--out``, and says which baseline
+was used.
+
+The monolithic baseline: by default the best design of the Edge TPU template
+(``--baseline-space``, configs/spaces/edgetpu.toml: the template modelled on the
+Coral chip, bench/coral.py) that ``mensa explore``'s search finds within the area
+budget, for the same models and objective, at the heterogeneous system's clock and
+DRAM (an equal-area, equal-clock comparison with the strongest monolith found, not a
+shrunken preset). Mensa-G gets the same search for its own sizes (``--system-space``)
+and both ratios are reported. The searches are explore runs in ``OUT/search-monolith``
+and ``OUT/search-system``: a second compare resumes them. ``--baseline CONFIG`` compares
+with that config instead, sized by its SRAM as below.
 
 Equal area: by default every system is sized to one silicon budget, the
 heterogeneous system's own area (``--area-mm2`` sets another; ``native`` compares
-the presets as written). A system is sized by :func:`fit_area`: its compute (arrays,
+the presets as written). A preset is sized by :func:`fit_area`: its compute (arrays,
 lanes, vaults) is kept and every on-chip SRAM of every accelerator (buffers, the Edge
 TPU template's core and PE memories, the near-memory local buffers) is scaled by one
 common factor, the largest whose area (model/energy.py's :class:`AreaTable`) is within
@@ -18,7 +29,7 @@ below a system's compute alone is a user error naming the smallest budget it all
 
 The Eyeriss-v2-like baseline is built here, sized to the same budget: a square output-stationary array (the closest of mensa's dataflows to
 Eyeriss's row-stationary one) with Eyeriss v2's 246 KiB of SRAM per 192 PEs,
-at the Edge TPU's clock and DRAM. It does not model Eyeriss v2's flexible
+at the baseline's clock and DRAM. It does not model Eyeriss v2's flexible
 hierarchical-mesh network or its sparse processing, so it is a lower bound on
 that design.
 """
@@ -34,20 +45,37 @@ from mensa.core.config import BufferConfig, ConfigError, from_dict, load, to_dic
 from mensa.core.errors import UserError
 from mensa.model import zoo
 from mensa.model.energy import AreaTable, system_area_mm2
+from mensa.model.explore import OPTIMIZERS, Task
 from mensa.model.schedule import OBJECTIVES, schedule
+from mensa.model.space import load_space
 from mensa.core.files import write_json
 from mensa.gen import args as types
+from mensa.gen.cmd_explore import explore
 
-__all__ = ["add_arguments", "run", "eyeriss_like", "compare", "fit_area", "sram_scaled"]
+__all__ = ["add_arguments", "run", "eyeriss_like", "compare", "fit_area", "sram_scaled", "at_clock_and_dram", "searched"]
 
 EYERISS_SRAM_KIB_PER_PE = 246 / 192        # Eyeriss v2 (Chen et al., JETCAS 2019): 246 KB on chip, 192 PEs
 
 
 def add_arguments(parser):
-    parser.add_argument("--baseline", type=Path, default="edgetpu",
-                        help="monolithic baseline system: a TOML file or a preset name (default: edgetpu)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a monolithic baseline config (TOML file or preset) sized to the budget by its SRAM; "
+                             "default: the best design of --baseline-space searched at the budget")
+    parser.add_argument("--baseline-space", default="edgetpu",
+                        help="the space searched for the monolithic baseline (default: edgetpu, the Edge TPU "
+                             "template)")
     parser.add_argument("--system", type=Path, default="mensa-g",
                         help="heterogeneous system: a TOML file or a preset name (default: mensa-g)")
+    parser.add_argument("--system-space", default=None,
+                        help="a space searched for the heterogeneous system's own sizes at the same budget "
+                             "(default: mensa-g when --system is the mensa-g preset; 'none' skips it)")
+    parser.add_argument("--search-budget", type=types.positive_int(100_000), default=500,
+                        help="evaluations of each search (default: 500)")
+    parser.add_argument("--search-optimizer", choices=OPTIMIZERS, default="tpe",
+                        help="the searches' optimiser (default: tpe)")
+    parser.add_argument("--seed", type=types.seed, default=0, help="the searches' seed (default: 0)")
+    parser.add_argument("--workers", type=types.positive_int(1024), help="local processes (default: the cores)")
+    parser.add_argument("--ray-address", help="evaluate the searches on a Ray cluster")
     parser.add_argument("--models", default="all",
                         help="comma-separated zoo models (default: the whole zoo)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency",
@@ -58,6 +86,26 @@ def add_arguments(parser):
     parser.add_argument("--area-mm2", default="system",
                         help="silicon budget every system is sized to: a number of mm^2, 'system' (the "
                              "heterogeneous system's own area; default) or 'native' (the presets as written)")
+
+
+def at_clock_and_dram(space, system):
+    """``space`` with its base at ``system``'s clock and DRAM: a comparison at equal clock and memory."""
+    clock = system.accelerator[0].clock_mhz
+    base = dataclasses.replace(space.base, dram=system.dram, accelerator=tuple(
+        dataclasses.replace(a, clock_mhz=clock) for a in space.base.accelerator))
+    return dataclasses.replace(space, base=base)
+
+
+def searched(space, models, objective, budget, out, args, label):
+    """The best point of ``space`` for the models under the area budget, searched into ``out``."""
+    task = Task(models=tuple(models), objective=objective, area_mm2=budget)
+    ref = f"{space.name}@{space.base.accelerator[0].clock_mhz:g}MHz"
+    run = explore(space, task, args.search_optimizer, args.search_budget, out, space_ref=ref, seed=args.seed,
+                  workers=args.workers, ray_address=args.ray_address, plots=not args.no_plots, label=label)
+    if run.best is None:
+        raise UserError(f"--area-mm2: no design of space {space.name} found within {budget:.3f} mm^2 in "
+                        f"{args.search_budget} evaluations; allowed: a larger budget")
+    return run
 
 
 def sram_scaled(system, factor):
@@ -204,6 +252,25 @@ def _plots(results, models, out):
     return util_path, energy_path
 
 
+def _budget(args, baseline, mensa):
+    if args.area_mm2 == "native":
+        return None
+    if args.area_mm2 == "system":
+        return system_area_mm2(mensa)
+    try:
+        budget = float(args.area_mm2)
+    except ValueError:
+        budget = float("nan")
+    if not budget > 0 or math.isinf(budget):
+        raise UserError(f"--area-mm2 {args.area_mm2!r}: allowed: a positive number of mm^2, 'system' or 'native'")
+    return budget
+
+
+def _ratio_summary(thr, eff):
+    return {"throughput_geomean": _geomean(thr), "throughput_mean": float(np.mean(thr)),
+            "energy_efficiency_geomean": _geomean(eff), "energy_efficiency_mean": float(np.mean(eff))}
+
+
 def run(args):
     from rich.console import Console
     from rich.table import Table
@@ -215,51 +282,70 @@ def run(args):
     for m in models:
         if m not in zoo.MODELS:
             raise zoo.UnknownModelError(f"--models: unknown model {m!r}; the zoo has: {', '.join(zoo.names())}")
-    baseline, mensa = load(args.baseline), load(args.system)
-    sizing = {}
-    if args.area_mm2 == "native":
-        budget = system_area_mm2(baseline)         # the Eyeriss-like baseline at the baseline's area
+    search_monolith = args.baseline is None
+    baseline, mensa = load(args.baseline or "edgetpu"), load(args.system)
+    system_space = args.system_space or ("mensa-g" if str(args.system) == "mensa-g" else "none")
+    spaces = {"baseline": at_clock_and_dram(load_space(args.baseline_space), mensa) if search_monolith else None,
+              "system": None if system_space == "none" else load_space(system_space)}
+    budget = _budget(args, baseline, mensa)
+    search_budget = budget if budget is not None else system_area_mm2(mensa)
+    sizing, how = {}, {}
+    console = Console(width=None if Console().is_terminal else 160)
+    searched_mensa = None
+    if search_monolith:
+        r = searched(spaces["baseline"], models, args.objective, search_budget, args.out / "search-monolith", args,
+                     f"searching the monolith ({args.baseline_space})")
+        baseline = r.system
+        how[baseline.name] = {"kind": "searched", "space": spaces["baseline"].name, "points": spaces["baseline"].size,
+                              "optimizer": args.search_optimizer, "evaluations": len(r.evaluations),
+                              "area_budget_mm2": search_budget, "clock_mhz": mensa.accelerator[0].clock_mhz,
+                              "values": r.summary["best"]["values"], "config": str(args.out / "search-monolith" / "best.toml")}
+    elif budget is not None:
+        baseline, sizing[baseline.name] = fit_area(baseline, budget)
+        how[baseline.name] = {"kind": "preset", "config": str(args.baseline), "sram_scale": sizing[baseline.name]}
     else:
-        if args.area_mm2 == "system":
-            budget = system_area_mm2(mensa)
-        else:
-            try:
-                budget = float(args.area_mm2)
-            except ValueError:
-                budget = float("nan")
-            if not budget > 0 or math.isinf(budget):
-                raise UserError(f"--area-mm2 {args.area_mm2!r}: allowed: a positive number of mm^2, 'system' or 'native'")
-        (baseline, sizing[baseline.name]), (mensa, sizing[mensa.name]) = (fit_area(baseline, budget),
-                                                                         fit_area(mensa, budget))
-    eyeriss = eyeriss_like(budget, baseline)
-    systems = {baseline.name: baseline, mensa.name: mensa, eyeriss.name: eyeriss}
-    if len(systems) != 3:
+        how[baseline.name] = {"kind": "preset", "config": str(args.baseline), "sram_scale": 1.0}
+    if budget is not None:
+        mensa, sizing[mensa.name] = fit_area(mensa, budget)
+    if spaces["system"] is not None:
+        r = searched(spaces["system"], models, args.objective, search_budget, args.out / "search-system", args,
+                     f"searching {spaces['system'].name}")
+        searched_mensa = r.system
+        how[searched_mensa.name] = {"kind": "searched", "space": spaces["system"].name, "points": spaces["system"].size,
+                                    "optimizer": args.search_optimizer, "evaluations": len(r.evaluations),
+                                    "area_budget_mm2": search_budget, "values": r.summary["best"]["values"]}
+    eyeriss = eyeriss_like(budget if budget is not None else system_area_mm2(baseline), baseline)
+    systems = {baseline.name: baseline, mensa.name: mensa}
+    if searched_mensa is not None:
+        systems[searched_mensa.name] = searched_mensa
+    systems[eyeriss.name] = eyeriss
+    if len({baseline.name, mensa.name, eyeriss.name}) != 3:
         raise UserError(f"--baseline and --system must name different systems, both are {baseline.name!r}")
     results = compare(models, systems, args.objective)
     b, g, e = baseline.name, mensa.name, eyeriss.name
-    console = Console(width=None if Console().is_terminal else 160)
+    gs = searched_mensa.name if searched_mensa is not None else None
+    heads = [g] + ([gs] if gs else [])
 
-    table = Table(title=f"{g} vs {b} and {e} (per inference, one at a time)")
-    for col in ("model", "MMACs", f"{b} ms", f"{g} ms", f"{e} ms", f"{b} mJ", f"{g} mJ", f"{e} mJ",
-                f"thr x vs {b}", f"eff x vs {b}", f"thr x vs {e}", f"eff x vs {e}"):
+    table = Table(title=f"{' and '.join(heads)} vs {b} and {e} (per inference, one at a time)")
+    pairs = [(h, b) for h in heads] + [(g, e)]
+    for col in ("model", "MMACs", *(f"{s} ms" for s in systems), *(f"{s} mJ" for s in systems),
+                *(f"{x} thr x vs {y}" for x, y in pairs), *(f"{x} eff x vs {y}" for x, y in pairs)):
         table.add_column(col, justify="left" if col == "model" else "right")
-    thr_b, eff_b = _ratios(results, models, g, b)
-    thr_e, eff_e = _ratios(results, models, g, e)
+    ratios = {(x, y): _ratios(results, models, x, y) for x, y in pairs}
     for i, m in enumerate(models):
-        r = [results[s][m] for s in (b, g, e)]
+        r = [results[s][m] for s in systems]
         table.add_row(m, f"{r[0].macs / 1e6:,.0f}", *(f"{x.latency_s * 1e3:.3f}" for x in r),
                       *(f"{x.energy_pj / 1e9:.3f}" for x in r),
-                      f"{thr_b[i]:.2f}", f"{eff_b[i]:.2f}", f"{thr_e[i]:.2f}", f"{eff_e[i]:.2f}")
+                      *(f"{ratios[p][0][i]:.2f}" for p in pairs), *(f"{ratios[p][1][i]:.2f}" for p in pairs))
     console.print(table)
     summary = {
         "area_mm2": {s: system_area_mm2(systems[s]) for s in systems},
-        "area_budget_mm2": None if args.area_mm2 == "native" else budget,
+        "area_budget_mm2": budget,
         "sram_scale": sizing,
+        "baseline": {"name": b, **how[b]},
+        "systems_how": how,
         "eyeriss_like_array": f"{eyeriss.accelerator[0].array.rows}x{eyeriss.accelerator[0].array.cols}",
-        f"{g}_over_{b}": {"throughput_geomean": _geomean(thr_b), "throughput_mean": float(np.mean(thr_b)),
-                          "energy_efficiency_geomean": _geomean(eff_b), "energy_efficiency_mean": float(np.mean(eff_b))},
-        f"{g}_over_{e}": {"throughput_geomean": _geomean(thr_e), "throughput_mean": float(np.mean(thr_e)),
-                          "energy_efficiency_geomean": _geomean(eff_e), "energy_efficiency_mean": float(np.mean(eff_e))},
+        **{f"{x}_over_{y}": _ratio_summary(*ratios[(x, y)]) for x, y in pairs},
         "energy_breakdown_share": {}, "mean_utilisation": {}, "layers_per_accelerator": {},
     }
     for s in systems:
@@ -277,17 +363,32 @@ def run(args):
             for p in results[s][m].placements:
                 counts[p.accelerator] = counts.get(p.accelerator, 0) + 1
         summary["layers_per_accelerator"][s] = counts
-    for key, other in ((f"{g}_over_{b}", b), (f"{g}_over_{e}", e)):
+    h = how[b]
+    if h["kind"] == "searched":
+        console.print(f"baseline {b}: the best {h['space']} design ({h['points']:,} points) found by {h['optimizer']} in "
+                      f"{h['evaluations']} evaluations at {h['area_budget_mm2']:.2f} mm^2 and {h['clock_mhz']:g} MHz: "
+                      + ", ".join(f"{k}={v}" for k, v in h["values"].items()) + f" ({h['config']})")
+    else:
+        console.print(f"baseline {b}: the preset {h['config']}" + (f", SRAM scaled x{h['sram_scale']:.3g} to the budget"
+                                                                   if budget is not None else ", as written"))
+    if gs:
+        hs = how[gs]
+        console.print(f"{gs}: the best {hs['space']} design found by {hs['optimizer']} in {hs['evaluations']} "
+                      f"evaluations at {hs['area_budget_mm2']:.2f} mm^2: " + ", ".join(f"{k}={v}" for k, v in hs["values"].items()))
+    for x, y in pairs:
+        key = f"{x}_over_{y}"
         r = summary[key]
         # Areas differ unless the presets were sized alike: also give throughput per mm^2.
-        r["area_ratio"] = summary["area_mm2"][other] / summary["area_mm2"][g]
+        r["area_ratio"] = summary["area_mm2"][y] / summary["area_mm2"][x]
         r["throughput_per_mm2_geomean"] = r["throughput_geomean"] * r["area_ratio"]
         console.print(f"{key}: throughput x{r['throughput_geomean']:.2f} (geomean; mean x{r['throughput_mean']:.2f}), "
                       f"energy efficiency x{r['energy_efficiency_geomean']:.2f} (geomean; mean x{r['energy_efficiency_mean']:.2f}), "
-                      f"throughput per mm^2 x{r['throughput_per_mm2_geomean']:.2f} ({g} is {1 / r['area_ratio']:.2f}x the area)")
-    if summary["area_budget_mm2"] is not None:
-        console.print(f"equal area: every system sized to {budget:.2f} mm^2 (SRAM scaled by "
-                      + ", ".join(f"{k} x{v:.3g}" for k, v in sizing.items()) + f"; {e} array sized to fit)")
+                      f"throughput per mm^2 x{r['throughput_per_mm2_geomean']:.2f} ({x} is {1 / r['area_ratio']:.2f}x the area)")
+    if budget is not None:
+        console.print(f"equal area: every system within {budget:.2f} mm^2 ("
+                      + ", ".join([f"{k} SRAM x{v:.3g}" for k, v in sizing.items()]
+                                  + [f"{k} searched" for k, v in how.items() if v["kind"] == "searched"])
+                      + f"; {e} array sized to fit)")
     for s in systems:
         share = summary["energy_breakdown_share"][s]
         console.print(f"{s}: area {summary['area_mm2'][s]:.2f} mm^2, mean PE utilisation "

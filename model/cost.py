@@ -146,6 +146,9 @@ class LayerTable:
         for name, column in zip(self._FIELDS, table.T.copy()):
             setattr(self, name, column)
         self.ops = tuple(l.op for l in layers)
+        # Parameter bytes of this layer and every one before it: what a parameter cache that keeps a
+        # network's parameters in layer order must hold for this layer's to stay on chip.
+        self.param_upto = np.cumsum(self.param_bytes)
 
     def __len__(self):
         return len(self.layers)
@@ -258,6 +261,12 @@ class AcceleratorTable:
         self.vec_lanes = np.where(self.nearmem, self.vaults * self.lanes, self.cols)
         self.peak_macs = np.where(self.nearmem, self.vaults * self.lanes, self.rows * self.cols)
         self.supported = np.array([_SUPPORTED_ROW[x.kind] for x in accs], dtype=bool).reshape(len(accs), len(_OPS))
+        # The Edge TPU template's own terms (EdgeTpuTemplate): off, and efficiency 1, elsewhere.
+        templates = [x.edgetpu if x.kind is CoreKind.SYSTOLIC else None for x in accs]
+        self.param_cache = np.array([t is not None and t.param_cache for t in templates], dtype=bool)
+        self.dw_lanes = np.array([t is not None and t.depthwise_lanes for t in templates], dtype=bool)
+        self.efficiency = np.array([t.efficiency if t is not None else 1.0 for t in templates], dtype=np.float64)
+        self.any_template = bool(self.param_cache.any() or self.dw_lanes.any() or (self.efficiency < 1).any())
 
     def __len__(self):
         return len(self.accelerators)
@@ -459,9 +468,12 @@ def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
     c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0
     if any_g2:
         c2, l2, f2, wr2, ar2, acc2, _ = systolic_gemm(_col(lt.m2), _col(lt.k2), _col(lt.n2), 1, R, acc, cal)
+    resident = False
+    if acc.any_template:
+        c1, l1, c2, resident = _template(lt, acc, c1, l1, c2)
     refetch = np.where(R > 1, R, mt1)                    # LSTM: every step; CNN: every M tile
     w_fetches = w_b * np.where(t.fit, 1, refetch)
-    t.dram_w = w_fetches + (p_b - w_b)
+    t.dram_w = np.where(resident, 0.0, w_fetches + (p_b - w_b))
     # The input crosses the bus once per M tile window (WS: the windows' halo rows again); an
     # OS array re-reads it for every N tile when it does not fit half the activation buffer.
     in_reads = np.where(acc.os, np.where(in_b > acc.abuf / 2, np.maximum(cdiv(N1, acc.cols), 1), 1),
@@ -477,6 +489,19 @@ def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
     t.abuf = ar1 + ar2 + np.where(spill, in_b * in_reads, in_b) + out_b
     t.accbuf = acc1 + acc2
     return t
+
+
+def _template(lt, acc, c1, l1, c2):
+    """The Edge TPU template's own terms (:class:`~mensa.core.config.EdgeTpuTemplate`): depthwise layers on
+    the SIMD lanes (every MAC lane busy, no weight loads), the products at the template's sustained
+    ``efficiency``, and the layers whose parameters the parameter cache keeps (no weight reads)."""
+    dw = (_col(lt.op) == _OP_CODE[Op.DEPTHWISE]) & acc.dw_lanes
+    lanes = cdiv(_col(lt.macs), acc.rows * acc.cols)
+    c1 = np.where(dw, lanes, c1 / acc.efficiency)
+    l1 = np.where(dw, 0.0, l1)
+    c2 = c2 / acc.efficiency
+    resident = acc.param_cache & (_col(lt.param_upto) <= acc.wbuf)
+    return c1, l1, c2, resident
 
 
 def _nearmem(lt, acc, cal, vec, vec_fill, any_nm, any_g2):
