@@ -86,9 +86,10 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     F = READS_IN_FLIGHT
     per_k_tile = burst_chain(t.w_words, 0.0, t.burst, t.held, t.cpw)     # a K tile's weights in flight
     windows = (t.win_words * t.cpw + np.maximum(t.win_bursts - F, 0) * t.held) / F
-    inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal)
+    w = _windows_left(t, K, G, taps, tiling, acc, cal)
+    inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
     bank = _weight_banks(t, M, G, R, acc, cal)
-    first, boundary = _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal)
+    first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
     live = M > 0
     return (np.where(live, np.maximum(np.maximum(t.bus, inflight), bank), 0.0), np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))
@@ -147,12 +148,62 @@ def _traffic(K, N, G, R, fit, spill, tiling, taps, acc, cal):
                     bus=words * cpw)
 
 
-def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal):
+@dataclass
+class _Left:
+    """What of each window streams with its own M tile's K tiles (``(L, A)`` arrays)."""
+    ct: object            # K tiles of the first kernel tap (one per channel tile of the window)
+    per_m: object         # K tiles of an M tile
+    ahead: object         # K tiles the walk keeps queued
+    per_window: object    # words of a later window
+    left: object          # of them, words the loader has not read when the tile begins
+
+
+def _windows_left(t, K, G, taps, tiling, acc, cal):
+    """The later windows' words left to stream with their tile (module docstring), and the
+    quantities that fix them (:class:`_Left`)."""
+    F = READS_IN_FLIGHT
+    per_m = t.kt * t.nt * G                                     # K tiles of an M tile
+    ct = np.maximum(cdiv(K / taps, acc.rows), 1)               # K tiles of the first tap
+    ahead = ROUTE_DEPTH / (1 + tiling.segments)                 # K tiles the walk keeps queued
+    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)       # read slots they leave the loader
+    per_window = (t.win_words - t.first_words) / np.maximum(t.mt - 1, 1)
+    during = np.maximum(per_m - ahead, 0) * free * t.burst_words
+    left = np.maximum(per_window - during, 0)                   # words, and their bursts
+    return _Left(ct=ct, per_m=per_m, ahead=ahead, per_window=per_window, left=left)
+
+
+def _interleaved(t, w, R, spill):
+    """Cycles beyond the average bound of the windows streamed between their K tiles' weights.
+
+    The walk asks for a K tile's weights only once its channel tile's plane is asked for, and
+    has the read port first: a window the loader could not read ahead (the first, and what is
+    left of a later one with the weights re-read) goes out plane, weights, plane, weights over
+    the first tap's K tiles. Burst ``j`` reuses the slot of burst ``j - F``, so with a plane
+    and a K tile's weights one burst each the weights reuse the weights' slots and the planes
+    the planes': the stream runs at the slower chain's rate (:func:`burst_chain` of the
+    pattern), not at the average of the two.
+    """
+    F = READS_IN_FLIGHT
+    cpw, held, burst = t.cpw, t.held, t.burst
+
+    def extra(words, k_tiles):
+        a = words / np.maximum(w.ct, 1)                         # a plane's words
+        both = burst_chain(t.w_words, a, burst, held, cpw)
+        alone = burst_chain(t.w_words, 0.0, burst, held, cpw) + (a * cpw + cdiv(a, burst) * held) / F
+        return np.where((words > 0) & spill, k_tiles * np.maximum(both - alone, 0), 0.0)
+
+    fw1 = t.fw >= 1
+    k_first = np.minimum(w.ct, w.per_m)
+    return R * (extra(t.first_words, k_first)
+                + np.where(fw1, np.maximum(t.mt - 1, 0) * extra(w.left, k_first), 0.0))
+
+
+def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal):
     """The reads-in-flight bound with the loader's and the record order's (module docstring)."""
     F = READS_IN_FLIGHT
     cpw, held, qw = t.cpw, t.held, t.qw
     fw1 = t.fw >= 1
-    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows,
+    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows + _interleaved(t, w, R, spill),
                         (t.bus + np.maximum(t.bursts - F, 0) * held) / F)
     # the loader: per later window its drain's hold, and the next record's hold and words
     drain = np.maximum(t.mt * R - 1, 0) * (2 * held + qw * cpw)
@@ -178,14 +229,13 @@ def _weight_banks(t, M, G, R, acc, cal):
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
 
 
-def _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal):
+def _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal):
     """``(first, later)``: cycles the array waits for the first window, and for the rest of the later
     windows when their tiles begin (module docstring)."""
     F = READS_IN_FLIGHT
     cpw, held, w_words, burst = t.cpw, t.held, t.w_words, t.burst
-    per_m = t.kt * t.nt * G                                     # K tiles of an M tile
+    per_m, ct, ahead, per_window, left = w.per_m, w.ct, w.ahead, w.per_window, w.left
     k_time = np.maximum(tiling.pixels, busy / np.maximum(per_m * t.mt * R, 1))    # cycles per K tile
-    ct = np.maximum(cdiv(K / taps, acc.rows), 1)               # K tiles of the first tap
 
     def streamed(words, bursts, weights=1.0, latency=0.0):
         # the first tap's K tiles wait for every plane and their weights; at least the first plane's
@@ -196,11 +246,6 @@ def _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal):
                                                         (words / ct + weights * w_words) * cpw), 0.0)
 
     first = streamed(t.first_words, t.first_bursts)
-    ahead = ROUTE_DEPTH / (1 + tiling.segments)                 # K tiles the walk keeps queued
-    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)       # read slots they leave the loader
-    per_window = (t.win_words - t.first_words) / np.maximum(t.mt - 1, 1)
-    during = np.maximum(per_m - ahead, 0) * free * t.burst_words
-    left = np.maximum(per_window - during, 0)                   # words, and their bursts
     fw1 = t.fw >= 1
     later = streamed(left, left / t.burst_words, fw1, held)
     # Weights in the weight buffer: the second window's reads go out between the first tile's weight
