@@ -90,8 +90,10 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
     bank = _weight_banks(t, M, G, R, acc, cal)
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
+    walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
     live = M > 0
-    return (np.where(live, np.maximum(np.maximum(t.bus, inflight), bank), 0.0), np.where(live, first, 0.0),
+    return (np.where(live, np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), 0.0),
+            np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))
 
 
@@ -218,6 +220,29 @@ def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal):
         inflight = np.where(short, short_stream(short, 0.0, t.w_words, qw, t.kt, t.tiles, t.burst, held, cpw)
                             + windows, inflight)
     return inflight
+
+
+def _walk_lead(t, G, R, tiling, per_k_tile, acc):
+    """The walk's lead: with the weights re-read, M tile by M tile (full tiles and the short one
+    apart, since a tile's slack does not carry to the next), K tiles of at least their activations,
+    their weights' reads in flight, and the request-to-bank time of a K tile's weights over the K
+    tiles the walk asks for them ahead.
+
+    The walk asks for a K tile's weights only after queueing the activation segments of the K
+    tiles before it, and its queue holds ``ROUTE_DEPTH`` of them: a K tile's weights are asked
+    for about ``ROUTE_DEPTH / segments`` K tiles before the array reaches it, and take a read's
+    hold, their words and the bank's ``rows`` load cycles to be in the array.
+    """
+    per_m = t.kt * t.nt * G                                     # K tiles of an M tile
+    need = t.held + t.w_words * t.cpw + acc.rows                # request to the K tile's bank loaded
+    short_segments = np.where(tiling.segments_short > 0, tiling.segments_short, tiling.segments)
+
+    def k_time(pixels, segments):
+        return np.maximum(np.maximum(pixels, need * segments / ROUTE_DEPTH), per_k_tile)
+
+    shorts = np.minimum(tiling.shorts, t.mt)
+    tiles = (t.mt - shorts) * k_time(tiling.pixels, tiling.segments) + shorts * k_time(tiling.short, short_segments)
+    return np.where(t.fw >= 1, R * per_m * tiles, 0.0)
 
 
 def _weight_banks(t, M, G, R, acc, cal):
