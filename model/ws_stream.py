@@ -166,7 +166,7 @@ def _windows_left(t, K, G, taps, tiling, acc, cal):
     F = READS_IN_FLIGHT
     per_m = t.kt * t.nt * G                                     # K tiles of an M tile
     ct = np.maximum(cdiv(K / taps, acc.rows), 1)               # K tiles of the first tap
-    ahead = ROUTE_DEPTH / (1 + tiling.segments)                 # K tiles the walk keeps queued
+    ahead = ROUTE_DEPTH / np.maximum(tiling.segments, 1)        # K tiles the walk keeps queued
     free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)       # read slots they leave the loader
     per_window = (t.win_words - t.first_words) / np.maximum(t.mt - 1, 1)
     during = np.maximum(per_m - ahead, 0) * free * t.burst_words
