@@ -21,7 +21,11 @@ reads in flight
     (:mod:`mensa.model.bursts`): a K tile's weight bursts repeat from tile to tile, the
     records ride on the bus, the windows' bursts hold slots besides, and a short layer (one
     M tile, at most ``SHORT_BURSTS`` bursts) is solved burst by burst. The first ``F``
-    bursts' latency is the exposed first latency (``Cost.dma``);
+    bursts' latency is the exposed first latency (``Cost.dma``). A window the loader could
+    not read ahead goes out plane, weights, plane, weights over the first tap's K tiles, and
+    burst ``j`` reuses the slot of burst ``j - F``: the planes' and the weights' bursts then
+    hold slot chains of their own, and the stream runs at the slower chain's rate
+    (:func:`~mensa.model.bursts.burst_chain` of the pattern), not at the average of the two;
 the loader
     it asks for a window only once every word of the one before is in (it commits the half
     first), so per later window its reads drain (a hold), and the next tile's quantisation
@@ -32,6 +36,13 @@ record order
     once the record buffer is free, so each N tile's record blocks the read slots -- itself
     and the bursts behind it -- through the last ``F`` K tiles of the N tile before and the
     array's drain, beyond the hold the slots take anyway;
+the walk's lead
+    the walk asks for a K tile's weights only after queueing the activation segments of the
+    K tiles before it (``ROUTE_DEPTH`` of them), so about ``ROUTE_DEPTH / segments`` K tiles
+    ahead of the array; with the weights re-read, a K tile takes at least a read's hold, its
+    weight words and the bank's ``rows`` load cycles over that lead, at least its weights'
+    reads in flight and at least its activations -- per M tile, full tiles and the short one
+    apart (a tile's slack does not carry over to the next);
 weight banks
     a K tile's weights load only into a retired bank, ``rows + cols - 1`` cycles after the
     last activation of the tile two before, so two K tiles take at least that plus one
@@ -42,10 +53,13 @@ What the array waits for: the walk streams a window behind the loader. It reads 
 already written, and requests a K tile's weights once the K tile's channel plane is in.
 The first kernel tap's K tiles need every plane, so of the first window what the bus takes
 beyond those K tiles' compute is exposed (``first``, in ``Cost.dma``). While a tile
-computes, the walk keeps ``ROUTE_DEPTH`` segments queued (per K tile a weight read and per
-output row a scratchpad read, plus a zero-point segment under a padded tap); their weight
-reads hold read slots until the banks take them, and the loader gets the slots they leave
-(plus ``Calibration.ws_loader_slots``, on average). What is left of a later window when its
+computes, the walk keeps ``ROUTE_DEPTH`` activation segments queued (per K tile one
+scratchpad read per output row, plus a zero-point segment under a padded tap; its weight
+reads queue apart), so ``ROUTE_DEPTH / segments`` K tiles; their weight reads hold read
+slots until the banks take them, and the loader gets the slots they leave (plus
+``Calibration.ws_loader_slots``, on average): none when the walk queues more K tiles than
+there are reads in flight, since it then asks for a weight read whenever a slot frees and
+has the read port first. What is left of a later window when its
 tile begins streams as the first one does, a read latency after the loader asks
 (``later``, in ``Cost.stall``). Weights kept in the weight buffer are read in the first M
 tile only: then only the second window competes with weight reads (it goes out between them
