@@ -188,7 +188,7 @@ def _windows_left(t, K, G, taps, tiling, acc, cal):
     return _Left(ct=ct, per_m=per_m, ahead=ahead, per_window=per_window, left=left)
 
 
-def _interleaved(t, w, R, spill):
+def _interleaved(t, w, R, spill, per_k_tile):
     """Cycles beyond the average bound of the windows streamed between their K tiles' weights.
 
     The walk asks for a K tile's weights only once its channel tile's plane is asked for, and
@@ -203,9 +203,9 @@ def _interleaved(t, w, R, spill):
     cpw, held, burst = t.cpw, t.held, t.burst
 
     def extra(words, k_tiles):
-        a = words / np.maximum(w.ct, 1)                         # a plane's words
+        a = cdiv(words, w.ct)                                   # a plane's words
         both = burst_chain(t.w_words, a, burst, held, cpw)
-        alone = burst_chain(t.w_words, 0.0, burst, held, cpw) + (a * cpw + cdiv(a, burst) * held) / F
+        alone = per_k_tile + (a * cpw + cdiv(a, burst) * held) / F
         return np.where((words > 0) & spill, k_tiles * np.maximum(both - alone, 0), 0.0)
 
     fw1 = t.fw >= 1
@@ -219,7 +219,7 @@ def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal):
     F = READS_IN_FLIGHT
     cpw, held, qw = t.cpw, t.held, t.qw
     fw1 = t.fw >= 1
-    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows + _interleaved(t, w, R, spill),
+    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows + _interleaved(t, w, R, spill, per_k_tile),
                         (t.bus + np.maximum(t.bursts - F, 0) * held) / F)
     # the loader: per later window its drain's hold, and the next record's hold and words
     drain = np.maximum(t.mt * R - 1, 0) * (2 * held + qw * cpw)
