@@ -39,6 +39,7 @@ class Tiling:
     run: object           # input vectors of one DMA command of a full tile's window (one channel tile's
     #                       rows, or one row's columns)
     run_short: object     # the same of a short tile's window
+    segments_short: object = 0.0    # the activation segments of a short tile's K tile (0: as a full tile's)
 
 
 class Window:
@@ -115,6 +116,7 @@ def ws_tiling(w, acc):
     # padding, a zero-point segment besides.
     pads = (np.minimum(w.pad_left, kw - 1) + np.minimum(w.pad_w - w.pad_left, kw - 1)) / kw
     segments = t_rows * (1 + pads)
+    segments_short = np.where(whole, last_rows, 1) * (1 + pads)
     # One command's vectors (bursts are cut from each command alone): a full tile's window,
     # interior, and a short tile's.
     run = np.where(whole, np.minimum((t_rows - 1) * sh + kh, ih) * iw, np.minimum((t_cols - 1) * sw + kw, iw))
@@ -126,4 +128,5 @@ def ws_tiling(w, acc):
                   vectors=np.where(live, pixels_read * ct, 0.0),
                   first=np.where(live, first_rows * first_cols * ct, 0.0),
                   commands=np.where(live, tiles * ct * np.where(whole, 1, in_rows), 0.0),
-                  halo=np.where(live, pixels_read / np.maximum(w.images * ih * iw, 1), 1.0), segments=segments)
+                  halo=np.where(live, pixels_read / np.maximum(w.images * ih * iw, 1), 1.0), segments=segments,
+                  segments_short=segments_short)

@@ -21,7 +21,11 @@ reads in flight
     (:mod:`mensa.model.bursts`): a K tile's weight bursts repeat from tile to tile, the
     records ride on the bus, the windows' bursts hold slots besides, and a short layer (one
     M tile, at most ``SHORT_BURSTS`` bursts) is solved burst by burst. The first ``F``
-    bursts' latency is the exposed first latency (``Cost.dma``);
+    bursts' latency is the exposed first latency (``Cost.dma``). A window the loader could
+    not read ahead goes out plane, weights, plane, weights over the first tap's K tiles, and
+    burst ``j`` reuses the slot of burst ``j - F``: the planes' and the weights' bursts then
+    hold slot chains of their own, and the stream runs at the slower chain's rate
+    (:func:`~mensa.model.bursts.burst_chain` of the pattern), not at the average of the two;
 the loader
     it asks for a window only once every word of the one before is in (it commits the half
     first), so per later window its reads drain (a hold), and the next tile's quantisation
@@ -32,6 +36,13 @@ record order
     once the record buffer is free, so each N tile's record blocks the read slots -- itself
     and the bursts behind it -- through the last ``F`` K tiles of the N tile before and the
     array's drain, beyond the hold the slots take anyway;
+the walk's lead
+    the walk asks for a K tile's weights only after queueing the activation segments of the
+    K tiles before it (``ROUTE_DEPTH`` of them), so about ``ROUTE_DEPTH / segments`` K tiles
+    ahead of the array; with the weights re-read, a K tile takes at least a read's hold, its
+    weight words and the bank's ``rows`` load cycles over that lead, at least its weights'
+    reads in flight and at least its activations -- per M tile, full tiles and the short one
+    apart (a tile's slack does not carry over to the next);
 weight banks
     a K tile's weights load only into a retired bank, ``rows + cols - 1`` cycles after the
     last activation of the tile two before, so two K tiles take at least that plus one
@@ -42,10 +53,13 @@ What the array waits for: the walk streams a window behind the loader. It reads 
 already written, and requests a K tile's weights once the K tile's channel plane is in.
 The first kernel tap's K tiles need every plane, so of the first window what the bus takes
 beyond those K tiles' compute is exposed (``first``, in ``Cost.dma``). While a tile
-computes, the walk keeps ``ROUTE_DEPTH`` segments queued (per K tile a weight read and per
-output row a scratchpad read, plus a zero-point segment under a padded tap); their weight
-reads hold read slots until the banks take them, and the loader gets the slots they leave
-(plus ``Calibration.ws_loader_slots``, on average). What is left of a later window when its
+computes, the walk keeps ``ROUTE_DEPTH`` activation segments queued (per K tile one
+scratchpad read per output row, plus a zero-point segment under a padded tap; its weight
+reads queue apart), so ``ROUTE_DEPTH / segments`` K tiles; their weight reads hold read
+slots until the banks take them, and the loader gets the slots they leave (plus
+``Calibration.ws_loader_slots``, on average): none when the walk queues more K tiles than
+there are reads in flight, since it then asks for a weight read whenever a slot frees and
+has the read port first. What is left of a later window when its
 tile begins streams as the first one does, a read latency after the loader asks
 (``later``, in ``Cost.stall``). Weights kept in the weight buffer are read in the first M
 tile only: then only the second window competes with weight reads (it goes out between them
@@ -86,11 +100,14 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     F = READS_IN_FLIGHT
     per_k_tile = burst_chain(t.w_words, 0.0, t.burst, t.held, t.cpw)     # a K tile's weights in flight
     windows = (t.win_words * t.cpw + np.maximum(t.win_bursts - F, 0) * t.held) / F
-    inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal)
+    w = _windows_left(t, K, G, taps, tiling, acc, cal)
+    inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
     bank = _weight_banks(t, M, G, R, acc, cal)
-    first, boundary = _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal)
+    first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
+    walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
     live = M > 0
-    return (np.where(live, np.maximum(np.maximum(t.bus, inflight), bank), 0.0), np.where(live, first, 0.0),
+    return (np.where(live, np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), 0.0),
+            np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))
 
 
@@ -147,12 +164,62 @@ def _traffic(K, N, G, R, fit, spill, tiling, taps, acc, cal):
                     bus=words * cpw)
 
 
-def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal):
+@dataclass
+class _Left:
+    """What of each window streams with its own M tile's K tiles (``(L, A)`` arrays)."""
+    ct: object            # K tiles of the first kernel tap (one per channel tile of the window)
+    per_m: object         # K tiles of an M tile
+    ahead: object         # K tiles the walk keeps queued
+    per_window: object    # words of a later window
+    left: object          # of them, words the loader has not read when the tile begins
+
+
+def _windows_left(t, K, G, taps, tiling, acc, cal):
+    """The later windows' words left to stream with their tile (module docstring), and the
+    quantities that fix them (:class:`_Left`)."""
+    F = READS_IN_FLIGHT
+    per_m = t.kt * t.nt * G                                     # K tiles of an M tile
+    ct = np.maximum(cdiv(K / taps, acc.rows), 1)               # K tiles of the first tap
+    ahead = ROUTE_DEPTH / np.maximum(tiling.segments, 1)        # K tiles the walk keeps queued
+    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)       # read slots they leave the loader
+    per_window = (t.win_words - t.first_words) / np.maximum(t.mt - 1, 1)
+    during = np.maximum(per_m - ahead, 0) * free * t.burst_words
+    left = np.maximum(per_window - during, 0)                   # words, and their bursts
+    return _Left(ct=ct, per_m=per_m, ahead=ahead, per_window=per_window, left=left)
+
+
+def _interleaved(t, w, R, spill, per_k_tile):
+    """Cycles beyond the average bound of the windows streamed between their K tiles' weights.
+
+    The walk asks for a K tile's weights only once its channel tile's plane is asked for, and
+    has the read port first: a window the loader could not read ahead (the first, and what is
+    left of a later one with the weights re-read) goes out plane, weights, plane, weights over
+    the first tap's K tiles. Burst ``j`` reuses the slot of burst ``j - F``, so with a plane
+    and a K tile's weights one burst each the weights reuse the weights' slots and the planes
+    the planes': the stream runs at the slower chain's rate (:func:`burst_chain` of the
+    pattern), not at the average of the two.
+    """
+    F = READS_IN_FLIGHT
+    cpw, held, burst = t.cpw, t.held, t.burst
+
+    def extra(words, k_tiles):
+        a = cdiv(words, w.ct)                                   # a plane's words
+        both = burst_chain(t.w_words, a, burst, held, cpw)
+        alone = per_k_tile + (a * cpw + cdiv(a, burst) * held) / F
+        return np.where((words > 0) & spill, k_tiles * np.maximum(both - alone, 0), 0.0)
+
+    fw1 = t.fw >= 1
+    k_first = np.minimum(w.ct, w.per_m)
+    return R * (extra(t.first_words, k_first)
+                + np.where(fw1, np.maximum(t.mt - 1, 0) * extra(w.left, k_first), 0.0))
+
+
+def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal):
     """The reads-in-flight bound with the loader's and the record order's (module docstring)."""
     F = READS_IN_FLIGHT
     cpw, held, qw = t.cpw, t.held, t.qw
     fw1 = t.fw >= 1
-    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows,
+    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows + _interleaved(t, w, R, spill, per_k_tile),
                         (t.bus + np.maximum(t.bursts - F, 0) * held) / F)
     # the loader: per later window its drain's hold, and the next record's hold and words
     drain = np.maximum(t.mt * R - 1, 0) * (2 * held + qw * cpw)
@@ -169,6 +236,29 @@ def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, acc, cal):
     return inflight
 
 
+def _walk_lead(t, G, R, tiling, per_k_tile, acc):
+    """The walk's lead: with the weights re-read, M tile by M tile (full tiles and the short one
+    apart, since a tile's slack does not carry to the next), K tiles of at least their activations,
+    their weights' reads in flight, and the request-to-bank time of a K tile's weights over the K
+    tiles the walk asks for them ahead.
+
+    The walk asks for a K tile's weights only after queueing the activation segments of the K
+    tiles before it, and its queue holds ``ROUTE_DEPTH`` of them: a K tile's weights are asked
+    for about ``ROUTE_DEPTH / segments`` K tiles before the array reaches it, and take a read's
+    hold, their words and the bank's ``rows`` load cycles to be in the array.
+    """
+    per_m = t.kt * t.nt * G                                     # K tiles of an M tile
+    need = t.held + t.w_words * t.cpw + acc.rows                # request to the K tile's bank loaded
+    short_segments = np.where(tiling.segments_short > 0, tiling.segments_short, tiling.segments)
+
+    def k_time(pixels, segments):
+        return np.maximum(np.maximum(pixels, need * segments / ROUTE_DEPTH), per_k_tile)
+
+    shorts = np.minimum(tiling.shorts, t.mt)
+    tiles = (t.mt - shorts) * k_time(tiling.pixels, tiling.segments) + shorts * k_time(tiling.short, short_segments)
+    return np.where(t.fw >= 1, R * per_m * tiles, 0.0)
+
+
 def _weight_banks(t, M, G, R, acc, cal):
     """The weight banks' bound: two K tiles per bank turnaround, an N tile's record beyond it."""
     act_cycles = M * t.kt * t.nt * G * R                       # from the scratchpad: a vector per cycle
@@ -178,14 +268,13 @@ def _weight_banks(t, M, G, R, acc, cal):
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
 
 
-def _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal):
+def _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal):
     """``(first, later)``: cycles the array waits for the first window, and for the rest of the later
     windows when their tiles begin (module docstring)."""
     F = READS_IN_FLIGHT
     cpw, held, w_words, burst = t.cpw, t.held, t.w_words, t.burst
-    per_m = t.kt * t.nt * G                                     # K tiles of an M tile
+    per_m, ct, ahead, per_window, left = w.per_m, w.ct, w.ahead, w.per_window, w.left
     k_time = np.maximum(tiling.pixels, busy / np.maximum(per_m * t.mt * R, 1))    # cycles per K tile
-    ct = np.maximum(cdiv(K / taps, acc.rows), 1)               # K tiles of the first tap
 
     def streamed(words, bursts, weights=1.0, latency=0.0):
         # the first tap's K tiles wait for every plane and their weights; at least the first plane's
@@ -196,11 +285,6 @@ def _exposed(t, K, G, R, taps, tiling, busy, per_k_tile, acc, cal):
                                                         (words / ct + weights * w_words) * cpw), 0.0)
 
     first = streamed(t.first_words, t.first_bursts)
-    ahead = ROUTE_DEPTH / (1 + tiling.segments)                 # K tiles the walk keeps queued
-    free = np.clip(F + cal.ws_loader_slots - ahead, 0, F)       # read slots they leave the loader
-    per_window = (t.win_words - t.first_words) / np.maximum(t.mt - 1, 1)
-    during = np.maximum(per_m - ahead, 0) * free * t.burst_words
-    left = np.maximum(per_window - during, 0)                   # words, and their bursts
     fw1 = t.fw >= 1
     later = streamed(left, left / t.burst_words, fw1, held)
     # Weights in the weight buffer: the second window's reads go out between the first tile's weight

@@ -29,7 +29,12 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetSignal
 
 from mensa.sim.runner import build_root
 
-__all__ = ["prove", "ProofFailed", "Spec"]
+__all__ = ["prove", "ProofFailed", "Spec", "LONG_PROOF_SECONDS"]
+
+#: Wall-clock limit of the deeper proofs `make test-all` runs (prove's default, 600 s, suits the
+#: default ones): a depth-16 BMC takes minutes of solver time, and on a shared machine Yosys' and
+#: the solver's wall time several times that.
+LONG_PROOF_SECONDS = 3600
 
 
 class ProofFailed(AssertionError):

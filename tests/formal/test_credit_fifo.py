@@ -19,7 +19,7 @@ from amaranth.hdl import Assert, Signal
 from amaranth.hdl._ast import AnyConst, AnySeq
 
 from mensa.hw.systolic import _credit_fifo
-from mensa.sim.formal import ProofFailed, Spec, prove
+from mensa.sim.formal import LONG_PROOF_SECONDS, ProofFailed, Spec, prove
 
 pytestmark = pytest.mark.formal
 INDEX_BITS = 6          # the bound stays below 2**INDEX_BITS entries
@@ -95,7 +95,7 @@ def test_the_credit_fifo_keeps_its_contract(depth):
 @pytest.mark.parametrize("depth", [3, 5])
 def test_the_credit_fifo_keeps_its_contract_longer(depth):
     spec = CreditFifoContract(depth)
-    prove(spec, f"credit_fifo_depth{depth}_long", depth=16)
+    prove(spec, f"credit_fifo_depth{depth}_long", depth=16, timeout=LONG_PROOF_SECONDS)
 
 
 @pytest.mark.parametrize("name, build", [("dropping", _dropping_credit_fifo), ("undersized", _undersized_credit_fifo)],

@@ -41,7 +41,7 @@ import mensa.hw.dma
 from mensa.contract.numeric import BURST_INCR
 from mensa.core.config import MemoryConfig
 from mensa.hw.dma import DMA
-from mensa.sim.formal import ProofFailed, Spec, prove
+from mensa.sim.formal import LONG_PROOF_SECONDS, ProofFailed, Spec, prove
 
 pytestmark = pytest.mark.formal
 CMD_BITS = 4            # write commands stay below 2**CMD_BITS within the bound
@@ -265,7 +265,7 @@ def test_the_dma_keeps_axi4_and_its_commands(name, config, depth, direction):
 @pytest.mark.parametrize("name, config, depth", [("narrow", NARROW, 13), ("wide", WIDE, 10)], ids=["narrow", "wide"])
 def test_the_dma_keeps_axi4_and_its_commands_longer(name, config, depth, direction):
     spec = _contract(DMA(config, outstanding=2), direction)
-    prove(spec, f"dma_{name}_{direction}_long", depth=depth)
+    prove(spec, f"dma_{name}_{direction}_long", depth=depth, timeout=LONG_PROOF_SECONDS)
 
 
 @pytest.mark.parametrize("broken, direction, reason", [

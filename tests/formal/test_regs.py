@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In
 from mensa.contract.regs import DATA_BITS, RESP_OKAY, RESP_SLVERR, Access, Register, RegisterMap, register_map
 from mensa.core.config import AcceleratorConfig
 from mensa.hw.regs import RegisterFile
-from mensa.sim.formal import ProofFailed, Spec, prove
+from mensa.sim.formal import LONG_PROOF_SECONDS, ProofFailed, Spec, prove
 
 pytestmark = pytest.mark.formal
 COUNT_BITS = 5          # requests stay below 2**COUNT_BITS within the bound
@@ -214,7 +214,7 @@ def test_the_register_file_keeps_axi4_lite_and_its_map():
 @pytest.mark.slow
 def test_the_accelerator_register_file_keeps_axi4_lite_and_its_map():
     spec = RegisterFileContract(RegisterFile(register_map(AcceleratorConfig(name="formal"))))
-    prove(spec, "regs_accelerator", depth=8)
+    prove(spec, "regs_accelerator", depth=8, timeout=LONG_PROOF_SECONDS)
 
 
 @pytest.mark.parametrize("broken, reason", [
