@@ -219,7 +219,8 @@ def _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal):
     F = READS_IN_FLIGHT
     cpw, held, qw = t.cpw, t.held, t.qw
     fw1 = t.fw >= 1
-    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows + _interleaved(t, w, R, spill, per_k_tile),
+    inflight = np.where(fw1, t.tiles * qw * cpw + t.slots * per_k_tile + windows
+                        + _interleaved(t, w, R, spill, per_k_tile),
                         (t.bus + np.maximum(t.bursts - F, 0) * held) / F)
     # the loader: per later window its drain's hold, and the next record's hold and words
     drain = np.maximum(t.mt * R - 1, 0) * (2 * held + qw * cpw)
