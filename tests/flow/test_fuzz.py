@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from mensa.core.config import ConfigError, loads, presets
 from mensa.core.errors import UserError
-from mensa.gen import cmd_analyze, cmd_build, cmd_run_layer, cmd_synth, cmd_verilog
+from mensa.gen import cmd_analyze, cmd_build, cmd_compare, cmd_run_layer, cmd_synth, cmd_verilog
 from mensa.gen.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +52,7 @@ def _no_long_work(monkeypatch):
     monkeypatch.setattr(cmd_build, "build", would_run)
     monkeypatch.setattr(cmd_run_layer, "simulate", would_run)
     monkeypatch.setattr(cmd_analyze.analysis, "zoo_families", would_run)
+    monkeypatch.setattr(cmd_compare, "explore", would_run)      # the searched baselines
 
 
 @contextlib.contextmanager

@@ -61,10 +61,13 @@ def test_edgetpu_array_has_the_templates_macs(stem):
 
 
 def test_edgetpu_is_the_seeds_baseline():
-    # SEEDS: "baseline array 64x64 PEs"; template class V1: 800 MHz, 4x4 PEs.
-    acc = load(CONFIGS / "edgetpu.toml")["edgetpu"]
-    assert (acc.array.rows, acc.array.cols, acc.clock_mhz) == (64, 64, 800.0)
-    assert (acc.edgetpu.pe_rows, acc.edgetpu.pe_cols) == (4, 4)
+    # SEEDS: "baseline array 64x64 PEs"; template class V1: 800 MHz, 4x4 PEs (edgetpu-v1); the edgetpu
+    # preset models the Coral chip: the same 4096 MACs at 500 MHz, 4 TOPS int8.
+    v1 = load(CONFIGS / "edgetpu-v1.toml")["edgetpu"]
+    assert (v1.array.rows, v1.array.cols, v1.clock_mhz) == (64, 64, 800.0)
+    assert (v1.edgetpu.pe_rows, v1.edgetpu.pe_cols) == (4, 4)
+    coral = load(CONFIGS / "edgetpu.toml")["edgetpu"]
+    assert coral.array.pes == 4096 and 3.9e12 < 2 * coral.array.pes * coral.clock_mhz * 1e6 < 4.2e12
 
 
 @pytest.mark.parametrize("variant", ["", "-fpga"])
@@ -76,6 +79,8 @@ def test_mensa_g_shares_its_parts_with_the_single_presets(variant):
         own = CONFIGS / f"{name}{variant}.toml"
         if own.exists():    # the near-memory presets, written alongside
             assert system[name].nearmem == load(own)[name].nearmem
-    base = load(CONFIGS / f"edgetpu{variant}.toml")
+    # the baseline at equal technology: the template's V1 class (the Coral-modelled edgetpu preset runs at
+    # the chip's own 500 MHz), or its FPGA variant
+    base = load(CONFIGS / f"edgetpu{variant or '-v1'}.toml")
     assert system.dram == base.dram
     assert {a.clock_mhz for a in system.accelerator} == {base["edgetpu"].clock_mhz}
