@@ -50,7 +50,7 @@ from mensa.model.schedule import OBJECTIVES, schedule
 from mensa.model.space import load_space
 from mensa.core.files import write_json
 from mensa.gen import args as types
-from mensa.gen.cmd_explore import explore
+from mensa.gen.cmd_explore import explore, parse_models
 
 __all__ = ["add_arguments", "run", "eyeriss_like", "compare", "fit_area", "sram_scaled", "at_clock_and_dram", "searched"]
 
@@ -275,13 +275,7 @@ def run(args):
     from rich.console import Console
     from rich.table import Table
 
-    models = zoo.names() if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
-    if not models:
-        raise UserError(f"--models {args.models!r} names no model; allowed: 'all' or comma-separated zoo models "
-                        f"({', '.join(zoo.names())})")
-    for m in models:
-        if m not in zoo.MODELS:
-            raise zoo.UnknownModelError(f"--models: unknown model {m!r}; the zoo has: {', '.join(zoo.names())}")
+    models = parse_models(args.models, allow_all=True)
     search_monolith = args.baseline is None
     baseline, mensa = load(args.baseline or "edgetpu"), load(args.system)
     system_space = args.system_space or ("mensa-g" if str(args.system) == "mensa-g" else "none")

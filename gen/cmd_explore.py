@@ -28,7 +28,7 @@ from mensa.gen.explore_report import best_so_far, convergence_plot, front_of, wr
 from mensa.gen.parallel import local_workers, run_tasks
 from mensa.model import zoo
 from mensa.model.explore import OBJECTIVES, OPTIMIZERS, Task, evaluate_chunk, evaluate_points, search
-from mensa.model.space import SpaceError, load_space
+from mensa.model.space import load_space
 
 __all__ = ["add_arguments", "run", "explore", "Run", "parse_models", "task_for", "parallel_evaluator", "warm_points",
            "write_best"]
@@ -72,10 +72,14 @@ def add_arguments(parser):
     parser.add_argument("--no-plots", action="store_true", help="skip the convergence plot")
 
 
-def parse_models(text):
+def parse_models(text, *, allow_all=False):
+    """Zoo model names from ``--models`` (``all``: the whole zoo, where ``allow_all``)."""
+    if allow_all and text == "all":
+        return tuple(zoo.names())
     models = tuple(m.strip() for m in text.split(",") if m.strip())
     if not models:
-        raise UserError(f"--models {text!r} names no model; allowed: comma-separated zoo models "
+        either = "'all' or " if allow_all else ""
+        raise UserError(f"--models {text!r} names no model; allowed: {either}comma-separated zoo models "
                         f"({', '.join(zoo.names())})")
     for m in models:
         if m not in zoo.MODELS:

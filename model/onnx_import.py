@@ -577,24 +577,7 @@ class _Importer:
         elif op in ("Resize", "Upsample"):
             self.resize(node, ins)
         elif op in ("Mul", "QLinearMul"):
-            if op == "QLinearMul":
-                a, as_, az, bb, bs, bz, ys, yz = ins
-                self.set_q(a, self.scalar(as_), self.scalar(az))
-                self.set_q(bb, self.scalar(bs), self.scalar(bz))
-                self.set_q(node.output[0], self.scalar(ys), self.scalar(yz))
-                pair = [a, bb]
-            else:
-                pair = [ins[0], ins[1]]
-            if any(self.canon(t) in self.consts for t in pair):
-                self.fail("multiplying by a constant is not supported; allowed: a tensor times a per-channel gate")
-            va, vb = self.val(pair[0]), self.val(pair[1])
-            if len(va.onnx_shape) == 4 and va.onnx_shape[2:] == (1, 1) and vb.onnx_shape[2:] != (1, 1):
-                va, vb = vb, va
-                pair.reverse()
-            if len(va.onnx_shape) != 4 or vb.onnx_shape != (va.onnx_shape[0], va.onnx_shape[1], 1, 1):
-                self.fail(f"{va.onnx_shape} times {vb.onnx_shape}; allowed: an NCHW map times an (N, C, 1, 1) gate")
-            self.emit(node, lambda act, name: self.builder.mul(va.tensor, vb.tensor, name=name), pair,
-                      node.output[0], activation=False)
+            self.mul(node, ins)
         elif op == "Gather":
             self.gather(node, ins)
         elif op in ("Reshape", "Flatten", "Squeeze"):
@@ -617,6 +600,26 @@ class _Importer:
         if axis is None or axis % rank != (1 if rank == 4 else rank - 1):
             self.fail(f"{node.op_type} on axis {axis} of a rank-{rank} tensor; only the channel axis is supported")
         self.emit(node, lambda act, name: self.builder.concat(*(v.tensor for v in vals), name=name), ins,
+                  node.output[0], activation=False)
+
+    def mul(self, node, ins):
+        if node.op_type == "QLinearMul":
+            a, as_, az, bb, bs, bz, ys, yz = ins
+            self.set_q(a, self.scalar(as_), self.scalar(az))
+            self.set_q(bb, self.scalar(bs), self.scalar(bz))
+            self.set_q(node.output[0], self.scalar(ys), self.scalar(yz))
+            pair = [a, bb]
+        else:
+            pair = [ins[0], ins[1]]
+        if any(self.canon(t) in self.consts for t in pair):
+            self.fail("multiplying by a constant is not supported; allowed: a tensor times a per-channel gate")
+        va, vb = self.val(pair[0]), self.val(pair[1])
+        if len(va.onnx_shape) == 4 and va.onnx_shape[2:] == (1, 1) and vb.onnx_shape[2:] != (1, 1):
+            va, vb = vb, va
+            pair.reverse()
+        if len(va.onnx_shape) != 4 or vb.onnx_shape != (va.onnx_shape[0], va.onnx_shape[1], 1, 1):
+            self.fail(f"{va.onnx_shape} times {vb.onnx_shape}; allowed: an NCHW map times an (N, C, 1, 1) gate")
+        self.emit(node, lambda act, name: self.builder.mul(va.tensor, vb.tensor, name=name), pair,
                   node.output[0], activation=False)
 
     def conv_transpose(self, node, ins):
