@@ -6,12 +6,25 @@ picks the compiler of the accelerator's kind. A layer an accelerator cannot run 
 place on an accelerator is exactly what this function accepts.
 """
 
-from mensa.contract.gemm_program import compile_gemm
-from mensa.contract.nearmem import NearMemGeometry, compile_nearmem
+from mensa.contract.gemm_program import compile_gemm, gemm_refusal
+from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, nearmem_refusal
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import CompileError  # noqa: F401  (raised by both compilers)
 
-__all__ = ["compile_layer", "CompileError"]
+__all__ = ["compile_layer", "refusal", "CompileError"]
+
+
+def refusal(accelerator, layer):
+    """Why ``accelerator`` cannot run ``layer`` ("" when it can): every rule of its compiler that
+    depends on the layer's shape alone. The scheduler and the cost model place a layer only
+    where this is empty; :func:`compile_layer` refuses with the same text (and further only on
+    the layer's data: parameters that would overflow the accumulator).
+    """
+    if not isinstance(accelerator, AcceleratorConfig):
+        raise TypeError(f"accelerator must be an AcceleratorConfig, not {accelerator!r}")
+    if accelerator.kind is CoreKind.SYSTOLIC:
+        return gemm_refusal(accelerator, layer)
+    return nearmem_refusal(NearMemGeometry.of(accelerator.nearmem), layer)
 
 
 def compile_layer(accelerator, layer, params, x, *, base=0):

@@ -31,6 +31,7 @@ activation, ReLU or ReLU6. Anything else is a :class:`~mensa.core.errors.Compile
 what is allowed.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["Program", "compile_gemm", "ALIGN"]
+__all__ = ["Program", "compile_gemm", "gemm_refusal", "ALIGN"]
 
 ALIGN = 4096            # every region starts on an AXI 4 KiB page
 
@@ -119,6 +120,83 @@ def _per_channel(layer, value, n, name, dtype):
     return arr.astype(dtype)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """A layer as the sequencer walks it (what :func:`_shape` finds)."""
+    walk: LayerWalk
+    tile_rows: int
+    tile_cols: int
+    weight_tiles: int
+    sizes: tuple                # bytes of the input, weight, quantisation and output regions
+
+
+_ALLOWED = "allowed: fc, conv2d (groups 1) or depthwise (depth multiplier 1)"
+
+
+def _shape(config, layer):
+    """The layer's walk, tiling and region sizes on ``config``, or why it cannot run (a str)."""
+    g = GemmGeometry.of(config)
+    if layer.op not in (Op.FC, Op.CONV2D, Op.DEPTHWISE):
+        return f"{layer.op.value} is not run; {_ALLOWED}"
+    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
+        return f"activation {layer.activation.value} is not run; allowed: none, relu, relu6"
+    k, n = layer.in_channels, layer.out_channels
+    depthwise = layer.op is Op.DEPTHWISE
+    if layer.op is Op.FC:
+        if len(layer.in_shape) != 2:
+            return f"fc input shape {layer.in_shape}; allowed: (batch, channels)"
+        kernel, stride, dilation, pad = (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
+    else:
+        kernel, stride, dilation, pad = layer.kernel, layer.stride, layer.dilation, layer.padding
+        if layer.op is Op.CONV2D and layer.groups != 1:
+            return f"conv2d with groups {layer.groups}; {_ALLOWED}"
+        if depthwise and n != k:
+            return f"depthwise {k} -> {n} channels (depth multiplier {n // k}); {_ALLOWED}"
+        if not all(s_ in (1, 2) for s_ in stride):
+            return f"stride {stride}; allowed: 1 or 2 in each dimension"
+        if max(*kernel, *dilation, *pad) > 255:
+            return f"kernel {kernel}, dilation {dilation}, padding {pad}; allowed: each at most 255"
+    if (kernel, stride, pad) == ((1, 1), (1, 1), (0, 0, 0, 0)):
+        # a GEMM: one row of M pixels (batch and rows flattened), a 1x1 kernel
+        in_h, in_w = 1, math.prod(layer.in_shape[:-1])
+        out_h, out_w, dilation = in_h, in_w, (1, 1)
+    else:
+        nb, in_h, in_w, _ = layer.in_shape
+        _, out_h, out_w, _ = layer.out_shape
+        if nb != 1:
+            return (f"batch {nb} with a {kernel[0]}x{kernel[1]} kernel; allowed: batch 1 (or a 1x1 kernel "
+                    f"without padding or stride)")
+    if max(in_h, in_w, out_h, out_w, k, n) >= 1 << 16:
+        return f"dimensions {in_h}x{in_w} -> {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536"
+    walk = LayerWalk(k=k, in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, kernel=tuple(kernel),
+                     stride=tuple(stride), dilation=tuple(dilation), pad_top=pad[0], pad_left=pad[2])
+    try:
+        tile_rows, tile_cols = g.tiling(walk)
+    except ValueError as e:
+        return (f"{e} (buffers.act_kib {config.buffers.act_kib}); allowed: a window that fits, "
+                f"a larger act_kib or fewer channels")
+    kh, kw = kernel
+    kt, nt = -(-k // g.rows), -(-n // g.cols)
+    weight_tiles = kh * kw * sum(len(g.channel_tiles(k, t, depthwise=depthwise)) for t in range(nt))
+    sizes = (kt * in_h * in_w * g.act_bytes, weight_tiles * g.rows * g.weight_bytes, nt * g.quant_bytes,
+             nt * out_h * out_w * g.out_bytes)
+    end = sum(_up(size, ALIGN) for size in sizes)
+    if end > 1 << config.memory.addr_bits:
+        return f"its image takes {end:#x} bytes, beyond the {config.memory.addr_bits}-bit address space"
+    return _Shape(walk, tile_rows, tile_cols, weight_tiles, sizes)
+
+
+def gemm_refusal(config, layer):
+    """Why the systolic array of ``config`` cannot run ``layer`` ("" when it can).
+
+    Every rule of :func:`compile_gemm` that depends on the layer's shape alone (op,
+    activation, kernel, stride, sizes, the window against the scratchpad, the image against
+    the address space): the scheduler places a layer only where this is empty.
+    """
+    s = _shape(config, layer)
+    return s if isinstance(s, str) else ""
+
+
 def compile_gemm(config, layer, params, x, *, base=0):
     """Compile ``layer`` with ``params`` (:class:`~mensa.core.golden.LayerParams`) and input ``x``.
 
@@ -134,7 +212,7 @@ def compile_gemm(config, layer, params, x, *, base=0):
     Raises
     ------
     CompileError
-        The layer is not one the accelerator runs, or does not fit it.
+        The layer is not one the accelerator runs (:func:`gemm_refusal`), or does not fit it.
     """
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
@@ -145,62 +223,26 @@ def compile_gemm(config, layer, params, x, *, base=0):
     def refuse(text):
         raise CompileError(f"layer {layer.name!r}: {text}")
 
-    allowed = "allowed: fc, conv2d (groups 1) or depthwise (depth multiplier 1)"
-    if layer.op not in (Op.FC, Op.CONV2D, Op.DEPTHWISE):
-        refuse(f"{layer.op.value} is not run; {allowed}")
-    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
-        refuse(f"activation {layer.activation.value} is not run; allowed: none, relu, relu6")
     golden.check_layer(layer)
+    shape = _shape(config, layer)
+    if isinstance(shape, str):
+        refuse(shape)
     q = layer.quant
     if q is None:
         refuse("quant: missing; quantise the network first")
     x = np.asarray(x)
     if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
         refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
+    walk, sizes = shape.walk, shape.sizes
     k, n = layer.in_channels, layer.out_channels
     depthwise = layer.op is Op.DEPTHWISE
-    if layer.op is Op.FC:
-        if len(layer.in_shape) != 2:
-            refuse(f"fc input shape {layer.in_shape}; allowed: (batch, channels)")
-        kernel, stride, dilation, pad = (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
-    else:
-        kernel, stride, dilation, pad = layer.kernel, layer.stride, layer.dilation, layer.padding
-        if layer.op is Op.CONV2D and layer.groups != 1:
-            refuse(f"conv2d with groups {layer.groups}; {allowed}")
-        if depthwise and n != k:
-            refuse(f"depthwise {k} -> {n} channels (depth multiplier {n // k}); {allowed}")
-        if not all(s_ in (1, 2) for s_ in stride):
-            refuse(f"stride {stride}; allowed: 1 or 2 in each dimension")
-        if max(*kernel, *dilation, *pad) > 255:
-            refuse(f"kernel {kernel}, dilation {dilation}, padding {pad}; allowed: each at most 255")
-    pointwise = (kernel, stride, pad) == ((1, 1), (1, 1), (0, 0, 0, 0))
-    if pointwise:
-        # a GEMM: one row of M pixels (batch and rows flattened), a 1x1 kernel
-        in_h, in_w = 1, int(np.prod(layer.in_shape[:-1]))
-        out_h, out_w, dilation = in_h, in_w, (1, 1)
-    else:
-        nb, in_h, in_w, _ = layer.in_shape
-        _, out_h, out_w, _ = layer.out_shape
-        if nb != 1:
-            refuse(f"batch {nb} with a {kernel[0]}x{kernel[1]} kernel; allowed: batch 1 (or a 1x1 kernel "
-                   f"without padding or stride)")
-    if max(in_h, in_w, out_h, out_w, k, n) >= 1 << 16:
-        refuse(f"dimensions {in_h}x{in_w} -> {out_h}x{out_w}, {k} -> {n} channels; allowed: each below 65536")
+    in_h, in_w, out_h, out_w = walk.in_h, walk.in_w, walk.out_h, walk.out_w
+    stride, dilation = walk.stride, walk.dilation
+    pad = (0, 0, 0, 0) if layer.op is Op.FC else layer.padding
+    tile_rows, tile_cols = shape.tile_rows, shape.tile_cols
     m = out_h * out_w
-    walk = LayerWalk(k=k, in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, kernel=tuple(kernel),
-                     stride=tuple(stride), dilation=tuple(dilation), pad_top=pad[0], pad_left=pad[2])
-    try:
-        tile_rows, tile_cols = g.tiling(walk)
-    except ValueError as e:
-        refuse(f"{e} (buffers.act_kib {config.buffers.act_kib}); allowed: a window that fits, "
-               f"a larger act_kib or fewer channels")
-
-    kh, kw = kernel
+    kh, kw = walk.kernel
     kt, nt, R, C = -(-k // g.rows), -(-n // g.cols), g.rows, g.cols
-    # the image's size, known before anything is allocated
-    weight_tiles = kh * kw * sum(len(g.channel_tiles(k, t, depthwise=depthwise)) for t in range(nt))
-    sizes = (kt * in_h * in_w * g.act_bytes, weight_tiles * R * g.weight_bytes, nt * g.quant_bytes,
-             nt * m * g.out_bytes)
     end = base + sum(_up(size, ALIGN) for size in sizes)
     if end > 1 << config.memory.addr_bits:
         refuse(f"the image ends at {end:#x}, beyond the {config.memory.addr_bits}-bit address space")

@@ -21,6 +21,7 @@ descriptor, the vault images and the input vectors, and refuses with
 :class:`~mensa.core.errors.CompileError` a layer the unit cannot run.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ from mensa.core.golden import activation_range, check_layer
 from mensa.core.ir import Activation, Op
 
 __all__ = ["NearMemGeometry", "NearMemProgram", "HEADER_WORDS", "VECTOR_BITS", "GATES", "fc_program", "lstm_program",
-           "compile_nearmem", "descriptor_fields", "pack_descriptor"]
+           "nearmem_refusal", "compile_nearmem", "descriptor_fields", "pack_descriptor"]
 
 GATES = 4           # i, f, g, o: the order of the gate columns (golden lstm)
 HEADER_WORDS = 9    # lane words ahead of each group's weights: bias (4), multiplier (4), shift (1)
@@ -260,6 +261,50 @@ def _image(geometry, words, parts):
     return image
 
 
+def _fc_refusal(g, m, k, n, base=0):
+    """Why ``m`` vectors of ``k`` features times a ``k x n`` matrix do not fit the unit ("" if they do)."""
+    if k > g.max_in:
+        return (f"{k} input features do not fit the input buffer; allowed at most {g.max_in} "
+                f"(local_kib / {8 if g.lstm else 4} per bank)")
+    groups = _ceil_div(_ceil_div(n, g.vaults), g.lanes)         # groups of L channels per vault
+    if groups > g.max_groups:
+        return (f"{n} output channels need {groups} groups of {g.lanes} per vault; allowed at most "
+                f"{g.max_groups} ({g.max_groups * g.lanes * g.vaults} channels)")
+    if not 1 <= m < (1 << VECTOR_BITS):
+        return f"{m} vectors; allowed 1..{(1 << VECTOR_BITS) - 1}"
+    words = g.words(k, groups)
+    if base + words > g.vault_words:
+        return f"{words} words per vault from word {base} exceed the vault's {g.vault_words}"
+    return ""
+
+
+def _lstm_refusal(g, steps, c, p, hidden, proj, base=0):
+    """Why an LSTM of ``steps`` x ``c`` inputs, ``hidden`` units and ``p`` outputs (a projection if
+    ``proj``) does not fit the unit ("" if it does)."""
+    if not g.lstm:
+        return ("lstm needs the LSTM datapath; allowed: fc or pointwise conv on this unit, or a config "
+                "with nearmem.lstm = true")
+    for what, size in (("input", c), ("recurrent", p), ("hidden", hidden)):
+        if size > g.max_in:
+            return (f"{size} {what} features do not fit an input bank; allowed at most {g.max_in} "
+                    f"(local_kib / 8 per bank)")
+    L, V = g.lanes, g.vaults
+    groups = 4 * _ceil_div(_ceil_div(hidden, V), L)        # four gate groups per block of L hidden units
+    if groups > g.max_groups:
+        return (f"{hidden} hidden units need {groups} gate groups of {L} per vault; allowed at most "
+                f"{g.max_groups} ({g.max_groups // 4 * L * V} hidden units)")
+    proj_groups = _ceil_div(_ceil_div(p, V), L) if proj else 0
+    if proj_groups > g.max_groups:
+        return (f"{p} projection outputs need {proj_groups} groups of {L} per vault; allowed at most "
+                f"{g.max_groups} ({g.max_groups * L * V} outputs)")
+    if not 1 <= steps < (1 << VECTOR_BITS):
+        return f"{steps} time steps; allowed 1..{(1 << VECTOR_BITS) - 1}"
+    words = g.lstm_words(c, p, groups, hidden if proj else 0, proj_groups)
+    if base + words > g.vault_words:
+        return f"{words} words per vault from word {base} exceed the vault's {g.vault_words}"
+    return ""
+
+
 def fc_program(geometry, weights, x, *, bias=None, multiplier=0, shift=0, x_zero_point=0,
                out_zero_point=0, qmin=-128, qmax=127, raw=False, base=0, name="layer"):
     """Lay out ``x (M, K) @ weights (K, N) + bias`` for a :class:`NearMemoryUnit`.
@@ -276,20 +321,11 @@ def fc_program(geometry, weights, x, *, bias=None, multiplier=0, shift=0, x_zero
     (m, k), n = x.shape, weights.shape[1]
     L, V = g.lanes, g.vaults
 
-    def refuse(text):
-        raise CompileError(f"layer {name!r}: {text}")
-    if k > g.max_in:
-        refuse(f"{k} input features do not fit the input buffer; allowed at most {g.max_in} "
-               f"(local_kib / {8 if g.lstm else 4} per bank)")
+    reason = _fc_refusal(g, m, k, n, base)
+    if reason:
+        raise CompileError(f"layer {name!r}: {reason}")
     groups = _ceil_div(_ceil_div(n, V), L)         # groups of L channels per vault
-    if groups > g.max_groups:
-        refuse(f"{n} output channels need {groups} groups of {L} per vault; allowed at most "
-               f"{g.max_groups} ({g.max_groups * L * V} channels)")
-    if not 1 <= m < (1 << VECTOR_BITS):
-        refuse(f"{m} vectors; allowed 1..{(1 << VECTOR_BITS) - 1}")
     words = g.words(k, groups)
-    if base + words > g.vault_words:
-        refuse(f"{words} words per vault from word {base} exceed the vault's {g.vault_words}")
 
     body = _groups(weights, V * groups * L, L, bias=bias, multiplier=multiplier, shift=shift)
     images = tuple(_image(g, words, [body[v * groups:(v + 1) * groups]]) for v in range(V))
@@ -322,11 +358,6 @@ def lstm_program(geometry, x, w, bias, *, x_zero_point, h_zero_point, input_mult
     x = np.asarray(x)
     w = np.asarray(w)
 
-    def refuse(text):
-        raise CompileError(f"layer {name!r}: {text}")
-    if not g.lstm:
-        refuse("lstm needs the LSTM datapath; allowed: fc or pointwise conv on this unit, or a config "
-               "with nearmem.lstm = true")
     if x.ndim != 2 or w.ndim != 2 or w.shape[1] % 4:
         raise ValueError(f"lstm_program: x {x.shape} (T, C) and w {w.shape} (C + P, 4H) expected")
     (steps, c), hidden = x.shape, w.shape[1] // 4
@@ -334,26 +365,15 @@ def lstm_program(geometry, x, w, bias, *, x_zero_point, h_zero_point, input_mult
     p = np.shape(projection_weights)[1] if proj else hidden
     if w.shape[0] != c + p:
         raise ValueError(f"lstm_program: weights {w.shape} do not match ({c} + {p}, 4 * {hidden})")
-    for what, size in (("input", c), ("recurrent", p), ("hidden", hidden)):
-        if size > g.max_in:
-            refuse(f"{size} {what} features do not fit an input bank; allowed at most {g.max_in} "
-                   f"(local_kib / 8 per bank)")
+    reason = _lstm_refusal(g, steps, c, p, hidden, proj, base)
+    if reason:
+        raise CompileError(f"layer {name!r}: {reason}")
     blocks = _ceil_div(_ceil_div(hidden, V), L)        # blocks of L hidden units per vault
     groups = 4 * blocks
-    if groups > g.max_groups:
-        refuse(f"{hidden} hidden units need {groups} gate groups of {L} per vault; allowed at most "
-               f"{g.max_groups} ({g.max_groups // 4 * L * V} hidden units)")
     proj_groups = _ceil_div(_ceil_div(p, V), L) if proj else 0
-    if proj_groups > g.max_groups:
-        refuse(f"{p} projection outputs need {proj_groups} groups of {L} per vault; allowed at most "
-               f"{g.max_groups} ({g.max_groups * L * V} outputs)")
-    if not 1 <= steps < (1 << VECTOR_BITS):
-        refuse(f"{steps} time steps; allowed 1..{(1 << VECTOR_BITS) - 1}")
     if np.ndim(hidden_multiplier) or np.ndim(hidden_shift):
         raise ValueError("lstm_program: hidden_multiplier and hidden_shift are one value for the layer")
     words = g.lstm_words(c, p, groups, hidden if proj else 0, proj_groups)
-    if base + words > g.vault_words:
-        refuse(f"{words} words per vault from word {base} exceed the vault's {g.vault_words}")
 
     # Gate columns q * H + j -> blocks of L hidden units, four gate groups a block.
     width = V * blocks * L
@@ -403,6 +423,49 @@ def _abs_max(values):
     return 0 if values is None else int(np.abs(np.asarray(values, np.int64)).max(initial=0))
 
 
+def _fc_shape(layer):
+    """``(m, k, n)``: the matrix-vector products of an FC or pointwise layer."""
+    k, n = layer.in_channels, layer.out_channels
+    return math.prod(layer.in_shape) // k, k, n
+
+
+def nearmem_refusal(geometry, layer):
+    """Why the near-memory unit of ``geometry`` cannot run ``layer`` ("" when it can).
+
+    Every rule of :func:`compile_nearmem` that depends on the layer's shape alone (op,
+    activation, kernel, the buffers and vaults against the sizes): the scheduler places a
+    layer only where this is empty.
+    """
+    allowed = "allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding and groups 1"
+    if geometry.lstm:
+        allowed += ", or lstm"
+    if layer.op is Op.LSTM:
+        if not geometry.lstm:
+            return ("lstm cannot run on a near-memory unit without the LSTM datapath (nearmem.lstm = "
+                    "false); allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding and groups 1")
+        if layer.in_shape[0] != 1:
+            return (f"lstm over a batch of {layer.in_shape[0]} sequences; allowed: one sequence (N = 1) "
+                    f"per program, the state stays on chip between its time steps")
+        if layer.activation is not Activation.NONE:
+            return f"activation {layer.activation.value} cannot be fused after an lstm; allowed: none"
+        proj = bool(layer.projection)
+        return _lstm_refusal(geometry, layer.in_shape[1], layer.in_channels, layer.out_channels, layer.hidden,
+                             proj)
+    if layer.op is Op.CONV2D:
+        if layer.kernel != (1, 1):
+            return (f"conv2d with a {layer.kernel[0]}x{layer.kernel[1]} kernel is not a matrix-vector "
+                    f"product; the near-memory unit cannot run it; {allowed}")
+        if layer.stride != (1, 1) or any(layer.padding) or layer.groups != 1:
+            return (f"conv2d with stride {layer.stride}, padding {layer.padding}, groups {layer.groups} "
+                    f"cannot run on the near-memory unit; {allowed}")
+    elif layer.op is not Op.FC:
+        return f"{layer.op.value} cannot run on the near-memory unit; {allowed}"
+    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
+        return (f"activation {layer.activation.value} cannot be fused on the near-memory unit; "
+                f"allowed: none, relu, relu6")
+    return _fc_refusal(geometry, *_fc_shape(layer))
+
+
 def compile_nearmem(geometry, layer, params, x, *, base=0):
     """A quantised layer on int8 input ``x`` -> :class:`NearMemProgram` with int8 outputs.
 
@@ -410,27 +473,20 @@ def compile_nearmem(geometry, layer, params, x, *, base=0):
     ``(N, T, C)`` inputs, one vector per row) and pointwise convolutions (1x1 kernel,
     stride 1, no padding, one group: one vector per pixel), with no activation or ReLU /
     ReLU6; and, with the LSTM datapath (``nearmem.lstm``), LSTM layers of one sequence
-    (``(1, T, C)`` inputs). Anything else raises :class:`CompileError`.
+    (``(1, T, C)`` inputs). Anything else raises :class:`CompileError`
+    (:func:`nearmem_refusal`).
     """
     check_layer(layer)
 
     def refuse(text):
         raise CompileError(f"layer {layer.name!r}: {text}")
-    allowed = "allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding and groups 1"
-    if geometry.lstm:
-        allowed += ", or lstm"
-    if layer.quant is None and layer.op in (Op.FC, Op.CONV2D, Op.LSTM):
+    reason = nearmem_refusal(geometry, layer)
+    if reason:
+        refuse(reason)
+    if layer.quant is None:
         refuse("quant: missing; quantise the network first (mensa.core.quant.quantize_network)")
+    q = layer.quant
     if layer.op is Op.LSTM:
-        if not geometry.lstm:
-            refuse("lstm cannot run on a near-memory unit without the LSTM datapath (nearmem.lstm = "
-                   "false); allowed: fc, or conv2d with a 1x1 kernel, stride 1, no padding and groups 1")
-        if layer.in_shape[0] != 1:
-            refuse(f"lstm over a batch of {layer.in_shape[0]} sequences; allowed: one sequence (N = 1) "
-                   f"per program, the state stays on chip between its time steps")
-        if layer.activation is not Activation.NONE:
-            refuse(f"activation {layer.activation.value} cannot be fused after an lstm; allowed: none")
-        q = layer.quant
         w = np.asarray(params.weights)
         c = layer.in_shape[-1]
         # the gates' input half (with the bias) and recurrent half are separate int32 sums
@@ -449,22 +505,7 @@ def compile_nearmem(geometry, layer, params, x, *, base=0):
                             projection_bias=params.projection_bias,
                             projection_multiplier=params.projection_multiplier,
                             projection_shift=params.projection_shift, base=base, name=layer.name)
-    if layer.op is Op.FC:
-        weights = params.weights
-    elif layer.op is Op.CONV2D:
-        if layer.kernel != (1, 1):
-            refuse(f"conv2d with a {layer.kernel[0]}x{layer.kernel[1]} kernel is not a matrix-vector "
-                   f"product; the near-memory unit cannot run it; {allowed}")
-        if layer.stride != (1, 1) or any(layer.padding) or layer.groups != 1:
-            refuse(f"conv2d with stride {layer.stride}, padding {layer.padding}, groups {layer.groups} "
-                   f"cannot run on the near-memory unit; {allowed}")
-        weights = np.asarray(params.weights).reshape(layer.in_channels, layer.out_channels)
-    else:
-        refuse(f"op {layer.op.value} cannot run on the near-memory unit; {allowed}")
-    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
-        refuse(f"activation {layer.activation.value} cannot be fused on the near-memory unit; "
-               f"allowed: none, relu, relu6")
-    q = layer.quant
+    weights = np.asarray(params.weights).reshape(layer.in_channels, layer.out_channels)
     reason = accumulator_refusal(layer.in_channels, q.inputs[0].zero_point, _abs_max(weights), _abs_max(params.bias))
     if reason:
         refuse(reason)

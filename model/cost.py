@@ -40,11 +40,13 @@ its padded weight tiles fit, which differs at the edge.
 Units: cycles of the accelerator's clock, bytes.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from mensa.contract.compiler import refusal
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
 from mensa.model.nearmem import nearmem_gemm
@@ -53,12 +55,15 @@ from mensa.model.tiling import Tiling, Window, accumulator_tiles, cdiv, ws_tilin
 from mensa.model.ws_stream import ws_stream
 
 __all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
-           "dram_bytes_per_cycle", "buffer_bytes", "cycle_errors"]
+           "dram_bytes_per_cycle", "buffer_bytes", "cycle_errors", "modelled"]
 
 _OPS = list(Op)
 _OP_CODE = {op: i for i, op in enumerate(_OPS)}
 
-#: Ops each core kind can run. A near-memory unit has no window (im2col) addressing.
+#: Ops a *modelled* accelerator runs: one mensa builds no RTL top for (an output-stationary
+#: array, or the Edge TPU template's baselines, whose figures are modelled on the Coral), so
+#: the model's own op set stands in for a compiler. An accelerator mensa builds runs exactly
+#: what its compiler accepts (:func:`mensa.contract.compiler.refusal`).
 SUPPORTED_OPS = {
     CoreKind.SYSTOLIC: frozenset(Op),
     CoreKind.NEARMEM: frozenset({Op.FC, Op.LSTM, Op.ADD, Op.MUL, Op.CONCAT, Op.GLOBAL_AVGPOOL}),
@@ -66,6 +71,27 @@ SUPPORTED_OPS = {
 
 
 _SUPPORTED_ROW = {kind: [op in ops for op in _OPS] for kind, ops in SUPPORTED_OPS.items()}
+
+
+def modelled(acc):
+    """True for an accelerator mensa models but does not build (:data:`SUPPORTED_OPS`)."""
+    return acc.kind is CoreKind.SYSTOLIC and (acc.array.dataflow is Dataflow.OUTPUT_STATIONARY
+                                              or acc.edgetpu is not None)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _refusal(acc, layer):
+    return refusal(acc, layer)
+
+
+def _accepted(layers, accelerators, rows):
+    """``(L, A)``: where a layer may run: its compiler accepts it, or a modelled accelerator's op set
+    (``rows``, ``(L, A)`` by op) holds its op."""
+    out = rows.copy()
+    for j, acc in enumerate(accelerators):
+        if not modelled(acc):
+            out[:, j] = [not _refusal(acc, layer) for layer in layers]
+    return out
 
 
 @dataclass(frozen=True)
@@ -332,6 +358,8 @@ class Cost:
         if self.supported[i, j]:
             return ""
         layer, acc = self.layers.layers[i], self.accelerators.accelerators[j]
+        if not modelled(acc):
+            return f"{acc.name}: {_refusal(acc, layer)}"
         if layer.op not in SUPPORTED_OPS[acc.kind]:
             allowed = ", ".join(sorted(op.value for op in SUPPORTED_OPS[acc.kind]))
             return f"{acc.name} ({acc.kind.value}) cannot run {layer.op.value}; it runs {allowed}"
@@ -396,7 +424,8 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
                                     pick(s.boundary, n.boundary)),
                      np.maximum(volume - cdiv(first, acc.bpc) - busy, 0.0))
     stall = np.where(dram > 0, stall, 0.0)
-    supported = acc.supported[:, lt.op.astype(int)].T & pick(np.ones_like(s.fit), n.fit)
+    supported = _accepted(lt.layers, acc.accelerators, acc.supported[:, lt.op.astype(int)].T
+                          & pick(np.ones_like(s.fit), n.fit))
     core = compute + load + fill
     cycles = np.where(supported, core + dma + stall, np.inf)
     seconds = cycles / (acc.clock_mhz * 1e6)

@@ -230,16 +230,16 @@ def test_nearmem_batch_reuses_each_weight_read():
 
 
 def test_conv_on_nearmem_is_infinite_with_a_reason():
-    conv = Layer("c", Op.CONV2D, (1, 8, 8, 8), (1, 8, 8, 8))
+    conv = Layer("c", Op.CONV2D, (1, 8, 8, 8), (1, 6, 6, 8), kernel=(3, 3))
     c = evaluate([conv], nearmem().accelerator)
     assert c.cycles[0, 0] == math.inf and not c.supported[0, 0]
-    assert "cannot run conv2d" in c.reason(0, 0)
+    assert "conv2d with a 3x3 kernel" in c.reason(0, 0)
     assert all(np.isinf(v[0, 0]) for v in layer_energy(c).values())
 
 
 def test_layer_larger_than_the_vaults_is_unsupported():
     c = evaluate([fc(4096, 4096)], nearmem(vaults=2, vault_kib=1024).accelerator)
-    assert not c.supported[0, 0] and "exceed the vaults" in c.reason(0, 0)
+    assert not c.supported[0, 0] and "exceed the vault's" in c.reason(0, 0)
 
 
 def test_grid_evaluation_equals_pairwise_evaluation():

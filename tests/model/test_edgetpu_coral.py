@@ -57,7 +57,9 @@ def test_template_terms_off_leave_a_template_as_before():
     a = evaluate(net.layers, [plain], system.dram)
     dram = dataclasses.replace(system.dram, bandwidth_gbps=0.3)      # the template's I/O bound
     b = evaluate(net.layers, [bare], dram)
-    assert np.array_equal(a.cycles, b.cycles)
+    built = b.supported[:, 0]           # the bare array runs what its compiler accepts; the template is modelled
+    assert built.sum() >= 50 and a.supported.all()
+    assert np.array_equal(a.cycles[built], b.cycles[built])
 
 
 def test_depthwise_on_the_lanes_keeps_every_lane_busy():
