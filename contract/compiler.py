@@ -10,8 +10,21 @@ from mensa.contract.gemm_program import compile_gemm, gemm_refusal
 from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, nearmem_refusal
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import CompileError  # noqa: F401  (raised by both compilers)
+from mensa.core.ir import Activation, Op
 
-__all__ = ["compile_layer", "refusal", "CompileError"]
+__all__ = ["compile_layer", "refusal", "CompileError", "HARDWARE_OPS", "HARDWARE_ACTIVATIONS", "in_hardware"]
+
+#: The ops and fused activations some accelerator mensa builds runs. Where a layer of these
+#: may go is what :func:`refusal` says; a layer with an op or activation outside them has no
+#: hardware yet (:func:`in_hardware`), and the cost model places it by its modelled op sets
+#: (:data:`mensa.model.cost.SUPPORTED_OPS`).
+HARDWARE_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM})
+HARDWARE_ACTIVATIONS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6})
+
+
+def in_hardware(layer):
+    """True if some accelerator mensa builds runs layers of this op and activation."""
+    return layer.op in HARDWARE_OPS and layer.activation in HARDWARE_ACTIVATIONS
 
 
 def refusal(accelerator, layer):

@@ -143,8 +143,7 @@ def _shape(config, layer):
     k, n = layer.in_channels, layer.out_channels
     depthwise = layer.op is Op.DEPTHWISE
     if layer.op is Op.FC:
-        if len(layer.in_shape) != 2:
-            return f"fc input shape {layer.in_shape}; allowed: (batch, channels)"
+        # one GEMM row per input vector: (batch, channels), or (batch, steps, channels) of a sequence
         kernel, stride, dilation, pad = (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
     else:
         kernel, stride, dilation, pad = layer.kernel, layer.stride, layer.dilation, layer.padding

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.contract.compiler import refusal
+from mensa.contract.compiler import in_hardware, refusal
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
 from mensa.model.nearmem import nearmem_gemm
@@ -62,8 +62,10 @@ _OP_CODE = {op: i for i, op in enumerate(_OPS)}
 
 #: Ops a *modelled* accelerator runs: one mensa builds no RTL top for (an output-stationary
 #: array, or the Edge TPU template's baselines, whose figures are modelled on the Coral), so
-#: the model's own op set stands in for a compiler. An accelerator mensa builds runs exactly
-#: what its compiler accepts (:func:`mensa.contract.compiler.refusal`).
+#: the model's own op set stands in for a compiler. An accelerator mensa builds runs a layer
+#: that some mensa hardware runs (:func:`mensa.contract.compiler.in_hardware`) exactly where
+#: its compiler accepts it (:func:`mensa.contract.compiler.refusal`); the other layers, whose
+#: op or fused activation no mensa hardware runs yet, by these sets.
 SUPPORTED_OPS = {
     CoreKind.SYSTOLIC: frozenset(Op),
     CoreKind.NEARMEM: frozenset({Op.FC, Op.LSTM, Op.ADD, Op.MUL, Op.CONCAT, Op.GLOBAL_AVGPOOL}),
@@ -84,13 +86,20 @@ def _refusal(acc, layer):
     return refusal(acc, layer)
 
 
+def _compiled(acc, layer):
+    """True where the compiler of ``acc`` decides whether it runs ``layer``."""
+    return in_hardware(layer) and not modelled(acc)
+
+
 def _accepted(layers, accelerators, rows):
-    """``(L, A)``: where a layer may run: its compiler accepts it, or a modelled accelerator's op set
-    (``rows``, ``(L, A)`` by op) holds its op."""
+    """``(L, A)``: where a layer may run: where its compiler accepts it (:func:`_compiled`),
+    elsewhere where the op sets (``rows``, ``(L, A)``) hold its op."""
     out = rows.copy()
     for j, acc in enumerate(accelerators):
         if not modelled(acc):
-            out[:, j] = [not _refusal(acc, layer) for layer in layers]
+            for i, layer in enumerate(layers):
+                if in_hardware(layer):
+                    out[i, j] = not _refusal(acc, layer)
     return out
 
 
@@ -358,7 +367,7 @@ class Cost:
         if self.supported[i, j]:
             return ""
         layer, acc = self.layers.layers[i], self.accelerators.accelerators[j]
-        if not modelled(acc):
+        if _compiled(acc, layer):
             return f"{acc.name}: {_refusal(acc, layer)}"
         if layer.op not in SUPPORTED_OPS[acc.kind]:
             allowed = ", ".join(sorted(op.value for op in SUPPORTED_OPS[acc.kind]))

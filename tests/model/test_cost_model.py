@@ -238,7 +238,7 @@ def test_conv_on_nearmem_is_infinite_with_a_reason():
 
 
 def test_layer_larger_than_the_vaults_is_unsupported():
-    c = evaluate([fc(4096, 4096)], nearmem(vaults=2, vault_kib=1024).accelerator)
+    c = evaluate([fc(1024, 256)], nearmem(vaults=2, vault_kib=64, local_kib=64).accelerator)
     assert not c.supported[0, 0] and "exceed the vault's" in c.reason(0, 0)
 
 

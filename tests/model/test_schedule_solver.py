@@ -62,7 +62,8 @@ def two_accelerator_system(bandwidth=25.6):
     return from_dict({"name": "duo", "dram": {"bandwidth_gbps": bandwidth}, "accelerator": [
         {"name": "pascal", "array": {"rows": 32, "cols": 32},
          "buffers": {"weight_kib": 256, "act_kib": 1024, "acc_kib": 64}, "memory": {"data_bits": 128}},
-        {"name": "jacquard", "kind": "nearmem", "nearmem": {"vaults": 16, "lanes": 16, "vault_bits": 128}},
+        {"name": "jacquard", "kind": "nearmem",
+         "nearmem": {"vaults": 16, "lanes": 16, "vault_bits": 128, "local_kib": 8}},
     ]})
 
 
@@ -113,7 +114,7 @@ def test_pins_are_honoured_and_checked():
     net, system = conv_add_conv(), two_accelerator_system()
     s = schedule(net, system, pins={"add": "jacquard"})
     assert s.placements[1].accelerator == "jacquard" and s.placements[1].pinned
-    with pytest.raises(ScheduleError, match="cannot run conv2d"):
+    with pytest.raises(ScheduleError, match="jacquard: conv2d with a 3x3 kernel"):
         schedule(net, system, pins={"c1": "jacquard"})
     with pytest.raises(ScheduleError, match="no accelerator 'eyeriss'; allowed: pascal, jacquard"):
         schedule(net, system, pins={"c1": "eyeriss"})
@@ -134,7 +135,7 @@ def write_system(tmp_path):
                     '[[accelerator]]\nname = "pascal"\narray = {rows = 32, cols = 32}\n'
                     'buffers = {weight_kib = 256, act_kib = 1024, acc_kib = 64}\nmemory = {data_bits = 128}\n'
                     '[[accelerator]]\nname = "jacquard"\nkind = "nearmem"\n'
-                    'nearmem = {vaults = 16, lanes = 16, vault_bits = 128}\n')
+                    'nearmem = {vaults = 16, lanes = 16, vault_bits = 128, local_kib = 8}\n')
     return path
 
 
