@@ -371,7 +371,7 @@ class Cost:
             return f"{acc.name}: {_refusal(acc, layer)}"
         if layer.op not in SUPPORTED_OPS[acc.kind]:
             allowed = ", ".join(sorted(op.value for op in SUPPORTED_OPS[acc.kind]))
-            return f"{acc.name} ({acc.kind.value}) cannot run {layer.op.value}; it runs {allowed}"
+            return f"{acc.name}: a {acc.kind.value} accelerator cannot run {layer.op.value}; it runs {allowed}"
         return (f"{acc.name}: the layer's {int(self.layers.param_bytes[i])} parameter bytes exceed the vaults' "
                 f"{int(self.accelerators.vault_cap[j])} bytes")
 

@@ -269,7 +269,8 @@ def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTa
     for i in range(len(names)):
         if not np.isfinite(node[i]).any():
             why = "; ".join(cost.reason(i, j) for j in range(len(acc_names)))
-            raise ScheduleError(f"layer {names[i]!r}: no accelerator of {system.name} can run it ({why})")
+            raise ScheduleError(f"layer {names[i]!r} ({network.layers[i].op.value}): no accelerator of "
+                                f"{system.name} can run it ({why})")
     assign, _ = solve(node, edges)
 
     # Report both figures whatever the objective.

@@ -125,7 +125,7 @@ def test_pins_are_honoured_and_checked():
 def test_layer_no_accelerator_can_run_is_a_user_error():
     system = from_dict({"name": "nm", "accelerator": [
         {"name": "jacquard", "kind": "nearmem", "nearmem": {"vaults": 4, "lanes": 4}}]})
-    with pytest.raises(ScheduleError, match="layer 'c1': no accelerator of nm can run it"):
+    with pytest.raises(ScheduleError, match=r"layer 'c1' \(conv2d\): no accelerator of nm can run it"):
         schedule(conv_add_conv(), system)
 
 
