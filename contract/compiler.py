@@ -8,6 +8,8 @@ place on an accelerator is exactly what this function accepts.
 
 from mensa.contract.gemm_program import compile_gemm
 from mensa.contract.nearmem import NearMemGeometry, compile_nearmem
+from mensa.contract.regs import VECTOR_OPS
+from mensa.contract.vector_program import compile_vector
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import CompileError  # noqa: F401  (raised by both compilers)
 
@@ -31,7 +33,9 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
 
     Returns
     -------
-    :class:`~mensa.contract.gemm_program.Program` or :class:`~mensa.contract.nearmem.NearMemProgram`
+    :class:`~mensa.contract.gemm_program.Program`, :class:`~mensa.contract.vector_program.VectorProgram`
+    (a systolic accelerator with a vector unit runs depthwise and the vector ops there) or
+    :class:`~mensa.contract.nearmem.NearMemProgram`
 
     Raises
     ------
@@ -41,5 +45,7 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
     if not isinstance(accelerator, AcceleratorConfig):
         raise TypeError(f"accelerator must be an AcceleratorConfig, not {accelerator!r}")
     if accelerator.kind is CoreKind.SYSTOLIC:
+        if accelerator.vector is not None and layer.op in VECTOR_OPS:
+            return compile_vector(accelerator, layer, params, x, base=base)
         return compile_gemm(accelerator, layer, params, x, base=base)
     return compile_nearmem(NearMemGeometry.of(accelerator.nearmem), layer, params, x, base=base)

@@ -1,0 +1,124 @@
+"""The vector unit of a systolic accelerator: depthwise convs, one lane per channel, from a line buffer.
+
+It shares the accelerator's DMA, registers and run control (:class:`~mensa.hw.accelerator.Accelerator`
+starts it for the opcodes it runs) and walks a layer as :mod:`mensa.contract.vector_program`
+lays it out. Its parts, joined by streams:
+
+- :class:`~mensa.hw.vector_loader.VectorReadIssuer` asks for each channel tile's
+  quantisation record, tap vectors and input rows, as far ahead as the buffers allow;
+- :class:`~mensa.hw.vector_loader.VectorLoader` routes the words into the line buffer's ring,
+  the weight banks and the requantiser's parameter stream;
+- :class:`~mensa.hw.vector_walk.WindowWalker` walks tiles, output rows, pixels and taps, one
+  tap per cycle;
+- :class:`~mensa.hw.vector_lanes.OperandFetch` reads each tap's pixel and weight vectors,
+  :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them;
+- :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) and
+  :class:`~mensa.hw.vector_writer.VectorWriter` requantise and write the output planes.
+"""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.contract.vector_program import TAPS_MAX, VectorGeometry
+from mensa.hw.dma import command_layout, read_layout, write_layout
+from mensa.hw.queue import Queue
+from mensa.hw.requant import Requantizer
+from mensa.hw.vector_lanes import LaneMacArray, OperandFetch
+from mensa.hw.vector_layer import route_layout, vector_desc_layout
+from mensa.hw.vector_loader import VectorLoader, VectorReadIssuer
+from mensa.hw.vector_walk import WindowWalker
+from mensa.hw.vector_writer import VectorWriter
+
+__all__ = ["VectorUnit", "ROUTES"]
+
+ROUTES = 8          # read commands in flight between the issue and the loader
+
+
+class VectorUnit(wiring.Component):
+    """Runs one depthwise layer from DRAM on ``vector.lanes`` lanes.
+
+    Parameters
+    ----------
+    config : :class:`~mensa.core.config.AcceleratorConfig`
+        A systolic accelerator with a vector unit (``config.vector``).
+
+    Members
+    -------
+    desc : ``In(vector_desc_layout(addr_bits))``
+        The layer, sampled at ``start``.
+    start : ``In(1)``
+        Begin a layer (ignored while one runs).
+    done : ``Out(1)``
+        One cycle, once DRAM has acknowledged the layer's last output write.
+    running, busy, mem_stall : ``Out(1)``
+        A layer runs; the lanes take a tap; the walk waits on DRAM data.
+    rd_cmd, rd_data, wr_cmd, wr_data, wr_done
+        To the :class:`~mensa.hw.dma.DMA`'s client ports.
+    """
+
+    def __init__(self, config):
+        self._g = VectorGeometry.of(config)
+        self._config = config
+        mem = config.memory
+        super().__init__({
+            "desc": In(vector_desc_layout(mem.addr_bits)),
+            "start": In(1),
+            "done": Out(1), "running": Out(1), "busy": Out(1), "mem_stall": Out(1),
+            "rd_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
+            "rd_data": In(stream.Signature(read_layout(mem.data_bits))),
+            "wr_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
+            "wr_data": Out(stream.Signature(write_layout(mem.data_bits))),
+            "wr_done": In(stream.Signature(2)),
+        })
+
+    @property
+    def geometry(self):
+        return self._g
+
+    def elaborate(self, platform):
+        m = Module()
+        g, A = self._g, self._config.memory.addr_bits
+        m.submodules.issue = issue = VectorReadIssuer(geometry=g, addr_bits=A)
+        m.submodules.routes = routes = Queue(route_layout, depth=ROUTES)
+        m.submodules.loader = loader = VectorLoader(geometry=g, weight_depth=TAPS_MAX, addr_bits=A)
+        m.submodules.walk = walk = WindowWalker(line_depth=g.line_depth, weight_depth=TAPS_MAX, addr_bits=A)
+        m.submodules.fetch = fetch = OperandFetch(lanes=g.lanes, line_depth=g.line_depth, weight_depth=TAPS_MAX)
+        m.submodules.macs = macs = LaneMacArray(lanes=g.lanes)
+        m.submodules.requant = requant = Requantizer(lanes=g.lanes)
+        m.submodules.writer = writer = VectorWriter(geometry=g, addr_bits=A)
+
+        # the layer is latched at start; the parts begin a cycle later, from the latched copy
+        d = Signal(vector_desc_layout(A))
+        go, begin = Signal(), Signal()
+        m.d.comb += go.eq(self.start & ~self.running)
+        m.d.sync += begin.eq(go)
+        with m.If(go):
+            m.d.sync += d.eq(self.desc), self.running.eq(1)
+        with m.If(writer.done):
+            m.d.sync += self.running.eq(0)
+        m.d.comb += self.done.eq(writer.done)
+        for part in (issue, loader, walk, writer):
+            m.d.comb += part.start.eq(begin), part.layer.eq(d)
+
+        m.d.comb += [
+            issue.freed.eq(walk.freed), issue.tile.eq(walk.tile),
+            walk.loaded_rows.eq(loader.loaded_rows), walk.loaded_tiles.eq(loader.loaded_tiles),
+            fetch.zero_point.eq(d.in_zero_point),
+        ]
+        for port in ("line_addr", "line_data", "line_en", "weight_addr", "weight_data", "weight_en"):
+            m.d.comb += getattr(fetch, port).eq(getattr(loader, port))
+        wiring.connect(m, issue.rd_cmd, wiring.flipped(self.rd_cmd))
+        wiring.connect(m, issue.route, routes.w)
+        wiring.connect(m, routes.r, loader.route)
+        wiring.connect(m, wiring.flipped(self.rd_data), loader.rd_data)
+        wiring.connect(m, loader.quant, requant.quant)
+        wiring.connect(m, walk.taps, fetch.taps)
+        wiring.connect(m, fetch.operands, macs.operands)
+        wiring.connect(m, macs.sums, requant.accs)
+        wiring.connect(m, requant.outs, writer.outs)
+        wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))
+        wiring.connect(m, writer.wr_data, wiring.flipped(self.wr_data))
+        wiring.connect(m, wiring.flipped(self.wr_done), writer.wr_done)
+        m.d.comb += [self.busy.eq(macs.busy), self.mem_stall.eq(self.running & walk.waiting)]
+        return m
