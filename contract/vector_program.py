@@ -131,9 +131,9 @@ def vector_refusal(config, layer):
         return no(f"dilation {dh}x{dw}; allowed: 1..255 in each dimension")
     top, bottom, left, right = layer.padding
     span_h, span_w = (kh - 1) * dh, (kw - 1) * dw
-    if max(top, bottom) > span_h or max(left, right) > span_w:
+    if max(top, bottom) > span_h or max(left, right) > 255:
         return no(f"padding {tuple(layer.padding)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at most "
-                  f"{span_h} rows and {span_w} columns each side (the kernel's reach)")
+                  f"{span_h} rows (the kernel's reach) above and below, 255 columns left and right")
     _, h, w, _ = layer.in_shape
     _, oh, ow, _ = layer.out_shape
     if max(h, w, oh, ow, c) >= 1 << 16:

@@ -155,8 +155,7 @@ class Accelerator(wiring.Component):
             desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
         ]
         is_vector = Signal()
-        for op in VECTOR_OPS:
-            m.d.comb += is_vector.eq(is_vector | (r.op == OPCODES[op]))
+        m.d.comb += is_vector.eq(Cat(*[r.op == OPCODES[op] for op in VECTOR_OPS]).any())
         sel = Signal()              # 1: the vector unit owns the DMA, from its START on
         with m.If(start & ~run.running):
             m.d.sync += sel.eq(is_vector)

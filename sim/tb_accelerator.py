@@ -15,7 +15,8 @@ The ``result`` file is a JSON list, one object per layer, in order: ``layer`` (n
 ``op``, ``m``, ``k``, ``n`` (the implicit GEMM: output pixels, kernel taps x input
 channels per output channel, output channels), ``macs``, ``cycles`` (CYCLES_TOTAL),
 ``busy`` (CYCLES_BUSY), ``stall`` (CYCLES_STALL), ``utilisation`` (macs / (rows * cols *
-cycles)), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times the bus
+cycles), or macs / (lanes * cycles) for a layer on the vector unit: ``engine`` "array" or
+"vector", ``lanes`` the MACs per cycle of that engine), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times the bus
 width, counted on the bus from START to the interrupt), ``rows`` and ``cols`` (the array size
 the RTL reports in its ROWS and COLS registers).
 
@@ -31,9 +32,10 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 
 from mensa.contract.compiler import compile_layer
-from mensa.core.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, from_dict
+from mensa.core.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, VectorConfig, from_dict
 from mensa.contract.regs import register_map
 from mensa.contract.gemm import GemmGeometry
+from mensa.contract.vector_program import VectorProgram
 from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
 from mensa.core import golden
 from mensa.sim.testbench import TB, assert_bit_exact
@@ -45,13 +47,15 @@ TIMEOUT = 200_000       # cycles a layer may take, beyond its bound below, befor
 def accelerator_config(p):
     """The config under test: a whole accelerator table (``{"accelerator": to_dict(acc)}``, as
     ``mensa run-layer`` passes it) or the short form of ``rows``, ``cols``, ``data_bits``,
-    ``acc_kib`` (and ``act_kib``, ``weight_kib``: the defaults if not given)."""
+    ``acc_kib`` (and ``act_kib``, ``weight_kib``: the defaults if not given; ``lanes`` and
+    ``line_kib``: a vector unit)."""
     if "accelerator" in p:
         return from_dict({"name": "dut", "accelerator": [p["accelerator"]]}).accelerator[0]
+    vector = VectorConfig(lanes=p["lanes"], line_kib=p.get("line_kib", VectorConfig.line_kib)) if "lanes" in p else None
     return AcceleratorConfig(name="dut", array=ArrayConfig(rows=p["rows"], cols=p["cols"]),
                              buffers=BufferConfig(acc_kib=p["acc_kib"], act_kib=p.get("act_kib", BufferConfig.act_kib),
                                                   weight_kib=p.get("weight_kib", BufferConfig.weight_kib)),
-                             memory=MemoryConfig(data_bits=p["data_bits"]))
+                             memory=MemoryConfig(data_bits=p["data_bits"]), vector=vector)
 
 
 def make_layer(spec, index):
@@ -113,6 +117,20 @@ class AcceleratorTB(TB):
         return await self.read(f"{name}_LO") | (await self.read(f"{name}_HI")) << 32
 
 
+def cycle_bound(acc, layer, prog):
+    """A generous bound on a layer's cycles: per array pass (or per lane tap) and per bus word it reads."""
+    if isinstance(prog, VectorProgram):
+        g = prog.geometry
+        planes = -(-layer.in_channels // g.lanes)
+        return planes * (prog.m * layer.kernel[0] * layer.kernel[1] + int(np.prod(layer.in_shape)) // g.lanes
+                         * g.pixel_words + prog.m * g.pixel_words)
+    g = GemmGeometry.of(acc)
+    k_tiles = layer.kernel[0] * layer.kernel[1] * -(-layer.in_channels // g.rows)
+    n_tiles = -(-layer.out_channels // g.cols)
+    words = n_tiles * k_tiles * (-(-prog.m // g.acc_depth) * g.rows * g.weight_words + prog.m * g.act_words)
+    return -(-layer.macs // (g.rows * g.cols)) + words
+
+
 #: the weights and biases the testbench draws: ``WEIGHT_MIN..127`` and ``-BIAS_MAX-1..BIAS_MAX``
 WEIGHT_MIN, BIAS_MAX = -128, 19999
 
@@ -165,11 +183,7 @@ async def accelerator_runs_layers_bit_exact(dut):
         beats_in = beats_out = 0
         # hung: no interrupt after 4 cycles per array pass and per bus word of every weight
         # and activation tile the layer reads (a batch-1 FC layer is bound by its weights)
-        g = GemmGeometry.of(acc)
-        k_tiles = layer.kernel[0] * layer.kernel[1] * -(-layer.in_channels // g.rows)
-        n_tiles = -(-layer.out_channels // g.cols)
-        words = n_tiles * k_tiles * (-(-prog.m // g.acc_depth) * g.rows * g.weight_words + prog.m * g.act_words)
-        limit = TIMEOUT + 4 * (-(-layer.macs // (g.rows * g.cols)) + words)
+        limit = TIMEOUT + 4 * cycle_bound(acc, layer, prog)
         for cycle in range(limit):
             await RisingEdge(dut.clk)
             beats_in += int(dut.m_axi_rvalid.value) & int(dut.m_axi_rready.value)
@@ -189,7 +203,8 @@ async def accelerator_runs_layers_bit_exact(dut):
         assert not int(dut.irq.value), f"{layer.name}: interrupt still raised after IRQ_STATUS was cleared"
         m, n = prog.m, layer.out_channels
         k = layer.macs // (m * n)
-        util = layer.macs / (total * acc.array.rows * acc.array.cols)
+        lanes = prog.geometry.lanes if isinstance(prog, VectorProgram) else acc.array.rows * acc.array.cols
+        util = layer.macs / (total * lanes)
         word = acc.memory.data_bits // 8
         tb.log.info(f"{layer.name}: {layer.op.value} {spec.get('kernel', [1, 1])} stride {spec.get('stride', [1, 1])} "
                     f"M={m} K={k} N={n} {layer.activation.value}: {expect.size} outputs bit-exact in {total} cycles "
@@ -198,5 +213,6 @@ async def accelerator_runs_layers_bit_exact(dut):
         results.append({"layer": layer.name, "op": layer.op.value, "m": m, "k": k, "n": n, "macs": layer.macs,
                         "cycles": total, "busy": busy, "stall": stall, "utilisation": util,
                         "dram_read_bytes": beats_in * word, "dram_write_bytes": beats_out * word,
-                        "rows": built["ROWS"], "cols": built["COLS"]})
+                        "rows": built["ROWS"], "cols": built["COLS"], "lanes": lanes,
+                        "engine": "vector" if isinstance(prog, VectorProgram) else "array"})
     tb.write_result(results)
