@@ -40,8 +40,8 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "KERNEL_MAX",
-           "TAPS_MAX"]
+__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "window", "KERNEL_MAX",
+           "TAPS_MAX", "VECTOR_UNIT_OPS"]
 
 KERNEL_MAX = 7          # kernel height and width, each
 TAPS_MAX = 64           # tap vectors per weight bank: 7 x 7 rounded up to a power of two
@@ -93,9 +93,26 @@ class VectorGeometry:
         return self.quant_words * self.word_bytes
 
 
+POOLS = (Op.MAXPOOL, Op.AVGPOOL)
+#: the ops the vector unit runs
+VECTOR_UNIT_OPS = (Op.DEPTHWISE, *POOLS, Op.GLOBAL_AVGPOOL)
+
+
+def window(layer):
+    """``(kernel, stride, dilation, padding)`` of the window the unit walks: a global average pool's is the
+    whole plane."""
+    if layer.op is Op.GLOBAL_AVGPOOL:
+        return tuple(layer.in_shape[1:3]), (1, 1), (1, 1), (0, 0, 0, 0)
+    return tuple(layer.kernel), tuple(layer.stride), tuple(layer.dilation), tuple(layer.padding)
+
+
 def line_rows(layer):
-    """Rows of the line buffer's ring for ``layer``: the rows a window spans plus the vertical stride."""
-    return (layer.kernel[0] - 1) * layer.dilation[0] + 1 + layer.stride[0]
+    """Rows of the line buffer's ring for ``layer``: the rows a window spans plus the vertical stride
+    (a global average pool: the row being summed and the next)."""
+    if layer.op is Op.GLOBAL_AVGPOOL:
+        return 2
+    (kh, _), (sh, _), (dh, _), _ = window(layer)
+    return (kh - 1) * dh + 1 + sh
 
 
 def vector_refusal(config, layer):
@@ -112,32 +129,38 @@ def vector_refusal(config, layer):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
     if config.vector is None:
         return no(f"accelerator {config.name!r} has no vector unit; allowed: an accelerator with [accelerator.vector]")
-    if layer.op is not Op.DEPTHWISE:
-        return no(f"{layer.op.value} is not run on the vector unit; allowed: depthwise")
+    if layer.op not in VECTOR_UNIT_OPS:
+        return no(f"{layer.op.value} is not run on the vector unit; allowed: "
+                  f"{', '.join(op.value for op in VECTOR_UNIT_OPS)}")
     if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
         return no(f"activation {layer.activation.value} is not run on the vector unit; allowed: none, relu, relu6")
     if len(layer.in_shape) != 4 or layer.in_shape[0] != 1:
         return no(f"input shape {tuple(layer.in_shape)}; allowed: batch 1, NHWC")
     c = layer.in_channels
     if layer.out_channels != c:
-        return no(f"depthwise {c} -> {layer.out_channels} channels (depth multiplier "
+        return no(f"{layer.op.value} {c} -> {layer.out_channels} channels (depth multiplier "
                   f"{layer.out_channels / c:g}); allowed: depth multiplier 1")
-    (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.stride, layer.dilation
-    if not (1 <= kh <= KERNEL_MAX and 1 <= kw <= KERNEL_MAX):
-        return no(f"kernel {kh}x{kw}; allowed: 1..{KERNEL_MAX} in each dimension")
-    if sh not in (1, 2) or sw not in (1, 2):
-        return no(f"stride {sh}x{sw}; allowed: 1 or 2 in each dimension")
-    if not (1 <= dh <= 255 and 1 <= dw <= 255):
-        return no(f"dilation {dh}x{dw}; allowed: 1..255 in each dimension")
-    top, bottom, left, right = layer.padding
-    span_h, span_w = (kh - 1) * dh, (kw - 1) * dw
-    if max(top, bottom) > span_h or max(left, right) > 255:
-        return no(f"padding {tuple(layer.padding)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at most "
-                  f"{span_h} rows (the kernel's reach) above and below, 255 columns left and right")
     _, h, w, _ = layer.in_shape
     _, oh, ow, _ = layer.out_shape
     if max(h, w, oh, ow, c) >= 1 << 16:
         return no(f"dimensions {h}x{w}x{c} -> {oh}x{ow}; allowed: each below 65536")
+    (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window(layer)
+    if layer.op is Op.GLOBAL_AVGPOOL:
+        if max(h, w) > 255:
+            return no(f"global average pool over {h}x{w}; allowed: at most 255x255 (the kernel registers)")
+    else:
+        strides = (1, 2) if layer.op is Op.DEPTHWISE else tuple(range(1, KERNEL_MAX + 1))
+        if not (1 <= kh <= KERNEL_MAX and 1 <= kw <= KERNEL_MAX):
+            return no(f"kernel {kh}x{kw}; allowed: 1..{KERNEL_MAX} in each dimension")
+        if sh not in strides or sw not in strides:
+            return no(f"stride {sh}x{sw}; allowed: {strides[0]}..{strides[-1]} in each dimension")
+        dilations = 255 if layer.op is Op.DEPTHWISE else 1
+        if not (1 <= dh <= dilations and 1 <= dw <= dilations):
+            return no(f"dilation {dh}x{dw}; allowed: 1..{dilations} in each dimension")
+        span_h = (kh - 1) * dh
+        if max(top, bottom) > span_h or max(left, right) > 255:
+            return no(f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
+                      f"most {span_h} rows (the kernel's reach) above and below, 255 columns left and right")
     rows, depth = line_rows(layer), line_depth(config)
     if rows > 255 or rows * w > depth:
         return no(f"{rows} input rows of {w} pixels do not fit the line buffer of {depth} pixel vectors "
@@ -228,6 +251,34 @@ def quant_records(layer, g, folded, mult, shift):
     return quant.reshape(-1)
 
 
+def _records(layer, params, g, folded, refuse):
+    """The quantisation records of ``folded`` biases and the layer's multipliers and shifts."""
+    c = folded.size
+    folded = (folded + (1 << 31)) % (1 << 32) - (1 << 31)
+    mult = _per_channel(layer, params.multiplier, c, "multiplier", np.int32)
+    shift = _per_channel(layer, params.shift, c, "shift", np.int8)
+    if shift.min() < -(1 << 5) or shift.max() >= 1 << 5:
+        refuse("shift outside -32..31; allowed: -32..31")
+    return quant_records(layer, g, folded, mult, shift)
+
+
+def _depthwise_blobs(layer, params, g, zp_in, refuse):
+    """A depthwise layer's tap vectors and quantisation records."""
+    (kh, kw), c = layer.kernel, layer.in_channels
+    nt = -(-c // g.lanes)
+    wts = np.asarray(params.weights).astype(np.int64).reshape(kh * kw, c)
+    bias = np.zeros(c, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
+    reason = accumulator_refusal(kh * kw, zp_in, int(np.abs(wts).max(initial=0)), int(np.abs(bias).max(initial=0)))
+    if reason:
+        refuse(reason)
+    taps = np.zeros((nt, kh * kw, g.pixel_bytes), np.int8)
+    padded = np.zeros((kh * kw, nt * g.lanes), np.int8)
+    padded[:, :c] = wts
+    taps[..., :g.lanes] = padded.reshape(kh * kw, nt, g.lanes).transpose(1, 0, 2)
+    return {"weight": taps.reshape(-1).view(np.uint8),
+            "quant": _records(layer, params, g, bias - zp_in * wts.sum(axis=0), refuse)}
+
+
 def compile_vector(config, layer, params, inputs, *, base=0):
     """Compile ``layer`` for the vector unit of ``config``.
 
@@ -265,26 +316,15 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     g = VectorGeometry.of(config)
     _, h, w, c = layer.in_shape
     _, oh, ow, _ = layer.out_shape
-    (kh, kw), nt = layer.kernel, -(-c // g.lanes)
-    zp_in = q.inputs[0].zero_point
-    wts = np.asarray(params.weights).astype(np.int64).reshape(kh * kw, c)
-    bias = np.zeros(c, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
-    reason = accumulator_refusal(kh * kw, zp_in, int(np.abs(wts).max(initial=0)), int(np.abs(bias).max(initial=0)))
-    if reason:
-        refuse(reason)
-    folded = ((bias - zp_in * wts.sum(axis=0)) + (1 << 31)) % (1 << 32) - (1 << 31)
-    mult = _per_channel(layer, params.multiplier, c, "multiplier", np.int32)
-    shift = _per_channel(layer, params.shift, c, "shift", np.int8)
-    if shift.min() < -(1 << 5) or shift.max() >= 1 << 5:
-        refuse("shift outside -32..31; allowed: -32..31")
-
-    taps = np.zeros((nt, kh * kw, g.pixel_bytes), np.int8)
-    padded = np.zeros((kh * kw, nt * g.lanes), np.int8)
-    padded[:, :c] = wts
-    taps[..., :g.lanes] = padded.reshape(kh * kw, nt, g.lanes).transpose(1, 0, 2)
-    blobs = {"input": to_planes(x.reshape(h, w, c), g).view(np.uint8), "weight": taps.reshape(-1).view(np.uint8),
-             "quant": quant_records(layer, g, folded, mult, shift),
-             "output": np.zeros(nt * oh * ow * g.pixel_bytes, np.uint8)}
+    (kh, kw), (sh, sw), (dh, dw), pad = window(layer)
+    nt, zp_in = -(-c // g.lanes), q.inputs[0].zero_point
+    blobs = {"input": to_planes(x.reshape(h, w, c), g).view(np.uint8)}
+    if layer.op is Op.DEPTHWISE:
+        blobs.update(_depthwise_blobs(layer, params, g, zp_in, refuse))
+    elif layer.op is Op.GLOBAL_AVGPOOL:
+        # the sum of x - zp over the plane: the zero point folds into the bias
+        blobs["quant"] = _records(layer, params, g, np.full(c, -zp_in * h * w, np.int64), refuse)
+    blobs["output"] = np.zeros(nt * oh * ow * g.pixel_bytes, np.uint8)
     regions, addr = {}, base
     for name, blob in blobs.items():
         regions[name] = addr
@@ -292,11 +332,10 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     if addr > 1 << config.memory.addr_bits:
         refuse(f"the image ends at {addr:#x}; allowed: within the {config.memory.addr_bits}-bit address space")
     image = np.zeros(addr - base, np.uint8)
-    for name in ("input", "weight", "quant"):
+    for name in blobs.keys() - {"output"}:
         at = regions[name] - base
         image[at:at + blobs[name].nbytes] = blobs[name]
 
-    (sh, sw), (dh, dw), pad = layer.stride, layer.dilation, layer.padding
     lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
     values = {
         "OP": OPCODES[layer.op], "IN_H": h, "IN_W": w, "IN_C": c, "OUT_H": oh, "OUT_W": ow, "OUT_C": c,
@@ -309,6 +348,8 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     registers = dict(values)
     for name, key in (("INPUT_ADDR", "input"), ("WEIGHT_ADDR", "weight"), ("QUANT_ADDR", "quant"),
                       ("OUTPUT_ADDR", "output")):
+        if key not in regions:
+            continue
         if name in regmap:
             registers[name] = regions[key]
         else:

@@ -14,7 +14,7 @@ It runs conv2d (kernels of any size, stride 1 or 2, padding, dilation), depthwis
 pointwise conv and fully connected layers, of any size whose one output pixel's input
 window fits the scratchpad's half (M tiles sized to the accumulator and the scratchpad).
 
-With a vector unit (``config.vector``), the opcodes it runs (depthwise conv) start it
+With a vector unit (``config.vector``), the opcodes it runs (depthwise conv, max, average and global average pool) start it
 instead of the sequencer: the engine is chosen at START, and the DMA's client ports follow
 that choice until the next START.
 """
@@ -25,7 +25,8 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import AcceleratorConfig
 from mensa.hw.dma import DMA, axi4_master_members
-from mensa.contract.regs import COUNTER_BITS, OPCODES, VECTOR_OPS, register_map
+from mensa.contract.regs import COUNTER_BITS, OPCODES, register_map
+from mensa.contract.vector_program import VECTOR_UNIT_OPS
 from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members
 from mensa.contract.gemm import GemmGeometry
 from mensa.hw.sequencer import GemmSequencer
@@ -141,8 +142,8 @@ class Accelerator(wiring.Component):
         m.submodules.vector = vec = VectorUnit(self._config)
         desc = vec.desc
         m.d.comb += [
-            desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h), desc.out_w.eq(r.out_w),
-            desc.tiles.eq((r.in_c + vec.geometry.lanes - 1) >> (vec.geometry.lanes - 1).bit_length()),
+            desc.op.eq(r.op), desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h),
+            desc.out_w.eq(r.out_w), desc.tiles.eq((r.in_c + vec.geometry.lanes - 1) >> (vec.geometry.lanes - 1).bit_length()),
             desc.taps.eq(r.kernel_h * r.kernel_w), desc.m.eq(r.out_h * r.out_w),
             desc.kernel_h.eq(r.kernel_h), desc.kernel_w.eq(r.kernel_w),
             desc.stride_h.eq(r.stride_h), desc.stride_w.eq(r.stride_w),
@@ -155,7 +156,7 @@ class Accelerator(wiring.Component):
             desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
         ]
         is_vector = Signal()
-        m.d.comb += is_vector.eq(Cat(*[r.op == OPCODES[op] for op in VECTOR_OPS]).any())
+        m.d.comb += is_vector.eq(Cat(*[r.op == OPCODES[op] for op in VECTOR_UNIT_OPS]).any())
         sel = Signal()              # 1: the vector unit owns the DMA, from its START on
         with m.If(start & ~run.running):
             m.d.sync += sel.eq(is_vector)

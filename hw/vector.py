@@ -12,11 +12,13 @@ lays it out. Its parts, joined by streams:
   tap per cycle;
 - :class:`~mensa.hw.vector_lanes.OperandFetch` reads each tap's pixel and weight vectors,
   :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them;
-- :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) and
-  :class:`~mensa.hw.vector_writer.VectorWriter` requantise and write the output planes.
+- :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) requantises the sums (depthwise,
+  global average pool), or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
+  (max and average pool);
+- :class:`~mensa.hw.vector_writer.VectorWriter` writes the output planes.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,7 +27,8 @@ from mensa.hw.dma import command_layout, read_layout, write_layout
 from mensa.hw.queue import Queue
 from mensa.hw.requant import Requantizer
 from mensa.hw.vector_lanes import LaneMacArray, OperandFetch
-from mensa.hw.vector_layer import route_layout, vector_desc_layout
+from mensa.hw.vector_layer import decode_mode, route_layout, vector_desc_layout
+from mensa.hw.vector_pool import PoolReducer
 from mensa.hw.vector_loader import VectorLoader, VectorReadIssuer
 from mensa.hw.vector_walk import WindowWalker
 from mensa.hw.vector_writer import VectorWriter
@@ -36,7 +39,7 @@ ROUTES = 8          # read commands in flight between the issue and the loader
 
 
 class VectorUnit(wiring.Component):
-    """Runs one depthwise layer from DRAM on ``vector.lanes`` lanes.
+    """Runs one depthwise, pooling or global average pooling layer from DRAM on ``vector.lanes`` lanes.
 
     Parameters
     ----------
@@ -86,6 +89,7 @@ class VectorUnit(wiring.Component):
         m.submodules.fetch = fetch = OperandFetch(lanes=g.lanes, line_depth=g.line_depth, weight_depth=TAPS_MAX)
         m.submodules.macs = macs = LaneMacArray(lanes=g.lanes)
         m.submodules.requant = requant = Requantizer(lanes=g.lanes)
+        m.submodules.pool = pool = PoolReducer(lanes=g.lanes)
         m.submodules.writer = writer = VectorWriter(geometry=g, addr_bits=A)
 
         # the layer is latched at start; the parts begin a cycle later, from the latched copy
@@ -114,11 +118,26 @@ class VectorUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rd_data), loader.rd_data)
         wiring.connect(m, loader.quant, requant.quant)
         wiring.connect(m, walk.taps, fetch.taps)
-        wiring.connect(m, fetch.operands, macs.operands)
         wiring.connect(m, macs.sums, requant.accs)
-        wiring.connect(m, requant.outs, writer.outs)
+        # the taps go to the lanes' MACs and the requantiser, or (a max or average pool) to the pool reducer
+        mode = decode_mode(m, d.op)
+        m.d.comb += [macs.plain.eq(mode.plain), pool.max.eq(mode.max), pool.qmin.eq(d.qmin), pool.qmax.eq(d.qmax)]
+        _steer(m, mode.pool, fetch.operands, macs.operands, pool.operands)
+        _merge(m, mode.pool, requant.outs, pool.outs, writer.outs)
         wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))
         wiring.connect(m, writer.wr_data, wiring.flipped(self.wr_data))
         wiring.connect(m, wiring.flipped(self.wr_done), writer.wr_done)
         m.d.comb += [self.busy.eq(macs.busy), self.mem_stall.eq(self.running & walk.waiting)]
         return m
+
+
+def _steer(m, sel, src, a, b):
+    """Stream ``src`` to ``a`` (``sel`` 0) or ``b`` (``sel`` 1)."""
+    m.d.comb += [a.payload.eq(src.payload), b.payload.eq(src.payload),
+                 a.valid.eq(src.valid & ~sel), b.valid.eq(src.valid & sel), src.ready.eq(Mux(sel, b.ready, a.ready))]
+
+
+def _merge(m, sel, a, b, dst):
+    """Stream ``a`` (``sel`` 0) or ``b`` (``sel`` 1) to ``dst``."""
+    m.d.comb += [dst.payload.eq(Mux(sel, b.payload.as_value(), a.payload.as_value())),
+                 dst.valid.eq(Mux(sel, b.valid, a.valid)), a.ready.eq(dst.ready & ~sel), b.ready.eq(dst.ready & sel)]

@@ -71,17 +71,16 @@ class OperandFetch(wiring.Component):
                      ww.addr.eq(self.weight_addr), ww.data.eq(self.weight_data), ww.en.eq(self.weight_en)]
 
         advance = Signal()
-        pad = Signal()
         tp, op = self.taps.payload, self.operands.payload
         m.d.comb += [
             advance.eq(~self.operands.valid | self.operands.ready),
             self.taps.ready.eq(advance),
             lr.addr.eq(tp.line_addr), wr.addr.eq(tp.weight_addr), lr.en.eq(advance), wr.en.eq(advance),
-            op.x.eq(Mux(pad, Cat(*[self.zero_point for _ in range(L)]), lr.data)),
+            op.x.eq(Mux(op.pad, Cat(*[self.zero_point for _ in range(L)]), lr.data)),
             op.w.eq(wr.data),
         ]
         with m.If(advance):
-            m.d.sync += [self.operands.valid.eq(self.taps.valid), pad.eq(tp.pad), op.first.eq(tp.first),
+            m.d.sync += [self.operands.valid.eq(self.taps.valid), op.pad.eq(tp.pad), op.first.eq(tp.first),
                          op.last.eq(tp.last), op.tile_last.eq(tp.tile_last)]
         return m
 
@@ -100,6 +99,8 @@ class LaneMacArray(wiring.Component):
     -------
     operands : ``In(stream.Signature(operand_layout(lanes)))``
     sums : ``Out(stream.Signature(acc_layout(lanes)))``
+    plain : ``In(1)``
+        Sum the activations themselves (the weights are ignored): a global average pool.
     busy : ``Out(1)``
         An operand is taken this cycle.
     """
@@ -110,7 +111,7 @@ class LaneMacArray(wiring.Component):
         super().__init__({
             "operands": In(stream.Signature(operand_layout(lanes))),
             "sums": Out(stream.Signature(acc_layout(lanes))),
-            "busy": Out(1),
+            "plain": In(1), "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -128,7 +129,8 @@ class LaneMacArray(wiring.Component):
                          p_tile_last.eq(op.tile_last), self.sums.valid.eq(p_valid & p_last),
                          out.last.eq(p_tile_last)]
             for i in range(L):
-                m.d.sync += prods[i].eq(op.x[8 * i:8 * i + 8].as_signed() * op.w[8 * i:8 * i + 8].as_signed())
+                x = op.x[8 * i:8 * i + 8].as_signed()
+                m.d.sync += prods[i].eq(Mux(self.plain, x, x * op.w[8 * i:8 * i + 8].as_signed()))
             with m.If(p_valid):
                 for i in range(L):
                     s = (Mux(p_first, 0, acc[i]) + prods[i])[:ACC_BITS].as_signed()

@@ -2,7 +2,7 @@
 
 :class:`VectorReadIssuer` asks the DMA for, per channel tile, the tile's quantisation
 record, its kernel's tap vectors, then its input rows one command each, and tags every
-command with its route. It runs ahead of the walk as far as the line buffer's ring
+command with its route (an op without weights or quantisation records skips those reads). It runs ahead of the walk as far as the line buffer's ring
 (``line_rows`` rows beyond the rows the walk has freed) and the two weight banks (one
 tile beyond the walk's) allow, so DRAM latency hides behind the current row's compute.
 
@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.hw.dma import command_layout, read_layout
 from mensa.hw.requant import quant_layout
-from mensa.hw.vector_layer import Q, ROW, WTS, route_layout, vector_desc_layout
+from mensa.hw.vector_layer import Q, ROW, WTS, decode_mode, route_layout, vector_desc_layout
 
 __all__ = ["VectorReadIssuer", "VectorLoader"]
 
@@ -64,6 +64,8 @@ class VectorReadIssuer(wiring.Component):
         issued = Signal(32)             # global input rows requested
         q_addr, w_addr, in_addr = Signal(A), Signal(A), Signal(A)
 
+        mode = decode_mode(m, d.op)
+        first_phase = Mux(mode.record, Q, Mux(mode.weights, WTS, ROW))      # of a channel tile
         want = Signal()
         with m.Switch(phase):
             with m.Case(Q):
@@ -82,18 +84,18 @@ class VectorReadIssuer(wiring.Component):
             self.route.payload.eq(phase),
         ]
         with m.If(self.start):
-            m.d.sync += [active.eq(d.tiles != 0), phase.eq(Q), t.eq(0), r.eq(0), issued.eq(0),
+            m.d.sync += [active.eq(d.tiles != 0), phase.eq(first_phase), t.eq(0), r.eq(0), issued.eq(0),
                          q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr), in_addr.eq(d.input_addr)]
         with m.Elif(self.rd_cmd.valid & self.rd_cmd.ready):
             with m.Switch(phase):
                 with m.Case(Q):
-                    m.d.sync += phase.eq(WTS), q_addr.eq(q_addr + g.quant_bytes)
+                    m.d.sync += phase.eq(Mux(mode.weights, WTS, ROW)), q_addr.eq(q_addr + g.quant_bytes)
                 with m.Case(WTS):
                     m.d.sync += phase.eq(ROW), w_addr.eq(w_addr + (d.taps << pshift))
                 with m.Default():
                     m.d.sync += in_addr.eq(in_addr + (d.in_w << pshift)), issued.eq(issued + 1), r.eq(r + 1)
                     with m.If(r == d.in_h - 1):
-                        m.d.sync += r.eq(0), t.eq(t + 1), phase.eq(Q)
+                        m.d.sync += r.eq(0), t.eq(t + 1), phase.eq(first_phase)
                         with m.If(t + 1 == d.tiles):
                             m.d.sync += active.eq(0)
         return m

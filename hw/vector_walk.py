@@ -9,14 +9,15 @@ additions only (the products of the row pitch are formed once per layer).
 
 An output row starts only once the loader holds every input row its windows reach and the
 tile's weights; as it starts, the rows above its windows are handed back (``freed``) so the
-next rows load into them while this row computes.
+next rows load into them while this row computes. A global average pool (``stream``: one
+window of the whole plane) instead waits for each tap's row and hands back the rows above it.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mensa.hw.vector_layer import tap_layout, vector_desc_layout
+from mensa.hw.vector_layer import decode_mode, tap_layout, vector_desc_layout
 
 __all__ = ["WindowWalker"]
 
@@ -100,11 +101,12 @@ class WindowWalker(wiring.Component):
         rowbase = Signal(32)
         m.d.comb += self.tile.eq(t)
 
-        need = _clamp(m, iy0 + span, d.in_h, "need")
-        low = _clamp(m, iy0, d.in_h, "low")
+        mode = decode_mode(m, d.op)
+        need = _clamp(m, Mux(mode.stream, iy + 1, iy0 + span), d.in_h, "need")
+        low = _clamp(m, Mux(mode.stream, iy, iy0), d.in_h, "low")
         row_ready = Signal()
         m.d.comb += [
-            row_ready.eq((self.loaded_rows >= rowbase + need) & (self.loaded_tiles > t)),
+            row_ready.eq((self.loaded_rows >= rowbase + need) & ((self.loaded_tiles > t) | ~mode.weights)),
             self.freed.eq(rowbase + low),
             self.waiting.eq(active & ~armed & ~row_ready),
         ]
@@ -112,7 +114,7 @@ class WindowWalker(wiring.Component):
         last_ox, last_oy = ox == d.out_w - 1, oy == d.out_h - 1
         p = self.taps.payload
         m.d.comb += [
-            self.taps.valid.eq(active & (armed | row_ready)),
+            self.taps.valid.eq(active & ((armed & ~mode.stream) | row_ready)),
             p.pad.eq((iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)),
             p.line_addr.eq(ra + ix),
             p.weight_addr.eq(Mux(t[0], self._weight_depth, 0) + tap),
@@ -143,7 +145,7 @@ class WindowWalker(wiring.Component):
                         m.d.sync += [oy.eq(oy + 1), iy0.eq(iy0 + d.stride_h), iy.eq(iy0 + d.stride_h),
                                      ra0.eq(nra), ra.eq(nra)]
                     with m.Else():
-                        nra = wrap(ra0, tile_step)
+                        nra = Mux(mode.stream, wrap(ra, dhw), wrap(ra0, tile_step))
                         m.d.sync += [oy.eq(0), iy0.eq(-d.pad_top), iy.eq(-d.pad_top), ra0.eq(nra), ra.eq(nra),
                                      t.eq(t + 1), rowbase.eq(rowbase + d.in_h)]
                         with m.If(t + 1 == d.tiles):

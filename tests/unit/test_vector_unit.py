@@ -8,16 +8,28 @@ import pytest
 
 from mensa.hw.vector import VectorUnit
 from amaranth.sim import Simulator
-from tests.unit.vector_parts import Dram, compiled, descriptor, random_depthwise, vector_config
+from mensa.core.ir import Op
+from tests.unit.vector_parts import Dram, compiled, descriptor, random_depthwise, random_pool, vector_config
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(8))
 def test_depthwise_layers_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
+    run_layer(rng, seed, random_depthwise(rng, max_k=7 if seed % 2 else 3))
+
+
+@pytest.mark.parametrize("seed", range(100, 112))
+def test_pools_bit_exact_under_random_gaps(seed):
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    run_layer(rng, seed, random_pool(rng))
+
+
+def run_layer(rng, seed, layer):
+    """``layer`` on the vector unit against the DRAM model: the golden output, each input pixel read once."""
     lanes, data_bits = ((4, 32), (8, 64), (4, 64), (8, 32))[seed % 4]
     config = vector_config(lanes=lanes, data_bits=data_bits)
-    layer = random_depthwise(rng)
     prog, expect = compiled(config, layer, seed)
     dut = VectorUnit(config)
     dram = Dram(prog.image, data_bits // 8, rng)
@@ -56,5 +68,6 @@ def test_depthwise_layers_bit_exact_under_random_gaps(seed):
     g = prog.geometry
     planes = -(-layer.in_channels // lanes)
     h, w = layer.in_shape[1:3]
-    taps = layer.kernel[0] * layer.kernel[1]
-    assert dram.read_bytes == planes * (h * w + taps) * g.pixel_bytes + planes * g.quant_bytes
+    taps = layer.kernel[0] * layer.kernel[1] if layer.op is Op.DEPTHWISE else 0
+    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.GLOBAL_AVGPOOL) else 0
+    assert dram.read_bytes == planes * ((h * w + taps) * g.pixel_bytes + records)

@@ -35,13 +35,39 @@ def random_depthwise(rng, *, max_hw=7, max_c=9, max_k=3):
                  activation=rng.choice(list(Activation)[:3]), quant=quant)
 
 
+def random_pool(rng, *, max_hw=8, max_c=9):
+    """A max, average or global average pool: kernel 1..4, stride 1..3, padding below the kernel."""
+    op = rng.choice([Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL])
+    h, w, c = rng.randint(1, max_hw), rng.randint(1, max_hw), rng.randint(1, max_c)
+    zp = rng.randint(-128, 127)
+    if op is Op.GLOBAL_AVGPOOL:
+        quant = LayerQuant(inputs=(QuantParams(0.05, zp),), output=QuantParams(rng.uniform(0.01, 0.1),
+                                                                              rng.randint(-20, 20)))
+        return Layer(name="gap", op=op, in_shape=(1, h, w, c), out_shape=(1, 1, 1, c),
+                     activation=rng.choice(list(Activation)[:3]), quant=quant)
+    while True:
+        kh, kw = rng.randint(1, min(4, h + 1)), rng.randint(1, min(4, w + 1))
+        sh, sw = rng.randint(1, 3), rng.randint(1, 3)
+        pad = (rng.randint(0, kh - 1), rng.randint(0, kh - 1), rng.randint(0, kw - 1), rng.randint(0, kw - 1))
+        oh = conv_out_size(h, kh, sh, pad[0], pad[1], 1)
+        ow = conv_out_size(w, kw, sw, pad[2], pad[3], 1)
+        if oh >= 1 and ow >= 1:
+            break
+    quant = LayerQuant(inputs=(QuantParams(0.05, zp),), output=QuantParams(0.05, zp))
+    return Layer(name="pool", op=op, in_shape=(1, h, w, c), out_shape=(1, oh, ow, c), kernel=(kh, kw),
+                 stride=(sh, sw), padding=pad, activation=rng.choice(list(Activation)[:3]), quant=quant)
+
+
 def compiled(config, layer, seed):
     """The program of ``layer`` with random weights, bias and input, and the golden output."""
     gen = np.random.default_rng(seed)
-    w = gen.integers(-128, 128, size=golden.weight_shape(layer)).astype(np.int8)
-    b = gen.integers(-20000, 20000, size=layer.out_channels).astype(np.int32)
     x = gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
-    params = golden.layer_params(layer, weights=w, bias=b)
+    if layer.op is Op.DEPTHWISE:
+        w = gen.integers(-128, 128, size=golden.weight_shape(layer)).astype(np.int8)
+        b = gen.integers(-20000, 20000, size=layer.out_channels).astype(np.int32)
+        params = golden.layer_params(layer, weights=w, bias=b)
+    else:
+        params = golden.layer_params(layer)
     return compile_vector(config, layer, params, x), golden.run_layer(layer, params, x)
 
 
@@ -49,14 +75,14 @@ def descriptor(prog, lanes):
     """The vector unit's descriptor of ``prog`` (what the accelerator top derives from its registers)."""
     r = prog.registers
     return {
-        "in_h": r["IN_H"], "in_w": r["IN_W"], "out_h": r["OUT_H"], "out_w": r["OUT_W"],
+        "op": r["OP"], "in_h": r["IN_H"], "in_w": r["IN_W"], "out_h": r["OUT_H"], "out_w": r["OUT_W"],
         "tiles": -(-r["IN_C"] // lanes), "taps": r["KERNEL_H"] * r["KERNEL_W"], "m": r["OUT_H"] * r["OUT_W"],
         "kernel_h": r["KERNEL_H"], "kernel_w": r["KERNEL_W"], "stride_h": r["STRIDE_H"], "stride_w": r["STRIDE_W"],
         "dilation_h": r["DILATION_H"], "dilation_w": r["DILATION_W"], "pad_top": r["PAD_TOP"],
         "pad_bottom": r["PAD_BOTTOM"], "pad_left": r["PAD_LEFT"], "line_rows": r["LINE_ROWS"],
         "in_zero_point": r["IN_ZERO_POINT"] & 0xFF, "out_zero_point": r["OUT_ZERO_POINT"] & 0xFF,
         "qmin": r["QMIN"] & 0xFF, "qmax": r["QMAX"] & 0xFF,
-        "input_addr": r["INPUT_ADDR"], "weight_addr": r["WEIGHT_ADDR"], "quant_addr": r["QUANT_ADDR"],
+        "input_addr": r["INPUT_ADDR"], "weight_addr": r.get("WEIGHT_ADDR", 0), "quant_addr": r.get("QUANT_ADDR", 0),
         "output_addr": r["OUTPUT_ADDR"],
     }
 
