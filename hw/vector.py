@@ -55,7 +55,7 @@ class VectorUnit(wiring.Component):
     done : ``Out(1)``
         One cycle, once DRAM has acknowledged the layer's last output write.
     running, busy, mem_stall : ``Out(1)``
-        A layer runs; the lanes take a tap; the walk waits on DRAM data.
+        A layer runs; the lanes take a tap (a MAC each, or a pool's tap); the walk waits on DRAM data.
     rd_cmd, rd_data, wr_cmd, wr_data, wr_done
         To the :class:`~mensa.hw.dma.DMA`'s client ports.
     """
@@ -99,9 +99,17 @@ class VectorUnit(wiring.Component):
         m.d.sync += begin.eq(go)
         with m.If(go):
             m.d.sync += d.eq(self.desc), self.running.eq(1)
-        with m.If(writer.done):
+        # done once the output is in DRAM and every input row has been read: rows below the last
+        # window are read too (each pixel once), and none may arrive after the layer ends
+        wrote, rows = Signal(), Signal(32)
+        m.d.sync += rows.eq(d.tiles * d.in_h)
+        with m.If(go):
+            m.d.sync += wrote.eq(0)
+        with m.Elif(writer.done):
+            m.d.sync += wrote.eq(1)
+        m.d.comb += self.done.eq(self.running & ~begin & (wrote | writer.done) & (loader.loaded_rows == rows))
+        with m.If(self.done):
             m.d.sync += self.running.eq(0)
-        m.d.comb += self.done.eq(writer.done)
         for part in (issue, loader, walk, writer):
             m.d.comb += part.start.eq(begin), part.layer.eq(d)
 
@@ -127,7 +135,7 @@ class VectorUnit(wiring.Component):
         wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))
         wiring.connect(m, writer.wr_data, wiring.flipped(self.wr_data))
         wiring.connect(m, wiring.flipped(self.wr_done), writer.wr_done)
-        m.d.comb += [self.busy.eq(macs.busy), self.mem_stall.eq(self.running & walk.waiting)]
+        m.d.comb += [self.busy.eq(walk.taps.valid & walk.taps.ready), self.mem_stall.eq(self.running & walk.waiting)]
         return m
 
 

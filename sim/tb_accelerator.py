@@ -68,16 +68,12 @@ def make_layer(spec, index):
     if spec["op"] == "fc":
         return Layer(name=f"layer{index}", op=Op.FC, in_shape=shape, out_shape=(shape[0], cout),
                      activation=Activation(spec["activation"]), quant=quant)
+    if spec["op"] in POOLS:
+        return _pool_layer(spec, index, shape)
     kernel = tuple(spec.get("kernel", (1, 1)))
     stride = tuple(spec.get("stride", (1, 1)))
     dilation = tuple(spec.get("dilation", (1, 1)))
-    pad = spec.get("padding", "valid")
-    if pad == "same":
-        pad = (*same_padding(shape[1], kernel[0], stride[0], dilation[0]),
-               *same_padding(shape[2], kernel[1], stride[1], dilation[1]))
-    elif pad == "valid":
-        pad = (0, 0, 0, 0)
-    pad = tuple(pad)
+    pad = _padding(spec, shape, kernel, stride, dilation)
     oh = conv_out_size(shape[1], kernel[0], stride[0], pad[0], pad[1], dilation[0])
     ow = conv_out_size(shape[2], kernel[1], stride[1], pad[2], pad[3], dilation[1])
     op = Op.DEPTHWISE if spec["op"] == "depthwise" else Op.CONV2D
@@ -85,6 +81,37 @@ def make_layer(spec, index):
                  kernel=kernel, stride=stride, padding=pad, dilation=dilation,
                  groups=shape[3] if op is Op.DEPTHWISE else 1,
                  activation=Activation(spec["activation"]), quant=quant)
+
+
+#: the pooling ops of a spec, and their IR op
+POOLS = {"maxpool": Op.MAXPOOL, "avgpool": Op.AVGPOOL, "global_avgpool": Op.GLOBAL_AVGPOOL}
+
+
+def _padding(spec, shape, kernel, stride, dilation):
+    """A spec's padding: [top, bottom, left, right], "same" (TFLite's) or "valid" (the default)."""
+    pad = spec.get("padding", "valid")
+    if pad == "same":
+        return (*same_padding(shape[1], kernel[0], stride[0], dilation[0]),
+                *same_padding(shape[2], kernel[1], stride[1], dilation[1]))
+    return (0, 0, 0, 0) if pad == "valid" else tuple(pad)
+
+
+def _pool_layer(spec, index, shape):
+    """A pooling layer: max and average pools keep the input's quantisation (``zp_in``, ``in_scale``)."""
+    op = POOLS[spec["op"]]
+    act = Activation(spec["activation"])
+    if op is Op.GLOBAL_AVGPOOL:
+        quant = LayerQuant(inputs=(QuantParams(spec["in_scale"], spec["zp_in"]),),
+                           output=QuantParams(spec["out_scale"], spec["zp_out"]))
+        return Layer(name=f"layer{index}", op=op, in_shape=shape, out_shape=(1, 1, 1, shape[3]), activation=act,
+                     quant=quant)
+    q = QuantParams(spec["in_scale"], spec["zp_in"])
+    kernel, stride = tuple(spec.get("kernel", (1, 1))), tuple(spec.get("stride", (1, 1)))
+    pad = _padding(spec, shape, kernel, stride, (1, 1))
+    oh = conv_out_size(shape[1], kernel[0], stride[0], pad[0], pad[1], 1)
+    ow = conv_out_size(shape[2], kernel[1], stride[1], pad[2], pad[3], 1)
+    return Layer(name=f"layer{index}", op=op, in_shape=shape, out_shape=(1, oh, ow, shape[3]), kernel=kernel,
+                 stride=stride, padding=pad, activation=act, quant=LayerQuant(inputs=(q,), output=q))
 
 
 class AcceleratorTB(TB):
@@ -122,8 +149,8 @@ def cycle_bound(acc, layer, prog):
     if isinstance(prog, VectorProgram):
         g = prog.geometry
         planes = -(-layer.in_channels // g.lanes)
-        return planes * (prog.m * layer.kernel[0] * layer.kernel[1] + int(np.prod(layer.in_shape)) // g.lanes
-                         * g.pixel_words + prog.m * g.pixel_words)
+        pixels = layer.in_shape[1] * layer.in_shape[2]
+        return planes * (pixels * layer.kernel[0] * layer.kernel[1] + pixels * g.pixel_words * 2)
     g = GemmGeometry.of(acc)
     k_tiles = layer.kernel[0] * layer.kernel[1] * -(-layer.in_channels // g.rows)
     n_tiles = -(-layer.out_channels // g.cols)
@@ -143,6 +170,8 @@ def draw_tensors(layer, spec, gen):
     channel ``j`` of ``C`` the first ``K - j * K / C`` weights -128, the rest random, so the
     channels' sums step down from the largest the compiler accepts.
     """
+    if layer.op in POOLS.values():
+        return None, None, gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
     shape = golden.weight_shape(layer)
     w = gen.integers(WEIGHT_MIN, 128, size=shape).astype(np.int8)
     if not spec.get("extreme"):
@@ -172,7 +201,7 @@ async def accelerator_runs_layers_bit_exact(dut):
     for i, spec in enumerate(p["layers"]):
         layer = make_layer(spec, i)
         w, b, x = draw_tensors(layer, spec, gen)
-        params = golden.layer_params(layer, weights=w, bias=b)
+        params = golden.layer_params(layer) if w is None else golden.layer_params(layer, weights=w, bias=b)
         prog = compile_layer(acc, layer, params, x, base=0)
         assert prog.image.size <= tb.ram_bytes, f"{layer.name}: image of {prog.image.size} bytes"
         ram.write(0, prog.image.tobytes())

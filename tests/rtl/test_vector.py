@@ -1,4 +1,4 @@
-"""The accelerator's vector unit runs depthwise convs from AXI DRAM bit-exactly (cocotb, through the top).
+"""The accelerator's vector unit runs depthwise convs and pools from AXI DRAM bit-exactly (cocotb, through the top).
 
 Registers through cocotbext-axi's AxiLiteMaster, DRAM in its AxiRam with a read latency of
 1 to 50 cycles per burst and random pauses on every AXI channel; channel counts that are
@@ -13,6 +13,7 @@ import random
 import pytest
 
 from mensa.contract.vector_program import vector_refusal
+from mensa.core.ir import Op
 from mensa.sim.runner import simulators
 from mensa.sim.tb_accelerator import accelerator_config, make_layer
 
@@ -43,24 +44,40 @@ def random_depthwise_spec(r, *, max_hw=9, max_c=19, max_k=5):
             "zp_out": r.randint(-20, 20), "in_scale": r.uniform(0.02, 0.1), "out_scale": r.uniform(0.5, 3.0)}
 
 
-def vector_specs(cfg, seed, count, **kw):
-    """``count`` random depthwise specs the vector unit of ``cfg`` accepts."""
+def random_pool_spec(r, *, max_hw=9, max_c=19):
+    """A max, average or global average pool spec: kernel 1..5, stride 1..3, padding below the kernel or 'same'."""
+    op = r.choice(["maxpool", "avgpool", "global_avgpool"])
+    h, w, c = r.randint(1, max_hw), r.randint(1, max_hw), r.randint(1, max_c)
+    kh, kw = r.randint(1, min(5, h)), r.randint(1, min(5, w))
+    pad = r.choice(["same", "valid", [r.randint(0, kh - 1), r.randint(0, kh - 1), r.randint(0, kw - 1),
+                                      r.randint(0, kw - 1)]])
+    return {"op": op, "in_shape": [1, h, w, c], "out_channels": c, "kernel": [kh, kw],
+            "stride": [r.randint(1, 3), r.randint(1, 3)], "padding": pad,
+            "activation": r.choice(["none", "relu", "relu6"]), "zp_in": r.randint(-128, 127),
+            "zp_out": r.randint(-20, 20), "in_scale": r.uniform(0.02, 0.1), "out_scale": r.uniform(0.01, 0.1)}
+
+
+def vector_specs(cfg, seed, count, pools=0, **kw):
+    """``count`` random depthwise specs, then ``pools`` pool specs, that the vector unit of ``cfg`` accepts."""
     r = random.Random(seed)
     acc = accelerator_config(cfg)
     specs = []
-    while len(specs) < count:
-        spec = random_depthwise_spec(r, **kw)
+    while len(specs) < count + pools:
+        spec = random_depthwise_spec(r, **kw) if len(specs) < count else random_pool_spec(r)
         if not vector_refusal(acc, make_layer(spec, len(specs))):
             specs.append(spec)
     return specs
 
 
 def dram_read_bytes(prog, layer):
-    """Each input pixel once, each tile's taps and quantisation record once."""
+    """Each input pixel once; each tile's taps (depthwise) and quantisation record (depthwise, global
+    average pool) once."""
     g = prog.geometry
     planes = -(-layer.in_channels // g.lanes)
     h, w = layer.in_shape[1:3]
-    return planes * ((h * w + layer.kernel[0] * layer.kernel[1]) * g.pixel_bytes + g.quant_bytes)
+    taps = layer.kernel[0] * layer.kernel[1] if layer.op is Op.DEPTHWISE else 0
+    record = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.GLOBAL_AVGPOOL) else 0
+    return planes * ((h * w + taps) * g.pixel_bytes + record)
 
 
 CONV = {"op": "conv2d", "in_shape": [1, 5, 4, 6], "out_channels": 5, "kernel": [3, 3], "stride": [1, 1],
@@ -68,10 +85,10 @@ CONV = {"op": "conv2d", "in_shape": [1, 5, 4, 6], "out_channels": 5, "kernel": [
 
 
 @pytest.mark.parametrize("cfg", VECTOR_CONFIGS, ids=["lanes8-d64", "lanes4-d32"])
-def test_random_depthwise_layers_on_the_vector_unit_bit_exact(cfg, tmp_path):
+def test_random_depthwise_and_pool_layers_on_the_vector_unit_bit_exact(cfg, tmp_path):
     seed = cfg["lanes"]
     print(f"seed {seed}")
-    specs = vector_specs(cfg, seed, 4, max_k=7 if cfg["lanes"] == 8 else 5)
+    specs = vector_specs(cfg, seed, 4, pools=4, max_k=7 if cfg["lanes"] == 8 else 5)
     specs.insert(2, CONV)           # the array between depthwise layers: the engine follows the opcode
     measured = simulate(cfg, specs, tmp_path)
     progs = compiled(cfg, specs)
