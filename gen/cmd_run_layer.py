@@ -1,5 +1,7 @@
 """``mensa run-layer``: run one layer on the generated RTL of an accelerator, checked against the golden model.
 
+Depthwise convs and pools run on the accelerator's vector unit when its config has one.
+
 The layer is a zoo model's layer (``MODEL:LAYER``, by name or index) or written out as
 ``OP:key=value,...``::
 
@@ -102,7 +104,8 @@ def run(args):
     print(f"{spec.get('name', args.layer)} on {acc.name} ({engine}, DRAM latency {args.latency}): "
           f"{layer.out_shape} outputs bit-exact with the golden model")
     if vector:
-        print(f"  {r['m']} output pixels x {r['k']} taps x {r['n']} channels, {r['macs']:,} MACs; line buffer "
+        taps = prog.registers["KERNEL_H"] * prog.registers["KERNEL_W"]
+        print(f"  {r['m']} output pixels x {taps} taps x {r['n']} channels, {r['macs']:,} MACs; line buffer "
               f"{prog.registers['LINE_ROWS']} rows of {prog.registers['IN_W']} of {prog.geometry.line_depth:,} "
               f"pixel vectors")
     else:
@@ -112,7 +115,9 @@ def run(args):
     print(f"  utilisation {r['utilisation']:>12.1%}")
     print(f"  {'lanes busy' if vector else 'array busy'}  {r['busy']:>12,}  ({r['busy'] / r['cycles']:.1%} of the cycles)")
     print(f"  DRAM stall  {r['stall']:>12,}  ({r['stall'] / r['cycles']:.1%}: a read awaited with nothing to stream)")
-    print(f"  DRAM        {r['dram_read_bytes']:>12,} B read, {r['dram_write_bytes']:,} B written")
+    r["bytes_per_cycle"] = round((r["dram_read_bytes"] + r["dram_write_bytes"]) / r["cycles"], 3)
+    print(f"  DRAM        {r['dram_read_bytes']:>12,} B read, {r['dram_write_bytes']:,} B written "
+          f"({r['bytes_per_cycle']:g} B per cycle of the bus's {acc.memory.data_bits // 8} each way)")
     if args.json:
         write_json(args.json, r)
         print(f"wrote {args.json}")
