@@ -1,30 +1,45 @@
 """One program compiler for every accelerator: a layer -> what its hardware runs.
 
 :func:`compile_layer` is what the scheduler, the CLI and the testbenches call: it
-picks the compiler of the accelerator's kind. A layer an accelerator cannot run is a
-:class:`~mensa.core.errors.CompileError`, whatever the kind, so what the scheduler may
-place on an accelerator is exactly what this function accepts.
+picks the compiler of the engine that runs the layer (:func:`engine`). A layer an
+accelerator cannot run is a :class:`~mensa.core.errors.CompileError`, whatever the kind,
+and :func:`refusal` says so from the layer's shape alone, so what the scheduler may place
+on an accelerator is exactly what this module accepts.
 """
 
 from mensa.contract.gemm_program import compile_gemm, gemm_refusal
 from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, nearmem_refusal
+from mensa.contract.regs import VECTOR_OPS
+from mensa.contract.vector_program import compile_vector, vector_refusal
 from mensa.core.config import AcceleratorConfig, CoreKind
-from mensa.core.errors import CompileError  # noqa: F401  (raised by both compilers)
+from mensa.core.errors import CompileError  # noqa: F401  (raised by every compiler)
 from mensa.core.ir import Activation, Op
 
-__all__ = ["compile_layer", "refusal", "CompileError", "HARDWARE_OPS", "HARDWARE_ACTIVATIONS", "in_hardware"]
+__all__ = ["compile_layer", "refusal", "engine", "CompileError", "HARDWARE_OPS", "HARDWARE_ACTIVATIONS",
+           "in_hardware"]
 
 #: The ops and fused activations some accelerator mensa builds runs. Where a layer of these
 #: may go is what :func:`refusal` says; a layer with an op or activation outside them has no
 #: hardware yet (:func:`in_hardware`), and the cost model places it by its modelled op sets
 #: (:data:`mensa.model.cost.SUPPORTED_OPS`).
-HARDWARE_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM})
+HARDWARE_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM, Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL})
 HARDWARE_ACTIVATIONS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6})
 
 
 def in_hardware(layer):
     """True if some accelerator mensa builds runs layers of this op and activation."""
     return layer.op in HARDWARE_OPS and layer.activation in HARDWARE_ACTIVATIONS
+
+
+def engine(accelerator, layer):
+    """The engine of ``accelerator`` that runs ``layer``: ``"gemm"`` (the systolic array),
+    ``"vector"`` (the vector unit beside it: depthwise convs and the vector ops, when the
+    accelerator has one) or ``"nearmem"``."""
+    if accelerator.kind is not CoreKind.SYSTOLIC:
+        return "nearmem"
+    if accelerator.vector is not None and layer.op in VECTOR_OPS:
+        return "vector"
+    return "gemm"
 
 
 def refusal(accelerator, layer):
@@ -35,8 +50,11 @@ def refusal(accelerator, layer):
     """
     if not isinstance(accelerator, AcceleratorConfig):
         raise TypeError(f"accelerator must be an AcceleratorConfig, not {accelerator!r}")
-    if accelerator.kind is CoreKind.SYSTOLIC:
+    kind = engine(accelerator, layer)
+    if kind == "gemm":
         return gemm_refusal(accelerator, layer)
+    if kind == "vector":
+        return vector_refusal(accelerator, layer).removeprefix(f"layer {layer.name!r}: ")
     return nearmem_refusal(NearMemGeometry.of(accelerator.nearmem), layer)
 
 
@@ -57,7 +75,9 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
 
     Returns
     -------
-    :class:`~mensa.contract.gemm_program.Program` or :class:`~mensa.contract.nearmem.NearMemProgram`
+    :class:`~mensa.contract.gemm_program.Program`, :class:`~mensa.contract.vector_program.VectorProgram`
+    (a systolic accelerator with a vector unit runs depthwise and the vector ops there) or
+    :class:`~mensa.contract.nearmem.NearMemProgram`
 
     Raises
     ------
@@ -66,6 +86,9 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
     """
     if not isinstance(accelerator, AcceleratorConfig):
         raise TypeError(f"accelerator must be an AcceleratorConfig, not {accelerator!r}")
-    if accelerator.kind is CoreKind.SYSTOLIC:
+    kind = engine(accelerator, layer)
+    if kind == "vector":
+        return compile_vector(accelerator, layer, params, x, base=base)
+    if kind == "gemm":
         return compile_gemm(accelerator, layer, params, x, base=base)
     return compile_nearmem(NearMemGeometry.of(accelerator.nearmem), layer, params, x, base=base)

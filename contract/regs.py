@@ -33,7 +33,7 @@ from mensa.core.config import AcceleratorConfig, Dataflow
 from mensa.core.ir import Op
 
 __all__ = ["Access", "Register", "RegisterMap", "register_map", "OPCODES", "MAGIC", "DATA_BITS",
-           "RESP_OKAY", "RESP_SLVERR", "COUNTER_BITS"]
+           "RESP_OKAY", "RESP_SLVERR", "COUNTER_BITS", "VECTOR_OPS", "line_depth"]
 
 MAGIC = 0x4D4E5341            # "MNSA": the ID register
 COUNTER_BITS = 64             # performance counters: no wrap in centuries at any clock
@@ -41,8 +41,12 @@ DATA_BITS = 32                # AXI4-Lite data width of the register interface
 RESP_OKAY = 0
 RESP_SLVERR = 2               # an address with no register behind it
 
-# The layer kinds the systolic accelerator runs (pointwise is CONV2D with a 1x1 kernel).
-OPCODES = {Op.CONV2D: 0, Op.DEPTHWISE: 1, Op.FC: 2}
+# The layer kinds the systolic accelerator runs (pointwise is CONV2D with a 1x1 kernel); with a
+# vector unit (``config.vector``) DEPTHWISE and the element-wise and pooling ops run on it.
+OPCODES = {Op.CONV2D: 0, Op.DEPTHWISE: 1, Op.FC: 2, Op.ADD: 3, Op.MUL: 4, Op.MAXPOOL: 5, Op.AVGPOOL: 6,
+           Op.GLOBAL_AVGPOOL: 7}
+#: the opcodes the vector unit runs when the accelerator has one
+VECTOR_OPS = (Op.DEPTHWISE, Op.ADD, Op.MUL, Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL)
 
 
 class Access(enum.Enum):
@@ -205,4 +209,18 @@ def register_map(config):
                       ("QUANT_ADDR", "DRAM byte address of the per-channel multipliers and shifts"),
                       ("OUTPUT_ADDR", "DRAM byte address of the output, NHWC int8")):
         b.wide(name, addr, RW, doc)
+    # the vector unit (mensa.contract.vector_program); VECTOR_LANES 0: none
+    v = config.vector
+    b.add("VECTOR_LANES", 8, RO, "vector unit lanes (channels per pixel vector); 0: no vector unit",
+          const=v.lanes if v else 0)
+    if v:
+        b.add("LINE_DEPTH", 32, RO, "pixel vectors the vector unit's line buffer holds", const=line_depth(config))
+        b.add("LINE_ROWS", 8, RW, "input rows of the line buffer's ring: the window's rows plus the vertical "
+                                  "stride, so the next output row's rows load while this one computes")
     return RegisterMap(tuple(b.registers))
+
+
+def line_depth(config):
+    """Pixel vectors (``vector.lanes`` bytes each) of the vector unit's line buffer (0 without one)."""
+    v = config.vector
+    return v.line_kib * 1024 // v.lanes if v else 0

@@ -26,7 +26,7 @@ from mensa.core.files import read_text_file
 
 __all__ = [
     "ConfigError", "Dataflow", "CoreKind",
-    "ArrayConfig", "BufferConfig", "NearMemConfig", "MemoryConfig", "EdgeTpuTemplate",
+    "ArrayConfig", "BufferConfig", "NearMemConfig", "VectorConfig", "MemoryConfig", "EdgeTpuTemplate",
     "AcceleratorConfig", "DramConfig", "SystemConfig",
     "load", "loads", "presets", "from_dict", "to_dict", "to_toml", "config_hash", "mangled", "NAME_MAX", "CONFIG_BYTES_MAX",
 ]
@@ -89,6 +89,14 @@ class NearMemConfig:
 
 
 @dataclass(frozen=True)
+class VectorConfig:
+    """A vector unit beside a systolic array: ``lanes`` int8 lanes (one channel each) and a line buffer
+    of ``line_kib`` KiB holding the input rows a depthwise or pooling window spans."""
+    lanes: int = _f(8, lo=1, hi=64, pow2=True, doc="lanes, one channel and one MAC per cycle each")
+    line_kib: int = _f(8, lo=1, hi=65536, doc="line buffer: input rows of lanes-channel pixel vectors")
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     """The accelerator's memory interface (AXI4 master)."""
     data_bits: int = _f(64, lo=32, hi=1024, pow2=True, doc="AXI data width")
@@ -130,6 +138,7 @@ class AcceleratorConfig:
     buffers: BufferConfig = _f(BufferConfig())
     memory: MemoryConfig = _f(MemoryConfig())
     nearmem: NearMemConfig | None = _f(None)
+    vector: VectorConfig | None = _f(None, doc="a vector unit (depthwise, pooling, element-wise ops); systolic only")
     edgetpu: EdgeTpuTemplate | None = _f(None)
 
 
@@ -267,6 +276,9 @@ def _check_system(system):
             raise ConfigError(f"{path}.nearmem: missing; allowed: a [accelerator.nearmem] table when kind = 'nearmem'")
         if acc.kind is CoreKind.SYSTOLIC and acc.nearmem is not None:
             raise ConfigError(f"{path}.nearmem: not allowed when kind = 'systolic'; allowed: only with kind = 'nearmem'")
+        if acc.kind is not CoreKind.SYSTOLIC and acc.vector is not None:
+            raise ConfigError(f"{path}.vector: not allowed when kind = {acc.kind.value!r}; allowed: only with "
+                              f"kind = 'systolic' (the vector unit shares the array's DMA and registers)")
         for field, width in ACCELERATOR_WIDTHS.items():
             value = getattr(acc.array, field)
             if value != width:

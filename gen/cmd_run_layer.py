@@ -1,5 +1,7 @@
 """``mensa run-layer``: run one layer on the generated RTL of an accelerator, checked against the golden model.
 
+Depthwise convs and pools run on the accelerator's vector unit when its config has one.
+
 The layer is a zoo model's layer (``MODEL:LAYER``, by name or index) or written out as
 ``OP:key=value,...``::
 
@@ -92,13 +94,38 @@ def run(args):
                 return 1
         (r,) = json.loads(result.read_text())
     a = acc.array
+    vector = r.get("engine") == "vector"
+    engine = (f"vector unit of {r['lanes']} lanes, {acc.memory.data_bits}-bit AXI" if vector
+              else f"{a.rows}x{a.cols} {a.dataflow.value}, {acc.memory.data_bits}-bit AXI")
     r.update(layer_spec=args.layer, accelerator=acc.name, config=str(args.config), array=f"{a.rows}x{a.cols}",
              clock_mhz=acc.clock_mhz, latency=latency, pause=args.pause, seed=args.seed, sim=args.sim,
-             bit_exact=True, ideal_cycles=-(-r["macs"] // (a.rows * a.cols)),
+             bit_exact=True, ideal_cycles=-(-r["macs"] // r["lanes"]),
              microseconds=round(r["cycles"] / acc.clock_mhz, 3))
-    print(f"{spec.get('name', args.layer)} on {acc.name} ({a.rows}x{a.cols} {a.dataflow.value}, "
-          f"{acc.memory.data_bits}-bit AXI, DRAM latency {args.latency}): {layer.out_shape} outputs bit-exact "
-          f"with the golden model")
+    print(f"{spec.get('name', args.layer)} on {acc.name} ({engine}, DRAM latency {args.latency}): "
+          f"{layer.out_shape} outputs bit-exact with the golden model")
+    if vector:
+        taps = prog.registers["KERNEL_H"] * prog.registers["KERNEL_W"]
+        print(f"  {r['m']} output pixels x {taps} taps x {r['n']} channels, {r['macs']:,} MACs; line buffer "
+              f"{prog.registers['LINE_ROWS']} rows of {prog.registers['IN_W']} of {prog.geometry.line_depth:,} "
+              f"pixel vectors")
+    else:
+        _print_tiles(r, prog)
+    print(f"  cycles      {r['cycles']:>12,}  ({r['microseconds']:,} us at {acc.clock_mhz:g} MHz; "
+          f"ideal {r['ideal_cycles']:,})")
+    print(f"  utilisation {r['utilisation']:>12.1%}")
+    print(f"  {'lanes busy' if vector else 'array busy'}  {r['busy']:>12,}  ({r['busy'] / r['cycles']:.1%} of the cycles)")
+    print(f"  DRAM stall  {r['stall']:>12,}  ({r['stall'] / r['cycles']:.1%}: a read awaited with nothing to stream)")
+    r["bytes_per_cycle"] = round((r["dram_read_bytes"] + r["dram_write_bytes"]) / r["cycles"], 3)
+    print(f"  DRAM        {r['dram_read_bytes']:>12,} B read, {r['dram_write_bytes']:,} B written "
+          f"({r['bytes_per_cycle']:g} B per cycle of the bus's {acc.memory.data_bits // 8} each way)")
+    if args.json:
+        write_json(args.json, r)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print_tiles(r, prog):
+    """The systolic array's M tiles: how the compiler cut the layer for the scratchpad."""
     print(f"  GEMM M={r['m']} K={r['k']} N={r['n']}, {r['macs']:,} MACs")
     tiles = list(prog.m_tiles())
     regs = prog.registers
@@ -108,13 +135,3 @@ def run(args):
              window_vectors=max(t[4] for t in tiles), act_depth=prog.geometry.act_depth)
     print(f"  M tiles     {len(tiles):>12,}  (of {shape}; input windows of up to {r['window_vectors']:,} of the "
           f"scratchpad's {r['act_depth']:,} vectors per half)")
-    print(f"  cycles      {r['cycles']:>12,}  ({r['microseconds']:,} us at {acc.clock_mhz:g} MHz; "
-          f"ideal {r['ideal_cycles']:,})")
-    print(f"  utilisation {r['utilisation']:>12.1%}")
-    print(f"  array busy  {r['busy']:>12,}  ({r['busy'] / r['cycles']:.1%} of the cycles)")
-    print(f"  DRAM stall  {r['stall']:>12,}  ({r['stall'] / r['cycles']:.1%}: a read awaited with nothing to stream)")
-    print(f"  DRAM        {r['dram_read_bytes']:>12,} B read, {r['dram_write_bytes']:,} B written")
-    if args.json:
-        write_json(args.json, r)
-        print(f"wrote {args.json}")
-    return 0

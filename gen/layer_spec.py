@@ -7,6 +7,12 @@ A spec is a zoo model's layer (``MODEL:LAYER``, by name or index) or written out
     depthwise:in=56x56x32,kernel=3,stride=2,padding=same
     fc:in=4x1024,out=1000
     pointwise:in=14x14x96,out=24
+    maxpool:in=112x112x64,kernel=3,stride=2,padding=same
+    avgpool:in=14x14x32,kernel=3,stride=1,padding=1
+    global_avgpool:in=7x7x1280
+
+Depthwise convs and the pools run on the accelerator's vector unit when it has one
+(``[accelerator.vector]``), and pools only there.
 """
 
 import random
@@ -20,16 +26,21 @@ from mensa.core.config import CoreKind
 from mensa.core.errors import UserError
 from mensa.core.ir import Op
 from mensa.model import zoo
-from mensa.sim.tb_accelerator import BIAS_MAX, WEIGHT_MIN, make_layer
+from mensa.sim.tb_accelerator import BIAS_MAX, POOLS, WEIGHT_MIN, make_layer
 
 __all__ = ["parse_layer", "systolic_accelerator", "check_layer", "LayerSpecError", "OPS"]
 
-OPS = ("conv2d", "depthwise", "pointwise", "fc")
+OPS = ("conv2d", "depthwise", "pointwise", "fc", "maxpool", "avgpool", "global_avgpool")
+#: the ops whose output has the input's channels (no out=...)
+SAME_CHANNELS = ("depthwise", "maxpool", "avgpool", "global_avgpool")
 KEYS = {
     "conv2d": ("in", "out", "kernel", "stride", "padding", "dilation", "act"),
     "depthwise": ("in", "kernel", "stride", "padding", "dilation", "act"),
     "pointwise": ("in", "out", "act"),
     "fc": ("in", "out", "act"),
+    "maxpool": ("in", "kernel", "stride", "padding", "act"),
+    "avgpool": ("in", "kernel", "stride", "padding", "act"),
+    "global_avgpool": ("in", "act"),
 }
 ACTIVATIONS = ("none", "relu", "relu6")
 DIM_MAX = (1 << 16) - 1         # IN_H, IN_W, IN_C, OUT_C ... are 16-bit registers
@@ -90,18 +101,19 @@ def _from_text(op, body, seed):
             shape = (1, *shape)
         if len(shape) != 4:
             raise LayerSpecError(f"{op} layer: in={fields['in']!r} is not HxWxC or NxHxWxC")
-    if op != "depthwise" and "out" not in fields:
+    if op not in SAME_CHANNELS and "out" not in fields:
         raise LayerSpecError(f"{op} layer: out=... (the output channels) is missing")
-    out = shape[-1] if op == "depthwise" else _shape(fields["out"], "out")[0]
+    out = shape[-1] if op in SAME_CHANNELS else _shape(fields["out"], "out")[0]
     act = fields.get("act", "none")
     if act not in ACTIVATIONS:
         raise LayerSpecError(f"act={act!r} is not run; allowed: {', '.join(ACTIVATIONS)}")
     spec = {"op": "conv2d" if op == "pointwise" else op, "in_shape": list(shape), "out_channels": out,
             "activation": act}
-    if op in ("conv2d", "depthwise"):
+    if op in ("conv2d", "depthwise", "maxpool", "avgpool"):
         spec["kernel"] = _pair(fields.get("kernel", "1"), "kernel")
         spec["stride"] = _pair(fields.get("stride", "1"), "stride")
-        spec["dilation"] = _pair(fields.get("dilation", "1"), "dilation")
+        if "dilation" in KEYS[op]:
+            spec["dilation"] = _pair(fields.get("dilation", "1"), "dilation")
         pad = fields.get("padding", "valid")
         if pad in ("same", "valid"):
             spec["padding"] = pad
@@ -134,17 +146,20 @@ def _from_zoo(model, which, seed):
             raise LayerSpecError(f"{model} has no layer {which!r}; its layers are indexed 0-{len(layers) - 1} "
                                  f"(see `mensa analyze {model}`)")
         layer = named[which]
-    ops = {Op.CONV2D: "conv2d", Op.DEPTHWISE: "depthwise", Op.FC: "fc"}
+    ops = {Op.CONV2D: "conv2d", Op.DEPTHWISE: "depthwise", Op.FC: "fc", Op.MAXPOOL: "maxpool",
+           Op.AVGPOOL: "avgpool", Op.GLOBAL_AVGPOOL: "global_avgpool"}
     if layer.op not in ops or (layer.op is Op.CONV2D and layer.groups != 1):
         raise LayerSpecError(f"{model}:{layer.name} is a {layer.op.value} layer"
                              f"{' with groups' if layer.op is Op.CONV2D else ''}; the systolic accelerator runs "
-                             f"conv2d, depthwise, pointwise and fc layers")
+                             f"conv2d, depthwise, pointwise and fc layers (and with a vector unit, pools)")
     if layer.activation.value not in ACTIVATIONS:
         raise LayerSpecError(f"{model}:{layer.name} has activation {layer.activation.value}; the systolic "
                              f"accelerator runs {', '.join(ACTIVATIONS)}")
     spec = {"op": ops[layer.op], "in_shape": list(layer.in_shape), "out_channels": layer.out_channels,
             "activation": layer.activation.value, "name": f"{model}:{layer.name}"}
-    if layer.op is not Op.FC:
+    if layer.op in (Op.MAXPOOL, Op.AVGPOOL):
+        spec.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=list(layer.padding))
+    elif layer.op not in (Op.FC, Op.GLOBAL_AVGPOOL):
         spec.update(kernel=list(layer.kernel), stride=list(layer.stride), dilation=list(layer.dilation),
                     padding=list(layer.padding))
     return _quantised(spec, seed)
@@ -153,7 +168,7 @@ def _from_zoo(model, which, seed):
 def _quantised(spec, seed):
     """Zero points and scales drawn from the seed, the output scale sized to the layer's fan-in."""
     r = random.Random(seed)
-    fan_in = spec["in_shape"][-1] if spec["op"] != "depthwise" else 1
+    fan_in = spec["in_shape"][-1] if spec["op"] not in SAME_CHANNELS else 1
     if "kernel" in spec:
         fan_in *= spec["kernel"][0] * spec["kernel"][1]
     spec.update(zp_in=r.randint(-128, 127), zp_out=r.randint(-20, 20), in_scale=r.uniform(0.02, 0.1),
@@ -203,8 +218,11 @@ def check_layer(spec, acc):
         parts = ", ".join(f"{name} {size:,} B" for name, size in sizes.items())
         raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: {parts}; allowed: at most "
                              f"{SIM_IMAGE_MAX:,} bytes in all (the simulated DRAM)")
-    params = golden.layer_params(layer, weights=np.full(golden.weight_shape(layer), WEIGHT_MIN, np.int8),
-                                 bias=np.full(layer.out_channels, BIAS_MAX, np.int32))
+    if layer.op in POOLS.values():
+        params = golden.layer_params(layer)
+    else:
+        params = golden.layer_params(layer, weights=np.full(golden.weight_shape(layer), WEIGHT_MIN, np.int8),
+                                     bias=np.full(layer.out_channels, BIAS_MAX, np.int32))
     prog = compile_layer(acc, layer, params, np.zeros(layer.in_shape, np.int8))
     if prog.image.size > SIM_IMAGE_MAX:
         raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: a DRAM image of {prog.image.size:,} bytes; "

@@ -13,18 +13,24 @@ cycles the sequencer waited on DRAM data.
 It runs conv2d (kernels of any size, stride 1 or 2, padding, dilation), depthwise conv,
 pointwise conv and fully connected layers, of any size whose one output pixel's input
 window fits the scratchpad's half (M tiles sized to the accumulator and the scratchpad).
+
+With a vector unit (``config.vector``), the opcodes it runs (depthwise conv, max, average and global average pool) start it
+instead of the sequencer: the engine is chosen at START, and the DMA's client ports follow
+that choice until the next START.
 """
 
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import AcceleratorConfig
 from mensa.hw.dma import DMA, axi4_master_members
 from mensa.contract.regs import COUNTER_BITS, OPCODES, register_map
+from mensa.contract.vector_program import VECTOR_UNIT_OPS
 from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members
 from mensa.contract.gemm import GemmGeometry
 from mensa.hw.sequencer import GemmSequencer
+from mensa.hw.vector import VectorUnit
 from mensa.core.ir import Op
 
 __all__ = ["Accelerator"]
@@ -107,11 +113,7 @@ class Accelerator(wiring.Component):
             desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
             desc.input_addr.eq(wide("INPUT_ADDR")), desc.weight_addr.eq(wide("WEIGHT_ADDR")),
             desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
-            seq.start.eq(regs.strobes.ctrl[0]),
             run.start.eq(regs.strobes.ctrl[0]),
-            run.done.eq(seq.done),
-            run.busy.eq(seq.busy),
-            run.mem_stall.eq(seq.mem_stall),
             run.irq_enable.eq(r.irq_enable[0]),
             run.irq_pending.eq(regs.pending.irq_status[0]),
             regs.events.irq_status.eq(run.irq_event),
@@ -125,6 +127,49 @@ class Accelerator(wiring.Component):
             else:
                 m.d.comb += [getattr(regs.inputs, f"{name.lower()}_lo").eq(value[:32]),
                              getattr(regs.inputs, f"{name.lower()}_hi").eq(value[32:COUNTER_BITS])]
-        for port in ("rd_cmd", "rd_data", "wr_cmd", "wr_data", "wr_done"):
-            wiring.connect(m, getattr(seq, port), getattr(dma, port))
+        start = regs.strobes.ctrl[0]
+        if self._config.vector is None:
+            m.d.comb += [seq.start.eq(start), run.done.eq(seq.done), run.busy.eq(seq.busy),
+                         run.mem_stall.eq(seq.mem_stall)]
+            for port in ("rd_cmd", "rd_data", "wr_cmd", "wr_data", "wr_done"):
+                wiring.connect(m, getattr(seq, port), getattr(dma, port))
+        else:
+            self._vector(m, r, wide, seq, dma, run, start)
         return m
+
+    def _vector(self, m, r, wide, seq, dma, run, start):
+        """The vector unit beside the sequencer: the opcode picks the engine at START."""
+        m.submodules.vector = vec = VectorUnit(self._config)
+        desc = vec.desc
+        m.d.comb += [
+            desc.op.eq(r.op), desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h),
+            desc.out_w.eq(r.out_w), desc.tiles.eq((r.in_c + vec.geometry.lanes - 1) >> (vec.geometry.lanes - 1).bit_length()),
+            desc.taps.eq(r.kernel_h * r.kernel_w), desc.m.eq(r.out_h * r.out_w),
+            desc.kernel_h.eq(r.kernel_h), desc.kernel_w.eq(r.kernel_w),
+            desc.stride_h.eq(r.stride_h), desc.stride_w.eq(r.stride_w),
+            desc.dilation_h.eq(r.dilation_h), desc.dilation_w.eq(r.dilation_w),
+            desc.pad_top.eq(r.pad_top), desc.pad_bottom.eq(r.pad_bottom), desc.pad_left.eq(r.pad_left),
+            desc.line_rows.eq(r.line_rows),
+            desc.in_zero_point.eq(r.in_zero_point), desc.out_zero_point.eq(r.out_zero_point),
+            desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
+            desc.input_addr.eq(wide("INPUT_ADDR")), desc.weight_addr.eq(wide("WEIGHT_ADDR")),
+            desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
+        ]
+        is_vector = Signal()
+        m.d.comb += is_vector.eq(Cat(*[r.op == OPCODES[op] for op in VECTOR_UNIT_OPS]).any())
+        sel = Signal()              # 1: the vector unit owns the DMA, from its START on
+        with m.If(start & ~run.running):
+            m.d.sync += sel.eq(is_vector)
+        m.d.comb += [
+            seq.start.eq(start & ~run.running & ~is_vector), vec.start.eq(start & ~run.running & is_vector),
+            run.done.eq(seq.done | vec.done), run.busy.eq(seq.busy | vec.busy),
+            run.mem_stall.eq(seq.mem_stall | vec.mem_stall),
+        ]
+        for port in ("rd_cmd", "wr_cmd", "wr_data"):           # engine -> DMA
+            a, b, to = getattr(seq, port), getattr(vec, port), getattr(dma, port)
+            m.d.comb += [to.valid.eq(Mux(sel, b.valid, a.valid)), to.payload.eq(Mux(sel, b.payload.as_value(), a.payload.as_value())),
+                         a.ready.eq(to.ready & ~sel), b.ready.eq(to.ready & sel)]
+        for port in ("rd_data", "wr_done"):                     # DMA -> engine
+            a, b, frm = getattr(seq, port), getattr(vec, port), getattr(dma, port)
+            m.d.comb += [a.valid.eq(frm.valid & ~sel), b.valid.eq(frm.valid & sel), a.payload.eq(frm.payload),
+                         b.payload.eq(frm.payload), frm.ready.eq(Mux(sel, b.ready, a.ready))]

@@ -15,7 +15,8 @@ The ``result`` file is a JSON list, one object per layer, in order: ``layer`` (n
 ``op``, ``m``, ``k``, ``n`` (the implicit GEMM: output pixels, kernel taps x input
 channels per output channel, output channels), ``macs``, ``cycles`` (CYCLES_TOTAL),
 ``busy`` (CYCLES_BUSY), ``stall`` (CYCLES_STALL), ``utilisation`` (macs / (rows * cols *
-cycles)), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times the bus
+cycles), or macs / (lanes * cycles) for a layer on the vector unit: ``engine`` "array" or
+"vector", ``lanes`` the MACs per cycle of that engine), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times the bus
 width, counted on the bus from START to the interrupt), ``rows`` and ``cols`` (the array size
 the RTL reports in its ROWS and COLS registers).
 
@@ -31,9 +32,10 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 
 from mensa.contract.compiler import compile_layer
-from mensa.core.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, from_dict
+from mensa.core.config import AcceleratorConfig, ArrayConfig, BufferConfig, MemoryConfig, VectorConfig, from_dict
 from mensa.contract.regs import register_map
 from mensa.contract.gemm import GemmGeometry
+from mensa.contract.vector_program import VectorProgram
 from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams, conv_out_size, same_padding
 from mensa.core import golden
 from mensa.sim.testbench import TB, assert_bit_exact
@@ -45,13 +47,15 @@ TIMEOUT = 200_000       # cycles a layer may take, beyond its bound below, befor
 def accelerator_config(p):
     """The config under test: a whole accelerator table (``{"accelerator": to_dict(acc)}``, as
     ``mensa run-layer`` passes it) or the short form of ``rows``, ``cols``, ``data_bits``,
-    ``acc_kib`` (and ``act_kib``, ``weight_kib``: the defaults if not given)."""
+    ``acc_kib`` (and ``act_kib``, ``weight_kib``: the defaults if not given; ``lanes`` and
+    ``line_kib``: a vector unit)."""
     if "accelerator" in p:
         return from_dict({"name": "dut", "accelerator": [p["accelerator"]]}).accelerator[0]
+    vector = VectorConfig(lanes=p["lanes"], line_kib=p.get("line_kib", VectorConfig.line_kib)) if "lanes" in p else None
     return AcceleratorConfig(name="dut", array=ArrayConfig(rows=p["rows"], cols=p["cols"]),
                              buffers=BufferConfig(acc_kib=p["acc_kib"], act_kib=p.get("act_kib", BufferConfig.act_kib),
                                                   weight_kib=p.get("weight_kib", BufferConfig.weight_kib)),
-                             memory=MemoryConfig(data_bits=p["data_bits"]))
+                             memory=MemoryConfig(data_bits=p["data_bits"]), vector=vector)
 
 
 def make_layer(spec, index):
@@ -64,16 +68,12 @@ def make_layer(spec, index):
     if spec["op"] == "fc":
         return Layer(name=f"layer{index}", op=Op.FC, in_shape=shape, out_shape=(shape[0], cout),
                      activation=Activation(spec["activation"]), quant=quant)
+    if spec["op"] in POOLS:
+        return _pool_layer(spec, index, shape)
     kernel = tuple(spec.get("kernel", (1, 1)))
     stride = tuple(spec.get("stride", (1, 1)))
     dilation = tuple(spec.get("dilation", (1, 1)))
-    pad = spec.get("padding", "valid")
-    if pad == "same":
-        pad = (*same_padding(shape[1], kernel[0], stride[0], dilation[0]),
-               *same_padding(shape[2], kernel[1], stride[1], dilation[1]))
-    elif pad == "valid":
-        pad = (0, 0, 0, 0)
-    pad = tuple(pad)
+    pad = _padding(spec, shape, kernel, stride, dilation)
     oh = conv_out_size(shape[1], kernel[0], stride[0], pad[0], pad[1], dilation[0])
     ow = conv_out_size(shape[2], kernel[1], stride[1], pad[2], pad[3], dilation[1])
     op = Op.DEPTHWISE if spec["op"] == "depthwise" else Op.CONV2D
@@ -81,6 +81,37 @@ def make_layer(spec, index):
                  kernel=kernel, stride=stride, padding=pad, dilation=dilation,
                  groups=shape[3] if op is Op.DEPTHWISE else 1,
                  activation=Activation(spec["activation"]), quant=quant)
+
+
+#: the pooling ops of a spec, and their IR op
+POOLS = {"maxpool": Op.MAXPOOL, "avgpool": Op.AVGPOOL, "global_avgpool": Op.GLOBAL_AVGPOOL}
+
+
+def _padding(spec, shape, kernel, stride, dilation):
+    """A spec's padding: [top, bottom, left, right], "same" (TFLite's) or "valid" (the default)."""
+    pad = spec.get("padding", "valid")
+    if pad == "same":
+        return (*same_padding(shape[1], kernel[0], stride[0], dilation[0]),
+                *same_padding(shape[2], kernel[1], stride[1], dilation[1]))
+    return (0, 0, 0, 0) if pad == "valid" else tuple(pad)
+
+
+def _pool_layer(spec, index, shape):
+    """A pooling layer: max and average pools keep the input's quantisation (``zp_in``, ``in_scale``)."""
+    op = POOLS[spec["op"]]
+    act = Activation(spec["activation"])
+    if op is Op.GLOBAL_AVGPOOL:
+        quant = LayerQuant(inputs=(QuantParams(spec["in_scale"], spec["zp_in"]),),
+                           output=QuantParams(spec["out_scale"], spec["zp_out"]))
+        return Layer(name=f"layer{index}", op=op, in_shape=shape, out_shape=(1, 1, 1, shape[3]), activation=act,
+                     quant=quant)
+    q = QuantParams(spec["in_scale"], spec["zp_in"])
+    kernel, stride = tuple(spec.get("kernel", (1, 1))), tuple(spec.get("stride", (1, 1)))
+    pad = _padding(spec, shape, kernel, stride, (1, 1))
+    oh = conv_out_size(shape[1], kernel[0], stride[0], pad[0], pad[1], 1)
+    ow = conv_out_size(shape[2], kernel[1], stride[1], pad[2], pad[3], 1)
+    return Layer(name=f"layer{index}", op=op, in_shape=shape, out_shape=(1, oh, ow, shape[3]), kernel=kernel,
+                 stride=stride, padding=pad, activation=act, quant=LayerQuant(inputs=(q,), output=q))
 
 
 class AcceleratorTB(TB):
@@ -113,6 +144,20 @@ class AcceleratorTB(TB):
         return await self.read(f"{name}_LO") | (await self.read(f"{name}_HI")) << 32
 
 
+def cycle_bound(acc, layer, prog):
+    """A generous bound on a layer's cycles: per array pass (or per lane tap) and per bus word it reads."""
+    if isinstance(prog, VectorProgram):
+        g = prog.geometry
+        planes = -(-layer.in_channels // g.lanes)
+        pixels = layer.in_shape[1] * layer.in_shape[2]
+        return planes * (pixels * layer.kernel[0] * layer.kernel[1] + pixels * g.pixel_words * 2)
+    g = GemmGeometry.of(acc)
+    k_tiles = layer.kernel[0] * layer.kernel[1] * -(-layer.in_channels // g.rows)
+    n_tiles = -(-layer.out_channels // g.cols)
+    words = n_tiles * k_tiles * (-(-prog.m // g.acc_depth) * g.rows * g.weight_words + prog.m * g.act_words)
+    return -(-layer.macs // (g.rows * g.cols)) + words
+
+
 #: the weights and biases the testbench draws: ``WEIGHT_MIN..127`` and ``-BIAS_MAX-1..BIAS_MAX``
 WEIGHT_MIN, BIAS_MAX = -128, 19999
 
@@ -125,6 +170,8 @@ def draw_tensors(layer, spec, gen):
     channel ``j`` of ``C`` the first ``K - j * K / C`` weights -128, the rest random, so the
     channels' sums step down from the largest the compiler accepts.
     """
+    if layer.op in POOLS.values():
+        return None, None, gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
     shape = golden.weight_shape(layer)
     w = gen.integers(WEIGHT_MIN, 128, size=shape).astype(np.int8)
     if not spec.get("extreme"):
@@ -154,7 +201,7 @@ async def accelerator_runs_layers_bit_exact(dut):
     for i, spec in enumerate(p["layers"]):
         layer = make_layer(spec, i)
         w, b, x = draw_tensors(layer, spec, gen)
-        params = golden.layer_params(layer, weights=w, bias=b)
+        params = golden.layer_params(layer) if w is None else golden.layer_params(layer, weights=w, bias=b)
         prog = compile_layer(acc, layer, params, x, base=0)
         assert prog.image.size <= tb.ram_bytes, f"{layer.name}: image of {prog.image.size} bytes"
         ram.write(0, prog.image.tobytes())
@@ -165,11 +212,7 @@ async def accelerator_runs_layers_bit_exact(dut):
         beats_in = beats_out = 0
         # hung: no interrupt after 4 cycles per array pass and per bus word of every weight
         # and activation tile the layer reads (a batch-1 FC layer is bound by its weights)
-        g = GemmGeometry.of(acc)
-        k_tiles = layer.kernel[0] * layer.kernel[1] * -(-layer.in_channels // g.rows)
-        n_tiles = -(-layer.out_channels // g.cols)
-        words = n_tiles * k_tiles * (-(-prog.m // g.acc_depth) * g.rows * g.weight_words + prog.m * g.act_words)
-        limit = TIMEOUT + 4 * (-(-layer.macs // (g.rows * g.cols)) + words)
+        limit = TIMEOUT + 4 * cycle_bound(acc, layer, prog)
         for cycle in range(limit):
             await RisingEdge(dut.clk)
             beats_in += int(dut.m_axi_rvalid.value) & int(dut.m_axi_rready.value)
@@ -189,7 +232,8 @@ async def accelerator_runs_layers_bit_exact(dut):
         assert not int(dut.irq.value), f"{layer.name}: interrupt still raised after IRQ_STATUS was cleared"
         m, n = prog.m, layer.out_channels
         k = layer.macs // (m * n)
-        util = layer.macs / (total * acc.array.rows * acc.array.cols)
+        lanes = prog.geometry.lanes if isinstance(prog, VectorProgram) else acc.array.rows * acc.array.cols
+        util = layer.macs / (total * lanes)
         word = acc.memory.data_bits // 8
         tb.log.info(f"{layer.name}: {layer.op.value} {spec.get('kernel', [1, 1])} stride {spec.get('stride', [1, 1])} "
                     f"M={m} K={k} N={n} {layer.activation.value}: {expect.size} outputs bit-exact in {total} cycles "
@@ -198,5 +242,6 @@ async def accelerator_runs_layers_bit_exact(dut):
         results.append({"layer": layer.name, "op": layer.op.value, "m": m, "k": k, "n": n, "macs": layer.macs,
                         "cycles": total, "busy": busy, "stall": stall, "utilisation": util,
                         "dram_read_bytes": beats_in * word, "dram_write_bytes": beats_out * word,
-                        "rows": built["ROWS"], "cols": built["COLS"]})
+                        "rows": built["ROWS"], "cols": built["COLS"], "lanes": lanes,
+                        "engine": "vector" if isinstance(prog, VectorProgram) else "array"})
     tb.write_result(results)

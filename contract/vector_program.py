@@ -1,0 +1,361 @@
+"""The program compiler of the vector unit: a layer -> descriptor registers + DRAM image.
+
+A systolic accelerator with a vector unit (``config.vector``) runs depthwise convs on it,
+one lane per channel: :func:`compile_vector` turns a layer, its integer parameters and
+its input into a :class:`VectorProgram`, and :func:`vector_refusal` holds every rule on
+the layer's shape (the scheduler asks it where a layer may go; the compiler asks it first).
+
+The unit walks the layer per channel tile of ``lanes`` channels; in a tile, per output
+row, per output pixel, per kernel tap, one multiply-accumulate per lane and cycle. A line
+buffer holds ``LINE_ROWS`` input rows of the tile as a ring (the window's rows plus the
+vertical stride, so the next output row's rows arrive while this one computes): every
+input pixel is read from DRAM once per layer.
+
+DRAM layout, every vector in whole bus words (its last word padded with zeros), each
+region on its own 4 KiB page:
+
+activations (the input and the output: the same layout for every vector op)
+    ``ceil(C / lanes)`` channel-tile planes; plane ``t`` is ``H * W`` pixel vectors in
+    row-major order, channel ``t * lanes + i`` in byte ``i`` of its pixel's vector. Channels
+    beyond C in the last tile are zero in the input and undefined in the output.
+weights (depthwise)
+    per channel tile, ``kh * kw`` tap vectors in row-major tap order, lane ``i`` holding
+    channel ``t * lanes + i``'s weight.
+quantisation records
+    one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
+    int32 biases with the input zero point folded in (``bias - zp_in * sum(w)``, wrapping
+    like the 32-bit adder, so padded taps multiply the zero point), ``lanes`` int32 Q31
+    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mensa.contract.gemm_program import ALIGN
+from mensa.contract.numeric import accumulator_refusal
+from mensa.contract.regs import OPCODES, line_depth, register_map
+from mensa.core import golden
+from mensa.core.config import AcceleratorConfig
+from mensa.core.errors import CompileError
+from mensa.core.ir import Activation, Op
+
+__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "window", "KERNEL_MAX",
+           "TAPS_MAX", "VECTOR_UNIT_OPS"]
+
+KERNEL_MAX = 7          # kernel height and width, each
+TAPS_MAX = 64           # tap vectors per weight bank: 7 x 7 rounded up to a power of two
+
+
+def _up(n, to):
+    return -(-n // to) * to
+
+
+@dataclass(frozen=True)
+class VectorGeometry:
+    """Sizes of the vector unit and of its DRAM layout, from one accelerator config.
+
+    Members
+    -------
+    lanes : int
+        Channels per pixel vector.
+    word_bytes : int
+        Bytes per AXI data word.
+    pixel_words : int
+        Bus words of one pixel (or tap) vector; a power of two.
+    quant_words : int
+        Bus words of one channel tile's quantisation record (``lanes * 9`` bytes).
+    line_depth : int
+        Pixel vectors the line buffer holds.
+    """
+    lanes: int
+    word_bytes: int
+    pixel_words: int
+    quant_words: int
+    line_depth: int
+
+    @classmethod
+    def of(cls, config):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        if config.vector is None:
+            raise ValueError(f"accelerator {config.name!r} has no vector unit")
+        lanes, wb = config.vector.lanes, config.memory.data_bits // 8
+        return cls(lanes=lanes, word_bytes=wb, pixel_words=-(-lanes // wb), quant_words=-(-lanes * 9 // wb),
+                   line_depth=line_depth(config))
+
+    @property
+    def pixel_bytes(self):
+        return self.pixel_words * self.word_bytes
+
+    @property
+    def quant_bytes(self):
+        return self.quant_words * self.word_bytes
+
+
+POOLS = (Op.MAXPOOL, Op.AVGPOOL)
+#: the ops the vector unit runs
+VECTOR_UNIT_OPS = (Op.DEPTHWISE, *POOLS, Op.GLOBAL_AVGPOOL)
+
+
+def window(layer):
+    """``(kernel, stride, dilation, padding)`` of the window the unit walks: a global average pool's is the
+    whole plane."""
+    if layer.op is Op.GLOBAL_AVGPOOL:
+        return tuple(layer.in_shape[1:3]), (1, 1), (1, 1), (0, 0, 0, 0)
+    return tuple(layer.kernel), tuple(layer.stride), tuple(layer.dilation), tuple(layer.padding)
+
+
+def line_rows(layer):
+    """Rows of the line buffer's ring for ``layer``: the rows a window spans plus the vertical stride
+    (a global average pool: the row being summed and the next)."""
+    if layer.op is Op.GLOBAL_AVGPOOL:
+        return 2
+    (kh, _), (sh, _), (dh, _), _ = window(layer)
+    return (kh - 1) * dh + 1 + sh
+
+
+def vector_refusal(config, layer):
+    """Why the vector unit of ``config`` cannot run ``layer`` (one line), or ``""`` if it can.
+
+    Every rule on the layer's shape: op, activation, batch, depth multiplier, kernel,
+    stride, dilation, padding, dimensions and the line buffer's capacity. It needs no
+    parameters or input, so the scheduler and :func:`compile_vector` share it.
+    """
+    def no(text):
+        return f"layer {layer.name!r}: {text}"
+
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    if config.vector is None:
+        return no(f"accelerator {config.name!r} has no vector unit; allowed: an accelerator with [accelerator.vector]")
+    if layer.op not in VECTOR_UNIT_OPS:
+        return no(f"{layer.op.value} is not run on the vector unit; allowed: "
+                  f"{', '.join(op.value for op in VECTOR_UNIT_OPS)}")
+    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
+        return no(f"activation {layer.activation.value} is not run on the vector unit; allowed: none, relu, relu6")
+    if len(layer.in_shape) != 4 or layer.in_shape[0] != 1:
+        return no(f"input shape {tuple(layer.in_shape)}; allowed: batch 1, NHWC")
+    c = layer.in_channels
+    if layer.out_channels != c:
+        return no(f"{layer.op.value} {c} -> {layer.out_channels} channels (depth multiplier "
+                  f"{layer.out_channels / c:g}); allowed: depth multiplier 1")
+    _, h, w, _ = layer.in_shape
+    _, oh, ow, _ = layer.out_shape
+    if max(h, w, oh, ow, c) >= 1 << 16:
+        return no(f"dimensions {h}x{w}x{c} -> {oh}x{ow}; allowed: each below 65536")
+    (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window(layer)
+    if layer.op is Op.GLOBAL_AVGPOOL:
+        if max(h, w) > 255:
+            return no(f"global average pool over {h}x{w}; allowed: at most 255x255 (the kernel registers)")
+    else:
+        strides = (1, 2) if layer.op is Op.DEPTHWISE else tuple(range(1, KERNEL_MAX + 1))
+        if not (1 <= kh <= KERNEL_MAX and 1 <= kw <= KERNEL_MAX):
+            return no(f"kernel {kh}x{kw}; allowed: 1..{KERNEL_MAX} in each dimension")
+        if sh not in strides or sw not in strides:
+            return no(f"stride {sh}x{sw}; allowed: {strides[0]}..{strides[-1]} in each dimension")
+        dilations = 255 if layer.op is Op.DEPTHWISE else 1
+        if not (1 <= dh <= dilations and 1 <= dw <= dilations):
+            return no(f"dilation {dh}x{dw}; allowed: 1..{dilations} in each dimension")
+        span_h = (kh - 1) * dh
+        if max(top, bottom) > span_h or max(left, right) > 255:
+            return no(f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
+                      f"most {span_h} rows (the kernel's reach) above and below, 255 columns left and right")
+    rows, depth = line_rows(layer), line_depth(config)
+    if rows > 255 or rows * w > depth:
+        return no(f"{rows} input rows of {w} pixels do not fit the line buffer of {depth} pixel vectors "
+                  f"(vector.line_kib {config.vector.line_kib}); allowed: rows x width <= {depth}")
+    return ""
+
+
+@dataclass(frozen=True, eq=False)
+class VectorProgram:
+    """One layer compiled for the vector unit; used as :class:`~mensa.contract.gemm_program.Program` is.
+
+    Members
+    -------
+    registers : dict
+        Descriptor register name -> value (wide ones split into ``_LO``/``_HI`` as the map has them).
+    image : numpy.ndarray
+        uint8 DRAM image from ``base``: input, weights, quantisation records; the output region zero.
+    base, output_addr : int
+        DRAM byte addresses of ``image[0]`` and of the output region.
+    m, n : int
+        Output pixels and channels.
+    out_shape : tuple
+    geometry : :class:`VectorGeometry`
+    """
+    registers: dict
+    image: np.ndarray
+    base: int
+    output_addr: int
+    m: int
+    n: int
+    out_shape: tuple
+    geometry: VectorGeometry
+
+    @property
+    def output_bytes(self):
+        return -(-self.n // self.geometry.lanes) * self.m * self.geometry.pixel_bytes
+
+    def writes(self, regmap):
+        """(byte offset, 32-bit word) of every descriptor register, in map order."""
+        return [(r.offset, self.registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in self.registers]
+
+    def output(self, region):
+        """The layer's int8 output from the bytes of the output region (``output_bytes`` of them)."""
+        g = self.geometry
+        raw = np.frombuffer(bytes(region), dtype=np.int8)
+        if raw.size != self.output_bytes:
+            raise ValueError(f"output region: {raw.size} bytes, expected {self.output_bytes}")
+        return from_planes(raw, g, self.m, self.n).reshape(self.out_shape).copy()
+
+
+def to_planes(x, g):
+    """An (H, W, C) int8 tensor in the activation layout: bytes of ``ceil(C / lanes)`` planes."""
+    h, w, c = x.shape
+    nt = -(-c // g.lanes)
+    padded = np.zeros((h, w, nt * g.lanes), np.int8)
+    padded[..., :c] = x
+    planes = np.zeros((nt, h * w, g.pixel_bytes), np.int8)
+    planes[..., :g.lanes] = padded.reshape(h * w, nt, g.lanes).transpose(1, 0, 2)
+    return planes.reshape(-1)
+
+
+def from_planes(raw, g, m, c):
+    """The (M, C) int8 pixels of activation-layout bytes ``raw`` (M pixels per plane)."""
+    planes = raw.reshape(-1, m, g.pixel_bytes)[:, :, :g.lanes]
+    return planes.transpose(1, 0, 2).reshape(m, -1)[:, :c]
+
+
+def _per_channel(layer, value, n, name, dtype):
+    arr = np.broadcast_to(np.asarray(value, dtype=np.int64), (n,))
+    info = np.iinfo(dtype)
+    if arr.min() < info.min or arr.max() > info.max:
+        raise CompileError(f"layer {layer.name!r}: {name} out of the {np.dtype(dtype).name} range; "
+                           f"allowed: {info.min}..{info.max}")
+    return arr.astype(dtype)
+
+
+def quant_records(layer, g, folded, mult, shift):
+    """The per-channel-tile quantisation records (uint8, ``quant_bytes`` each)."""
+    n, L = folded.size, g.lanes
+    nt = -(-n // L)
+    quant = np.zeros((nt, g.quant_bytes), np.uint8)
+    for t in range(nt):
+        lo, hi = t * L, min(n, (t + 1) * L)
+        for values, dtype, at in ((folded, "<i4", 0), (mult, "<i4", 4 * L), (shift, "i1", 8 * L)):
+            lanes = np.zeros(L, dtype)
+            lanes[:hi - lo] = values[lo:hi]
+            quant[t, at:at + lanes.nbytes] = lanes.view(np.uint8)
+    return quant.reshape(-1)
+
+
+def _records(layer, params, g, folded, refuse):
+    """The quantisation records of ``folded`` biases and the layer's multipliers and shifts."""
+    c = folded.size
+    folded = (folded + (1 << 31)) % (1 << 32) - (1 << 31)
+    mult = _per_channel(layer, params.multiplier, c, "multiplier", np.int32)
+    shift = _per_channel(layer, params.shift, c, "shift", np.int8)
+    if shift.min() < -(1 << 5) or shift.max() >= 1 << 5:
+        refuse("shift outside -32..31; allowed: -32..31")
+    return quant_records(layer, g, folded, mult, shift)
+
+
+def _depthwise_blobs(layer, params, g, zp_in, refuse):
+    """A depthwise layer's tap vectors and quantisation records."""
+    (kh, kw), c = layer.kernel, layer.in_channels
+    nt = -(-c // g.lanes)
+    wts = np.asarray(params.weights).astype(np.int64).reshape(kh * kw, c)
+    bias = np.zeros(c, np.int64) if params.bias is None else np.asarray(params.bias, np.int64)
+    reason = accumulator_refusal(kh * kw, zp_in, int(np.abs(wts).max(initial=0)), int(np.abs(bias).max(initial=0)))
+    if reason:
+        refuse(reason)
+    taps = np.zeros((nt, kh * kw, g.pixel_bytes), np.int8)
+    padded = np.zeros((kh * kw, nt * g.lanes), np.int8)
+    padded[:, :c] = wts
+    taps[..., :g.lanes] = padded.reshape(kh * kw, nt, g.lanes).transpose(1, 0, 2)
+    return {"weight": taps.reshape(-1).view(np.uint8),
+            "quant": _records(layer, params, g, bias - zp_in * wts.sum(axis=0), refuse)}
+
+
+def compile_vector(config, layer, params, inputs, *, base=0):
+    """Compile ``layer`` for the vector unit of ``config``.
+
+    Parameters
+    ----------
+    config : :class:`~mensa.core.config.AcceleratorConfig`
+        A systolic accelerator with a vector unit.
+    layer : :class:`~mensa.core.ir.Layer`
+    params : :class:`~mensa.core.golden.LayerParams`
+    inputs : int8 array of ``layer.in_shape``
+    base : int
+        DRAM byte address of the image, a multiple of 4096.
+
+    Raises
+    ------
+    CompileError
+        One line naming the layer and what is allowed.
+    """
+    reason = vector_refusal(config, layer)
+    if reason:
+        raise CompileError(reason)
+    if not isinstance(base, int) or base < 0 or base % ALIGN:
+        raise ValueError(f"base must be a non-negative multiple of {ALIGN}, not {base!r}")
+
+    def refuse(text):
+        raise CompileError(f"layer {layer.name!r}: {text}")
+
+    golden.check_layer(layer)
+    q = layer.quant
+    if q is None:
+        refuse("quant: missing; allowed: a quantised layer (quantise the network first)")
+    x = np.asarray(inputs)
+    if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
+        refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
+    g = VectorGeometry.of(config)
+    _, h, w, c = layer.in_shape
+    _, oh, ow, _ = layer.out_shape
+    (kh, kw), (sh, sw), (dh, dw), pad = window(layer)
+    nt, zp_in = -(-c // g.lanes), q.inputs[0].zero_point
+    blobs = {"input": to_planes(x.reshape(h, w, c), g).view(np.uint8)}
+    if layer.op is Op.DEPTHWISE:
+        blobs.update(_depthwise_blobs(layer, params, g, zp_in, refuse))
+    elif layer.op is Op.GLOBAL_AVGPOOL:
+        # the sum of x - zp over the plane: the zero point folds into the bias
+        blobs["quant"] = _records(layer, params, g, np.full(c, -zp_in * h * w, np.int64), refuse)
+    blobs["output"] = np.zeros(nt * oh * ow * g.pixel_bytes, np.uint8)
+    regions, addr = {}, base
+    for name, blob in blobs.items():
+        regions[name] = addr
+        addr += _up(blob.nbytes, ALIGN)
+    if addr > 1 << config.memory.addr_bits:
+        refuse(f"the image ends at {addr:#x}; allowed: within the {config.memory.addr_bits}-bit address space")
+    image = np.zeros(addr - base, np.uint8)
+    for name in blobs.keys() - {"output"}:
+        at = regions[name] - base
+        image[at:at + blobs[name].nbytes] = blobs[name]
+
+    lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
+    values = {
+        "OP": OPCODES[layer.op], "IN_H": h, "IN_W": w, "IN_C": c, "OUT_H": oh, "OUT_W": ow, "OUT_C": c,
+        "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "DILATION_H": dh, "DILATION_W": dw,
+        "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1], "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
+        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
+        "LINE_ROWS": line_rows(layer),
+    }
+    regmap = register_map(config)
+    registers = dict(values)
+    for name, key in (("INPUT_ADDR", "input"), ("WEIGHT_ADDR", "weight"), ("QUANT_ADDR", "quant"),
+                      ("OUTPUT_ADDR", "output")):
+        if key not in regions:
+            continue
+        if name in regmap:
+            registers[name] = regions[key]
+        else:
+            registers[f"{name}_LO"] = regions[key] & 0xFFFFFFFF
+            registers[f"{name}_HI"] = regions[key] >> 32
+    for name in registers:
+        assert name in regmap, name         # the map and the compiler are one description
+    return VectorProgram(registers=registers, image=image, base=base, output_addr=regions["output"], m=oh * ow,
+                         n=c, out_shape=tuple(layer.out_shape), geometry=g)

@@ -1,0 +1,151 @@
+"""The vector unit of a systolic accelerator: depthwise convs, one lane per channel, from a line buffer.
+
+It shares the accelerator's DMA, registers and run control (:class:`~mensa.hw.accelerator.Accelerator`
+starts it for the opcodes it runs) and walks a layer as :mod:`mensa.contract.vector_program`
+lays it out. Its parts, joined by streams:
+
+- :class:`~mensa.hw.vector_loader.VectorReadIssuer` asks for each channel tile's
+  quantisation record, tap vectors and input rows, as far ahead as the buffers allow;
+- :class:`~mensa.hw.vector_loader.VectorLoader` routes the words into the line buffer's ring,
+  the weight banks and the requantiser's parameter stream;
+- :class:`~mensa.hw.vector_walk.WindowWalker` walks tiles, output rows, pixels and taps, one
+  tap per cycle;
+- :class:`~mensa.hw.vector_lanes.OperandFetch` reads each tap's pixel and weight vectors,
+  :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them;
+- :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) requantises the sums (depthwise,
+  global average pool), or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
+  (max and average pool);
+- :class:`~mensa.hw.vector_writer.VectorWriter` writes the output planes.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.contract.vector_program import TAPS_MAX, VectorGeometry
+from mensa.hw.dma import command_layout, read_layout, write_layout
+from mensa.hw.queue import Queue
+from mensa.hw.requant import Requantizer
+from mensa.hw.vector_lanes import LaneMacArray, OperandFetch
+from mensa.hw.vector_layer import decode_mode, route_layout, vector_desc_layout
+from mensa.hw.vector_pool import PoolReducer
+from mensa.hw.vector_loader import VectorLoader, VectorReadIssuer
+from mensa.hw.vector_walk import WindowWalker
+from mensa.hw.vector_writer import VectorWriter
+
+__all__ = ["VectorUnit", "ROUTES"]
+
+ROUTES = 8          # read commands in flight between the issue and the loader
+
+
+class VectorUnit(wiring.Component):
+    """Runs one depthwise, pooling or global average pooling layer from DRAM on ``vector.lanes`` lanes.
+
+    Parameters
+    ----------
+    config : :class:`~mensa.core.config.AcceleratorConfig`
+        A systolic accelerator with a vector unit (``config.vector``).
+
+    Members
+    -------
+    desc : ``In(vector_desc_layout(addr_bits))``
+        The layer, sampled at ``start``.
+    start : ``In(1)``
+        Begin a layer (ignored while one runs).
+    done : ``Out(1)``
+        One cycle, once DRAM has acknowledged the layer's last output write.
+    running, busy, mem_stall : ``Out(1)``
+        A layer runs; the lanes take a tap (a MAC each, or a pool's tap); the walk waits on DRAM data.
+    rd_cmd, rd_data, wr_cmd, wr_data, wr_done
+        To the :class:`~mensa.hw.dma.DMA`'s client ports.
+    """
+
+    def __init__(self, config):
+        self._g = VectorGeometry.of(config)
+        self._config = config
+        mem = config.memory
+        super().__init__({
+            "desc": In(vector_desc_layout(mem.addr_bits)),
+            "start": In(1),
+            "done": Out(1), "running": Out(1), "busy": Out(1), "mem_stall": Out(1),
+            "rd_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
+            "rd_data": In(stream.Signature(read_layout(mem.data_bits))),
+            "wr_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
+            "wr_data": Out(stream.Signature(write_layout(mem.data_bits))),
+            "wr_done": In(stream.Signature(2)),
+        })
+
+    @property
+    def geometry(self):
+        return self._g
+
+    def elaborate(self, platform):
+        m = Module()
+        g, A = self._g, self._config.memory.addr_bits
+        m.submodules.issue = issue = VectorReadIssuer(geometry=g, addr_bits=A)
+        m.submodules.routes = routes = Queue(route_layout, depth=ROUTES)
+        m.submodules.loader = loader = VectorLoader(geometry=g, weight_depth=TAPS_MAX, addr_bits=A)
+        m.submodules.walk = walk = WindowWalker(line_depth=g.line_depth, weight_depth=TAPS_MAX, addr_bits=A)
+        m.submodules.fetch = fetch = OperandFetch(lanes=g.lanes, line_depth=g.line_depth, weight_depth=TAPS_MAX)
+        m.submodules.macs = macs = LaneMacArray(lanes=g.lanes)
+        m.submodules.requant = requant = Requantizer(lanes=g.lanes)
+        m.submodules.pool = pool = PoolReducer(lanes=g.lanes)
+        m.submodules.writer = writer = VectorWriter(geometry=g, addr_bits=A)
+
+        # the layer is latched at start; the parts begin a cycle later, from the latched copy
+        d = Signal(vector_desc_layout(A))
+        go, begin = Signal(), Signal()
+        m.d.comb += go.eq(self.start & ~self.running)
+        m.d.sync += begin.eq(go)
+        with m.If(go):
+            m.d.sync += d.eq(self.desc), self.running.eq(1)
+        # done once the output is in DRAM and every input row has been read: rows below the last
+        # window are read too (each pixel once), and none may arrive after the layer ends
+        wrote, rows = Signal(), Signal(32)
+        m.d.sync += rows.eq(d.tiles * d.in_h)
+        with m.If(go):
+            m.d.sync += wrote.eq(0)
+        with m.Elif(writer.done):
+            m.d.sync += wrote.eq(1)
+        m.d.comb += self.done.eq(self.running & ~begin & (wrote | writer.done) & (loader.loaded_rows == rows))
+        with m.If(self.done):
+            m.d.sync += self.running.eq(0)
+        for part in (issue, loader, walk, writer):
+            m.d.comb += part.start.eq(begin), part.layer.eq(d)
+
+        m.d.comb += [
+            issue.freed.eq(walk.freed), issue.tile.eq(walk.tile),
+            walk.loaded_rows.eq(loader.loaded_rows), walk.loaded_tiles.eq(loader.loaded_tiles),
+            fetch.zero_point.eq(d.in_zero_point),
+        ]
+        for port in ("line_addr", "line_data", "line_en", "weight_addr", "weight_data", "weight_en"):
+            m.d.comb += getattr(fetch, port).eq(getattr(loader, port))
+        wiring.connect(m, issue.rd_cmd, wiring.flipped(self.rd_cmd))
+        wiring.connect(m, issue.route, routes.w)
+        wiring.connect(m, routes.r, loader.route)
+        wiring.connect(m, wiring.flipped(self.rd_data), loader.rd_data)
+        wiring.connect(m, loader.quant, requant.quant)
+        wiring.connect(m, walk.taps, fetch.taps)
+        wiring.connect(m, macs.sums, requant.accs)
+        # the taps go to the lanes' MACs and the requantiser, or (a max or average pool) to the pool reducer
+        mode = decode_mode(m, d.op)
+        m.d.comb += [macs.plain.eq(mode.plain), pool.max.eq(mode.max), pool.qmin.eq(d.qmin), pool.qmax.eq(d.qmax)]
+        _steer(m, mode.pool, fetch.operands, macs.operands, pool.operands)
+        _merge(m, mode.pool, requant.outs, pool.outs, writer.outs)
+        wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))
+        wiring.connect(m, writer.wr_data, wiring.flipped(self.wr_data))
+        wiring.connect(m, wiring.flipped(self.wr_done), writer.wr_done)
+        m.d.comb += [self.busy.eq(walk.taps.valid & walk.taps.ready), self.mem_stall.eq(self.running & walk.waiting)]
+        return m
+
+
+def _steer(m, sel, src, a, b):
+    """Stream ``src`` to ``a`` (``sel`` 0) or ``b`` (``sel`` 1)."""
+    m.d.comb += [a.payload.eq(src.payload), b.payload.eq(src.payload),
+                 a.valid.eq(src.valid & ~sel), b.valid.eq(src.valid & sel), src.ready.eq(Mux(sel, b.ready, a.ready))]
+
+
+def _merge(m, sel, a, b, dst):
+    """Stream ``a`` (``sel`` 0) or ``b`` (``sel`` 1) to ``dst``."""
+    m.d.comb += [dst.payload.eq(Mux(sel, b.payload.as_value(), a.payload.as_value())),
+                 dst.valid.eq(Mux(sel, b.valid, a.valid)), a.ready.eq(dst.ready & ~sel), b.ready.eq(dst.ready & sel)]

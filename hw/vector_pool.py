@@ -1,0 +1,100 @@
+"""The vector unit's pool reducer: max or average of each window's taps inside the input, per lane.
+
+Average pooling divides by the count of taps inside the input, which changes at the borders,
+so the division is a multiply by an exact reciprocal from a small ROM
+(:func:`reciprocal`): for every dividend a window can reach and every count, the product's
+high bits are the quotient, as :func:`mensa.core.golden.avg_pool` rounds it (half away from
+zero, then toward zero).
+"""
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mensa.contract.vector_program import KERNEL_MAX
+from mensa.hw.requant import out_layout
+from mensa.hw.vector_layer import operand_layout
+
+__all__ = ["PoolReducer", "reciprocal", "RECIPROCAL_BITS", "COUNT_MAX", "DIVIDEND_MAX"]
+
+COUNT_MAX = KERNEL_MAX * KERNEL_MAX            # taps of a window inside the input
+DIVIDEND_MAX = COUNT_MAX * 128 + COUNT_MAX // 2  # |sum of taps| plus the rounding half
+RECIPROCAL_BITS = 20                           # DIVIDEND_MAX * COUNT_MAX < 2 ** RECIPROCAL_BITS: exact
+
+
+def reciprocal(n):
+    """``ceil(2 ** RECIPROCAL_BITS / n)``: ``(a * reciprocal(n)) >> RECIPROCAL_BITS == a // n`` for
+    ``0 <= a <= DIVIDEND_MAX`` and ``1 <= n <= COUNT_MAX``."""
+    return -(-(1 << RECIPROCAL_BITS) // n)
+
+
+class PoolReducer(wiring.Component):
+    """Max or rounded average of each window's taps, per lane, clamped to ``qmin..qmax``.
+
+    Three stages: the window's running maximum or sum and its count of taps inside the input
+    (padded taps are skipped); the rounding and the reciprocal's lookup; the product, the sign
+    and the clamp. The whole pipeline stalls when its output is not taken.
+
+    Parameters
+    ----------
+    lanes : int
+
+    Members
+    -------
+    operands : ``In(stream.Signature(operand_layout(lanes)))``
+        A window's taps, ``first`` to ``last``; ``pad`` taps are outside the input.
+    max : ``In(1)``
+        1: the maximum; 0: the average.
+    qmin, qmax : ``In(signed(8))``
+        The clamp.
+    outs : ``Out(stream.Signature(out_layout(lanes)))``
+        One vector per window, ``last`` on a channel tile's final one.
+    """
+
+    def __init__(self, *, lanes):
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        self._lanes = lanes
+        super().__init__({
+            "operands": In(stream.Signature(operand_layout(lanes))),
+            "max": In(1), "qmin": In(signed(8)), "qmax": In(signed(8)),
+            "outs": Out(stream.Signature(out_layout(lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L, K = self._lanes, RECIPROCAL_BITS
+        op, out = self.operands.payload, self.outs.payload
+        advance = Signal()
+        m.d.comb += [advance.eq(~self.outs.valid | self.outs.ready), self.operands.ready.eq(advance)]
+        rom = Array(Const(reciprocal(n) if n else 0, K + 1) for n in range(COUNT_MAX + 1))
+
+        count, count2 = Signal(range(COUNT_MAX + 1)), Signal(range(COUNT_MAX + 1))
+        v2, last2, v3, last3 = Signal(), Signal(), Signal(), Signal()
+        recip = Signal(K + 1)
+        new_count = Mux(op.first, 0, count) + ~op.pad
+        with m.If(advance):
+            m.d.sync += [v2.eq(self.operands.valid & op.last), last2.eq(op.tile_last),
+                         v3.eq(v2), last3.eq(last2), recip.eq(rom[count2]),
+                         self.outs.valid.eq(v3), out.last.eq(last3)]
+            with m.If(self.operands.valid):
+                m.d.sync += count.eq(new_count), count2.eq(new_count)
+        for i in range(L):
+            x = op.x[8 * i:8 * i + 8].as_signed()
+            acc, acc2 = Signal(signed(16), name=f"acc{i}"), Signal(signed(16), name=f"sum{i}")
+            mag, neg = Signal(14, name=f"mag{i}"), Signal(name=f"neg{i}")
+            start = Mux(self.max, -128, 0)
+            base = Mux(op.first, start, acc)
+            folded = Mux(op.pad, base, Mux(self.max, Mux(x > base, x, base), base + x))
+            half = count2 >> 1
+            num = Mux(acc2 > 0, acc2 + half, acc2 - half)
+            q = Mux(self.max, mag, (mag * recip) >> K)
+            kept = Mux(neg, -q, q)
+            with m.If(advance):
+                with m.If(self.operands.valid):
+                    m.d.sync += acc.eq(folded), acc2.eq(folded)
+                # stage 2: the magnitude to divide (the maximum passes as its magnitude and sign)
+                m.d.sync += [mag.eq(Mux(self.max, Mux(acc2 < 0, -acc2, acc2), Mux(num < 0, -num, num))),
+                             neg.eq(Mux(self.max, acc2 < 0, num < 0))]
+                m.d.sync += out.data[i].eq(Mux(kept < self.qmin, self.qmin, Mux(kept > self.qmax, self.qmax, kept)))
+        return m
