@@ -22,6 +22,7 @@ clock_mhz = 800.0
 array = {rows = 64, cols = 64}
 buffers = {weight_kib = 2048, act_kib = 2048, acc_kib = 256}
 memory = {data_bits = 256}
+vector = {lanes = 32, line_kib = 32}
 """
 
 MENSA = """name = "mensa-g"
@@ -34,6 +35,7 @@ clock_mhz = 800.0
 array = {rows = 32, cols = 32}
 buffers = {weight_kib = 256, act_kib = 512, acc_kib = 64}
 memory = {data_bits = 256}
+vector = {lanes = 32, line_kib = 32}
 [[accelerator]]
 name = "jacquard"
 kind = "nearmem"

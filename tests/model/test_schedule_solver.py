@@ -61,7 +61,8 @@ def test_dag_heuristic_is_close_to_optimal_on_random_dags():
 def two_accelerator_system(bandwidth=25.6):
     return from_dict({"name": "duo", "dram": {"bandwidth_gbps": bandwidth}, "accelerator": [
         {"name": "pascal", "array": {"rows": 32, "cols": 32},
-         "buffers": {"weight_kib": 256, "act_kib": 1024, "acc_kib": 64}, "memory": {"data_bits": 128}},
+         "buffers": {"weight_kib": 256, "act_kib": 1024, "acc_kib": 64}, "memory": {"data_bits": 128},
+         "vector": {"lanes": 16, "line_kib": 32}},
         {"name": "jacquard", "kind": "nearmem",
          "nearmem": {"vaults": 16, "lanes": 16, "vault_bits": 128, "local_kib": 8}},
     ]})
@@ -134,6 +135,7 @@ def write_system(tmp_path):
     path.write_text('name = "duo"\n'
                     '[[accelerator]]\nname = "pascal"\narray = {rows = 32, cols = 32}\n'
                     'buffers = {weight_kib = 256, act_kib = 1024, acc_kib = 64}\nmemory = {data_bits = 128}\n'
+                    'vector = {lanes = 16, line_kib = 32}\n'
                     '[[accelerator]]\nname = "jacquard"\nkind = "nearmem"\n'
                     'nearmem = {vaults = 16, lanes = 16, vault_bits = 128, local_kib = 8}\n')
     return path
