@@ -47,11 +47,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.contract.compiler import in_hardware, refusal
+from mensa.contract.vector_program import VECTOR_UNIT_OPS, line_rows, window
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
 from mensa.model.nearmem import nearmem_gemm
 from mensa.model.systolic import systolic_gemm
 from mensa.model.tiling import Tiling, Window, accumulator_tiles, cdiv, ws_tiling
+from mensa.model.vector import vector_terms
 from mensa.model.ws_stream import ws_stream
 
 __all__ = ["Calibration", "LayerTable", "AcceleratorTable", "Cost", "evaluate", "SUPPORTED_OPS",
@@ -122,6 +124,11 @@ class Calibration:
     nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
     nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
     vector_pipeline: float = 2.0      # element-wise unit stages
+    vector_fill: float = 11.0         # the vector unit (mensa.model.vector): cycles beyond the DRAM latency and
+    #                                   the first transfer to the last write's response (tap, MAC, writer)
+    vector_requant: float = 8.0       # the same, further, through the requantiser (depthwise, global pool)
+    vector_boundary: float = 3.0      # a tile boundary whose first rows wait for the ring: beyond latency and rows
+    vector_row_trip: float = 0.0      # a global pool's row: cycles beyond latency and the row, for a round trip
     dma_setup: float = 18.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
     #                                   read's issue, the requantiser, the last output write and its response
     dram_turnaround: float = 2.0      # cycles beyond the DRAM latency that a read keeps its slot in flight
@@ -160,6 +167,26 @@ def _act_depth(act_bytes, rows):
     return vectors and 1 << (vectors.bit_length() - 1)
 
 
+VECTOR_FIELDS = ("vec_op", "vec_c", "vec_m", "vec_taps", "vec_wtaps", "vec_quant", "vec_in_h", "vec_in_w",
+                 "vec_first_rows", "vec_held", "vec_ring", "vec_gap")
+
+
+def _vector_walk(l):
+    """The layer as the vector unit walks it (:mod:`mensa.model.vector`): zeros for other ops."""
+    if l.op not in VECTOR_UNIT_OPS or len(l.in_shape) != 4:
+        return (0,) * len(VECTOR_FIELDS)
+    (kh, kw), (sh, _), (dh, _), (top, _, _, _) = window(l)
+    _, h, w, c = l.in_shape
+    _, oh, ow, _ = l.out_shape
+    span = (kh - 1) * dh + 1
+    gap = l.op is Op.GLOBAL_AVGPOOL
+    first = 1 if gap else min(h, span - top)
+    lo = (oh - 1) * sh - top
+    held = min(h - 1, lo + span - 1) - max(0, lo) + 1
+    return (1, c, 1 if gap else oh * ow, kh * kw, kh * kw if l.op is Op.DEPTHWISE else 0,
+            int(l.op in (Op.DEPTHWISE, Op.GLOBAL_AVGPOOL)), h, w, first, held, line_rows(l), int(gap))
+
+
 class LayerTable:
     """Layers lowered to the numbers the model needs, one numpy array per quantity (shape ``(L,)``).
 
@@ -171,7 +198,7 @@ class LayerTable:
     _FIELDS = ("op", "m1", "k1", "n1", "g", "r", "m2", "k2", "n2", "ew_elems", "ew_ops",
                "in_bytes", "out_bytes", "w_bytes", "param_bytes", "macs", "out_elems",
                "images", "in_h", "in_w", "out_h", "out_w", "span_h", "span_w", "stride_h", "stride_w",
-               "pad_top", "pad_left", "pad_w", "in_c", "taps")
+               "pad_top", "pad_left", "pad_w", "in_c", "taps", *VECTOR_FIELDS)
 
     def __init__(self, layers):
         layers = tuple(layers)
@@ -258,7 +285,7 @@ class LayerTable:
         elif m1:
             window = (1, 1, m1, 1, m1, 1, 1, 1, 1, 0, 0, 0, k1, 1)
         return (_OP_CODE[op], m1, k1, n1, g, r, m2, k2, n2, ew_elems, ew_ops, in_bytes, out_elems,
-                w_bytes, w_bytes + bias, l.macs, out_elems, *window)
+                w_bytes, w_bytes + bias, l.macs, out_elems, *window, *_vector_walk(l))
 
 
 class AcceleratorTable:
@@ -295,6 +322,8 @@ class AcceleratorTable:
         # Element-wise lanes: the post-processing row of a systolic array, or every near-memory lane.
         self.vec_lanes = np.where(self.nearmem, self.vaults * self.lanes, self.cols)
         self.peak_macs = np.where(self.nearmem, self.vaults * self.lanes, self.rows * self.cols)
+        # A systolic accelerator's vector unit (mensa.model.vector): its lanes, 0 without one.
+        self.vector_lanes = np.array([x.vector.lanes if x.vector is not None else 0 for x in accs], dtype=np.float64)
         self.supported = np.array([_SUPPORTED_ROW[x.kind] for x in accs], dtype=bool).reshape(len(accs), len(_OPS))
         # The Edge TPU template's own terms (EdgeTpuTemplate): off, and efficiency 1, elsewhere.
         templates = [x.edgetpu if x.kind is CoreKind.SYSTOLIC else None for x in accs]
@@ -420,18 +449,32 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     load = pick(s.load, n.load)
     fill = pick(s.fill, n.fill)
     first = pick(s.first, n.first)
+    written = pick(s.written, n.written)
+    abuf = pick(s.abuf, n.abuf)
+    # Layers on a vector unit (mensa.model.vector) take its terms.
+    on_vector = _col(lt.vec_op > 0) & (acc.vector_lanes > 0)
+    setup, waits = cal.dma_setup, 0.0
+    if on_vector.any():
+        v = vector_terms({f: _col(getattr(lt, f)) for f in VECTOR_FIELDS}, acc, cal)
+
+        def over(a, key):
+            return np.where(on_vector, v[key] if isinstance(key, str) else key, a)
+        compute, load, fill, first = over(compute, "compute"), over(load, 0.0), over(fill, "fill"), over(first, "first")
+        dram_w, dram_a, written, abuf = over(dram_w, "dram_w"), over(dram_a, "dram_a"), over(written, "written"), \
+            over(abuf, "local")
+        dram = dram_w + dram_a
+        setup, waits = np.where(on_vector, 0.0, setup), np.where(on_vector, v["boundary"], 0.0)
     busy = compute + load + fill
     # A WS array waits for its read stream (mensa.model.ws_stream); other cores expose the first
     # transfer, then stall wherever the DRAM's bytes outlast the work.
-    ws = ~acc.os & ~nm
+    ws = ~acc.os & ~nm & ~on_vector
     window = pick(s.window, n.window)
-    written = pick(s.written, n.written)
     volume = np.maximum(np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes)),
                         cdiv(dram, acc.mem_bpc))
-    dma = np.where(dram > 0, acc.latency + cal.dma_setup + np.where(ws, window, cdiv(first, acc.bpc)), 0.0)
+    dma = np.where(dram > 0, acc.latency + setup + np.where(ws, window, cdiv(first, acc.bpc)), 0.0)
     stall = np.where(ws, np.maximum(np.maximum(pick(s.stream, n.stream), volume) - compute - load - window,
                                     pick(s.boundary, n.boundary)),
-                     np.maximum(volume - cdiv(first, acc.bpc) - busy, 0.0))
+                     np.maximum(volume - cdiv(first, acc.bpc) - busy, 0.0) + waits)
     stall = np.where(dram > 0, stall, 0.0)
     supported = _accepted(lt.layers, acc.accelerators, acc.supported[:, lt.op.astype(int)].T
                           & pick(np.ones_like(s.fit), n.fit))
@@ -449,7 +492,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         compute=full(compute), load=full(load), fill=full(fill),
         dma=full(dma), stall=full(stall), seconds=seconds, macs=full(macs), utilisation=util,
         dram_bytes=full(dram), dram_weight_bytes=full(dram_w), dram_act_bytes=full(dram_a),
-        wbuf_bytes=full(pick(s.wbuf, n.wbuf)), abuf_bytes=full(pick(s.abuf, n.abuf)),
+        wbuf_bytes=full(pick(s.wbuf, n.wbuf)), abuf_bytes=full(abuf),
         accbuf_bytes=full(pick(s.accbuf, n.accbuf)), vault_bytes=full(pick(s.vault, n.vault)),
         local_bytes=full(pick(s.local, n.local)), vector_ops=full(ew), requant_ops=full(_col(lt.out_elems)),
         m_tile=full(pick(s.m_tile, n.m_tile)),

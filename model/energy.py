@@ -160,6 +160,10 @@ def area_breakdown_um2(acc, table=AreaTable()):
         sram_kib = sum(buffer_bytes(acc)) / 1024
         vector = acc.array.cols
         vault = 0
+        if acc.vector is not None:          # the vector unit: a MAC and a requantising lane per lane, its line buffer
+            macs += acc.vector.lanes
+            vector += acc.vector.lanes
+            sram_kib += acc.vector.line_kib
     return {
         "mac": macs * table.mac_um2,
         "sram": sram_kib * table.sram_um2_per_kib,

@@ -1,0 +1,76 @@
+"""The vector unit's cycles and bytes: windowed ops one tap of every lane per cycle, from a line buffer.
+
+The vector unit (:mod:`mensa.hw.vector`, laid out by :mod:`mensa.contract.vector_program`)
+runs depthwise convs, max and average pools and global average pools of an accelerator with
+``[accelerator.vector]``. It walks ``T = ceil(C / lanes)`` channel tiles, in each the output
+pixels, in each the window's taps, one tap of every lane per cycle:
+
+    compute = T * M * taps             (a global average pool: M = 1, taps = H * W)
+
+Its reads run ahead of the walk as far as the line buffer's ring of ``line_rows`` input
+rows (the window's rows plus the vertical stride) allows, across channel tiles, so DRAM
+latency shows only:
+
+- before the first tap: the latency, the tile's quantisation record (layers that
+  requantise), its tap vectors (depthwise) and the input rows its first output row reads
+  (``first``, exposed at the bus rate as :func:`mensa.model.cost.evaluate` exposes a
+  first transfer), plus the pipeline (``vector_fill``, and the requantiser's stages);
+- at a tile boundary, when the ring cannot hold the next tile's first rows beside the
+  rows the last output row of this tile still reads: the latency again and those rows;
+- a global average pool sums a row while the ring's one other row loads: a row takes
+  the longer of its pixels and half a row's round trip (:attr:`Calibration.vector_row_trip`).
+
+Beyond these the unit waits only where the layer's DRAM bytes outlast its taps (the
+model's bus term). Every pixel vector is ``lanes`` bytes in whole bus words.
+"""
+
+import numpy as np
+
+from mensa.model.tiling import cdiv
+
+__all__ = ["vector_terms"]
+
+
+def vector_terms(cols, acc, cal):
+    """The vector unit's terms on the ``(L, A)`` grid.
+
+    Parameters
+    ----------
+    cols : dict
+        ``(L, 1)`` layer columns of :class:`~mensa.model.cost.LayerTable`: ``vec_c`` (channels),
+        ``vec_m`` (output pixels a channel), ``vec_taps`` (window taps per output pixel),
+        ``vec_wtaps`` (tap vectors to read a tile: depthwise), ``vec_quant`` (1 if the layer
+        requantises), ``vec_in_h``, ``vec_in_w`` (the input plane), ``vec_first_rows`` (input
+        rows the first output row reads), ``vec_held`` (those the last output row reads),
+        ``vec_ring`` (the ring's rows), ``vec_gap`` (1 for a global average pool).
+    acc : :class:`~mensa.model.cost.AcceleratorTable`
+    cal : :class:`~mensa.model.cost.Calibration`
+
+    Returns
+    -------
+    dict of ``(L, A)`` arrays: ``compute``, ``fill``, ``first`` (bytes before the first tap),
+    ``boundary`` (cycles at tile boundaries and the pool's rows), ``dram_w``, ``dram_a``,
+    ``written`` (bytes), ``local`` (line buffer bytes written and read).
+    """
+    lanes = np.maximum(acc.vector_lanes, 1)
+    word = acc.word_bytes
+    pixel = cdiv(lanes, word) * word                       # bytes of a pixel vector in DRAM
+    quant = cdiv(9 * lanes, word) * word                   # a tile's quantisation record
+    c = cols
+    tiles = cdiv(c["vec_c"], lanes)
+    compute = tiles * c["vec_m"] * c["vec_taps"]
+    row = c["vec_in_w"] * pixel
+    first = c["vec_quant"] * quant + c["vec_wtaps"] * pixel + c["vec_first_rows"] * row
+    # a tile boundary: the next tile's first rows that the ring cannot hold beside the held ones
+    short = np.maximum(c["vec_first_rows"] - (c["vec_ring"] - c["vec_held"]), 0)
+    boundary = np.where(short > 0, (tiles - 1) * (acc.latency + cal.vector_boundary + cdiv(short * row, acc.bpc)), 0)
+    trip = (acc.latency + cal.vector_row_trip + cdiv(row, acc.bpc)) / 2
+    gap_rows = tiles * c["vec_in_h"] * np.maximum(trip - c["vec_in_w"], 0)
+    boundary = np.where(c["vec_gap"] > 0, gap_rows, boundary)
+    dram_w = tiles * (c["vec_quant"] * quant + c["vec_wtaps"] * pixel)
+    written = tiles * c["vec_m"] * pixel
+    dram_a = tiles * c["vec_in_h"] * row + written
+    fill = cal.vector_fill + c["vec_quant"] * cal.vector_requant
+    return {"compute": compute, "fill": fill + 0 * compute, "first": first, "boundary": boundary,
+            "dram_w": dram_w, "dram_a": dram_a, "written": written,
+            "local": tiles * c["vec_in_h"] * row + compute * pixel}
