@@ -217,6 +217,8 @@ def register_map(config):
         b.add("LINE_DEPTH", 32, RO, "pixel vectors the vector unit's line buffer holds", const=line_depth(config))
         b.add("LINE_ROWS", 8, RW, "input rows of the line buffer's ring: the window's rows plus the vertical "
                                   "stride, so the next output row's rows load while this one computes")
+        b.add("IN2_ZERO_POINT", 8, RW, "zero point of the second input (mul's gate)", signed=True)
+        b.wide("INPUT2_ADDR", config.memory.addr_bits, RW, "DRAM byte address of the second input (mul's gate)")
     return RegisterMap(tuple(b.registers))
 
 

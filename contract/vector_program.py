@@ -1,6 +1,7 @@
 """The program compiler of the vector unit: a layer -> descriptor registers + DRAM image.
 
-A systolic accelerator with a vector unit (``config.vector``) runs depthwise convs on it,
+A systolic accelerator with a vector unit (``config.vector``) runs depthwise convs, max,
+average and global average pools and the squeeze-excite mul by a per-channel gate on it,
 one lane per channel: :func:`compile_vector` turns a layer, its integer parameters and
 its input into a :class:`VectorProgram`, and :func:`vector_refusal` holds every rule on
 the layer's shape (the scheduler asks it where a layer may go; the compiler asks it first).
@@ -21,11 +22,19 @@ activations (the input and the output: the same layout for every vector op)
 weights (depthwise)
     per channel tile, ``kh * kw`` tap vectors in row-major tap order, lane ``i`` holding
     channel ``t * lanes + i``'s weight.
-quantisation records
-    one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
+mul's gate (the second input, ``INPUT2_ADDR``)
+    a (1, 1, 1, C) tensor in the activation layout: one pixel vector per channel tile, which
+    is the weight layout of a one-tap kernel; the lanes subtract the input's and the gate's
+    zero points (``IN_ZERO_POINT``, ``IN2_ZERO_POINT``) before they multiply.
+quantisation records (depthwise, mul, global average pool)
+    the per-layer multiplier and shift of a mul or a global average pool are written into
+    every lane of the records (one way for every op that requantises); one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
     int32 biases with the input zero point folded in (``bias - zp_in * sum(w)``, wrapping
     like the 32-bit adder, so padded taps multiply the zero point), ``lanes`` int32 Q31
-    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words.
+    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words. A mul's
+    biases are 0; a global average pool's are ``-zp_in * H * W``.
+
+Max and average pools read neither weights nor records: they keep the input's quantisation.
 """
 
 from dataclasses import dataclass
@@ -95,7 +104,7 @@ class VectorGeometry:
 
 POOLS = (Op.MAXPOOL, Op.AVGPOOL)
 #: the ops the vector unit runs
-VECTOR_UNIT_OPS = (Op.DEPTHWISE, *POOLS, Op.GLOBAL_AVGPOOL)
+VECTOR_UNIT_OPS = (Op.DEPTHWISE, Op.MUL, *POOLS, Op.GLOBAL_AVGPOOL)
 
 
 def window(layer):
@@ -103,6 +112,8 @@ def window(layer):
     whole plane."""
     if layer.op is Op.GLOBAL_AVGPOOL:
         return tuple(layer.in_shape[1:3]), (1, 1), (1, 1), (0, 0, 0, 0)
+    if layer.op is Op.MUL:
+        return (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
     return tuple(layer.kernel), tuple(layer.stride), tuple(layer.dilation), tuple(layer.padding)
 
 
@@ -145,7 +156,11 @@ def vector_refusal(config, layer):
     if max(h, w, oh, ow, c) >= 1 << 16:
         return no(f"dimensions {h}x{w}x{c} -> {oh}x{ow}; allowed: each below 65536")
     (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window(layer)
-    if layer.op is Op.GLOBAL_AVGPOOL:
+    if layer.op is Op.MUL:
+        gate = tuple(layer.extra_in_shapes[0]) if layer.extra_in_shapes else None
+        if gate != (1, 1, 1, c):
+            return no(f"mul by a gate of shape {gate}; allowed: a per-channel gate (1, 1, 1, {c})")
+    elif layer.op is Op.GLOBAL_AVGPOOL:
         if max(h, w) > 255:
             return no(f"global average pool over {h}x{w}; allowed: at most 255x255 (the kernel registers)")
     else:
@@ -288,7 +303,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         A systolic accelerator with a vector unit.
     layer : :class:`~mensa.core.ir.Layer`
     params : :class:`~mensa.core.golden.LayerParams`
-    inputs : int8 array of ``layer.in_shape``
+    inputs : int8 array of ``layer.in_shape``, or for a mul the pair (input, gate)
     base : int
         DRAM byte address of the image, a multiple of 4096.
 
@@ -310,9 +325,11 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     q = layer.quant
     if q is None:
         refuse("quant: missing; allowed: a quantised layer (quantise the network first)")
-    x = np.asarray(inputs)
-    if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
-        refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
+    xs = [np.asarray(v) for v in (inputs if isinstance(inputs, (tuple, list)) else (inputs,))]
+    shapes = (tuple(layer.in_shape), *map(tuple, layer.extra_in_shapes))
+    if len(xs) != len(layer.inputs) or any(v.shape != sh or v.dtype != np.int8 for v, sh in zip(xs, shapes)):
+        refuse(f"inputs {[f'{v.dtype} {v.shape}' for v in xs]}; allowed: int8 of shapes {list(shapes[:len(layer.inputs)])}")
+    x = xs[0]
     g = VectorGeometry.of(config)
     _, h, w, c = layer.in_shape
     _, oh, ow, _ = layer.out_shape
@@ -321,6 +338,10 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     blobs = {"input": to_planes(x.reshape(h, w, c), g).view(np.uint8)}
     if layer.op is Op.DEPTHWISE:
         blobs.update(_depthwise_blobs(layer, params, g, zp_in, refuse))
+    elif layer.op is Op.MUL:
+        # the gate in the activation layout (one pixel per plane) is the weight layout of one tap
+        blobs["input2"] = to_planes(xs[1].reshape(1, 1, c), g).view(np.uint8)
+        blobs["quant"] = _records(layer, params, g, np.zeros(c, np.int64), refuse)
     elif layer.op is Op.GLOBAL_AVGPOOL:
         # the sum of x - zp over the plane: the zero point folds into the bias
         blobs["quant"] = _records(layer, params, g, np.full(c, -zp_in * h * w, np.int64), refuse)
@@ -344,10 +365,12 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
         "LINE_ROWS": line_rows(layer),
     }
+    if layer.op is Op.MUL:
+        values["IN2_ZERO_POINT"] = q.inputs[1].zero_point
     regmap = register_map(config)
     registers = dict(values)
-    for name, key in (("INPUT_ADDR", "input"), ("WEIGHT_ADDR", "weight"), ("QUANT_ADDR", "quant"),
-                      ("OUTPUT_ADDR", "output")):
+    for name, key in (("INPUT_ADDR", "input"), ("INPUT2_ADDR", "input2"), ("WEIGHT_ADDR", "weight"),
+                      ("QUANT_ADDR", "quant"), ("OUTPUT_ADDR", "output")):
         if key not in regions:
             continue
         if name in regmap:

@@ -11,7 +11,8 @@ lays it out. Its parts, joined by streams:
 - :class:`~mensa.hw.vector_walk.WindowWalker` walks tiles, output rows, pixels and taps, one
   tap per cycle;
 - :class:`~mensa.hw.vector_lanes.OperandFetch` reads each tap's pixel and weight vectors,
-  :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them;
+  :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them (a mul: one
+  tap per pixel, its channel's gate the weight, both zero points subtracted);
 - :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) requantises the sums (depthwise,
   global average pool), or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
   (max and average pool);
@@ -39,7 +40,7 @@ ROUTES = 8          # read commands in flight between the issue and the loader
 
 
 class VectorUnit(wiring.Component):
-    """Runs one depthwise, pooling or global average pooling layer from DRAM on ``vector.lanes`` lanes.
+    """Runs one depthwise, mul, pooling or global average pooling layer from DRAM on ``vector.lanes`` lanes.
 
     Parameters
     ----------
@@ -129,7 +130,9 @@ class VectorUnit(wiring.Component):
         wiring.connect(m, macs.sums, requant.accs)
         # the taps go to the lanes' MACs and the requantiser, or (a max or average pool) to the pool reducer
         mode = decode_mode(m, d.op)
-        m.d.comb += [macs.plain.eq(mode.plain), pool.max.eq(mode.max), pool.qmin.eq(d.qmin), pool.qmax.eq(d.qmax)]
+        m.d.comb += [macs.plain.eq(mode.plain), pool.max.eq(mode.max), pool.qmin.eq(d.qmin), pool.qmax.eq(d.qmax),
+                     macs.x_offset.eq(Mux(mode.offsets, d.in_zero_point, 0)),
+                     macs.w_offset.eq(Mux(mode.offsets, d.in2_zero_point, 0))]
         _steer(m, mode.pool, fetch.operands, macs.operands, pool.operands)
         _merge(m, mode.pool, requant.outs, pool.outs, writer.outs)
         wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))

@@ -22,8 +22,8 @@ def vector_desc_layout(addr_bits):
         "op": 4, "in_h": 16, "in_w": 16, "out_h": 16, "out_w": 16, "tiles": 16, "taps": 8, "m": 32,
         "kernel_h": 8, "kernel_w": 8, "stride_h": 8, "stride_w": 8, "dilation_h": 8, "dilation_w": 8,
         "pad_top": 8, "pad_bottom": 8, "pad_left": 8, "line_rows": 8,
-        "in_zero_point": 8, "out_zero_point": 8, "qmin": 8, "qmax": 8,
-        "input_addr": addr_bits, "weight_addr": addr_bits, "quant_addr": addr_bits, "output_addr": addr_bits,
+        "in_zero_point": 8, "in2_zero_point": 8, "out_zero_point": 8, "qmin": 8, "qmax": 8,
+        "input_addr": addr_bits, "input2_addr": addr_bits, "weight_addr": addr_bits, "quant_addr": addr_bits, "output_addr": addr_bits,
     })
 
 
@@ -46,20 +46,22 @@ def operand_layout(lanes):
     return data.StructLayout({"x": 8 * lanes, "w": 8 * lanes, "pad": 1, "first": 1, "last": 1, "tile_last": 1})
 
 
-#: What an opcode asks of the unit's parts: kernel taps from DRAM (``weights``: depthwise), a
-#: quantisation record per channel tile and the lanes' sums through the requantiser (``record``:
-#: depthwise, global average pool), the pool reducer instead (``pool``: max and average pool;
+#: What an opcode asks of the unit's parts: kernel taps from DRAM (``weights``: depthwise; mul's
+#: gate, one tap per channel tile from the second input), the zero points subtracted in the lanes
+#: (``offsets``: mul), a quantisation record per channel tile and the lanes' sums through the
+#: requantiser (``record``: depthwise, mul, global average pool), the pool reducer instead (``pool``: max and average pool;
 #: ``max``: max pool), sums of the plain inputs (``plain``: no weights), and a window of whole
 #: planes read row by row (``stream``: global average pool, one output pixel per plane, its rows
 #: handed back as they are summed).
-mode_layout = data.StructLayout({"weights": 1, "record": 1, "pool": 1, "max": 1, "plain": 1, "stream": 1})
+mode_layout = data.StructLayout({"weights": 1, "offsets": 1, "record": 1, "pool": 1, "max": 1, "plain": 1,
+                                 "stream": 1})
 
 
 def decode_mode(m, op):
     """The :data:`mode_layout` flags of opcode ``op`` (a 4-bit value), as a combinational signal."""
     mode = Signal(mode_layout)
     dw, gap = op == OPCODES[Op.DEPTHWISE], op == OPCODES[Op.GLOBAL_AVGPOOL]
-    mx, avg = op == OPCODES[Op.MAXPOOL], op == OPCODES[Op.AVGPOOL]
-    m.d.comb += [mode.weights.eq(dw), mode.record.eq(dw | gap), mode.pool.eq(mx | avg), mode.max.eq(mx),
-                 mode.plain.eq(~dw), mode.stream.eq(gap)]
+    mx, avg, mul = op == OPCODES[Op.MAXPOOL], op == OPCODES[Op.AVGPOOL], op == OPCODES[Op.MUL]
+    m.d.comb += [mode.weights.eq(dw | mul), mode.offsets.eq(mul), mode.record.eq(dw | gap | mul),
+                 mode.pool.eq(mx | avg), mode.max.eq(mx), mode.plain.eq(~(dw | mul)), mode.stream.eq(gap)]
     return mode

@@ -85,7 +85,8 @@ class VectorReadIssuer(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += [active.eq(d.tiles != 0), phase.eq(first_phase), t.eq(0), r.eq(0), issued.eq(0),
-                         q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr), in_addr.eq(d.input_addr)]
+                         q_addr.eq(d.quant_addr), w_addr.eq(Mux(mode.offsets, d.input2_addr, d.weight_addr)),
+                         in_addr.eq(d.input_addr)]
         with m.Elif(self.rd_cmd.valid & self.rd_cmd.ready):
             with m.Switch(phase):
                 with m.Case(Q):

@@ -9,7 +9,8 @@ import pytest
 from mensa.hw.vector import VectorUnit
 from amaranth.sim import Simulator
 from mensa.core.ir import Op
-from tests.unit.vector_parts import Dram, compiled, descriptor, random_depthwise, random_pool, vector_config
+from tests.unit.vector_parts import (Dram, compiled, descriptor, random_depthwise, random_mul, random_pool,
+                                    vector_config)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -24,6 +25,13 @@ def test_pools_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_pool(rng))
+
+
+@pytest.mark.parametrize("seed", range(200, 206))
+def test_mul_by_a_per_channel_gate_bit_exact_under_random_gaps(seed):
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    run_layer(rng, seed, random_mul(rng))
 
 
 def run_layer(rng, seed, layer):
@@ -68,6 +76,6 @@ def run_layer(rng, seed, layer):
     g = prog.geometry
     planes = -(-layer.in_channels // lanes)
     h, w = layer.in_shape[1:3]
-    taps = layer.kernel[0] * layer.kernel[1] if layer.op is Op.DEPTHWISE else 0
-    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.GLOBAL_AVGPOOL) else 0
+    taps = {Op.DEPTHWISE: layer.kernel[0] * layer.kernel[1], Op.MUL: 1}.get(layer.op, 0)
+    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
     assert dram.read_bytes == planes * ((h * w + taps) * g.pixel_bytes + records)
