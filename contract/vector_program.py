@@ -1,7 +1,8 @@
 """The program compiler of the vector unit: a layer -> descriptor registers + DRAM image.
 
 A systolic accelerator with a vector unit (``config.vector``) runs depthwise convs, max,
-average and global average pools and the squeeze-excite mul by a per-channel gate on it,
+average and global average pools, element-wise add and the squeeze-excite mul by a
+per-channel gate on it,
 one lane per channel: :func:`compile_vector` turns a layer, its integer parameters and
 its input into a :class:`VectorProgram`, and :func:`vector_refusal` holds every rule on
 the layer's shape (the scheduler asks it where a layer may go; the compiler asks it first).
@@ -22,6 +23,11 @@ activations (the input and the output: the same layout for every vector op)
 weights (depthwise)
     per channel tile, ``kh * kw`` tap vectors in row-major tap order, lane ``i`` holding
     channel ``t * lanes + i``'s weight.
+add's second input (``INPUT2_ADDR``)
+    the activation layout; its rows load into the line buffer's upper half beside the first
+    input's. The two inputs' rescales (multiplier, shift at most 0, zero point) are registers
+    (``IN_MULTIPLIER``, ``IN_SHIFT``, ``IN2_MULTIPLIER``, ``IN2_SHIFT``, ``IN_ZERO_POINT``,
+    ``IN2_ZERO_POINT``); the output multiplier and shift are in the records.
 mul's gate (the second input, ``INPUT2_ADDR``)
     a (1, 1, 1, C) tensor in the activation layout: one pixel vector per channel tile, which
     is the weight layout of a one-tap kernel; the lanes subtract the input's and the gate's
@@ -31,8 +37,8 @@ quantisation records (depthwise, mul, global average pool)
     every lane of the records (one way for every op that requantises); one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
     int32 biases with the input zero point folded in (``bias - zp_in * sum(w)``, wrapping
     like the 32-bit adder, so padded taps multiply the zero point), ``lanes`` int32 Q31
-    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words. A mul's
-    biases are 0; a global average pool's are ``-zp_in * H * W``.
+    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words. An add's and
+    a mul's biases are 0; a global average pool's are ``-zp_in * H * W``.
 
 Max and average pools read neither weights nor records: they keep the input's quantisation.
 """
@@ -104,7 +110,7 @@ class VectorGeometry:
 
 POOLS = (Op.MAXPOOL, Op.AVGPOOL)
 #: the ops the vector unit runs
-VECTOR_UNIT_OPS = (Op.DEPTHWISE, Op.MUL, *POOLS, Op.GLOBAL_AVGPOOL)
+VECTOR_UNIT_OPS = (Op.DEPTHWISE, Op.ADD, Op.MUL, *POOLS, Op.GLOBAL_AVGPOOL)
 
 
 def window(layer):
@@ -112,7 +118,7 @@ def window(layer):
     whole plane."""
     if layer.op is Op.GLOBAL_AVGPOOL:
         return tuple(layer.in_shape[1:3]), (1, 1), (1, 1), (0, 0, 0, 0)
-    if layer.op is Op.MUL:
+    if layer.op in (Op.ADD, Op.MUL):
         return (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
     return tuple(layer.kernel), tuple(layer.stride), tuple(layer.dilation), tuple(layer.padding)
 
@@ -156,7 +162,11 @@ def vector_refusal(config, layer):
     if max(h, w, oh, ow, c) >= 1 << 16:
         return no(f"dimensions {h}x{w}x{c} -> {oh}x{ow}; allowed: each below 65536")
     (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window(layer)
-    if layer.op is Op.MUL:
+    if layer.op is Op.ADD:
+        other = tuple(layer.extra_in_shapes[0]) if layer.extra_in_shapes else None
+        if other != tuple(layer.in_shape):
+            return no(f"add of {tuple(layer.in_shape)} and {other}; allowed: two inputs of one shape")
+    elif layer.op is Op.MUL:
         gate = tuple(layer.extra_in_shapes[0]) if layer.extra_in_shapes else None
         if gate != (1, 1, 1, c):
             return no(f"mul by a gate of shape {gate}; allowed: a per-channel gate (1, 1, 1, {c})")
@@ -177,6 +187,8 @@ def vector_refusal(config, layer):
             return no(f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
                       f"most {span_h} rows (the kernel's reach) above and below, 255 columns left and right")
     rows, depth = line_rows(layer), line_depth(config)
+    if layer.op is Op.ADD:
+        depth //= 2             # the second input's rows in the upper half
     if rows > 255 or rows * w > depth:
         return no(f"{rows} input rows of {w} pixels do not fit the line buffer of {depth} pixel vectors "
                   f"(vector.line_kib {config.vector.line_kib}); allowed: rows x width <= {depth}")
@@ -303,7 +315,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         A systolic accelerator with a vector unit.
     layer : :class:`~mensa.core.ir.Layer`
     params : :class:`~mensa.core.golden.LayerParams`
-    inputs : int8 array of ``layer.in_shape``, or for a mul the pair (input, gate)
+    inputs : int8 array of ``layer.in_shape``, or for an add or a mul the pair of its inputs
     base : int
         DRAM byte address of the image, a multiple of 4096.
 
@@ -338,6 +350,12 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     blobs = {"input": to_planes(x.reshape(h, w, c), g).view(np.uint8)}
     if layer.op is Op.DEPTHWISE:
         blobs.update(_depthwise_blobs(layer, params, g, zp_in, refuse))
+    elif layer.op is Op.ADD:
+        for shift in params.input_shifts:
+            if not -31 <= shift <= 0:
+                refuse(f"input shift {shift}; allowed: -31..0 (input multipliers at most 1/2, as add's are)")
+        blobs["input2"] = to_planes(xs[1].reshape(h, w, c), g).view(np.uint8)
+        blobs["quant"] = _records(layer, params, g, np.zeros(c, np.int64), refuse)
     elif layer.op is Op.MUL:
         # the gate in the activation layout (one pixel per plane) is the weight layout of one tap
         blobs["input2"] = to_planes(xs[1].reshape(1, 1, c), g).view(np.uint8)
@@ -365,8 +383,11 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
         "LINE_ROWS": line_rows(layer),
     }
-    if layer.op is Op.MUL:
+    if layer.op in (Op.ADD, Op.MUL):
         values["IN2_ZERO_POINT"] = q.inputs[1].zero_point
+    if layer.op is Op.ADD:
+        (ma, mb), (sa, sb) = params.input_multipliers, params.input_shifts
+        values.update(IN_MULTIPLIER=ma, IN_SHIFT=sa, IN2_MULTIPLIER=mb, IN2_SHIFT=sb)
     regmap = register_map(config)
     registers = dict(values)
     for name, key in (("INPUT_ADDR", "input"), ("INPUT2_ADDR", "input2"), ("WEIGHT_ADDR", "weight"),

@@ -45,7 +45,8 @@ class OperandFetch(wiring.Component):
         The input zero point, read for a padded tap.
     taps : ``In(stream.Signature(tap_layout))``
     operands : ``Out(stream.Signature(operand_layout(lanes)))``
-        One beat per tap, a cycle later, in order.
+        One beat per tap, a cycle later, in order; ``x2`` the line buffer's upper half at the
+        tap's place plus ``line_depth // 2`` (an add's second input).
     """
 
     def __init__(self, *, lanes, line_depth, weight_depth):
@@ -66,7 +67,7 @@ class OperandFetch(wiring.Component):
         m.submodules.line = line = memory.Memory(shape=8 * L, depth=self._line_depth, init=[])
         m.submodules.weights = weights = memory.Memory(shape=8 * L, depth=2 * self._weight_depth, init=[])
         lw, ww = line.write_port(), weights.write_port()
-        lr, wr = line.read_port(), weights.read_port()
+        lr, lr2, wr = line.read_port(), line.read_port(), weights.read_port()
         m.d.comb += [lw.addr.eq(self.line_addr), lw.data.eq(self.line_data), lw.en.eq(self.line_en),
                      ww.addr.eq(self.weight_addr), ww.data.eq(self.weight_data), ww.en.eq(self.weight_en)]
 
@@ -76,6 +77,7 @@ class OperandFetch(wiring.Component):
             advance.eq(~self.operands.valid | self.operands.ready),
             self.taps.ready.eq(advance),
             lr.addr.eq(tp.line_addr), wr.addr.eq(tp.weight_addr), lr.en.eq(advance), wr.en.eq(advance),
+            lr2.addr.eq(tp.line_addr + self._line_depth // 2), lr2.en.eq(advance), op.x2.eq(lr2.data),
             op.x.eq(Mux(op.pad, Cat(*[self.zero_point for _ in range(L)]), lr.data)),
             op.w.eq(wr.data),
         ]

@@ -70,12 +70,13 @@ def make_layer(spec, index):
                      activation=Activation(spec["activation"]), quant=quant)
     if spec["op"] in POOLS:
         return _pool_layer(spec, index, shape)
-    if spec["op"] == "mul":
+    if spec["op"] in ("add", "mul"):
         quant = LayerQuant(inputs=(QuantParams(spec["in_scale"], spec["zp_in"]),
                                    QuantParams(spec["in2_scale"], spec["zp_in2"])),
                            output=QuantParams(spec["out_scale"], spec["zp_out"]))
-        return Layer(name=f"layer{index}", op=Op.MUL, in_shape=shape, out_shape=shape, inputs=("x", "gate"),
-                     extra_in_shapes=((1, 1, 1, shape[3]),), activation=Activation(spec["activation"]), quant=quant)
+        other = shape if spec["op"] == "add" else (1, 1, 1, shape[3])
+        return Layer(name=f"layer{index}", op=Op(spec["op"]), in_shape=shape, out_shape=shape, inputs=("a", "b"),
+                     extra_in_shapes=(other,), activation=Activation(spec["activation"]), quant=quant)
     kernel = tuple(spec.get("kernel", (1, 1)))
     stride = tuple(spec.get("stride", (1, 1)))
     dilation = tuple(spec.get("dilation", (1, 1)))
@@ -178,7 +179,7 @@ def draw_tensors(layer, spec, gen):
     """
     if layer.op in POOLS.values():
         return None, None, gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
-    if layer.op is Op.MUL:
+    if layer.op in (Op.ADD, Op.MUL):
         return None, None, tuple(gen.integers(-128, 128, size=sh).astype(np.int8)
                                  for sh in (layer.in_shape, *layer.extra_in_shapes))
     shape = golden.weight_shape(layer)

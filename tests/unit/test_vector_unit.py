@@ -9,8 +9,8 @@ import pytest
 from mensa.hw.vector import VectorUnit
 from amaranth.sim import Simulator
 from mensa.core.ir import Op
-from tests.unit.vector_parts import (Dram, compiled, descriptor, random_depthwise, random_mul, random_pool,
-                                    vector_config)
+from tests.unit.vector_parts import (Dram, compiled, descriptor, random_add, random_depthwise, random_mul,
+                                    random_pool, vector_config)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -32,6 +32,13 @@ def test_mul_by_a_per_channel_gate_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_mul(rng))
+
+
+@pytest.mark.parametrize("seed", range(300, 306))
+def test_add_of_two_quantisations_bit_exact_under_random_gaps(seed):
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    run_layer(rng, seed, random_add(rng))
 
 
 def run_layer(rng, seed, layer):
@@ -78,4 +85,6 @@ def run_layer(rng, seed, layer):
     h, w = layer.in_shape[1:3]
     taps = {Op.DEPTHWISE: layer.kernel[0] * layer.kernel[1], Op.MUL: 1}.get(layer.op, 0)
     records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
-    assert dram.read_bytes == planes * ((h * w + taps) * g.pixel_bytes + records)
+    inputs = 2 if layer.op is Op.ADD else 1
+    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.ADD, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
+    assert dram.read_bytes == planes * ((inputs * h * w + taps) * g.pixel_bytes + records)
