@@ -40,6 +40,12 @@ quantisation records (depthwise, mul, global average pool)
     multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words. An add's and
     a mul's biases are 0; a global average pool's are ``-zp_in * H * W``.
 
+activation table (``TABLE_ADDR``, when ``ACT_TABLE``: a depthwise, add or mul with sigmoid,
+tanh, hard-swish or hard-sigmoid)
+    256 int8 entries ``T[q + 128]`` (:func:`mensa.core.golden.activation_table`), read once at
+    the layer's start; the records then requantise to the table's input (the pre-activation
+    zero point, full range) and every output byte is looked up.
+
 Max and average pools read neither weights nor records: they keep the input's quantisation.
 """
 
@@ -109,6 +115,8 @@ class VectorGeometry:
 
 
 POOLS = (Op.MAXPOOL, Op.AVGPOOL)
+#: the ops a table activation may follow (those that requantise, as the golden model has it)
+TABLE_OPS = (Op.DEPTHWISE, Op.ADD, Op.MUL)
 #: the ops the vector unit runs
 VECTOR_UNIT_OPS = (Op.DEPTHWISE, Op.ADD, Op.MUL, *POOLS, Op.GLOBAL_AVGPOOL)
 
@@ -149,8 +157,11 @@ def vector_refusal(config, layer):
     if layer.op not in VECTOR_UNIT_OPS:
         return no(f"{layer.op.value} is not run on the vector unit; allowed: "
                   f"{', '.join(op.value for op in VECTOR_UNIT_OPS)}")
-    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
-        return no(f"activation {layer.activation.value} is not run on the vector unit; allowed: none, relu, relu6")
+    clamps = (Activation.NONE, Activation.RELU, Activation.RELU6)
+    if layer.activation not in clamps and (layer.activation not in golden.TABLE_ACTIVATIONS
+                                           or layer.op not in TABLE_OPS):
+        return no(f"activation {layer.activation.value} of {layer.op.value} is not run on the vector unit; allowed: "
+                  f"none, relu, relu6, and for {', '.join(op.value for op in TABLE_OPS)} the table activations")
     if len(layer.in_shape) != 4 or layer.in_shape[0] != 1:
         return no(f"input shape {tuple(layer.in_shape)}; allowed: batch 1, NHWC")
     c = layer.in_channels
@@ -363,6 +374,12 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     elif layer.op is Op.GLOBAL_AVGPOOL:
         # the sum of x - zp over the plane: the zero point folds into the bias
         blobs["quant"] = _records(layer, params, g, np.full(c, -zp_in * h * w, np.int64), refuse)
+    zp_out = q.output.zero_point
+    if layer.activation in golden.TABLE_ACTIVATIONS:
+        if q.pre_activation is None:
+            refuse(f"quant.pre_activation: missing; allowed: a {layer.activation.value} layer with it")
+        blobs["table"] = golden.activation_table(layer.activation, q.pre_activation, q.output).view(np.uint8)
+        zp_out = q.pre_activation.zero_point      # the requantisation targets the table's input
     blobs["output"] = np.zeros(nt * oh * ow * g.pixel_bytes, np.uint8)
     regions, addr = {}, base
     for name, blob in blobs.items():
@@ -380,8 +397,8 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         "OP": OPCODES[layer.op], "IN_H": h, "IN_W": w, "IN_C": c, "OUT_H": oh, "OUT_W": ow, "OUT_C": c,
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "DILATION_H": dh, "DILATION_W": dw,
         "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1], "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
-        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
-        "LINE_ROWS": line_rows(layer),
+        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": zp_out, "QMIN": lo, "QMAX": hi,
+        "LINE_ROWS": line_rows(layer), "ACT_TABLE": int("table" in blobs),
     }
     if layer.op in (Op.ADD, Op.MUL):
         values["IN2_ZERO_POINT"] = q.inputs[1].zero_point
@@ -391,7 +408,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     regmap = register_map(config)
     registers = dict(values)
     for name, key in (("INPUT_ADDR", "input"), ("INPUT2_ADDR", "input2"), ("WEIGHT_ADDR", "weight"),
-                      ("QUANT_ADDR", "quant"), ("OUTPUT_ADDR", "output")):
+                      ("QUANT_ADDR", "quant"), ("TABLE_ADDR", "table"), ("OUTPUT_ADDR", "output")):
         if key not in regions:
             continue
         if name in regmap:

@@ -154,6 +154,7 @@ class Accelerator(wiring.Component):
             desc.out_zero_point.eq(r.out_zero_point), desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
             desc.in_multiplier.eq(r.in_multiplier), desc.in_shift.eq(r.in_shift),
             desc.in2_multiplier.eq(r.in2_multiplier), desc.in2_shift.eq(r.in2_shift),
+            desc.table.eq(r.act_table), desc.table_addr.eq(wide("TABLE_ADDR")),
             desc.input_addr.eq(wide("INPUT_ADDR")), desc.input2_addr.eq(wide("INPUT2_ADDR")),
             desc.weight_addr.eq(wide("WEIGHT_ADDR")), desc.quant_addr.eq(wide("QUANT_ADDR")),
             desc.output_addr.eq(wide("OUTPUT_ADDR")),

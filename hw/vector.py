@@ -15,7 +15,8 @@ lays it out. Its parts, joined by streams:
   tap per pixel, its channel's gate the weight, both zero points subtracted), or
   :class:`~mensa.hw.vector_add.AddLanes` rescales an add's two inputs and sums them;
 - :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) requantises the sums (depthwise,
-  global average pool), or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
+  add, mul, global average pool) and :class:`~mensa.hw.vector_table.TableActivation` looks
+  the result up in a table activation's table, or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
   (max and average pool);
 - :class:`~mensa.hw.vector_writer.VectorWriter` writes the output planes.
 """
@@ -32,6 +33,7 @@ from mensa.hw.vector_add import AddLanes
 from mensa.hw.vector_lanes import LaneMacArray, OperandFetch
 from mensa.hw.vector_layer import decode_mode, route_layout, vector_desc_layout
 from mensa.hw.vector_pool import PoolReducer
+from mensa.hw.vector_table import TableActivation
 from mensa.hw.vector_loader import VectorLoader, VectorReadIssuer
 from mensa.hw.vector_walk import WindowWalker
 from mensa.hw.vector_writer import VectorWriter
@@ -94,6 +96,7 @@ class VectorUnit(wiring.Component):
         m.submodules.requant = requant = Requantizer(lanes=g.lanes)
         m.submodules.pool = pool = PoolReducer(lanes=g.lanes)
         m.submodules.adder = adder = AddLanes(lanes=g.lanes)
+        m.submodules.table = table = TableActivation(lanes=g.lanes, word_bytes=g.word_bytes)
         m.submodules.writer = writer = VectorWriter(geometry=g, addr_bits=A)
 
         # the layer is latched at start; the parts begin a cycle later, from the latched copy
@@ -143,7 +146,10 @@ class VectorUnit(wiring.Component):
         _steer(m, mode.pool, fetch.operands, lanes, pool.operands)
         _steer(m, mode.add, lanes, macs.operands, adder.operands)
         _merge(m, mode.add, macs.sums, adder.sums, requant.accs)
-        _merge(m, mode.pool, requant.outs, pool.outs, writer.outs)
+        wiring.connect(m, requant.outs, table.ins)
+        m.d.comb += [table.enable.eq(d.table), table.w_addr.eq(loader.table_addr), table.w_data.eq(loader.table_data),
+                     table.w_en.eq(loader.table_en)]
+        _merge(m, mode.pool, table.outs, pool.outs, writer.outs)
         wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))
         wiring.connect(m, writer.wr_data, wiring.flipped(self.wr_data))
         wiring.connect(m, wiring.flipped(self.wr_done), writer.wr_done)

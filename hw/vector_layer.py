@@ -11,7 +11,7 @@ from amaranth.lib import data
 from mensa.contract.regs import OPCODES
 from mensa.core.ir import Op
 
-__all__ = ["vector_desc_layout", "tap_layout", "operand_layout", "Q", "WTS", "ROW", "ROW2", "route_layout", "mode_layout",
+__all__ = ["vector_desc_layout", "tap_layout", "operand_layout", "Q", "WTS", "ROW", "ROW2", "TBL", "route_layout", "mode_layout",
            "decode_mode"]
 
 
@@ -23,15 +23,16 @@ def vector_desc_layout(addr_bits):
         "kernel_h": 8, "kernel_w": 8, "stride_h": 8, "stride_w": 8, "dilation_h": 8, "dilation_w": 8,
         "pad_top": 8, "pad_bottom": 8, "pad_left": 8, "line_rows": 8,
         "in_zero_point": 8, "in2_zero_point": 8, "out_zero_point": 8, "qmin": 8, "qmax": 8,
-        "in_multiplier": 32, "in_shift": 8, "in2_multiplier": 32, "in2_shift": 8,
-        "input_addr": addr_bits, "input2_addr": addr_bits, "weight_addr": addr_bits, "quant_addr": addr_bits, "output_addr": addr_bits,
+        "in_multiplier": 32, "in_shift": 8, "in2_multiplier": 32, "in2_shift": 8, "table": 1,
+        "input_addr": addr_bits, "input2_addr": addr_bits, "table_addr": addr_bits, "weight_addr": addr_bits, "quant_addr": addr_bits, "output_addr": addr_bits,
     })
 
 
 # What a read command's words are (the read route): a channel tile's quantisation record, its
-# kernel's tap vectors, one input row of its plane, or (an add) the second input's same row.
-Q, WTS, ROW, ROW2 = 0, 1, 2, 3
-route_layout = 2
+# kernel's tap vectors, one input row of its plane, (an add) the second input's same row, or
+# (once per layer, first) the activation table.
+Q, WTS, ROW, ROW2, TBL = 0, 1, 2, 3, 4
+route_layout = 3
 
 
 def tap_layout(line_depth, weight_depth):

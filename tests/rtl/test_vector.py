@@ -158,7 +158,7 @@ def test_depthwise_3x3_on_pascal_fpga_keeps_the_lanes_busy(stride, tmp_path):
 
 
 ZOO_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "resnet50")
-REDUCED = 10        # spatial sizes above this are cut to it: the slow suite runs every distinct shape's
+REDUCED = 5         # spatial sizes above this are cut to it: the slow suite runs every distinct shape's
                     # channels, kernel, stride and padding, on planes a simulation gets through
 
 
@@ -200,7 +200,7 @@ def zoo_vector_specs():
 @pytest.mark.slow
 def test_zoo_depthwise_pool_add_and_mul_shapes_on_pascal_fpga_bit_exact(tmp_path):
     """Every distinct depthwise, pool, add and mul shape of MobileNetV2, MobileNetV3-Large and ResNet-50 (planes cut
-    to 10x10) on pascal-fpga's vector unit, DRAM latency 1-50 and random pauses: bit-exact, each input
+    to 5x5) on pascal-fpga's vector unit, DRAM latency 1-50 and random pauses: bit-exact, each input
     pixel read once."""
     from mensa.core.config import load, to_dict
     cfg = {"accelerator": to_dict(load("pascal-fpga").accelerator[0])}

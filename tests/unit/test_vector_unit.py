@@ -10,7 +10,7 @@ from mensa.hw.vector import VectorUnit
 from amaranth.sim import Simulator
 from mensa.core.ir import Op
 from tests.unit.vector_parts import (Dram, compiled, descriptor, random_add, random_depthwise, random_mul,
-                                    random_pool, vector_config)
+                                    random_pool, vector_config, with_table)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -39,6 +39,14 @@ def test_add_of_two_quantisations_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_add(rng))
+
+
+@pytest.mark.parametrize("seed", range(400, 406))
+def test_table_activations_after_the_requantiser_bit_exact(seed):
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    layer = (random_depthwise, random_add, random_mul)[seed % 3](rng)
+    run_layer(rng, seed, with_table(rng, layer))
 
 
 def run_layer(rng, seed, layer):
@@ -87,4 +95,5 @@ def run_layer(rng, seed, layer):
     records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
     inputs = 2 if layer.op is Op.ADD else 1
     records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.ADD, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
-    assert dram.read_bytes == planes * ((inputs * h * w + taps) * g.pixel_bytes + records)
+    table = 256 if layer.activation.value not in ("none", "relu", "relu6") else 0
+    assert dram.read_bytes == planes * ((inputs * h * w + taps) * g.pixel_bytes + records) + table

@@ -1,5 +1,7 @@
 """What the vector unit's unit tests share: a small config, random depthwise layers, a DRAM model."""
 
+import dataclasses
+
 import numpy as np
 
 from mensa.contract.vector_program import compile_vector
@@ -78,6 +80,14 @@ def random_add(rng, *, max_hw=7, max_c=9):
                  extra_in_shapes=(shape,), activation=rng.choice(list(Activation)[:3]), quant=quant)
 
 
+def with_table(rng, layer):
+    """``layer`` with a table activation (sigmoid, tanh, hard-swish or hard-sigmoid) after its requantisation."""
+    act = rng.choice([Activation.SIGMOID, Activation.TANH, Activation.HARD_SWISH, Activation.HARD_SIGMOID])
+    quant = dataclasses.replace(layer.quant, pre_activation=QuantParams(rng.uniform(0.02, 0.1), rng.randint(-20, 20)),
+                                output=QuantParams(1 / 128 if act is Activation.SIGMOID else 1 / 64, rng.randint(-30, 30)))
+    return dataclasses.replace(layer, activation=act, quant=quant)
+
+
 def compiled(config, layer, seed):
     """The program of ``layer`` with random weights, bias and input, and the golden output."""
     gen = np.random.default_rng(seed)
@@ -106,7 +116,8 @@ def descriptor(prog, lanes):
         "in_zero_point": r["IN_ZERO_POINT"] & 0xFF, "in2_zero_point": r.get("IN2_ZERO_POINT", 0) & 0xFF,
         "input2_addr": r.get("INPUT2_ADDR", 0), "in_multiplier": r.get("IN_MULTIPLIER", 0) & 0xFFFFFFFF,
         "in_shift": r.get("IN_SHIFT", 0) & 0xFF, "in2_multiplier": r.get("IN2_MULTIPLIER", 0) & 0xFFFFFFFF,
-        "in2_shift": r.get("IN2_SHIFT", 0) & 0xFF, "out_zero_point": r["OUT_ZERO_POINT"] & 0xFF,
+        "in2_shift": r.get("IN2_SHIFT", 0) & 0xFF, "table": r["ACT_TABLE"], "table_addr": r.get("TABLE_ADDR", 0),
+        "out_zero_point": r["OUT_ZERO_POINT"] & 0xFF,
         "qmin": r["QMIN"] & 0xFF, "qmax": r["QMAX"] & 0xFF,
         "input_addr": r["INPUT_ADDR"], "weight_addr": r.get("WEIGHT_ADDR", 0), "quant_addr": r.get("QUANT_ADDR", 0),
         "output_addr": r["OUTPUT_ADDR"],
