@@ -68,7 +68,7 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
     layer : :class:`~mensa.core.ir.Layer`
         A quantised layer.
     params : :class:`~mensa.core.golden.LayerParams`
-    x : int8 array of ``layer.in_shape``
+    x : int8 array of ``layer.in_shape``, or a tuple of the inputs of a two-input op (mul)
     base : int
         Where the layer's image starts: a DRAM byte address (systolic, a multiple of 4096)
         or a vault word (near-memory).

@@ -217,6 +217,15 @@ def register_map(config):
         b.add("LINE_DEPTH", 32, RO, "pixel vectors the vector unit's line buffer holds", const=line_depth(config))
         b.add("LINE_ROWS", 8, RW, "input rows of the line buffer's ring: the window's rows plus the vertical "
                                   "stride, so the next output row's rows load while this one computes")
+        b.add("IN2_ZERO_POINT", 8, RW, "zero point of the second input (add's, mul's gate)", signed=True)
+        b.wide("INPUT2_ADDR", config.memory.addr_bits, RW, "DRAM byte address of the second input (add's, "
+                                                           "mul's gate)")
+        b.add("ACT_TABLE", 1, RW, "1: the requantised output goes through the 256-entry activation table")
+        b.wide("TABLE_ADDR", config.memory.addr_bits, RW, "DRAM byte address of the activation table (int8 "
+                                                          "T[q + 128])")
+        for n, which in (("", "first"), ("2", "second")):
+            b.add(f"IN{n}_MULTIPLIER", 32, RW, f"add: Q31 multiplier of the {which} input's rescale", signed=True)
+            b.add(f"IN{n}_SHIFT", 8, RW, f"add: shift of the {which} input's rescale (at most 0)", signed=True)
     return RegisterMap(tuple(b.registers))
 
 

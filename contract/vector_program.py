@@ -1,6 +1,8 @@
 """The program compiler of the vector unit: a layer -> descriptor registers + DRAM image.
 
-A systolic accelerator with a vector unit (``config.vector``) runs depthwise convs on it,
+A systolic accelerator with a vector unit (``config.vector``) runs depthwise convs, max,
+average and global average pools, element-wise add and the squeeze-excite mul by a
+per-channel gate on it,
 one lane per channel: :func:`compile_vector` turns a layer, its integer parameters and
 its input into a :class:`VectorProgram`, and :func:`vector_refusal` holds every rule on
 the layer's shape (the scheduler asks it where a layer may go; the compiler asks it first).
@@ -21,11 +23,30 @@ activations (the input and the output: the same layout for every vector op)
 weights (depthwise)
     per channel tile, ``kh * kw`` tap vectors in row-major tap order, lane ``i`` holding
     channel ``t * lanes + i``'s weight.
-quantisation records
-    one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
+add's second input (``INPUT2_ADDR``)
+    the activation layout; its rows load into the line buffer's upper half beside the first
+    input's. The two inputs' rescales (multiplier, shift at most 0, zero point) are registers
+    (``IN_MULTIPLIER``, ``IN_SHIFT``, ``IN2_MULTIPLIER``, ``IN2_SHIFT``, ``IN_ZERO_POINT``,
+    ``IN2_ZERO_POINT``); the output multiplier and shift are in the records.
+mul's gate (the second input, ``INPUT2_ADDR``)
+    a (1, 1, 1, C) tensor in the activation layout: one pixel vector per channel tile, which
+    is the weight layout of a one-tap kernel; the lanes subtract the input's and the gate's
+    zero points (``IN_ZERO_POINT``, ``IN2_ZERO_POINT``) before they multiply.
+quantisation records (depthwise, mul, global average pool)
+    the per-layer multiplier and shift of a mul or a global average pool are written into
+    every lane of the records (one way for every op that requantises); one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
     int32 biases with the input zero point folded in (``bias - zp_in * sum(w)``, wrapping
     like the 32-bit adder, so padded taps multiply the zero point), ``lanes`` int32 Q31
-    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words.
+    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words. An add's and
+    a mul's biases are 0; a global average pool's are ``-zp_in * H * W``.
+
+activation table (``TABLE_ADDR``, when ``ACT_TABLE``: a depthwise, add or mul with sigmoid,
+tanh, hard-swish or hard-sigmoid)
+    256 int8 entries ``T[q + 128]`` (:func:`mensa.core.golden.activation_table`), read once at
+    the layer's start; the records then requantise to the table's input (the pre-activation
+    zero point, full range) and every output byte is looked up.
+
+Max and average pools read neither weights nor records: they keep the input's quantisation.
 """
 
 from dataclasses import dataclass
@@ -94,8 +115,10 @@ class VectorGeometry:
 
 
 POOLS = (Op.MAXPOOL, Op.AVGPOOL)
+#: the ops a table activation may follow (those that requantise, as the golden model has it)
+TABLE_OPS = (Op.DEPTHWISE, Op.ADD, Op.MUL)
 #: the ops the vector unit runs
-VECTOR_UNIT_OPS = (Op.DEPTHWISE, *POOLS, Op.GLOBAL_AVGPOOL)
+VECTOR_UNIT_OPS = (Op.DEPTHWISE, Op.ADD, Op.MUL, *POOLS, Op.GLOBAL_AVGPOOL)
 
 
 def window(layer):
@@ -103,6 +126,8 @@ def window(layer):
     whole plane."""
     if layer.op is Op.GLOBAL_AVGPOOL:
         return tuple(layer.in_shape[1:3]), (1, 1), (1, 1), (0, 0, 0, 0)
+    if layer.op in (Op.ADD, Op.MUL):
+        return (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
     return tuple(layer.kernel), tuple(layer.stride), tuple(layer.dilation), tuple(layer.padding)
 
 
@@ -132,8 +157,11 @@ def vector_refusal(config, layer):
     if layer.op not in VECTOR_UNIT_OPS:
         return no(f"{layer.op.value} is not run on the vector unit; allowed: "
                   f"{', '.join(op.value for op in VECTOR_UNIT_OPS)}")
-    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
-        return no(f"activation {layer.activation.value} is not run on the vector unit; allowed: none, relu, relu6")
+    clamps = (Activation.NONE, Activation.RELU, Activation.RELU6)
+    if layer.activation not in clamps and (layer.activation not in golden.TABLE_ACTIVATIONS
+                                           or layer.op not in TABLE_OPS):
+        return no(f"activation {layer.activation.value} of {layer.op.value} is not run on the vector unit; allowed: "
+                  f"none, relu, relu6, and for {', '.join(op.value for op in TABLE_OPS)} the table activations")
     if len(layer.in_shape) != 4 or layer.in_shape[0] != 1:
         return no(f"input shape {tuple(layer.in_shape)}; allowed: batch 1, NHWC")
     c = layer.in_channels
@@ -145,7 +173,15 @@ def vector_refusal(config, layer):
     if max(h, w, oh, ow, c) >= 1 << 16:
         return no(f"dimensions {h}x{w}x{c} -> {oh}x{ow}; allowed: each below 65536")
     (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window(layer)
-    if layer.op is Op.GLOBAL_AVGPOOL:
+    if layer.op is Op.ADD:
+        other = tuple(layer.extra_in_shapes[0]) if layer.extra_in_shapes else None
+        if other != tuple(layer.in_shape):
+            return no(f"add of {tuple(layer.in_shape)} and {other}; allowed: two inputs of one shape")
+    elif layer.op is Op.MUL:
+        gate = tuple(layer.extra_in_shapes[0]) if layer.extra_in_shapes else None
+        if gate != (1, 1, 1, c):
+            return no(f"mul by a gate of shape {gate}; allowed: a per-channel gate (1, 1, 1, {c})")
+    elif layer.op is Op.GLOBAL_AVGPOOL:
         if max(h, w) > 255:
             return no(f"global average pool over {h}x{w}; allowed: at most 255x255 (the kernel registers)")
     else:
@@ -162,6 +198,8 @@ def vector_refusal(config, layer):
             return no(f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
                       f"most {span_h} rows (the kernel's reach) above and below, 255 columns left and right")
     rows, depth = line_rows(layer), line_depth(config)
+    if layer.op is Op.ADD:
+        depth //= 2             # the second input's rows in the upper half
     if rows > 255 or rows * w > depth:
         return no(f"{rows} input rows of {w} pixels do not fit the line buffer of {depth} pixel vectors "
                   f"(vector.line_kib {config.vector.line_kib}); allowed: rows x width <= {depth}")
@@ -288,7 +326,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         A systolic accelerator with a vector unit.
     layer : :class:`~mensa.core.ir.Layer`
     params : :class:`~mensa.core.golden.LayerParams`
-    inputs : int8 array of ``layer.in_shape``
+    inputs : int8 array of ``layer.in_shape``, or for an add or a mul the pair of its inputs
     base : int
         DRAM byte address of the image, a multiple of 4096.
 
@@ -310,9 +348,11 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     q = layer.quant
     if q is None:
         refuse("quant: missing; allowed: a quantised layer (quantise the network first)")
-    x = np.asarray(inputs)
-    if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
-        refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
+    xs = [np.asarray(v) for v in (inputs if isinstance(inputs, (tuple, list)) else (inputs,))]
+    shapes = (tuple(layer.in_shape), *map(tuple, layer.extra_in_shapes))
+    if len(xs) != len(layer.inputs) or any(v.shape != sh or v.dtype != np.int8 for v, sh in zip(xs, shapes)):
+        refuse(f"inputs {[f'{v.dtype} {v.shape}' for v in xs]}; allowed: int8 of shapes {list(shapes[:len(layer.inputs)])}")
+    x = xs[0]
     g = VectorGeometry.of(config)
     _, h, w, c = layer.in_shape
     _, oh, ow, _ = layer.out_shape
@@ -321,9 +361,25 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     blobs = {"input": to_planes(x.reshape(h, w, c), g).view(np.uint8)}
     if layer.op is Op.DEPTHWISE:
         blobs.update(_depthwise_blobs(layer, params, g, zp_in, refuse))
+    elif layer.op is Op.ADD:
+        for shift in params.input_shifts:
+            if not -31 <= shift <= 0:
+                refuse(f"input shift {shift}; allowed: -31..0 (input multipliers at most 1/2, as add's are)")
+        blobs["input2"] = to_planes(xs[1].reshape(h, w, c), g).view(np.uint8)
+        blobs["quant"] = _records(layer, params, g, np.zeros(c, np.int64), refuse)
+    elif layer.op is Op.MUL:
+        # the gate in the activation layout (one pixel per plane) is the weight layout of one tap
+        blobs["input2"] = to_planes(xs[1].reshape(1, 1, c), g).view(np.uint8)
+        blobs["quant"] = _records(layer, params, g, np.zeros(c, np.int64), refuse)
     elif layer.op is Op.GLOBAL_AVGPOOL:
         # the sum of x - zp over the plane: the zero point folds into the bias
         blobs["quant"] = _records(layer, params, g, np.full(c, -zp_in * h * w, np.int64), refuse)
+    zp_out = q.output.zero_point
+    if layer.activation in golden.TABLE_ACTIVATIONS:
+        if q.pre_activation is None:
+            refuse(f"quant.pre_activation: missing; allowed: a {layer.activation.value} layer with it")
+        blobs["table"] = golden.activation_table(layer.activation, q.pre_activation, q.output).view(np.uint8)
+        zp_out = q.pre_activation.zero_point      # the requantisation targets the table's input
     blobs["output"] = np.zeros(nt * oh * ow * g.pixel_bytes, np.uint8)
     regions, addr = {}, base
     for name, blob in blobs.items():
@@ -341,13 +397,18 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         "OP": OPCODES[layer.op], "IN_H": h, "IN_W": w, "IN_C": c, "OUT_H": oh, "OUT_W": ow, "OUT_C": c,
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "DILATION_H": dh, "DILATION_W": dw,
         "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1], "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
-        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
-        "LINE_ROWS": line_rows(layer),
+        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": zp_out, "QMIN": lo, "QMAX": hi,
+        "LINE_ROWS": line_rows(layer), "ACT_TABLE": int("table" in blobs),
     }
+    if layer.op in (Op.ADD, Op.MUL):
+        values["IN2_ZERO_POINT"] = q.inputs[1].zero_point
+    if layer.op is Op.ADD:
+        (ma, mb), (sa, sb) = params.input_multipliers, params.input_shifts
+        values.update(IN_MULTIPLIER=ma, IN_SHIFT=sa, IN2_MULTIPLIER=mb, IN2_SHIFT=sb)
     regmap = register_map(config)
     registers = dict(values)
-    for name, key in (("INPUT_ADDR", "input"), ("WEIGHT_ADDR", "weight"), ("QUANT_ADDR", "quant"),
-                      ("OUTPUT_ADDR", "output")):
+    for name, key in (("INPUT_ADDR", "input"), ("INPUT2_ADDR", "input2"), ("WEIGHT_ADDR", "weight"),
+                      ("QUANT_ADDR", "quant"), ("TABLE_ADDR", "table"), ("OUTPUT_ADDR", "output")):
         if key not in regions:
             continue
         if name in regmap:

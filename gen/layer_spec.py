@@ -10,9 +10,11 @@ A spec is a zoo model's layer (``MODEL:LAYER``, by name or index) or written out
     maxpool:in=112x112x64,kernel=3,stride=2,padding=same
     avgpool:in=14x14x32,kernel=3,stride=1,padding=1
     global_avgpool:in=7x7x1280
+    add:in=28x28x32             (of a second random input with its own quantisation)
+    mul:in=14x14x480            (by a random per-channel gate, squeeze-excite)
 
-Depthwise convs and the pools run on the accelerator's vector unit when it has one
-(``[accelerator.vector]``), and pools only there.
+Depthwise convs, pools, add and mul run on the accelerator's vector unit when it has one
+(``[accelerator.vector]``), and pools, add and mul only there.
 """
 
 import random
@@ -30,9 +32,9 @@ from mensa.sim.tb_accelerator import BIAS_MAX, POOLS, WEIGHT_MIN, make_layer
 
 __all__ = ["parse_layer", "systolic_accelerator", "check_layer", "LayerSpecError", "OPS"]
 
-OPS = ("conv2d", "depthwise", "pointwise", "fc", "maxpool", "avgpool", "global_avgpool")
+OPS = ("conv2d", "depthwise", "pointwise", "fc", "maxpool", "avgpool", "global_avgpool", "add", "mul")
 #: the ops whose output has the input's channels (no out=...)
-SAME_CHANNELS = ("depthwise", "maxpool", "avgpool", "global_avgpool")
+SAME_CHANNELS = ("depthwise", "maxpool", "avgpool", "global_avgpool", "add", "mul")
 KEYS = {
     "conv2d": ("in", "out", "kernel", "stride", "padding", "dilation", "act"),
     "depthwise": ("in", "kernel", "stride", "padding", "dilation", "act"),
@@ -41,6 +43,8 @@ KEYS = {
     "maxpool": ("in", "kernel", "stride", "padding", "act"),
     "avgpool": ("in", "kernel", "stride", "padding", "act"),
     "global_avgpool": ("in", "act"),
+    "add": ("in", "act"),
+    "mul": ("in", "act"),
 }
 ACTIVATIONS = ("none", "relu", "relu6")
 DIM_MAX = (1 << 16) - 1         # IN_H, IN_W, IN_C, OUT_C ... are 16-bit registers
@@ -147,7 +151,7 @@ def _from_zoo(model, which, seed):
                                  f"(see `mensa analyze {model}`)")
         layer = named[which]
     ops = {Op.CONV2D: "conv2d", Op.DEPTHWISE: "depthwise", Op.FC: "fc", Op.MAXPOOL: "maxpool",
-           Op.AVGPOOL: "avgpool", Op.GLOBAL_AVGPOOL: "global_avgpool"}
+           Op.AVGPOOL: "avgpool", Op.GLOBAL_AVGPOOL: "global_avgpool", Op.ADD: "add", Op.MUL: "mul"}
     if layer.op not in ops or (layer.op is Op.CONV2D and layer.groups != 1):
         raise LayerSpecError(f"{model}:{layer.name} is a {layer.op.value} layer"
                              f"{' with groups' if layer.op is Op.CONV2D else ''}; the systolic accelerator runs "
@@ -159,7 +163,7 @@ def _from_zoo(model, which, seed):
             "activation": layer.activation.value, "name": f"{model}:{layer.name}"}
     if layer.op in (Op.MAXPOOL, Op.AVGPOOL):
         spec.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=list(layer.padding))
-    elif layer.op not in (Op.FC, Op.GLOBAL_AVGPOOL):
+    elif layer.op not in (Op.FC, Op.GLOBAL_AVGPOOL, Op.ADD, Op.MUL):
         spec.update(kernel=list(layer.kernel), stride=list(layer.stride), dilation=list(layer.dilation),
                     padding=list(layer.padding))
     return _quantised(spec, seed)
@@ -173,6 +177,10 @@ def _quantised(spec, seed):
         fan_in *= spec["kernel"][0] * spec["kernel"][1]
     spec.update(zp_in=r.randint(-128, 127), zp_out=r.randint(-20, 20), in_scale=r.uniform(0.02, 0.1),
                 out_scale=r.uniform(0.05, 0.5) * fan_in ** 0.5)
+    if spec["op"] == "mul":
+        spec.update(zp_in2=r.randint(-128, 127), in2_scale=r.uniform(0.002, 0.008))
+    if spec["op"] == "add":
+        spec.update(zp_in2=r.randint(-128, 127), in2_scale=r.uniform(0.02, 0.1), out_scale=r.uniform(0.05, 0.2))
     return spec
 
 
@@ -218,12 +226,13 @@ def check_layer(spec, acc):
         parts = ", ".join(f"{name} {size:,} B" for name, size in sizes.items())
         raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: {parts}; allowed: at most "
                              f"{SIM_IMAGE_MAX:,} bytes in all (the simulated DRAM)")
-    if layer.op in POOLS.values():
+    if layer.op in (*POOLS.values(), Op.ADD, Op.MUL):
         params = golden.layer_params(layer)
     else:
         params = golden.layer_params(layer, weights=np.full(golden.weight_shape(layer), WEIGHT_MIN, np.int8),
                                      bias=np.full(layer.out_channels, BIAS_MAX, np.int32))
-    prog = compile_layer(acc, layer, params, np.zeros(layer.in_shape, np.int8))
+    zeros = tuple(np.zeros(sh, np.int8) for sh in (layer.in_shape, *layer.extra_in_shapes))
+    prog = compile_layer(acc, layer, params, zeros if len(zeros) > 1 else zeros[0])
     if prog.image.size > SIM_IMAGE_MAX:
         raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: a DRAM image of {prog.image.size:,} bytes; "
                              f"allowed: at most {SIM_IMAGE_MAX:,} (the simulated DRAM)")

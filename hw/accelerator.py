@@ -14,7 +14,7 @@ It runs conv2d (kernels of any size, stride 1 or 2, padding, dilation), depthwis
 pointwise conv and fully connected layers, of any size whose one output pixel's input
 window fits the scratchpad's half (M tiles sized to the accumulator and the scratchpad).
 
-With a vector unit (``config.vector``), the opcodes it runs (depthwise conv, max, average and global average pool) start it
+With a vector unit (``config.vector``), the opcodes it runs (depthwise conv, add, mul, max, average and global average pool) start it
 instead of the sequencer: the engine is chosen at START, and the DMA's client ports follow
 that choice until the next START.
 """
@@ -150,10 +150,14 @@ class Accelerator(wiring.Component):
             desc.dilation_h.eq(r.dilation_h), desc.dilation_w.eq(r.dilation_w),
             desc.pad_top.eq(r.pad_top), desc.pad_bottom.eq(r.pad_bottom), desc.pad_left.eq(r.pad_left),
             desc.line_rows.eq(r.line_rows),
-            desc.in_zero_point.eq(r.in_zero_point), desc.out_zero_point.eq(r.out_zero_point),
-            desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
-            desc.input_addr.eq(wide("INPUT_ADDR")), desc.weight_addr.eq(wide("WEIGHT_ADDR")),
-            desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
+            desc.in_zero_point.eq(r.in_zero_point), desc.in2_zero_point.eq(r.in2_zero_point),
+            desc.out_zero_point.eq(r.out_zero_point), desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
+            desc.in_multiplier.eq(r.in_multiplier), desc.in_shift.eq(r.in_shift),
+            desc.in2_multiplier.eq(r.in2_multiplier), desc.in2_shift.eq(r.in2_shift),
+            desc.table.eq(r.act_table), desc.table_addr.eq(wide("TABLE_ADDR")),
+            desc.input_addr.eq(wide("INPUT_ADDR")), desc.input2_addr.eq(wide("INPUT2_ADDR")),
+            desc.weight_addr.eq(wide("WEIGHT_ADDR")), desc.quant_addr.eq(wide("QUANT_ADDR")),
+            desc.output_addr.eq(wide("OUTPUT_ADDR")),
         ]
         is_vector = Signal()
         m.d.comb += is_vector.eq(Cat(*[r.op == OPCODES[op] for op in VECTOR_UNIT_OPS]).any())

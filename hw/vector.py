@@ -11,9 +11,12 @@ lays it out. Its parts, joined by streams:
 - :class:`~mensa.hw.vector_walk.WindowWalker` walks tiles, output rows, pixels and taps, one
   tap per cycle;
 - :class:`~mensa.hw.vector_lanes.OperandFetch` reads each tap's pixel and weight vectors,
-  :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them;
+  :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them (a mul: one
+  tap per pixel, its channel's gate the weight, both zero points subtracted), or
+  :class:`~mensa.hw.vector_add.AddLanes` rescales an add's two inputs and sums them;
 - :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) requantises the sums (depthwise,
-  global average pool), or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
+  add, mul, global average pool) and :class:`~mensa.hw.vector_table.TableActivation` looks
+  the result up in a table activation's table, or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
   (max and average pool);
 - :class:`~mensa.hw.vector_writer.VectorWriter` writes the output planes.
 """
@@ -26,9 +29,11 @@ from mensa.contract.vector_program import TAPS_MAX, VectorGeometry
 from mensa.hw.dma import command_layout, read_layout, write_layout
 from mensa.hw.queue import Queue
 from mensa.hw.requant import Requantizer
+from mensa.hw.vector_add import AddLanes
 from mensa.hw.vector_lanes import LaneMacArray, OperandFetch
 from mensa.hw.vector_layer import decode_mode, route_layout, vector_desc_layout
 from mensa.hw.vector_pool import PoolReducer
+from mensa.hw.vector_table import TableActivation
 from mensa.hw.vector_loader import VectorLoader, VectorReadIssuer
 from mensa.hw.vector_walk import WindowWalker
 from mensa.hw.vector_writer import VectorWriter
@@ -39,7 +44,7 @@ ROUTES = 8          # read commands in flight between the issue and the loader
 
 
 class VectorUnit(wiring.Component):
-    """Runs one depthwise, pooling or global average pooling layer from DRAM on ``vector.lanes`` lanes.
+    """Runs one depthwise, add, mul, pooling or global average pooling layer from DRAM on ``vector.lanes`` lanes.
 
     Parameters
     ----------
@@ -90,6 +95,8 @@ class VectorUnit(wiring.Component):
         m.submodules.macs = macs = LaneMacArray(lanes=g.lanes)
         m.submodules.requant = requant = Requantizer(lanes=g.lanes)
         m.submodules.pool = pool = PoolReducer(lanes=g.lanes)
+        m.submodules.adder = adder = AddLanes(lanes=g.lanes)
+        m.submodules.table = table = TableActivation(lanes=g.lanes, word_bytes=g.word_bytes)
         m.submodules.writer = writer = VectorWriter(geometry=g, addr_bits=A)
 
         # the layer is latched at start; the parts begin a cycle later, from the latched copy
@@ -126,12 +133,23 @@ class VectorUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rd_data), loader.rd_data)
         wiring.connect(m, loader.quant, requant.quant)
         wiring.connect(m, walk.taps, fetch.taps)
-        wiring.connect(m, macs.sums, requant.accs)
-        # the taps go to the lanes' MACs and the requantiser, or (a max or average pool) to the pool reducer
+        # the taps go to the lanes' MACs (or an add's rescalers) and the requantiser, or (a max or
+        # average pool) to the pool reducer
         mode = decode_mode(m, d.op)
-        m.d.comb += [macs.plain.eq(mode.plain), pool.max.eq(mode.max), pool.qmin.eq(d.qmin), pool.qmax.eq(d.qmax)]
-        _steer(m, mode.pool, fetch.operands, macs.operands, pool.operands)
-        _merge(m, mode.pool, requant.outs, pool.outs, writer.outs)
+        m.d.comb += [macs.plain.eq(mode.plain), pool.max.eq(mode.max), pool.qmin.eq(d.qmin), pool.qmax.eq(d.qmax),
+                     macs.x_offset.eq(Mux(mode.offsets, d.in_zero_point, 0)),
+                     macs.w_offset.eq(Mux(mode.offsets, d.in2_zero_point, 0))]
+        m.d.comb += [adder.zero_point.eq(d.in_zero_point), adder.zero_point2.eq(d.in2_zero_point),
+                     adder.multiplier.eq(d.in_multiplier), adder.multiplier2.eq(d.in2_multiplier),
+                     adder.right.eq(-d.in_shift.as_signed()), adder.right2.eq(-d.in2_shift.as_signed())]
+        lanes = stream.Signature(fetch.operands.payload.shape()).create()
+        _steer(m, mode.pool, fetch.operands, lanes, pool.operands)
+        _steer(m, mode.add, lanes, macs.operands, adder.operands)
+        _merge(m, mode.add, macs.sums, adder.sums, requant.accs)
+        wiring.connect(m, requant.outs, table.ins)
+        m.d.comb += [table.enable.eq(d.table), table.w_addr.eq(loader.table_addr), table.w_data.eq(loader.table_data),
+                     table.w_en.eq(loader.table_en)]
+        _merge(m, mode.pool, table.outs, pool.outs, writer.outs)
         wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))
         wiring.connect(m, writer.wr_data, wiring.flipped(self.wr_data))
         wiring.connect(m, wiring.flipped(self.wr_done), writer.wr_done)

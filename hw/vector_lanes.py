@@ -45,7 +45,8 @@ class OperandFetch(wiring.Component):
         The input zero point, read for a padded tap.
     taps : ``In(stream.Signature(tap_layout))``
     operands : ``Out(stream.Signature(operand_layout(lanes)))``
-        One beat per tap, a cycle later, in order.
+        One beat per tap, a cycle later, in order; ``x2`` the line buffer's upper half at the
+        tap's place plus ``line_depth // 2`` (an add's second input).
     """
 
     def __init__(self, *, lanes, line_depth, weight_depth):
@@ -66,7 +67,7 @@ class OperandFetch(wiring.Component):
         m.submodules.line = line = memory.Memory(shape=8 * L, depth=self._line_depth, init=[])
         m.submodules.weights = weights = memory.Memory(shape=8 * L, depth=2 * self._weight_depth, init=[])
         lw, ww = line.write_port(), weights.write_port()
-        lr, wr = line.read_port(), weights.read_port()
+        lr, lr2, wr = line.read_port(), line.read_port(), weights.read_port()
         m.d.comb += [lw.addr.eq(self.line_addr), lw.data.eq(self.line_data), lw.en.eq(self.line_en),
                      ww.addr.eq(self.weight_addr), ww.data.eq(self.weight_data), ww.en.eq(self.weight_en)]
 
@@ -76,6 +77,7 @@ class OperandFetch(wiring.Component):
             advance.eq(~self.operands.valid | self.operands.ready),
             self.taps.ready.eq(advance),
             lr.addr.eq(tp.line_addr), wr.addr.eq(tp.weight_addr), lr.en.eq(advance), wr.en.eq(advance),
+            lr2.addr.eq(tp.line_addr + self._line_depth // 2), lr2.en.eq(advance), op.x2.eq(lr2.data),
             op.x.eq(Mux(op.pad, Cat(*[self.zero_point for _ in range(L)]), lr.data)),
             op.w.eq(wr.data),
         ]
@@ -101,6 +103,9 @@ class LaneMacArray(wiring.Component):
     sums : ``Out(stream.Signature(acc_layout(lanes)))``
     plain : ``In(1)``
         Sum the activations themselves (the weights are ignored): a global average pool.
+    x_offset, w_offset : ``In(signed(8))``
+        Subtracted from every activation and weight before the product (mul's zero points; 0
+        otherwise: depthwise folds its zero point into the bias).
     busy : ``Out(1)``
         An operand is taken this cycle.
     """
@@ -111,7 +116,7 @@ class LaneMacArray(wiring.Component):
         super().__init__({
             "operands": In(stream.Signature(operand_layout(lanes))),
             "sums": Out(stream.Signature(acc_layout(lanes))),
-            "plain": In(1), "busy": Out(1),
+            "plain": In(1), "x_offset": In(signed(8)), "w_offset": In(signed(8)), "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -122,15 +127,16 @@ class LaneMacArray(wiring.Component):
         m.d.comb += [advance.eq(~self.sums.valid | self.sums.ready), self.operands.ready.eq(advance),
                      self.busy.eq(self.operands.valid & advance)]
         p_valid, p_first, p_last, p_tile_last = Signal(), Signal(), Signal(), Signal()
-        prods = [Signal(signed(16), name=f"prod{i}") for i in range(L)]
+        prods = [Signal(signed(18), name=f"prod{i}") for i in range(L)]
         acc = [Signal(signed(ACC_BITS), name=f"acc{i}") for i in range(L)]
         with m.If(advance):
             m.d.sync += [p_valid.eq(self.operands.valid), p_first.eq(op.first), p_last.eq(op.last),
                          p_tile_last.eq(op.tile_last), self.sums.valid.eq(p_valid & p_last),
                          out.last.eq(p_tile_last)]
             for i in range(L):
-                x = op.x[8 * i:8 * i + 8].as_signed()
-                m.d.sync += prods[i].eq(Mux(self.plain, x, x * op.w[8 * i:8 * i + 8].as_signed()))
+                x = op.x[8 * i:8 * i + 8].as_signed() - self.x_offset
+                w = op.w[8 * i:8 * i + 8].as_signed() - self.w_offset
+                m.d.sync += prods[i].eq(Mux(self.plain, x, x * w))
             with m.If(p_valid):
                 for i in range(L):
                     s = (Mux(p_first, 0, acc[i]) + prods[i])[:ACC_BITS].as_signed()

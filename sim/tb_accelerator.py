@@ -70,6 +70,13 @@ def make_layer(spec, index):
                      activation=Activation(spec["activation"]), quant=quant)
     if spec["op"] in POOLS:
         return _pool_layer(spec, index, shape)
+    if spec["op"] in ("add", "mul"):
+        quant = LayerQuant(inputs=(QuantParams(spec["in_scale"], spec["zp_in"]),
+                                   QuantParams(spec["in2_scale"], spec["zp_in2"])),
+                           output=QuantParams(spec["out_scale"], spec["zp_out"]))
+        other = shape if spec["op"] == "add" else (1, 1, 1, shape[3])
+        return Layer(name=f"layer{index}", op=Op(spec["op"]), in_shape=shape, out_shape=shape, inputs=("a", "b"),
+                     extra_in_shapes=(other,), activation=Activation(spec["activation"]), quant=quant)
     kernel = tuple(spec.get("kernel", (1, 1)))
     stride = tuple(spec.get("stride", (1, 1)))
     dilation = tuple(spec.get("dilation", (1, 1)))
@@ -172,6 +179,9 @@ def draw_tensors(layer, spec, gen):
     """
     if layer.op in POOLS.values():
         return None, None, gen.integers(-128, 128, size=layer.in_shape).astype(np.int8)
+    if layer.op in (Op.ADD, Op.MUL):
+        return None, None, tuple(gen.integers(-128, 128, size=sh).astype(np.int8)
+                                 for sh in (layer.in_shape, *layer.extra_in_shapes))
     shape = golden.weight_shape(layer)
     w = gen.integers(WEIGHT_MIN, 128, size=shape).astype(np.int8)
     if not spec.get("extreme"):
@@ -223,7 +233,7 @@ async def accelerator_runs_layers_bit_exact(dut):
             raise AssertionError(f"{layer.name}: no interrupt after {limit} cycles")
         assert await tb.read("STATUS") == 0b10, f"{layer.name}: STATUS is not DONE and idle"
         got = prog.output(ram.read(prog.output_addr, prog.output_bytes))
-        expect = golden.run_layer(layer, params, x)
+        expect = golden.run_layer(layer, params, *(x if isinstance(x, tuple) else (x,)))
         assert_bit_exact(got, expect, f"{layer.name} {spec}")
         total, busy, stall = [await tb.counter(n) for n in ("CYCLES_TOTAL", "CYCLES_BUSY", "CYCLES_STALL")]
         assert 0 < busy <= total and stall <= total, f"{layer.name}: counters {total} {busy} {stall}"

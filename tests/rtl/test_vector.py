@@ -1,4 +1,5 @@
-"""The accelerator's vector unit runs depthwise convs and pools from AXI DRAM bit-exactly (cocotb, through the top).
+"""The accelerator's vector unit runs depthwise convs, pools, add and mul from AXI DRAM bit-exactly (cocotb, through
+the top).
 
 Registers through cocotbext-axi's AxiLiteMaster, DRAM in its AxiRam with a read latency of
 1 to 50 cycles per burst and random pauses on every AXI channel; channel counts that are
@@ -17,7 +18,7 @@ from mensa.core.ir import Op
 from mensa.sim.runner import simulators
 from mensa.sim.tb_accelerator import accelerator_config, make_layer
 
-from tests.rtl.test_accelerator import compiled, simulate
+from tests.rtl.test_accelerator import simulate
 
 # lanes 8 on a 64-bit bus (a pixel vector is one word) and lanes 4 on a 32-bit bus; 1 KiB line buffers
 VECTOR_CONFIGS = [
@@ -57,27 +58,62 @@ def random_pool_spec(r, *, max_hw=9, max_c=19):
             "zp_out": r.randint(-20, 20), "in_scale": r.uniform(0.02, 0.1), "out_scale": r.uniform(0.01, 0.1)}
 
 
-def vector_specs(cfg, seed, count, pools=0, **kw):
-    """``count`` random depthwise specs, then ``pools`` pool specs, that the vector unit of ``cfg`` accepts."""
+def random_mul_spec(r, *, max_hw=9, max_c=19):
+    """A mul by a per-channel gate (squeeze-excite) or an add of two tensors, each input with its own
+    quantisation."""
+    c = r.randint(1, max_c)
+    if r.random() < 0.5:
+        return {"op": "add", "in_shape": [1, r.randint(1, max_hw), r.randint(1, max_hw), c], "out_channels": c,
+                "activation": r.choice(["none", "relu", "relu6"]), "zp_in": r.randint(-128, 127),
+                "zp_in2": r.randint(-128, 127), "zp_out": r.randint(-20, 20), "in_scale": r.uniform(0.01, 0.1),
+                "in2_scale": r.uniform(0.01, 0.1), "out_scale": r.uniform(0.02, 0.2)}
+    return {"op": "mul", "in_shape": [1, r.randint(1, max_hw), r.randint(1, max_hw), c], "out_channels": c,
+            "activation": r.choice(["none", "relu", "relu6"]), "zp_in": r.randint(-128, 127),
+            "zp_in2": r.randint(-128, 127), "zp_out": r.randint(-20, 20), "in_scale": r.uniform(0.02, 0.1),
+            "in2_scale": r.uniform(0.002, 0.008), "out_scale": r.uniform(0.01, 0.5)}
+
+
+def vector_specs(cfg, seed, count, pools=0, muls=0, **kw):
+    """``count`` random depthwise specs, then ``pools`` pool and ``muls`` mul specs, that the vector unit of
+    ``cfg`` accepts."""
     r = random.Random(seed)
     acc = accelerator_config(cfg)
     specs = []
-    while len(specs) < count + pools:
-        spec = random_depthwise_spec(r, **kw) if len(specs) < count else random_pool_spec(r)
+    while len(specs) < count + pools + muls:
+        n = len(specs)
+        spec = (random_depthwise_spec(r, **kw) if n < count else random_pool_spec(r) if n < count + pools
+                else random_mul_spec(r))
         if not vector_refusal(acc, make_layer(spec, len(specs))):
             specs.append(spec)
     return specs
 
 
+def compiled(cfg, specs):
+    """The programs of ``specs`` on ``cfg`` (zero weights and inputs: the layout depends on the shapes only)."""
+    import numpy as np
+    from mensa.contract.compiler import compile_layer
+    from mensa.core import golden
+    acc = accelerator_config(cfg)
+    progs = []
+    for i, spec in enumerate(specs):
+        lay = make_layer(spec, i)
+        xs = tuple(np.zeros(sh, np.int8) for sh in (lay.in_shape, *lay.extra_in_shapes))
+        params = (golden.layer_params(lay) if lay.op in (Op.ADD, Op.MUL, Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL)
+                  else golden.layer_params(lay, weights=np.zeros(golden.weight_shape(lay), np.int8)))
+        progs.append(compile_layer(acc, lay, params, xs if len(xs) > 1 else xs[0]))
+    return progs
+
+
 def dram_read_bytes(prog, layer):
-    """Each input pixel once; each tile's taps (depthwise) and quantisation record (depthwise, global
-    average pool) once."""
+    """Each input pixel once (both of an add's inputs); each tile's taps (depthwise; a mul's gate) and
+    quantisation record (depthwise, add, mul, global average pool) once."""
     g = prog.geometry
     planes = -(-layer.in_channels // g.lanes)
     h, w = layer.in_shape[1:3]
-    taps = layer.kernel[0] * layer.kernel[1] if layer.op is Op.DEPTHWISE else 0
-    record = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.GLOBAL_AVGPOOL) else 0
-    return planes * ((h * w + taps) * g.pixel_bytes + record)
+    taps = {Op.DEPTHWISE: layer.kernel[0] * layer.kernel[1], Op.MUL: 1}.get(layer.op, 0)
+    record = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.ADD, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
+    inputs = 2 if layer.op is Op.ADD else 1
+    return planes * ((inputs * h * w + taps) * g.pixel_bytes + record)
 
 
 CONV = {"op": "conv2d", "in_shape": [1, 5, 4, 6], "out_channels": 5, "kernel": [3, 3], "stride": [1, 1],
@@ -85,10 +121,10 @@ CONV = {"op": "conv2d", "in_shape": [1, 5, 4, 6], "out_channels": 5, "kernel": [
 
 
 @pytest.mark.parametrize("cfg", VECTOR_CONFIGS, ids=["lanes8-d64", "lanes4-d32"])
-def test_random_depthwise_and_pool_layers_on_the_vector_unit_bit_exact(cfg, tmp_path):
+def test_random_depthwise_pool_add_and_mul_layers_on_the_vector_unit_bit_exact(cfg, tmp_path):
     seed = cfg["lanes"]
     print(f"seed {seed}")
-    specs = vector_specs(cfg, seed, 4, pools=4, max_k=7 if cfg["lanes"] == 8 else 5)
+    specs = vector_specs(cfg, seed, 4, pools=4, muls=3, max_k=7 if cfg["lanes"] == 8 else 5)
     specs.insert(2, CONV)           # the array between depthwise layers: the engine follows the opcode
     measured = simulate(cfg, specs, tmp_path)
     progs = compiled(cfg, specs)
@@ -119,3 +155,58 @@ def test_depthwise_3x3_on_pascal_fpga_keeps_the_lanes_busy(stride, tmp_path):
                     sim=simulators()[0])
     assert r["engine"] == "vector" and r["lanes"] == 8, r
     assert r["utilisation"] >= UTILISATION_FLOOR, r
+
+
+ZOO_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "resnet50")
+REDUCED = 5         # spatial sizes above this are cut to it: the slow suite runs every distinct shape's
+                    # channels, kernel, stride and padding, on planes a simulation gets through
+
+
+def zoo_vector_specs():
+    """The distinct depthwise and pool layers of the zoo's MobileNetV2, MobileNetV3-Large and ResNet-50,
+    spatially reduced; a table activation (hard-swish) becomes relu6, which the vector unit runs."""
+    from mensa.core.ir import same_padding
+    from mensa.model import zoo
+    ops = {Op.DEPTHWISE: "depthwise", Op.MAXPOOL: "maxpool", Op.AVGPOOL: "avgpool",
+           Op.GLOBAL_AVGPOOL: "global_avgpool", Op.ADD: "add", Op.MUL: "mul"}
+    specs, seen = [], set()
+    for model in ZOO_MODELS:
+        for layer in zoo.get(model).layers:
+            if layer.op not in ops:
+                continue
+            _, h, w, c = layer.in_shape
+            same = layer.op not in (Op.GLOBAL_AVGPOOL, Op.ADD, Op.MUL) and tuple(layer.padding) == (
+                *same_padding(h, layer.kernel[0], layer.stride[0], layer.dilation[0]),
+                *same_padding(w, layer.kernel[1], layer.stride[1], layer.dilation[1]))
+            act = layer.activation.value if layer.activation.value in ("none", "relu", "relu6") else "relu6"
+            spec = {"op": ops[layer.op], "in_shape": [1, min(h, REDUCED), min(w, REDUCED), c], "out_channels": c,
+                    "activation": act, "zp_in": -3, "zp_out": 5, "in_scale": 0.05, "out_scale": 0.08}
+            if layer.op is Op.MUL:
+                spec.update(zp_in2=7, in2_scale=0.004)
+            elif layer.op is Op.ADD:
+                spec.update(zp_in2=-9, in2_scale=0.06)
+            elif layer.op is not Op.GLOBAL_AVGPOOL:
+                spec.update(kernel=list(layer.kernel), stride=list(layer.stride),
+                            padding="same" if same else list(layer.padding))
+            if layer.op is Op.DEPTHWISE:
+                spec["dilation"] = list(layer.dilation)
+            key = repr(sorted(spec.items()))
+            if key not in seen:
+                seen.add(key)
+                specs.append(dict(spec, name=f"{model}:{layer.name}"))
+    return specs
+
+
+@pytest.mark.slow
+def test_zoo_depthwise_pool_add_and_mul_shapes_on_pascal_fpga_bit_exact(tmp_path):
+    """Every distinct depthwise, pool, add and mul shape of MobileNetV2, MobileNetV3-Large and ResNet-50 (planes cut
+    to 5x5) on pascal-fpga's vector unit, DRAM latency 1-50 and random pauses: bit-exact, each input
+    pixel read once."""
+    from mensa.core.config import load, to_dict
+    cfg = {"accelerator": to_dict(load("pascal-fpga").accelerator[0])}
+    specs = zoo_vector_specs()
+    assert len(specs) >= 20, len(specs)
+    measured = simulate(cfg, specs, tmp_path, pause=0.1, latency=(1, 50), sim=simulators()[0])
+    for i, (got, prog, spec) in enumerate(zip(measured, compiled(cfg, specs), specs)):
+        assert got["engine"] == "vector", got
+        assert got["dram_read_bytes"] == dram_read_bytes(prog, make_layer(spec, i)), (spec["name"], got)

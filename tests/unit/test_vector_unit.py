@@ -9,7 +9,8 @@ import pytest
 from mensa.hw.vector import VectorUnit
 from amaranth.sim import Simulator
 from mensa.core.ir import Op
-from tests.unit.vector_parts import Dram, compiled, descriptor, random_depthwise, random_pool, vector_config
+from tests.unit.vector_parts import (Dram, compiled, descriptor, random_add, random_depthwise, random_mul,
+                                    random_pool, vector_config, with_table)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -24,6 +25,28 @@ def test_pools_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_pool(rng))
+
+
+@pytest.mark.parametrize("seed", range(200, 206))
+def test_mul_by_a_per_channel_gate_bit_exact_under_random_gaps(seed):
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    run_layer(rng, seed, random_mul(rng))
+
+
+@pytest.mark.parametrize("seed", range(300, 306))
+def test_add_of_two_quantisations_bit_exact_under_random_gaps(seed):
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    run_layer(rng, seed, random_add(rng))
+
+
+@pytest.mark.parametrize("seed", range(400, 406))
+def test_table_activations_after_the_requantiser_bit_exact(seed):
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    layer = (random_depthwise, random_add, random_mul)[seed % 3](rng)
+    run_layer(rng, seed, with_table(rng, layer))
 
 
 def run_layer(rng, seed, layer):
@@ -68,6 +91,9 @@ def run_layer(rng, seed, layer):
     g = prog.geometry
     planes = -(-layer.in_channels // lanes)
     h, w = layer.in_shape[1:3]
-    taps = layer.kernel[0] * layer.kernel[1] if layer.op is Op.DEPTHWISE else 0
-    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.GLOBAL_AVGPOOL) else 0
-    assert dram.read_bytes == planes * ((h * w + taps) * g.pixel_bytes + records)
+    taps = {Op.DEPTHWISE: layer.kernel[0] * layer.kernel[1], Op.MUL: 1}.get(layer.op, 0)
+    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
+    inputs = 2 if layer.op is Op.ADD else 1
+    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.ADD, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
+    table = 256 if layer.activation.value not in ("none", "relu", "relu6") else 0
+    assert dram.read_bytes == planes * ((inputs * h * w + taps) * g.pixel_bytes + records) + table

@@ -1,5 +1,7 @@
 """What the vector unit's unit tests share: a small config, random depthwise layers, a DRAM model."""
 
+import dataclasses
+
 import numpy as np
 
 from mensa.contract.vector_program import compile_vector
@@ -58,6 +60,34 @@ def random_pool(rng, *, max_hw=8, max_c=9):
                  stride=(sh, sw), padding=pad, activation=rng.choice(list(Activation)[:3]), quant=quant)
 
 
+def random_mul(rng, *, max_hw=7, max_c=9):
+    """A squeeze-excite mul: (1, H, W, C) by a (1, 1, 1, C) gate, each with its own zero point."""
+    h, w, c = rng.randint(1, max_hw), rng.randint(1, max_hw), rng.randint(1, max_c)
+    quant = LayerQuant(inputs=(QuantParams(0.05, rng.randint(-128, 127)), QuantParams(0.004, rng.randint(-128, 127))),
+                       output=QuantParams(rng.uniform(0.01, 0.5), rng.randint(-20, 20)))
+    return Layer(name="mul", op=Op.MUL, in_shape=(1, h, w, c), out_shape=(1, h, w, c), inputs=("x", "gate"),
+                 extra_in_shapes=((1, 1, 1, c),), activation=rng.choice(list(Activation)[:3]), quant=quant)
+
+
+def random_add(rng, *, max_hw=7, max_c=9):
+    """An element-wise add of two (1, H, W, C) tensors, each with its own scale and zero point."""
+    h, w, c = rng.randint(1, max_hw), rng.randint(1, max_hw), rng.randint(1, max_c)
+    shape = (1, h, w, c)
+    quant = LayerQuant(inputs=(QuantParams(rng.uniform(0.01, 0.1), rng.randint(-128, 127)),
+                               QuantParams(rng.uniform(0.01, 0.1), rng.randint(-128, 127))),
+                       output=QuantParams(rng.uniform(0.02, 0.2), rng.randint(-20, 20)))
+    return Layer(name="add", op=Op.ADD, in_shape=shape, out_shape=shape, inputs=("a", "b"),
+                 extra_in_shapes=(shape,), activation=rng.choice(list(Activation)[:3]), quant=quant)
+
+
+def with_table(rng, layer):
+    """``layer`` with a table activation (sigmoid, tanh, hard-swish or hard-sigmoid) after its requantisation."""
+    act = rng.choice([Activation.SIGMOID, Activation.TANH, Activation.HARD_SWISH, Activation.HARD_SIGMOID])
+    quant = dataclasses.replace(layer.quant, pre_activation=QuantParams(rng.uniform(0.02, 0.1), rng.randint(-20, 20)),
+                                output=QuantParams(1 / 128 if act is Activation.SIGMOID else 1 / 64, rng.randint(-30, 30)))
+    return dataclasses.replace(layer, activation=act, quant=quant)
+
+
 def compiled(config, layer, seed):
     """The program of ``layer`` with random weights, bias and input, and the golden output."""
     gen = np.random.default_rng(seed)
@@ -68,6 +98,9 @@ def compiled(config, layer, seed):
         params = golden.layer_params(layer, weights=w, bias=b)
     else:
         params = golden.layer_params(layer)
+    if layer.op in (Op.ADD, Op.MUL):
+        gate = gen.integers(-128, 128, size=layer.extra_in_shapes[0]).astype(np.int8)
+        return compile_vector(config, layer, params, (x, gate)), golden.run_layer(layer, params, x, gate)
     return compile_vector(config, layer, params, x), golden.run_layer(layer, params, x)
 
 
@@ -80,7 +113,11 @@ def descriptor(prog, lanes):
         "kernel_h": r["KERNEL_H"], "kernel_w": r["KERNEL_W"], "stride_h": r["STRIDE_H"], "stride_w": r["STRIDE_W"],
         "dilation_h": r["DILATION_H"], "dilation_w": r["DILATION_W"], "pad_top": r["PAD_TOP"],
         "pad_bottom": r["PAD_BOTTOM"], "pad_left": r["PAD_LEFT"], "line_rows": r["LINE_ROWS"],
-        "in_zero_point": r["IN_ZERO_POINT"] & 0xFF, "out_zero_point": r["OUT_ZERO_POINT"] & 0xFF,
+        "in_zero_point": r["IN_ZERO_POINT"] & 0xFF, "in2_zero_point": r.get("IN2_ZERO_POINT", 0) & 0xFF,
+        "input2_addr": r.get("INPUT2_ADDR", 0), "in_multiplier": r.get("IN_MULTIPLIER", 0) & 0xFFFFFFFF,
+        "in_shift": r.get("IN_SHIFT", 0) & 0xFF, "in2_multiplier": r.get("IN2_MULTIPLIER", 0) & 0xFFFFFFFF,
+        "in2_shift": r.get("IN2_SHIFT", 0) & 0xFF, "table": r["ACT_TABLE"], "table_addr": r.get("TABLE_ADDR", 0),
+        "out_zero_point": r["OUT_ZERO_POINT"] & 0xFF,
         "qmin": r["QMIN"] & 0xFF, "qmax": r["QMAX"] & 0xFF,
         "input_addr": r["INPUT_ADDR"], "weight_addr": r.get("WEIGHT_ADDR", 0), "quant_addr": r.get("QUANT_ADDR", 0),
         "output_addr": r["OUTPUT_ADDR"],
