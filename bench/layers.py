@@ -14,14 +14,10 @@ where a monolithic array falls short. Prints a table and writes bench/out/layers
 
 import argparse
 import json
-import tempfile
-import time
 from pathlib import Path
 
-from mensa.gen.layer_spec import check_layer, parse_layer, systolic_accelerator
-from mensa.hw.accelerator import Accelerator
-from mensa.core.config import load, to_dict
-from mensa.sim.runner import run
+from mensa.core.config import load
+from mensa.gen.layer_spec import parse_layer, simulate_layers, systolic_accelerator
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = ("conv2d:in=28x28x64,out=64,kernel=3,padding=same,act=relu", 0.80)
@@ -51,17 +47,8 @@ def main():
     specs = [parse_layer(text, args.seed) for text in args.layers]
     for text, spec in zip(args.layers, specs):
         spec.setdefault("name", text)
-    ram = 1 << max(20, max(check_layer(spec, acc)[1].image.size for spec in specs).bit_length())
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "result.json"
-        params = {"config": {"accelerator": to_dict(acc)}, "layers": specs, "pause": 0.0,
-                  "latency": [args.latency, args.latency], "ram_bytes": ram, "result": str(result)}
-        start = time.perf_counter()
-        run(Accelerator(acc), name="accelerator", key=("accelerator", acc), sim=args.sim,
-            test_module="mensa.sim.tb_accelerator", test_name="bench-layers", seed=args.seed,
-            extra_env={"MENSA_TB": json.dumps(params)})
-        wall = time.perf_counter() - start
-        measured = json.loads(result.read_text())
+    measured, wall = simulate_layers(acc, specs, latency=(args.latency, args.latency), sim=args.sim, seed=args.seed,
+                                     test_name="bench-layers")
 
     a = acc.array
     rows = []

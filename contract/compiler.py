@@ -10,9 +10,10 @@ on an accelerator is exactly what this module accepts.
 from mensa.contract.gemm_program import compile_gemm, gemm_refusal
 from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, nearmem_refusal
 from mensa.contract.regs import VECTOR_OPS
-from mensa.contract.vector_program import compile_vector, vector_refusal
+from mensa.contract.vector_program import TABLE_OPS, compile_vector, vector_refusal
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import CompileError  # noqa: F401  (raised by every compiler)
+from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.ir import Activation, Op
 
 __all__ = ["compile_layer", "refusal", "engine", "CompileError", "HARDWARE_OPS", "HARDWARE_ACTIVATIONS",
@@ -22,13 +23,18 @@ __all__ = ["compile_layer", "refusal", "engine", "CompileError", "HARDWARE_OPS",
 #: may go is what :func:`refusal` says; a layer with an op or activation outside them has no
 #: hardware yet (:func:`in_hardware`), and the cost model places it by its modelled op sets
 #: (:data:`mensa.model.cost.SUPPORTED_OPS`).
-HARDWARE_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM, Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL})
+HARDWARE_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM, Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL,
+                          Op.ADD, Op.MUL})
 HARDWARE_ACTIVATIONS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6})
 
 
 def in_hardware(layer):
-    """True if some accelerator mensa builds runs layers of this op and activation."""
-    return layer.op in HARDWARE_OPS and layer.activation in HARDWARE_ACTIVATIONS
+    """True if some accelerator mensa builds runs layers of this op and activation: the clamps
+    anywhere, the table activations after the vector unit's ops that requantise."""
+    if layer.op not in HARDWARE_OPS:
+        return False
+    return layer.activation in HARDWARE_ACTIVATIONS or (layer.activation in TABLE_ACTIVATIONS
+                                                         and layer.op in TABLE_OPS)
 
 
 def engine(accelerator, layer):

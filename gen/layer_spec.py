@@ -17,20 +17,26 @@ Depthwise convs, pools, add and mul run on the accelerator's vector unit when it
 (``[accelerator.vector]``), and pools, add and mul only there.
 """
 
+import json
 import random
 import re
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
 from mensa.contract.compiler import compile_layer
 from mensa.core import golden
-from mensa.core.config import CoreKind
+from mensa.core.config import CoreKind, to_dict
 from mensa.core.errors import UserError
 from mensa.core.ir import Op
+from mensa.hw.accelerator import Accelerator
 from mensa.model import zoo
+from mensa.sim.runner import run
 from mensa.sim.tb_accelerator import BIAS_MAX, POOLS, WEIGHT_MIN, make_layer
 
-__all__ = ["parse_layer", "systolic_accelerator", "check_layer", "LayerSpecError", "OPS"]
+__all__ = ["parse_layer", "systolic_accelerator", "check_layer", "simulate_layers", "LayerSpecError", "OPS"]
 
 OPS = ("conv2d", "depthwise", "pointwise", "fc", "maxpool", "avgpool", "global_avgpool", "add", "mul")
 #: the ops whose output has the input's channels (no out=...)
@@ -237,3 +243,19 @@ def check_layer(spec, acc):
         raise LayerSpecError(f"layer {spec.get('name', layer.name)!r}: a DRAM image of {prog.image.size:,} bytes; "
                              f"allowed: at most {SIM_IMAGE_MAX:,} (the simulated DRAM)")
     return layer, prog
+
+
+def simulate_layers(acc, specs, *, latency, sim, seed, pause=0.0, test_name="layers"):
+    """Run testbench layer ``specs`` on ``acc``'s RTL in one simulation, each output checked
+    byte for byte against the golden model; returns the testbench's record of each layer
+    (:mod:`mensa.sim.tb_accelerator`) and the wall seconds. ``latency``: ``(lo, hi)`` cycles."""
+    ram = 1 << max(20, max(check_layer(spec, acc)[1].image.size - 1 for spec in specs).bit_length())
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        params = {"config": {"accelerator": to_dict(acc)}, "layers": specs, "pause": pause,
+                  "latency": list(latency), "ram_bytes": ram, "result": str(result)}
+        start = time.perf_counter()
+        run(Accelerator(acc), name="accelerator", key=("accelerator", acc), sim=sim,
+            test_module="mensa.sim.tb_accelerator", test_name=test_name, seed=seed,
+            extra_env={"MENSA_TB": json.dumps(params)})
+        return json.loads(result.read_text()), time.perf_counter() - start
