@@ -31,6 +31,7 @@ activation, ReLU or ReLU6. Anything else is a :class:`~mensa.core.errors.Compile
 what is allowed.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -44,9 +45,10 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["Program", "compile_gemm", "gemm_refusal", "ALIGN"]
+__all__ = ["Program", "compile_gemm", "gemm_refusal", "tap_packed", "im2col", "ALIGN", "PACK_CHANNELS"]
 
 ALIGN = 4096            # every region starts on an AXI 4 KiB page
+PACK_CHANNELS = 4       # a conv of at most this many input channels runs over its im2col rows
 
 
 def _up(n, to):
@@ -120,6 +122,36 @@ def _per_channel(layer, value, n, name, dtype):
     return arr.astype(dtype)
 
 
+def tap_packed(layer):
+    """A few-channel conv as the array runs it, or ``None``: a 1x1 conv over its input's im2col rows.
+
+    The sequencer walks K tap by tap, one channel tile a tap, so a conv of ``C <= PACK_CHANNELS``
+    input channels (a network's stem: 1 or 3) would fill ``C`` of the array's rows. Its input is
+    laid out instead as one vector per output pixel holding the window's taps, ``(ky, kx, c)``
+    in order (:func:`im2col`, padding at the zero point), so ``ceil(KH * KW * C / rows)`` K tiles
+    replace ``KH * KW`` (the order SCALE-Sim packs K in). The compiler and the cost model both
+    run the layer so; whoever writes the input writes it so (the host, for a network's input).
+    """
+    if (layer.op is not Op.CONV2D or layer.groups != 1 or layer.in_channels > PACK_CHANNELS
+            or tuple(layer.kernel) == (1, 1) or len(layer.in_shape) != 4 or layer.in_shape[0] != 1):
+        return None
+    kh, kw = layer.kernel
+    _, oh, ow, _ = layer.out_shape
+    return dataclasses.replace(layer, in_shape=(1, oh, ow, kh * kw * layer.in_channels), kernel=(1, 1),
+                               stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1))
+
+
+def im2col(x, layer, fill):
+    """The (1, OH, OW, KH * KW * C) int8 im2col rows of ``layer``'s NHWC input ``x``, ``(ky, kx, c)``
+    in order, padded with ``fill`` (the input zero point)."""
+    (kh, kw), (sh, sw), (dh, dw), (t, b, left, right) = layer.kernel, layer.stride, layer.dilation, layer.padding
+    _, oh, ow, _ = layer.out_shape
+    xp = np.pad(np.asarray(x).reshape(layer.in_shape), ((0, 0), (t, b), (left, right), (0, 0)), constant_values=fill)
+    taps = [xp[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw, :]
+            for i in range(kh) for j in range(kw)]
+    return np.concatenate(taps, axis=-1).astype(np.int8)
+
+
 @dataclass(frozen=True)
 class _Shape:
     """A layer as the sequencer walks it (what :func:`_shape` finds)."""
@@ -136,6 +168,7 @@ _ALLOWED = "allowed: fc, conv2d (groups 1) or depthwise (depth multiplier 1)"
 def _shape(config, layer):
     """The layer's walk, tiling and region sizes on ``config``, or why it cannot run (a str)."""
     g = GemmGeometry.of(config)
+    layer = tap_packed(layer) or layer
     if layer.op not in (Op.FC, Op.CONV2D, Op.DEPTHWISE):
         return f"{layer.op.value} is not run; {_ALLOWED}"
     if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
@@ -232,6 +265,11 @@ def compile_gemm(config, layer, params, x, *, base=0):
     x = np.asarray(x)
     if x.shape != tuple(layer.in_shape) or x.dtype != np.int8:
         refuse(f"input is {x.dtype} {x.shape}; allowed: int8 {tuple(layer.in_shape)}")
+    packed = tap_packed(layer)
+    if packed is not None:
+        weights = np.asarray(params.weights).reshape(1, 1, -1, layer.out_channels)
+        return compile_gemm(config, packed, dataclasses.replace(params, weights=weights),
+                            im2col(x, layer, q.inputs[0].zero_point), base=base)
     walk, sizes = shape.walk, shape.sizes
     k, n = layer.in_channels, layer.out_channels
     depthwise = layer.op is Op.DEPTHWISE

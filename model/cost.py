@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.contract.compiler import in_hardware, refusal
+from mensa.contract.gemm_program import tap_packed
 from mensa.contract.vector_program import VECTOR_UNIT_OPS, line_rows, window
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
@@ -217,6 +218,7 @@ class LayerTable:
 
     @staticmethod
     def _lower(l):
+        l = tap_packed(l) or l              # a few-channel conv runs over its im2col rows
         op = l.op
         out_elems = math.prod(l.out_shape)
         in_bytes = math.prod(l.in_shape) + sum(math.prod(s) for s in l.extra_in_shapes)
