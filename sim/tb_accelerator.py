@@ -3,7 +3,8 @@
 Parameters come in ``MENSA_TB`` (JSON): ``config`` (the accelerator config as a dict of
 ``rows``, ``cols``, ``data_bits``, ``acc_kib``), ``layers`` (a list of layer specs: ``op``
 "fc", "pointwise", "conv2d" or "depthwise", ``in_shape``, ``out_channels``, ``activation``,
-``zp_in``, ``zp_out``, ``in_scale``, ``out_scale``, and for conv2d/depthwise optionally
+``zp_in``, ``zp_out``, ``in_scale``, ``out_scale`` (a table activation: also ``pre_scale`` and
+``zp_pre``, the requantisation to the table's input), and for conv2d/depthwise optionally
 ``kernel`` [kh, kw], ``stride`` [sh, sw], ``padding`` [top, bottom, left, right] or "same"
 (TFLite's, the odd pixel at the bottom/right) or "valid", ``dilation`` [dh, dw]; default
 1x1, stride 1, valid, dilation 1), ``pause`` (probability that an AXI channel of the RAM
@@ -62,9 +63,11 @@ def make_layer(spec, index):
     """A quantised Layer IR layer from a spec (random scales drawn by the caller's spec)."""
     shape = tuple(spec["in_shape"])
     cout = spec["out_channels"]
+    # a table activation requantises to ``pre_scale``/``zp_pre`` (its table's input) first
+    pre = QuantParams(spec["pre_scale"], spec["zp_pre"]) if "pre_scale" in spec else None
     quant = LayerQuant(inputs=(QuantParams(spec["in_scale"], spec["zp_in"]),),
                        output=QuantParams(spec["out_scale"], spec["zp_out"]),
-                       weight_scales=tuple(np.linspace(0.002, 0.02, cout)))
+                       weight_scales=tuple(np.linspace(0.002, 0.02, cout)), pre_activation=pre)
     if spec["op"] == "fc":
         return Layer(name=f"layer{index}", op=Op.FC, in_shape=shape, out_shape=(shape[0], cout),
                      activation=Activation(spec["activation"]), quant=quant)
@@ -73,7 +76,7 @@ def make_layer(spec, index):
     if spec["op"] in ("add", "mul"):
         quant = LayerQuant(inputs=(QuantParams(spec["in_scale"], spec["zp_in"]),
                                    QuantParams(spec["in2_scale"], spec["zp_in2"])),
-                           output=QuantParams(spec["out_scale"], spec["zp_out"]))
+                           output=QuantParams(spec["out_scale"], spec["zp_out"]), pre_activation=pre)
         other = shape if spec["op"] == "add" else (1, 1, 1, shape[3])
         return Layer(name=f"layer{index}", op=Op(spec["op"]), in_shape=shape, out_shape=shape, inputs=("a", "b"),
                      extra_in_shapes=(other,), activation=Activation(spec["activation"]), quant=quant)

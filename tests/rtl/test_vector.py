@@ -4,7 +4,8 @@ the top).
 Registers through cocotbext-axi's AxiLiteMaster, DRAM in its AxiRam with a read latency of
 1 to 50 cycles per burst and random pauses on every AXI channel; channel counts that are
 not multiples of the lanes, odd sizes, kernels up to 7 (kh != kw), strides 1-2, dilations,
-explicit and TFLite 'same' padding; two lane counts on two bus widths; a conv on the array
+explicit and TFLite 'same' padding; max, average and global average pools; add and mul with
+their own quantisations; none, relu, relu6 and the table activations; two lane counts on two bus widths; a conv on the array
 between them (the engine is picked per START). Outputs against :func:`mensa.core.golden.run_layer`,
 each input pixel read once.
 """
@@ -83,6 +84,9 @@ def vector_specs(cfg, seed, count, pools=0, muls=0, **kw):
         n = len(specs)
         spec = (random_depthwise_spec(r, **kw) if n < count else random_pool_spec(r) if n < count + pools
                 else random_mul_spec(r))
+        if spec["op"] in ("depthwise", "add", "mul") and r.random() < 0.4:
+            spec.update(activation=r.choice(["sigmoid", "tanh", "hard_swish", "hard_sigmoid"]),
+                        pre_scale=r.uniform(0.02, 0.1), zp_pre=r.randint(-20, 20), out_scale=1 / 64)
         if not vector_refusal(acc, make_layer(spec, len(specs))):
             specs.append(spec)
     return specs
@@ -106,14 +110,15 @@ def compiled(cfg, specs):
 
 def dram_read_bytes(prog, layer):
     """Each input pixel once (both of an add's inputs); each tile's taps (depthwise; a mul's gate) and
-    quantisation record (depthwise, add, mul, global average pool) once."""
+    quantisation record (depthwise, add, mul, global average pool) once; a table activation's table once."""
     g = prog.geometry
     planes = -(-layer.in_channels // g.lanes)
     h, w = layer.in_shape[1:3]
     taps = {Op.DEPTHWISE: layer.kernel[0] * layer.kernel[1], Op.MUL: 1}.get(layer.op, 0)
     record = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.ADD, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
     inputs = 2 if layer.op is Op.ADD else 1
-    return planes * ((inputs * h * w + taps) * g.pixel_bytes + record)
+    table = 256 if prog.registers["ACT_TABLE"] else 0
+    return planes * ((inputs * h * w + taps) * g.pixel_bytes + record) + table
 
 
 CONV = {"op": "conv2d", "in_shape": [1, 5, 4, 6], "out_channels": 5, "kernel": [3, 3], "stride": [1, 1],
