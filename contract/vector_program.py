@@ -61,7 +61,7 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "window", "KERNEL_MAX",
+__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "stream_rows", "STREAM_ROWS", "window", "KERNEL_MAX",
            "TAPS_MAX", "VECTOR_UNIT_OPS"]
 
 KERNEL_MAX = 7          # kernel height and width, each
@@ -131,11 +131,23 @@ def window(layer):
     return tuple(layer.kernel), tuple(layer.stride), tuple(layer.dilation), tuple(layer.padding)
 
 
-def line_rows(layer):
-    """Rows of the line buffer's ring for ``layer``: the rows a window spans plus the vertical stride
-    (a global average pool: the row being summed and the next)."""
-    if layer.op is Op.GLOBAL_AVGPOOL:
-        return 2
+#: input rows a streaming op (a global average pool, add, mul: one input row per output row or sum)
+#: keeps in its ring at most, so that rows arrive while others are taken
+STREAM_ROWS = 8
+
+
+def stream_rows(width, depth):
+    """Rows of a streaming op's ring: as many rows of ``width`` pixel vectors as ``depth`` holds, from
+    2 to :data:`STREAM_ROWS` (a scalar or numpy arrays)."""
+    return np.clip(np.asarray(depth) // np.maximum(np.asarray(width), 1), 2, STREAM_ROWS)
+
+
+def line_rows(layer, depth):
+    """Rows of the line buffer's ring for ``layer`` on a line buffer of ``depth`` pixel vectors: the rows a
+    window spans plus the vertical stride; a streaming op as many as fit (:func:`stream_rows`; an add's
+    rows take half the buffer, its second input's the other half)."""
+    if layer.op in (Op.GLOBAL_AVGPOOL, Op.ADD, Op.MUL):
+        return int(stream_rows(layer.in_shape[2], depth // 2 if layer.op is Op.ADD else depth))
     (kh, _), (sh, _), (dh, _), _ = window(layer)
     return (kh - 1) * dh + 1 + sh
 
@@ -197,7 +209,8 @@ def vector_refusal(config, layer):
         if max(top, bottom) > span_h or max(left, right) > 255:
             return no(f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
                       f"most {span_h} rows (the kernel's reach) above and below, 255 columns left and right")
-    rows, depth = line_rows(layer), line_depth(config)
+    depth = line_depth(config)
+    rows = line_rows(layer, depth)
     if layer.op is Op.ADD:
         depth //= 2             # the second input's rows in the upper half
     if rows > 255 or rows * w > depth:
@@ -398,7 +411,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "DILATION_H": dh, "DILATION_W": dw,
         "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1], "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": zp_out, "QMIN": lo, "QMAX": hi,
-        "LINE_ROWS": line_rows(layer), "ACT_TABLE": int("table" in blobs),
+        "LINE_ROWS": line_rows(layer, line_depth(config)), "ACT_TABLE": int("table" in blobs),
     }
     if layer.op in (Op.ADD, Op.MUL):
         values["IN2_ZERO_POINT"] = q.inputs[1].zero_point

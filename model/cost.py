@@ -48,6 +48,7 @@ import numpy as np
 
 from mensa.contract.compiler import in_hardware, refusal
 from mensa.contract.gemm_program import tap_packed
+from mensa.contract.regs import line_depth
 from mensa.contract.vector_program import VECTOR_UNIT_OPS, line_rows, window
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
@@ -129,7 +130,9 @@ class Calibration:
     #                                   the first transfer to the last write's response (tap, MAC, writer)
     vector_requant: float = 8.0       # the same, further, through the requantiser (depthwise, global pool)
     vector_boundary: float = 3.0      # a tile boundary whose first rows wait for the ring: beyond latency and rows
-    vector_row_trip: float = 0.0      # a global pool's row: cycles beyond latency and the row, for a round trip
+    vector_row_trip: float = 0.0      # a streaming op's row: cycles beyond latency and the row, for a round trip
+    vector_stream_tail: float = 15.0  # a streaming op (global pool, add, mul): cycles beyond vector_fill after
+    #                                   its last input word (the last row's pixels, the output's last write)
     dma_setup: float = 18.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
     #                                   read's issue, the requantiser, the last output write and its response
     dram_turnaround: float = 2.0      # cycles beyond the DRAM latency that a read keeps its slot in flight
@@ -169,7 +172,7 @@ def _act_depth(act_bytes, rows):
 
 
 VECTOR_FIELDS = ("vec_op", "vec_c", "vec_m", "vec_taps", "vec_wtaps", "vec_quant", "vec_in_h", "vec_in_w",
-                 "vec_first_rows", "vec_held", "vec_ring", "vec_gap")
+                 "vec_first_rows", "vec_held", "vec_ring", "vec_inputs", "vec_stream")
 
 
 def _vector_walk(l):
@@ -180,12 +183,15 @@ def _vector_walk(l):
     _, h, w, c = l.in_shape
     _, oh, ow, _ = l.out_shape
     span = (kh - 1) * dh + 1
-    gap = l.op is Op.GLOBAL_AVGPOOL
-    first = 1 if gap else min(h, span - top)
+    stream = l.op in (Op.GLOBAL_AVGPOOL, Op.ADD, Op.MUL)      # one input row at a time; their ring depends on
+    first = 1 if stream else min(h, span - top)               # the line buffer (mensa.model.vector)
     lo = (oh - 1) * sh - top
     held = min(h - 1, lo + span - 1) - max(0, lo) + 1
-    return (1, c, 1 if gap else oh * ow, kh * kw, kh * kw if l.op is Op.DEPTHWISE else 0,
-            int(l.op in (Op.DEPTHWISE, Op.GLOBAL_AVGPOOL)), h, w, first, held, line_rows(l), int(gap))
+    inputs = 2 if l.op is Op.ADD else 1
+    return (1, c, 1 if l.op is Op.GLOBAL_AVGPOOL else oh * ow, kh * kw,
+            kh * kw if l.op in (Op.DEPTHWISE, Op.MUL) else 0,      # a mul's gate: one tap vector a tile
+            int(l.op not in (Op.MAXPOOL, Op.AVGPOOL)), h, w, first, held, 0 if stream else line_rows(l, 0),
+            inputs, int(stream))
 
 
 class LayerTable:
@@ -326,6 +332,7 @@ class AcceleratorTable:
         self.peak_macs = np.where(self.nearmem, self.vaults * self.lanes, self.rows * self.cols)
         # A systolic accelerator's vector unit (mensa.model.vector): its lanes, 0 without one.
         self.vector_lanes = np.array([x.vector.lanes if x.vector is not None else 0 for x in accs], dtype=np.float64)
+        self.line_depth = np.array([line_depth(x) for x in accs], dtype=np.float64)
         self.supported = np.array([_SUPPORTED_ROW[x.kind] for x in accs], dtype=bool).reshape(len(accs), len(_OPS))
         # The Edge TPU template's own terms (EdgeTpuTemplate): off, and efficiency 1, elsewhere.
         templates = [x.edgetpu if x.kind is CoreKind.SYSTOLIC else None for x in accs]
@@ -465,7 +472,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         dram_w, dram_a, written, abuf = over(dram_w, "dram_w"), over(dram_a, "dram_a"), over(written, "written"), \
             over(abuf, "local")
         dram = dram_w + dram_a
-        setup, waits = np.where(on_vector, 0.0, setup), np.where(on_vector, v["boundary"], 0.0)
+        setup = np.where(on_vector, 0.0, setup)
     busy = compute + load + fill
     # A WS array waits for its read stream (mensa.model.ws_stream); other cores expose the first
     # transfer, then stall wherever the DRAM's bytes outlast the work.
@@ -473,10 +480,12 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     window = pick(s.window, n.window)
     volume = np.maximum(np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes)),
                         cdiv(dram, acc.mem_bpc))
+    if on_vector.any():     # the vector unit's tile boundaries, and its streaming rows' round trips
+        waits = np.where(on_vector, v["boundary"] + np.maximum(v["row_trip"] - np.maximum(compute, volume), 0), 0.0)
     dma = np.where(dram > 0, acc.latency + setup + np.where(ws, window, cdiv(first, acc.bpc)), 0.0)
     stall = np.where(ws, np.maximum(np.maximum(pick(s.stream, n.stream), volume) - compute - load - window,
                                     pick(s.boundary, n.boundary)),
-                     np.maximum(volume - cdiv(first, acc.bpc) - busy, 0.0) + waits)
+                     np.maximum(volume - cdiv(first, acc.bpc) - np.where(on_vector, compute, busy), 0.0) + waits)
     stall = np.where(dram > 0, stall, 0.0)
     supported = _accepted(lt.layers, acc.accelerators, acc.supported[:, lt.op.astype(int)].T
                           & pick(np.ones_like(s.fit), n.fit))

@@ -17,15 +17,19 @@ latency shows only:
   first transfer), plus the pipeline (``vector_fill``, and the requantiser's stages);
 - at a tile boundary, when the ring cannot hold the next tile's first rows beside the
   rows the last output row of this tile still reads: the latency again and those rows;
-- a global average pool sums a row while the ring's one other row loads: a row takes
-  the longer of its pixels and half a row's round trip (:attr:`Calibration.vector_row_trip`).
+- a streaming op (a global pool, add, mul: one input row at a time) keeps as many rows in its
+  ring as fit (:func:`~mensa.contract.vector_program.stream_rows`), so a row's round trip
+  (the latency, the row's words, :attr:`Calibration.vector_row_trip`) overlaps ``ring - 1``
+  others: its rows take the longest of their bus words, their pixels and that share.
 
 Beyond these the unit waits only where the layer's DRAM bytes outlast its taps (the
-model's bus term). Every pixel vector is ``lanes`` bytes in whole bus words.
+model's bus term); its pipeline's fill follows the last input word. Every pixel vector is
+``lanes`` bytes in whole bus words.
 """
 
 import numpy as np
 
+from mensa.contract.vector_program import stream_rows
 from mensa.model.tiling import cdiv
 
 __all__ = ["vector_terms"]
@@ -39,17 +43,19 @@ def vector_terms(cols, acc, cal):
     cols : dict
         ``(L, 1)`` layer columns of :class:`~mensa.model.cost.LayerTable`: ``vec_c`` (channels),
         ``vec_m`` (output pixels a channel), ``vec_taps`` (window taps per output pixel),
-        ``vec_wtaps`` (tap vectors to read a tile: depthwise), ``vec_quant`` (1 if the layer
-        requantises), ``vec_in_h``, ``vec_in_w`` (the input plane), ``vec_first_rows`` (input
-        rows the first output row reads), ``vec_held`` (those the last output row reads),
-        ``vec_ring`` (the ring's rows), ``vec_gap`` (1 for a global average pool).
+        ``vec_wtaps`` (tap vectors to read a tile: a depthwise kernel, a mul's gate),
+        ``vec_quant`` (1 if the layer requantises), ``vec_in_h``, ``vec_in_w`` (the input plane),
+        ``vec_first_rows`` (input rows the first output row reads), ``vec_held`` (those the
+        last output row reads), ``vec_ring`` (a window's ring rows), ``vec_inputs`` (an add's
+        2), ``vec_stream`` (1 for a streaming op: a global pool, add, mul).
     acc : :class:`~mensa.model.cost.AcceleratorTable`
     cal : :class:`~mensa.model.cost.Calibration`
 
     Returns
     -------
     dict of ``(L, A)`` arrays: ``compute``, ``fill``, ``first`` (bytes before the first tap),
-    ``boundary`` (cycles at tile boundaries and the pool's rows), ``dram_w``, ``dram_a``,
+    ``boundary`` (cycles at tile boundaries), ``row_trip`` (a streaming op's cycles if every row
+    waited on its round trip, to compare with its bus and lane cycles), ``dram_w``, ``dram_a``,
     ``written`` (bytes), ``local`` (line buffer bytes written and read).
     """
     lanes = np.maximum(acc.vector_lanes, 1)
@@ -60,17 +66,21 @@ def vector_terms(cols, acc, cal):
     tiles = cdiv(c["vec_c"], lanes)
     compute = tiles * c["vec_m"] * c["vec_taps"]
     row = c["vec_in_w"] * pixel
-    first = c["vec_quant"] * quant + c["vec_wtaps"] * pixel + c["vec_first_rows"] * row
+    stream = c["vec_stream"] > 0
+    first = c["vec_quant"] * quant + c["vec_wtaps"] * pixel + c["vec_first_rows"] * row * c["vec_inputs"]
     # a tile boundary: the next tile's first rows that the ring cannot hold beside the held ones
     short = np.maximum(c["vec_first_rows"] - (c["vec_ring"] - c["vec_held"]), 0)
     boundary = np.where(short > 0, (tiles - 1) * (acc.latency + cal.vector_boundary + cdiv(short * row, acc.bpc)), 0)
-    trip = (acc.latency + cal.vector_row_trip + cdiv(row, acc.bpc)) / 2
-    gap_rows = tiles * c["vec_in_h"] * np.maximum(trip - c["vec_in_w"], 0)
-    boundary = np.where(c["vec_gap"] > 0, gap_rows, boundary)
+    boundary = np.where(stream, 0, boundary)
+    # a streaming op's ring (stream_rows): its rows' round trips overlap over ring - 1 rows
+    depth = np.where(c["vec_inputs"] > 1, acc.line_depth // 2, acc.line_depth)
+    ring = stream_rows(c["vec_in_w"], depth)
+    trip = (acc.latency + cal.vector_row_trip + cdiv(row * c["vec_inputs"], acc.bpc)) / (ring - 1)
+    row_trip = np.where(stream, tiles * c["vec_in_h"] * trip, 0)
     dram_w = tiles * (c["vec_quant"] * quant + c["vec_wtaps"] * pixel)
     written = tiles * c["vec_m"] * pixel
-    dram_a = tiles * c["vec_in_h"] * row + written
-    fill = cal.vector_fill + c["vec_quant"] * cal.vector_requant
+    dram_a = tiles * c["vec_in_h"] * row * c["vec_inputs"] + written
+    fill = cal.vector_fill + c["vec_quant"] * cal.vector_requant + np.where(stream, cal.vector_stream_tail, 0)
     return {"compute": compute, "fill": fill + 0 * compute, "first": first, "boundary": boundary,
-            "dram_w": dram_w, "dram_a": dram_a, "written": written,
-            "local": tiles * c["vec_in_h"] * row + compute * pixel}
+            "row_trip": row_trip, "dram_w": dram_w, "dram_a": dram_a, "written": written,
+            "local": tiles * c["vec_in_h"] * row * c["vec_inputs"] + compute * pixel}

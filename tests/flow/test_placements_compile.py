@@ -57,7 +57,8 @@ def test_every_placement_compiles_or_the_model_is_refused_in_one_line(model, sys
         layer = layers[p.layer]
         if not in_hardware(layer):
             continue
-        x = rng.integers(-128, 128, size=layer.in_shape, dtype=np.int8)
-        compile_layer(accs[p.accelerator], layer, params[layer.name], x)
+        xs = tuple(rng.integers(-128, 128, size=shape, dtype=np.int8)
+                   for shape in (layer.in_shape, *layer.extra_in_shapes))
+        compile_layer(accs[p.accelerator], layer, params[layer.name], xs if len(xs) > 1 else xs[0])
         compiled += 1
     assert compiled >= 1
