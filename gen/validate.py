@@ -56,11 +56,12 @@ from mensa.contract.nearmem import NearMemGeometry
 from mensa.model.zoo.mobilenet import mobilenet_v2
 from mensa.contract.gemm import GemmGeometry, LayerWalk
 from mensa.hw.accelerator import Accelerator
-from mensa.sim.tb_accelerator import accelerator_config
+from mensa.sim.tb_accelerator import accelerator_config, make_layer
+from mensa.gen.layer_spec import parse_layer, simulate_layers
 
 __all__ = ["Record", "CONFIGS", "systolic_workload", "nearmem_workload", "suite", "measure", "validate",
            "summary", "ACCELERATORS", "LATENCIES", "accelerator_suite", "measure_accelerator",
-           "validate_accelerator"]
+           "validate_accelerator", "VECTOR_LAYERS", "VECTOR_FAST", "VECTOR_CONFIG", "validate_vector"]
 
 #: The validated accelerators: three systolic arrays (the same arrays as tests/rtl/test_systolic.py, so
 #: their Verilator builds are shared; 8x8 WS with a 1 KiB accumulator buffer tiles M by 32 rows) and two
@@ -386,3 +387,53 @@ def validate_accelerator(layers, acc, *, latency, sim="verilator", calibration=C
     t = LayerTable(layers)
     return [Record(l.name, l.op.value, f"{acc.name}@L{latency}", (int(mm), int(k), int(n)), float(x), c)
             for l, mm, k, n, x, c in zip(layers, t.m1, t.k1, t.n1, model, measured)]
+
+
+# -- the vector unit: depthwise, pools, add, mul from AXI DRAM -------------------------------------
+
+#: Vector-unit layers (``mensa run-layer`` specs) of MobileNetV2, MobileNetV3-Large and ResNet-50's kinds,
+#: spatially reduced, on the config ``VECTOR_CONFIG``; the default run takes the first ``VECTOR_FAST``.
+VECTOR_LAYERS = (
+    "depthwise:in=14x14x40,kernel=3,padding=same,act=relu6",
+    "depthwise:in=15x15x24,kernel=5,stride=2,padding=same,act=relu",
+    "maxpool:in=16x16x20,kernel=3,stride=2,padding=same",
+    "add:in=14x14x24",
+    "mul:in=14x14x40",
+    "global_avgpool:in=7x7x96",
+    # the slow sweep
+    "depthwise:in=28x28x32,kernel=3,padding=same,act=relu6",
+    "depthwise:in=28x28x96,kernel=3,stride=2,padding=same,act=relu6",
+    "depthwise:in=14x14x144,kernel=3,padding=same,act=relu6",
+    "depthwise:in=14x14x120,kernel=5,padding=same,act=hard_swish",
+    "depthwise:in=7x7x160,kernel=3,padding=same,act=relu6",
+    "depthwise:in=9x11x13,kernel=7,stride=2,padding=same",
+    "maxpool:in=28x28x64,kernel=3,stride=2,padding=same",
+    "avgpool:in=14x14x32,kernel=3,padding=same",
+    "global_avgpool:in=14x14x120",
+    "global_avgpool:in=7x7x320",
+    "add:in=28x28x32",
+    "add:in=14x14x64,act=relu",
+    "add:in=7x7x160",
+    "mul:in=28x28x72",
+    "mul:in=14x14x120",
+    "mul:in=7x7x160",
+)
+VECTOR_FAST = 6
+VECTOR_CONFIG = "pascal-fpga"
+
+
+def validate_vector(texts, acc, *, latency, sim="verilator", calibration=Calibration()):
+    """Model ``cycles`` against the accelerator ``acc``'s vector unit at DRAM latency ``latency``.
+
+    ``texts``: layer specs as ``mensa run-layer --layer`` takes them; one cocotb run. Returns a list
+    of :class:`Record` (``workload``: channels, output pixels, taps).
+    """
+    specs = [parse_layer(text) for text in texts]
+    measured, _ = simulate_layers(acc, specs, latency=(latency, latency), sim=sim, seed=1,
+                                  test_name=f"validate-vector-l{latency}")
+    layers = [make_layer(spec, i) for i, spec in enumerate(specs)]
+    dram = DramConfig(latency_cycles=latency)
+    model, _ = cycle_errors([(l, acc, dram, r["cycles"]) for l, r in zip(layers, measured)], calibration=calibration)
+    t = LayerTable(layers)
+    return [Record(text, l.op.value, f"{acc.name}@L{latency}", (int(c), int(mm), int(taps)), float(x), r["cycles"])
+            for text, l, c, mm, taps, x, r in zip(texts, layers, t.vec_c, t.vec_m, t.vec_taps, model, measured)]

@@ -190,3 +190,30 @@ def test_nearmem_model_within_5_percent_at_every_vault_latency(name):
         bad = [f"{r.layer} {r.workload}: model {r.model:.0f}, RTL {r.measured} ({100 * r.error:+.1f}%)"
                for r in records if abs(r.error) > BOUND]
         assert not bad, f"{name} at vault latency {latency}: " + "; ".join(bad)
+
+
+# -- the vector unit: depthwise, pools, add, mul -----------------------------------------------------
+
+def _check_vector(texts, latencies):
+    from mensa.core.config import load
+    from mensa.gen.validate import VECTOR_CONFIG, validate_vector
+    acc = load(VECTOR_CONFIG).accelerator[0]
+    records = []
+    for latency in latencies:
+        records += validate_vector(texts, acc, latency=latency, sim=SIM)
+    bad = [f"{r.accelerator} {r.layer}: model {r.model:.0f}, RTL {r.measured} ({100 * r.error:+.1f}%)"
+           for r in records if abs(r.error) > BOUND]
+    assert not bad, f"vector unit: {len(bad)} of {len(records)} layers beyond {BOUND:.0%}: " + "; ".join(bad)
+    print(f"vector unit: {summary(records)}")
+
+
+def test_vector_unit_model_within_5_percent_of_rtl():
+    from mensa.gen.validate import VECTOR_FAST, VECTOR_LAYERS
+    _check_vector(VECTOR_LAYERS[:VECTOR_FAST], (20,))
+
+
+@pytest.mark.slow
+def test_vector_unit_model_within_5_percent_of_rtl_sweep():
+    from mensa.gen.validate import LATENCIES, VECTOR_LAYERS
+    _check_vector(VECTOR_LAYERS, LATENCIES)
+
