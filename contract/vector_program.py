@@ -10,8 +10,9 @@ the layer's shape (the scheduler asks it where a layer may go; the compiler asks
 The unit walks the layer per channel tile of ``lanes`` channels; in a tile, per output
 row, per output pixel, per kernel tap, one multiply-accumulate per lane and cycle. A line
 buffer holds ``LINE_ROWS`` input rows of the tile as a ring (the window's rows plus the
-vertical stride, so the next output row's rows arrive while this one computes): every
-input pixel is read from DRAM once per layer.
+vertical stride, so the next output row's rows arrive while this one computes; a streaming
+op's -- a global pool, add, mul -- as many rows as fit, up to :data:`STREAM_ROWS`, so rows
+arrive while others are taken): every input pixel is read from DRAM once per layer.
 
 DRAM layout, every vector in whole bus words (its last word padded with zeros), each
 region on its own 4 KiB page:
