@@ -404,7 +404,7 @@ VECTOR_LAYERS = (
     "depthwise:in=28x28x32,kernel=3,padding=same,act=relu6",
     "depthwise:in=28x28x96,kernel=3,stride=2,padding=same,act=relu6",
     "depthwise:in=14x14x144,kernel=3,padding=same,act=relu6",
-    "depthwise:in=14x14x120,kernel=5,padding=same,act=hard_swish",
+    "depthwise:in=14x14x120,kernel=5,padding=same,act=relu",
     "depthwise:in=7x7x160,kernel=3,padding=same,act=relu6",
     "depthwise:in=9x11x13,kernel=7,stride=2,padding=same",
     "maxpool:in=28x28x64,kernel=3,stride=2,padding=same",
