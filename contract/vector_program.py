@@ -50,6 +50,8 @@ tanh, hard-swish or hard-sigmoid)
 Max and average pools read neither weights nor records: they keep the input's quantisation.
 """
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +64,7 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "stream_rows", "STREAM_ROWS", "window", "KERNEL_MAX",
+__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "planar", "line_rows", "stream_rows", "STREAM_ROWS", "window", "KERNEL_MAX",
            "TAPS_MAX", "VECTOR_UNIT_OPS"]
 
 KERNEL_MAX = 7          # kernel height and width, each
@@ -153,6 +155,16 @@ def line_rows(layer, depth):
     return (kh - 1) * dh + 1 + sh
 
 
+def planar(layer):
+    """``layer`` as the unit walks it: an add over ``(N, C)`` or ``(N, T, C)`` tensors (a transducer's
+    joint) is one row of ``N * T`` pixels, ``(1, 1, N * T, C)``; any other layer as it is."""
+    if layer.op is not Op.ADD or len(layer.in_shape) not in (2, 3):
+        return layer
+    shape = (1, 1, math.prod(layer.in_shape[:-1]), layer.in_shape[-1])
+    return dataclasses.replace(layer, in_shape=shape, out_shape=shape,
+                               extra_in_shapes=(shape,) * len(layer.extra_in_shapes))
+
+
 def vector_refusal(config, layer):
     """Why the vector unit of ``config`` cannot run ``layer`` (one line), or ``""`` if it can.
 
@@ -162,6 +174,8 @@ def vector_refusal(config, layer):
     """
     def no(text):
         return f"layer {layer.name!r}: {text}"
+
+    layer = planar(layer)
 
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
@@ -354,6 +368,16 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         raise CompileError(reason)
     if not isinstance(base, int) or base < 0 or base % ALIGN:
         raise ValueError(f"base must be a non-negative multiple of {ALIGN}, not {base!r}")
+    flat = planar(layer)
+    if flat is not layer:           # the same bytes, walked as one row of pixels
+        xs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+        shapes = (tuple(layer.in_shape), *map(tuple, layer.extra_in_shapes))
+        if any(np.shape(v) != sh for v, sh in zip(xs, shapes)):
+            raise CompileError(f"layer {layer.name!r}: inputs of shapes {[np.shape(v) for v in xs]}; allowed: "
+                               f"{list(shapes)}")
+        prog = compile_vector(config, flat, params, tuple(np.asarray(v).reshape(flat.in_shape) for v in xs),
+                              base=base)
+        return dataclasses.replace(prog, out_shape=tuple(layer.out_shape))
 
     def refuse(text):
         raise CompileError(f"layer {layer.name!r}: {text}")

@@ -40,6 +40,7 @@ its padded weight tiles fit, which differs at the edge.
 Units: cycles of the accelerator's clock, bytes.
 """
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ import numpy as np
 from mensa.contract.compiler import in_hardware, refusal
 from mensa.contract.gemm_program import tap_packed
 from mensa.contract.regs import line_depth
-from mensa.contract.vector_program import VECTOR_UNIT_OPS, line_rows, window
+from mensa.contract.vector_program import VECTOR_UNIT_OPS, line_rows, planar, window
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
 from mensa.model.nearmem import nearmem_gemm
@@ -177,6 +178,7 @@ VECTOR_FIELDS = ("vec_op", "vec_c", "vec_m", "vec_taps", "vec_wtaps", "vec_quant
 
 def _vector_walk(l):
     """The layer as the vector unit walks it (:mod:`mensa.model.vector`): zeros for other ops."""
+    l = planar(l)
     if l.op not in VECTOR_UNIT_OPS or len(l.in_shape) != 4:
         return (0,) * len(VECTOR_FIELDS)
     (kh, kw), (sh, _), (dh, _), (top, _, _, _) = window(l)
@@ -207,9 +209,12 @@ class LayerTable:
                "images", "in_h", "in_w", "out_h", "out_w", "span_h", "span_w", "stride_h", "stride_w",
                "pad_top", "pad_left", "pad_w", "in_c", "taps", *VECTOR_FIELDS)
 
-    def __init__(self, layers):
+    def __init__(self, layers, *, pack=True):
         layers = tuple(layers)
-        table = np.array([self._lower(l) for l in layers], dtype=np.float64).reshape(len(layers), len(self._FIELDS))
+        table = np.array([self._lower(l, pack) for l in layers],
+                         dtype=np.float64).reshape(len(layers), len(self._FIELDS))
+        # a few-channel conv runs over its im2col rows on a WS array mensa builds (tap_packed)
+        self.packed = np.array([pack and tap_packed(l) is not None for l in layers], dtype=bool)
         self.layers = layers
         self.names = tuple(l.name for l in layers)
         for name, column in zip(self._FIELDS, table.T.copy()):
@@ -223,8 +228,9 @@ class LayerTable:
         return len(self.layers)
 
     @staticmethod
-    def _lower(l):
-        l = tap_packed(l) or l              # a few-channel conv runs over its im2col rows
+    def _lower(l, pack):
+        if pack:
+            l = tap_packed(l) or l
         op = l.op
         out_elems = math.prod(l.out_shape)
         in_bytes = math.prod(l.in_shape) + sum(math.prod(s) for s in l.extra_in_shapes)
@@ -331,6 +337,7 @@ class AcceleratorTable:
         self.vec_lanes = np.where(self.nearmem, self.vaults * self.lanes, self.cols)
         self.peak_macs = np.where(self.nearmem, self.vaults * self.lanes, self.rows * self.cols)
         # A systolic accelerator's vector unit (mensa.model.vector): its lanes, 0 without one.
+        self.modelled = np.array([modelled(x) for x in accs], dtype=bool)
         self.vector_lanes = np.array([x.vector.lanes if x.vector is not None else 0 for x in accs], dtype=np.float64)
         self.line_depth = np.array([line_depth(x) for x in accs], dtype=np.float64)
         self.supported = np.array([_SUPPORTED_ROW[x.kind] for x in accs], dtype=bool).reshape(len(accs), len(_OPS))
@@ -445,6 +452,11 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     vec = cdiv(ew, acc.vec_lanes)
     vec_fill = np.where(ew > 0, cal.vector_pipeline, 0.0)
     s = _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2)
+    unpacked = _col(lt.packed) & acc.modelled
+    if unpacked.any():      # a modelled array runs a few-channel conv tap by tap, as it was fitted
+        u = _systolic(LayerTable(lt.layers, pack=False), acc, cal, vec, vec_fill, any_sys, any_g2)
+        for f in dataclasses.fields(_Terms):
+            setattr(s, f.name, np.where(unpacked, getattr(u, f.name), getattr(s, f.name)))
     n = _nearmem(lt, acc, cal, vec, vec_fill, any_nm, any_g2)
 
     def pick(a, b):

@@ -6,6 +6,8 @@ import random
 import numpy as np
 import pytest
 
+from mensa.contract.gemm_program import tap_packed
+
 from mensa.core.config import ConfigError, from_dict
 from mensa.contract.nearmem import HEADER_WORDS
 from mensa.model.cost import AcceleratorTable, Calibration, LayerTable, evaluate
@@ -150,7 +152,9 @@ def test_activations_spill_to_dram_only_when_they_do_not_fit_the_buffer():
 
 
 def _walk(layer):
-    """The sequencer's walk of a conv or FC ``layer`` (mensa.contract.gemm_program lays them out so)."""
+    """The sequencer's walk of a conv or FC ``layer`` (mensa.contract.gemm_program lays them out so: a
+    few-channel conv over its im2col rows)."""
+    layer = tap_packed(layer) or layer
     if layer.op is Op.FC or (layer.kernel, layer.stride, layer.padding) == ((1, 1), (1, 1), (0, 0, 0, 0)):
         m = layer.macs // (layer.in_channels * layer.out_channels)
         return LayerWalk(k=layer.in_channels, in_h=1, in_w=m, out_h=1, out_w=m)
