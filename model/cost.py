@@ -51,6 +51,7 @@ from mensa.contract.compiler import in_hardware, refusal
 from mensa.contract.gemm_program import tap_packed
 from mensa.contract.regs import line_depth
 from mensa.contract.vector_program import VECTOR_UNIT_OPS, line_rows, planar, window
+from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
 from mensa.model.nearmem import nearmem_gemm
@@ -132,6 +133,7 @@ class Calibration:
     vector_requant: float = 8.0       # the same, further, through the requantiser (depthwise, global pool)
     vector_boundary: float = 3.0      # a tile boundary whose first rows wait for the ring: beyond latency and rows
     vector_row_trip: float = 0.0      # a streaming op's row: cycles beyond latency and the row, for a round trip
+    vector_table: float = 1.0         # a table activation's lookup stage
     vector_stream_tail: float = 15.0  # a streaming op (global pool, add, mul): cycles beyond vector_fill after
     #                                   its last input word (the last row's pixels, the output's last write)
     dma_setup: float = 18.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
@@ -173,7 +175,7 @@ def _act_depth(act_bytes, rows):
 
 
 VECTOR_FIELDS = ("vec_op", "vec_c", "vec_m", "vec_taps", "vec_wtaps", "vec_quant", "vec_in_h", "vec_in_w",
-                 "vec_first_rows", "vec_held", "vec_ring", "vec_inputs", "vec_stream")
+                 "vec_first_rows", "vec_held", "vec_ring", "vec_inputs", "vec_stream", "vec_table")
 
 
 def _vector_walk(l):
@@ -193,7 +195,7 @@ def _vector_walk(l):
     return (1, c, 1 if l.op is Op.GLOBAL_AVGPOOL else oh * ow, kh * kw,
             kh * kw if l.op in (Op.DEPTHWISE, Op.MUL) else 0,      # a mul's gate: one tap vector a tile
             int(l.op not in (Op.MAXPOOL, Op.AVGPOOL)), h, w, first, held, 0 if stream else line_rows(l, 0),
-            inputs, int(stream))
+            inputs, int(stream), int(l.activation in TABLE_ACTIVATIONS))
 
 
 class LayerTable:

@@ -32,7 +32,9 @@ import numpy as np
 from mensa.contract.vector_program import stream_rows
 from mensa.model.tiling import cdiv
 
-__all__ = ["vector_terms"]
+__all__ = ["vector_terms", "TABLE_BYTES"]
+
+TABLE_BYTES = 256       # a table activation's entries, int8 (mensa.core.golden.activation_table)
 
 
 def vector_terms(cols, acc, cal):
@@ -67,7 +69,8 @@ def vector_terms(cols, acc, cal):
     compute = tiles * c["vec_m"] * c["vec_taps"]
     row = c["vec_in_w"] * pixel
     stream = c["vec_stream"] > 0
-    first = c["vec_quant"] * quant + c["vec_wtaps"] * pixel + c["vec_first_rows"] * row * c["vec_inputs"]
+    table = c["vec_table"] * cdiv(TABLE_BYTES, word) * word           # a table activation's, read first
+    first = table + c["vec_quant"] * quant + c["vec_wtaps"] * pixel + c["vec_first_rows"] * row * c["vec_inputs"]
     # a tile boundary: the next tile's first rows that the ring cannot hold beside the held ones
     short = np.maximum(c["vec_first_rows"] - (c["vec_ring"] - c["vec_held"]), 0)
     boundary = np.where(short > 0, (tiles - 1) * (acc.latency + cal.vector_boundary + cdiv(short * row, acc.bpc)), 0)
@@ -77,10 +80,11 @@ def vector_terms(cols, acc, cal):
     ring = stream_rows(c["vec_in_w"], depth)
     trip = (acc.latency + cal.vector_row_trip + cdiv(row * c["vec_inputs"], acc.bpc)) / (ring - 1)
     row_trip = np.where(stream, tiles * c["vec_in_h"] * trip, 0)
-    dram_w = tiles * (c["vec_quant"] * quant + c["vec_wtaps"] * pixel)
+    dram_w = table + tiles * (c["vec_quant"] * quant + c["vec_wtaps"] * pixel)
     written = tiles * c["vec_m"] * pixel
     dram_a = tiles * c["vec_in_h"] * row * c["vec_inputs"] + written
-    fill = cal.vector_fill + c["vec_quant"] * cal.vector_requant + np.where(stream, cal.vector_stream_tail, 0)
+    fill = (cal.vector_fill + c["vec_quant"] * cal.vector_requant + c["vec_table"] * cal.vector_table
+            + np.where(stream, cal.vector_stream_tail, 0))
     return {"compute": compute, "fill": fill + 0 * compute, "first": first, "boundary": boundary,
             "row_trip": row_trip, "dram_w": dram_w, "dram_a": dram_a, "written": written,
             "local": tiles * c["vec_in_h"] * row * c["vec_inputs"] + compute * pixel}
