@@ -99,7 +99,7 @@ class SegmentIssuer(wiring.Component):
 
         n_tiles = Signal(32)                        # M tiles the walk has begun
         plane = Signal(24)                          # vectors of one channel tile of the window
-        win_w = Signal(16)
+        win_h, win_w = Signal(16), Signal(16)
         iy_lo, ix_lo = Signal(16), Signal(16)
         row_step = Signal(17)                       # vectors from one output row's input row to the next's
         mt = Signal(range(g.acc_depth + 1))
@@ -111,6 +111,12 @@ class SegmentIssuer(wiring.Component):
         ct_addr = Signal(24)
         ky, kx = Signal(8), Signal(8)
         ky_off, kx_off = Signal(16), Signal(16)     # ky * dilation_h, kx * dilation_w
+        # the window address of a K tile's first pixel, in terms kept from the M tile on:
+        # (iy - iy_lo) * win_w + ix0 - ix_lo = y_base + ky * dilation_h * win_w + kx_off + x_base
+        y_rel = Signal(signed(20))                  # the M tile's first input row, less iy_lo
+        y_base, ky_addr, kt_off = Signal(signed(40)), Signal(signed(40)), Signal(signed(40))
+        dil_step = Signal(24)                       # dilation_h * win_w
+        x_base = Signal(signed(18))                 # -pad_left - ix_lo
         q_addr, w_addr = Signal(A), Signal(A)
         wv = Signal(WA + 1)                         # the K tile's first vector in the weight buffer
         iy = Signal(signed(19))                     # input row of the current output row
@@ -126,6 +132,12 @@ class SegmentIssuer(wiring.Component):
         m.d.comb += ch_end.eq(Mux(d.depthwise & (n0 + C < d.k), n0 + C, d.k))
         first_k = Signal()
         last_k = Signal()
+        # from the M tile's registers, a cycle or two before a K tile needs them
+        m.d.sync += [
+            plane.eq(win_h * win_w), dil_step.eq(d.dilation_h * win_w),
+            y_rel.eq(Mux(two_h, ty << 1, ty) - d.pad_top - iy_lo), y_base.eq(y_rel * win_w),
+            x_base.eq(-d.pad_left - ix_lo),
+        ]
         m.d.comb += [
             first_k.eq((ky == 0) & (kx == 0) & (ch0 == ch_lo)),
             last_k.eq((ky + 1 == d.kernel_h) & (kx + 1 == d.kernel_w) & (ch0 + R >= ch_end)),
@@ -159,6 +171,7 @@ class SegmentIssuer(wiring.Component):
                                  ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
                 with m.Elif(ky + 1 < d.kernel_h):
                     m.d.sync += [ky.eq(ky + 1), ky_off.eq(ky_off + d.dilation_h), kx.eq(0),
+                                 ky_addr.eq(ky_addr + dil_step),
                                  kx_off.eq(0), ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
                 with m.Elif(n0 + C < d.n):
                     m.d.sync += n0.eq(n0 + C)
@@ -175,16 +188,17 @@ class SegmentIssuer(wiring.Component):
                 m.d.sync += state.eq(_Issue.MTILE), n_tiles.eq(0)
         with m.Elif(state == _Issue.MTILE):
             width = tiles.ix_hi - tiles.ix_lo
-            m.d.sync += [
-                n_tiles.eq(n_tiles + 1),
-                mt.eq(tiles.rows * tiles.cols), ty.eq(tiles.ty), tx.eq(tiles.tx),
-                iy_lo.eq(tiles.iy_lo), ix_lo.eq(tiles.ix_lo), win_w.eq(width),
-                plane.eq((tiles.iy_hi - tiles.iy_lo) * width),
-                row_step.eq(Mux(two_h, width << 1, width)),
-                n0.eq(0), ch_lo.eq(0), lo_addr.eq(0), wv.eq(0),
-                q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
-            ]
-            m.d.sync += state.eq(_Issue.QREC)
+            with m.If(tiles.valid):
+                m.d.sync += [
+                    n_tiles.eq(n_tiles + 1),
+                    mt.eq(tiles.pixels), ty.eq(tiles.ty), tx.eq(tiles.tx),
+                    iy_lo.eq(tiles.iy_lo), ix_lo.eq(tiles.ix_lo), win_w.eq(width),
+                    win_h.eq(tiles.iy_hi - tiles.iy_lo),
+                    row_step.eq(Mux(two_h, width << 1, width)),
+                    n0.eq(0), ch_lo.eq(0), lo_addr.eq(0), wv.eq(0),
+                    q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
+                ]
+                m.d.sync += state.eq(_Issue.QREC)
         with m.Elif(state == _Issue.QREC):
             # (the first N tile's record once the previous M tile's window is requested, the
             # others once this one's is: the segments ahead of a record need no more)
@@ -202,7 +216,7 @@ class SegmentIssuer(wiring.Component):
             with m.If(d.depthwise & (ch_lo + R <= n0)):
                 m.d.sync += ch_lo.eq(ch_lo + R), lo_addr.eq(lo_addr + plane)
             with m.Else():
-                m.d.sync += [ky.eq(0), kx.eq(0), ky_off.eq(0), kx_off.eq(0), ch0.eq(ch_lo),
+                m.d.sync += [ky.eq(0), kx.eq(0), ky_off.eq(0), kx_off.eq(0), ky_addr.eq(0), ch0.eq(ch_lo),
                              ct_addr.eq(lo_addr)]
                 m.d.sync += state.eq(_Issue.WEIGHTS)
         with m.Elif(state == _Issue.WEIGHTS):
@@ -224,6 +238,7 @@ class SegmentIssuer(wiring.Component):
                     w_addr.eq(w_addr + R * g.weight_bytes),
                     iy.eq(Mux(two_h, ty << 1, ty) + ky_off - d.pad_top),
                     ix0.eq(kx_off - d.pad_left),
+                    kt_off.eq(y_base + ky_addr + kx_off + x_base),
                 ]
                 m.d.sync += state.eq(_Issue.KTILE)
         with m.Elif(state == _Issue.KTILE):
@@ -234,7 +249,7 @@ class SegmentIssuer(wiring.Component):
                 past_in.eq(Mux(two_w, (d.in_w - ix0 + 1) >> 1, d.in_w - ix0)),
             ]
             m.d.sync += [
-                row_addr.eq(ct_addr + (iy - iy_lo) * win_w + ix0 - ix_lo),
+                row_addr.eq(ct_addr + kt_off),
                 ox_lo.eq(clamp(first_in, 0, d.out_w)),
                 ox_hi.eq(clamp(past_in, 0, d.out_w)),
                 oy.eq(ty), s.eq(tx), left.eq(mt),
