@@ -78,7 +78,10 @@ class WeightFeed(wiring.Component):
         m.submodules.wbuf = wbuf = memory.Memory(shape=8 * C, depth=g.weight_depth, init=[])
         wb_w = wbuf.write_port()
         wb_r = wbuf.read_port()
-        wb_valid, wb_advance, wb_take, wb_seg_end = Signal(), Signal(), Signal(), Signal()
+        wb_valid = Signal()
+        wb_advance = Signal()
+        wb_take = Signal()
+        wb_seg_end = Signal()
         wb_i = Signal(range(R))
         w_vec = Signal(range(R))                # vector of the DRAM weight segment
         dram_vector = Signal()
@@ -195,7 +198,7 @@ class ActivationFeed(wiring.Component):
         g = self._geometry
         SA = len(self.written) - 1
         seg, rport, acts = self.seg.payload, self.read, self.acts
-        a_valid, a_pad, a_last = Signal(), Signal(), Signal()
+        a_valid, a_pad, a_last = Signal(name="a_valid"), Signal(name="a_pad"), Signal(name="a_last")
         a_i = Signal(16)
         a_next = Signal(SA)
         a_advance = Signal()

@@ -99,32 +99,41 @@ class SegmentIssuer(wiring.Component):
 
         n_tiles = Signal(32)                        # M tiles the walk has begun
         plane = Signal(24)                          # vectors of one channel tile of the window
-        win_h, win_w = Signal(16), Signal(16)
-        iy_lo, ix_lo = Signal(16), Signal(16)
+        win_h, win_w = Signal(16, name="win_h"), Signal(16, name="win_w")
+        iy_lo, ix_lo = Signal(16, name="iy_lo"), Signal(16, name="ix_lo")
         row_step = Signal(17)                       # vectors from one output row's input row to the next's
         mt = Signal(range(g.acc_depth + 1))
-        ty, tx = Signal(16), Signal(16)             # the M tile's first pixel
+        ty, tx = Signal(16, name="ty"), Signal(16, name="tx")  # the M tile's first pixel
         n0 = Signal(16)
         ch_lo = Signal(16)                          # first channel of the N tile's K walk
         lo_addr = Signal(24)                        # its channel tile's plane in the window
         ch0 = Signal(16)
         ct_addr = Signal(24)
-        ky, kx = Signal(8), Signal(8)
-        ky_off, kx_off = Signal(16), Signal(16)     # ky * dilation_h, kx * dilation_w
+        ky, kx = Signal(8, name="ky"), Signal(8, name="kx")
+        # ky * dilation_h, kx * dilation_w
+        ky_off = Signal(16)
+        kx_off = Signal(16)
         # the window address of a K tile's first pixel, in terms kept from the M tile on:
         # (iy - iy_lo) * win_w + ix0 - ix_lo = y_base + ky * dilation_h * win_w + kx_off + x_base
         y_rel = Signal(signed(20))                  # the M tile's first input row, less iy_lo
-        y_base, ky_addr, kt_off = Signal(signed(40)), Signal(signed(40)), Signal(signed(40))
+        y_base = Signal(signed(40))
+        ky_addr = Signal(signed(40))
+        kt_off = Signal(signed(40))
         dil_step = Signal(24)                       # dilation_h * win_w
         x_base = Signal(signed(18))                 # -pad_left - ix_lo
-        q_addr, w_addr = Signal(A), Signal(A)
+        q_addr, w_addr = Signal(A, name="q_addr"), Signal(A, name="w_addr")
         wv = Signal(WA + 1)                         # the K tile's first vector in the weight buffer
         iy = Signal(signed(19))                     # input row of the current output row
         ix0 = Signal(signed(19))                    # input column of output column 0
         row_addr = Signal(signed(26))               # window address of pixel (iy, ix0)
-        ox_lo, ox_hi = Signal(17), Signal(17)       # output columns whose input is inside
+        # output columns whose input is inside
+        ox_lo = Signal(17)
+        ox_hi = Signal(17)
         oy = Signal(16)
-        s, e, lo, hi = Signal(17), Signal(17), Signal(17), Signal(17)
+        s = Signal(17)
+        e = Signal(17)
+        lo = Signal(17)
+        hi = Signal(17)
         left = Signal(32)
         final_row = Signal()
 

@@ -165,14 +165,16 @@ class MTileWalker(wiring.Component):
         d, ty, tx, rows, cols = self.layer, self.ty, self.tx, self.rows, self.cols
         two_h, two_w = d.stride_h == 2, d.stride_w == 2
         # the layer's own terms: (kernel - 1) * dilation + 1 - padding
-        reach_h, reach_w = Signal(signed(18)), Signal(signed(18))
+        reach_h, reach_w = Signal(signed(18), name="reach_h"), Signal(signed(18), name="reach_w")
         m.d.sync += [reach_h.eq((d.kernel_h - 1) * d.dilation_h + 1 - d.pad_top),
                      reach_w.eq((d.kernel_w - 1) * d.dilation_w + 1 - d.pad_left)]
-        y0, x0 = Signal(signed(20)), Signal(signed(20))         # first input row, column
-        oy1, ox1 = Signal(17), Signal(17)                       # last output row, column
-        y1, x1 = Signal(signed(20)), Signal(signed(20))         # past the last input row, column
-        y1c, x1c = Signal(16), Signal(16)
-        lo_y, lo_x = Signal(16), Signal(16)
+        y0, x0 = Signal(signed(20), name="y0"), Signal(signed(20), name="x0")  # first input row, column
+        oy1, ox1 = Signal(17, name="oy1"), Signal(17, name="ox1")  # last output row, column
+        # past the last input row, column
+        y1 = Signal(signed(20))
+        x1 = Signal(signed(20))
+        y1c, x1c = Signal(16, name="y1c"), Signal(16, name="x1c")
+        lo_y, lo_x = Signal(16, name="lo_y"), Signal(16, name="lo_x")
         m.d.sync += [
             y0.eq(Mux(two_h, ty << 1, ty) - d.pad_top), x0.eq(Mux(two_w, tx << 1, tx) - d.pad_left),
             oy1.eq(ty + rows - 1), ox1.eq(tx + cols - 1),

@@ -89,7 +89,7 @@ class WindowLoader(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += state.eq(_Load.TILE), n_tiles.eq(0)
-        cmds, done = Signal(32), Signal(32)
+        cmds, done = Signal(32, name="cmds"), Signal(32, name="done")
         self._issue(m, state, tiles, cmds, done)
         self._write(m, state, tiles, committed, cmds, done)
         return m
@@ -100,17 +100,21 @@ class WindowLoader(wiring.Component):
         R, ab, aw = g.rows, g.act_bytes, g.act_words
         n_tiles = self.progress.tiles
         # the layer's own sizes, a cycle or two after start (the first burst is later still)
-        in_pixels, in_plane = Signal(32), Signal(A)     # of one channel tile of the input in DRAM
-        row_bytes, row_words = Signal(A), Signal(32)
+        # of one channel tile of the input in DRAM
+        in_pixels = Signal(32)
+        in_plane = Signal(A)
+        row_bytes, row_words = Signal(A, name="row_bytes"), Signal(32, name="row_words")
         m.d.sync += [in_pixels.eq(d.in_h * d.in_w), in_plane.eq(in_pixels * ab),
                      row_bytes.eq(d.in_w * ab), row_words.eq(d.in_w * aw)]
         ch, y = self.progress.channel, Signal(16)
-        ct_addr, addr = Signal(A), Signal(A)
+        ct_addr, addr = Signal(A, name="ct_addr"), Signal(A, name="addr")
         bursts = Signal(16)                     # bursts per channel tile
         count = Signal(32)                      # words per burst, less one
-        win_h, win_w, win_w_words = Signal(16), Signal(16), Signal(32)
+        win_h = Signal(16)
+        win_w = Signal(16)
+        win_w_words = Signal(32)
         full = Signal()                         # the window spans whole input rows
-        first_pixel, ix_lo = Signal(32), Signal(16)
+        first_pixel, ix_lo = Signal(32, name="first_pixel"), Signal(16, name="ix_lo")
         m.d.comb += [self.rd_cmd.payload.addr.eq(addr), self.rd_cmd.payload.count.eq(count)]
         with m.If(state == _Load.TILE):
             # the next half is free once the walk has released the tile before last

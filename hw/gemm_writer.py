@@ -73,14 +73,14 @@ class OutputWriter(wiring.Component):
         o_tile = Signal(A)                      # bytes of one N tile of C: M output vectors
         m.d.sync += o_tile.eq(d.m * g.out_bytes)         # (a cycle after start, long before it is used)
         writing = Signal()
-        o_addr, o_mbase = Signal(A), Signal(A)
+        o_addr, o_mbase = Signal(A, name="o_addr"), Signal(A, name="o_mbase")
         wn0 = Signal(16)
         wmt = tiles.pixels
         o_step = Signal(A)                      # bytes of the M tile's outputs of one N tile
         count = Signal(32)                      # words of a write command, less one
         # (from the walker's pixel count, before the walker is valid)
         m.d.sync += count.eq(wmt * g.out_words - 1), o_step.eq(wmt * g.out_bytes)
-        issued, acked = Signal(32), Signal(32)
+        issued, acked = Signal(32, name="issued"), Signal(32, name="acked")
         cmd_go = self.wr_cmd.valid & self.wr_cmd.ready
         m.d.comb += [
             tiles.layer.eq(d), tiles.restart.eq(self.start),
