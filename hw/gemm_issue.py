@@ -317,7 +317,7 @@ class _WalkRegisters:
         # terms kept from the M tile on: y_base + k_off, with k_off = ky * dilation_h * win_w
         # + kx * dilation_w + x_base kept by additions as the K walk steps.
         sig(signed(20), "iy_base")                  # the M tile's first input row
-        sig(signed(20), "y_rel")
+        sig(signed(18), "y_rel")                    # (<= 0 where it is used: one DSP block's operand)
         for name in ("y_base", "ky_addr", "k_off", "kt_off"):
             sig(signed(40), name)
         sig(24, "dil_step")                         # dilation_h * win_w

@@ -101,8 +101,8 @@ class MTileWalker(wiring.Component):
     ty, tx : ``Out(16)``
         The tile's first output row and column.
     valid : ``Out(1)``
-        The members below are the current tile's: :attr:`LATENCY` cycles after a restart or
-        an advance.
+        The members below are the current tile's: :attr:`LATENCY` cycles after an advance,
+        ``LATENCY + SETUP`` after a restart.
     rows, cols : ``Out(16)``
         Its output rows and columns (a tile of several rows spans whole rows).
     pixels : ``Out(32)``
@@ -114,8 +114,10 @@ class MTileWalker(wiring.Component):
         ``ix_lo .. ix_hi - 1`` it reads, clipped to the input.
     """
 
-    #: Cycles from a restart or an advance to ``valid``.
+    #: Cycles from an advance to ``valid``; a restart takes :attr:`SETUP` more (the layer's
+    #: own terms: a product, which a DSP block computes in a cycle of its own).
     LATENCY = 5
+    SETUP = 2
 
     def __init__(self, *, addr_bits, window=True):
         check_addr_bits(addr_bits)
@@ -144,9 +146,11 @@ class MTileWalker(wiring.Component):
                 m.d.sync += tx.eq(tx + d.tile_cols)
             with m.Else():
                 m.d.sync += tx.eq(0), ty.eq(ty + d.tile_rows)
-        wait = Signal(range(self.LATENCY + 1), init=self.LATENCY)
-        with m.If(self.restart | self.advance):
+        wait = Signal(range(self.LATENCY + self.SETUP + 1), init=self.LATENCY + self.SETUP)
+        with m.If(self.advance):
             m.d.sync += wait.eq(self.LATENCY)
+        with m.Elif(self.restart):
+            m.d.sync += wait.eq(self.LATENCY + self.SETUP)
         with m.Elif(wait != 0):
             m.d.sync += wait.eq(wait - 1)
         m.d.comb += self.valid.eq(wait == 0)
@@ -164,10 +168,13 @@ class MTileWalker(wiring.Component):
     def _window_stages(self, m):
         d, ty, tx, rows, cols = self.layer, self.ty, self.tx, self.rows, self.cols
         two_h, two_w = d.stride_h == 2, d.stride_w == 2
-        # the layer's own terms: (kernel - 1) * dilation + 1 - padding
+        # the layer's own terms, (kernel - 1) * dilation + 1 - padding, over three cycles
+        span_h, span_w = Signal(8, name="span_h"), Signal(8, name="span_w")        # kernel - 1
+        dspan_h, dspan_w = Signal(16, name="dspan_h"), Signal(16, name="dspan_w")  # its product
         reach_h, reach_w = Signal(signed(18), name="reach_h"), Signal(signed(18), name="reach_w")
-        m.d.sync += [reach_h.eq((d.kernel_h - 1) * d.dilation_h + 1 - d.pad_top),
-                     reach_w.eq((d.kernel_w - 1) * d.dilation_w + 1 - d.pad_left)]
+        m.d.sync += [span_h.eq(d.kernel_h - 1), span_w.eq(d.kernel_w - 1),
+                     dspan_h.eq(span_h * d.dilation_h), dspan_w.eq(span_w * d.dilation_w),
+                     reach_h.eq(dspan_h + 1 - d.pad_top), reach_w.eq(dspan_w + 1 - d.pad_left)]
         y0, x0 = Signal(signed(20), name="y0"), Signal(signed(20), name="x0")  # first input row, column
         oy1, ox1 = Signal(17, name="oy1"), Signal(17, name="ox1")  # last output row, column
         # past the last input row, column

@@ -19,9 +19,10 @@ __all__ = ["WindowLoader"]
 class _Load(enum.Enum, shape=3):
     IDLE = 0
     TILE = 1            # take the next M tile's window, once a half is free
-    PLAN = 2            # its first address and burst size
-    ISSUE = 3           # its bursts
-    WAIT = 4            # its words, then commit the half
+    PLAN = 2            # its first address and size
+    SIZE = 3            # its burst size
+    ISSUE = 4           # its bursts
+    WAIT = 5            # its words, then commit the half
 
 
 class WindowLoader(wiring.Component):
@@ -95,7 +96,8 @@ class WindowLoader(wiring.Component):
         return m
 
     def _issue(self, m, state, tiles, cmds, done):
-        """Per M tile: its window's size and first address over two cycles, then its bursts."""
+        """Per M tile: its window's size and first address over three cycles (a product, a
+        DSP block's, in a cycle of its own), then its bursts."""
         g, A, d = self._geometry, self._addr_bits, self.layer
         R, ab, aw = g.rows, g.act_bytes, g.act_words
         n_tiles = self.progress.tiles
@@ -115,6 +117,7 @@ class WindowLoader(wiring.Component):
         win_w_words = Signal(32)
         full = Signal()                         # the window spans whole input rows
         first_pixel, ix_lo = Signal(32, name="first_pixel"), Signal(16, name="ix_lo")
+        full_words = Signal(32)                 # the window's words per channel tile, if full
         m.d.comb += [self.rd_cmd.payload.addr.eq(addr), self.rd_cmd.payload.count.eq(count)]
         with m.If(state == _Load.TILE):
             # the next half is free once the walk has released the tile before last
@@ -134,10 +137,11 @@ class WindowLoader(wiring.Component):
             first = Signal(A)
             m.d.comb += first.eq(d.input_addr + (first_pixel + ix_lo) * ab)
             m.d.sync += [
-                bursts.eq(Mux(full, 1, win_h)),
-                count.eq(Mux(full, win_h * row_words, win_w_words) - 1),
-                ct_addr.eq(first), addr.eq(first), state.eq(_Load.ISSUE),
+                bursts.eq(Mux(full, 1, win_h)), full_words.eq(win_h * row_words),
+                ct_addr.eq(first), addr.eq(first), state.eq(_Load.SIZE),
             ]
+        with m.If(state == _Load.SIZE):
+            m.d.sync += count.eq(Mux(full, full_words, win_w_words) - 1), state.eq(_Load.ISSUE)
         with m.If(state == _Load.ISSUE):
             m.d.comb += self.rd_cmd.valid.eq(1)
             with m.If(self.rd_cmd.ready):
