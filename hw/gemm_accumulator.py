@@ -1,7 +1,8 @@
 """Accumulation across K tiles: read-modify-write of the accumulator buffer.
 
 Stage A takes a partial-sum vector and reads its entry; stage B adds and writes it back, or,
-on the K walk's final tile, hands the sum to the requantiser. Whether a tile is the walk's
+on the K walk's final tile, hands the sum to the requantiser through an output register (so
+the requantiser's adders do not follow the buffer's read and this adder in one cycle). Whether a tile is the walk's
 first or final comes with it, from the walk's flags queue. The read port is transparent to
 the write port: with M = 1 the next tile's read meets this write.
 """
@@ -66,8 +67,10 @@ class Accumulator(wiring.Component):
         b_m = Signal(range(g.acc_depth))
         b_psum = Signal(acc_shape)
         advance = Signal()
+        s_valid, s_last = Signal(), Signal()
+        s_data = Signal(acc_shape)
         m.d.comb += [
-            advance.eq(~(bv & b_final) | self.sums.ready),
+            advance.eq(~(bv & b_final) | ~s_valid | self.sums.ready),
             psums.ready.eq(advance),
             rp.addr.eq(pm),
             rp.en.eq(advance),
@@ -89,8 +92,12 @@ class Accumulator(wiring.Component):
             m.d.comb += total[j].eq(b_psum[j] + Mux(b_first, 0, rp.data[j]))
         m.d.comb += [
             wp.addr.eq(b_m), wp.data.eq(total), wp.en.eq(bv & ~b_final & advance),
-            self.sums.valid.eq(bv & b_final),
-            self.sums.payload.data.eq(total),
-            self.sums.payload.last.eq(b_last),
+            self.sums.valid.eq(s_valid),
+            self.sums.payload.data.eq(s_data),
+            self.sums.payload.last.eq(s_last),
         ]
+        with m.If(advance & bv & b_final):
+            m.d.sync += s_valid.eq(1), s_data.eq(total), s_last.eq(b_last)
+        with m.Elif(self.sums.ready):
+            m.d.sync += s_valid.eq(0)
         return m
