@@ -116,7 +116,7 @@ class MTileWalker(wiring.Component):
 
     #: Cycles from an advance to ``valid``; a restart takes :attr:`SETUP` more (the layer's
     #: own terms: a product, which a DSP block computes in a cycle of its own).
-    LATENCY = 5
+    LATENCY = 6
     SETUP = 2
 
     def __init__(self, *, addr_bits, window=True):
@@ -139,10 +139,12 @@ class MTileWalker(wiring.Component):
         m = Module()
         d = self.layer
         ty, tx, rows, cols = self.ty, self.tx, self.rows, self.cols
+        rem_h, rem_w = Signal(16, name="rem_h"), Signal(16, name="rem_w")    # output rows, columns left
         with m.If(self.restart):
             m.d.sync += ty.eq(0), tx.eq(0)
+        # (an advance comes while valid)
         with m.If(self.advance):
-            with m.If(tx + d.tile_cols < d.out_w):
+            with m.If(d.tile_cols < rem_w):
                 m.d.sync += tx.eq(tx + d.tile_cols)
             with m.Else():
                 m.d.sync += tx.eq(0), ty.eq(ty + d.tile_rows)
@@ -156,9 +158,10 @@ class MTileWalker(wiring.Component):
         m.d.comb += self.valid.eq(wait == 0)
         # each stage a register, recomputed every cycle from the one before
         m.d.sync += [
-            rows.eq(Mux(d.tile_rows < d.out_h - ty, d.tile_rows, d.out_h - ty)),
-            cols.eq(Mux(d.tile_cols < d.out_w - tx, d.tile_cols, d.out_w - tx)),
-            self.last.eq((ty + d.tile_rows >= d.out_h) & (tx + d.tile_cols >= d.out_w)),
+            rem_h.eq(d.out_h - ty), rem_w.eq(d.out_w - tx),
+            rows.eq(Mux(d.tile_rows < rem_h, d.tile_rows, rem_h)),
+            cols.eq(Mux(d.tile_cols < rem_w, d.tile_cols, rem_w)),
+            self.last.eq((d.tile_rows >= rem_h) & (d.tile_cols >= rem_w)),
             self.pixels.eq(rows * cols),
         ]
         if self._window:
