@@ -137,25 +137,30 @@ class DMA(wiring.Component):
         addr = Signal(c.addr_bits, name=f"{name}_addr")
         remaining = Signal(count_bits + 1, name=f"{name}_remaining")     # beats still to request
         active = Signal(name=f"{name}_active")
+        # beats to the 4 KiB page's end, kept in a register beside addr (page_beats - its
+        # page offset), so the burst's size is comparisons of registers and a mux
+        to_page = Signal(range(page_beats + 1), name=f"{name}_to_page")
         m.d.comb += cmd.ready.eq(~active)
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [
                 addr.eq(cmd.payload.addr & ~(word_bytes - 1)),
+                to_page.eq(page_beats - cmd.payload.addr[offset_bits:12]),
                 remaining.eq(cmd.payload.count + 1),
                 active.eq(1),
             ]
 
-        to_page = Signal(range(page_beats + 1), name=f"{name}_to_page")
-        m.d.comb += to_page.eq(page_beats - addr[offset_bits:12])
         limit = min(c.max_burst, page_beats)
-        wanted = Mux(remaining < limit, remaining, limit)
+        # beats = min(to_page, remaining, limit)
+        r_lt_l, t_lt_r, l_lt_r = Signal(), Signal(), Signal()
+        m.d.comb += [r_lt_l.eq(remaining < limit), t_lt_r.eq(to_page < remaining), l_lt_r.eq(limit < remaining)]
+        wanted = Mux(r_lt_l, remaining, limit)
         beats = Signal(range(limit + 1), name=f"{name}_beats")
-        m.d.comb += beats.eq(Mux(to_page < wanted, to_page, wanted))
+        m.d.comb += beats.eq(Mux(Mux(r_lt_l, t_lt_r, to_page < limit), to_page, wanted))
 
         last = Signal(name=f"{name}_last")
         handshake = Signal(name=f"{name}_handshake")
         m.d.comb += [
-            last.eq(remaining == beats),
+            last.eq(~t_lt_r & ~l_lt_r),
             self._axi(f"{ch}valid").eq(active & room),
             handshake.eq(self._axi(f"{ch}valid") & self._axi(f"{ch}ready")),
             self._axi(f"{ch}id").eq(0),
@@ -171,6 +176,7 @@ class DMA(wiring.Component):
             m.d.sync += [
                 addr.eq(addr + (beats << offset_bits)),
                 remaining.eq(remaining - beats),
+                to_page.eq(Mux(beats == to_page, page_beats, to_page - beats)),
             ]
             with m.If(last):
                 m.d.sync += active.eq(0)

@@ -1,9 +1,11 @@
 """Accumulation across K tiles: read-modify-write of the accumulator buffer.
 
-Stage A takes a partial-sum vector and reads its entry; stage B adds and writes it back, or,
-on the K walk's final tile, hands the sum to the requantiser. Whether a tile is the walk's
-first or final comes with it, from the walk's flags queue. The read port is transparent to
-the write port: with M = 1 the next tile's read meets this write.
+Stage A takes a partial-sum vector and reads its entry; stage B registers the read data (a
+block RAM's output is slow: nothing follows it in its cycle); stage C adds and writes it back,
+or, on the K walk's final tile, hands the sum to the requantiser through an output register.
+Whether a tile is the walk's first or final comes with it, from the walk's flags queue. With
+M = 1 every vector adds into the entry the one before it writes: the read port is transparent
+to the write port (for the vector two behind), and C forwards its last sum (for the next).
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -59,21 +61,34 @@ class Accumulator(wiring.Component):
         wp = accbuf.write_port()
         rp = accbuf.read_port(transparent_for=(wp,))
         pm = Signal(range(g.acc_depth))
-        bv, b_first, b_final, b_last = Signal(), Signal(), Signal(), Signal()
-        b_m = Signal(range(g.acc_depth))
-        b_psum = Signal(acc_shape)
+        # B: the entry being read; C: its read data registered, the sum, the write
+        bv, cv = Signal(), Signal()
+        b_first, b_final, b_last = Signal(), Signal(), Signal()
+        c_first, c_final, c_last = Signal(), Signal(), Signal()
+        b_m, c_m = Signal(range(g.acc_depth)), Signal(range(g.acc_depth))
+        b_psum, c_psum, c_old = Signal(acc_shape), Signal(acc_shape), Signal(acc_shape)
+        # The entry C writes is read by the vector behind it a cycle too early: that one
+        # takes the sum from `written`, a register of the last sum written.
+        c_fwd = Signal()
+        written = Signal(acc_shape)
         advance = Signal()
+        s_valid, s_last = Signal(), Signal()
+        s_data = Signal(acc_shape)
         m.d.comb += [
-            advance.eq(~(bv & b_final) | self.sums.ready),
+            advance.eq(~(cv & c_final) | ~s_valid | self.sums.ready),
             psums.ready.eq(advance),
             rp.addr.eq(pm),
             rp.en.eq(advance),
         ]
         psum_in = psums.valid & psums.ready
+        write = Signal()
+        m.d.comb += write.eq(cv & ~c_final & advance)
         with m.If(advance):
             m.d.sync += [
                 bv.eq(psums.valid), b_first.eq(flags.first), b_final.eq(flags.final),
                 b_last.eq(psums.payload.last), b_m.eq(pm), b_psum.eq(psums.payload.data),
+                cv.eq(bv), c_first.eq(b_first), c_final.eq(b_final), c_last.eq(b_last), c_m.eq(b_m),
+                c_psum.eq(b_psum), c_old.eq(rp.data), c_fwd.eq(write & (c_m == b_m)),
             ]
         m.d.comb += self.k_flags.ready.eq(psum_in & psums.payload.last)
         with m.If(psum_in):
@@ -83,11 +98,17 @@ class Accumulator(wiring.Component):
                 m.d.sync += pm.eq(pm + 1)
         total = Signal(acc_shape)
         for j in range(C):
-            m.d.comb += total[j].eq(b_psum[j] + Mux(b_first, 0, rp.data[j]))
+            m.d.comb += total[j].eq(c_psum[j] + Mux(c_first, 0, Mux(c_fwd, written[j], c_old[j])))
+        with m.If(write):
+            m.d.sync += written.eq(total)
         m.d.comb += [
-            wp.addr.eq(b_m), wp.data.eq(total), wp.en.eq(bv & ~b_final & advance),
-            self.sums.valid.eq(bv & b_final),
-            self.sums.payload.data.eq(total),
-            self.sums.payload.last.eq(b_last),
+            wp.addr.eq(c_m), wp.data.eq(total), wp.en.eq(write),
+            self.sums.valid.eq(s_valid),
+            self.sums.payload.data.eq(s_data),
+            self.sums.payload.last.eq(s_last),
         ]
+        with m.If(advance & cv & c_final):
+            m.d.sync += s_valid.eq(1), s_data.eq(total), s_last.eq(c_last)
+        with m.Elif(self.sums.ready):
+            m.d.sync += s_valid.eq(0)
         return m

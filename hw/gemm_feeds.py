@@ -78,7 +78,10 @@ class WeightFeed(wiring.Component):
         m.submodules.wbuf = wbuf = memory.Memory(shape=8 * C, depth=g.weight_depth, init=[])
         wb_w = wbuf.write_port()
         wb_r = wbuf.read_port()
-        wb_valid, wb_advance, wb_take, wb_seg_end = Signal(), Signal(), Signal(), Signal()
+        wb_valid = Signal()
+        wb_advance = Signal()
+        wb_take = Signal()
+        wb_seg_end = Signal()
         wb_i = Signal(range(R))
         w_vec = Signal(range(R))                # vector of the DRAM weight segment
         dram_vector = Signal()
@@ -195,8 +198,9 @@ class ActivationFeed(wiring.Component):
         g = self._geometry
         SA = len(self.written) - 1
         seg, rport, acts = self.seg.payload, self.read, self.acts
-        a_valid, a_pad, a_last = Signal(), Signal(), Signal()
+        a_valid, a_pad, a_last = Signal(name="a_valid"), Signal(name="a_pad"), Signal(name="a_last")
         a_i = Signal(16)
+        a_i1 = Signal(16, init=1)               # a_i + 1, kept so the segment's end is one comparison
         a_next = Signal(SA)
         a_advance = Signal()
         a_take = Signal()
@@ -207,7 +211,7 @@ class ActivationFeed(wiring.Component):
         m.d.comb += [
             a_advance.eq(~a_valid | acts.ready),
             a_take.eq(self.seg.valid & act_ok & a_advance),
-            a_seg_end.eq(a_i + 1 == seg.count),
+            a_seg_end.eq(a_i1 == seg.count),
             rport.en.eq(a_advance),
             rport.addr.eq(Mux(a_i == 0, seg.addr, a_next)),
             self.tile.ready.eq(a_take & a_seg_end & seg.end & seg.release),
@@ -217,7 +221,7 @@ class ActivationFeed(wiring.Component):
         with m.If(a_advance):
             m.d.sync += [a_valid.eq(a_take), a_pad.eq(seg.kind == PAD), a_last.eq(seg.end & a_seg_end)]
         with m.If(a_take):
-            m.d.sync += [a_i.eq(Mux(a_seg_end, 0, a_i + 1)),
+            m.d.sync += [a_i.eq(Mux(a_seg_end, 0, a_i1)), a_i1.eq(Mux(a_seg_end, 1, a_i1 + 1)),
                          a_next.eq(rport.addr + Mux(seg.skip, 2, 1))]
         zp_vector = Cat(*[self.zero_point for _ in range(g.rows)])
         m.d.comb += [

@@ -89,79 +89,81 @@ class SegmentIssuer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, A, d = self._geometry, self._addr_bits, self.layer
-        R, C = g.rows, g.cols
-        WA = len(self.weight_seg.payload.addr)
-        two_h, two_w = d.stride_h == 2, d.stride_w == 2
         m.submodules.tiles = tiles = MTileWalker(addr_bits=A)
+        m.d.comb += tiles.layer.eq(d)
+        r = _WalkRegisters(g, A, len(self.weight_seg.payload.addr))
+        self._precompute(m, r)
+        self._flags(m, r)
+        state = Signal(_Issue)
+        self._walk(m, r, state, tiles)
+        return m
+
+    def _precompute(self, m, r):
+        """Registers that follow others a cycle or two later, long before they are used: the
+        layer's, the M tile's and the N tile's terms of the walk's sums and decisions. Each is
+        a product, a sum or a comparison of registers, so no decision of the walk waits for one."""
+        g, d = self._geometry, self.layer
+        R, C = g.rows, g.cols
+        two_h = d.stride_h == 2
+        m.d.sync += [
+            # the layer's
+            r.kw_last.eq(d.kernel_w - 1), r.kh_last.eq(d.kernel_h - 1),
+            r.pad_left1.eq(d.pad_left + 1), r.in_w_left.eq(d.in_w + d.pad_left),
+            # the M tile's (from MTILE on, used from ADJUST on)
+            r.plane.eq(r.win_h * r.win_w), r.dil_step.eq(d.dilation_h * r.win_w),
+            r.y_rel.eq(r.iy_base - r.iy_lo), r.y_base.eq(r.y_rel * r.win_w),
+            r.x_base.eq(-d.pad_left - r.ix_lo),
+            r.row_step.eq(Mux(two_h, r.win_w << 1, r.win_w)),
+            # the N tile's (from QREC on, used from WEIGHTS on)
+            r.ch_end.eq(Mux(d.depthwise & (r.n0 + C < d.k), r.n0 + C, d.k)),
+            r.ch_last.eq(r.ch_end - R), r.n_last.eq(r.n0 + C >= d.n),
+        ]
+
+    def _flags(self, m, r):
+        """The K tile's flags, from comparisons of registers."""
+        seg = self.act_seg.payload
+        m.d.comb += [
+            r.last_ch.eq(r.ch0 >= r.ch_last),
+            r.first_k.eq((r.ky == 0) & (r.kx == 0) & (r.ch0 == r.ch_lo)),
+            r.last_k.eq((r.ky == r.kh_last) & (r.kx == r.kw_last) & r.last_ch),
+            self.k_flags.payload.eq(Cat(r.first_k, r.last_k)),
+            seg.release.eq(r.last_k & r.n_last),
+            self.weight_seg.payload.kind.eq(seg.kind),
+        ]
+
+    def _walk(self, m, r, state, tiles):
+        g, d = self._geometry, self.layer
+        R = g.rows
+        two_h, two_w = d.stride_h == 2, d.stride_w == 2
         cmd, wseg, seg = self.rd_cmd.payload, self.weight_seg.payload, self.act_seg.payload
         took = self.rd_cmd.valid & self.rd_cmd.ready
         l_tiles = self.loaded.tiles
-
-        n_tiles = Signal(32)                        # M tiles the walk has begun
-        plane = Signal(24)                          # vectors of one channel tile of the window
-        win_w = Signal(16)
-        iy_lo, ix_lo = Signal(16), Signal(16)
-        row_step = Signal(17)                       # vectors from one output row's input row to the next's
-        mt = Signal(range(g.acc_depth + 1))
-        ty, tx = Signal(16), Signal(16)             # the M tile's first pixel
-        n0 = Signal(16)
-        ch_lo = Signal(16)                          # first channel of the N tile's K walk
-        lo_addr = Signal(24)                        # its channel tile's plane in the window
-        ch0 = Signal(16)
-        ct_addr = Signal(24)
-        ky, kx = Signal(8), Signal(8)
-        ky_off, kx_off = Signal(16), Signal(16)     # ky * dilation_h, kx * dilation_w
-        q_addr, w_addr = Signal(A), Signal(A)
-        wv = Signal(WA + 1)                         # the K tile's first vector in the weight buffer
-        iy = Signal(signed(19))                     # input row of the current output row
-        ix0 = Signal(signed(19))                    # input column of output column 0
-        row_addr = Signal(signed(26))               # window address of pixel (iy, ix0)
-        ox_lo, ox_hi = Signal(17), Signal(17)       # output columns whose input is inside
-        oy = Signal(16)
-        s, e, lo, hi = Signal(17), Signal(17), Signal(17), Signal(17)
-        left = Signal(32)
-        final_row = Signal()
-
-        ch_end = Signal(17)
-        m.d.comb += ch_end.eq(Mux(d.depthwise & (n0 + C < d.k), n0 + C, d.k))
-        first_k = Signal()
-        last_k = Signal()
-        m.d.comb += [
-            first_k.eq((ky == 0) & (kx == 0) & (ch0 == ch_lo)),
-            last_k.eq((ky + 1 == d.kernel_h) & (kx + 1 == d.kernel_w) & (ch0 + R >= ch_end)),
-            self.k_flags.payload.eq(Cat(first_k, last_k)),
-            seg.release.eq(last_k & (n0 + C >= d.n)),
-            wseg.kind.eq(seg.kind),
-            tiles.layer.eq(d),
-        ]
         pushed = self.act_seg.valid & self.act_seg.ready
         planes_issued = Signal()
-        m.d.comb += planes_issued.eq((l_tiles >= n_tiles) |
-                                     ((l_tiles + 1 == n_tiles) & self.loaded.issuing &
-                                      (self.loaded.channel > ch0)))
-
-        state = Signal(_Issue)
+        m.d.comb += planes_issued.eq((l_tiles >= r.n_tiles) |
+                                     ((l_tiles == r.n_prev) & self.loaded.issuing & (self.loaded.channel > r.ch0)))
 
         def next_row():
             """After a row's last segment: the next row, K tile, N tile or M tile."""
             m.d.sync += [
-                left.eq(left - (e - s)), s.eq(0), oy.eq(oy + 1),
-                iy.eq(iy + Mux(two_h, 2, 1)), row_addr.eq(row_addr + row_step),
+                r.sl.eq(r.sl - r.e), r.s.eq(0), r.oy.eq(r.oy + 1),
+                r.iy.eq(r.iy + Mux(two_h, 2, 1)), r.row_addr.eq(r.row_addr + r.row_step),
             ]
-            with m.If(~final_row):
+            with m.If(~r.final_row):
                 m.d.sync += state.eq(_Issue.ROW)
             with m.Else():
                 m.d.sync += state.eq(_Issue.WEIGHTS)
-                with m.If(ch0 + R < ch_end):
-                    m.d.sync += ch0.eq(ch0 + R), ct_addr.eq(ct_addr + plane)
-                with m.Elif(kx + 1 < d.kernel_w):
-                    m.d.sync += [kx.eq(kx + 1), kx_off.eq(kx_off + d.dilation_w),
-                                 ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
-                with m.Elif(ky + 1 < d.kernel_h):
-                    m.d.sync += [ky.eq(ky + 1), ky_off.eq(ky_off + d.dilation_h), kx.eq(0),
-                                 kx_off.eq(0), ch0.eq(ch_lo), ct_addr.eq(lo_addr)]
-                with m.Elif(n0 + C < d.n):
-                    m.d.sync += n0.eq(n0 + C)
+                with m.If(~r.last_ch):
+                    m.d.sync += r.ch0.eq(r.ch0 + R), r.ct_addr.eq(r.ct_addr + r.plane)
+                with m.Elif(r.kx != r.kw_last):
+                    m.d.sync += [r.kx.eq(r.kx + 1), r.kx_off.eq(r.kx_off + d.dilation_w),
+                                 r.k_off.eq(r.k_off + d.dilation_w), r.ch0.eq(r.ch_lo), r.ct_addr.eq(r.lo_addr)]
+                with m.Elif(r.ky != r.kh_last):
+                    m.d.sync += [r.ky.eq(r.ky + 1), r.ky_off.eq(r.ky_off + d.dilation_h), r.kx.eq(0),
+                                 r.kx_off.eq(0), r.ky_addr.eq(r.ky_addr + r.dil_step),
+                                 r.k_off.eq(r.ky_addr + r.dil_step), r.ch0.eq(r.ch_lo), r.ct_addr.eq(r.lo_addr)]
+                with m.Elif(~r.n_last):
+                    m.d.sync += r.n0.eq(r.n0 + g.cols)
                     m.d.sync += state.eq(_Issue.QREC)
                 with m.Else():
                     m.d.comb += tiles.advance.eq(1)
@@ -172,109 +174,165 @@ class SegmentIssuer(wiring.Component):
         with m.If(state == _Issue.IDLE):
             with m.If(self.start):
                 m.d.comb += tiles.restart.eq(1)
-                m.d.sync += state.eq(_Issue.MTILE), n_tiles.eq(0)
+                m.d.sync += state.eq(_Issue.MTILE), r.n_tiles.eq(0)
         with m.Elif(state == _Issue.MTILE):
-            width = tiles.ix_hi - tiles.ix_lo
-            m.d.sync += [
-                n_tiles.eq(n_tiles + 1),
-                mt.eq(tiles.rows * tiles.cols), ty.eq(tiles.ty), tx.eq(tiles.tx),
-                iy_lo.eq(tiles.iy_lo), ix_lo.eq(tiles.ix_lo), win_w.eq(width),
-                plane.eq((tiles.iy_hi - tiles.iy_lo) * width),
-                row_step.eq(Mux(two_h, width << 1, width)),
-                n0.eq(0), ch_lo.eq(0), lo_addr.eq(0), wv.eq(0),
-                q_addr.eq(d.quant_addr), w_addr.eq(d.weight_addr),
-            ]
-            m.d.sync += state.eq(_Issue.QREC)
+            with m.If(tiles.valid):
+                m.d.sync += [
+                    r.n_tiles.eq(r.n_tiles + 1), r.n_prev.eq(r.n_tiles),
+                    r.mt.eq(tiles.pixels), r.tx.eq(tiles.tx),
+                    r.iy_base.eq(Mux(two_h, tiles.ty << 1, tiles.ty) - d.pad_top),
+                    r.iy_lo.eq(tiles.iy_lo), r.ix_lo.eq(tiles.ix_lo),
+                    r.win_w.eq(tiles.ix_hi - tiles.ix_lo), r.win_h.eq(tiles.iy_hi - tiles.iy_lo),
+                    r.oy0.eq(tiles.ty),
+                    r.n0.eq(0), r.ch_lo.eq(0), r.lo_addr.eq(0), r.wv.eq(0),
+                    r.q_addr.eq(d.quant_addr), r.w_addr.eq(d.weight_addr),
+                ]
+                m.d.sync += state.eq(_Issue.QREC)
         with m.Elif(state == _Issue.QREC):
             # (the first N tile's record once the previous M tile's window is requested, the
             # others once this one's is: the segments ahead of a record need no more)
             m.d.comb += [
                 self.rd_cmd.valid.eq(self.weight_seg.ready &
-                                     Mux(n0 == 0, l_tiles + 1 >= n_tiles, l_tiles >= n_tiles)),
-                cmd.addr.eq(q_addr), cmd.count.eq(g.quant_words - 1),
+                                     Mux(r.n0 == 0, l_tiles >= r.n_prev, l_tiles >= r.n_tiles)),
+                cmd.addr.eq(r.q_addr), cmd.count.eq(g.quant_words - 1),
                 seg.kind.eq(Q), self.weight_seg.valid.eq(took),
             ]
             with m.If(took):
-                m.d.sync += q_addr.eq(q_addr + g.quant_bytes)
+                m.d.sync += r.q_addr.eq(r.q_addr + g.quant_bytes)
                 m.d.sync += state.eq(_Issue.ADJUST)
         with m.Elif(state == _Issue.ADJUST):
             # a depthwise N tile's K walk starts at the channel tile holding channel n0
-            with m.If(d.depthwise & (ch_lo + R <= n0)):
-                m.d.sync += ch_lo.eq(ch_lo + R), lo_addr.eq(lo_addr + plane)
+            with m.If(d.depthwise & (r.ch_lo + R <= r.n0)):
+                m.d.sync += r.ch_lo.eq(r.ch_lo + R), r.lo_addr.eq(r.lo_addr + r.plane)
             with m.Else():
-                m.d.sync += [ky.eq(0), kx.eq(0), ky_off.eq(0), kx_off.eq(0), ch0.eq(ch_lo),
-                             ct_addr.eq(lo_addr)]
+                m.d.sync += [r.ky.eq(0), r.kx.eq(0), r.ky_off.eq(0), r.kx_off.eq(0),
+                             r.ky_addr.eq(r.x_base), r.k_off.eq(r.x_base), r.ch0.eq(r.ch_lo),
+                             r.ct_addr.eq(r.lo_addr)]
                 m.d.sync += state.eq(_Issue.WEIGHTS)
         with m.Elif(state == _Issue.WEIGHTS):
             # Resident weights: the first M tile reads them from DRAM and stores them in the
             # weight buffer as they pass to the array; the other M tiles read the buffer.
-            from_buf = d.weights_resident & (n_tiles != 1)
+            from_buf = d.weights_resident & (r.n_prev != 0)
             room = self.weight_seg.ready & self.k_flags.ready
             m.d.comb += [
                 self.rd_cmd.valid.eq(~from_buf & room & planes_issued),
-                cmd.addr.eq(w_addr), cmd.count.eq(R * g.weight_words - 1),
+                cmd.addr.eq(r.w_addr), cmd.count.eq(R * g.weight_words - 1),
                 seg.kind.eq(Mux(from_buf, WBUF, WTS)),
-                wseg.store.eq(d.weights_resident), wseg.addr.eq(wv),
+                wseg.store.eq(d.weights_resident), wseg.addr.eq(r.wv),
                 self.weight_seg.valid.eq(took | (from_buf & room)),
                 self.k_flags.valid.eq(self.weight_seg.valid),
             ]
             with m.If(self.weight_seg.valid):
                 m.d.sync += [
-                    wv.eq(wv + R),
-                    w_addr.eq(w_addr + R * g.weight_bytes),
-                    iy.eq(Mux(two_h, ty << 1, ty) + ky_off - d.pad_top),
-                    ix0.eq(kx_off - d.pad_left),
+                    r.wv.eq(r.wv + R),
+                    r.w_addr.eq(r.w_addr + R * g.weight_bytes),
+                    r.iy.eq(r.iy_base + r.ky_off),
+                    # the first output column whose input column (kx_off - pad_left + ox *
+                    # stride) is >= 0, and the first past the input
+                    r.first_in.eq(Mux(two_w, (r.pad_left1 - r.kx_off) >> 1, d.pad_left - r.kx_off)),
+                    r.past_in.eq(Mux(two_w, (r.in_w_left + 1 - r.kx_off) >> 1, r.in_w_left - r.kx_off)),
+                    r.kt_off.eq(r.y_base + r.k_off),
                 ]
                 m.d.sync += state.eq(_Issue.KTILE)
         with m.Elif(state == _Issue.KTILE):
-            first_in = Signal(signed(20))       # first output column with ix >= 0, and past the input
-            past_in = Signal(signed(20))
-            m.d.comb += [
-                first_in.eq(Mux(two_w, (1 - ix0) >> 1, -ix0)),
-                past_in.eq(Mux(two_w, (d.in_w - ix0 + 1) >> 1, d.in_w - ix0)),
-            ]
             m.d.sync += [
-                row_addr.eq(ct_addr + (iy - iy_lo) * win_w + ix0 - ix_lo),
-                ox_lo.eq(clamp(first_in, 0, d.out_w)),
-                ox_hi.eq(clamp(past_in, 0, d.out_w)),
-                oy.eq(ty), s.eq(tx), left.eq(mt),
+                r.row_addr.eq(r.ct_addr + r.kt_off),
+                r.ox_lo.eq(clamp(r.first_in, 0, d.out_w)),
+                r.ox_hi.eq(clamp(r.past_in, 0, d.out_w)),
+                r.oy.eq(r.oy0), r.s.eq(r.tx), r.sl.eq(r.tx + r.mt),
             ]
             m.d.sync += state.eq(_Issue.ROW)
-        # A row takes a cycle to plan and one per segment it has (an empty left
-        # padding or right padding takes none), so a one-pixel GEMM row takes two.
         with m.Elif(state == _Issue.ROW):
-            end = Signal(33)
-            m.d.comb += end.eq(Mux(s + left < d.out_w, s + left, d.out_w))
-            inside = (iy >= 0) & (iy < d.in_h)
-            first = Signal(17)
-            m.d.comb += first.eq(Mux(inside, clamp(ox_lo, s, end), end))
-            m.d.sync += [
-                e.eq(end), lo.eq(first), hi.eq(Mux(inside, clamp(ox_hi, first, end), end)),
-                final_row.eq(left == end - s),
-            ]
-            with m.If(first == s):
-                m.d.sync += state.eq(_Issue.READ)
-            with m.Else():
-                m.d.sync += state.eq(_Issue.PAD_LEFT)
+            self._plan_row(m, r, state)
         with m.Elif(state == _Issue.PAD_LEFT):
-            m.d.comb += [seg.kind.eq(PAD), seg.count.eq(lo - s), seg.end.eq(final_row & (lo == e)),
+            m.d.comb += [seg.kind.eq(PAD), seg.count.eq(r.lo - r.s), seg.end.eq(r.final_row & (r.lo == r.e)),
                          self.act_seg.valid.eq(1)]
             with m.If(self.act_seg.ready):
                 m.d.sync += state.eq(_Issue.READ)
         with m.Elif(state == _Issue.READ):
             m.d.comb += [
-                seg.kind.eq(ACT), seg.count.eq(hi - lo), seg.skip.eq(two_w),
-                seg.addr.eq(row_addr + Mux(two_w, lo << 1, lo)), seg.end.eq(final_row & (hi == e)),
-                self.act_seg.valid.eq(hi != lo),
+                seg.kind.eq(ACT), seg.count.eq(r.hi - r.lo), seg.skip.eq(two_w),
+                seg.addr.eq(r.row_addr + Mux(two_w, r.lo << 1, r.lo)), seg.end.eq(r.final_row & (r.hi == r.e)),
+                self.act_seg.valid.eq(r.hi != r.lo),
             ]
-            with m.If((hi == lo) | pushed):
-                with m.If(e == hi):
+            with m.If((r.hi == r.lo) | pushed):
+                with m.If(r.e == r.hi):
                     next_row()
                 with m.Else():
                     m.d.sync += state.eq(_Issue.PAD_RIGHT)
         with m.Elif(state == _Issue.PAD_RIGHT):
-            m.d.comb += [seg.kind.eq(PAD), seg.count.eq(e - hi), seg.end.eq(final_row),
+            m.d.comb += [seg.kind.eq(PAD), seg.count.eq(r.e - r.hi), seg.end.eq(r.final_row),
                          self.act_seg.valid.eq(1)]
             with m.If(self.act_seg.ready):
                 next_row()
-        return m
+
+    def _plan_row(self, m, r, state):
+        """A row's segments: output columns ``s .. lo - 1`` padding, ``lo .. hi - 1`` read,
+        ``hi .. e - 1`` padding. ``sl`` (``s`` plus the pixels left) is kept so that every
+        comparison here is between registers: with ``s < out_w``, ``s < sl`` and ``ox_lo <=
+        ox_hi <= out_w``, ``e = min(sl, out_w)``, ``lo = clip(ox_lo, s, e)`` and ``hi =
+        clip(ox_hi, lo, e)`` of :meth:`~mensa.contract.gemm.LayerWalk` are the muxes below."""
+        d = self.layer
+        inside = Signal()
+        end, first = Signal(17), Signal(17)
+        m.d.comb += [
+            inside.eq((r.iy >= 0) & (r.iy < d.in_h)),
+            end.eq(Mux(r.sl < d.out_w, r.sl, d.out_w)),
+            first.eq(Mux(~inside | (r.ox_lo > r.sl), end, Mux(r.ox_lo < r.s, r.s, r.ox_lo))),
+        ]
+        m.d.sync += [
+            r.e.eq(end), r.lo.eq(first),
+            r.hi.eq(Mux(~inside | (r.ox_hi > r.sl), end, Mux(r.ox_hi < r.s, r.s, r.ox_hi))),
+            r.final_row.eq(r.sl <= d.out_w),
+        ]
+        with m.If(inside & (r.ox_lo <= r.s)):
+            m.d.sync += state.eq(_Issue.READ)
+        with m.Else():
+            m.d.sync += state.eq(_Issue.PAD_LEFT)
+
+
+class _WalkRegisters:
+    """The walk's registers, named as the timing reports print them."""
+
+    def __init__(self, g, A, WA):
+        def sig(shape, name):
+            s = Signal(shape, name=name)
+            setattr(self, name, s)
+        for name in ("n_tiles", "n_prev"):         # M tiles the walk has begun, and one less
+            sig(32, name)
+        sig(24, "plane")                            # vectors of one channel tile of the window
+        for name in ("win_h", "win_w", "iy_lo", "ix_lo", "tx", "oy0", "n0", "ch_lo", "ch0", "oy"):
+            sig(16, name)
+        sig(17, "row_step")                         # vectors from one output row's input row to the next's
+        sig(range(g.acc_depth + 1), "mt")
+        sig(24, "lo_addr")                          # the N tile's first channel tile's plane in the window
+        sig(24, "ct_addr")
+        for name in ("ky", "kx", "kh_last", "kw_last"):
+            sig(8, name)
+        for name in ("ky_off", "kx_off"):           # ky * dilation_h, kx * dilation_w
+            sig(16, name)
+        sig(9, "pad_left1")
+        sig(17, "in_w_left")
+        # The window address of a K tile's first pixel, (iy - iy_lo) * win_w + ix0 - ix_lo, in
+        # terms kept from the M tile on: y_base + k_off, with k_off = ky * dilation_h * win_w
+        # + kx * dilation_w + x_base kept by additions as the K walk steps.
+        sig(signed(20), "iy_base")                  # the M tile's first input row
+        sig(signed(18), "y_rel")                    # (<= 0 where it is used: one DSP block's operand)
+        for name in ("y_base", "ky_addr", "k_off", "kt_off"):
+            sig(signed(40), name)
+        sig(24, "dil_step")                         # dilation_h * win_w
+        sig(signed(18), "x_base")                   # -pad_left - ix_lo
+        sig(A, "q_addr")
+        sig(A, "w_addr")
+        sig(WA + 1, "wv")                           # the K tile's first vector in the weight buffer
+        sig(signed(19), "iy")                       # input row of the current output row
+        sig(signed(26), "row_addr")                 # window address of pixel (iy, ix0)
+        for name in ("first_in", "past_in"):        # output columns: the first with input, the first past it
+            sig(signed(20), name)
+        for name in ("ox_lo", "ox_hi", "s", "e", "lo", "hi"):
+            sig(17, name)
+        sig(33, "sl")                               # s plus the row's pixels left in the M tile
+        sig(17, "ch_end")                           # the N tile's K walk ends before this channel
+        sig(signed(18), "ch_last")                  # ch_end - rows
+        for name in ("n_last", "last_ch", "first_k", "last_k", "final_row"):
+            sig(1, name)

@@ -78,8 +78,10 @@ class MTileWalker(wiring.Component):
     """The M tiles of a layer in walk order, and the input window of the current one.
 
     ``LayerWalk.m_tiles`` and ``LayerWalk.window`` of :mod:`mensa.contract.gemm` in
-    registers: the tile's first pixel is held in ``ty``/``tx``; its size, whether it is the
-    layer's last and its window follow combinationally from them and ``layer``.
+    registers: the tile's first pixel is held in ``ty``/``tx``; its size, pixel count, whether
+    it is the layer's last and its window follow from them and ``layer`` through a pipeline
+    of :attr:`LATENCY` registers (one add or compare each, so it closes at the clock of the
+    array), and ``valid`` says they have.
 
     Parameters
     ----------
@@ -98,14 +100,24 @@ class MTileWalker(wiring.Component):
         Go to the next tile (wins over ``restart``).
     ty, tx : ``Out(16)``
         The tile's first output row and column.
+    valid : ``Out(1)``
+        The members below are the current tile's: :attr:`LATENCY` cycles after an advance,
+        ``LATENCY + SETUP`` after a restart.
     rows, cols : ``Out(16)``
         Its output rows and columns (a tile of several rows spans whole rows).
+    pixels : ``Out(32)``
+        ``rows * cols``.
     last : ``Out(1)``
         It is the layer's last tile.
     iy_lo, iy_hi, ix_lo, ix_hi : ``Out(16)``
         With ``window``: the input rows ``iy_lo .. iy_hi - 1`` and columns
         ``ix_lo .. ix_hi - 1`` it reads, clipped to the input.
     """
+
+    #: Cycles from an advance to ``valid``; a restart takes :attr:`SETUP` more (the layer's
+    #: own terms: a product, which a DSP block computes in a cycle of its own).
+    LATENCY = 6
+    SETUP = 2
 
     def __init__(self, *, addr_bits, window=True):
         check_addr_bits(addr_bits)
@@ -116,7 +128,8 @@ class MTileWalker(wiring.Component):
         members = {
             "layer": In(descriptor_layout(addr_bits)),
             "restart": In(1), "advance": In(1),
-            "ty": Out(16), "tx": Out(16), "rows": Out(16), "cols": Out(16), "last": Out(1),
+            "ty": Out(16), "tx": Out(16), "valid": Out(1),
+            "rows": Out(16), "cols": Out(16), "pixels": Out(32), "last": Out(1),
         }
         if window:
             members.update({"iy_lo": Out(16), "iy_hi": Out(16), "ix_lo": Out(16), "ix_hi": Out(16)})
@@ -126,37 +139,62 @@ class MTileWalker(wiring.Component):
         m = Module()
         d = self.layer
         ty, tx, rows, cols = self.ty, self.tx, self.rows, self.cols
-        m.d.comb += [
-            rows.eq(Mux(d.tile_rows < d.out_h - ty, d.tile_rows, d.out_h - ty)),
-            cols.eq(Mux(d.tile_cols < d.out_w - tx, d.tile_cols, d.out_w - tx)),
-            self.last.eq((ty + d.tile_rows >= d.out_h) & (tx + d.tile_cols >= d.out_w)),
-        ]
+        rem_h, rem_w = Signal(16, name="rem_h"), Signal(16, name="rem_w")    # output rows, columns left
         with m.If(self.restart):
             m.d.sync += ty.eq(0), tx.eq(0)
+        # (an advance comes while valid)
         with m.If(self.advance):
-            with m.If(tx + d.tile_cols < d.out_w):
+            with m.If(d.tile_cols < rem_w):
                 m.d.sync += tx.eq(tx + d.tile_cols)
             with m.Else():
                 m.d.sync += tx.eq(0), ty.eq(ty + d.tile_rows)
-        if not self._window:
-            return m
-
-        two_h, two_w = d.stride_h == 2, d.stride_w == 2
-        span_h, span_w = Signal(16), Signal(16)         # (kernel - 1) * dilation + 1
-        m.d.comb += [span_h.eq((d.kernel_h - 1) * d.dilation_h + 1),
-                     span_w.eq((d.kernel_w - 1) * d.dilation_w + 1)]
-        y0, y1 = Signal(signed(20)), Signal(signed(20))
-        x0, x1 = Signal(signed(20)), Signal(signed(20))
-        oy1, ox1 = ty + rows - 1, tx + cols - 1
-        m.d.comb += [
-            y0.eq(Mux(two_h, ty << 1, ty) - d.pad_top),
-            y1.eq(Mux(two_h, oy1 << 1, oy1) - d.pad_top + span_h),
-            x0.eq(Mux(two_w, tx << 1, tx) - d.pad_left),
-            x1.eq(Mux(two_w, ox1 << 1, ox1) - d.pad_left + span_w),
+        wait = Signal(range(self.LATENCY + self.SETUP + 1), init=self.LATENCY + self.SETUP)
+        with m.If(self.advance):
+            m.d.sync += wait.eq(self.LATENCY)
+        with m.Elif(self.restart):
+            m.d.sync += wait.eq(self.LATENCY + self.SETUP)
+        with m.Elif(wait != 0):
+            m.d.sync += wait.eq(wait - 1)
+        m.d.comb += self.valid.eq(wait == 0)
+        # each stage a register, recomputed every cycle from the one before
+        m.d.sync += [
+            rem_h.eq(d.out_h - ty), rem_w.eq(d.out_w - tx),
+            rows.eq(Mux(d.tile_rows < rem_h, d.tile_rows, rem_h)),
+            cols.eq(Mux(d.tile_cols < rem_w, d.tile_cols, rem_w)),
+            self.last.eq((d.tile_rows >= rem_h) & (d.tile_cols >= rem_w)),
+            self.pixels.eq(rows * cols),
         ]
-        m.d.comb += [self.iy_lo.eq(clamp(y0, 0, d.in_h)), self.iy_hi.eq(clamp(y1, self.iy_lo, d.in_h))]
-        with m.If(rows == 1):
-            m.d.comb += [self.ix_lo.eq(clamp(x0, 0, d.in_w)), self.ix_hi.eq(clamp(x1, self.ix_lo, d.in_w))]
-        with m.Else():
-            m.d.comb += [self.ix_lo.eq(0), self.ix_hi.eq(d.in_w)]
+        if self._window:
+            self._window_stages(m)
         return m
+
+    def _window_stages(self, m):
+        d, ty, tx, rows, cols = self.layer, self.ty, self.tx, self.rows, self.cols
+        two_h, two_w = d.stride_h == 2, d.stride_w == 2
+        # the layer's own terms, (kernel - 1) * dilation + 1 - padding, over three cycles
+        span_h, span_w = Signal(8, name="span_h"), Signal(8, name="span_w")        # kernel - 1
+        dspan_h, dspan_w = Signal(16, name="dspan_h"), Signal(16, name="dspan_w")  # its product
+        reach_h, reach_w = Signal(signed(18), name="reach_h"), Signal(signed(18), name="reach_w")
+        m.d.sync += [span_h.eq(d.kernel_h - 1), span_w.eq(d.kernel_w - 1),
+                     dspan_h.eq(span_h * d.dilation_h), dspan_w.eq(span_w * d.dilation_w),
+                     reach_h.eq(dspan_h + 1 - d.pad_top), reach_w.eq(dspan_w + 1 - d.pad_left)]
+        y0, x0 = Signal(signed(20), name="y0"), Signal(signed(20), name="x0")  # first input row, column
+        oy1, ox1 = Signal(17, name="oy1"), Signal(17, name="ox1")  # last output row, column
+        # past the last input row, column
+        y1 = Signal(signed(20))
+        x1 = Signal(signed(20))
+        y1c, x1c = Signal(16, name="y1c"), Signal(16, name="x1c")
+        lo_y, lo_x = Signal(16, name="lo_y"), Signal(16, name="lo_x")
+        m.d.sync += [
+            y0.eq(Mux(two_h, ty << 1, ty) - d.pad_top), x0.eq(Mux(two_w, tx << 1, tx) - d.pad_left),
+            oy1.eq(ty + rows - 1), ox1.eq(tx + cols - 1),
+            lo_y.eq(clamp(y0, 0, d.in_h)), lo_x.eq(clamp(x0, 0, d.in_w)),
+            y1.eq(Mux(two_h, oy1 << 1, oy1) + reach_h), x1.eq(Mux(two_w, ox1 << 1, ox1) + reach_w),
+            y1c.eq(clamp(y1, 0, d.in_h)), x1c.eq(clamp(x1, 0, d.in_w)),
+            # (clip(v, lo, hi) = max(lo, min(hi, v)), and lo <= hi)
+            self.iy_lo.eq(lo_y), self.iy_hi.eq(Mux(y1c < lo_y, lo_y, y1c)),
+        ]
+        with m.If(rows == 1):
+            m.d.sync += [self.ix_lo.eq(lo_x), self.ix_hi.eq(Mux(x1c < lo_x, lo_x, x1c))]
+        with m.Else():
+            m.d.sync += [self.ix_lo.eq(0), self.ix_hi.eq(d.in_w)]

@@ -16,11 +16,13 @@ from mensa.hw.gemm_layer import (MTileWalker, check_addr_bits, check_geometry, d
 __all__ = ["WindowLoader"]
 
 
-class _Load(enum.Enum, shape=2):
+class _Load(enum.Enum, shape=3):
     IDLE = 0
-    TILE = 1            # plan the next M tile's window, once a half is free
-    ISSUE = 2           # its bursts
-    WAIT = 3            # its words, then commit the half
+    TILE = 1            # take the next M tile's window, once a half is free
+    PLAN = 2            # its first address and size
+    SIZE = 3            # its burst size
+    ISSUE = 4           # its bursts
+    WAIT = 5            # its words, then commit the half
 
 
 class WindowLoader(wiring.Component):
@@ -78,53 +80,84 @@ class WindowLoader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, A, d = self._geometry, self._addr_bits, self.layer
-        R, W, ab = g.rows, 8 * g.word_bytes, g.act_bytes
         m.submodules.tiles = tiles = MTileWalker(addr_bits=A)
         state = Signal(_Load)
-        in_plane = Signal(A)                    # bytes of one channel tile of the input in DRAM
-        ch, y = self.progress.channel, Signal(16)
-        ct_addr, addr = Signal(A), Signal(A)
-        bursts = Signal(16)                     # bursts per channel tile
-        vectors = Signal(32)                    # vectors per burst
-        cmds, done = Signal(32), Signal(32)
         n_tiles = self.progress.tiles           # M tiles whose window reads are all issued
         committed = self.commit.valid & self.commit.ready
         m.d.comb += [
             tiles.layer.eq(d), tiles.restart.eq(self.start), tiles.advance.eq(committed),
             self.progress.issuing.eq(state == _Load.ISSUE),
-            self.rd_cmd.payload.addr.eq(addr),
-            self.rd_cmd.payload.count.eq(vectors * g.act_words - 1),
         ]
         with m.If(self.start):
-            m.d.sync += [state.eq(_Load.TILE), n_tiles.eq(0),
-                         in_plane.eq(self.desc.in_h * self.desc.in_w * ab)]
+            m.d.sync += state.eq(_Load.TILE), n_tiles.eq(0)
+        cmds, done = Signal(32, name="cmds"), Signal(32, name="done")
+        self._issue(m, state, tiles, cmds, done)
+        self._write(m, state, tiles, committed, cmds, done)
+        return m
+
+    def _issue(self, m, state, tiles, cmds, done):
+        """Per M tile: its window's size and first address over three cycles (a product, a
+        DSP block's, in a cycle of its own), then its bursts."""
+        g, A, d = self._geometry, self._addr_bits, self.layer
+        R, ab, aw = g.rows, g.act_bytes, g.act_words
+        n_tiles = self.progress.tiles
+        # the layer's own sizes, a cycle or two after start (the first burst is later still)
+        # of one channel tile of the input in DRAM
+        in_pixels = Signal(32)
+        in_plane = Signal(A)
+        row_bytes, row_words = Signal(A, name="row_bytes"), Signal(32, name="row_words")
+        m.d.sync += [in_pixels.eq(d.in_h * d.in_w), in_plane.eq(in_pixels * ab),
+                     row_bytes.eq(d.in_w * ab), row_words.eq(d.in_w * aw)]
+        ch, y = self.progress.channel, Signal(16)
+        ct_addr, addr = Signal(A, name="ct_addr"), Signal(A, name="addr")
+        bursts = Signal(16)                     # bursts per channel tile
+        count = Signal(32)                      # words per burst, less one
+        win_h = Signal(16)
+        win_w = Signal(16)
+        win_w_words = Signal(32)
+        full = Signal()                         # the window spans whole input rows
+        first_pixel, ix_lo = Signal(32, name="first_pixel"), Signal(16, name="ix_lo")
+        full_words = Signal(32)                 # the window's words per channel tile, if full
+        m.d.comb += [self.rd_cmd.payload.addr.eq(addr), self.rd_cmd.payload.count.eq(count)]
         with m.If(state == _Load.TILE):
             # the next half is free once the walk has released the tile before last
-            with m.If(self.commit.ready):
-                width = tiles.ix_hi - tiles.ix_lo
-                first = d.input_addr + (tiles.iy_lo * d.in_w + tiles.ix_lo) * ab
+            with m.If(self.commit.ready & tiles.valid):
                 m.d.sync += [
+                    win_h.eq(tiles.iy_hi - tiles.iy_lo), win_w.eq(tiles.ix_hi - tiles.ix_lo),
+                    win_w_words.eq((tiles.ix_hi - tiles.ix_lo) * aw),
+                    full.eq((tiles.ix_lo == 0) & (tiles.ix_hi == d.in_w)),
+                    first_pixel.eq(tiles.iy_lo * d.in_w), ix_lo.eq(tiles.ix_lo),
                     ch.eq(0), y.eq(0), cmds.eq(0), done.eq(0),
-                    bursts.eq(Mux(width == d.in_w, 1, tiles.iy_hi - tiles.iy_lo)),
-                    vectors.eq(Mux(width == d.in_w, (tiles.iy_hi - tiles.iy_lo) * d.in_w, width)),
-                    ct_addr.eq(first), addr.eq(first),
                 ]
-                with m.If((tiles.iy_hi == tiles.iy_lo) | (width == 0)):
+                with m.If((tiles.iy_hi == tiles.iy_lo) | (tiles.ix_hi == tiles.ix_lo)):
                     m.d.sync += state.eq(_Load.WAIT), n_tiles.eq(n_tiles + 1)      # all padding
                 with m.Else():
-                    m.d.sync += state.eq(_Load.ISSUE)
+                    m.d.sync += state.eq(_Load.PLAN)
+        with m.If(state == _Load.PLAN):
+            first = Signal(A)
+            m.d.comb += first.eq(d.input_addr + (first_pixel + ix_lo) * ab)
+            m.d.sync += [
+                bursts.eq(Mux(full, 1, win_h)), full_words.eq(win_h * row_words),
+                ct_addr.eq(first), addr.eq(first), state.eq(_Load.SIZE),
+            ]
+        with m.If(state == _Load.SIZE):
+            m.d.sync += count.eq(Mux(full, full_words, win_w_words) - 1), state.eq(_Load.ISSUE)
         with m.If(state == _Load.ISSUE):
             m.d.comb += self.rd_cmd.valid.eq(1)
             with m.If(self.rd_cmd.ready):
                 m.d.sync += cmds.eq(cmds + 1)
                 with m.If(y + 1 < bursts):
-                    m.d.sync += y.eq(y + 1), addr.eq(addr + d.in_w * ab)
+                    m.d.sync += y.eq(y + 1), addr.eq(addr + row_bytes)
                 with m.Else():
                     m.d.sync += [y.eq(0), ch.eq(ch + R), ct_addr.eq(ct_addr + in_plane),
                                  addr.eq(ct_addr + in_plane)]
                     with m.If(ch + R >= d.k):
                         m.d.sync += state.eq(_Load.WAIT), n_tiles.eq(n_tiles + 1)
 
+    def _write(self, m, state, tiles, committed, cmds, done):
+        """The window's words to the scratchpad, vector by vector; the commit."""
+        g = self._geometry
+        R, W = g.rows, 8 * g.word_bytes
         # act_words words to a vector, written to the scratchpad in order; the words before a
         # vector's last wait in the gather buffer
         word = self.rd_data.payload.data
@@ -153,4 +186,3 @@ class WindowLoader(wiring.Component):
             m.d.sync += waddr.eq(0), state.eq(_Load.TILE)
             with m.If(tiles.last):
                 m.d.sync += state.eq(_Load.IDLE)
-        return m

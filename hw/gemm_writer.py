@@ -71,15 +71,18 @@ class OutputWriter(wiring.Component):
         C, W, wb = g.cols, 8 * g.word_bytes, g.word_bytes
         m.submodules.tiles = tiles = MTileWalker(addr_bits=A, window=False)
         o_tile = Signal(A)                      # bytes of one N tile of C: M output vectors
-        m.d.comb += o_tile.eq(d.m * g.out_bytes)
+        m.d.sync += o_tile.eq(d.m * g.out_bytes)         # (a cycle after start, long before it is used)
         writing = Signal()
-        o_addr, o_mbase = Signal(A), Signal(A)
+        o_addr, o_mbase = Signal(A, name="o_addr"), Signal(A, name="o_mbase")
         wn0 = Signal(16)
-        wmt = Signal(32)
-        issued, acked = Signal(32), Signal(32)
+        wmt = tiles.pixels
+        o_step = Signal(A)                      # bytes of the M tile's outputs of one N tile
+        count = Signal(32)                      # words of a write command, less one
+        # (from the walker's pixel count, before the walker is valid)
+        m.d.sync += count.eq(wmt * g.out_words - 1), o_step.eq(wmt * g.out_bytes)
+        issued, acked = Signal(32, name="issued"), Signal(32, name="acked")
         cmd_go = self.wr_cmd.valid & self.wr_cmd.ready
         m.d.comb += [
-            wmt.eq(tiles.rows * tiles.cols),
             tiles.layer.eq(d), tiles.restart.eq(self.start),
             tiles.advance.eq(cmd_go & (wn0 + C >= d.n)),
         ]
@@ -87,15 +90,14 @@ class OutputWriter(wiring.Component):
             m.d.sync += [writing.eq(1), o_addr.eq(self.desc.output_addr), o_mbase.eq(self.desc.output_addr),
                          wn0.eq(0), issued.eq(0), acked.eq(0)]
         m.d.comb += [
-            self.wr_cmd.valid.eq(writing),
+            self.wr_cmd.valid.eq(writing & tiles.valid),
             self.wr_cmd.payload.addr.eq(o_addr),
-            self.wr_cmd.payload.count.eq(wmt * g.out_words - 1),
+            self.wr_cmd.payload.count.eq(count),
         ]
         with m.If(cmd_go):
             m.d.sync += issued.eq(issued + 1)
             with m.If(wn0 + C >= d.n):
-                m.d.sync += [wn0.eq(0), o_mbase.eq(o_mbase + wmt * g.out_bytes),
-                             o_addr.eq(o_mbase + wmt * g.out_bytes)]
+                m.d.sync += [wn0.eq(0), o_mbase.eq(o_mbase + o_step), o_addr.eq(o_mbase + o_step)]
                 with m.If(tiles.last):
                     m.d.sync += writing.eq(0)
             with m.Else():

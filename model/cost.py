@@ -136,8 +136,11 @@ class Calibration:
     vector_table: float = 1.0         # a table activation's lookup stage
     vector_stream_tail: float = 15.0  # a streaming op (global pool, add, mul): cycles beyond vector_fill after
     #                                   its last input word (the last row's pixels, the output's last write)
-    dma_setup: float = 18.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
-    #                                   read's issue, the requantiser, the last output write and its response
+    dma_setup: float = 29.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
+    #                                   read's issue, the requantiser, the last output write and its response;
+    #                                   11 of them the timing pipeline: the M tile walker's 8 cycles from
+    #                                   start to its first window (7 more than combinational), the loader's
+    #                                   2 cycles sizing it, the accumulator's read and output registers
     dram_turnaround: float = 2.0      # cycles beyond the DRAM latency that a read keeps its slot in flight
     #                                   (address and data handshakes, the slot's bookkeeping FIFO)
     ws_loader_slots: float = 0.5      # DMA read slots a WS loader gets beyond those its walk's queued K

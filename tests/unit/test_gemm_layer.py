@@ -1,4 +1,4 @@
-"""The M tile walker steps through LayerWalk.m_tiles, with each tile's LayerWalk.window."""
+"""The M tile walker steps through LayerWalk.m_tiles, with each tile's LayerWalk.window once valid."""
 
 import random
 
@@ -27,6 +27,9 @@ def test_tiles_and_windows_follow_the_layer_walk_under_random_gaps(seed):
             for i in range(len(expected)):
                 while rng.random() < 0.3:
                     await ctx.tick()
+                while not ctx.get(dut.valid):
+                    await ctx.tick()
+                assert ctx.get(dut.pixels) == ctx.get(dut.rows) * ctx.get(dut.cols)
                 got.append(((ctx.get(dut.ty), ctx.get(dut.tx), ctx.get(dut.rows), ctx.get(dut.cols)),
                             (ctx.get(dut.iy_lo), ctx.get(dut.iy_hi), ctx.get(dut.ix_lo), ctx.get(dut.ix_hi))))
                 assert ctx.get(dut.last) == (i == len(expected) - 1)
