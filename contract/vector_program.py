@@ -32,14 +32,14 @@ mul's gate (the second input, ``INPUT2_ADDR``)
     a (1, 1, 1, C) tensor in the activation layout: one pixel vector per channel tile, which
     is the weight layout of a one-tap kernel; the lanes subtract the input's and the gate's
     zero points (``IN_ZERO_POINT``, ``IN2_ZERO_POINT``) before they multiply.
-quantisation records (depthwise, mul, global average pool)
-    the per-layer multiplier and shift of a mul or a global average pool are written into
-    every lane of the records (one way for every op that requantises); one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
-    int32 biases with the input zero point folded in (``bias - zp_in * sum(w)``, wrapping
-    like the 32-bit adder, so padded taps multiply the zero point), ``lanes`` int32 Q31
-    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words. An add's and
-    a mul's biases are 0; a global average pool's are ``-zp_in * H * W``.
-
+quantisation records (depthwise, add, mul, global average pool)
+    one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes`` int32
+    biases, ``lanes`` int32 Q31 multipliers and ``lanes`` int8 shifts, little-endian, padded to
+    whole words. A depthwise layer's biases have the input zero point folded in (``bias - zp_in
+    * sum(w)``, wrapping like the 32-bit adder, so padded taps multiply the zero point); an add's
+    and a mul's are 0; a global average pool's ``-zp_in * H * W``. The per-layer multiplier and
+    shift of an add, a mul or a global average pool are written into every lane (one way for
+    every op that requantises).
 activation table (``TABLE_ADDR``, when ``ACT_TABLE``: a depthwise, add or mul with sigmoid,
 tanh, hard-swish or hard-sigmoid)
     256 int8 entries ``T[q + 128]`` (:func:`mensa.core.golden.activation_table`), read once at
@@ -351,7 +351,8 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     xs = [np.asarray(v) for v in (inputs if isinstance(inputs, (tuple, list)) else (inputs,))]
     shapes = (tuple(layer.in_shape), *map(tuple, layer.extra_in_shapes))
     if len(xs) != len(layer.inputs) or any(v.shape != sh or v.dtype != np.int8 for v, sh in zip(xs, shapes)):
-        refuse(f"inputs {[f'{v.dtype} {v.shape}' for v in xs]}; allowed: int8 of shapes {list(shapes[:len(layer.inputs)])}")
+        got = [f"{v.dtype} {v.shape}" for v in xs]
+        refuse(f"inputs {got}; allowed: int8 of shapes {list(shapes[:len(layer.inputs)])}")
     x = xs[0]
     g = VectorGeometry.of(config)
     _, h, w, c = layer.in_shape
