@@ -9,9 +9,9 @@ the layer's shape (the scheduler asks it where a layer may go; the compiler asks
 
 The unit walks the layer per channel tile of ``lanes`` channels; in a tile, per output
 row, per output pixel, per kernel tap, one multiply-accumulate per lane and cycle. A line
-buffer holds ``LINE_ROWS`` input rows of the tile as a ring (the window's rows plus the
-vertical stride, so the next output row's rows arrive while this one computes): every
-input pixel is read from DRAM once per layer.
+buffer holds ``LINE_ROWS`` input rows as a ring (as many as it has room for, at least the
+window's rows plus the vertical stride, so the next output row's rows arrive while this
+one computes): every input pixel is read from DRAM once per layer.
 
 DRAM layout, every vector in whole bus words (its last word padded with zeros), each
 region on its own 4 KiB page:
@@ -61,7 +61,8 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "window", "KERNEL_MAX",
+__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "line_rows", "ring_rows", "window",
+           "KERNEL_MAX",
            "TAPS_MAX", "VECTOR_UNIT_OPS"]
 
 KERNEL_MAX = 7          # kernel height and width, each
@@ -132,12 +133,20 @@ def window(layer):
 
 
 def line_rows(layer):
-    """Rows of the line buffer's ring for ``layer``: the rows a window spans plus the vertical stride
-    (a global average pool: the row being summed and the next)."""
+    """The fewest rows of the line buffer's ring ``layer`` runs with: the rows a window spans plus the
+    vertical stride (a global average pool: the row being summed and the next)."""
     if layer.op is Op.GLOBAL_AVGPOOL:
         return 2
     (kh, _), (sh, _), (dh, _), _ = window(layer)
     return (kh - 1) * dh + 1 + sh
+
+
+def ring_rows(config, layer):
+    """Rows of the line buffer's ring a layer runs with: as many input rows as the line buffer holds
+    (at least :func:`line_rows`, which :func:`vector_refusal` checks), so the loader runs that far
+    ahead of the walk and DRAM latency hides behind more rows."""
+    depth = line_depth(config) // (2 if layer.op is Op.ADD else 1)
+    return min(255, depth // layer.in_shape[2])
 
 
 def vector_refusal(config, layer):
@@ -399,7 +408,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "DILATION_H": dh, "DILATION_W": dw,
         "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1], "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": zp_out, "QMIN": lo, "QMAX": hi,
-        "LINE_ROWS": line_rows(layer), "ACT_TABLE": int("table" in blobs),
+        "LINE_ROWS": ring_rows(config, layer), "ACT_TABLE": int("table" in blobs),
     }
     if layer.op in (Op.ADD, Op.MUL):
         values["IN2_ZERO_POINT"] = q.inputs[1].zero_point

@@ -49,7 +49,7 @@ def test_a_conv_layer_runs_bit_exact_and_reports_cycles(small, tmp_path, capsys)
     (["--layer", "conv2d:in=8x8x3,out=4,kernal=3"], "'kernal=3' is not a setting; allowed: in=..."),
     (["--layer", "conv2d:in=8x8,out=4"], "in='8x8' is not HxWxC or NxHxWxC"),
     (["--layer", "fc:in=64"], "out=... (the output channels) is missing"),
-    (["--layer", "pointwise:in=4x4x8,out=8,act=gelu"], "act='gelu' is not run; allowed: none, relu, relu6"),
+    (["--layer", "pointwise:in=4x4x8,out=8,act=gelu"], "act='gelu' is not run; allowed: none, relu, relu6, sigmoid, tanh, hard_swish, hard_sigmoid"),
     (["--layer", "conv2d:in=8x8x4,out=4,padding=1x2x3"], "padding='1x2x3' is not allowed"),
     (["--layer", "conv2d:in=8x8x4,out=4,kernel=0"], "kernel='0' is not a size"),
     (["--layer", "resnet99:3"], "'resnet99' is neither a layer op nor a zoo model"),
