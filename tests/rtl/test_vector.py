@@ -216,3 +216,26 @@ def test_zoo_depthwise_pool_add_and_mul_shapes_on_pascal_fpga_bit_exact(tmp_path
     for i, (got, prog, spec) in enumerate(zip(measured, compiled(cfg, specs), specs)):
         assert got["engine"] == "vector", got
         assert got["dram_read_bytes"] == dram_read_bytes(prog, make_layer(spec, i)), (spec["name"], got)
+
+
+COST_LAYERS = ["depthwise:in=14x14x32,kernel=3,stride=1,padding=same,act=relu6",
+               "depthwise:in=14x14x24,kernel=5,stride=2,padding=same,act=hard_swish",
+               "maxpool:in=28x28x16,kernel=3,stride=2,padding=same", "avgpool:in=14x14x16,kernel=3,padding=same",
+               "add:in=14x14x32", "mul:in=14x14x32,act=hard_sigmoid", "global_avgpool:in=7x7x256"]
+
+
+@pytest.mark.slow
+def test_cost_model_cycles_within_5_percent_of_the_rtl(tmp_path):
+    """model.vector's closed form against CYCLES_TOTAL on pascal-fpga's vector unit, DRAM latency 20, no
+    backpressure: every op within 5%."""
+    from mensa.core.config import load, to_dict
+    from mensa.gen.layer_spec import parse_layer
+    from mensa.model.vector import vector_cycles
+    acc = load("pascal-fpga").accelerator[0]
+    specs = [parse_layer(text) for text in COST_LAYERS]
+    measured = simulate({"accelerator": to_dict(acc)}, specs, tmp_path, pause=0.0, latency=(20, 20),
+                        sim=simulators()[0])
+    for i, (text, got) in enumerate(zip(COST_LAYERS, measured)):
+        predicted = vector_cycles(acc, make_layer(specs[i], i), latency=20)
+        print(f"{text}: RTL {got['cycles']}, model {predicted}")
+        assert abs(predicted - got["cycles"]) <= 0.05 * got["cycles"], (text, got["cycles"], predicted)
