@@ -215,8 +215,8 @@ def register_map(config):
           const=v.lanes if v else 0)
     if v:
         b.add("LINE_DEPTH", 32, RO, "pixel vectors the vector unit's line buffer holds", const=line_depth(config))
-        b.add("LINE_ROWS", 8, RW, "input rows of the line buffer's ring: the window's rows plus the vertical "
-                                  "stride, so the next output row's rows load while this one computes")
+        b.add("LINE_ROWS", 8, RW, "input rows of the line buffer's ring: at least the window's rows plus the "
+                                  "vertical stride, so the next output row's rows load while this one computes")
         b.add("IN2_ZERO_POINT", 8, RW, "zero point of the second input (add's, mul's gate)", signed=True)
         b.wide("INPUT2_ADDR", config.memory.addr_bits, RW, "DRAM byte address of the second input (add's, "
                                                            "mul's gate)")

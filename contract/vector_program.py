@@ -9,10 +9,9 @@ the layer's shape (the scheduler asks it where a layer may go; the compiler asks
 
 The unit walks the layer per channel tile of ``lanes`` channels; in a tile, per output
 row, per output pixel, per kernel tap, one multiply-accumulate per lane and cycle. A line
-buffer holds ``LINE_ROWS`` input rows of the tile as a ring (the window's rows plus the
-vertical stride, so the next output row's rows arrive while this one computes; a streaming
-op's -- a global pool, add, mul -- as many rows as fit, up to :data:`STREAM_ROWS`, so rows
-arrive while others are taken): every input pixel is read from DRAM once per layer.
+buffer holds ``LINE_ROWS`` input rows as a ring (as many as it has room for, at least the
+window's rows plus the vertical stride, so the next output row's rows arrive while this
+one computes): every input pixel is read from DRAM once per layer.
 
 DRAM layout, every vector in whole bus words (its last word padded with zeros), each
 region on its own 4 KiB page:
@@ -33,14 +32,14 @@ mul's gate (the second input, ``INPUT2_ADDR``)
     a (1, 1, 1, C) tensor in the activation layout: one pixel vector per channel tile, which
     is the weight layout of a one-tap kernel; the lanes subtract the input's and the gate's
     zero points (``IN_ZERO_POINT``, ``IN2_ZERO_POINT``) before they multiply.
-quantisation records (depthwise, mul, global average pool)
-    the per-layer multiplier and shift of a mul or a global average pool are written into
-    every lane of the records (one way for every op that requantises); one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes``
-    int32 biases with the input zero point folded in (``bias - zp_in * sum(w)``, wrapping
-    like the 32-bit adder, so padded taps multiply the zero point), ``lanes`` int32 Q31
-    multipliers and ``lanes`` int8 shifts, little-endian, padded to whole words. An add's and
-    a mul's biases are 0; a global average pool's are ``-zp_in * H * W``.
-
+quantisation records (depthwise, add, mul, global average pool)
+    one per channel tile, the format of :mod:`mensa.contract.gemm_program`'s: ``lanes`` int32
+    biases, ``lanes`` int32 Q31 multipliers and ``lanes`` int8 shifts, little-endian, padded to
+    whole words. A depthwise layer's biases have the input zero point folded in (``bias - zp_in
+    * sum(w)``, wrapping like the 32-bit adder, so padded taps multiply the zero point); an add's
+    and a mul's are 0; a global average pool's ``-zp_in * H * W``. The per-layer multiplier and
+    shift of an add, a mul or a global average pool are written into every lane (one way for
+    every op that requantises).
 activation table (``TABLE_ADDR``, when ``ACT_TABLE``: a depthwise, add or mul with sigmoid,
 tanh, hard-swish or hard-sigmoid)
     256 int8 entries ``T[q + 128]`` (:func:`mensa.core.golden.activation_table`), read once at
@@ -64,7 +63,8 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "planar", "line_rows", "stream_rows", "STREAM_ROWS", "window", "KERNEL_MAX",
+__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "planar", "line_rows", "ring_rows", "rows_that_fit",
+           "window", "KERNEL_MAX",
            "TAPS_MAX", "VECTOR_UNIT_OPS"]
 
 KERNEL_MAX = 7          # kernel height and width, each
@@ -134,23 +134,11 @@ def window(layer):
     return tuple(layer.kernel), tuple(layer.stride), tuple(layer.dilation), tuple(layer.padding)
 
 
-#: input rows a streaming op (a global average pool, add, mul: one input row per output row or sum)
-#: keeps in its ring at most, so that rows arrive while others are taken
-STREAM_ROWS = 8
-
-
-def stream_rows(width, depth):
-    """Rows of a streaming op's ring: as many rows of ``width`` pixel vectors as ``depth`` holds, from
-    2 to :data:`STREAM_ROWS` (a scalar or numpy arrays)."""
-    return np.clip(np.asarray(depth) // np.maximum(np.asarray(width), 1), 2, STREAM_ROWS)
-
-
-def line_rows(layer, depth):
-    """Rows of the line buffer's ring for ``layer`` on a line buffer of ``depth`` pixel vectors: the rows a
-    window spans plus the vertical stride; a streaming op as many as fit (:func:`stream_rows`; an add's
-    rows take half the buffer, its second input's the other half)."""
-    if layer.op in (Op.GLOBAL_AVGPOOL, Op.ADD, Op.MUL):
-        return int(stream_rows(layer.in_shape[2], depth // 2 if layer.op is Op.ADD else depth))
+def line_rows(layer):
+    """The fewest rows of the line buffer's ring ``layer`` runs with: the rows a window spans plus the
+    vertical stride (a global average pool: the row being summed and the next)."""
+    if layer.op is Op.GLOBAL_AVGPOOL:
+        return 2
     (kh, _), (sh, _), (dh, _), _ = window(layer)
     return (kh - 1) * dh + 1 + sh
 
@@ -163,6 +151,20 @@ def planar(layer):
     shape = (1, 1, math.prod(layer.in_shape[:-1]), layer.in_shape[-1])
     return dataclasses.replace(layer, in_shape=shape, out_shape=shape,
                                extra_in_shapes=(shape,) * len(layer.extra_in_shapes))
+
+
+def ring_rows(config, layer):
+    """Rows of the line buffer's ring a layer runs with: as many input rows as the line buffer holds
+    (at least :func:`line_rows`, which :func:`vector_refusal` checks), so the loader runs that far
+    ahead of the walk and DRAM latency hides behind more rows."""
+    layer = planar(layer)
+    return int(rows_that_fit(layer.in_shape[2], line_depth(config), layer.op is Op.ADD))
+
+
+def rows_that_fit(width, depth, add):
+    """Input rows of ``width`` pixel vectors a line buffer of ``depth`` holds for a layer (an add's in
+    half of it), at most 255 (the LINE_ROWS register); scalars or numpy arrays."""
+    return np.minimum(255, (np.asarray(depth) // np.where(add, 2, 1)) // np.maximum(width, 1))
 
 
 def vector_refusal(config, layer):
@@ -224,8 +226,7 @@ def vector_refusal(config, layer):
         if max(top, bottom) > span_h or max(left, right) > 255:
             return no(f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
                       f"most {span_h} rows (the kernel's reach) above and below, 255 columns left and right")
-    depth = line_depth(config)
-    rows = line_rows(layer, depth)
+    rows, depth = line_rows(layer), line_depth(config)
     if layer.op is Op.ADD:
         depth //= 2             # the second input's rows in the upper half
     if rows > 255 or rows * w > depth:
@@ -389,7 +390,8 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     xs = [np.asarray(v) for v in (inputs if isinstance(inputs, (tuple, list)) else (inputs,))]
     shapes = (tuple(layer.in_shape), *map(tuple, layer.extra_in_shapes))
     if len(xs) != len(layer.inputs) or any(v.shape != sh or v.dtype != np.int8 for v, sh in zip(xs, shapes)):
-        refuse(f"inputs {[f'{v.dtype} {v.shape}' for v in xs]}; allowed: int8 of shapes {list(shapes[:len(layer.inputs)])}")
+        got = [f"{v.dtype} {v.shape}" for v in xs]
+        refuse(f"inputs {got}; allowed: int8 of shapes {list(shapes[:len(layer.inputs)])}")
     x = xs[0]
     g = VectorGeometry.of(config)
     _, h, w, c = layer.in_shape
@@ -436,7 +438,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "DILATION_H": dh, "DILATION_W": dw,
         "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1], "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
         "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": zp_out, "QMIN": lo, "QMAX": hi,
-        "LINE_ROWS": line_rows(layer, line_depth(config)), "ACT_TABLE": int("table" in blobs),
+        "LINE_ROWS": ring_rows(config, layer), "ACT_TABLE": int("table" in blobs),
     }
     if layer.op in (Op.ADD, Op.MUL):
         values["IN2_ZERO_POINT"] = q.inputs[1].zero_point

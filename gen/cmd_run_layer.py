@@ -113,7 +113,8 @@ def run(args):
     print(f"  cycles      {r['cycles']:>12,}  ({r['microseconds']:,} us at {acc.clock_mhz:g} MHz; "
           f"ideal {r['ideal_cycles']:,})")
     print(f"  utilisation {r['utilisation']:>12.1%}")
-    print(f"  {'lanes busy' if vector else 'array busy'}  {r['busy']:>12,}  ({r['busy'] / r['cycles']:.1%} of the cycles)")
+    busy = "lanes busy" if vector else "array busy"
+    print(f"  {busy}  {r['busy']:>12,}  ({r['busy'] / r['cycles']:.1%} of the cycles)")
     print(f"  DRAM stall  {r['stall']:>12,}  ({r['stall'] / r['cycles']:.1%}: a read awaited with nothing to stream)")
     r["bytes_per_cycle"] = round((r["dram_read_bytes"] + r["dram_write_bytes"]) / r["cycles"], 3)
     print(f"  DRAM        {r['dram_read_bytes']:>12,} B read, {r['dram_write_bytes']:,} B written "

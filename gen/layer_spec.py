@@ -53,6 +53,8 @@ KEYS = {
     "mul": ("in", "act"),
 }
 ACTIVATIONS = ("none", "relu", "relu6")
+#: run after the requantiser through a 256-entry table (the vector unit's depthwise, add and mul)
+TABLE_ACTIVATIONS = ("sigmoid", "tanh", "hard_swish", "hard_sigmoid")
 DIM_MAX = (1 << 16) - 1         # IN_H, IN_W, IN_C, OUT_C ... are 16-bit registers
 KERNEL_MAX = (1 << 8) - 1       # KERNEL_H, STRIDE_H, DILATION_H, PAD_TOP ... are 8-bit registers
 SIM_IMAGE_MAX = 1 << 28         # bytes of DRAM a simulation serves (a Python bytearray behind AXI)
@@ -115,8 +117,8 @@ def _from_text(op, body, seed):
         raise LayerSpecError(f"{op} layer: out=... (the output channels) is missing")
     out = shape[-1] if op in SAME_CHANNELS else _shape(fields["out"], "out")[0]
     act = fields.get("act", "none")
-    if act not in ACTIVATIONS:
-        raise LayerSpecError(f"act={act!r} is not run; allowed: {', '.join(ACTIVATIONS)}")
+    if act not in ACTIVATIONS + TABLE_ACTIVATIONS:
+        raise LayerSpecError(f"act={act!r} is not run; allowed: {', '.join(ACTIVATIONS + TABLE_ACTIVATIONS)}")
     spec = {"op": "conv2d" if op == "pointwise" else op, "in_shape": list(shape), "out_channels": out,
             "activation": act}
     if op in ("conv2d", "depthwise", "maxpool", "avgpool"):
@@ -161,10 +163,10 @@ def _from_zoo(model, which, seed):
     if layer.op not in ops or (layer.op is Op.CONV2D and layer.groups != 1):
         raise LayerSpecError(f"{model}:{layer.name} is a {layer.op.value} layer"
                              f"{' with groups' if layer.op is Op.CONV2D else ''}; the systolic accelerator runs "
-                             f"conv2d, depthwise, pointwise and fc layers (and with a vector unit, pools)")
-    if layer.activation.value not in ACTIVATIONS:
+                             f"conv2d, depthwise, pointwise and fc layers (and with a vector unit, pools, add and mul)")
+    if layer.activation.value not in ACTIVATIONS + TABLE_ACTIVATIONS:
         raise LayerSpecError(f"{model}:{layer.name} has activation {layer.activation.value}; the systolic "
-                             f"accelerator runs {', '.join(ACTIVATIONS)}")
+                             f"accelerator runs {', '.join(ACTIVATIONS + TABLE_ACTIVATIONS)}")
     spec = {"op": ops[layer.op], "in_shape": list(layer.in_shape), "out_channels": layer.out_channels,
             "activation": layer.activation.value, "name": f"{model}:{layer.name}"}
     if layer.op in (Op.MAXPOOL, Op.AVGPOOL):
@@ -187,6 +189,9 @@ def _quantised(spec, seed):
         spec.update(zp_in2=r.randint(-128, 127), in2_scale=r.uniform(0.002, 0.008))
     if spec["op"] == "add":
         spec.update(zp_in2=r.randint(-128, 127), in2_scale=r.uniform(0.02, 0.1), out_scale=r.uniform(0.05, 0.2))
+    if spec["activation"] in TABLE_ACTIVATIONS:
+        # requantised to the table's input at the drawn output scale; the table's output in 1/64 steps
+        spec.update(pre_scale=spec["out_scale"], zp_pre=r.randint(-20, 20), out_scale=1 / 64)
     return spec
 
 

@@ -14,9 +14,9 @@ It runs conv2d (kernels of any size, stride 1 or 2, padding, dilation), depthwis
 pointwise conv and fully connected layers, of any size whose one output pixel's input
 window fits the scratchpad's half (M tiles sized to the accumulator and the scratchpad).
 
-With a vector unit (``config.vector``), the opcodes it runs (depthwise conv, add, mul, max, average and global average pool) start it
-instead of the sequencer: the engine is chosen at START, and the DMA's client ports follow
-that choice until the next START.
+With a vector unit (``config.vector``), the opcodes it runs (depthwise conv, add, mul, max,
+average and global average pool) start it instead of the sequencer: the engine is chosen at
+START, and the DMA's client ports follow that choice until the next START.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -143,7 +143,8 @@ class Accelerator(wiring.Component):
         desc = vec.desc
         m.d.comb += [
             desc.op.eq(r.op), desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h),
-            desc.out_w.eq(r.out_w), desc.tiles.eq((r.in_c + vec.geometry.lanes - 1) >> (vec.geometry.lanes - 1).bit_length()),
+            desc.out_w.eq(r.out_w),
+            desc.tiles.eq((r.in_c + vec.geometry.lanes - 1) >> (vec.geometry.lanes - 1).bit_length()),
             desc.taps.eq(r.kernel_h * r.kernel_w), desc.m.eq(r.out_h * r.out_w),
             desc.kernel_h.eq(r.kernel_h), desc.kernel_w.eq(r.kernel_w),
             desc.stride_h.eq(r.stride_h), desc.stride_w.eq(r.stride_w),
@@ -171,7 +172,8 @@ class Accelerator(wiring.Component):
         ]
         for port in ("rd_cmd", "wr_cmd", "wr_data"):           # engine -> DMA
             a, b, to = getattr(seq, port), getattr(vec, port), getattr(dma, port)
-            m.d.comb += [to.valid.eq(Mux(sel, b.valid, a.valid)), to.payload.eq(Mux(sel, b.payload.as_value(), a.payload.as_value())),
+            m.d.comb += [to.valid.eq(Mux(sel, b.valid, a.valid)),
+                         to.payload.eq(Mux(sel, b.payload.as_value(), a.payload.as_value())),
                          a.ready.eq(to.ready & ~sel), b.ready.eq(to.ready & sel)]
         for port in ("rd_data", "wr_done"):                     # DMA -> engine
             a, b, frm = getattr(seq, port), getattr(vec, port), getattr(dma, port)

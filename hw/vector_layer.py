@@ -11,7 +11,8 @@ from amaranth.lib import data
 from mensa.contract.regs import OPCODES
 from mensa.core.ir import Op
 
-__all__ = ["vector_desc_layout", "tap_layout", "operand_layout", "Q", "WTS", "ROW", "ROW2", "TBL", "route_layout", "mode_layout",
+__all__ = ["vector_desc_layout", "tap_layout", "operand_layout", "Q", "WTS", "ROW", "ROW2", "TBL", "route_layout",
+           "mode_layout",
            "decode_mode"]
 
 
@@ -24,7 +25,8 @@ def vector_desc_layout(addr_bits):
         "pad_top": 8, "pad_bottom": 8, "pad_left": 8, "line_rows": 8,
         "in_zero_point": 8, "in2_zero_point": 8, "out_zero_point": 8, "qmin": 8, "qmax": 8,
         "in_multiplier": 32, "in_shift": 8, "in2_multiplier": 32, "in2_shift": 8, "table": 1,
-        "input_addr": addr_bits, "input2_addr": addr_bits, "table_addr": addr_bits, "weight_addr": addr_bits, "quant_addr": addr_bits, "output_addr": addr_bits,
+        "input_addr": addr_bits, "input2_addr": addr_bits, "table_addr": addr_bits, "weight_addr": addr_bits,
+        "quant_addr": addr_bits, "output_addr": addr_bits,
     })
 
 
@@ -52,12 +54,12 @@ def operand_layout(lanes):
 
 #: What an opcode asks of the unit's parts: kernel taps from DRAM (``weights``: depthwise; mul's
 #: gate, one tap per channel tile from the second input), the zero points subtracted in the lanes
-#: (``offsets``: mul), a quantisation record per channel tile and the lanes' sums through the
-#: requantiser (``record``: depthwise, mul, global average pool), the pool reducer instead (``pool``: max and average pool;
-#: ``max``: max pool), sums of the plain inputs (``plain``: no weights), and a window of whole
-#: planes read row by row (``stream``: global average pool, one output pixel per plane, its rows
-#: handed back as they are summed), and two inputs read row by row together, rescaled and added
-#: (``add``).
+#: (``offsets``: mul), a quantisation record per channel tile and the sums through the requantiser
+#: (``record``: depthwise, add, mul, global average pool), the pool reducer instead (``pool``: max
+#: and average pool; ``max``: max pool), sums of the plain inputs (``plain``: no weights), a window
+#: of whole planes read row by row (``stream``: global average pool, one output pixel per plane,
+#: its rows handed back as they are summed), and two inputs read row by row together, rescaled and
+#: added (``add``).
 mode_layout = data.StructLayout({"weights": 1, "offsets": 1, "record": 1, "pool": 1, "max": 1, "plain": 1,
                                  "stream": 1, "add": 1})
 

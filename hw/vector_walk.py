@@ -77,7 +77,8 @@ class WindowWalker(wiring.Component):
         LB = (2 * self._line_depth).bit_length() + 8
         P = signed(18)
         # once per layer: the ring's pitch products
-        dhw, shw, ring, tile_step, ra_init = (Signal(LB, name=n) for n in ("dhw", "shw", "ring", "tile_step", "ra_init"))
+        names = ("dhw", "shw", "ring", "tile_step", "ra_init")
+        dhw, shw, ring, tile_step, ra_init = (Signal(LB, name=n) for n in names)
         span = Signal(17)
         gap = Signal(signed(18))            # next tile's first window row - this tile's last, in the ring
         m.d.comb += [

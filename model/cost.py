@@ -50,7 +50,7 @@ import numpy as np
 from mensa.contract.compiler import in_hardware, refusal
 from mensa.contract.gemm_program import tap_packed
 from mensa.contract.regs import line_depth
-from mensa.contract.vector_program import VECTOR_UNIT_OPS, line_rows, planar, window
+from mensa.contract.vector_program import VECTOR_UNIT_OPS, planar, window
 from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
@@ -178,7 +178,7 @@ def _act_depth(act_bytes, rows):
 
 
 VECTOR_FIELDS = ("vec_op", "vec_c", "vec_m", "vec_taps", "vec_wtaps", "vec_quant", "vec_in_h", "vec_in_w",
-                 "vec_first_rows", "vec_held", "vec_ring", "vec_inputs", "vec_stream", "vec_table")
+                 "vec_first_rows", "vec_held", "vec_inputs", "vec_stream", "vec_table")
 
 
 def _vector_walk(l):
@@ -190,15 +190,15 @@ def _vector_walk(l):
     _, h, w, c = l.in_shape
     _, oh, ow, _ = l.out_shape
     span = (kh - 1) * dh + 1
-    stream = l.op in (Op.GLOBAL_AVGPOOL, Op.ADD, Op.MUL)      # one input row at a time; their ring depends on
-    first = 1 if stream else min(h, span - top)               # the line buffer (mensa.model.vector)
+    stream = l.op in (Op.GLOBAL_AVGPOOL, Op.ADD, Op.MUL)      # one input row at a time
+    first = 1 if stream else min(h, span - top)
     lo = (oh - 1) * sh - top
     held = min(h - 1, lo + span - 1) - max(0, lo) + 1
     inputs = 2 if l.op is Op.ADD else 1
     return (1, c, 1 if l.op is Op.GLOBAL_AVGPOOL else oh * ow, kh * kw,
             kh * kw if l.op in (Op.DEPTHWISE, Op.MUL) else 0,      # a mul's gate: one tap vector a tile
-            int(l.op not in (Op.MAXPOOL, Op.AVGPOOL)), h, w, first, held, 0 if stream else line_rows(l, 0),
-            inputs, int(stream), int(l.activation in TABLE_ACTIVATIONS))
+            int(l.op not in (Op.MAXPOOL, Op.AVGPOOL)), h, w, first, held, inputs, int(stream),
+            int(l.activation in TABLE_ACTIVATIONS))
 
 
 class LayerTable:

@@ -7,9 +7,9 @@ pixels, in each the window's taps, one tap of every lane per cycle:
 
     compute = T * M * taps             (a global average pool: M = 1, taps = H * W)
 
-Its reads run ahead of the walk as far as the line buffer's ring of ``line_rows`` input
-rows (the window's rows plus the vertical stride) allows, across channel tiles, so DRAM
-latency shows only:
+Its reads run ahead of the walk as far as the line buffer's ring of input rows (as many as
+it holds: :func:`~mensa.contract.vector_program.ring_rows`) allows, across channel tiles,
+so DRAM latency shows only:
 
 - before the first tap: the latency, the tile's quantisation record (layers that
   requantise), its tap vectors (depthwise) and the input rows its first output row reads
@@ -17,9 +17,8 @@ latency shows only:
   first transfer), plus the pipeline (``vector_fill``, and the requantiser's stages);
 - at a tile boundary, when the ring cannot hold the next tile's first rows beside the
   rows the last output row of this tile still reads: the latency again and those rows;
-- a streaming op (a global pool, add, mul: one input row at a time) keeps as many rows in its
-  ring as fit (:func:`~mensa.contract.vector_program.stream_rows`), so a row's round trip
-  (the latency, the row's words, :attr:`Calibration.vector_row_trip`) overlaps ``ring - 1``
+- a streaming op (a global pool, add, mul: one input row at a time): a row's round trip (the
+  latency, the row's words, :attr:`Calibration.vector_row_trip`) overlaps ``ring - 1``
   others: its rows take the longest of their bus words, their pixels and that share.
 
 Beyond these the unit waits only where the layer's DRAM bytes outlast its taps (the
@@ -29,7 +28,7 @@ model's bus term); its pipeline's fill follows the last input word. Every pixel 
 
 import numpy as np
 
-from mensa.contract.vector_program import stream_rows
+from mensa.contract.vector_program import rows_that_fit
 from mensa.model.tiling import cdiv
 
 __all__ = ["vector_terms", "TABLE_BYTES"]
@@ -48,7 +47,7 @@ def vector_terms(cols, acc, cal):
         ``vec_wtaps`` (tap vectors to read a tile: a depthwise kernel, a mul's gate),
         ``vec_quant`` (1 if the layer requantises), ``vec_in_h``, ``vec_in_w`` (the input plane),
         ``vec_first_rows`` (input rows the first output row reads), ``vec_held`` (those the
-        last output row reads), ``vec_ring`` (a window's ring rows), ``vec_inputs`` (an add's
+        last output row reads), ``vec_inputs`` (an add's
         2), ``vec_stream`` (1 for a streaming op: a global pool, add, mul).
     acc : :class:`~mensa.model.cost.AcceleratorTable`
     cal : :class:`~mensa.model.cost.Calibration`
@@ -71,14 +70,14 @@ def vector_terms(cols, acc, cal):
     stream = c["vec_stream"] > 0
     table = c["vec_table"] * cdiv(TABLE_BYTES, word) * word           # a table activation's, read first
     first = table + c["vec_quant"] * quant + c["vec_wtaps"] * pixel + c["vec_first_rows"] * row * c["vec_inputs"]
+    # the ring: as many input rows as the line buffer holds (mensa.contract.vector_program.ring_rows)
+    ring = rows_that_fit(c["vec_in_w"], acc.line_depth, c["vec_inputs"] > 1)
     # a tile boundary: the next tile's first rows that the ring cannot hold beside the held ones
-    short = np.maximum(c["vec_first_rows"] - (c["vec_ring"] - c["vec_held"]), 0)
+    short = np.maximum(c["vec_first_rows"] - (ring - c["vec_held"]), 0)
     boundary = np.where(short > 0, (tiles - 1) * (acc.latency + cal.vector_boundary + cdiv(short * row, acc.bpc)), 0)
     boundary = np.where(stream, 0, boundary)
-    # a streaming op's ring (stream_rows): its rows' round trips overlap over ring - 1 rows
-    depth = np.where(c["vec_inputs"] > 1, acc.line_depth // 2, acc.line_depth)
-    ring = stream_rows(c["vec_in_w"], depth)
-    trip = (acc.latency + cal.vector_row_trip + cdiv(row * c["vec_inputs"], acc.bpc)) / (ring - 1)
+    # a streaming op's rows' round trips overlap over ring - 1 rows
+    trip = (acc.latency + cal.vector_row_trip + cdiv(row * c["vec_inputs"], acc.bpc)) / np.maximum(ring - 1, 1)
     row_trip = np.where(stream, tiles * c["vec_in_h"] * trip, 0)
     dram_w = table + tiles * (c["vec_quant"] * quant + c["vec_wtaps"] * pixel)
     written = tiles * c["vec_m"] * pixel

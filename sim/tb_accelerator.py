@@ -17,9 +17,10 @@ The ``result`` file is a JSON list, one object per layer, in order: ``layer`` (n
 channels per output channel, output channels), ``macs``, ``cycles`` (CYCLES_TOTAL),
 ``busy`` (CYCLES_BUSY), ``stall`` (CYCLES_STALL), ``utilisation`` (macs / (rows * cols *
 cycles), or macs / (lanes * cycles) for a layer on the vector unit: ``engine`` "array" or
-"vector", ``lanes`` the MACs per cycle of that engine), ``dram_read_bytes`` and ``dram_write_bytes`` (AXI R and W beats times the bus
-width, counted on the bus from START to the interrupt), ``rows`` and ``cols`` (the array size
-the RTL reports in its ROWS and COLS registers).
+"vector", ``lanes`` the MACs per cycle of that engine), ``dram_read_bytes`` and
+``dram_write_bytes`` (AXI R and W beats times the bus width, counted on the bus from START to
+the interrupt), ``rows`` and ``cols`` (the array size the RTL reports in its ROWS and COLS
+registers).
 
 Driver: per layer, :func:`mensa.contract.compiler.compile_layer` of a random layer (weights,
 bias, input from the test seed) into the RAM, the descriptor through cocotbext-axi's

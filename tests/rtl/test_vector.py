@@ -5,7 +5,8 @@ Registers through cocotbext-axi's AxiLiteMaster, DRAM in its AxiRam with a read 
 1 to 50 cycles per burst and random pauses on every AXI channel; channel counts that are
 not multiples of the lanes, odd sizes, kernels up to 7 (kh != kw), strides 1-2, dilations,
 explicit and TFLite 'same' padding; max, average and global average pools; add and mul with
-their own quantisations; none, relu, relu6 and the table activations; two lane counts on two bus widths; a conv on the array
+their own quantisations; none, relu, relu6 and the table activations; two lane counts on two bus
+widths; a conv on the array
 between them (the engine is picked per START). Outputs against :func:`mensa.core.golden.run_layer`,
 each input pixel read once.
 """

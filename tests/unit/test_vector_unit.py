@@ -1,47 +1,47 @@
-"""The vector unit alone, on a DRAM model with random latency and gaps: depthwise layers bit-exact
-with the golden model, each input pixel read once."""
+"""The vector unit alone, on a DRAM model with random latency and gaps: depthwise, pool, add, mul and
+table-activation layers bit-exact with the golden model, each input pixel read once."""
 
 import random
 
 import numpy as np
 import pytest
-
-from mensa.hw.vector import VectorUnit
 from amaranth.sim import Simulator
+
 from mensa.core.ir import Op
+from mensa.hw.vector import VectorUnit
 from tests.unit.vector_parts import (Dram, compiled, descriptor, random_add, random_depthwise, random_mul,
                                     random_pool, vector_config, with_table)
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(4))
 def test_depthwise_layers_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_depthwise(rng, max_k=7 if seed % 2 else 3))
 
 
-@pytest.mark.parametrize("seed", range(100, 112))
+@pytest.mark.parametrize("seed", range(100, 106))
 def test_pools_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_pool(rng))
 
 
-@pytest.mark.parametrize("seed", range(200, 206))
+@pytest.mark.parametrize("seed", range(200, 203))
 def test_mul_by_a_per_channel_gate_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_mul(rng))
 
 
-@pytest.mark.parametrize("seed", range(300, 306))
+@pytest.mark.parametrize("seed", range(300, 303))
 def test_add_of_two_quantisations_bit_exact_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     run_layer(rng, seed, random_add(rng))
 
 
-@pytest.mark.parametrize("seed", range(400, 406))
+@pytest.mark.parametrize("seed", range(400, 403))
 def test_table_activations_after_the_requantiser_bit_exact(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
@@ -92,7 +92,6 @@ def run_layer(rng, seed, layer):
     planes = -(-layer.in_channels // lanes)
     h, w = layer.in_shape[1:3]
     taps = {Op.DEPTHWISE: layer.kernel[0] * layer.kernel[1], Op.MUL: 1}.get(layer.op, 0)
-    records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
     inputs = 2 if layer.op is Op.ADD else 1
     records = g.quant_bytes if layer.op in (Op.DEPTHWISE, Op.ADD, Op.MUL, Op.GLOBAL_AVGPOOL) else 0
     table = 256 if layer.activation.value not in ("none", "relu", "relu6") else 0

@@ -6,19 +6,19 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from mensa.contract.vector_program import line_rows, window
+from mensa.contract.vector_program import line_rows, ring_rows, window
 from mensa.hw.vector_walk import WindowWalker
 from tests.unit.vector_parts import compiled, descriptor, random_depthwise, random_pool, vector_config
 
 WEIGHTS = 64
 
 
-def expected_taps(layer, lanes, depth):
+def expected_taps(config, layer, lanes):
     """(line_addr or None for padding, weight_addr, first, last, tile_last) of every tap, in walk order."""
     (kh, kw), (sh, sw), (dh, dw), (pt, _, pl, _) = window(layer)
     _, h, w, c = layer.in_shape
     _, oh, ow, _ = layer.out_shape
-    ring = line_rows(layer, depth)
+    ring = ring_rows(config, layer)
     taps = []
     for t in range(-(-c // lanes)):
         for oy in range(oh):
@@ -43,7 +43,8 @@ def test_taps_follow_the_windows_and_wait_for_their_rows(seed):
     layer = random_depthwise(rng, max_k=5) if seed % 3 else random_pool(rng)
     prog, _ = compiled(config, layer, seed)
     desc = descriptor(prog, lanes)
-    want = expected_taps(layer, lanes, prog.geometry.line_depth)
+    want = expected_taps(config, layer, lanes)
+    assert desc["line_rows"] == ring_rows(config, layer) >= line_rows(layer)
     total_rows = desc["tiles"] * desc["in_h"]
     dut = WindowWalker(line_depth=prog.geometry.line_depth, weight_depth=WEIGHTS, addr_bits=32)
     got = []

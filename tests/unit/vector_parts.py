@@ -83,8 +83,9 @@ def random_add(rng, *, max_hw=7, max_c=9):
 def with_table(rng, layer):
     """``layer`` with a table activation (sigmoid, tanh, hard-swish or hard-sigmoid) after its requantisation."""
     act = rng.choice([Activation.SIGMOID, Activation.TANH, Activation.HARD_SWISH, Activation.HARD_SIGMOID])
-    quant = dataclasses.replace(layer.quant, pre_activation=QuantParams(rng.uniform(0.02, 0.1), rng.randint(-20, 20)),
-                                output=QuantParams(1 / 128 if act is Activation.SIGMOID else 1 / 64, rng.randint(-30, 30)))
+    pre = QuantParams(rng.uniform(0.02, 0.1), rng.randint(-20, 20))
+    out = QuantParams(1 / 128 if act is Activation.SIGMOID else 1 / 64, rng.randint(-30, 30))
+    quant = dataclasses.replace(layer.quant, pre_activation=pre, output=out)
     return dataclasses.replace(layer, activation=act, quant=quant)
 
 
