@@ -45,7 +45,7 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["Program", "compile_gemm", "gemm_refusal", "tap_packed", "im2col", "ALIGN", "PACK_CHANNELS"]
+__all__ = ["LayerProgram", "Program", "compile_gemm", "gemm_refusal", "tap_packed", "im2col", "ALIGN", "PACK_CHANNELS"]
 
 ALIGN = 4096            # every region starts on an AXI 4 KiB page
 PACK_CHANNELS = 4       # a conv of at most this many input channels runs over its im2col rows
@@ -55,8 +55,24 @@ def _up(n, to):
     return -(-n // to) * to
 
 
+class LayerProgram:
+    """What every compiled layer of a DMA-fed accelerator has: its descriptor registers'
+    writes and its output region's bytes (``registers`` and ``output_bytes`` of the subclass)."""
+
+    def writes(self, regmap):
+        """(byte offset, 32-bit word) of every descriptor register, in map order."""
+        return [(r.offset, self.registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in self.registers]
+
+    def region_bytes(self, region):
+        """The output region's ``output_bytes`` bytes as int8."""
+        raw = np.frombuffer(bytes(region), dtype=np.int8)
+        if raw.size != self.output_bytes:
+            raise ValueError(f"output region: {raw.size} bytes, expected {self.output_bytes}")
+        return raw
+
+
 @dataclass(frozen=True, eq=False)
-class Program:
+class Program(LayerProgram):
     """One layer compiled for the systolic accelerator.
 
     Members
@@ -99,16 +115,10 @@ class Program:
         g = self.geometry
         return -(-self.n // g.cols) * self.m * g.out_bytes
 
-    def writes(self, regmap):
-        """(byte offset, 32-bit word) of every descriptor register, in map order."""
-        return [(r.offset, self.registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in self.registers]
-
     def output(self, region):
         """The layer's int8 output from the bytes of the output region (``output_bytes`` of them)."""
         g = self.geometry
-        raw = np.frombuffer(bytes(region), dtype=np.int8)
-        if raw.size != self.output_bytes:
-            raise ValueError(f"output region: {raw.size} bytes, expected {self.output_bytes}")
+        raw = self.region_bytes(region)
         tiles = raw.reshape(-1, self.m, g.out_bytes)[:, :, :g.cols]         # (NT, M, cols)
         out = tiles.transpose(1, 0, 2).reshape(self.m, -1)[:, :self.n]
         return out.reshape(self.out_shape).copy()

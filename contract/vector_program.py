@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.contract.gemm_program import ALIGN
+from mensa.contract.gemm_program import ALIGN, LayerProgram
 from mensa.contract.numeric import accumulator_refusal
 from mensa.contract.regs import OPCODES, line_depth, register_map
 from mensa.core import golden
@@ -236,7 +236,7 @@ def vector_refusal(config, layer):
 
 
 @dataclass(frozen=True, eq=False)
-class VectorProgram:
+class VectorProgram(LayerProgram):
     """One layer compiled for the vector unit; used as :class:`~mensa.contract.gemm_program.Program` is.
 
     Members
@@ -265,17 +265,9 @@ class VectorProgram:
     def output_bytes(self):
         return -(-self.n // self.geometry.lanes) * self.m * self.geometry.pixel_bytes
 
-    def writes(self, regmap):
-        """(byte offset, 32-bit word) of every descriptor register, in map order."""
-        return [(r.offset, self.registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in self.registers]
-
     def output(self, region):
         """The layer's int8 output from the bytes of the output region (``output_bytes`` of them)."""
-        g = self.geometry
-        raw = np.frombuffer(bytes(region), dtype=np.int8)
-        if raw.size != self.output_bytes:
-            raise ValueError(f"output region: {raw.size} bytes, expected {self.output_bytes}")
-        return from_planes(raw, g, self.m, self.n).reshape(self.out_shape).copy()
+        return from_planes(self.region_bytes(region), self.geometry, self.m, self.n).reshape(self.out_shape).copy()
 
 
 def to_planes(x, g):

@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from mensa.contract.numeric import BURST_INCR, PAGE_BYTES, READS_IN_FLIGHT
 from mensa.core.config import MemoryConfig
 
-__all__ = ["DMA", "axi4_master_members", "command_layout", "read_layout", "write_layout"]
+__all__ = ["DMA", "axi4_master_members", "engine_members", "command_layout", "read_layout", "write_layout"]
 
 
 
@@ -44,6 +44,20 @@ def axi4_master_members(prefix, addr_bits, data_bits, id_bits=1):
         "rready": Out(1),
     })
     return {f"{prefix}_{name}": member for name, member in members.items()}
+
+
+def engine_members(config, desc_layout):
+    """Signature members of an engine the :class:`DMA` serves (the GEMM sequencer, the vector unit):
+    its descriptor and run control, and the DMA's client streams, for ``config`` (a
+    :class:`~mensa.core.config.MemoryConfig`)."""
+    a, d = config.addr_bits, config.data_bits
+    return {
+        "desc": In(desc_layout), "start": In(1),
+        "done": Out(1), "running": Out(1), "busy": Out(1), "mem_stall": Out(1),
+        "rd_cmd": Out(stream.Signature(command_layout(a, d))), "rd_data": In(stream.Signature(read_layout(d))),
+        "wr_cmd": Out(stream.Signature(command_layout(a, d))), "wr_data": Out(stream.Signature(write_layout(d))),
+        "wr_done": In(stream.Signature(2)),
+    }
 
 
 def command_layout(addr_bits, data_bits):

@@ -9,12 +9,11 @@ for the requantiser, and the :class:`~mensa.hw.gemm_writer.OutputWriter` writes 
 """
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
 from mensa.contract.gemm import FLAG_DEPTH, ROUTE_DEPTH, GemmGeometry
 from mensa.hw.buffers import Scratchpad
-from mensa.hw.dma import command_layout, read_layout, write_layout
+from mensa.hw.dma import engine_members
 from mensa.hw.gemm_accumulator import Accumulator
 from mensa.hw.gemm_feeds import ActivationFeed, WeightFeed
 from mensa.hw.gemm_issue import SegmentIssuer
@@ -57,16 +56,7 @@ class GemmSequencer(wiring.Component):
         self._geometry = GemmGeometry.of(config)
         self._config = config
         mem = config.memory
-        super().__init__({
-            "desc": In(descriptor_layout(mem.addr_bits)),
-            "start": In(1),
-            "done": Out(1), "running": Out(1), "busy": Out(1), "mem_stall": Out(1),
-            "rd_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
-            "rd_data": In(stream.Signature(read_layout(mem.data_bits))),
-            "wr_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
-            "wr_data": Out(stream.Signature(write_layout(mem.data_bits))),
-            "wr_done": In(stream.Signature(2)),
-        })
+        super().__init__(engine_members(mem, descriptor_layout(mem.addr_bits)))
 
     @property
     def geometry(self):

@@ -23,10 +23,9 @@ lays it out. Its parts, joined by streams:
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from mensa.contract.vector_program import TAPS_MAX, VectorGeometry
-from mensa.hw.dma import command_layout, read_layout, write_layout
+from mensa.hw.dma import engine_members
 from mensa.hw.queue import Queue
 from mensa.hw.requant import Requantizer
 from mensa.hw.vector_add import AddLanes
@@ -69,16 +68,7 @@ class VectorUnit(wiring.Component):
         self._g = VectorGeometry.of(config)
         self._config = config
         mem = config.memory
-        super().__init__({
-            "desc": In(vector_desc_layout(mem.addr_bits)),
-            "start": In(1),
-            "done": Out(1), "running": Out(1), "busy": Out(1), "mem_stall": Out(1),
-            "rd_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
-            "rd_data": In(stream.Signature(read_layout(mem.data_bits))),
-            "wr_cmd": Out(stream.Signature(command_layout(mem.addr_bits, mem.data_bits))),
-            "wr_data": Out(stream.Signature(write_layout(mem.data_bits))),
-            "wr_done": In(stream.Signature(2)),
-        })
+        super().__init__(engine_members(mem, vector_desc_layout(mem.addr_bits)))
 
     @property
     def geometry(self):
