@@ -132,7 +132,6 @@ class Calibration:
     #                                   the first transfer to the last write's response (tap, MAC, writer)
     vector_requant: float = 8.0       # the same, further, through the requantiser (depthwise, global pool)
     vector_boundary: float = 3.0      # a tile boundary whose first rows wait for the ring: beyond latency and rows
-    vector_row_trip: float = 0.0      # a streaming op's row: cycles beyond latency and the row, for a round trip
     vector_table: float = 1.0         # a table activation's lookup stage
     vector_stream_tail: float = 15.0  # a streaming op (global pool, add, mul): cycles beyond vector_fill after
     #                                   its last input word (the last row's pixels, the output's last write)

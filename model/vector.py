@@ -17,9 +17,9 @@ so DRAM latency shows only:
   first transfer), plus the pipeline (``vector_fill``, and the requantiser's stages);
 - at a tile boundary, when the ring cannot hold the next tile's first rows beside the
   rows the last output row of this tile still reads: the latency again and those rows;
-- a streaming op (a global pool, add, mul: one input row at a time): a row's round trip (the
-  latency, the row's words, :attr:`Calibration.vector_row_trip`) overlaps ``ring - 1``
-  others: its rows take the longest of their bus words, their pixels and that share.
+- the reads in flight: every read burst (a row's, a record's, the taps', the table's) holds one
+  of the DMA's ``READS_IN_FLIGHT`` slots for the latency, the turnaround and its words, so
+  short rows at a long latency are bound by the slots, not by the bus.
 
 Beyond these the unit waits only where the layer's DRAM bytes outlast its taps (the
 model's bus term); its pipeline's fill follows the last input word. Every pixel vector is
@@ -28,6 +28,7 @@ model's bus term); its pipeline's fill follows the last input word. Every pixel 
 
 import numpy as np
 
+from mensa.contract.numeric import READS_IN_FLIGHT
 from mensa.contract.vector_program import rows_that_fit
 from mensa.model.tiling import cdiv
 
@@ -55,8 +56,8 @@ def vector_terms(cols, acc, cal):
     Returns
     -------
     dict of ``(L, A)`` arrays: ``compute``, ``fill``, ``first`` (bytes before the first tap),
-    ``boundary`` (cycles at tile boundaries), ``row_trip`` (a streaming op's cycles if every row
-    waited on its round trip, to compare with its bus and lane cycles), ``dram_w``, ``dram_a``,
+    ``boundary`` (cycles at tile boundaries), ``row_trip`` (the cycles the reads take through the
+    DMA's slots, to compare with the bus and lane cycles), ``dram_w``, ``dram_a``,
     ``written`` (bytes), ``local`` (line buffer bytes written and read).
     """
     lanes = np.maximum(acc.vector_lanes, 1)
@@ -76,12 +77,18 @@ def vector_terms(cols, acc, cal):
     short = np.maximum(c["vec_first_rows"] - (ring - c["vec_held"]), 0)
     boundary = np.where(short > 0, (tiles - 1) * (acc.latency + cal.vector_boundary + cdiv(short * row, acc.bpc)), 0)
     boundary = np.where(stream, 0, boundary)
-    # a streaming op's rows' round trips overlap over ring - 1 rows
-    trip = (acc.latency + cal.vector_row_trip + cdiv(row * c["vec_inputs"], acc.bpc)) / np.maximum(ring - 1, 1)
-    row_trip = np.where(stream, tiles * c["vec_in_h"] * trip, 0)
     dram_w = table + tiles * (c["vec_quant"] * quant + c["vec_wtaps"] * pixel)
     written = tiles * c["vec_m"] * pixel
     dram_a = tiles * c["vec_in_h"] * row * c["vec_inputs"] + written
+    # The reads in flight: a command per input row (an add's two), record, tap vectors and table, each
+    # in bursts of at most max_burst words, every burst holding one of the DMA's READS_IN_FLIGHT slots
+    # for the latency, the turnaround and its words.
+    burst = acc.max_burst * word
+    bursts = (tiles * (c["vec_inputs"] * c["vec_in_h"] * cdiv(row, burst) + c["vec_quant"] * cdiv(quant, burst)
+                       + np.where(c["vec_wtaps"] > 0, cdiv(c["vec_wtaps"] * pixel, burst), 0))
+              + np.where(c["vec_table"] > 0, cdiv(TABLE_BYTES, burst), 0))
+    read_words = cdiv(dram_w + dram_a - written, word)
+    row_trip = (bursts * (acc.latency + cal.dram_turnaround) + read_words) / READS_IN_FLIGHT
     fill = (cal.vector_fill + c["vec_quant"] * cal.vector_requant + c["vec_table"] * cal.vector_table
             + np.where(stream, cal.vector_stream_tail, 0))
     return {"compute": compute, "fill": fill + 0 * compute, "first": first, "boundary": boundary,
