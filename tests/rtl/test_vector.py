@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from mensa.contract.vector_program import vector_refusal
+from mensa.contract.vector_program import planar, vector_refusal
 from mensa.core.ir import Op
 from mensa.sim.runner import simulators
 from mensa.sim.tb_accelerator import accelerator_config, make_layer
@@ -112,6 +112,7 @@ def compiled(cfg, specs):
 def dram_read_bytes(prog, layer):
     """Each input pixel once (both of an add's inputs); each tile's taps (depthwise; a mul's gate) and
     quantisation record (depthwise, add, mul, global average pool) once; a table activation's table once."""
+    layer = planar(layer)
     g = prog.geometry
     planes = -(-layer.in_channels // g.lanes)
     h, w = layer.in_shape[1:3]
@@ -122,6 +123,9 @@ def dram_read_bytes(prog, layer):
     return planes * ((inputs * h * w + taps) * g.pixel_bytes + record) + table
 
 
+# a transducer's joint: an add over (N, T, C) tensors, walked as one row of N * T pixels
+JOINT = {"op": "add", "in_shape": [2, 3, 11], "out_channels": 11, "activation": "tanh", "zp_in": 4, "zp_in2": -9,
+         "zp_out": 0, "in_scale": 0.04, "in2_scale": 0.07, "out_scale": 1 / 128, "pre_scale": 0.05, "zp_pre": 3}
 CONV = {"op": "conv2d", "in_shape": [1, 5, 4, 6], "out_channels": 5, "kernel": [3, 3], "stride": [1, 1],
         "padding": "same", "activation": "relu", "zp_in": 3, "zp_out": -2, "in_scale": 0.05, "out_scale": 1.0}
 
@@ -132,6 +136,7 @@ def test_random_depthwise_pool_add_and_mul_layers_on_the_vector_unit_bit_exact(c
     print(f"seed {seed}")
     specs = vector_specs(cfg, seed, 4, pools=4, muls=3, max_k=7 if cfg["lanes"] == 8 else 5)
     specs.insert(2, CONV)           # the array between depthwise layers: the engine follows the opcode
+    specs.append(JOINT)
     measured = simulate(cfg, specs, tmp_path)
     progs = compiled(cfg, specs)
     for i, (got, prog, spec) in enumerate(zip(measured, progs, specs)):
