@@ -82,7 +82,7 @@ class VectorReadIssuer(wiring.Component):
             with m.Case(ROW2):
                 m.d.comb += [want.eq(1), self.rd_cmd.payload.addr.eq(in2_addr),
                              self.rd_cmd.payload.count.eq((d.in_w << pw_shift) - 1)]
-            with m.Case(TBL):
+            with m.Default():           # TBL (phase never takes the values above it)
                 m.d.comb += [want.eq(1), self.rd_cmd.payload.addr.eq(d.table_addr),
                              self.rd_cmd.payload.count.eq(-(-TABLE_ENTRIES // g.word_bytes) - 1)]
         # the route is queued as the command goes (its queue's ready does not wait on valid)
@@ -106,22 +106,23 @@ class VectorReadIssuer(wiring.Component):
                          q_addr.eq(d.quant_addr), w_addr.eq(Mux(mode.offsets, d.input2_addr, d.weight_addr)),
                          in_addr.eq(d.input_addr), in2_addr.eq(d.input2_addr)]
         with m.Elif(self.rd_cmd.valid & self.rd_cmd.ready):
-            with m.Switch(phase):
-                with m.Case(Q):
-                    m.d.sync += phase.eq(Mux(mode.weights, WTS, ROW)), q_addr.eq(q_addr + g.quant_bytes)
-                with m.Case(WTS):
-                    m.d.sync += phase.eq(ROW), w_addr.eq(w_addr + (d.taps << pshift))
-                with m.Case(ROW):
-                    m.d.sync += in_addr.eq(in_addr + (d.in_w << pshift))
-                    with m.If(mode.add):
-                        m.d.sync += phase.eq(ROW2)
-                    with m.Else():
-                        row_done()
-                with m.Case(ROW2):
-                    m.d.sync += in2_addr.eq(in2_addr + (d.in_w << pshift)), phase.eq(ROW)
+            # an if chain, not a switch: the signals row_done() sets would be cases of their own
+            # that leave the other phases out
+            with m.If(phase == Q):
+                m.d.sync += phase.eq(Mux(mode.weights, WTS, ROW)), q_addr.eq(q_addr + g.quant_bytes)
+            with m.Elif(phase == WTS):
+                m.d.sync += phase.eq(ROW), w_addr.eq(w_addr + (d.taps << pshift))
+            with m.Elif(phase == ROW):
+                m.d.sync += in_addr.eq(in_addr + (d.in_w << pshift))
+                with m.If(mode.add):
+                    m.d.sync += phase.eq(ROW2)
+                with m.Else():
                     row_done()
-                with m.Case(TBL):
-                    m.d.sync += phase.eq(first_phase)
+            with m.Elif(phase == ROW2):
+                m.d.sync += in2_addr.eq(in2_addr + (d.in_w << pshift)), phase.eq(ROW)
+                row_done()
+            with m.Else():              # TBL
+                m.d.sync += phase.eq(first_phase)
         return m
 
 
@@ -181,7 +182,7 @@ class VectorLoader(wiring.Component):
         word = self.rd_data.payload.data
         vec = Signal(pw * W)                    # the vector being assembled, oldest word lowest
         vec_next = Cat(vec[W:], word) if pw > 1 else word
-        widx = Signal(range(pw))
+        widx = Signal(range(max(pw, 2)))       # one bit even for one-word vectors (no zero-width wire)
         record = Signal(g.quant_words * W)      # the quantisation record, shifted in the same way
         q_full = Signal()
         row_addr, col = Signal(range(2 * g.line_depth + 1)), Signal(16)

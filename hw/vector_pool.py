@@ -67,7 +67,9 @@ class PoolReducer(wiring.Component):
         op, out = self.operands.payload, self.outs.payload
         advance = Signal()
         m.d.comb += [advance.eq(~self.outs.valid | self.outs.ready), self.operands.ready.eq(advance)]
-        rom = Array(Const(reciprocal(n) if n else 0, K + 1) for n in range(COUNT_MAX + 1))
+        # an entry for every value of a count's bits (those above COUNT_MAX never occur): the case is full
+        rom = Array(Const(reciprocal(n) if 0 < n <= COUNT_MAX else 0, K + 1)
+                    for n in range(1 << COUNT_MAX.bit_length()))
 
         count, count2 = Signal(range(COUNT_MAX + 1)), Signal(range(COUNT_MAX + 1))
         v2, last2, v3, last3 = Signal(), Signal(), Signal(), Signal()
