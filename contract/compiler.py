@@ -60,7 +60,7 @@ def refusal(accelerator, layer):
     if kind == "gemm":
         return gemm_refusal(accelerator, layer)
     if kind == "vector":
-        return vector_refusal(accelerator, layer).removeprefix(f"layer {layer.name!r}: ")
+        return vector_refusal(accelerator, layer)
     return nearmem_refusal(NearMemGeometry.of(accelerator.nearmem), layer)
 
 

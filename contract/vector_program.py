@@ -174,63 +174,60 @@ def vector_refusal(config, layer):
     stride, dilation, padding, dimensions and the line buffer's capacity. It needs no
     parameters or input, so the scheduler and :func:`compile_vector` share it.
     """
-    def no(text):
-        return f"layer {layer.name!r}: {text}"
-
     layer = planar(layer)
 
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
     if config.vector is None:
-        return no(f"accelerator {config.name!r} has no vector unit; allowed: an accelerator with [accelerator.vector]")
+        return (f"accelerator {config.name!r} has no vector unit; allowed: an accelerator with [accelerator.vector]")
     if layer.op not in VECTOR_UNIT_OPS:
-        return no(f"{layer.op.value} is not run on the vector unit; allowed: "
+        return (f"{layer.op.value} is not run on the vector unit; allowed: "
                   f"{', '.join(op.value for op in VECTOR_UNIT_OPS)}")
     clamps = (Activation.NONE, Activation.RELU, Activation.RELU6)
     if layer.activation not in clamps and (layer.activation not in golden.TABLE_ACTIVATIONS
                                            or layer.op not in TABLE_OPS):
-        return no(f"activation {layer.activation.value} of {layer.op.value} is not run on the vector unit; allowed: "
+        return (f"activation {layer.activation.value} of {layer.op.value} is not run on the vector unit; allowed: "
                   f"none, relu, relu6, and for {', '.join(op.value for op in TABLE_OPS)} the table activations")
     if len(layer.in_shape) != 4 or layer.in_shape[0] != 1:
-        return no(f"input shape {tuple(layer.in_shape)}; allowed: batch 1, NHWC")
+        return (f"input shape {tuple(layer.in_shape)}; allowed: batch 1, NHWC")
     c = layer.in_channels
     if layer.out_channels != c:
-        return no(f"{layer.op.value} {c} -> {layer.out_channels} channels (depth multiplier "
+        return (f"{layer.op.value} {c} -> {layer.out_channels} channels (depth multiplier "
                   f"{layer.out_channels / c:g}); allowed: depth multiplier 1")
     _, h, w, _ = layer.in_shape
     _, oh, ow, _ = layer.out_shape
     if max(h, w, oh, ow, c) >= 1 << 16:
-        return no(f"dimensions {h}x{w}x{c} -> {oh}x{ow}; allowed: each below 65536")
+        return (f"dimensions {h}x{w}x{c} -> {oh}x{ow}; allowed: each below 65536")
     (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window(layer)
     if layer.op is Op.ADD:
         other = tuple(layer.extra_in_shapes[0]) if layer.extra_in_shapes else None
         if other != tuple(layer.in_shape):
-            return no(f"add of {tuple(layer.in_shape)} and {other}; allowed: two inputs of one shape")
+            return (f"add of {tuple(layer.in_shape)} and {other}; allowed: two inputs of one shape")
     elif layer.op is Op.MUL:
         gate = tuple(layer.extra_in_shapes[0]) if layer.extra_in_shapes else None
         if gate != (1, 1, 1, c):
-            return no(f"mul by a gate of shape {gate}; allowed: a per-channel gate (1, 1, 1, {c})")
+            return (f"mul by a gate of shape {gate}; allowed: a per-channel gate (1, 1, 1, {c})")
     elif layer.op is Op.GLOBAL_AVGPOOL:
         if max(h, w) > 255:
-            return no(f"global average pool over {h}x{w}; allowed: at most 255x255 (the kernel registers)")
+            return (f"global average pool over {h}x{w}; allowed: at most 255x255 (the kernel registers)")
     else:
         strides = (1, 2) if layer.op is Op.DEPTHWISE else tuple(range(1, KERNEL_MAX + 1))
         if not (1 <= kh <= KERNEL_MAX and 1 <= kw <= KERNEL_MAX):
-            return no(f"kernel {kh}x{kw}; allowed: 1..{KERNEL_MAX} in each dimension")
+            return (f"kernel {kh}x{kw}; allowed: 1..{KERNEL_MAX} in each dimension")
         if sh not in strides or sw not in strides:
-            return no(f"stride {sh}x{sw}; allowed: {strides[0]}..{strides[-1]} in each dimension")
+            return (f"stride {sh}x{sw}; allowed: {strides[0]}..{strides[-1]} in each dimension")
         dilations = 255 if layer.op is Op.DEPTHWISE else 1
         if not (1 <= dh <= dilations and 1 <= dw <= dilations):
-            return no(f"dilation {dh}x{dw}; allowed: 1..{dilations} in each dimension")
+            return (f"dilation {dh}x{dw}; allowed: 1..{dilations} in each dimension")
         span_h = (kh - 1) * dh
         if max(top, bottom) > span_h or max(left, right) > 255:
-            return no(f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
+            return (f"padding {(top, bottom, left, right)} with kernel {kh}x{kw} dilation {dh}x{dw}; allowed: at "
                       f"most {span_h} rows (the kernel's reach) above and below, 255 columns left and right")
     rows, depth = line_rows(layer), line_depth(config)
     if layer.op is Op.ADD:
         depth //= 2             # the second input's rows in the upper half
     if rows > 255 or rows * w > depth:
-        return no(f"{rows} input rows of {w} pixels do not fit the line buffer of {depth} pixel vectors "
+        return (f"{rows} input rows of {w} pixels do not fit the line buffer of {depth} pixel vectors "
                   f"(vector.line_kib {config.vector.line_kib}); allowed: rows x width <= {depth}")
     return ""
 
@@ -358,7 +355,7 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     """
     reason = vector_refusal(config, layer)
     if reason:
-        raise CompileError(reason)
+        raise CompileError(f"layer {layer.name!r}: {reason}")
     if not isinstance(base, int) or base < 0 or base % ALIGN:
         raise ValueError(f"base must be a non-negative multiple of {ALIGN}, not {base!r}")
     flat = planar(layer)
