@@ -34,6 +34,7 @@ what is allowed.
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,23 +46,93 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["LayerProgram", "Program", "compile_gemm", "gemm_refusal", "tap_packed", "im2col", "ALIGN", "PACK_CHANNELS"]
+__all__ = ["LayerProgram", "Program", "Layout", "compile_gemm", "gemm_refusal", "tap_packed", "im2col",
+           "address_registers", "register_writes", "ALIGN", "PACK_CHANNELS", "ADDRESS_REGISTERS"]
 
 ALIGN = 4096            # every region starts on an AXI 4 KiB page
 PACK_CHANNELS = 4       # a conv of at most this many input channels runs over its im2col rows
+
+
+#: the descriptor registers that hold each DRAM region's byte address
+ADDRESS_REGISTERS = (("INPUT_ADDR", "input"), ("INPUT2_ADDR", "input2"), ("WEIGHT_ADDR", "weight"),
+                     ("BIAS_ADDR", "quant"), ("QUANT_ADDR", "quant"), ("TABLE_ADDR", "table"),
+                     ("OUTPUT_ADDR", "output"))
 
 
 def _up(n, to):
     return -(-n // to) * to
 
 
+class Layout(NamedTuple):
+    """How a tensor lies in DRAM: ``planes`` channel tiles of ``tile`` channels; per tile,
+    ``pixels`` vectors of ``vector_bytes`` (a tile's channels, then zero or undefined bytes)
+    in raster order; ``channels`` of them the layer's. A producer's output feeds a consumer's
+    input in place when the two agree on ``tile``, ``vector_bytes`` and ``pixels`` and the
+    consumer reads no more channels than the producer writes."""
+    tile: int
+    vector_bytes: int
+    pixels: int
+    channels: int
+
+    @property
+    def planes(self):
+        return -(-self.channels // self.tile)
+
+    @property
+    def nbytes(self):
+        return self.planes * self.pixels * self.vector_bytes
+
+    def feeds(self, consumer):
+        """True if a tensor laid out so can be read in place as ``consumer`` lays its input out."""
+        return (self.tile, self.vector_bytes, self.pixels) == consumer[:3] and consumer.channels <= self.channels
+
+
+def register_writes(regmap, registers):
+    """(byte offset, 32-bit word) of every register of ``registers`` (name -> value), in map order."""
+    return [(r.offset, registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in registers]
+
+
+def address_registers(regmap, addresses):
+    """Register name -> value of the address registers of the regions in ``addresses`` (region name ->
+    DRAM byte address), wide ones split into ``_LO``/``_HI`` as the map has them."""
+    registers = {}
+    for name, key in ADDRESS_REGISTERS:
+        if key not in addresses:
+            continue
+        if name in regmap:
+            registers[name] = addresses[key]
+        elif f"{name}_LO" in regmap:
+            registers[f"{name}_LO"] = addresses[key] & 0xFFFFFFFF
+            registers[f"{name}_HI"] = addresses[key] >> 32
+    return registers
+
+
 class LayerProgram:
     """What every compiled layer of a DMA-fed accelerator has: its descriptor registers'
-    writes and its output region's bytes (``registers`` and ``output_bytes`` of the subclass)."""
+    writes, its DRAM regions and its output region's bytes (``registers``, ``image``,
+    ``base``, ``regions``, ``layouts`` and ``output_bytes`` of the subclass).
+
+    ``regions`` maps a region's name (``input``, ``input2``, ``weight``, ``quant``, ``table``,
+    ``output``) to its ``(address, bytes)``; ``layouts`` the activation regions' names to their
+    :class:`Layout`.
+    """
 
     def writes(self, regmap):
         """(byte offset, 32-bit word) of every descriptor register, in map order."""
-        return [(r.offset, self.registers[r.name] & 0xFFFFFFFF) for r in regmap if r.name in self.registers]
+        return register_writes(regmap, self.registers)
+
+    def region(self, name):
+        """The bytes of region ``name`` in the image (uint8)."""
+        addr, size = self.regions[name]
+        return self.image[addr - self.base:addr - self.base + size]
+
+    def relocated(self, regmap, addresses):
+        """The descriptor registers with the regions at ``addresses`` (name -> DRAM byte address) instead:
+        a network places every layer's regions in one memory image."""
+        missing = self.regions.keys() - addresses.keys()
+        if missing:
+            raise ValueError(f"no address for the regions {sorted(missing)}")
+        return {**self.registers, **address_registers(regmap, {k: addresses[k] for k in self.regions})}
 
     def region_bytes(self, region):
         """The output region's ``output_bytes`` bytes as int8."""
@@ -92,6 +163,8 @@ class Program(LayerProgram):
     geometry : :class:`~mensa.contract.gemm.GemmGeometry`
     walk : :class:`~mensa.contract.gemm.LayerWalk`
         The layer as the sequencer walks it; its M tiles are ``walk.m_tiles(TILE_ROWS, TILE_COLS)``.
+    regions, layouts : dict
+        See :class:`LayerProgram`.
     """
     registers: dict
     image: np.ndarray
@@ -102,6 +175,8 @@ class Program(LayerProgram):
     out_shape: tuple
     geometry: GemmGeometry
     walk: LayerWalk
+    regions: dict
+    layouts: dict
 
     def m_tiles(self):
         """``(ty, tx, rows, cols, window_vectors)`` of every M tile, in walk order."""
@@ -344,11 +419,11 @@ def compile_gemm(config, layer, params, x, *, base=0):
     addr = base
     for name, blob in (("input", inp), ("weight", wts), ("quant", quant),
                        ("output", np.zeros(nt * m * g.out_bytes, np.uint8))):
-        regions[name] = addr
+        regions[name] = addr, blob.nbytes
         addr += _up(blob.nbytes, ALIGN)
     image = np.zeros(addr - base, np.uint8)
     for name, blob in (("input", inp), ("weight", wts), ("quant", quant)):
-        at = regions[name] - base
+        at = regions[name][0] - base
         image[at:at + blob.nbytes] = blob.reshape(-1).view(np.uint8)
     assert addr == end
 
@@ -367,15 +442,9 @@ def compile_gemm(config, layer, params, x, *, base=0):
     registers = {}
     for name, value in values.items():
         registers[name] = int(value)
-    for name, key in (("INPUT_ADDR", "input"), ("WEIGHT_ADDR", "weight"), ("BIAS_ADDR", "quant"),
-                      ("QUANT_ADDR", "quant"), ("OUTPUT_ADDR", "output")):
-        value = regions[key]
-        if name in regmap:
-            registers[name] = value
-        else:
-            registers[f"{name}_LO"] = value & 0xFFFFFFFF
-            registers[f"{name}_HI"] = value >> 32
+    registers.update(address_registers(regmap, {name: at for name, (at, _) in regions.items()}))
     for name in registers:
         assert name in regmap, name         # the map and the compiler are one description
-    return Program(registers=registers, image=image, base=base, output_addr=regions["output"], m=m, n=n,
-                   out_shape=tuple(layer.out_shape), geometry=g, walk=walk)
+    layouts = {"input": Layout(R, g.act_bytes, in_h * in_w, k), "output": Layout(C, g.out_bytes, m, n)}
+    return Program(registers=registers, image=image, base=base, output_addr=regions["output"][0], m=m, n=n,
+                   out_shape=tuple(layer.out_shape), geometry=g, walk=walk, regions=regions, layouts=layouts)

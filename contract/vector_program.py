@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.contract.gemm_program import ALIGN, LayerProgram
+from mensa.contract.gemm_program import ALIGN, LayerProgram, Layout, address_registers
 from mensa.contract.numeric import accumulator_refusal
 from mensa.contract.regs import OPCODES, line_depth, register_map
 from mensa.core import golden
@@ -248,6 +248,8 @@ class VectorProgram(LayerProgram):
         Output pixels and channels.
     out_shape : tuple
     geometry : :class:`VectorGeometry`
+    regions, layouts : dict
+        See :class:`~mensa.contract.gemm_program.LayerProgram`.
     """
     registers: dict
     image: np.ndarray
@@ -257,6 +259,8 @@ class VectorProgram(LayerProgram):
     n: int
     out_shape: tuple
     geometry: VectorGeometry
+    regions: dict
+    layouts: dict
 
     @property
     def output_bytes(self):
@@ -412,13 +416,13 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     blobs["output"] = np.zeros(nt * oh * ow * g.pixel_bytes, np.uint8)
     regions, addr = {}, base
     for name, blob in blobs.items():
-        regions[name] = addr
+        regions[name] = addr, blob.nbytes
         addr += _up(blob.nbytes, ALIGN)
     if addr > 1 << config.memory.addr_bits:
         refuse(f"the image ends at {addr:#x}; allowed: within the {config.memory.addr_bits}-bit address space")
     image = np.zeros(addr - base, np.uint8)
     for name in blobs.keys() - {"output"}:
-        at = regions[name] - base
+        at = regions[name][0] - base
         image[at:at + blobs[name].nbytes] = blobs[name]
 
     lo, hi = golden.activation_range(layer.activation, q.output.scale, q.output.zero_point)
@@ -436,16 +440,14 @@ def compile_vector(config, layer, params, inputs, *, base=0):
         values.update(IN_MULTIPLIER=ma, IN_SHIFT=sa, IN2_MULTIPLIER=mb, IN2_SHIFT=sb)
     regmap = register_map(config)
     registers = dict(values)
-    for name, key in (("INPUT_ADDR", "input"), ("INPUT2_ADDR", "input2"), ("WEIGHT_ADDR", "weight"),
-                      ("QUANT_ADDR", "quant"), ("TABLE_ADDR", "table"), ("OUTPUT_ADDR", "output")):
-        if key not in regions:
-            continue
-        if name in regmap:
-            registers[name] = regions[key]
-        else:
-            registers[f"{name}_LO"] = regions[key] & 0xFFFFFFFF
-            registers[f"{name}_HI"] = regions[key] >> 32
+    registers.update(address_registers(regmap, {name: at for name, (at, _) in regions.items()}))
     for name in registers:
         assert name in regmap, name         # the map and the compiler are one description
-    return VectorProgram(registers=registers, image=image, base=base, output_addr=regions["output"], m=oh * ow,
-                         n=c, out_shape=tuple(layer.out_shape), geometry=g)
+    act = Layout(g.lanes, g.pixel_bytes, h * w, c)
+    layouts = {"input": act, "output": act._replace(pixels=oh * ow)}
+    if layer.op is Op.ADD:
+        layouts["input2"] = act
+    elif layer.op is Op.MUL:
+        layouts["input2"] = act._replace(pixels=1)
+    return VectorProgram(registers=registers, image=image, base=base, output_addr=regions["output"][0], m=oh * ow,
+                         n=c, out_shape=tuple(layer.out_shape), geometry=g, regions=regions, layouts=layouts)

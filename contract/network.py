@@ -1,0 +1,288 @@
+"""The network compiler: a quantised network, a system and a placement -> one DRAM image and a command list.
+
+:func:`compile_network` compiles every layer for the accelerator the schedule puts it on
+(:func:`mensa.contract.compiler.compile_layer`, the same compilers ``mensa run-layer`` uses) and
+places its regions in one DRAM image:
+
+constants
+    every layer's weights, quantisation records and activation table, from address 0, each on
+    its own 4 KiB page;
+activations
+    above them, every layer's output in a buffer of its own while some later layer still reads
+    it; a buffer whose last reader has been issued is reused (first fit), and the layer that
+    reuses it depends on those readers. A layer reads its producer's output in place: the
+    compilers lay every activation out as channel-tile planes (:class:`~mensa.contract.gemm_program.Layout`),
+    and the two layouts must agree (the compiler refuses in one line where they do not).
+    Layers move between accelerators through DRAM, as the scheduler's transfer cost assumes;
+network inputs
+    one region per reading layer, which the host fills in the layer's own input layout
+    (:meth:`NetworkProgram.input_writes`: a few-channel stem reads its im2col rows).
+
+The command list (:meth:`NetworkProgram.command_list`) is what the C runtime
+(``mensa_runtime.c``) and the board replay: little-endian 32-bit words::
+
+    MAGIC VERSION count
+    per command: accelerator  deps  writes  out_lo  out_hi  out_bytes
+                 dep[0] .. dep[deps-1]                       (indices of earlier commands)
+                 offset[0] value[0] .. offset[writes-1] value[writes-1]   (descriptor registers)
+
+A command runs on its accelerator once the commands it depends on are done; an accelerator
+runs its own commands in list order.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mensa.contract.compiler import compile_layer, engine, in_hardware
+from mensa.contract.gemm_program import ALIGN, register_writes
+from mensa.contract.regs import register_map
+from mensa.core.errors import CompileError
+from mensa.core.ir import Network
+
+__all__ = ["Command", "NetworkProgram", "compile_network", "LIST_MAGIC", "LIST_VERSION"]
+
+LIST_MAGIC = 0x4C434E4D        # "MNCL" little-endian
+LIST_VERSION = 1
+CONSTANTS = ("weight", "quant", "table")
+INPUT_REGIONS = ("input", "input2")
+
+
+def _up(n, to=ALIGN):
+    return -(-n // to) * to
+
+
+@dataclass(frozen=True, eq=False)
+class Command:
+    """One layer as the runtime issues it.
+
+    Members
+    -------
+    layer, accelerator : str
+        The layer's name and the name of the accelerator that runs it.
+    unit : int
+        The accelerator's index in the system.
+    program : :class:`~mensa.contract.gemm_program.LayerProgram`
+        The layer compiled on its own (its image at address 0); decodes the output.
+    registers : dict
+        The descriptor registers with the network's addresses.
+    deps : tuple of int
+        Earlier commands that must be done first: the producers of its inputs, and the last
+        readers of a buffer it reuses.
+    output : tuple
+        ``(address, bytes)`` of its output.
+    """
+    layer: str
+    accelerator: str
+    unit: int
+    program: object
+    registers: dict
+    deps: tuple
+    output: tuple
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkProgram:
+    """A network compiled for a system: the DRAM image, the commands and where the host writes inputs.
+
+    Members
+    -------
+    network : :class:`~mensa.core.ir.Network`
+    params : dict
+        The layers' :class:`~mensa.core.golden.LayerParams`, by name.
+    accelerators : tuple
+        The system's accelerator configs, in ``unit`` order.
+    image : numpy.ndarray
+        uint8 DRAM contents from address 0: the constants, then zeros up to the end of the
+        activation buffers (``image.size`` is the memory the network needs).
+    commands : tuple of :class:`Command`
+    host_inputs : tuple
+        ``(command index, region, network input name, address)`` of every region the host fills.
+    activation_bytes : int
+        Bytes of the activation buffers (after reuse).
+    """
+    network: Network
+    params: dict
+    accelerators: tuple
+    image: np.ndarray
+    commands: tuple
+    host_inputs: tuple
+    activation_bytes: int
+
+    def input_writes(self, x):
+        """``(address, uint8 bytes)`` the host writes before a run: every network input as its reading
+        layer lays it out. ``x`` is the ``"input"`` array, or a dict of every network input by name."""
+        inputs = x if isinstance(x, dict) else {"input": x}
+        writes = []
+        for index, region, name, addr in self.host_inputs:
+            cmd = self.commands[index]
+            layer = self.network[cmd.layer]
+            xs = [inputs[s] if s in inputs else np.zeros(sh, np.int8)
+                  for s, sh in zip(layer.inputs, (layer.in_shape, *layer.extra_in_shapes))]
+            xs = [np.asarray(v, np.int8).reshape(sh) for v, sh in zip(xs, (layer.in_shape, *layer.extra_in_shapes))]
+            prog = compile_layer(self.accelerators[cmd.unit], layer, self.params[layer.name],
+                                 tuple(xs) if len(xs) > 1 else xs[0])
+            writes.append((addr, np.array(prog.region(region))))
+        return writes
+
+    def command_list(self):
+        """The command list as uint32 words (see the module's docstring)."""
+        words = [LIST_MAGIC, LIST_VERSION, len(self.commands)]
+        for cmd in self.commands:
+            writes = register_writes(register_map(self.accelerators[cmd.unit]), cmd.registers)
+            addr, size = cmd.output
+            words += [cmd.unit, len(cmd.deps), len(writes), addr & 0xFFFFFFFF, addr >> 32, size, *cmd.deps]
+            for offset, value in writes:
+                words += [offset, value]
+        return np.array(words, dtype="<u4")
+
+
+class _Arena:
+    """First-fit allocation of activation buffers in whole pages; a freed range remembers the commands
+    that last used it, so whoever reuses it waits for them."""
+
+    def __init__(self, start):
+        self.start = self.top = start
+        self.free = []              # [start, end, users]
+
+    def alloc(self, size):
+        size = _up(max(size, 1))
+        for i, (lo, hi, users) in enumerate(self.free):
+            if hi - lo >= size:
+                if hi - lo == size:
+                    del self.free[i]
+                else:
+                    self.free[i] = [lo + size, hi, users]
+                return lo, set(users)
+        lo, self.top = self.top, self.top + size
+        return lo, set()
+
+    def release(self, lo, size, users):
+        self.free.append([lo, lo + _up(max(size, 1)), set(users)])
+        self.free.sort()
+        merged = [self.free[0]]
+        for lo_, hi_, u in self.free[1:]:
+            if merged[-1][1] == lo_:
+                merged[-1] = [merged[-1][0], hi_, merged[-1][2] | u]
+            else:
+                merged.append([lo_, hi_, u])
+        self.free = merged
+
+
+def _placement(network, system, placement):
+    """The accelerator config and index of every layer, or a one-line error."""
+    units = {a.name: i for i, a in enumerate(system.accelerator)}
+    out = {}
+    for layer in network.layers:
+        name = placement.get(layer.name)
+        if name is None:
+            raise CompileError(f"layer {layer.name!r}: not placed on any accelerator")
+        if name not in units:
+            raise CompileError(f"layer {layer.name!r}: placed on {name!r}, not an accelerator of the system; "
+                               f"allowed: {', '.join(units)}")
+        acc = system.accelerator[units[name]]
+        if not in_hardware(layer):
+            raise CompileError(f"layer {layer.name!r} ({layer.op.value}, activation {layer.activation.value}): "
+                               f"no mensa hardware runs it yet")
+        if engine(acc, layer) == "nearmem":
+            raise CompileError(f"layer {layer.name!r} ({layer.op.value}): placed on near-memory accelerator "
+                               f"{name!r}, which has no DRAM interface yet; allowed: an accelerator with a "
+                               f"systolic array (pin the layer there)")
+        out[layer.name] = acc, units[name]
+    return out
+
+
+def _last_readers(network):
+    last = {}
+    for i, layer in enumerate(network.layers):
+        for s in layer.inputs:
+            last[s] = i
+    return last
+
+
+def compile_network(network, params, system, placement):
+    """Compile ``network`` for ``system`` with every layer on ``placement[layer name]`` (an accelerator's name).
+
+    Parameters
+    ----------
+    network : :class:`~mensa.core.ir.Network`
+        Quantised.
+    params : dict
+        Layer name -> :class:`~mensa.core.golden.LayerParams`.
+    system : :class:`~mensa.core.config.SystemConfig`
+    placement : dict
+        Layer name -> accelerator name (a schedule's placements).
+
+    Raises
+    ------
+    CompileError
+        One line: a layer no placed accelerator can run, a producer whose output layout its
+        reader cannot read in place, or a network that does not fit the address space.
+    """
+    where = _placement(network, system, placement)
+    last = _last_readers(network)
+    programs, constants, size = [], [], 0
+    for layer in network.layers:
+        acc, _ = where[layer.name]
+        xs = tuple(np.zeros(sh, np.int8) for sh in (layer.in_shape, *layer.extra_in_shapes))[:len(layer.inputs)]
+        prog = compile_layer(acc, layer, params[layer.name], xs if len(xs) > 1 else xs[0])
+        addresses = {}
+        for region in CONSTANTS:
+            if region in prog.regions:
+                addresses[region] = size
+                constants.append((size, prog.region(region)))
+                size += _up(prog.regions[region][1])
+        programs.append((prog, addresses))
+
+    arena = _Arena(size)
+    commands, host_inputs, outputs = [], [], {}
+    for i, layer in enumerate(network.layers):
+        acc, unit = where[layer.name]
+        prog, addresses = programs[i]
+        deps = set()
+        for region, source in zip(INPUT_REGIONS, layer.inputs):
+            if source not in outputs:          # a network input: the host writes it as this layer reads it
+                addresses[region], users = arena.alloc(prog.regions[region][1])
+                deps |= users
+                host_inputs.append((i, region, source, addresses[region]))
+                continue
+            p, addr = outputs[source]
+            producer = commands[p]
+            have, want = producer.program.layouts["output"], prog.layouts[region]
+            if not have.feeds(want):
+                raise CompileError(
+                    f"layer {layer.name!r} on {acc.name!r} reads {source!r} (on {producer.accelerator!r}) in a "
+                    f"layout it cannot read in place: {want.channels} channels in tiles of {want.tile} as "
+                    f"{want.pixels} vectors of {want.vector_bytes} B, written as {have.channels} in tiles of "
+                    f"{have.tile} as {have.pixels} of {have.vector_bytes} B; allowed: accelerators of one tile "
+                    f"width for layers that pass tensors")
+            addresses[region] = addr
+            deps.add(p)
+        out_bytes = prog.regions["output"][1]
+        addresses["output"], users = arena.alloc(out_bytes)
+        deps |= users
+        for index, region, _, addr in host_inputs:
+            if index == i:              # read by this layer alone
+                arena.release(addr, prog.regions[region][1], {i})
+        outputs[layer.name] = i, addresses["output"]
+        regmap = register_map(acc)
+        commands.append(Command(layer=layer.name, accelerator=acc.name, unit=unit, program=prog,
+                                registers=prog.relocated(regmap, addresses), deps=tuple(sorted(deps - {i})),
+                                output=(addresses["output"], out_bytes)))
+        for source in set(layer.inputs):
+            if source in outputs and last.get(source) == i:
+                p, addr = outputs[source]
+                readers = {j for j, l in enumerate(network.layers[:i + 1]) if source in l.inputs}
+                arena.release(addr, commands[p].output[1], readers | {p})
+
+    end = arena.top
+    for acc in system.accelerator:
+        if end > 1 << acc.memory.addr_bits:
+            raise CompileError(f"network {network.name!r}: needs {end:#x} bytes of DRAM, beyond the "
+                               f"{acc.memory.addr_bits}-bit address space of {acc.name!r}")
+    image = np.zeros(end, np.uint8)
+    for addr, blob in constants:
+        image[addr:addr + blob.size] = blob
+    return NetworkProgram(network=network, params=dict(params), accelerators=tuple(system.accelerator),
+                          image=image, commands=tuple(commands), host_inputs=tuple(host_inputs),
+                          activation_bytes=end - size)

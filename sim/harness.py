@@ -1,0 +1,121 @@
+"""The network harness: a Verilator C++ simulation of an accelerator, its DRAM in C++, and mensa's C runtime.
+
+:func:`build` Verilates the accelerator of a config with ``harness/main.cpp`` (a DRAM model that
+answers every AXI4 beat with a per-burst read latency and optional random pauses, and an AXI4-Lite
+master the runtime's register reads and writes go through) and the C runtime given by the caller
+(``mensa_runtime.c`` and the register header it includes), once per design: the executable is
+cached under ``build/sim/harness-<hash>``. :func:`run` runs it on a DRAM image and a command list;
+no Python runs per cycle.
+"""
+
+import fcntl
+import hashlib
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mensa.contract.header import header
+from mensa.contract.regs import register_map
+from mensa.core.files import write_if_changed
+from mensa.hw.accelerator import Accelerator
+from mensa.hw.convert import convert
+from mensa.sim.runner import _setup_verilator, build_root
+
+__all__ = ["build", "run", "Finished", "HarnessFailed"]
+
+_MAIN = Path(__file__).resolve().parent / "harness" / "main.cpp"
+_FLAGS = ("-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast", "-O3")
+
+
+class HarnessFailed(AssertionError):
+    """The harness stopped with an error (a bad DRAM access, a hung accelerator, a bad command list)."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One command as the harness saw it finish."""
+    index: int
+    cycles: int          # the accelerator's CYCLES_TOTAL
+    at: int              # the simulated cycle it finished at
+    output: bytes        # its output region
+
+
+def build(accelerator, runtime_dir, *, jobs=2):
+    """The harness executable for ``accelerator`` (an AcceleratorConfig), built once; ``runtime_dir`` holds
+    ``mensa_runtime.c`` and ``mensa_runtime.h``."""
+    runtime_dir = Path(runtime_dir)
+    text = convert(Accelerator(accelerator), "accelerator")
+    regs = header(register_map(accelerator), prefix="mensa", source=f"accelerator {accelerator.name}")
+    word = accelerator.memory.data_bits // 8
+    sources = [_MAIN, runtime_dir / "mensa_runtime.c", runtime_dir / "mensa_runtime.h"]
+    digest = hashlib.sha256("".join([text, regs, str(word), repr(_FLAGS)] +
+                                    [p.read_text() for p in sources]).encode()).hexdigest()
+    folder = build_root() / f"harness-{digest[:12]}"
+    exe = folder / "harness"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if exe.exists() and (folder / "built.sha256").exists() and (folder / "built.sha256").read_text() == digest:
+            return exe
+        write_if_changed(folder / "accelerator.v", text)
+        write_if_changed(folder / "mensa_regs.h", regs)
+        for p in sources:
+            shutil.copy(p, folder / p.name)
+        _setup_verilator()
+        cflags = f"-O2 -DWORD_BYTES={word} -I{folder}"
+        cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), "--prefix", "Vtop", "--top-module",
+               "accelerator", *_FLAGS, "-CFLAGS", cflags, "--Mdir", str(folder / "obj"), "-o", str(exe),
+               str(folder / "accelerator.v"), str(folder / "main.cpp"), str(folder / "mensa_runtime.c")]
+        done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+        (folder / "build.log").write_text(done.stdout + done.stderr)
+        if done.returncode:
+            raise RuntimeError(f"building the harness failed; see {folder / 'build.log'}:\n{done.stderr[-2000:]}")
+        (folder / "built.sha256").write_text(digest)
+    return exe
+
+
+def run(exe, image, command_list, *, latency, pause=0.0, seed=1, max_cycles=0, on_done=None):
+    """Run the harness ``exe`` on ``image`` (uint8, DRAM from address 0) and ``command_list`` (uint32 words).
+
+    ``on_done(index, cycles)`` is called as each command finishes. Returns ``(finished, total cycles)``:
+    a :class:`Finished` per command, in the order they finished.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "image.bin").write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
+        (tmp / "list.bin").write_bytes(np.ascontiguousarray(command_list, "<u4").tobytes())
+        args = [str(exe), "--image", str(tmp / "image.bin"), "--list", str(tmp / "list.bin"),
+                "--out", str(tmp / "out.bin"), "--latency", str(int(latency)), "--pause", repr(float(pause)),
+                "--seed", str(int(seed)), "--max-cycles", str(int(max_cycles))]
+        total, lines = None, []
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            for line in proc.stdout:
+                word, *rest = line.split()
+                if word == "done" and on_done is not None:
+                    on_done(int(rest[0]), int(rest[1]))
+                elif word == "cycles":
+                    total = int(rest[0])
+            err = proc.stderr.read()
+        if proc.returncode:
+            raise HarnessFailed(err.strip() or f"the harness exited with status {proc.returncode}")
+        return _finished(command_list, (tmp / "out.bin").read_bytes()), total
+
+
+def _finished(command_list, raw):
+    words = np.asarray(command_list, np.uint32)
+    sizes, at = [], 3
+    for _ in range(int(words[2])):
+        sizes.append(int(words[at + 5]))
+        at += 6 + int(words[at + 1]) + 2 * int(words[at + 2])
+    out, pos = [], 0
+    while pos < len(raw):
+        index, cycles, when = struct.unpack_from("<IQQ", raw, pos)
+        pos += 20
+        out.append(Finished(index, cycles, when, raw[pos:pos + sizes[index]]))
+        pos += sizes[index]
+    return out
