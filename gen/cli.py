@@ -22,6 +22,7 @@ COMMANDS = {
     "schedule": "assign every layer of a model to an accelerator of a system (latency or energy)",
     "synth": "synthesise and place a config's accelerators on an FPGA (Yosys, nextpnr): area, Fmax, critical path",
     "build": "build an FPGA board's bitstream of a self-test: the accelerator runs a stored layer, LEDs show pass/fail",
+    "run": "run a whole network on a system's RTL (Verilator, C runtime), every layer bit-exact: cycles against the cost model",
     "run-layer": "run one layer on an accelerator's RTL from DRAM, bit-exact: cycles, utilisation, stalls, DRAM bytes",
     "explore": "search a design space (Edge TPU template, Mensa-G, or a TOML space) for the best config of a task",
     "compare": "the zoo on the best monolith of equal area (searched), Mensa-G and an Eyeriss-v2-like baseline: throughput and energy ratios",

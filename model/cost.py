@@ -26,9 +26,10 @@ and share the DRAM's bandwidth. A core other than a weight-stationary array expo
 only its first tile's transfer (plus the DRAM latency), and stalls when the layer's
 DRAM time exceeds its compute time.
 
-Activations: a layer whose input and output fit together in the activation buffer
-keeps them on chip; one that does not streams its input from DRAM and writes its
-output there. A WS array reads the input once per M tile window: the input once,
+Activations: on an accelerator mensa builds, every layer streams its input from DRAM
+and writes its output there (as the RTL and the network compiler do); on a modelled
+array, a layer whose input and output fit together in the activation buffer keeps them
+on chip. A WS array reads the input once per M tile window: the input once,
 plus the kernel's halo rows (columns) that neighbouring tiles share
 (:attr:`Cost.dram_act_bytes`); an OS array (no sequencer in the RTL yet) reads it
 again for every N tile when it does not fit half the buffer. Moving an activation
@@ -558,7 +559,9 @@ def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
     """The systolic arrays' terms: the products' cycles, buffer and DRAM bytes, the WS read stream."""
     M1, K1, N1, G, R = _col(lt.m1), _col(lt.k1), _col(lt.n1), _col(lt.g), _col(lt.r)
     in_b, out_b, w_b, p_b = _col(lt.in_bytes), _col(lt.out_bytes), _col(lt.w_bytes), _col(lt.param_bytes)
-    spill = (in_b + out_b) > acc.abuf
+    # mensa's RTL reads every layer's input from DRAM and writes its output there (the network
+    # compiler passes tensors through DRAM); a modelled array keeps what fits on chip.
+    spill = ((in_b + out_b) > acc.abuf) | ~acc.modelled
     t = _Terms(fit=p_b <= acc.wbuf, written=np.where(spill, out_b, 0.0))
     if not any_sys:
         return t

@@ -79,10 +79,11 @@ def build(accelerator, runtime_dir, *, jobs=2):
     return exe
 
 
-def run(exe, image, command_list, *, latency, pause=0.0, seed=1, max_cycles=0, on_done=None):
+def run(exe, image, command_list, *, latency, bandwidth=0.0, pause=0.0, seed=1, max_cycles=0, on_done=None):
     """Run the harness ``exe`` on ``image`` (uint8, DRAM from address 0) and ``command_list`` (uint32 words).
 
-    ``on_done(index, cycles)`` is called as each command finishes. Returns ``(finished, total cycles)``:
+    ``latency`` is the DRAM's read latency per burst, ``bandwidth`` the bytes per cycle it moves (reads and
+    writes together; 0: one beat each way every cycle). ``on_done(index, cycles)`` is called as each command finishes. Returns ``(finished, total cycles)``:
     a :class:`Finished` per command, in the order they finished.
     """
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,9 +91,9 @@ def run(exe, image, command_list, *, latency, pause=0.0, seed=1, max_cycles=0, o
         (tmp / "image.bin").write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
         (tmp / "list.bin").write_bytes(np.ascontiguousarray(command_list, "<u4").tobytes())
         args = [str(exe), "--image", str(tmp / "image.bin"), "--list", str(tmp / "list.bin"),
-                "--out", str(tmp / "out.bin"), "--latency", str(int(latency)), "--pause", repr(float(pause)),
+                "--out", str(tmp / "out.bin"), "--latency", str(int(latency)), "--bandwidth", repr(float(bandwidth)), "--pause", repr(float(pause)),
                 "--seed", str(int(seed)), "--max-cycles", str(int(max_cycles))]
-        total, lines = None, []
+        total = None
         with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
             for line in proc.stdout:
                 word, *rest = line.split()

@@ -4,11 +4,12 @@
 // No Python runs while it simulates: the DRAM answers every AXI4 beat here, with a read latency per
 // burst and, optionally, random pauses on every channel (a seeded generator).
 //
-//   harness --image F --list F --out F [--latency N] [--pause P] [--seed S] [--max-cycles N]
+//   harness --image F --list F --out F [--latency N] [--bandwidth B] [--pause P] [--seed S] [--max-cycles N]
 //
 // --image   the DRAM contents from address 0 (the network's constants and the host's inputs); its
 //           size is the DRAM's size
 // --list    the command list (little-endian 32-bit words, see mensa.contract.network)
+// --bandwidth  bytes per cycle the DRAM moves, reads and writes together (0: one beat each way per cycle)
 // --out     written as the commands finish: per command, its index, its cycle count (accelerator's
 //           CYCLES_TOTAL), the simulated cycle it finished at (u32, u64, u64), and its output
 //           region's bytes (the command list gives where and how many)
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -73,6 +75,9 @@ struct Sim {
     std::vector<uint8_t> mem;
     uint32_t latency = 20;
     double pause = 0.0;
+    double bandwidth = 0.0;            // bytes per cycle, reads and writes together; 0: a beat each way per cycle
+    double credit = 0.0;               // bytes the DRAM may move now (a token bucket of one beat each way)
+    bool write_turn = false;
     std::mt19937_64 rng;
     std::uniform_real_distribution<double> coin{0.0, 1.0};
     uint64_t cycle = 0, max_cycles = 0;
@@ -90,11 +95,21 @@ struct Sim {
         return mem.data() + addr;
     }
 
+    // Whether the bandwidth allows a beat this cycle (its bytes are paid when it moves).
+    bool afford(bool other) {
+        return bandwidth <= 0.0 || credit >= (double)word_bytes * (other ? 2 : 1);
+    }
+
     // The DRAM's outputs for the coming cycle, from its state.
     void drive() {
         top->m_axi_arready = go();
         top->m_axi_awready = go();
-        bool r = !reads.empty() && reads.front().due <= cycle && go();
+        bool r = !reads.empty() && reads.front().due <= cycle && afford(false) && go();
+        bool w = !writes.empty() && afford(false) && go();
+        if (r && w && !afford(true)) {     // bandwidth for one beat: reads and writes take turns
+            if (write_turn) r = false; else w = false;
+            write_turn = !write_turn;
+        }
         top->m_axi_rvalid = r;
         if (r) {
             const Burst &b = reads.front();
@@ -105,7 +120,7 @@ struct Sim {
             top->m_axi_rid = b.id;
             top->m_axi_rresp = 0;
         }
-        top->m_axi_wready = !writes.empty() && go();
+        top->m_axi_wready = w;
         bool bv = !responses.empty() && responses.front().first <= cycle && go();
         top->m_axi_bvalid = bv;
         if (bv) {
@@ -155,6 +170,10 @@ struct Sim {
         top->clk = 1;
         top->eval();
         cycle++;
+        if (bandwidth > 0.0) {
+            credit -= (double)word_bytes * ((r ? 1 : 0) + (w ? 1 : 0));
+            credit = std::min(credit + bandwidth, 2.0 * (double)word_bytes);
+        }
         if (ar) reads.push_back(arb);
         if (r && ++r_beat == reads.front().beats) {
             reads.pop_front();
@@ -259,6 +278,7 @@ int main(int argc, char **argv) {
         else if (k == "--out") out_path = v;
         else if (k == "--latency") s.latency = std::stoul(v);
         else if (k == "--pause") s.pause = std::stod(v);
+        else if (k == "--bandwidth") s.bandwidth = std::stod(v);
         else if (k == "--seed") seed = std::stoull(v);
         else if (k == "--max-cycles") s.max_cycles = std::stoull(v);
         else fail("unknown option " + k);
