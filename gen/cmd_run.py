@@ -97,11 +97,13 @@ def _print(result, system, args, console):
     table = Table(title=f"{result.network} on the RTL of {result.system} (DRAM latency "
                         f"{args.latency or system.dram.latency_cycles}, pause {args.pause:g})")
     for col, just in (("layer", "left"), ("op", "left"), ("accelerator", "left"), ("cycles", "right"),
-                      ("model", "right"), ("error %", "right"), ("util %", "right"), ("bit-exact", "left")):
+                      ("model", "right"), ("error %", "right"), ("util %", "right"), ("DRAM kB r/w", "right"),
+                      ("bit-exact", "left")):
         table.add_column(col, justify=just)
     for r in result.layers:
         table.add_row(r.layer, r.op, f"{r.accelerator} ({r.engine})", f"{r.cycles:,}", f"{r.predicted:,.0f}",
-                      f"{100 * r.error:+.2f}", f"{100 * r.utilisation:.1f}", "yes" if r.bit_exact else "NO")
+                      f"{100 * r.error:+.2f}", f"{100 * r.utilisation:.1f}",
+                      f"{r.read_bytes / 1e3:,.1f}/{r.written_bytes / 1e3:,.1f}", "yes" if r.bit_exact else "NO")
     console.print(table)
     d = result.to_dict()
     wrong = [r.layer for r in result.layers if not r.bit_exact]
@@ -117,7 +119,8 @@ def _print(result, system, args, console):
         macs = sum(r.macs for r in mine)
         console.print(f"{acc}: {len(mine)} layers, busy {busy:,} of {result.total_cycles:,} cycles"
                       + (f", array utilisation {macs / (busy * peak):.1%} over its layers" if peak else ""))
-    console.print(f"DRAM image {result.image_bytes:,} B ({result.activation_bytes:,} B of activation buffers); "
+    read, written = sum(r.read_bytes for r in result.layers), sum(r.written_bytes for r in result.layers)
+    console.print(f"DRAM: {read:,} B read, {written:,} B written; image {result.image_bytes:,} B ({result.activation_bytes:,} B of activation buffers); "
                   f"simulated {result.total_cycles:,} cycles in {result.wall_seconds:.1f} s "
                   f"({result.cycles_per_second:,.0f} cycles/s; harness built in {result.build_seconds:.1f} s)")
 

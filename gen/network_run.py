@@ -39,6 +39,8 @@ class LayerRun:
     end: int              # simulated cycle it finished
     macs: int
     lanes: int            # the MACs its engine does per cycle at full use
+    read_bytes: int       # DRAM bytes the layer read (bus words)
+    written_bytes: int    # DRAM bytes it wrote
     bit_exact: bool
 
     @property
@@ -75,6 +77,8 @@ class NetworkRun:
         predicted = sum(r.predicted for r in self.layers)
         return {"network": self.network, "system": self.system, "bit_exact": self.bit_exact,
                 "layer_cycles": measured, "predicted_cycles": predicted, "error": predicted / measured - 1.0,
+                "dram_read_bytes": sum(r.read_bytes for r in self.layers),
+                "dram_written_bytes": sum(r.written_bytes for r in self.layers),
                 "total_cycles": self.total_cycles, "wall_seconds": self.wall_seconds,
                 "build_seconds": self.build_seconds, "cycles_per_second": self.cycles_per_second,
                 "image_bytes": self.image_bytes, "activation_bytes": self.activation_bytes, "layers": layers}
@@ -129,7 +133,10 @@ def run_on_rtl(net, params, system, sched, x, *, latency=None, pause=0.0, seed=1
     wall = time.monotonic() - t0
     expect = golden.run_network(net, params, x)
     predicted = {p.layer: p.cycles for p in sched.placements}
-    runs = []
+    runs, moved, before = [], {}, (0, 0)
+    for f in fin:         # the bytes each moved: in finish order, one layer at a time on one accelerator
+        moved[f.index] = f.read_bytes - before[0], f.written_bytes - before[1]
+        before = f.read_bytes, f.written_bytes
     for f in sorted(fin, key=lambda f: f.index):
         cmd = prog.commands[f.index]
         layer = net[cmd.layer]
@@ -137,7 +144,8 @@ def run_on_rtl(net, params, system, sched, x, *, latency=None, pause=0.0, seed=1
         runs.append(LayerRun(layer=layer.name, op=layer.op.value, accelerator=cmd.accelerator,
                              engine=engine(acc, layer), cycles=int(f.cycles), predicted=float(predicted[layer.name]),
                              start=int(f.at - f.cycles), end=int(f.at), macs=int(layer.macs),
-                             lanes=_lanes(acc, layer), bit_exact=bool(np.array_equal(got, expect[layer.name]))))
+                             lanes=_lanes(acc, layer), read_bytes=moved[f.index][0], written_bytes=moved[f.index][1],
+                             bit_exact=bool(np.array_equal(got, expect[layer.name]))))
     return NetworkRun(network=net.name, system=system.name, layers=tuple(runs), total_cycles=int(total),
                       wall_seconds=wall, build_seconds=built, image_bytes=int(image.size),
                       activation_bytes=prog.activation_bytes)

@@ -10,7 +10,6 @@ no Python runs per cycle.
 
 import fcntl
 import hashlib
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -42,6 +41,8 @@ class Finished:
     index: int
     cycles: int          # the accelerator's CYCLES_TOTAL
     at: int              # the simulated cycle it finished at
+    read_bytes: int      # bus bytes read since reset, when it finished
+    written_bytes: int   # bus bytes written since reset, when it finished
     output: bytes        # its output region
 
 
@@ -55,7 +56,8 @@ def build(accelerator, runtime_dir, *, jobs=2):
     sources = [_MAIN, runtime_dir / "mensa_runtime.c", runtime_dir / "mensa_runtime.h"]
     digest = hashlib.sha256("".join([text, regs, str(word), repr(_FLAGS)] +
                                     [p.read_text() for p in sources]).encode()).hexdigest()
-    folder = build_root() / f"harness-{digest[:12]}"
+    # one folder per design: make rebuilds only what changed (the harness or the runtime, not the model)
+    folder = build_root() / f"harness-{hashlib.sha256((text + repr(_FLAGS)).encode()).hexdigest()[:12]}"
     exe = folder / "harness"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
@@ -65,7 +67,7 @@ def build(accelerator, runtime_dir, *, jobs=2):
         write_if_changed(folder / "accelerator.v", text)
         write_if_changed(folder / "mensa_regs.h", regs)
         for p in sources:
-            shutil.copy(p, folder / p.name)
+            write_if_changed(folder / p.name, p.read_text())
         _setup_verilator()
         cflags = f"-O2 -DWORD_BYTES={word} -I{folder}"
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), "--prefix", "Vtop", "--top-module",
@@ -115,8 +117,8 @@ def _finished(command_list, raw):
         at += 6 + int(words[at + 1]) + 2 * int(words[at + 2])
     out, pos = [], 0
     while pos < len(raw):
-        index, cycles, when = struct.unpack_from("<IQQ", raw, pos)
-        pos += 20
-        out.append(Finished(index, cycles, when, raw[pos:pos + sizes[index]]))
+        index, cycles, when, read, written = struct.unpack_from("<IQQQQ", raw, pos)
+        pos += 36
+        out.append(Finished(index, cycles, when, read, written, raw[pos:pos + sizes[index]]))
         pos += sizes[index]
     return out

@@ -11,8 +11,9 @@
 // --list    the command list (little-endian 32-bit words, see mensa.contract.network)
 // --bandwidth  bytes per cycle the DRAM moves, reads and writes together (0: one beat each way per cycle)
 // --out     written as the commands finish: per command, its index, its cycle count (accelerator's
-//           CYCLES_TOTAL), the simulated cycle it finished at (u32, u64, u64), and its output
-//           region's bytes (the command list gives where and how many)
+//           CYCLES_TOTAL), the simulated cycle it finished at, the bus bytes read and written since
+//           reset (u32, u64, u64, u64, u64), and its output region's bytes (the command list gives
+//           where and how many)
 // Prints "done INDEX CYCLES" per command as it finishes and "cycles N" at the end on stdout.
 #include "Vtop.h"
 #include "verilated.h"
@@ -81,6 +82,7 @@ struct Sim {
     std::mt19937_64 rng;
     std::uniform_real_distribution<double> coin{0.0, 1.0};
     uint64_t cycle = 0, max_cycles = 0;
+    uint64_t read_bytes = 0, written_bytes = 0;   // bus bytes moved so far, each way
     std::deque<Burst> reads, writes;   // accepted read bursts; write bursts awaiting data
     std::deque<std::pair<uint64_t, uint32_t>> responses;   // (due, id) of write responses
     uint32_t r_beat = 0, w_beat = 0;
@@ -175,6 +177,8 @@ struct Sim {
             credit = std::min(credit + bandwidth, 2.0 * (double)word_bytes);
         }
         if (ar) reads.push_back(arb);
+        read_bytes += r ? word_bytes : 0;
+        written_bytes += w ? word_bytes : 0;
         if (r && ++r_beat == reads.front().beats) {
             reads.pop_front();
             r_beat = 0;
@@ -252,6 +256,8 @@ void hal_done(void *, uint32_t command, uint64_t cycles) {
     std::fwrite(&command, 4, 1, out);
     std::fwrite(&cycles, 8, 1, out);
     std::fwrite(&sim->cycle, 8, 1, out);
+    std::fwrite(&sim->read_bytes, 8, 1, out);
+    std::fwrite(&sim->written_bytes, 8, 1, out);
     std::fwrite(sim->at(addr, bytes), 1, bytes, out);
     std::fflush(out);
     std::printf("done %u %llu\n", command, (unsigned long long)cycles);
