@@ -61,24 +61,25 @@ def run(args):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mensa.gen.network_run import run_on_rtl
+    from mensa.gen.network_run import compile_for_rtl, run_on_rtl
 
     system = load(args.system)
     net = load_model(args.model)
+    pins = parse_pins(args.pin)
     console = Console(stderr=True)
+    with console.status(f"{net.name}: quantise, schedule and compile for {system.name}"):
+        qnet, params = quantised(net, args.seed)
+        sched = schedule(qnet, system, pins=pins)
+        prog = compile_for_rtl(qnet, params, system, sched)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("quantise", total=None)
-        qnet, params = quantised(net, args.seed)
-        bar.update(task, description="schedule")
-        sched = schedule(qnet, system, pins=parse_pins(args.pin))
+        task = bar.add_task("build", total=None)
         stages = {"build": "build the harness (Verilator)", "run": f"run {net.name}: layer"}
 
         def progress(stage, done, total):
             bar.update(task, description=stages[stage], completed=done, total=total)
 
-        bar.update(task, description="compile")
-        result = run_on_rtl(qnet, params, system, sched, _input(qnet, args.seed), latency=args.latency,
+        result = run_on_rtl(prog, system, sched, _input(qnet, args.seed), latency=args.latency,
                             pause=args.pause, seed=args.seed, progress=progress)
     _print(result, system, args, Console(width=None if Console().is_terminal else 160))
     data = result.to_dict() | {"seed": args.seed, "pause": args.pause,

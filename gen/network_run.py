@@ -1,7 +1,7 @@
 """A whole network on the RTL: compiled for a system, replayed by the C runtime, checked byte for byte.
 
-:func:`run_on_rtl` takes a quantised network and its schedule, compiles it
-(:func:`mensa.contract.network.compile_network`), builds the Verilator harness of the system's
+:func:`compile_for_rtl` compiles a quantised network as its schedule places it
+(:func:`mensa.contract.network.compile_network`); :func:`run_on_rtl` builds the Verilator harness of the system's
 accelerator with mensa's C runtime (:mod:`mensa.sim.harness`, ``gen/runtime``), writes the
 network's input as the host would, runs the command list and compares every layer's output
 with :func:`mensa.core.golden.run_network`. Each layer's measured cycles sit beside the cost
@@ -21,7 +21,7 @@ from mensa.core.errors import UserError
 from mensa.model.cost import dram_bytes_per_cycle
 from mensa.sim import harness
 
-__all__ = ["RUNTIME", "LayerRun", "NetworkRun", "run_on_rtl"]
+__all__ = ["RUNTIME", "LayerRun", "NetworkRun", "compile_for_rtl", "run_on_rtl"]
 
 #: the C runtime's sources (mensa_runtime.c, mensa_runtime.h)
 RUNTIME = Path(__file__).resolve().parent / "runtime"
@@ -90,8 +90,20 @@ def _lanes(acc, layer):
     return acc.array.rows * acc.array.cols
 
 
-def run_on_rtl(net, params, system, sched, x, *, latency=None, pause=0.0, seed=1, progress=None):
-    """Run ``net`` (quantised, with ``params``) on ``system``'s RTL as ``sched`` places it, on input ``x``.
+def compile_for_rtl(net, params, system, sched):
+    """``net`` (quantised, with ``params``) compiled for ``system`` as ``sched`` places it, for the harness:
+    a :class:`~mensa.contract.network.NetworkProgram` whose layers all run on one accelerator."""
+    prog = compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements})
+    names = sorted({c.accelerator for c in prog.commands})
+    if len(names) > 1:
+        raise UserError(f"network {net.name!r}: placed on {', '.join(names)}; the RTL harness runs one accelerator "
+                        f"(no system top yet); allowed: a schedule on one accelerator (pin the layers)")
+    return prog
+
+
+def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progress=None):
+    """Run ``prog`` (:func:`compile_for_rtl`) on ``system``'s RTL on input ``x``; ``sched`` gives the cost
+    model's cycles per layer.
 
     The harness's DRAM moves the bytes per cycle the system's DRAM bandwidth gives at the accelerator's
     clock (as the cost model has it); ``latency`` (DRAM read latency in cycles, default the system's
@@ -101,14 +113,8 @@ def run_on_rtl(net, params, system, sched, x, *, latency=None, pause=0.0, seed=1
     Returns a :class:`NetworkRun`.
     """
     note = progress or (lambda *a: None)
-    placement = {p.layer: p.accelerator for p in sched.placements}
-    prog = compile_network(net, params, system, placement)
-    units = {c.unit for c in prog.commands}
-    if len(units) > 1:
-        names = sorted({c.accelerator for c in prog.commands})
-        raise UserError(f"network {net.name!r}: placed on {', '.join(names)}; the RTL harness runs one accelerator "
-                        f"(no system top yet); allowed: a schedule on one accelerator (pin the layers)")
-    acc = system.accelerator[units.pop()]
+    net, params = prog.network, prog.params
+    acc = system.accelerator[prog.commands[0].unit]
     note("build", 0, 1)
     t0 = time.monotonic()
     exe = harness.build(acc, RUNTIME)

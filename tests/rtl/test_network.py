@@ -15,7 +15,7 @@ import pytest
 from mensa.contract.header import header
 from mensa.contract.regs import register_map
 from mensa.core.config import load
-from mensa.gen.network_run import RUNTIME, run_on_rtl
+from mensa.gen.network_run import RUNTIME, compile_for_rtl, run_on_rtl
 from mensa.model import zoo
 from mensa.model.schedule import schedule
 from tests.contract.test_network import quantised, residual_cnn
@@ -27,7 +27,8 @@ def _run(net, system_name, *, latency, pause, seed):
     sched = schedule(qnet, system)
     x = np.random.default_rng(seed).integers(-128, 128, size=qnet.input_shape, dtype=np.int8)
     print(f"{net.name} on {system_name}: seed {seed}, DRAM latency {latency}, pause {pause}")
-    result = run_on_rtl(qnet, params, system, sched, x, latency=latency, pause=pause, seed=seed)
+    result = run_on_rtl(compile_for_rtl(qnet, params, system, sched), system, sched, x, latency=latency,
+                        pause=pause, seed=seed)
     wrong = [r.layer for r in result.layers if not r.bit_exact]
     assert not wrong, f"seed {seed}: layers {wrong} differ from the golden model"
     assert [r.layer for r in result.layers] == [l.name for l in qnet.layers]
