@@ -5,11 +5,12 @@ import json
 import pytest
 
 from mensa.gen.cli import main
+from tests.rtl.test_network import small  # noqa: F401  (a fixture: the small system's TOML)
 
 
-def test_ds_cnn_runs_whole_on_pascal_fpga_and_writes_json_and_a_timeline(tmp_path, capsys):
+def test_ds_cnn_runs_whole_on_a_small_system_and_writes_json_and_a_timeline(small, tmp_path, capsys):
     out, png = tmp_path / "r.json", tmp_path / "t.png"
-    assert main(["run", "ds_cnn", "--latency", "7", "--pause", "0.1", "--seed", "5", "--json", str(out),
+    assert main(["run", "ds_cnn", "--system", str(small), "--latency", "7", "--pause", "0.1", "--seed", "5", "--json", str(out),
                  "--timeline", str(png)]) == 0
     text = capsys.readouterr().out
     assert "11 of 11 layers bit-exact with the golden model" in text and "cycles/s" in text
