@@ -37,10 +37,12 @@ import numpy as np
 from mensa.contract.compiler import compile_layer, engine, in_hardware
 from mensa.contract.gemm_program import ALIGN, register_writes
 from mensa.contract.regs import register_map
+from mensa.core.config import CoreKind
 from mensa.core.errors import CompileError
 from mensa.core.ir import Network
 
-__all__ = ["Command", "NetworkProgram", "compile_network", "LIST_MAGIC", "LIST_VERSION"]
+__all__ = ["Command", "NetworkProgram", "compile_network", "peripherals", "address_map", "LIST_MAGIC",
+           "LIST_VERSION"]
 
 LIST_MAGIC = 0x4C434E4D        # "MNCL" little-endian
 LIST_VERSION = 1
@@ -52,6 +54,20 @@ def _up(n, to=ALIGN):
     return -(-n // to) * to
 
 
+def peripherals(system):
+    """The accelerators of ``system`` with registers and DMA (the systolic ones), in config order: the
+    units of the system top and of the command list."""
+    return tuple(a for a in system.accelerator if a.kind is CoreKind.SYSTOLIC)
+
+
+def address_map(system):
+    """``(window, {accelerator name: register base})``: the system top's AXI4-Lite space, one window of
+    ``window`` bytes (the largest register map's size) per unit."""
+    units = peripherals(system)
+    window = max(register_map(a).size for a in units)
+    return window, {a.name: i * window for i, a in enumerate(units)}
+
+
 @dataclass(frozen=True, eq=False)
 class Command:
     """One layer as the runtime issues it.
@@ -61,7 +77,7 @@ class Command:
     layer, accelerator : str
         The layer's name and the name of the accelerator that runs it.
     unit : int
-        The accelerator's index in the system.
+        The accelerator's index among the system's :func:`peripherals` (its window in the address map).
     program : :class:`~mensa.contract.gemm_program.LayerProgram`
         The layer compiled on its own (its image at address 0); decodes the output.
     registers : dict
@@ -91,7 +107,7 @@ class NetworkProgram:
     params : dict
         The layers' :class:`~mensa.core.golden.LayerParams`, by name.
     accelerators : tuple
-        The system's accelerator configs, in ``unit`` order.
+        The system's :func:`peripherals`, in ``unit`` order.
     image : numpy.ndarray
         uint8 DRAM contents from address 0: the constants, then zeros up to the end of the
         activation buffers (``image.size`` is the memory the network needs).
@@ -145,10 +161,12 @@ class _Arena:
         self.start = self.top = start
         self.free = []              # [start, end, users]
 
-    def alloc(self, size):
+    def alloc(self, size, before=frozenset()):
+        """A range of ``size`` bytes: a freed one whose last users are all in ``before`` (commands the new
+        user waits for anyway, so reuse adds no dependency), else a fresh one."""
         size = _up(max(size, 1))
         for i, (lo, hi, users) in enumerate(self.free):
-            if hi - lo >= size:
+            if hi - lo >= size and users <= before:
                 if hi - lo == size:
                     del self.free[i]
                 else:
@@ -171,16 +189,17 @@ class _Arena:
 
 def _placement(network, system, placement):
     """The accelerator config and index of every layer, or a one-line error."""
-    units = {a.name: i for i, a in enumerate(system.accelerator)}
+    names = [a.name for a in system.accelerator]
+    units = {a.name: i for i, a in enumerate(peripherals(system))}
     out = {}
     for layer in network.layers:
         name = placement.get(layer.name)
         if name is None:
             raise CompileError(f"layer {layer.name!r}: not placed on any accelerator")
-        if name not in units:
+        if name not in names:
             raise CompileError(f"layer {layer.name!r}: placed on {name!r}, not an accelerator of the system; "
-                               f"allowed: {', '.join(units)}")
-        acc = system.accelerator[units[name]]
+                               f"allowed: {', '.join(names)}")
+        acc = system[name]
         if not in_hardware(layer):
             raise CompileError(f"layer {layer.name!r} ({layer.op.value}, activation {layer.activation.value}): "
                                f"no mensa hardware runs it yet")
@@ -188,7 +207,7 @@ def _placement(network, system, placement):
             raise CompileError(f"layer {layer.name!r} ({layer.op.value}): placed on near-memory accelerator "
                                f"{name!r}, which has no DRAM interface yet; allowed: an accelerator with a "
                                f"systolic array (pin the layer there)")
-        out[layer.name] = acc, units[name]
+        out[layer.name] = acc, units[name]       # a near-memory one was refused above
     return out
 
 
@@ -235,16 +254,23 @@ def compile_network(network, params, system, placement):
         programs.append((prog, addresses))
 
     arena = _Arena(size)
-    commands, host_inputs, outputs = [], [], {}
+    # the host writes every network input before the run, each as its reader reads it: those regions
+    # come first, and are free for reuse once their reader is done
+    layer_names = {l.name for l in network.layers}
+    host_inputs = []
+    for i, layer in enumerate(network.layers):
+        prog, addresses = programs[i]
+        for region, source in zip(INPUT_REGIONS, layer.inputs):
+            if source not in layer_names:
+                addresses[region], _ = arena.alloc(prog.regions[region][1])
+                host_inputs.append((i, region, source, addresses[region]))
+    commands, outputs, ancestors = [], {}, []
     for i, layer in enumerate(network.layers):
         acc, unit = where[layer.name]
         prog, addresses = programs[i]
         deps = set()
         for region, source in zip(INPUT_REGIONS, layer.inputs):
-            if source not in outputs:          # a network input: the host writes it as this layer reads it
-                addresses[region], users = arena.alloc(prog.regions[region][1])
-                deps |= users
-                host_inputs.append((i, region, source, addresses[region]))
+            if source not in layer_names:
                 continue
             p, addr = outputs[source]
             producer = commands[p]
@@ -259,8 +285,10 @@ def compile_network(network, params, system, placement):
             addresses[region] = addr
             deps.add(p)
         out_bytes = prog.regions["output"][1]
-        addresses["output"], users = arena.alloc(out_bytes)
+        before = set().union(*([{p} | ancestors[p] for p in deps] or [set()]))
+        addresses["output"], users = arena.alloc(out_bytes, before)
         deps |= users
+        ancestors.append(before | users)
         for index, region, _, addr in host_inputs:
             if index == i:              # read by this layer alone
                 arena.release(addr, prog.regions[region][1], {i})
@@ -283,6 +311,6 @@ def compile_network(network, params, system, placement):
     image = np.zeros(end, np.uint8)
     for addr, blob in constants:
         image[addr:addr + blob.size] = blob
-    return NetworkProgram(network=network, params=dict(params), accelerators=tuple(system.accelerator),
+    return NetworkProgram(network=network, params=dict(params), accelerators=peripherals(system),
                           image=image, commands=tuple(commands), host_inputs=tuple(host_inputs),
                           activation_bytes=end - size)

@@ -17,7 +17,6 @@ import numpy as np
 from mensa.contract.compiler import engine
 from mensa.contract.network import compile_network
 from mensa.core import golden
-from mensa.core.errors import UserError
 from mensa.model.cost import dram_bytes_per_cycle
 from mensa.sim import harness
 
@@ -91,14 +90,9 @@ def _lanes(acc, layer):
 
 
 def compile_for_rtl(net, params, system, sched):
-    """``net`` (quantised, with ``params``) compiled for ``system`` as ``sched`` places it, for the harness:
-    a :class:`~mensa.contract.network.NetworkProgram` whose layers all run on one accelerator."""
-    prog = compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements})
-    names = sorted({c.accelerator for c in prog.commands})
-    if len(names) > 1:
-        raise UserError(f"network {net.name!r}: placed on {', '.join(names)}; the RTL harness runs one accelerator "
-                        f"(no system top yet); allowed: a schedule on one accelerator (pin the layers)")
-    return prog
+    """``net`` (quantised, with ``params``) compiled for ``system`` as ``sched`` places it
+    (a :class:`~mensa.contract.network.NetworkProgram`)."""
+    return compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements})
 
 
 def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progress=None):
@@ -114,10 +108,9 @@ def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progr
     """
     note = progress or (lambda *a: None)
     net, params = prog.network, prog.params
-    acc = system.accelerator[prog.commands[0].unit]
     note("build", 0, 1)
     t0 = time.monotonic()
-    exe = harness.build(acc, RUNTIME)
+    exe = harness.build(system, RUNTIME)
     built = time.monotonic() - t0
     note("build", 1, 1)
 
@@ -134,17 +127,18 @@ def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progr
 
     t0 = time.monotonic()
     fin, total = harness.run(exe, image, prog.command_list(), latency=system.dram.latency_cycles if latency is None
-                             else latency, bandwidth=dram_bytes_per_cycle(acc, system.dram), pause=pause, seed=seed,
-                             on_done=finished, max_cycles=_cycle_limit(sched))
+                             else latency, bandwidth=dram_bytes_per_cycle(prog.accelerators[0], system.dram),
+                             pause=pause, seed=seed, on_done=finished, max_cycles=_cycle_limit(sched))
     wall = time.monotonic() - t0
     expect = golden.run_network(net, params, x)
     predicted = {p.layer: p.cycles for p in sched.placements}
     runs, moved, before = [], {}, (0, 0)
-    for f in fin:         # the bytes each moved: in finish order, one layer at a time on one accelerator
+    for f in fin:         # the bytes moved between two finishes (each layer's own when one runs at a time)
         moved[f.index] = f.read_bytes - before[0], f.written_bytes - before[1]
         before = f.read_bytes, f.written_bytes
     for f in sorted(fin, key=lambda f: f.index):
         cmd = prog.commands[f.index]
+        acc = prog.accelerators[cmd.unit]
         layer = net[cmd.layer]
         got = cmd.program.output(f.output)
         runs.append(LayerRun(layer=layer.name, op=layer.op.value, accelerator=cmd.accelerator,

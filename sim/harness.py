@@ -1,6 +1,6 @@
-"""The network harness: a Verilator C++ simulation of an accelerator, its DRAM in C++, and mensa's C runtime.
+"""The network harness: a Verilator C++ simulation of a system top, its DRAM in C++, and mensa's C runtime.
 
-:func:`build` Verilates the accelerator of a config with ``harness/main.cpp`` (a DRAM model that
+:func:`build` Verilates the system top of a config (:class:`~mensa.hw.system.SystemTop`) with ``harness/main.cpp`` (a DRAM model that
 answers every AXI4 beat with a per-burst read latency and optional random pauses, and an AXI4-Lite
 master the runtime's register reads and writes go through) and the C runtime given by the caller
 (``mensa_runtime.c`` and the register header it includes), once per design: the executable is
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from mensa.contract.header import header
+from mensa.contract.network import address_map, peripherals
 from mensa.contract.regs import register_map
 from mensa.core.files import write_if_changed
-from mensa.hw.accelerator import Accelerator
 from mensa.hw.convert import convert
+from mensa.hw.system import SystemTop
 from mensa.sim.runner import _setup_verilator, build_root
 
 __all__ = ["build", "run", "Finished", "HarnessFailed"]
@@ -46,15 +47,19 @@ class Finished:
     output: bytes        # its output region
 
 
-def build(accelerator, runtime_dir, *, jobs=2):
-    """The harness executable for ``accelerator`` (an AcceleratorConfig), built once; ``runtime_dir`` holds
+def build(system, runtime_dir, *, jobs=2):
+    """The harness executable for ``system`` (a SystemConfig), built once; ``runtime_dir`` holds
     ``mensa_runtime.c`` and ``mensa_runtime.h``."""
     runtime_dir = Path(runtime_dir)
-    text = convert(Accelerator(accelerator), "accelerator")
-    regs = header(register_map(accelerator), prefix="mensa", source=f"accelerator {accelerator.name}")
-    word = accelerator.memory.data_bits // 8
+    top = SystemTop(system)
+    first = peripherals(system)[0]
+    text = convert(top, "system")
+    regs = header(register_map(first), prefix="mensa", source=f"accelerator {first.name}")
+    word = first.memory.data_bits // 8
+    window, bases = address_map(system)
     sources = [_MAIN, runtime_dir / "mensa_runtime.c", runtime_dir / "mensa_runtime.h"]
-    digest = hashlib.sha256("".join([text, regs, str(word), repr(_FLAGS)] +
+    defines = f"-DWORD_BYTES={word} -DWINDOW={window} -DUNITS={len(bases)}"
+    digest = hashlib.sha256("".join([text, regs, defines, repr(_FLAGS)] +
                                     [p.read_text() for p in sources]).encode()).hexdigest()
     # one folder per design: make rebuilds only what changed (the harness or the runtime, not the model)
     folder = build_root() / f"harness-{hashlib.sha256((text + repr(_FLAGS)).encode()).hexdigest()[:12]}"
@@ -64,15 +69,15 @@ def build(accelerator, runtime_dir, *, jobs=2):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if exe.exists() and (folder / "built.sha256").exists() and (folder / "built.sha256").read_text() == digest:
             return exe
-        write_if_changed(folder / "accelerator.v", text)
+        write_if_changed(folder / "system.v", text)
         write_if_changed(folder / "mensa_regs.h", regs)
         for p in sources:
             write_if_changed(folder / p.name, p.read_text())
         _setup_verilator()
-        cflags = f"-O2 -DWORD_BYTES={word} -I{folder}"
+        cflags = f"-O2 {defines} -I{folder}"
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), "--prefix", "Vtop", "--top-module",
-               "accelerator", *_FLAGS, "-CFLAGS", cflags, "--Mdir", str(folder / "obj"), "-o", str(exe),
-               str(folder / "accelerator.v"), str(folder / "main.cpp"), str(folder / "mensa_runtime.c")]
+               "system", *_FLAGS, "-CFLAGS", cflags, "--Mdir", str(folder / "obj"), "-o", str(exe),
+               str(folder / "system.v"), str(folder / "main.cpp"), str(folder / "mensa_runtime.c")]
         done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
         (folder / "build.log").write_text(done.stdout + done.stderr)
         if done.returncode:

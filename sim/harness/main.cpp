@@ -1,5 +1,7 @@
-// The network harness: a Verilated accelerator, its DRAM modelled here in C++, and mensa's C runtime
-// (mensa_runtime.c) replaying a command list through the accelerator's AXI4-Lite registers.
+// The network harness: a Verilated system top (mensa.hw.system: the accelerators behind one AXI4-Lite
+// slave and one AXI4 master), its DRAM modelled here in C++, and mensa's C runtime (mensa_runtime.c)
+// replaying a command list through the accelerators' registers. Built with -DWORD_BYTES (the bus's
+// bytes), -DWINDOW (bytes of one accelerator's register window) and -DUNITS (accelerators).
 //
 // No Python runs while it simulates: the DRAM answers every AXI4 beat here, with a read latency per
 // burst and, optionally, random pauses on every channel (a seeded generator).
@@ -235,14 +237,17 @@ std::vector<uint32_t> list;
 std::vector<size_t> command_at;   // word offset of every command
 std::FILE *out;
 
-uint32_t hal_read(void *, uint32_t unit, uint32_t offset) {
-    if (unit != 0) fail("the command list names accelerator " + std::to_string(unit) + "; this harness has one");
-    return sim->read_reg(offset);
+uint32_t address(uint32_t unit, uint32_t offset) {
+    if (unit >= UNITS)
+        fail("the command list names accelerator " + std::to_string(unit) + "; the system has " +
+             std::to_string(UNITS));
+    return unit * WINDOW + offset;
 }
 
+uint32_t hal_read(void *, uint32_t unit, uint32_t offset) { return sim->read_reg(address(unit, offset)); }
+
 void hal_write(void *, uint32_t unit, uint32_t offset, uint32_t value) {
-    if (unit != 0) fail("the command list names accelerator " + std::to_string(unit) + "; this harness has one");
-    sim->write_reg(offset, value);
+    sim->write_reg(address(unit, offset), value);
 }
 
 void hal_wait(void *) {

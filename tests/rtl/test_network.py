@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from mensa.contract.header import header
+from mensa.core.builder import NetworkBuilder
+from mensa.core.ir import Activation
 from mensa.contract.regs import register_map
 from mensa.core.config import load
 from mensa.gen.network_run import RUNTIME, compile_for_rtl, run_on_rtl
@@ -81,3 +83,34 @@ def test_the_c_runtime_compiles_warning_free_as_c99(tmp_path):
                            "-I", str(RUNTIME), "-c", str(RUNTIME / "mensa_runtime.c"), "-o",
                            str(tmp_path / "mensa_runtime.o")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+TWIN = SMALL.replace('name = "small"', 'name = "twin"') + SMALL.split("[[accelerator]]")[1].join(
+    ["[[accelerator]]", ""]).replace('"pascal4"', '"pascal4b"')
+
+
+def two_branches():
+    """Two independent convs on the same input, then their sum: work for two accelerators at once."""
+    b = NetworkBuilder("branches", (1, 10, 8, 8))
+    left = b.pointwise(b.input, 12, activation=Activation.RELU, name="left")
+    right = b.conv(b.input, 12, 3, activation=Activation.RELU, name="right")
+    x = b.add(left, right, name="join")
+    b.fc(b.flatten(b.global_avgpool(x, name="gap")), 4, name="logits")
+    return b.build()
+
+
+@pytest.mark.slow
+def test_two_accelerators_behind_the_system_top_run_independent_layers_at_once(tmp_path):
+    path = tmp_path / "twin.toml"
+    path.write_text(TWIN)
+    system = load(path)
+    net, params = quantised(two_branches(), 3)
+    sched = schedule(net, system, pins={"left": "pascal4", "right": "pascal4b"})
+    x = np.random.default_rng(3).integers(-128, 128, size=net.input_shape, dtype=np.int8)
+    result = run_on_rtl(compile_for_rtl(net, params, system, sched), system, sched, x, latency=20, pause=0.1, seed=3)
+    assert result.bit_exact, [r.layer for r in result.layers if not r.bit_exact]
+    runs = {r.layer: r for r in result.layers}
+    assert (runs["left"].accelerator, runs["right"].accelerator) == ("pascal4", "pascal4b")
+    # the runtime issued both branches before either finished: their spans overlap
+    assert runs["left"].start < runs["right"].end and runs["right"].start < runs["left"].end
+    assert runs["join"].start >= max(runs["left"].end, runs["right"].end)
