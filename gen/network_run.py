@@ -10,7 +10,6 @@ model's prediction (the schedule's).
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -18,12 +17,11 @@ from mensa.contract.compiler import engine
 from mensa.contract.network import compile_network
 from mensa.core import golden
 from mensa.model.cost import dram_bytes_per_cycle
+from mensa.gen.verilog import RUNTIME
 from mensa.sim import harness
 
 __all__ = ["RUNTIME", "LayerRun", "NetworkRun", "compile_for_rtl", "run_on_rtl"]
 
-#: the C runtime's sources (mensa_runtime.c, mensa_runtime.h)
-RUNTIME = Path(__file__).resolve().parent / "runtime"
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,22 @@ from amaranth.lib import wiring
 from mensa.core.files import write_if_changed
 from mensa.gen.fusesoc import core_file
 from mensa.hw.convert import convert
-from mensa.contract.header import header
+from mensa.contract.header import header, system_header
+from mensa.contract.network import peripherals
 from mensa.core.config import CoreKind, Dataflow, config_hash, to_dict
 from mensa.core.errors import UserError
 from mensa.contract.regs import register_map
 from mensa.hw.accelerator import Accelerator
+from mensa.hw.system import SystemTop
 from mensa.hw.systolic import SystolicArray
 from mensa.hw.nearmem import NearMemoryUnit
 
 __all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "emit", "tool_versions", "elaboration_estimate",
            "elaboration_size", "check_elaboration", "add_time_limit_argument", "SLOW_ELABORATION_S",
            "ELABORATION_MAX_S"]
+
+#: the C runtime's sources (mensa_runtime.c, mensa_runtime.h), written beside the system top
+RUNTIME = Path(__file__).resolve().parent / "runtime"
 
 
 # What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
@@ -158,8 +163,26 @@ def tool_versions():
     return versions
 
 
+def _system_top(system, outputs, modules):
+    """The system top (its accelerators as instances of their modules), its address map header, and the
+    C runtime with the register header it includes."""
+    name = f"{system.name}_system".replace("-", "_")
+    top = SystemTop(system, {m["accelerator"]: m["module"] for m in modules if m["top"] == "Accelerator"})
+    outputs[f"{name}.v"] = convert(top, name)
+    outputs[f"{name}.h"] = system_header(system, prefix=name, source=f"config {config_hash(system)}")
+    first = peripherals(system)[0]
+    outputs["mensa_regs.h"] = header(register_map(first), prefix="mensa", source=f"config {config_hash(first)}")
+    for source in ("mensa_runtime.c", "mensa_runtime.h"):
+        outputs[source] = (RUNTIME / source).read_text()
+    modules.append({"accelerator": None, "kind": "system", "top": "SystemTop", "module": name, "file": f"{name}.v",
+                    "config_hash": config_hash(system),
+                    "ports": [{"name": n, "direction": d, "width": w} for n, d, w in ports(top)]})
+
+
 def emit(system, out_dir, unit="accelerator", *, on_elaborate=None):
-    """Write Verilog, filelist and manifest for every accelerator of ``system``.
+    """Write Verilog, filelist and manifest for every accelerator of ``system``, and (``unit`` accelerator)
+    the system top joining those with registers and DMA (:class:`~mensa.hw.system.SystemTop`), its
+    address map header, and the C runtime (``mensa_runtime.c``/``.h`` with ``mensa_regs.h``).
 
     ``unit`` (one of :data:`UNITS`) chooses the whole accelerator or the bare array of
     systolic accelerators. Everything is elaborated before anything is written, so a
@@ -187,6 +210,8 @@ def emit(system, out_dir, unit="accelerator", *, on_elaborate=None):
             "config_hash": config_hash(acc),
             "ports": [{"name": n, "direction": d, "width": w} for n, d, w in ports(top)],
         })
+    if unit == "accelerator" and peripherals(system):
+        _system_top(system, outputs, modules)
     outputs["files.f"] = "".join(f"{m['file']}\n" for m in modules)
     outputs[f"{system.name}.core"] = core_file(system, modules)   # FuseSoC CAPI2
     manifest = {

@@ -33,7 +33,7 @@ from mensa.hw.sequencer import GemmSequencer
 from mensa.hw.vector import VectorUnit
 from mensa.core.ir import Op
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "accelerator_members"]
 
 
 def _forward(m, outer, inner, members):
@@ -44,6 +44,13 @@ def _forward(m, outer, inner, members):
             m.d.comb += b.eq(a)
         else:
             m.d.comb += a.eq(b)
+
+
+def accelerator_members(config):
+    """The signature members of the accelerator of ``config``: its AXI4-Lite slave, AXI4 master and interrupt."""
+    mem = config.memory
+    return {**axi4lite_members("s_axil", register_map(config).addr_bits),
+            **axi4_master_members("m_axi", mem.addr_bits, mem.data_bits), "irq": Out(1)}
 
 
 class Accelerator(wiring.Component):
@@ -70,7 +77,7 @@ class Accelerator(wiring.Component):
         mem = config.memory
         self._lite = axi4lite_members("s_axil", self._regmap.addr_bits)
         self._axi = axi4_master_members("m_axi", mem.addr_bits, mem.data_bits)
-        super().__init__({**self._lite, **self._axi, "irq": Out(1)})
+        super().__init__(accelerator_members(config))
 
     @property
     def config(self):

@@ -21,7 +21,7 @@ interrupts
     ``irq``: one line per accelerator, bit ``i`` accelerator ``i``'s.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,7 +29,7 @@ from mensa.contract.network import address_map, peripherals
 from mensa.contract.numeric import READS_IN_FLIGHT
 from mensa.contract.regs import register_map
 from mensa.core.config import SystemConfig
-from mensa.hw.accelerator import Accelerator
+from mensa.hw.accelerator import accelerator_members
 from mensa.hw.dma import axi4_master_members
 from mensa.hw.regs import axi4lite_members
 
@@ -86,12 +86,11 @@ class AxiArbiter(wiring.Component):
         locked = Signal(name=f"{ch}_locked")
         held = Signal(range(n), name=f"{ch}_held")
         valid = Cat(*[self._port(i, f"{ch}valid") & eligible[i] for i in range(n)])
-        with m.Switch(last):
-            for prev in range(n):
-                with m.Case(prev):
-                    for i in reversed([(prev + k) % n for k in range(1, n + 1)]):
-                        with m.If(valid[i]):
-                            m.d.comb += free.eq(i)      # the first requester after the last grant wins
+        for prev in range(n):
+            with (m.If(last == prev) if prev == 0 else m.Elif(last == prev) if prev < n - 1 else m.Else()):
+                for i in reversed([(prev + k) % n for k in range(1, n + 1)]):
+                    with m.If(valid[i]):
+                        m.d.comb += free.eq(i)          # the first requester after the last grant wins
         m.d.comb += pick.eq(Mux(locked, held, free))
         present = Signal(name=f"{ch}_present")
         m.d.comb += present.eq(locked | valid.any())
@@ -207,75 +206,81 @@ class _LiteDecoder(wiring.Component):
         def port(i, name):
             return getattr(self, f"m{i}_{name}")
 
-        with m.FSM():
-            with m.State("idle"):
-                m.d.comb += self.s_axil_arready.eq(1)
-                with m.If(self.s_axil_arvalid):
-                    m.d.sync += [addr.eq(self.s_axil_araddr),
-                                 target.eq(Mux(self.s_axil_araddr[shift:] < n, self.s_axil_araddr[shift:], n))]
-                    m.next = "read"
-                with m.Elif(self.s_axil_awvalid):
-                    m.next = "write"
-            with m.State("write"):      # take the address and the data, in either order
-                have_a, have_w = Signal(), Signal()
-                m.d.comb += [self.s_axil_awready.eq(~have_a), self.s_axil_wready.eq(~have_w)]
-                with m.If(self.s_axil_awvalid & ~have_a):
-                    m.d.sync += [have_a.eq(1), addr.eq(self.s_axil_awaddr),
-                                 target.eq(Mux(self.s_axil_awaddr[shift:] < n, self.s_axil_awaddr[shift:], n))]
-                with m.If(self.s_axil_wvalid & ~have_w):
-                    m.d.sync += [have_w.eq(1), data.eq(self.s_axil_wdata), strb.eq(self.s_axil_wstrb)]
-                with m.If((have_a | self.s_axil_awvalid) & (have_w | self.s_axil_wvalid)):
-                    m.d.sync += [have_a.eq(0), have_w.eq(0)]
-                    m.next = "write_out"
-            with m.State("write_out"):
-                for i in range(n):
-                    m.d.comb += [port(i, "awaddr").eq(addr[:sub]), port(i, "wdata").eq(data), port(i, "wstrb").eq(strb),
-                                 port(i, "awvalid").eq(target == i), port(i, "wvalid").eq(target == i)]
-                sent_a, sent_w = Signal(), Signal()
-                with m.If(target == n):
-                    m.d.sync += resp.eq(RESP_DECERR)
-                    m.next = "write_resp"
-                for i in range(n):
-                    with m.If(target == i):
-                        m.d.comb += [port(i, "awvalid").eq(~sent_a), port(i, "wvalid").eq(~sent_w),
-                                     port(i, "bready").eq(1)]
-                        with m.If(port(i, "awready")):
-                            m.d.sync += sent_a.eq(1)
-                        with m.If(port(i, "wready")):
-                            m.d.sync += sent_w.eq(1)
-                        with m.If(port(i, "bvalid")):
-                            m.d.sync += [resp.eq(port(i, "bresp")), sent_a.eq(0), sent_w.eq(0)]
-                            m.next = "write_resp"
-            with m.State("write_resp"):
-                m.d.comb += [self.s_axil_bvalid.eq(1), self.s_axil_bresp.eq(resp)]
-                with m.If(self.s_axil_bready):
-                    m.d.sync += resp.eq(0)
-                    m.next = "idle"
-            with m.State("read"):
-                for i in range(n):
-                    m.d.comb += port(i, "araddr").eq(addr[:sub])
-                sent = Signal()
-                with m.If(target == n):
-                    m.d.sync += [rdata.eq(0), resp.eq(RESP_DECERR)]
-                    m.next = "read_resp"
-                for i in range(n):
-                    with m.If(target == i):
-                        m.d.comb += [port(i, "arvalid").eq(~sent), port(i, "rready").eq(1)]
-                        with m.If(port(i, "arready")):
-                            m.d.sync += sent.eq(1)
-                        with m.If(port(i, "rvalid")):
-                            m.d.sync += [rdata.eq(port(i, "rdata")), resp.eq(port(i, "rresp")), sent.eq(0)]
-                            m.next = "read_resp"
-            with m.State("read_resp"):
-                m.d.comb += [self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(rdata), self.s_axil_rresp.eq(resp)]
-                with m.If(self.s_axil_rready):
-                    m.d.sync += resp.eq(0)
-                    m.next = "idle"
+        state = Signal(range(6))
+        idle, write, write_out, write_resp, read, read_resp = range(6)
+        # an if chain, not a switch: a switch leaves the cases of the signals the default sets out
+        with m.If(state == idle):
+            m.d.comb += self.s_axil_arready.eq(1)
+            with m.If(self.s_axil_arvalid):
+                m.d.sync += [addr.eq(self.s_axil_araddr),
+                             target.eq(Mux(self.s_axil_araddr[shift:] < n, self.s_axil_araddr[shift:], n))]
+                m.d.sync += state.eq(read)
+            with m.Elif(self.s_axil_awvalid):
+                m.d.sync += state.eq(write)
+        with m.Elif(state == write):       # take the address and the data, in either order
+            have_a, have_w = Signal(), Signal()
+            m.d.comb += [self.s_axil_awready.eq(~have_a), self.s_axil_wready.eq(~have_w)]
+            with m.If(self.s_axil_awvalid & ~have_a):
+                m.d.sync += [have_a.eq(1), addr.eq(self.s_axil_awaddr),
+                             target.eq(Mux(self.s_axil_awaddr[shift:] < n, self.s_axil_awaddr[shift:], n))]
+            with m.If(self.s_axil_wvalid & ~have_w):
+                m.d.sync += [have_w.eq(1), data.eq(self.s_axil_wdata), strb.eq(self.s_axil_wstrb)]
+            with m.If((have_a | self.s_axil_awvalid) & (have_w | self.s_axil_wvalid)):
+                m.d.sync += [have_a.eq(0), have_w.eq(0)]
+                m.d.sync += state.eq(write_out)
+        with m.Elif(state == write_out):
+            for i in range(n):
+                m.d.comb += [port(i, "awaddr").eq(addr[:sub]), port(i, "wdata").eq(data), port(i, "wstrb").eq(strb),
+                             port(i, "awvalid").eq(target == i), port(i, "wvalid").eq(target == i)]
+            sent_a, sent_w = Signal(), Signal()
+            with m.If(target == n):
+                m.d.sync += resp.eq(RESP_DECERR)
+                m.d.sync += state.eq(write_resp)
+            for i in range(n):
+                with m.If(target == i):
+                    m.d.comb += [port(i, "awvalid").eq(~sent_a), port(i, "wvalid").eq(~sent_w),
+                                 port(i, "bready").eq(1)]
+                    with m.If(port(i, "awready")):
+                        m.d.sync += sent_a.eq(1)
+                    with m.If(port(i, "wready")):
+                        m.d.sync += sent_w.eq(1)
+                    with m.If(port(i, "bvalid")):
+                        m.d.sync += [resp.eq(port(i, "bresp")), sent_a.eq(0), sent_w.eq(0)]
+                        m.d.sync += state.eq(write_resp)
+        with m.Elif(state == write_resp):
+            m.d.comb += [self.s_axil_bvalid.eq(1), self.s_axil_bresp.eq(resp)]
+            with m.If(self.s_axil_bready):
+                m.d.sync += resp.eq(0)
+                m.d.sync += state.eq(idle)
+        with m.Elif(state == read):
+            for i in range(n):
+                m.d.comb += port(i, "araddr").eq(addr[:sub])
+            sent = Signal()
+            with m.If(target == n):
+                m.d.sync += [rdata.eq(0), resp.eq(RESP_DECERR)]
+                m.d.sync += state.eq(read_resp)
+            for i in range(n):
+                with m.If(target == i):
+                    m.d.comb += [port(i, "arvalid").eq(~sent), port(i, "rready").eq(1)]
+                    with m.If(port(i, "arready")):
+                        m.d.sync += sent.eq(1)
+                    with m.If(port(i, "rvalid")):
+                        m.d.sync += [rdata.eq(port(i, "rdata")), resp.eq(port(i, "rresp")), sent.eq(0)]
+                        m.d.sync += state.eq(read_resp)
+        with m.Else():                 # the read's response
+            m.d.comb += [self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(rdata), self.s_axil_rresp.eq(resp)]
+            with m.If(self.s_axil_rready):
+                m.d.sync += resp.eq(0)
+                m.d.sync += state.eq(idle)
         return m
 
 
 class SystemTop(wiring.Component):
     """The accelerators of ``system`` behind one AXI4-Lite slave, one AXI4 master and one interrupt each.
+
+    Each accelerator is an instance of its own Verilog module (``modules[accelerator name]``, written
+    beside the top from :class:`~mensa.hw.accelerator.Accelerator`), so no accelerator is elaborated
+    twice.
 
     Members
     -------
@@ -284,10 +289,14 @@ class SystemTop(wiring.Component):
     irq : ``Out(n)``
     """
 
-    def __init__(self, system):
+    def __init__(self, system, modules):
         if not isinstance(system, SystemConfig):
             raise TypeError(f"system must be a SystemConfig, not {system!r}")
         accs = peripherals(system)
+        missing = [a.name for a in accs if a.name not in modules]
+        if missing:
+            raise ValueError(f"no Verilog module name for the accelerators {missing}")
+        self._modules = dict(modules)
         if not accs:
             raise ValueError(f"system {system.name!r} has no accelerator with registers and DMA")
         widths = {(a.memory.addr_bits, a.memory.data_bits) for a in accs}
@@ -319,8 +328,11 @@ class SystemTop(wiring.Component):
             for name in axi4_master_members("m_axi", self._addr, 1 + self._sel):
                 _forward(m, self, arb, name)
         for i, acc in enumerate(self._accs):
-            core = Accelerator(acc)
-            m.submodules[f"acc{i}_{acc.name}"] = core
+            core = wiring.Signature(accelerator_members(acc)).create(path=(f"acc{i}",))
+            m.submodules[f"acc{i}_{acc.name}"] = Instance(
+                self._modules[acc.name], i_clk=ClockSignal(), i_rst=ResetSignal(),
+                **{("i_" if member.flow is In else "o_") + name: getattr(core, name)
+                   for name, member in core.signature.members.items()})
             for name in axi4lite_members("s_axil", register_map(acc).addr_bits):
                 _join(m, core, name, lite, f"m{i}_{name[len('s_axil_'):]}")
             for name in axi4_master_members("m_axi", self._addr, self._data):
@@ -332,10 +344,15 @@ class SystemTop(wiring.Component):
         return m
 
 
+def _flow(port, name):
+    """The direction of member ``name`` of ``port`` (a component, or an interface a signature created)."""
+    return port.signature.members[name].flow
+
+
 def _forward(m, outer, inner, name):
     """``inner``'s port ``name`` is ``outer``'s (outer holds inner): the direction ``outer``'s signature gives
     (widths may differ: an ID zero-extends outwards and is cut inwards)."""
-    if outer.signature.members[name].flow is In:
+    if _flow(outer, name) is In:
         m.d.comb += getattr(inner, name).eq(getattr(outer, name))
     else:
         m.d.comb += getattr(outer, name).eq(getattr(inner, name))
@@ -343,7 +360,7 @@ def _forward(m, outer, inner, name):
 
 def _join(m, a, a_name, b, b_name):
     """Sibling ports of opposite directions: ``a``'s output drives ``b``'s input, or the other way."""
-    if a.signature.members[a_name].flow is Out:
+    if _flow(a, a_name) is Out:
         m.d.comb += getattr(b, b_name).eq(getattr(a, a_name))
     else:
         m.d.comb += getattr(a, a_name).eq(getattr(b, b_name))

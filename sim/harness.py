@@ -22,6 +22,7 @@ from mensa.contract.header import header
 from mensa.contract.network import address_map, peripherals
 from mensa.contract.regs import register_map
 from mensa.core.files import write_if_changed
+from mensa.hw.accelerator import Accelerator
 from mensa.hw.convert import convert
 from mensa.hw.system import SystemTop
 from mensa.sim.runner import _setup_verilator, build_root
@@ -51,9 +52,11 @@ def build(system, runtime_dir, *, jobs=2):
     """The harness executable for ``system`` (a SystemConfig), built once; ``runtime_dir`` holds
     ``mensa_runtime.c`` and ``mensa_runtime.h``."""
     runtime_dir = Path(runtime_dir)
-    top = SystemTop(system)
-    first = peripherals(system)[0]
-    text = convert(top, "system")
+    units = peripherals(system)
+    modules = {a.name: f"unit{i}_{a.name}".replace("-", "_") for i, a in enumerate(units)}
+    text = "\n".join([convert(Accelerator(a), modules[a.name]) for a in units] +
+                     [convert(SystemTop(system, modules), "system")])
+    first = units[0]
     regs = header(register_map(first), prefix="mensa", source=f"accelerator {first.name}")
     word = first.memory.data_bits // 8
     window, bases = address_map(system)

