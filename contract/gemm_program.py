@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.contract.gemm import GemmGeometry, LayerWalk
-from mensa.contract.numeric import accumulator_refusal
+from mensa.contract.numeric import TABLE_ENTRIES, accumulator_refusal
 from mensa.contract.regs import OPCODES, register_map
 from mensa.core import golden
 from mensa.core.config import AcceleratorConfig
@@ -50,11 +50,10 @@ from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
 __all__ = ["LayerProgram", "Program", "compile_gemm", "gemm_refusal", "tap_packed", "im2col", "ALIGN", "PACK_CHANNELS",
-           "GEMM_OPS", "GEMM_ACTIVATIONS", "TABLE_BYTES"]
+           "GEMM_OPS", "GEMM_ACTIVATIONS"]
 
 ALIGN = 4096            # every region starts on an AXI 4 KiB page
 PACK_CHANNELS = 4       # a conv of at most this many input channels runs over its im2col rows
-TABLE_BYTES = 256       # a table activation's int8 entries (mensa.core.golden.activation_table)
 #: the ops the systolic array runs, and the activations fused after them
 GEMM_OPS = (Op.FC, Op.CONV2D, Op.DEPTHWISE)
 GEMM_ACTIVATIONS = (Activation.NONE, Activation.RELU, Activation.RELU6, *golden.TABLE_ACTIVATIONS)
@@ -230,7 +229,7 @@ def _shape(config, layer):
     kh, kw = kernel
     kt, nt = -(-k // g.rows), -(-n // g.cols)
     weight_tiles = kh * kw * sum(len(g.channel_tiles(k, t, depthwise=depthwise)) for t in range(nt))
-    table = TABLE_BYTES if layer.activation in golden.TABLE_ACTIVATIONS else 0
+    table = TABLE_ENTRIES if layer.activation in golden.TABLE_ACTIVATIONS else 0
     sizes = (kt * in_h * in_w * g.act_bytes, weight_tiles * g.rows * g.weight_bytes, nt * g.quant_bytes, table,
              nt * out_h * out_w * g.out_bytes)
     end = sum(_up(size, ALIGN) for size in sizes)
@@ -240,7 +239,7 @@ def _shape(config, layer):
 
 
 def _activation_table(layer, refuse):
-    """A table activation's table (uint8, :data:`TABLE_BYTES`) and the zero point the records requantise
+    """A table activation's table (uint8, :data:`~mensa.contract.numeric.TABLE_ENTRIES`) and the zero point the records requantise
     to, the table's input (the pre-activation's), as :func:`mensa.core.golden.run_layer` defines the
     layer; ``(None, the output zero point)`` for any other activation."""
     q = layer.quant

@@ -14,10 +14,10 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mensa.contract.numeric import TABLE_ENTRIES
 from mensa.hw.dma import command_layout, read_layout
 from mensa.hw.gemm_layer import (MTileWalker, check_addr_bits, check_geometry, descriptor_layout,
                                  progress_layout)
-from mensa.hw.vector_table import TABLE_ENTRIES
 
 __all__ = ["WindowLoader"]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mensa.contract.header import header
 from mensa.contract.compiler import compile_layer
-from mensa.contract.gemm_program import TABLE_BYTES
+from mensa.contract.numeric import TABLE_ENTRIES
 from mensa.core.errors import CompileError
 from mensa.hw.accelerator import Accelerator
 from mensa.contract.regs import register_map
@@ -83,7 +83,7 @@ def dram_read_bytes(prog):
                   for t in range(nt))
     tiles = list(prog.m_tiles())
     passes = 1 if regs["WEIGHTS_RESIDENT"] else len(tiles)
-    table = TABLE_BYTES if regs["ACT_TABLE"] else 0
+    table = TABLE_ENTRIES if regs["ACT_TABLE"] else 0
     return sum(t[4] for t in tiles) * g.act_bytes + passes * weights + len(tiles) * nt * g.quant_bytes + table
 
 
