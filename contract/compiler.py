@@ -7,17 +7,17 @@ and :func:`refusal` says so from the layer's shape alone, so what the scheduler 
 on an accelerator is exactly what this module accepts.
 """
 
-from mensa.contract.gemm_program import compile_gemm, gemm_refusal
+from mensa.contract.gemm_program import GEMM_OPS, compile_gemm, gemm_refusal
 from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, nearmem_refusal
 from mensa.contract.regs import VECTOR_OPS
-from mensa.contract.vector_program import TABLE_OPS, compile_vector, vector_refusal
+from mensa.contract.vector_program import TABLE_OPS as VECTOR_TABLE_OPS, compile_vector, vector_refusal
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import CompileError  # noqa: F401  (raised by every compiler)
 from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.ir import Activation, Op
 
 __all__ = ["compile_layer", "refusal", "engine", "CompileError", "HARDWARE_OPS", "HARDWARE_ACTIVATIONS",
-           "in_hardware"]
+           "TABLE_OPS", "in_hardware"]
 
 #: The ops and fused activations some accelerator mensa builds runs. Where a layer of these
 #: may go is what :func:`refusal` says; a layer with an op or activation outside them has no
@@ -26,11 +26,14 @@ __all__ = ["compile_layer", "refusal", "engine", "CompileError", "HARDWARE_OPS",
 HARDWARE_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM, Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL,
                           Op.ADD, Op.MUL})
 HARDWARE_ACTIVATIONS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6})
+#: The ops some accelerator runs with a table activation after them: the systolic array's (its
+#: output through the table) and the vector unit's that requantise.
+TABLE_OPS = frozenset(GEMM_OPS) | frozenset(VECTOR_TABLE_OPS)
 
 
 def in_hardware(layer):
     """True if some accelerator mensa builds runs layers of this op and activation: the clamps
-    anywhere, the table activations after the vector unit's ops that requantise."""
+    anywhere, the table activations after the ops that requantise (:data:`TABLE_OPS`)."""
     if layer.op not in HARDWARE_OPS:
         return False
     return layer.activation in HARDWARE_ACTIVATIONS or (layer.activation in TABLE_ACTIVATIONS

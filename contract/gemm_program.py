@@ -21,14 +21,18 @@ quantisation records
     the bias (``bias - zp_in * sum_k B[k, n]``, wrapping like the 32-bit adder), so the
     array multiplies raw int8 activations and the sequencer feeds zero-point vectors for
     padded pixels.
+activation table (``TABLE_ADDR``, when ``ACT_TABLE``: sigmoid, tanh, hard-swish or hard-sigmoid)
+    256 int8 entries ``T[q + 128]`` (:func:`mensa.core.golden.activation_table`), read once at the
+    layer's start, as the vector unit's; the records then requantise to the table's input (the
+    pre-activation zero point, full range) and every output byte is looked up.
 output
     N tiles of M vectors; channel ``n0 + j`` of pixel ``m`` in byte ``j``.
 
 Channels beyond K or N in the last tile are zero. The layers it runs: fully connected,
 conv2d (groups 1) and depthwise conv (depth multiplier 1) with stride 1 or 2, kernels,
 padding and dilation up to 255, batch 1 unless the kernel is 1x1 without padding; no
-activation, ReLU or ReLU6. Anything else is a :class:`~mensa.core.errors.CompileError` naming the layer and
-what is allowed.
+activation, ReLU, ReLU6 or a table activation. Anything else is a
+:class:`~mensa.core.errors.CompileError` naming the layer and what is allowed.
 """
 
 import dataclasses
@@ -39,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mensa.contract.gemm import GemmGeometry, LayerWalk
-from mensa.contract.numeric import accumulator_refusal
+from mensa.contract.numeric import TABLE_ENTRIES, accumulator_refusal
 from mensa.contract.regs import OPCODES, register_map
 from mensa.core import golden
 from mensa.core.config import AcceleratorConfig
@@ -47,10 +51,14 @@ from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
 __all__ = ["LayerProgram", "Program", "Layout", "compile_gemm", "gemm_refusal", "tap_packed", "im2col",
-           "address_registers", "register_writes", "ALIGN", "PACK_CHANNELS", "ADDRESS_REGISTERS"]
+           "address_registers", "register_writes", "ALIGN", "PACK_CHANNELS", "ADDRESS_REGISTERS", "GEMM_OPS",
+           "GEMM_ACTIVATIONS"]
 
 ALIGN = 4096            # every region starts on an AXI 4 KiB page
 PACK_CHANNELS = 4       # a conv of at most this many input channels runs over its im2col rows
+#: the ops the systolic array runs, and the activations fused after them
+GEMM_OPS = (Op.FC, Op.CONV2D, Op.DEPTHWISE)
+GEMM_ACTIVATIONS = (Activation.NONE, Activation.RELU, Activation.RELU6, *golden.TABLE_ACTIVATIONS)
 
 
 #: the descriptor registers that hold each DRAM region's byte address
@@ -244,7 +252,7 @@ class _Shape:
     tile_rows: int
     tile_cols: int
     weight_tiles: int
-    sizes: tuple                # bytes of the input, weight, quantisation and output regions
+    sizes: tuple                # bytes of the input, weight, quantisation, table and output regions
 
 
 _ALLOWED = "allowed: fc, conv2d (groups 1) or depthwise (depth multiplier 1)"
@@ -254,10 +262,11 @@ def _shape(config, layer):
     """The layer's walk, tiling and region sizes on ``config``, or why it cannot run (a str)."""
     g = GemmGeometry.of(config)
     layer = tap_packed(layer) or layer
-    if layer.op not in (Op.FC, Op.CONV2D, Op.DEPTHWISE):
+    if layer.op not in GEMM_OPS:
         return f"{layer.op.value} is not run; {_ALLOWED}"
-    if layer.activation not in (Activation.NONE, Activation.RELU, Activation.RELU6):
-        return f"activation {layer.activation.value} is not run; allowed: none, relu, relu6"
+    if layer.activation not in GEMM_ACTIVATIONS:
+        return (f"activation {layer.activation.value} is not run; allowed: "
+                f"{', '.join(a.value for a in GEMM_ACTIVATIONS)}")
     k, n = layer.in_channels, layer.out_channels
     depthwise = layer.op is Op.DEPTHWISE
     if layer.op is Op.FC:
@@ -295,12 +304,25 @@ def _shape(config, layer):
     kh, kw = kernel
     kt, nt = -(-k // g.rows), -(-n // g.cols)
     weight_tiles = kh * kw * sum(len(g.channel_tiles(k, t, depthwise=depthwise)) for t in range(nt))
-    sizes = (kt * in_h * in_w * g.act_bytes, weight_tiles * g.rows * g.weight_bytes, nt * g.quant_bytes,
+    table = TABLE_ENTRIES if layer.activation in golden.TABLE_ACTIVATIONS else 0
+    sizes = (kt * in_h * in_w * g.act_bytes, weight_tiles * g.rows * g.weight_bytes, nt * g.quant_bytes, table,
              nt * out_h * out_w * g.out_bytes)
     end = sum(_up(size, ALIGN) for size in sizes)
     if end > 1 << config.memory.addr_bits:
         return f"its image takes {end:#x} bytes, beyond the {config.memory.addr_bits}-bit address space"
     return _Shape(walk, tile_rows, tile_cols, weight_tiles, sizes)
+
+
+def _activation_table(layer, refuse):
+    """A table activation's table (uint8, :data:`~mensa.contract.numeric.TABLE_ENTRIES`) and the zero point the records requantise
+    to, the table's input (the pre-activation's), as :func:`mensa.core.golden.run_layer` defines the
+    layer; ``(None, the output zero point)`` for any other activation."""
+    q = layer.quant
+    if layer.activation not in golden.TABLE_ACTIVATIONS:
+        return None, q.output.zero_point
+    if q.pre_activation is None:
+        refuse(f"quant.pre_activation: missing; allowed: a {layer.activation.value} layer with it")
+    return golden.activation_table(layer.activation, q.pre_activation, q.output), q.pre_activation.zero_point
 
 
 def gemm_refusal(config, layer):
@@ -415,14 +437,15 @@ def compile_gemm(config, layer, params, x, *, base=0):
             rec[at:at + lanes.nbytes] = lanes.view(np.uint8)
         quant[t, :rec.size] = rec
 
+    table, zp_out = _activation_table(layer, refuse)
+    blobs = {"input": inp, "weight": wts, "quant": quant, **({} if table is None else {"table": table})}
     regions = {}
     addr = base
-    for name, blob in (("input", inp), ("weight", wts), ("quant", quant),
-                       ("output", np.zeros(nt * m * g.out_bytes, np.uint8))):
+    for name, blob in (*blobs.items(), ("output", np.zeros(nt * m * g.out_bytes, np.uint8))):
         regions[name] = addr, blob.nbytes
         addr += _up(blob.nbytes, ALIGN)
     image = np.zeros(addr - base, np.uint8)
-    for name, blob in (("input", inp), ("weight", wts), ("quant", quant)):
+    for name, blob in blobs.items():
         at = regions[name][0] - base
         image[at:at + blob.nbytes] = blob.reshape(-1).view(np.uint8)
     assert addr == end
@@ -436,7 +459,8 @@ def compile_gemm(config, layer, params, x, *, base=0):
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": stride[0], "STRIDE_W": stride[1],
         "DILATION_H": dilation[0], "DILATION_W": dilation[1], "PAD_TOP": pad[0], "PAD_BOTTOM": pad[1],
         "PAD_LEFT": pad[2], "PAD_RIGHT": pad[3],
-        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": q.output.zero_point, "QMIN": lo, "QMAX": hi,
+        "IN_ZERO_POINT": zp_in, "OUT_ZERO_POINT": zp_out, "QMIN": lo, "QMAX": hi,
+        "ACT_TABLE": int(table is not None),
     }
     regmap = register_map(config)
     registers = {}

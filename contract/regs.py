@@ -209,6 +209,10 @@ def register_map(config):
                       ("QUANT_ADDR", "DRAM byte address of the per-channel multipliers and shifts"),
                       ("OUTPUT_ADDR", "DRAM byte address of the output, NHWC int8")):
         b.wide(name, addr, RW, doc)
+    # a table activation (sigmoid, tanh, hard-swish, hard-sigmoid) after the requantiser, of either engine
+    b.add("ACT_TABLE", 1, RW, "1: the requantised output goes through the 256-entry activation table")
+    b.wide("TABLE_ADDR", addr, RW, "DRAM byte address of the activation table (int8 T[q + 128]), read at the "
+                                   "layer's start when ACT_TABLE is 1")
     # the vector unit (mensa.contract.vector_program); VECTOR_LANES 0: none
     v = config.vector
     b.add("VECTOR_LANES", 8, RO, "vector unit lanes (channels per pixel vector); 0: no vector unit",
@@ -220,9 +224,6 @@ def register_map(config):
         b.add("IN2_ZERO_POINT", 8, RW, "zero point of the second input (add's, mul's gate)", signed=True)
         b.wide("INPUT2_ADDR", config.memory.addr_bits, RW, "DRAM byte address of the second input (add's, "
                                                            "mul's gate)")
-        b.add("ACT_TABLE", 1, RW, "1: the requantised output goes through the 256-entry activation table")
-        b.wide("TABLE_ADDR", config.memory.addr_bits, RW, "DRAM byte address of the activation table (int8 "
-                                                          "T[q + 128])")
         for n, which in (("", "first"), ("2", "second")):
             b.add(f"IN{n}_MULTIPLIER", 32, RW, f"add: Q31 multiplier of the {which} input's rescale", signed=True)
             b.add(f"IN{n}_SHIFT", 8, RW, f"add: shift of the {which} input's rescale (at most 0)", signed=True)

@@ -33,10 +33,12 @@ The whole systolic accelerator (:class:`mensa.hw.accelerator.Accelerator`, ``sim
     whose input and output do not fit it (the model streams them from DRAM, as the RTL
     always does). A 2 KiB weight buffer keeps some layers' weights across M tiles and not
     others'; the RTL keeps them when its padded weight tiles fit, the model when the
-    parameters do, so a layer of several M tiles where the two differ is left out. One run
-    per (config, latency).
+    parameters do, so a layer of several M tiles where the two differ is left out. Every
+    fourth layer has a table activation (its table read at the layer's start, ahead of the
+    first window). One run per (config, latency).
 """
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -48,6 +50,7 @@ import numpy as np
 from mensa.core.config import (AcceleratorConfig, ArrayConfig, BufferConfig, CoreKind, Dataflow, DramConfig,
                              MemoryConfig, NearMemConfig, to_dict)
 from mensa.model.cost import Calibration, LayerTable, cycle_errors, evaluate
+from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.ir import Layer, Op, conv_out_size, same_padding
 from mensa.sim.runner import run
 from mensa.hw.systolic import SystolicArray
@@ -281,8 +284,8 @@ def accelerator_suite(name, *, large=False, seed=8):
     Shapes whose input and output exceed the validated configs' activation scratchpad (the model
     streams them from DRAM, as the RTL does), from one M tile to several; an M tile of whole rows
     or of part of a row, limited by the accumulator or by the input window (a conv's with its
-    kernel's halo rows); channel counts mostly not multiples of the array. ``large``: more and
-    bigger layers (the slow sweep).
+    kernel's halo rows); channel counts mostly not multiples of the array; every fourth layer with
+    a table activation, the four in turn. ``large``: more and bigger layers (the slow sweep).
     """
     acc = ACCELERATORS[name]
     g = GemmGeometry.of(acc)
@@ -327,6 +330,8 @@ def accelerator_suite(name, *, large=False, seed=8):
         if io <= acc.buffers.act_kib * 1024 or cycles > budget or (
                 tiles > 1 and (params <= weight_bytes) != (padded <= weight_bytes)):
             continue
+        if i % 4 == 3:
+            layer = dataclasses.replace(layer, activation=TABLE_ACTIVATIONS[i // 4 % len(TABLE_ACTIVATIONS)])
         layers.append(layer)
     return layers
 
@@ -340,7 +345,8 @@ def _conv_hw(name, h, w, cin, cout, kernel, stride):
 
 
 def _accelerator_spec(layer, index):
-    """The testbench's spec of ``layer`` (``sim/tb_accelerator.py``): quantisation drawn per layer."""
+    """The testbench's spec of ``layer`` (``sim/tb_accelerator.py``): quantisation drawn per layer; a table
+    activation's output in 1/64 steps (requantised to the table's input at the drawn output scale)."""
     k, n = layer.in_channels, layer.out_channels
     spec = {"op": "fc" if layer.op is Op.FC else "conv", "in_shape": list(layer.in_shape),
             "out_channels": n, "activation": ("none", "relu", "relu6")[index % 3],
@@ -348,6 +354,9 @@ def _accelerator_spec(layer, index):
             "in_scale": 0.05, "out_scale": 0.3 * (k * math.prod(layer.kernel or (1, 1))) ** 0.5}
     if layer.op is Op.CONV2D:
         spec.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=list(layer.padding))
+    if layer.activation in TABLE_ACTIVATIONS:
+        spec.update(activation=layer.activation.value, pre_scale=spec["out_scale"], zp_pre=spec["zp_out"],
+                    out_scale=1 / 64)
     return spec
 
 

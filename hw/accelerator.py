@@ -120,6 +120,7 @@ class Accelerator(wiring.Component):
             desc.qmin.eq(r.qmin), desc.qmax.eq(r.qmax),
             desc.input_addr.eq(wide("INPUT_ADDR")), desc.weight_addr.eq(wide("WEIGHT_ADDR")),
             desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
+            desc.table.eq(r.act_table), desc.table_addr.eq(wide("TABLE_ADDR")),
             run.start.eq(regs.strobes.ctrl[0]),
             run.irq_enable.eq(r.irq_enable[0]),
             run.irq_pending.eq(regs.pending.irq_status[0]),

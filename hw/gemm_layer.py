@@ -17,14 +17,16 @@ __all__ = ["descriptor_layout", "act_segment_layout", "weight_segment_layout", "
 
 
 def descriptor_layout(addr_bits):
-    """What the sequencer reads from the descriptor registers."""
+    """What the sequencer reads from the descriptor registers (``table``: ACT_TABLE, the output goes
+    through the activation table read from ``table_addr`` at the layer's start)."""
     return data.StructLayout({
         "m": 32, "k": 16, "n": 16, "depthwise": 1, "tile_rows": 16, "tile_cols": 16, "weights_resident": 1,
         "in_h": 16, "in_w": 16, "out_h": 16, "out_w": 16,
         "kernel_h": 8, "kernel_w": 8, "stride_h": 8, "stride_w": 8, "dilation_h": 8, "dilation_w": 8,
         "pad_top": 8, "pad_left": 8,
-        "in_zero_point": 8, "out_zero_point": 8, "qmin": 8, "qmax": 8,
+        "in_zero_point": 8, "out_zero_point": 8, "qmin": 8, "qmax": 8, "table": 1,
         "input_addr": addr_bits, "weight_addr": addr_bits, "quant_addr": addr_bits, "output_addr": addr_bits,
+        "table_addr": addr_bits,
     })
 
 

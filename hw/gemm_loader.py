@@ -3,12 +3,18 @@
 Per M tile, channel tile by channel tile, the window's rows x columns in raster order: one
 burst per channel tile if the window spans whole input rows, else one per row (the DRAM
 layout of :mod:`mensa.contract.gemm`), into the scratchpad half the walk is not reading.
+
+A layer with a table activation (``table``) has its 256-entry table read first, one command
+at the layer's start while the M tile walker sets up, its words to the table's write port:
+the DMA answers in order, so the table is in before any window word, long before the first
+output is requantised.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mensa.contract.numeric import TABLE_ENTRIES
 from mensa.hw.dma import command_layout, read_layout
 from mensa.hw.gemm_layer import (MTileWalker, check_addr_bits, check_geometry, descriptor_layout,
                                  progress_layout)
@@ -55,6 +61,8 @@ class WindowLoader(wiring.Component):
         How far the window reads are issued, for the walk to keep its own reads behind them.
     written : ``Out(range(2 * act_depth))``
         Vectors of the current window written so far.
+    table_addr, table_data, table_en : ``Out``
+        The activation table's write port, a bus word per row (a layer with ``table``).
     """
 
     def __init__(self, *, geometry, addr_bits):
@@ -75,6 +83,8 @@ class WindowLoader(wiring.Component):
             "commit": Out(wiring.Signature({"valid": Out(1), "ready": In(1)})),
             "progress": Out(progress_layout),
             "written": Out(sa + 1),
+            "table_addr": Out(range(max(TABLE_ENTRIES // g.word_bytes, 2))), "table_data": Out(W),
+            "table_en": Out(1),
         })
 
     def elaborate(self, platform):
@@ -91,13 +101,16 @@ class WindowLoader(wiring.Component):
         with m.If(self.start):
             m.d.sync += state.eq(_Load.TILE), n_tiles.eq(0)
         cmds, done = Signal(32, name="cmds"), Signal(32, name="done")
-        self._issue(m, state, tiles, cmds, done)
-        self._write(m, state, tiles, committed, cmds, done)
+        table_due, filling = Signal(), Signal()     # the table's command, its words, still to come
+        self._issue(m, state, tiles, cmds, done, table_due)
+        self._write(m, state, tiles, committed, cmds, done, filling)
+        with m.If(self.start):
+            m.d.sync += table_due.eq(self.desc.table), filling.eq(self.desc.table)
         return m
 
-    def _issue(self, m, state, tiles, cmds, done):
-        """Per M tile: its window's size and first address over three cycles (a product, a
-        DSP block's, in a cycle of its own), then its bursts."""
+    def _issue(self, m, state, tiles, cmds, done, table_due):
+        """The table's command first; then per M tile: its window's size and first address over
+        three cycles (a product, a DSP block's, in a cycle of its own), then its bursts."""
         g, A, d = self._geometry, self._addr_bits, self.layer
         R, ab, aw = g.rows, g.act_bytes, g.act_words
         n_tiles = self.progress.tiles
@@ -118,7 +131,13 @@ class WindowLoader(wiring.Component):
         full = Signal()                         # the window spans whole input rows
         first_pixel, ix_lo = Signal(32, name="first_pixel"), Signal(16, name="ix_lo")
         full_words = Signal(32)                 # the window's words per channel tile, if full
-        m.d.comb += [self.rd_cmd.payload.addr.eq(addr), self.rd_cmd.payload.count.eq(count)]
+        with m.If(table_due):
+            m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(d.table_addr),
+                         self.rd_cmd.payload.count.eq(TABLE_ENTRIES // g.word_bytes - 1)]
+            with m.If(self.rd_cmd.ready):
+                m.d.sync += table_due.eq(0)
+        with m.Else():
+            m.d.comb += [self.rd_cmd.payload.addr.eq(addr), self.rd_cmd.payload.count.eq(count)]
         with m.If(state == _Load.TILE):
             # the next half is free once the walk has released the tile before last
             with m.If(self.commit.ready & tiles.valid):
@@ -142,7 +161,7 @@ class WindowLoader(wiring.Component):
             ]
         with m.If(state == _Load.SIZE):
             m.d.sync += count.eq(Mux(full, full_words, win_w_words) - 1), state.eq(_Load.ISSUE)
-        with m.If(state == _Load.ISSUE):
+        with m.If((state == _Load.ISSUE) & ~table_due):
             m.d.comb += self.rd_cmd.valid.eq(1)
             with m.If(self.rd_cmd.ready):
                 m.d.sync += cmds.eq(cmds + 1)
@@ -154,14 +173,23 @@ class WindowLoader(wiring.Component):
                     with m.If(ch + R >= d.k):
                         m.d.sync += state.eq(_Load.WAIT), n_tiles.eq(n_tiles + 1)
 
-    def _write(self, m, state, tiles, committed, cmds, done):
-        """The window's words to the scratchpad, vector by vector; the commit."""
+    def _write(self, m, state, tiles, committed, cmds, done, filling):
+        """The table's words to the table (while ``filling``); the window's words to the
+        scratchpad, vector by vector; the commit."""
         g = self._geometry
         R, W = g.rows, 8 * g.word_bytes
+        word = self.rd_data.payload.data
+        t_word = self.table_addr
+        m.d.comb += [self.table_data.eq(word), self.table_en.eq(self.rd_data.valid & filling)]
+        with m.If(self.table_en):
+            m.d.sync += t_word.eq(t_word + 1)
+            with m.If(self.rd_data.payload.last):
+                m.d.sync += filling.eq(0)
+        with m.If(self.start):
+            m.d.sync += t_word.eq(0)
         # act_words words to a vector, written to the scratchpad in order; the words before a
         # vector's last wait in the gather buffer
-        word = self.rd_data.payload.data
-        words = self.rd_data.valid          # (ready is always high)
+        words = self.rd_data.valid & ~filling       # (ready is always high)
         gbuf = Signal(max(g.act_words - 1, 1) * W)
         gi = Signal(range(max(g.act_words, 2)))
         waddr = self.written

@@ -5,7 +5,9 @@ read issue (:class:`~mensa.hw.gemm_issue.SegmentIssuer`) share the DMA's read po
 (:class:`~mensa.hw.gemm_reads.ReadArbiter`); the issue's segments queue up for the
 :class:`~mensa.hw.gemm_feeds.WeightFeed` and the :class:`~mensa.hw.gemm_feeds.ActivationFeed`,
 which feed the array; the :class:`~mensa.hw.gemm_accumulator.Accumulator` sums its K tiles
-for the requantiser, and the :class:`~mensa.hw.gemm_writer.OutputWriter` writes the output.
+for the requantiser, the :class:`~mensa.hw.vector_table.TableActivation` looks its outputs up
+in a table activation's table (the loader reads it first; without one they pass through its
+register), and the :class:`~mensa.hw.gemm_writer.OutputWriter` writes the output.
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -24,6 +26,7 @@ from mensa.hw.gemm_writer import OutputWriter
 from mensa.hw.queue import Queue
 from mensa.hw.requant import Requantizer
 from mensa.hw.systolic import SystolicArray
+from mensa.hw.vector_table import TableActivation
 
 __all__ = ["GemmSequencer", "descriptor_layout"]
 
@@ -32,7 +35,8 @@ class GemmSequencer(wiring.Component):
     """Runs one layer from DRAM on a weight-stationary array: reads, compute, requantise, writes.
 
     Conv2d (stride 1 or 2, any padding and dilation), depthwise conv, pointwise conv and
-    fully connected layers, walked as :mod:`mensa.contract.gemm` says.
+    fully connected layers, walked as :mod:`mensa.contract.gemm` says; no activation, ReLU,
+    ReLU6 or a table activation (sigmoid, tanh, hard-swish, hard-sigmoid).
 
     Parameters
     ----------
@@ -75,6 +79,7 @@ class GemmSequencer(wiring.Component):
         m.submodules.weight_feed = weight_feed = WeightFeed(geometry=g)
         m.submodules.act_feed = act_feed = ActivationFeed(geometry=g)
         m.submodules.acc = acc = Accumulator(geometry=g)
+        m.submodules.table = table = TableActivation(lanes=g.cols, word_bytes=g.word_bytes)
         m.submodules.writer = writer = OutputWriter(geometry=g, addr_bits=A)
         # Segments and K tiles in flight between the walk and what it feeds: so the next K
         # tile's weights load into the array's free bank while this one's activations stream.
@@ -121,7 +126,10 @@ class GemmSequencer(wiring.Component):
         wiring.connect(m, array.psums, acc.psums)
         wiring.connect(m, k_flags.r, acc.k_flags)
         wiring.connect(m, acc.sums, requant.accs)
-        wiring.connect(m, requant.outs, writer.outs)
+        wiring.connect(m, requant.outs, table.ins)
+        m.d.comb += [table.enable.eq(d.table), table.w_addr.eq(loader.table_addr),
+                     table.w_data.eq(loader.table_data), table.w_en.eq(loader.table_en)]
+        wiring.connect(m, table.outs, writer.outs)
         wiring.connect(m, writer.wr_cmd, wiring.flipped(self.wr_cmd))
         wiring.connect(m, writer.wr_data, wiring.flipped(self.wr_data))
         wiring.connect(m, wiring.flipped(self.wr_done), writer.wr_done)

@@ -16,10 +16,10 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mensa.contract.numeric import TABLE_ENTRIES
 from mensa.hw.dma import command_layout, read_layout
 from mensa.hw.requant import quant_layout
 from mensa.hw.vector_layer import Q, ROW, ROW2, TBL, WTS, decode_mode, route_layout, vector_desc_layout
-from mensa.hw.vector_table import TABLE_ENTRIES
 
 __all__ = ["VectorReadIssuer", "VectorLoader"]
 

@@ -10,11 +10,10 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mensa.contract.numeric import TABLE_ENTRIES
 from mensa.hw.requant import out_layout
 
-__all__ = ["TableActivation", "TABLE_ENTRIES"]
-
-TABLE_ENTRIES = 256
+__all__ = ["TableActivation"]
 
 
 class TableActivation(wiring.Component):

@@ -50,6 +50,7 @@ import numpy as np
 
 from mensa.contract.compiler import in_hardware, refusal
 from mensa.contract.gemm_program import tap_packed
+from mensa.contract.numeric import TABLE_ENTRIES
 from mensa.contract.regs import line_depth
 from mensa.contract.vector_program import VECTOR_UNIT_OPS, planar, window
 from mensa.core.golden import TABLE_ACTIVATIONS
@@ -136,8 +137,9 @@ class Calibration:
     vector_table: float = 1.0         # a table activation's lookup stage
     vector_stream_tail: float = 15.0  # a streaming op (global pool, add, mul): cycles beyond vector_fill after
     #                                   its last input word (the last row's pixels, the output's last write)
-    dma_setup: float = 29.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
-    #                                   read's issue, the requantiser, the last output write and its response;
+    dma_setup: float = 30.0           # DMA-fed layer, beyond the DRAM latency and the array's fill: the first
+    #                                   read's issue, the requantiser, the activation table's stage (a register
+    #                                   without a table), the last output write and its response;
     #                                   11 of them the timing pipeline: the M tile walker's 8 cycles from
     #                                   start to its first window (7 more than combinational), the loader's
     #                                   2 cycles sizing it, the accumulator's read and output registers
@@ -145,6 +147,8 @@ class Calibration:
     #                                   (address and data handshakes, the slot's bookkeeping FIFO)
     ws_loader_slots: float = 0.5      # DMA read slots a WS loader gets beyond those its walk's queued K
     #                                   tiles leave, on average (the queue drains as the banks take weights)
+    ws_table_lead: float = 9.0        # cycles a table activation's table command leads the first window's
+    #                                   (the loader issues it at start, while the M tile walker sets up)
 
 
 def _memory_bytes_per_cycle(acc, dram):
@@ -212,7 +216,7 @@ class LayerTable:
     _FIELDS = ("op", "m1", "k1", "n1", "g", "r", "m2", "k2", "n2", "ew_elems", "ew_ops",
                "in_bytes", "out_bytes", "w_bytes", "param_bytes", "macs", "out_elems",
                "images", "in_h", "in_w", "out_h", "out_w", "span_h", "span_w", "stride_h", "stride_w",
-               "pad_top", "pad_left", "pad_w", "in_c", "taps", *VECTOR_FIELDS)
+               "pad_top", "pad_left", "pad_w", "in_c", "taps", "table", *VECTOR_FIELDS)
 
     def __init__(self, layers, *, pack=True):
         layers = tuple(layers)
@@ -304,7 +308,8 @@ class LayerTable:
         elif m1:
             window = (1, 1, m1, 1, m1, 1, 1, 1, 1, 0, 0, 0, k1, 1)
         return (_OP_CODE[op], m1, k1, n1, g, r, m2, k2, n2, ew_elems, ew_ops, in_bytes, out_elems,
-                w_bytes, w_bytes + bias, l.macs, out_elems, *window, *_vector_walk(l))
+                w_bytes, w_bytes + bias, l.macs, out_elems, *window, int(l.activation in TABLE_ACTIVATIONS),
+                *_vector_walk(l))
 
 
 class AcceleratorTable:
@@ -584,7 +589,8 @@ def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
         c1, l1, c2, resident = _template(lt, acc, c1, l1, c2)
     refetch = np.where(R > 1, R, mt1)                    # LSTM: every step; CNN: every M tile
     w_fetches = w_b * np.where(t.fit, 1, refetch)
-    t.dram_w = np.where(resident, 0.0, w_fetches + (p_b - w_b))
+    # a table activation's table: read once, at the layer's start (mensa.model.ws_stream.table_delay)
+    t.dram_w = np.where(resident, 0.0, w_fetches + (p_b - w_b)) + _col(lt.table) * TABLE_ENTRIES
     # The input crosses the bus once per M tile window (WS: the windows' halo rows again); an
     # OS array re-reads it for every N tile when it does not fit half the activation buffer.
     in_reads = np.where(acc.os, np.where(in_b > acc.abuf / 2, np.maximum(cdiv(N1, acc.cols), 1), 1),
@@ -593,7 +599,7 @@ def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
     t.compute, t.load, t.fill = c1 + c2 + vec, l1 + l2, f1 + f2 + vec_fill
     if not bool(acc.os.all()):
         t.stream, t.window, t.boundary = ws_stream(M1, K1, N1, G, R, t.fit, spill, tiling, taps, c1 + l1,
-                                                   acc, cal)
+                                                   _col(lt.table), acc, cal)
     t.first = np.minimum(t.dram_w + t.dram_a,
                          acc.rows * acc.cols + np.where(spill, acc.rows * np.minimum(M1, acc.rows), 0))
     t.wbuf = wr1 + wr2 + w_fetches

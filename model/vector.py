@@ -28,13 +28,11 @@ model's bus term); its pipeline's fill follows the last input word. Every pixel 
 
 import numpy as np
 
-from mensa.contract.numeric import READS_IN_FLIGHT
+from mensa.contract.numeric import READS_IN_FLIGHT, TABLE_ENTRIES
 from mensa.contract.vector_program import rows_that_fit
 from mensa.model.tiling import cdiv
 
-__all__ = ["vector_terms", "TABLE_BYTES"]
-
-TABLE_BYTES = 256       # a table activation's entries, int8 (mensa.core.golden.activation_table)
+__all__ = ["vector_terms"]
 
 
 def vector_terms(cols, acc, cal):
@@ -69,7 +67,7 @@ def vector_terms(cols, acc, cal):
     compute = tiles * c["vec_m"] * c["vec_taps"]
     row = c["vec_in_w"] * pixel
     stream = c["vec_stream"] > 0
-    table = c["vec_table"] * cdiv(TABLE_BYTES, word) * word           # a table activation's, read first
+    table = c["vec_table"] * cdiv(TABLE_ENTRIES, word) * word           # a table activation's, read first
     first = table + c["vec_quant"] * quant + c["vec_wtaps"] * pixel + c["vec_first_rows"] * row * c["vec_inputs"]
     # the ring: as many input rows as the line buffer holds (mensa.contract.vector_program.ring_rows)
     ring = rows_that_fit(c["vec_in_w"], acc.line_depth, c["vec_inputs"] > 1)
@@ -86,7 +84,7 @@ def vector_terms(cols, acc, cal):
     burst = acc.max_burst * word
     bursts = (tiles * (c["vec_inputs"] * c["vec_in_h"] * cdiv(row, burst) + c["vec_quant"] * cdiv(quant, burst)
                        + np.where(c["vec_wtaps"] > 0, cdiv(c["vec_wtaps"] * pixel, burst), 0))
-              + np.where(c["vec_table"] > 0, cdiv(TABLE_BYTES, burst), 0))
+              + np.where(c["vec_table"] > 0, cdiv(TABLE_ENTRIES, burst), 0))
     read_words = cdiv(dram_w + dram_a - written, word)
     row_trip = (bursts * (acc.latency + cal.dram_turnaround) + read_words) / READS_IN_FLIGHT
     fill = (cal.vector_fill + c["vec_quant"] * cal.vector_requant + c["vec_table"] * cal.vector_table

@@ -49,6 +49,11 @@ weight banks
     tile's weight words and activations; an N tile's record delays the next tile's weights
     beyond that when it is longer than half a turnaround.
 
+A table activation's table (``TABLE_ENTRIES`` bytes, in bursts of its own) is read first, its command
+``Calibration.ws_table_lead`` cycles ahead of the first window's: the window's words follow the
+table's on the bus, and with ``F`` or more table bursts its first burst waits for the first
+table burst's slot; whichever is later shifts the whole stream (:func:`table_delay`).
+
 What the array waits for: the walk streams a window behind the loader. It reads only words
 already written, and requests a K tile's weights once the K tile's channel plane is in.
 The first kernel tap's K tiles need every plane, so of the first window what the bus takes
@@ -76,25 +81,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.contract.gemm import ROUTE_DEPTH
-from mensa.contract.numeric import ACC_BITS, READS_IN_FLIGHT
+from mensa.contract.numeric import ACC_BITS, READS_IN_FLIGHT, TABLE_ENTRIES
 from mensa.model.bursts import SHORT_BURSTS, burst_chain, short_stream
 from mensa.model.tiling import cdiv
 
-__all__ = ["QUANT_RECORD_BYTES", "ws_stream"]
+__all__ = ["QUANT_RECORD_BYTES", "ws_stream", "table_delay"]
 
 #: Bytes of one output channel's quantisation record, read once per N tile: int32 bias,
 #: int32 multiplier, int8 shift (mensa.contract.gemm_program packs them so).
 QUANT_RECORD_BYTES = ACC_BITS // 8 + 4 + 1
 
 
-def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
+def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, table, acc, cal):
     """Cycles of the read stream of a DMA-fed WS product, of its first window and of its later
     windows' exposed rest: ``(stream, first, later)`` (module docstring).
 
     ``G x R`` products ``M x K @ K x N``; ``fit``: the weights stay in the weight buffer after
     their first pass; ``spill``: the activations stream from DRAM; ``tiling``: the product's
     M tiles (:func:`mensa.model.tiling.ws_tiling`); ``taps``: K is walked as ``taps`` kernel
-    taps; ``busy``: the array's cycles fed at full rate.
+    taps; ``busy``: the array's cycles fed at full rate; ``table``: 1 with a table activation.
     """
     t = _traffic(K, N, G, R, fit, spill, tiling, taps, acc, cal)
     F = READS_IN_FLIGHT
@@ -106,9 +111,22 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
     walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
     live = M > 0
-    return (np.where(live, np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), 0.0),
-            np.where(live, first, 0.0),
+    shift = table * table_delay(acc, cal)
+    return (np.where(live, np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk) + shift, 0.0),
+            np.where(live, first + shift, 0.0),
             np.where(live & spill, boundary, 0.0))
+
+
+def table_delay(acc, cal):
+    """Cycles a table activation's table delays the first window's words: their bus words beyond the
+    table command's lead, or, with ``F`` or more table bursts, the first table burst's words, hold
+    and the window burst's own latency beyond that lead (it reuses that burst's slot)."""
+    F = READS_IN_FLIGHT
+    cpw = np.maximum(acc.word_bytes / np.maximum(acc.bpc, 1e-9), 1.0)
+    words = cdiv(TABLE_ENTRIES, acc.word_bytes)
+    bursts = cdiv(words, acc.max_burst)
+    slot = acc.latency + cal.dram_turnaround + np.minimum(words, (bursts - F + 1) * acc.max_burst) * cpw
+    return np.maximum(np.maximum(words * cpw, np.where(bursts >= F, slot, 0.0)) - cal.ws_table_lead, 0.0)
 
 
 @dataclass

@@ -23,10 +23,12 @@ def config(rows=4, cols=4, data_bits=64, acc_kib=16, dataflow=Dataflow.WEIGHT_ST
                              memory=MemoryConfig(data_bits=data_bits))
 
 
-def layer(op, in_shape, out_shape, activation=Activation.NONE, zp_in=3, zp_out=-5, **kw):
+def layer(op, in_shape, out_shape, activation=Activation.NONE, zp_in=3, zp_out=-5, pre=None, **kw):
+    """A quantised layer; a table activation's requantises to ``pre`` (scale, zero point), the table's input."""
     cout = out_shape[-1]
     quant = LayerQuant(inputs=(QuantParams(0.05, zp_in),), output=QuantParams(0.1, zp_out),
-                       weight_scales=tuple(np.linspace(0.001, 0.01, cout)))
+                       weight_scales=tuple(np.linspace(0.001, 0.01, cout)),
+                       pre_activation=None if pre is None else QuantParams(*pre))
     return Layer(name="l", op=op, in_shape=in_shape, out_shape=out_shape, activation=activation, quant=quant, **kw)
 
 
@@ -98,6 +100,8 @@ def sequencer_model(prog):
                         acc += a @ w
             acc32 = ((acc + bias + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
             y = golden.requantize(acc32, mult, shift, r["OUT_ZERO_POINT"], r["QMIN"], r["QMAX"])
+            if r["ACT_TABLE"]:
+                y = img[at("TABLE_ADDR"):][:256][y.astype(np.int16) + 128]
             for i in range(mt):
                 o = (t * m + m0 + i) * ob
                 out[o:o + C] = y[i].astype(np.int8).tobytes()
@@ -114,6 +118,14 @@ CASES = [
     (config(2, 4, data_bits=32), layer(Op.FC, (5, 9), (5, 6), zp_in=0, zp_out=0)),
     (config(12, 12), layer(Op.FC, (4, 30), (4, 25))),                   # vectors of 2 words
     (config(9, 5, data_bits=32), layer(Op.CONV2D, (1, 2, 3, 20), (1, 2, 3, 11))),
+    # table activations: the records requantise to the table's input, every output byte is looked up
+    (config(), layer(Op.FC, (3, 13), (3, 7), activation=Activation.TANH, pre=(0.02, 6))),
+    (config(4, 8), layer(Op.CONV2D, (1, 4, 5, 6), (1, 4, 5, 9), activation=Activation.HARD_SWISH, pre=(0.03, -9),
+                         kernel=(3, 3), padding=(1, 1, 1, 1))),
+    (config(2, 4, data_bits=32), layer(Op.CONV2D, (1, 3, 3, 5), (1, 3, 3, 6), activation=Activation.SIGMOID,
+                                       pre=(0.05, 0))),
+    (config(), layer(Op.DEPTHWISE, (1, 5, 4, 6), (1, 3, 2, 6), activation=Activation.HARD_SIGMOID,
+                     pre=(0.04, 11), kernel=(3, 3), groups=6)),
 ]
 
 
@@ -159,8 +171,9 @@ def test_layout_follows_the_array_size_in_the_config():
     (layer(Op.DEPTHWISE, (1, 6, 6, 8), (1, 6, 6, 16), kernel=(3, 3), padding=(1, 1, 1, 1), groups=8),
      r"depthwise 8 -> 16 channels \(depth multiplier 2\)"),
     (layer(Op.CONV2D, (2, 6, 6, 8), (2, 4, 4, 8), kernel=(3, 3)), r"batch 2 with a 3x3 kernel; allowed: batch 1"),
-    (layer(Op.FC, (1, 8), (1, 8), activation=Activation.SIGMOID), r"activation sigmoid.*allowed: none, relu"),
-], ids=["stride3", "grouped", "depth-multiplier", "batch", "sigmoid"])
+    (layer(Op.FC, (1, 8), (1, 8), activation=Activation.SIGMOID),
+     r"quant.pre_activation: missing; allowed: a sigmoid layer with it"),
+], ids=["stride3", "grouped", "depth-multiplier", "batch", "sigmoid-without-its-table-input"])
 def test_layers_it_cannot_run_are_one_line_user_errors(lay, match):
     rng = np.random.default_rng(3)
     if lay.activation is Activation.SIGMOID:
@@ -193,3 +206,21 @@ def test_wide_vectors_take_whole_words():
     g = prog.geometry
     assert (g.act_words, g.weight_words, g.out_words) == (3, 3, 3)
     assert prog.output_bytes == 2 * 3 * 12          # 2 N tiles x 3 rows x 3 words of 4 bytes
+
+
+def test_a_table_activation_adds_its_table_and_requantises_to_the_table_input():
+    """The table in its own region, ACT_TABLE and TABLE_ADDR set, the records' zero point the
+    pre-activation's and no clamp; a layer without one writes ACT_TABLE 0 (the register persists)."""
+    rng = np.random.default_rng(6)
+    lay = layer(Op.FC, (2, 10), (2, 5), activation=Activation.HARD_SWISH, zp_out=-128, pre=(0.03, 7))
+    x = rng.integers(-128, 128, lay.in_shape).astype(np.int8)
+    prog = compile_layer(config(), lay, params(lay, rng), x, base=0x8000)
+    r = prog.registers
+    assert (r["ACT_TABLE"], r["OUT_ZERO_POINT"], r["QMIN"], r["QMAX"]) == (1, 7, -128, 127)
+    table = golden.activation_table(lay.activation, lay.quant.pre_activation, lay.quant.output)
+    at = r["TABLE_ADDR"] - prog.base
+    np.testing.assert_array_equal(prog.image[at:at + 256].view(np.int8), table)
+    assert r["QUANT_ADDR"] < r["TABLE_ADDR"] < r["OUTPUT_ADDR"] and r["TABLE_ADDR"] % 4096 == 0
+    plain = layer(Op.FC, (2, 10), (2, 5), activation=Activation.RELU)
+    r = compile_layer(config(), plain, params(plain, rng), x).registers
+    assert r["ACT_TABLE"] == 0 and "TABLE_ADDR" not in r

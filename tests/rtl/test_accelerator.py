@@ -17,6 +17,7 @@ import numpy as np
 
 from mensa.contract.header import header
 from mensa.contract.compiler import compile_layer
+from mensa.contract.numeric import TABLE_ENTRIES
 from mensa.core.errors import CompileError
 from mensa.hw.accelerator import Accelerator
 from mensa.contract.regs import register_map
@@ -73,7 +74,8 @@ def compiled(cfg, specs):
 
 def dram_read_bytes(prog):
     """What the accelerator must read for ``prog``: every M tile's input window once, per M tile
-    each N tile's quantisation record, and the weights per M tile, or once if they stay on chip."""
+    each N tile's quantisation record, the weights per M tile, or once if they stay on chip, and a
+    table activation's table once."""
     g, regs = prog.geometry, prog.registers
     k, n, taps = regs["IN_C"], regs["OUT_C"], regs["KERNEL_H"] * regs["KERNEL_W"]
     nt = -(-n // g.cols)
@@ -81,7 +83,8 @@ def dram_read_bytes(prog):
                   for t in range(nt))
     tiles = list(prog.m_tiles())
     passes = 1 if regs["WEIGHTS_RESIDENT"] else len(tiles)
-    return sum(t[4] for t in tiles) * g.act_bytes + passes * weights + len(tiles) * nt * g.quant_bytes
+    table = TABLE_ENTRIES if regs["ACT_TABLE"] else 0
+    return sum(t[4] for t in tiles) * g.act_bytes + passes * weights + len(tiles) * nt * g.quant_bytes + table
 
 
 def smallest_act_kib(cfg, specs):

@@ -40,8 +40,9 @@ def random_tile(rng, walk):
 
 
 def descriptor(walk, tile, *, n=1, depthwise=False, resident=False, input_addr=0, weight_addr=0,
-               quant_addr=0, output_addr=0, in_zero_point=0, out_zero_point=0, qmin=0, qmax=0):
-    """The descriptor of ``walk`` in M tiles of ``tile`` (rows, cols), as a dict for ``ctx.set``."""
+               quant_addr=0, output_addr=0, in_zero_point=0, out_zero_point=0, qmin=0, qmax=0, table_addr=None):
+    """The descriptor of ``walk`` in M tiles of ``tile`` (rows, cols), as a dict for ``ctx.set``; a
+    ``table_addr`` sets ACT_TABLE (the activation table read from there)."""
     return {
         "m": walk.out_h * walk.out_w, "k": walk.k, "n": n, "depthwise": int(depthwise),
         "tile_rows": tile[0], "tile_cols": tile[1], "weights_resident": int(resident),
@@ -52,7 +53,7 @@ def descriptor(walk, tile, *, n=1, depthwise=False, resident=False, input_addr=0
         "in_zero_point": in_zero_point & 0xFF, "out_zero_point": out_zero_point & 0xFF,
         "qmin": qmin & 0xFF, "qmax": qmax & 0xFF,
         "input_addr": input_addr, "weight_addr": weight_addr, "quant_addr": quant_addr,
-        "output_addr": output_addr,
+        "output_addr": output_addr, "table": int(table_addr is not None), "table_addr": table_addr or 0,
     }
 
 

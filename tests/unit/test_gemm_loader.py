@@ -1,4 +1,5 @@
-"""The loader reads each M tile's window, burst by burst, into the scratchpad, and commits it."""
+"""The loader reads each M tile's window, burst by burst, into the scratchpad, and commits it; a layer
+with a table activation has its table read first, into the table's write port."""
 
 import random
 
@@ -9,6 +10,7 @@ from mensa.sim.sim_streams import stream_get, stream_put
 from tests.unit.gemm_parts import ADDR_BITS, descriptor, geometry, random_tile, random_walk, run
 
 INPUT_ADDR = 0x1000
+TABLE_ADDR = 0x7000
 
 
 def dram_word(addr):
@@ -53,14 +55,18 @@ def test_windows_are_read_and_written_in_order_under_random_gaps(seed):
     dut = WindowLoader(geometry=g, addr_bits=ADDR_BITS)
     pending = []                    # bursts taken and not yet answered
     bursts, writes, commits = [], [], []
+    table = seed % 2 == 1           # odd seeds: a table activation's table first
+    table_words = 256 // g.word_bytes
+    table_cmds, table_writes = [], []
 
     async def control(ctx):
-        ctx.set(dut.desc, descriptor(walk, tile, input_addr=INPUT_ADDR))
+        layer = descriptor(walk, tile, input_addr=INPUT_ADDR, table_addr=TABLE_ADDR if table else None)
+        ctx.set(dut.desc, layer)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
         ctx.set(dut.desc, descriptor(walk, tile, input_addr=0))     # sampled at start only
-        ctx.set(dut.layer, descriptor(walk, tile, input_addr=INPUT_ADDR))
+        ctx.set(dut.layer, layer)
         ctx.set(dut.commit.ready, 1)
         while len(commits) < len(expected):
             await ctx.tick()
@@ -72,7 +78,7 @@ def test_windows_are_read_and_written_in_order_under_random_gaps(seed):
                 ctx.set(dut.commit.ready, 1)
         assert ctx.get(dut.progress.tiles) == len(expected)
 
-    total = sum(len(b) for b, _ in expected)
+    total = sum(len(b) for b, _ in expected) + table
 
     async def commands(ctx):
         for _ in range(total):
@@ -90,11 +96,18 @@ def test_windows_are_read_and_written_in_order_under_random_gaps(seed):
 
     async def scratchpad(ctx):
         # a burst with the loader's progress as it is taken (the walk's reads follow it), a
-        # window with the M tiles counted as issued when it commits
-        async for _clk, _rst, en, addr, data, valid, ready, cmd_valid, cmd_ready, cmd, progress in ctx.tick().sample(
+        # window with the M tiles counted as issued when it commits; the table's burst first
+        async for _clk, _rst, en, addr, data, valid, ready, cmd_valid, cmd_ready, cmd, progress, t_en, t_addr, \
+                t_data in ctx.tick().sample(
                 dut.write.en, dut.write.addr, dut.write.data, dut.commit.valid, dut.commit.ready,
-                dut.rd_cmd.valid, dut.rd_cmd.ready, dut.rd_cmd.payload, dut.progress):
-            if cmd_valid and cmd_ready:
+                dut.rd_cmd.valid, dut.rd_cmd.ready, dut.rd_cmd.payload, dut.progress, dut.table_en,
+                dut.table_addr, dut.table_data):
+            if t_en:
+                table_writes.append((t_addr, t_data))
+            if cmd_valid and cmd_ready and cmd.addr == TABLE_ADDR:
+                assert not bursts and not commits
+                table_cmds.append((cmd.addr, cmd.count))
+            elif cmd_valid and cmd_ready:
                 assert progress.issuing
                 bursts.append((cmd.addr, cmd.count, progress.channel))
             if en:
@@ -106,6 +119,8 @@ def test_windows_are_read_and_written_in_order_under_random_gaps(seed):
                 writes.clear()
 
     run(dut, [control, commands, answers], [scratchpad])
+    assert table_cmds == ([(TABLE_ADDR, table_words - 1)] if table else [])
+    assert table_writes == [(i, dram_word(TABLE_ADDR + i * g.word_bytes)) for i in range(table_words if table else 0)]
     for (want_bursts, want_vectors), (got_bursts, got_writes) in zip(expected, commits, strict=True):
         assert got_bursts == want_bursts
         assert got_writes == list(enumerate(want_vectors))
