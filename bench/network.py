@@ -46,7 +46,7 @@ def main():
         sched = schedule(net, system)
         x = np.random.default_rng([args.seed, 1]).integers(-128, 128, size=net.input_shape, dtype=np.int8)
         print(f"{name}: {len(net.layers)} layers on {system.name} ...", flush=True)
-        r = run_on_rtl(compile_for_rtl(net, params, system, sched), system, sched, x, seed=args.seed)
+        r = run_on_rtl(compile_for_rtl(net, params, system, sched), system, sched, [x], seed=args.seed)
         d = r.to_dict()
         worst = max(r.layers, key=lambda l: abs(l.error))
         rows.append({k: d[k] for k in ("network", "system", "bit_exact", "layer_cycles", "predicted_cycles", "error",

@@ -87,6 +87,8 @@ class Command:
         readers of a buffer it reuses.
     output : tuple
         ``(address, bytes)`` of its output.
+    frame : int
+        The inference it belongs to.
     """
     layer: str
     accelerator: str
@@ -95,6 +97,7 @@ class Command:
     registers: dict
     deps: tuple
     output: tuple
+    frame: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,19 +128,21 @@ class NetworkProgram:
     host_inputs: tuple
     activation_bytes: int
 
-    def input_writes(self, x):
+    def input_writes(self, xs):
         """``(address, uint8 bytes)`` the host writes before a run: every network input as its reading
-        layer lays it out. ``x`` is the ``"input"`` array, or a dict of every network input by name."""
-        inputs = x if isinstance(x, dict) else {"input": x}
+        layer lays it out. ``xs`` holds one frame's inputs per frame: the ``"input"`` array, or a dict of
+        every network input by name."""
         writes = []
         for index, region, name, addr in self.host_inputs:
             cmd = self.commands[index]
+            x = xs[cmd.frame]
+            inputs = x if isinstance(x, dict) else {"input": x}
             layer = self.network[cmd.layer]
-            xs = [inputs[s] if s in inputs else np.zeros(sh, np.int8)
-                  for s, sh in zip(layer.inputs, (layer.in_shape, *layer.extra_in_shapes))]
-            xs = [np.asarray(v, np.int8).reshape(sh) for v, sh in zip(xs, (layer.in_shape, *layer.extra_in_shapes))]
+            shapes = (layer.in_shape, *layer.extra_in_shapes)
+            operands = [np.asarray(inputs[s], np.int8).reshape(sh) if s in inputs else np.zeros(sh, np.int8)
+                        for s, sh in zip(layer.inputs, shapes)]
             prog = compile_layer(self.accelerators[cmd.unit], layer, self.params[layer.name],
-                                 tuple(xs) if len(xs) > 1 else xs[0])
+                                 tuple(operands) if len(operands) > 1 else operands[0])
             writes.append((addr, np.array(prog.region(region))))
         return writes
 
@@ -219,8 +224,23 @@ def _last_readers(network):
     return last
 
 
-def compile_network(network, params, system, placement):
+def _check_layout(layer, acc, source, producer, want):
+    have = producer.program.layouts["output"]
+    if not have.feeds(want):
+        raise CompileError(
+            f"layer {layer.name!r} on {acc.name!r} reads {source!r} (on {producer.accelerator!r}) in a "
+            f"layout it cannot read in place: {want.channels} channels in tiles of {want.tile} as "
+            f"{want.pixels} vectors of {want.vector_bytes} B, written as {have.channels} in tiles of "
+            f"{have.tile} as {have.pixels} of {have.vector_bytes} B; allowed: accelerators of one tile "
+            f"width for layers that pass tensors")
+
+
+def compile_network(network, params, system, placement, *, frames=1):
     """Compile ``network`` for ``system`` with every layer on ``placement[layer name]`` (an accelerator's name).
+
+    ``frames`` consecutive inferences share the constants and have activation buffers of their own;
+    their commands follow frame by frame, so an accelerator runs frame ``t + 1``'s layers while the
+    next accelerator of the pipeline still runs frame ``t``'s.
 
     Parameters
     ----------
@@ -231,6 +251,8 @@ def compile_network(network, params, system, placement):
     system : :class:`~mensa.core.config.SystemConfig`
     placement : dict
         Layer name -> accelerator name (a schedule's placements).
+    frames : int
+        Inferences in the command list.
 
     Raises
     ------
@@ -238,6 +260,8 @@ def compile_network(network, params, system, placement):
         One line: a layer no placed accelerator can run, a producer whose output layout its
         reader cannot read in place, or a network that does not fit the address space.
     """
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, not {frames!r}")
     where = _placement(network, system, placement)
     last = _last_readers(network)
     programs, constants, size = [], [], 0
@@ -254,54 +278,52 @@ def compile_network(network, params, system, placement):
         programs.append((prog, addresses))
 
     arena = _Arena(size)
-    # the host writes every network input before the run, each as its reader reads it: those regions
-    # come first, and are free for reuse once their reader is done
+    count = len(network.layers)
+    # the host writes every frame's network inputs before the run, each as its reader reads it: those
+    # regions come first, and are free for reuse once their reader is done
     layer_names = {l.name for l in network.layers}
-    host_inputs = []
-    for i, layer in enumerate(network.layers):
-        prog, addresses = programs[i]
-        for region, source in zip(INPUT_REGIONS, layer.inputs):
-            if source not in layer_names:
-                addresses[region], _ = arena.alloc(prog.regions[region][1])
-                host_inputs.append((i, region, source, addresses[region]))
-    commands, outputs, ancestors = [], {}, []
-    for i, layer in enumerate(network.layers):
-        acc, unit = where[layer.name]
-        prog, addresses = programs[i]
-        deps = set()
-        for region, source in zip(INPUT_REGIONS, layer.inputs):
-            if source not in layer_names:
-                continue
-            p, addr = outputs[source]
-            producer = commands[p]
-            have, want = producer.program.layouts["output"], prog.layouts[region]
-            if not have.feeds(want):
-                raise CompileError(
-                    f"layer {layer.name!r} on {acc.name!r} reads {source!r} (on {producer.accelerator!r}) in a "
-                    f"layout it cannot read in place: {want.channels} channels in tiles of {want.tile} as "
-                    f"{want.pixels} vectors of {want.vector_bytes} B, written as {have.channels} in tiles of "
-                    f"{have.tile} as {have.pixels} of {have.vector_bytes} B; allowed: accelerators of one tile "
-                    f"width for layers that pass tensors")
-            addresses[region] = addr
-            deps.add(p)
-        out_bytes = prog.regions["output"][1]
-        before = set().union(*([{p} | ancestors[p] for p in deps] or [set()]))
-        addresses["output"], users = arena.alloc(out_bytes, before)
-        deps |= users
-        ancestors.append(before | users)
-        for index, region, _, addr in host_inputs:
-            if index == i:              # read by this layer alone
-                arena.release(addr, prog.regions[region][1], {i})
-        outputs[layer.name] = i, addresses["output"]
-        regmap = register_map(acc)
-        commands.append(Command(layer=layer.name, accelerator=acc.name, unit=unit, program=prog,
-                                registers=prog.relocated(regmap, addresses), deps=tuple(sorted(deps - {i})),
-                                output=(addresses["output"], out_bytes)))
-        for source in set(layer.inputs):
-            if source in outputs and last.get(source) == i:
+    host_inputs, frame_addresses = [], []
+    for f in range(frames):
+        frame_addresses.append([dict(addresses) for _, addresses in programs])
+        for i, layer in enumerate(network.layers):
+            prog = programs[i][0]
+            for region, source in zip(INPUT_REGIONS, layer.inputs):
+                if source not in layer_names:
+                    addr, _ = arena.alloc(prog.regions[region][1])
+                    frame_addresses[f][i][region] = addr
+                    host_inputs.append((f * count + i, region, source, addr))
+    commands, ancestors = [], []
+    for f in range(frames):
+        outputs = {}
+        for i, layer in enumerate(network.layers):
+            c = f * count + i
+            acc, unit = where[layer.name]
+            prog, addresses = programs[i][0], frame_addresses[f][i]
+            deps = set()
+            for region, source in zip(INPUT_REGIONS, layer.inputs):
+                if source not in layer_names:
+                    continue
                 p, addr = outputs[source]
-                readers = {j for j, l in enumerate(network.layers[:i + 1]) if source in l.inputs}
-                arena.release(addr, commands[p].output[1], readers | {p})
+                _check_layout(layer, acc, source, commands[p], prog.layouts[region])
+                addresses[region] = addr
+                deps.add(p)
+            out_bytes = prog.regions["output"][1]
+            before = set().union(*([{p} | ancestors[p] for p in deps] or [set()]))
+            addresses["output"], users = arena.alloc(out_bytes, before)
+            deps |= users
+            ancestors.append(before | users)
+            for index, region, _, addr in host_inputs:
+                if index == c:              # read by this layer alone
+                    arena.release(addr, prog.regions[region][1], {c})
+            outputs[layer.name] = c, addresses["output"]
+            commands.append(Command(layer=layer.name, accelerator=acc.name, unit=unit, program=prog,
+                                    registers=prog.relocated(register_map(acc), addresses),
+                                    deps=tuple(sorted(deps - {c})), output=(addresses["output"], out_bytes), frame=f))
+            for source in set(layer.inputs):
+                if source in outputs and last.get(source) == i:
+                    p, addr = outputs[source]
+                    readers = {f * count + j for j, l in enumerate(network.layers[:i + 1]) if source in l.inputs}
+                    arena.release(addr, commands[p].output[1], readers | {p})
 
     end = arena.top
     for acc in system.accelerator:

@@ -33,6 +33,8 @@ def add_arguments(parser):
                         help=f"system config: a TOML file or a preset name (default: {DEFAULT_SYSTEM})")
     parser.add_argument("--pin", action="append", default=[], metavar="LAYER=ACCELERATOR",
                         help="place a layer by hand (repeatable)")
+    parser.add_argument("--frames", type=types.positive_int(64), default=1,
+                        help="consecutive inferences, pipelined across the accelerators (default: 1)")
     parser.add_argument("--latency", type=types.positive_int(10_000), default=None,
                         help="DRAM read latency in cycles per burst (default: the system's dram.latency_cycles)")
     parser.add_argument("--pause", type=types.probability, default=0.0,
@@ -51,10 +53,11 @@ def quantised(net, seed):
     return quantize_network(net, rng, [x])
 
 
-def _input(net, seed):
+def _inputs(net, seed, frames):
+    """One random int8 input (a dict of every network input) per frame."""
     rng = np.random.default_rng([seed, 1])
-    x = {"input": rng.integers(-128, 128, size=net.input_shape, dtype=np.int8)}
-    return x | {n: rng.integers(-128, 128, size=s, dtype=np.int8) for n, s in net.extra_inputs}
+    return [{"input": rng.integers(-128, 128, size=net.input_shape, dtype=np.int8)}
+            | {n: rng.integers(-128, 128, size=s, dtype=np.int8) for n, s in net.extra_inputs} for _ in range(frames)]
 
 
 def run(args):
@@ -70,7 +73,7 @@ def run(args):
     with console.status(f"{net.name}: quantise, schedule and compile for {system.name}"):
         qnet, params = quantised(net, args.seed)
         sched = schedule(qnet, system, pins=pins)
-        prog = compile_for_rtl(qnet, params, system, sched)
+        prog = compile_for_rtl(qnet, params, system, sched, frames=args.frames)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("build", total=None)
@@ -79,7 +82,7 @@ def run(args):
         def progress(stage, done, total):
             bar.update(task, description=stages[stage], completed=done, total=total)
 
-        result = run_on_rtl(prog, system, sched, _input(qnet, args.seed), latency=args.latency,
+        result = run_on_rtl(prog, system, sched, _inputs(qnet, args.seed, args.frames), latency=args.latency,
                             pause=args.pause, seed=args.seed, progress=progress)
     _print(result, system, args, Console(width=None if Console().is_terminal else 160))
     data = result.to_dict() | {"seed": args.seed, "pause": args.pause,
@@ -97,13 +100,14 @@ def _print(result, system, args, console):
     from rich.table import Table
     table = Table(title=f"{result.network} on the RTL of {result.system} (DRAM latency "
                         f"{args.latency or system.dram.latency_cycles}, pause {args.pause:g})")
-    for col, just in (("layer", "left"), ("op", "left"), ("accelerator", "left"), ("cycles", "right"),
+    frame = (("frame", "right"),) if result.frames > 1 else ()
+    for col, just in (("layer", "left"), *frame, ("op", "left"), ("accelerator", "left"), ("cycles", "right"),
                       ("model", "right"), ("error %", "right"), ("util %", "right"), ("DRAM kB r/w", "right"),
                       ("bit-exact", "left")):
         table.add_column(col, justify=just)
     for r in result.layers:
-        table.add_row(r.layer, r.op, f"{r.accelerator} ({r.engine})", f"{r.cycles:,}", f"{r.predicted:,.0f}",
-                      f"{100 * r.error:+.2f}", f"{100 * r.utilisation:.1f}",
+        table.add_row(r.layer, *((str(r.frame),) if frame else ()), r.op, f"{r.accelerator} ({r.engine})",
+                      f"{r.cycles:,}", f"{r.predicted:,.0f}", f"{100 * r.error:+.2f}", f"{100 * r.utilisation:.1f}",
                       f"{r.read_bytes / 1e3:,.1f}/{r.written_bytes / 1e3:,.1f}", "yes" if r.bit_exact else "NO")
     console.print(table)
     d = result.to_dict()
@@ -113,6 +117,9 @@ def _print(result, system, args, console):
     console.print(f"layer cycles {d['layer_cycles']:,} measured, {d['predicted_cycles']:,.0f} by the cost model "
                   f"({100 * d['error']:+.2f}%); {result.total_cycles:,} cycles from reset to the end, register "
                   f"writes included")
+    if result.frames > 1:
+        console.print(f"{result.frames} frames in {result.total_cycles:,} cycles: "
+                      f"{result.total_cycles / result.frames:,.0f} cycles per frame, pipelined across the accelerators")
     for acc in sorted({r.accelerator for r in result.layers}):
         mine = [r for r in result.layers if r.accelerator == acc]
         busy = sum(r.cycles for r in mine)

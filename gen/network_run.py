@@ -27,6 +27,7 @@ __all__ = ["RUNTIME", "LayerRun", "NetworkRun", "compile_for_rtl", "run_on_rtl"]
 @dataclass(frozen=True)
 class LayerRun:
     layer: str
+    frame: int
     op: str
     accelerator: str
     engine: str
@@ -53,8 +54,10 @@ class LayerRun:
 class NetworkRun:
     network: str
     system: str
+    frames: int
     layers: tuple
     total_cycles: int       # simulated cycles from reset to the last layer's end, register writes included
+    #                         (all frames)
     wall_seconds: float
     build_seconds: float
     image_bytes: int
@@ -72,7 +75,7 @@ class NetworkRun:
         layers = [dict(vars(r), error=r.error, utilisation=r.utilisation) for r in self.layers]
         measured = sum(r.cycles for r in self.layers)
         predicted = sum(r.predicted for r in self.layers)
-        return {"network": self.network, "system": self.system, "bit_exact": self.bit_exact,
+        return {"network": self.network, "system": self.system, "frames": self.frames, "bit_exact": self.bit_exact,
                 "layer_cycles": measured, "predicted_cycles": predicted, "error": predicted / measured - 1.0,
                 "dram_read_bytes": sum(r.read_bytes for r in self.layers),
                 "dram_written_bytes": sum(r.written_bytes for r in self.layers),
@@ -87,15 +90,15 @@ def _lanes(acc, layer):
     return acc.array.rows * acc.array.cols
 
 
-def compile_for_rtl(net, params, system, sched):
-    """``net`` (quantised, with ``params``) compiled for ``system`` as ``sched`` places it
-    (a :class:`~mensa.contract.network.NetworkProgram`)."""
-    return compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements})
+def compile_for_rtl(net, params, system, sched, *, frames=1):
+    """``net`` (quantised, with ``params``) compiled for ``system`` as ``sched`` places it, ``frames``
+    inferences (a :class:`~mensa.contract.network.NetworkProgram`)."""
+    return compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements}, frames=frames)
 
 
-def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progress=None):
-    """Run ``prog`` (:func:`compile_for_rtl`) on ``system``'s RTL on input ``x``; ``sched`` gives the cost
-    model's cycles per layer.
+def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, progress=None):
+    """Run ``prog`` (:func:`compile_for_rtl`) on ``system``'s RTL on ``xs``, one input per frame of ``prog``;
+    ``sched`` gives the cost model's cycles per layer.
 
     The harness's DRAM moves the bytes per cycle the system's DRAM bandwidth gives at the accelerator's
     clock (as the cost model has it); ``latency`` (DRAM read latency in cycles, default the system's
@@ -113,7 +116,7 @@ def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progr
     note("build", 1, 1)
 
     image = prog.image.copy()
-    for addr, blob in prog.input_writes(x):
+    for addr, blob in prog.input_writes(xs):
         image[addr:addr + blob.size] = blob
     count = len(prog.commands)
     note("run", 0, count)
@@ -126,9 +129,9 @@ def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progr
     t0 = time.monotonic()
     fin, total = harness.run(exe, image, prog.command_list(), latency=system.dram.latency_cycles if latency is None
                              else latency, bandwidth=dram_bytes_per_cycle(prog.accelerators[0], system.dram),
-                             pause=pause, seed=seed, on_done=finished, max_cycles=_cycle_limit(sched))
+                             pause=pause, seed=seed, on_done=finished, max_cycles=len(xs) * _cycle_limit(sched))
     wall = time.monotonic() - t0
-    expect = golden.run_network(net, params, x)
+    expect = [golden.run_network(net, params, x) for x in xs]
     predicted = {p.layer: p.cycles for p in sched.placements}
     runs, moved, before = [], {}, (0, 0)
     for f in fin:         # the bytes moved between two finishes (each layer's own when one runs at a time)
@@ -139,12 +142,12 @@ def run_on_rtl(prog, system, sched, x, *, latency=None, pause=0.0, seed=1, progr
         acc = prog.accelerators[cmd.unit]
         layer = net[cmd.layer]
         got = cmd.program.output(f.output)
-        runs.append(LayerRun(layer=layer.name, op=layer.op.value, accelerator=cmd.accelerator,
+        runs.append(LayerRun(layer=layer.name, frame=cmd.frame, op=layer.op.value, accelerator=cmd.accelerator,
                              engine=engine(acc, layer), cycles=int(f.cycles), predicted=float(predicted[layer.name]),
                              start=int(f.at - f.cycles), end=int(f.at), macs=int(layer.macs),
                              lanes=_lanes(acc, layer), read_bytes=moved[f.index][0], written_bytes=moved[f.index][1],
-                             bit_exact=bool(np.array_equal(got, expect[layer.name]))))
-    return NetworkRun(network=net.name, system=system.name, layers=tuple(runs), total_cycles=int(total),
+                             bit_exact=bool(np.array_equal(got, expect[cmd.frame][layer.name]))))
+    return NetworkRun(network=net.name, system=system.name, frames=len(xs), layers=tuple(runs), total_cycles=int(total),
                       wall_seconds=wall, build_seconds=built, image_bytes=int(image.size),
                       activation_bytes=prog.activation_bytes)
 

@@ -70,7 +70,7 @@ def test_the_host_writes_the_input_as_the_stem_reads_it():
     net, params = quantised(residual_cnn())
     prog = compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
     x = np.random.default_rng(3).integers(-128, 128, size=net.input_shape, dtype=np.int8)
-    ((addr, blob),) = prog.input_writes(x)
+    ((addr, blob),) = prog.input_writes([x])
     (index, region, name, at), = prog.host_inputs
     assert (index, region, name, at) == (0, "input", "input", addr)
     assert blob.size == prog.commands[0].program.regions["input"][1]

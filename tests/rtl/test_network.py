@@ -52,7 +52,7 @@ def _run(net, system_name, *, latency, pause, seed):
     sched = schedule(qnet, system)
     x = np.random.default_rng(seed).integers(-128, 128, size=qnet.input_shape, dtype=np.int8)
     print(f"{net.name} on {system_name}: seed {seed}, DRAM latency {latency}, pause {pause}")
-    result = run_on_rtl(compile_for_rtl(qnet, params, system, sched), system, sched, x, latency=latency,
+    result = run_on_rtl(compile_for_rtl(qnet, params, system, sched), system, sched, [x], latency=latency,
                         pause=pause, seed=seed)
     wrong = [r.layer for r in result.layers if not r.bit_exact]
     assert not wrong, f"seed {seed}: layers {wrong} differ from the golden model"
@@ -107,10 +107,44 @@ def test_two_accelerators_behind_the_system_top_run_independent_layers_at_once(t
     net, params = quantised(two_branches(), 3)
     sched = schedule(net, system, pins={"left": "pascal4", "right": "pascal4b"})
     x = np.random.default_rng(3).integers(-128, 128, size=net.input_shape, dtype=np.int8)
-    result = run_on_rtl(compile_for_rtl(net, params, system, sched), system, sched, x, latency=20, pause=0.1, seed=3)
+    result = run_on_rtl(compile_for_rtl(net, params, system, sched), system, sched, [x], latency=20, pause=0.1,
+                        seed=3)
     assert result.bit_exact, [r.layer for r in result.layers if not r.bit_exact]
     runs = {r.layer: r for r in result.layers}
     assert (runs["left"].accelerator, runs["right"].accelerator) == ("pascal4", "pascal4b")
     # the runtime issued both branches before either finished: their spans overlap
     assert runs["left"].start < runs["right"].end and runs["right"].start < runs["left"].end
     assert runs["join"].start >= max(runs["left"].end, runs["right"].end)
+
+
+def a_chain():
+    """A CNN in two halves: the first on one accelerator, the second on the other, a pipeline."""
+    b = NetworkBuilder("chain", (1, 12, 10, 8))
+    x = b.conv(b.input, 16, 3, activation=Activation.RELU, name="front")
+    x = b.depthwise(x, 3, activation=Activation.RELU6, name="front_dw")
+    x = b.pointwise(x, 16, activation=Activation.RELU, name="back")
+    x = b.conv(x, 16, 3, activation=Activation.RELU, name="back_conv")
+    b.fc(b.flatten(b.global_avgpool(x, name="gap")), 4, name="logits")
+    return b.build()
+
+
+@pytest.mark.slow
+def test_two_frames_pipelined_over_two_accelerators_beat_running_them_one_after_the_other(tmp_path):
+    path = tmp_path / "twin.toml"
+    path.write_text(TWIN)
+    system = load(path)
+    net, params = quantised(a_chain(), 4)
+    pins = {"front": "pascal4", "front_dw": "pascal4"} | {n: "pascal4b" for n in ("back", "back_conv", "gap",
+                                                                                   "logits")}
+    sched = schedule(net, system, pins=pins)
+    rng = np.random.default_rng(4)
+    xs = [rng.integers(-128, 128, size=net.input_shape, dtype=np.int8) for _ in range(2)]
+    one = run_on_rtl(compile_for_rtl(net, params, system, sched), system, sched, xs[:1], latency=20, seed=4)
+    two = run_on_rtl(compile_for_rtl(net, params, system, sched, frames=2), system, sched, xs, latency=20, seed=4)
+    assert one.bit_exact and two.bit_exact
+    assert {r.frame for r in two.layers} == {0, 1}
+    runs = {(r.frame, r.layer): r for r in two.layers}
+    # frame 1's front half ran while frame 0's back half did
+    assert runs[1, "front"].start < runs[0, "back_conv"].end
+    print(f"one frame {one.total_cycles:,} cycles, two frames {two.total_cycles:,}")
+    assert two.total_cycles < 2 * one.total_cycles
