@@ -90,14 +90,15 @@ def _lanes(acc, layer):
     return acc.array.rows * acc.array.cols
 
 
-def run_on_rtl(net, params, system, sched, x, *, latency=None, pause=0.0, seed=1, progress=None):
+def run_on_rtl(net, params, system, sched, x, *, latency=None, pause=0.0, seed=1, progress=None, trace=None):
     """Run ``net`` (quantised, with ``params``) on ``system``'s RTL as ``sched`` places it, on input ``x``.
 
     The harness's DRAM moves the bytes per cycle the system's DRAM bandwidth gives at the accelerator's
     clock (as the cost model has it); ``latency`` (DRAM read latency in cycles, default the system's
     ``dram.latency_cycles``) and
     ``pause`` (the probability an AXI channel of the DRAM pauses in a cycle, drawn from ``seed``)
-    set the harness's DRAM. ``progress(stage, done, total)`` is called as the work goes on.
+    set the harness's DRAM; ``trace`` (a path) gets its bus handshakes (:func:`mensa.sim.harness.run`).
+    ``progress(stage, done, total)`` is called as the work goes on.
     Returns a :class:`NetworkRun`.
     """
     note = progress or (lambda *a: None)
@@ -129,7 +130,7 @@ def run_on_rtl(net, params, system, sched, x, *, latency=None, pause=0.0, seed=1
     t0 = time.monotonic()
     fin, total = harness.run(exe, image, prog.command_list(), latency=system.dram.latency_cycles if latency is None
                              else latency, bandwidth=dram_bytes_per_cycle(acc, system.dram), pause=pause, seed=seed,
-                             on_done=finished, max_cycles=_cycle_limit(sched))
+                             on_done=finished, max_cycles=_cycle_limit(sched), trace=trace)
     wall = time.monotonic() - t0
     expect = golden.run_network(net, params, x)
     predicted = {p.layer: p.cycles for p in sched.placements}

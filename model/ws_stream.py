@@ -104,6 +104,7 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
     bank = _weight_banks(t, M, G, R, acc, cal)
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
+    boundary = boundary + _write_waits(t, G, R, tiling, acc)
     walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
     live = M > 0
     return (np.where(live, np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), 0.0),
@@ -267,6 +268,19 @@ def _weight_banks(t, M, G, R, acc, cal):
     tile = t.w_words * t.cpw + act_cycles / np.maximum(t.slots, 1)
     turn = retire + tile
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
+
+
+def _write_waits(t, G, R, tiling, acc):
+    """Cycles the array waits for its output writes: a final K tile's sums leave through the
+    requantiser to the writer as the array makes them, so the tile runs no faster than its output
+    words cross to DRAM."""
+    ow = cdiv(acc.cols, acc.word_bytes)                          # words of an output vector
+
+    def wait(pixels):
+        return np.maximum(pixels * ow * t.cpw - pixels, 0.0)
+
+    shorts = np.minimum(tiling.shorts, t.mt)
+    return G * R * t.nt * ((t.mt - shorts) * wait(tiling.pixels) + shorts * wait(tiling.short))
 
 
 def _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal):
