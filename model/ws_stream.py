@@ -106,8 +106,11 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
     boundary = boundary + _write_waits(t, G, R, tiling, acc)
     walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
+    # reads and writes share the DRAM: every bus word, padded vectors included, at its bandwidth
+    written = np.where(spill, G * R * t.nt * M * cdiv(acc.cols, acc.word_bytes), 0.0)
+    shared = (t.words + written) * acc.word_bytes / acc.mem_bpc + _record_blocks(t, G, R, spill, tiling, w)
     live = M > 0
-    return (np.where(live, np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), 0.0),
+    return (np.where(live, np.maximum(np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), shared), 0.0),
             np.where(live, first, 0.0),
             np.where(live & spill, boundary, 0.0))
 
@@ -268,6 +271,19 @@ def _weight_banks(t, M, G, R, acc, cal):
     tile = t.w_words * t.cpw + act_cycles / np.maximum(t.slots, 1)
     turn = retire + tile
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
+
+
+def _record_blocks(t, G, R, spill, tiling, w):
+    """Cycles the read channel stands blocked by a quantisation record while a later window waits to
+    load, with the weights in the weight buffer (module docstring: record order)."""
+    F = READS_IN_FLIGHT
+    px = tiling.pixels
+    # the walk asks for the next N tile's record ``ahead`` K tiles before the array ends this one; it
+    # reaches the head once the bursts in flight before it are in, and is taken once the weight
+    # segments before it are, as K tile kt - 3 retires
+    asked = np.where(t.kt > w.ahead, (t.kt - w.ahead) * px + F * t.burst_words * t.cpw, 0.0)
+    blocked = np.maximum(np.maximum(t.kt - 2, 0) * px - asked, 0.0)
+    return np.where(spill & (t.fw < 1), G * R * np.maximum(t.mt - 1, 0) * np.maximum(t.nt - 1, 0) * blocked, 0.0)
 
 
 def _write_waits(t, G, R, tiling, acc):
