@@ -104,11 +104,11 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
     bank = _weight_banks(t, M, G, R, acc, cal)
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
-    boundary = boundary + _write_waits(t, G, R, tiling, acc)
+    boundary = np.maximum(boundary, _paced(t, G, R, spill, tiling, w, acc) - busy)
     walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
     # reads and writes share the DRAM: every bus word, padded vectors included, at its bandwidth
     written = np.where(spill, G * R * t.nt * M * cdiv(acc.cols, acc.word_bytes), 0.0)
-    shared = (t.words + written) * acc.word_bytes / acc.mem_bpc + _record_blocks(t, G, R, spill, tiling, w)
+    shared = (t.words + written) * acc.word_bytes / acc.mem_bpc
     live = M > 0
     return (np.where(live, np.maximum(np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), shared), 0.0),
             np.where(live, first, 0.0),
@@ -273,30 +273,39 @@ def _weight_banks(t, M, G, R, acc, cal):
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
 
 
-def _record_blocks(t, G, R, spill, tiling, w):
-    """Cycles the read channel stands blocked by a quantisation record while a later window waits to
-    load, with the weights in the weight buffer (module docstring: record order)."""
+def _paced(t, G, R, spill, tiling, w, acc):
+    """The array's timeline at the DRAM's pace, M tile by M tile (module docstring: the DRAM's pace).
+
+    A final K tile's sums leave through the requantiser to the writer as the array makes them, so
+    it runs no faster than its output words cross to DRAM, and at half that while the next window's
+    reads take turns with them. The next window's reads flow while the array runs the other K
+    tiles, except, with the weights in the weight buffer, while a quantisation record stands at
+    the head of the read channel (from N tile 1 on: the walk asks for the next record before the
+    weight segments it stands behind are taken, as K tile kt - 3 retires); what of the window is
+    left at the M tile's end, the array waits for.
+    """
     F = READS_IN_FLIGHT
     px = tiling.pixels
-    # the walk asks for the next N tile's record ``ahead`` K tiles before the array ends this one; it
-    # reaches the head once the bursts in flight before it are in, and is taken once the weight
-    # segments before it are, as K tile kt - 3 retires
-    asked = np.where(t.kt > w.ahead, (t.kt - w.ahead) * px + F * t.burst_words * t.cpw, 0.0)
-    blocked = np.maximum(np.maximum(t.kt - 2, 0) * px - asked, 0.0)
-    return np.where(spill & (t.fw < 1), G * R * np.maximum(t.mt - 1, 0) * np.maximum(t.nt - 1, 0) * blocked, 0.0)
+    alone = t.cpw                                                   # cycles a word, one channel busy
+    both = np.maximum(2 * acc.word_bytes / acc.mem_bpc, 1.0)       # the same, reads and writes taking turns
+    ow = cdiv(acc.cols, acc.word_bytes)                             # words of an output vector
+    others = np.maximum(t.kt - 1, 0) * px                           # the N tile's K tiles before its final one
+    final = np.maximum(px, px * ow * both)
+    asked = np.where(t.kt > w.ahead, (t.kt - w.ahead) * px + F * t.burst_words * alone, 0.0)
+    blocked = np.where(t.fw < 1, np.clip(np.maximum(t.kt - 2, 0) * px - asked, 0, others), 0.0)
+    first_n = others / alone + final / both                         # window words an N tile passes: N tile 0
+    later_n = (others - blocked) / alone + final / both             # and the others
+    reads = w.per_window + t.nt * t.qw
+    pending = np.where(reads <= first_n, reads / np.maximum(first_n, 1e-9),
+                       1 + np.minimum(t.nt - 1, (reads - first_n) / np.maximum(later_n, 1e-9)))
+    behind = np.maximum(reads - first_n - (t.nt - 1) * later_n, 0) * alone
 
+    def free(pixels):
+        return t.nt * (np.maximum(t.kt - 1, 0) * pixels + np.maximum(pixels, pixels * ow * alone))
 
-def _write_waits(t, G, R, tiling, acc):
-    """Cycles the array waits for its output writes: a final K tile's sums leave through the
-    requantiser to the writer as the array makes them, so the tile runs no faster than its output
-    words cross to DRAM."""
-    ow = cdiv(acc.cols, acc.word_bytes)                          # words of an output vector
-
-    def wait(pixels):
-        return np.maximum(pixels * ow * t.cpw - pixels, 0.0)
-
-    shorts = np.minimum(tiling.shorts, t.mt)
-    return G * R * t.nt * ((t.mt - shorts) * wait(tiling.pixels) + shorts * wait(tiling.short))
+    loading = pending * (others + final) + (t.nt - pending) * (others + np.maximum(px, px * ow * alone)) + behind
+    last = np.where(tiling.shorts > 0, free(tiling.short), free(px))
+    return np.where(spill, G * R * (np.maximum(t.mt - 1, 0) * loading + last), 0.0)
 
 
 def _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal):
