@@ -278,33 +278,45 @@ def _paced(t, G, R, spill, tiling, w, acc):
 
     A final K tile's sums leave through the requantiser to the writer as the array makes them, so
     it runs no faster than its output words cross to DRAM, and at half that while the next window's
-    reads take turns with them. The next window's reads flow while the array runs the other K
-    tiles, except, with the weights in the weight buffer, while a quantisation record stands at
-    the head of the read channel (from N tile 1 on: the walk asks for the next record before the
-    weight segments it stands behind are taken, as K tile kt - 3 retires); what of the window is
-    left at the M tile's end, the array waits for.
+    reads take turns with them; a K tile whose weights are read again runs no faster than they
+    cross. The next window's reads pass while the array runs: with the weights read again, a
+    window command between every two K tiles' weights (the walk asks first, the loader between);
+    with the weights in the weight buffer, while the array runs the other K tiles, except while a
+    quantisation record stands at the head of the read channel (from N tile 1 on, the walk asks
+    for the next record before the weight segments it stands behind are taken, as K tile kt - 3
+    retires). What of the window is left at the M tile's end, the array waits for.
     """
     F = READS_IN_FLIGHT
     px = tiling.pixels
     alone = t.cpw                                                   # cycles a word, one channel busy
     both = np.maximum(2 * acc.word_bytes / acc.mem_bpc, 1.0)       # the same, reads and writes taking turns
     ow = cdiv(acc.cols, acc.word_bytes)                             # words of an output vector
+    reread = t.fw >= 1
+
+    def free(pixels):       # an N tile with no window to read
+        k = np.where(reread, np.maximum(pixels, t.w_words * alone), pixels)
+        return np.maximum(t.kt - 1, 0) * k + np.maximum(pixels, pixels * ow * alone)
+
     others = np.maximum(t.kt - 1, 0) * px                           # the N tile's K tiles before its final one
     final = np.maximum(px, px * ow * both)
     asked = np.where(t.kt > w.ahead, (t.kt - w.ahead) * px + F * t.burst_words * alone, 0.0)
-    blocked = np.where(t.fw < 1, np.clip(np.maximum(t.kt - 2, 0) * px - asked, 0, others), 0.0)
-    first_n = others / alone + final / both                         # window words an N tile passes: N tile 0
-    later_n = (others - blocked) / alone + final / both             # and the others
+    blocked = np.clip(np.maximum(t.kt - 2, 0) * px - asked, 0, others)
+    first_n = others / alone + final / both                         # window words N tile 0 passes
+    later_n = (others - blocked) / alone + final / both             # and each other one
     reads = w.per_window + t.nt * t.qw
     pending = np.where(reads <= first_n, reads / np.maximum(first_n, 1e-9),
                        1 + np.minimum(t.nt - 1, (reads - first_n) / np.maximum(later_n, 1e-9)))
     behind = np.maximum(reads - first_n - (t.nt - 1) * later_n, 0) * alone
-
-    def free(pixels):
-        return t.nt * (np.maximum(t.kt - 1, 0) * pixels + np.maximum(pixels, pixels * ow * alone))
-
-    loading = pending * (others + final) + (t.nt - pending) * (others + np.maximum(px, px * ow * alone)) + behind
-    last = np.where(tiling.shorts > 0, free(tiling.short), free(px))
+    kept = pending * (others + final) + (t.nt - pending) * free(px) + behind
+    # weights read again: a window command rides between every two K tiles' weights
+    commands = np.maximum(np.maximum(tiling.commands, 1) / np.maximum(t.mt, 1), 1)
+    command = w.per_window / commands
+    k_free = np.maximum(px, t.w_words * alone)
+    mixed = np.minimum(commands, t.kt * t.nt)
+    read_again = (mixed * np.maximum(px, (t.w_words + command) * alone) + (t.kt * t.nt - mixed) * k_free
+                  + t.nt * (np.maximum(px, px * ow * alone) - k_free))
+    loading = np.where(reread, read_again, kept)
+    last = t.nt * np.where(tiling.shorts > 0, free(tiling.short), free(px))
     return np.where(spill, G * R * (np.maximum(t.mt - 1, 0) * loading + last), 0.0)
 
 
