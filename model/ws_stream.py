@@ -105,7 +105,9 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, acc, cal):
     bank = _weight_banks(t, M, G, R, acc, cal)
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
     boundary = np.maximum(boundary, _paced(t, G, R, spill, tiling, w, acc) - busy)
-    walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
+    # (the first tap's K tiles' weights, which the first window's exposed part counts, once)
+    walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + np.maximum(
+        first - np.where(t.fw >= 1, np.minimum(w.ct, w.per_m) * per_k_tile, 0.0), 0.0)
     # reads and writes share the DRAM: every bus word, padded vectors included, at its bandwidth
     written = np.where(spill, G * R * t.nt * M * cdiv(acc.cols, acc.word_bytes), 0.0)
     shared = (t.words + written) * acc.word_bytes / acc.mem_bpc
@@ -317,7 +319,9 @@ def _paced(t, G, R, spill, tiling, w, acc):
                   + t.nt * (np.maximum(px, px * ow * alone) - k_free))
     loading = np.where(reread, read_again, kept)
     last = t.nt * np.where(tiling.shorts > 0, free(tiling.short), free(px))
-    return np.where(spill, G * R * (np.maximum(t.mt - 1, 0) * loading + last), 0.0)
+    # (the first tap's K tiles' weights, which the first window's exposed part counts, once)
+    counted = np.where(reread, np.minimum(w.ct, w.per_m) * np.maximum(k_free - px, 0), 0.0)
+    return np.where(spill, G * R * (np.maximum(t.mt - 1, 0) * loading + last) - counted, 0.0)
 
 
 def _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal):
