@@ -66,6 +66,25 @@ tile only: then only the second window competes with weight reads (it goes out b
 once the walk's queue is full), and the first tile reads its weights at the reads in
 flight's pace, which its K tiles may outrun.
 
+The DRAM's pace (a DRAM slower than the bus, its bandwidth shared by reads and writes): every
+bus word, padded vectors included, crosses at that bandwidth (a bound on the stream), and the
+array itself keeps pace with it M tile by M tile (:func:`_paced`, in ``later``):
+
+final K tiles
+    the sums of an N tile's final K tile leave through the requantiser to the writer as the
+    array makes them, so the tile runs no faster than its output words cross, and at half that
+    while the next window's reads take turns with them;
+the next window
+    its reads pass while the array runs the other K tiles; with the weights read again, the walk
+    asks for every K tile's weights first and the loader gets one window command in between, so
+    a K tile runs no faster than its weights and that command cross; with the weights in the
+    weight buffer, a quantisation record blocks the read channel from N tile 1 on: the walk asks
+    for the next N tile's record ``ROUTE_DEPTH / segments`` K tiles before the array ends this
+    one, and the weight feed takes its words only behind the weight segments before it, as K
+    tile ``kt - 3`` retires (before that, the window's reads behind it wait). What of the window
+    is left when the M tile ends, the array waits for (the walk asks for N tile 1's record only
+    once the loader has asked for the whole window).
+
 ``acc`` is a :class:`~mensa.model.cost.AcceleratorTable`, ``cal`` a
 :class:`~mensa.model.cost.Calibration`; quantities are numpy arrays over the
 ``layers x accelerators`` grid, in cycles and bus words.
@@ -295,8 +314,8 @@ def _paced(t, G, R, spill, tiling, w, acc):
     ow = cdiv(acc.cols, acc.word_bytes)                             # words of an output vector
     reread = t.fw >= 1
 
-    def free(pixels):       # an N tile with no window to read
-        k = np.where(reread, np.maximum(pixels, t.w_words * alone), pixels)
+    def free(pixels, from_dram):        # an N tile with no window to read
+        k = np.where(from_dram, np.maximum(pixels, t.w_words * alone), pixels)
         return np.maximum(t.kt - 1, 0) * k + np.maximum(pixels, pixels * ow * alone)
 
     others = np.maximum(t.kt - 1, 0) * px                           # the N tile's K tiles before its final one
@@ -309,7 +328,7 @@ def _paced(t, G, R, spill, tiling, w, acc):
     pending = np.where(reads <= first_n, reads / np.maximum(first_n, 1e-9),
                        1 + np.minimum(t.nt - 1, (reads - first_n) / np.maximum(later_n, 1e-9)))
     behind = np.maximum(reads - first_n - (t.nt - 1) * later_n, 0) * alone
-    kept = pending * (others + final) + (t.nt - pending) * free(px) + behind
+    kept = pending * (others + final) + (t.nt - pending) * free(px, False) + behind
     # weights read again: a window command rides between every two K tiles' weights
     commands = np.maximum(np.maximum(tiling.commands, 1) / np.maximum(t.mt, 1), 1)
     command = w.per_window / commands
@@ -317,11 +336,14 @@ def _paced(t, G, R, spill, tiling, w, acc):
     mixed = np.minimum(commands, t.kt * t.nt)
     read_again = (mixed * np.maximum(px, (t.w_words + command) * alone) + (t.kt * t.nt - mixed) * k_free
                   + t.nt * (np.maximum(px, px * ow * alone) - k_free))
-    loading = np.where(reread, read_again, kept)
-    last = t.nt * np.where(tiling.shorts > 0, free(tiling.short), free(px))
+    # weights kept in the weight buffer are read in the first M tile, as when read again
+    loading = np.where(reread, (t.mt - 1) * read_again, np.minimum(t.mt - 1, 1) * read_again
+                       + np.maximum(t.mt - 2, 0) * kept)
+    single = reread | (t.mt <= 1)
+    last = t.nt * np.where(tiling.shorts > 0, free(tiling.short, single), free(px, single))
     # (the first tap's K tiles' weights, which the first window's exposed part counts, once)
-    counted = np.where(reread, np.minimum(w.ct, w.per_m) * np.maximum(k_free - px, 0), 0.0)
-    return np.where(spill, G * R * (np.maximum(t.mt - 1, 0) * loading + last) - counted, 0.0)
+    counted = np.minimum(w.ct, w.per_m) * np.maximum(k_free - px, 0)
+    return np.where(spill, G * R * (loading + last) - counted, 0.0)
 
 
 def _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal):
