@@ -96,7 +96,7 @@ def compile_for_rtl(net, params, system, sched, *, frames=1):
     return compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements}, frames=frames)
 
 
-def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, progress=None):
+def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, progress=None, trace=None):
     """Run ``prog`` (:func:`compile_for_rtl`) on ``system``'s RTL on ``xs``, one input per frame of ``prog``;
     ``sched`` gives the cost model's cycles per layer.
 
@@ -104,7 +104,8 @@ def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, prog
     clock (as the cost model has it); ``latency`` (DRAM read latency in cycles, default the system's
     ``dram.latency_cycles``) and
     ``pause`` (the probability an AXI channel of the DRAM pauses in a cycle, drawn from ``seed``)
-    set the harness's DRAM. ``progress(stage, done, total)`` is called as the work goes on.
+    set the harness's DRAM; ``trace`` (a path) gets its bus handshakes (:func:`mensa.sim.harness.run`).
+    ``progress(stage, done, total)`` is called as the work goes on.
     Returns a :class:`NetworkRun`.
     """
     note = progress or (lambda *a: None)
@@ -129,7 +130,8 @@ def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, prog
     t0 = time.monotonic()
     fin, total = harness.run(exe, image, prog.command_list(), latency=system.dram.latency_cycles if latency is None
                              else latency, bandwidth=dram_bytes_per_cycle(prog.accelerators[0], system.dram),
-                             pause=pause, seed=seed, on_done=finished, max_cycles=len(xs) * _cycle_limit(sched))
+                             pause=pause, seed=seed, on_done=finished, max_cycles=len(xs) * _cycle_limit(sched),
+                             trace=trace)
     wall = time.monotonic() - t0
     expect = [golden.run_network(net, params, x) for x in xs]
     predicted = {p.layer: p.cycles for p in sched.placements}

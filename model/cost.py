@@ -24,7 +24,11 @@ DRAM is shared: bytes per cycle are the smaller of the AXI width and the DRAM
 bandwidth at the accelerator's clock; reads and writes have their own AXI channels
 and share the DRAM's bandwidth. A core other than a weight-stationary array exposes
 only its first tile's transfer (plus the DRAM latency), and stalls when the layer's
-DRAM time exceeds its compute time.
+DRAM time exceeds its compute time. A WS array fed by its sequencer keeps pace with a
+DRAM slower than its bus M tile by M tile (:mod:`mensa.model.ws_stream`, "the DRAM's
+pace"): its final K tiles wait for their output writes, the next window's reads take
+turns with those writes and stand behind the weights read again or behind each N tile's
+quantisation record, and what of a window is left when its M tile begins is waited for.
 
 Activations: on an accelerator mensa builds, every layer streams its input from DRAM
 and writes its output there (as the RTL and the network compiler do); on a modelled
@@ -377,7 +381,7 @@ class Cost:
     buffering (systolic) or vault-port-bound streaming (near-memory), ``fill``
     pipeline fill and drain, ``dma`` the exposed first DRAM transfer and
     latency, ``stall`` the cycles the core waits for DRAM beyond those (for a WS
-    array, its read stream: :mod:`mensa.model.ws_stream`). ``cycles`` is ``inf`` where the
+    array, its read stream and its pace at the DRAM's bandwidth: :mod:`mensa.model.ws_stream`). ``cycles`` is ``inf`` where the
     layer is not supported (``supported`` False; :meth:`reason` says why).
     ``core_cycles = compute + load + fill``: the compute core alone, fed at full
     rate with no DRAM or DMA term (what the RTL validation measures on the

@@ -71,6 +71,25 @@ tile only: then only the second window competes with weight reads (it goes out b
 once the walk's queue is full), and the first tile reads its weights at the reads in
 flight's pace, which its K tiles may outrun.
 
+The DRAM's pace (a DRAM slower than the bus, its bandwidth shared by reads and writes): every
+bus word, padded vectors included, crosses at that bandwidth (a bound on the stream), and the
+array itself keeps pace with it M tile by M tile (:func:`_paced`, in ``later``):
+
+final K tiles
+    the sums of an N tile's final K tile leave through the requantiser to the writer as the
+    array makes them, so the tile runs no faster than its output words cross, and at half that
+    while the next window's reads take turns with them;
+the next window
+    its reads pass while the array runs the other K tiles; with the weights read again, the walk
+    asks for every K tile's weights first and the loader gets one window command in between, so
+    a K tile runs no faster than its weights and that command cross; with the weights in the
+    weight buffer, a quantisation record blocks the read channel from N tile 1 on: the walk asks
+    for the next N tile's record ``ROUTE_DEPTH / segments`` K tiles before the array ends this
+    one, and the weight feed takes its words only behind the weight segments before it, as K
+    tile ``kt - 3`` retires (before that, the window's reads behind it wait). What of the window
+    is left when the M tile ends, the array waits for (the walk asks for N tile 1's record only
+    once the loader has asked for the whole window).
+
 ``acc`` is a :class:`~mensa.model.cost.AcceleratorTable`, ``cal`` a
 :class:`~mensa.model.cost.Calibration`; quantities are numpy arrays over the
 ``layers x accelerators`` grid, in cycles and bus words.
@@ -109,10 +128,17 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, table, acc, cal):
     inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
     bank = _weight_banks(t, M, G, R, acc, cal)
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
-    walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + first
+    boundary = np.maximum(boundary, _paced(t, G, R, spill, tiling, w, acc) - busy)
+    # (the first tap's K tiles' weights, which the first window's exposed part counts, once)
+    walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + np.maximum(
+        first - np.where(t.fw >= 1, np.minimum(w.ct, w.per_m) * per_k_tile, 0.0), 0.0)
+    # reads and writes share the DRAM: every bus word, padded vectors included, at its bandwidth
+    written = np.where(spill, G * R * t.nt * M * cdiv(acc.cols, acc.word_bytes), 0.0)
+    shared = (t.words + written) * acc.word_bytes / acc.mem_bpc
     live = M > 0
     shift = table * table_delay(acc, cal)
-    return (np.where(live, np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk) + shift, 0.0),
+    return (np.where(live, np.maximum(np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), shared)
+                     + shift, 0.0),
             np.where(live, first + shift, 0.0),
             np.where(live & spill, boundary, 0.0))
 
@@ -285,6 +311,79 @@ def _weight_banks(t, M, G, R, acc, cal):
     tile = t.w_words * t.cpw + act_cycles / np.maximum(t.slots, 1)
     turn = retire + tile
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
+
+
+@dataclass
+class _Pace:
+    """A WS product's M tile at the DRAM's pace (``(L, A)`` arrays)."""
+    px: object            # pixels of a full M tile
+    alone: object         # cycles a bus word, one channel moving
+    both: object          # the same, reads and writes taking turns
+    ow: object            # words of an output vector
+    k_read: object        # cycles of a K tile whose weights cross from DRAM
+
+    def final(self, pixels, rate):
+        """Cycles of a final K tile: its output words leave as the array makes them."""
+        return np.maximum(pixels, pixels * self.ow * rate)
+
+    def free(self, t, pixels, from_dram):
+        """Cycles of an N tile with no window to read."""
+        k = np.where(from_dram, np.maximum(pixels, t.w_words * self.alone), pixels)
+        return np.maximum(t.kt - 1, 0) * k + self.final(pixels, self.alone)
+
+
+def _paced(t, G, R, spill, tiling, w, acc):
+    """The array's timeline at the DRAM's pace, M tile by M tile (module docstring: the DRAM's pace):
+    every M tile but the last reads the next window, the last none; weights kept in the weight
+    buffer are read in the first M tile, as when read again."""
+    alone = t.cpw
+    p = _Pace(px=tiling.pixels, alone=alone, both=np.maximum(2 * acc.word_bytes / acc.mem_bpc, 1.0),
+              ow=cdiv(acc.cols, acc.word_bytes), k_read=np.maximum(tiling.pixels, t.w_words * alone))
+    reread = t.fw >= 1
+    again, kept = _read_again_tile(t, tiling, w, p), _kept_tile(t, w, p)
+    loading = np.where(reread, (t.mt - 1) * again, np.minimum(t.mt - 1, 1) * again + np.maximum(t.mt - 2, 0) * kept)
+    single = reread | (t.mt <= 1)
+    last = t.nt * np.where(tiling.shorts > 0, p.free(t, tiling.short, single), p.free(t, p.px, single))
+    # (the first tap's K tiles' weights, which the first window's exposed part counts, once)
+    counted = np.minimum(w.ct, w.per_m) * np.maximum(p.k_read - p.px, 0)
+    return np.where(spill, G * R * (loading + last) - counted, 0.0)
+
+
+def _read_again_tile(t, tiling, w, p):
+    """An M tile reading its weights and the next window: the walk asks for every K tile's weights
+    first, and the loader gets one window command in between, so a K tile runs no faster than
+    its weights and that command cross."""
+    commands = np.maximum(np.maximum(tiling.commands, 1) / np.maximum(t.mt, 1), 1)      # of a window
+    command = w.per_window / commands
+    mixed = np.minimum(commands, t.kt * t.nt)
+    return (mixed * np.maximum(p.px, (t.w_words + command) * p.alone) + (t.kt * t.nt - mixed) * p.k_read
+            + t.nt * (p.final(p.px, p.alone) - p.k_read))
+
+
+def _kept_tile(t, w, p):
+    """An M tile with its weights in the weight buffer, reading the next window.
+
+    The window's reads pass while the array runs the K tiles before each final one, and take
+    turns with the final one's writes (which then run at half their rate). From N tile 1 on, a
+    quantisation record blocks them: the walk asks for the next N tile's record ``ahead`` K tiles
+    before the array ends this one, it reaches the head once the bursts in flight before it are
+    in, and the weight feed takes it behind the weight segments before it, as K tile ``kt - 3``
+    retires. What is left of the window when the M tile ends, the array waits for (the walk asks
+    for N tile 1's record only once the loader has asked for the whole window).
+    """
+    F = READS_IN_FLIGHT
+    px, alone, both = p.px, p.alone, p.both
+    others = np.maximum(t.kt - 1, 0) * px                           # the K tiles before the final one
+    final = p.final(px, both)
+    asked = np.where(t.kt > w.ahead, (t.kt - w.ahead) * px + F * t.burst_words * alone, 0.0)
+    blocked = np.clip(np.maximum(t.kt - 2, 0) * px - asked, 0, others)
+    first_n = others / alone + final / both                         # window words N tile 0 passes
+    later_n = (others - blocked) / alone + final / both             # and each other one
+    reads = w.per_window + t.nt * t.qw
+    pending = np.where(reads <= first_n, reads / np.maximum(first_n, 1e-9),
+                       1 + np.minimum(t.nt - 1, (reads - first_n) / np.maximum(later_n, 1e-9)))
+    behind = np.maximum(reads - first_n - (t.nt - 1) * later_n, 0) * alone
+    return pending * (others + final) + (t.nt - pending) * p.free(t, px, False) + behind
 
 
 def _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal):

@@ -89,11 +89,14 @@ def build(system, runtime_dir, *, jobs=2):
     return exe
 
 
-def run(exe, image, command_list, *, latency, bandwidth=0.0, pause=0.0, seed=1, max_cycles=0, on_done=None):
+def run(exe, image, command_list, *, latency, bandwidth=0.0, pause=0.0, seed=1, max_cycles=0, on_done=None,
+        trace=None):
     """Run the harness ``exe`` on ``image`` (uint8, DRAM from address 0) and ``command_list`` (uint32 words).
 
     ``latency`` is the DRAM's read latency per burst, ``bandwidth`` the bytes per cycle it moves (reads and
-    writes together; 0: one beat each way every cycle). ``on_done(index, cycles)`` is called as each command finishes. Returns ``(finished, total cycles)``:
+    writes together; 0: one beat each way every cycle). ``trace`` (a path) gets the DRAM bus's handshakes, one a
+    line (``harness/main.cpp``). ``on_done(index, cycles)`` is called as each command finishes. Returns
+    ``(finished, total cycles)``:
     a :class:`Finished` per command, in the order they finished.
     """
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,6 +106,8 @@ def run(exe, image, command_list, *, latency, bandwidth=0.0, pause=0.0, seed=1, 
         args = [str(exe), "--image", str(tmp / "image.bin"), "--list", str(tmp / "list.bin"),
                 "--out", str(tmp / "out.bin"), "--latency", str(int(latency)), "--bandwidth", repr(float(bandwidth)), "--pause", repr(float(pause)),
                 "--seed", str(int(seed)), "--max-cycles", str(int(max_cycles))]
+        if trace is not None:
+            args += ["--trace", str(trace)]
         total = None
         with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
             for line in proc.stdout:

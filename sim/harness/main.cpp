@@ -7,6 +7,7 @@
 // burst and, optionally, random pauses on every channel (a seeded generator).
 //
 //   harness --image F --list F --out F [--latency N] [--bandwidth B] [--pause P] [--seed S] [--max-cycles N]
+//           [--trace F]
 //
 // --image   the DRAM contents from address 0 (the network's constants and the host's inputs); its
 //           size is the DRAM's size
@@ -16,6 +17,8 @@
 //           CYCLES_TOTAL), the simulated cycle it finished at, the bus bytes read and written since
 //           reset (u32, u64, u64, u64, u64), and its output region's bytes (the command list gives
 //           where and how many)
+// --trace   the DRAM bus, one line per handshake: "CYCLE ar|aw ADDR BEATS" per burst, "CYCLE r|w|b" per beat
+//           and response
 // Prints "done INDEX CYCLES" per command as it finishes and "cycles N" at the end on stdout.
 #include "Vtop.h"
 #include "verilated.h"
@@ -89,6 +92,7 @@ struct Sim {
     std::deque<std::pair<uint64_t, uint32_t>> responses;   // (due, id) of write responses
     uint32_t r_beat = 0, w_beat = 0;
     size_t word_bytes;
+    std::FILE *trace = nullptr;
 
     bool go() { return pause <= 0.0 || coin(rng) >= pause; }
 
@@ -171,6 +175,13 @@ struct Sim {
             }
         }
         bool bfire = top->m_axi_bvalid && top->m_axi_bready;
+        if (trace) {
+            if (ar) std::fprintf(trace, "%llu ar %llu %u\n", (unsigned long long)cycle, (unsigned long long)arb.addr, arb.beats);
+            if (aw) std::fprintf(trace, "%llu aw %llu %u\n", (unsigned long long)cycle, (unsigned long long)awb.addr, awb.beats);
+            if (r) std::fprintf(trace, "%llu r\n", (unsigned long long)cycle);
+            if (w) std::fprintf(trace, "%llu w\n", (unsigned long long)cycle);
+            if (bfire) std::fprintf(trace, "%llu b\n", (unsigned long long)cycle);
+        }
         top->clk = 1;
         top->eval();
         cycle++;
@@ -292,6 +303,10 @@ int main(int argc, char **argv) {
         else if (k == "--bandwidth") s.bandwidth = std::stod(v);
         else if (k == "--seed") seed = std::stoull(v);
         else if (k == "--max-cycles") s.max_cycles = std::stoull(v);
+        else if (k == "--trace") {
+            s.trace = std::fopen(v.c_str(), "w");
+            if (!s.trace) fail("cannot write " + v);
+        }
         else fail("unknown option " + k);
     }
     if (image.empty() || list_path.empty() || out_path.empty()) fail("--image, --list and --out are needed");
@@ -322,6 +337,7 @@ int main(int argc, char **argv) {
     mensa_hal_t hal = {nullptr, hal_read, hal_write, hal_wait, hal_done};
     mensa_status_t status = mensa_run(&hal, list.data(), (uint32_t)list.size());
     std::fclose(out);
+    if (s.trace) std::fclose(s.trace);
     if (status != MENSA_OK) fail("mensa_run returned " + std::to_string(status));
     std::printf("cycles %llu\n", (unsigned long long)s.cycle);
     top.final();

@@ -1,0 +1,84 @@
+"""The cost model predicts every layer's cycles on the RTL within 5% when DRAM bandwidth is below the bus's.
+
+Networks run whole through the Verilator harness (:func:`mensa.gen.network_run.run_on_rtl`): the
+network compiler's DRAM image and command list, the C runtime, and a DRAM that moves the system's
+bandwidth in bytes per cycle, shared by reads and writes. Each layer's measured cycles (the
+accelerator's counter) are compared with the cost model's (the schedule's). pascal-fpga's DRAM
+gives 2 B/cycle to a 64-bit bus: the GEMM engine's final K tiles wait for their output writes,
+the windows' reads share the bus with them and stand behind quantisation records, and the vector
+unit streams at the DRAM's rate.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mensa.core.builder import NetworkBuilder
+from mensa.core.config import load
+from mensa.core.ir import Activation
+from mensa.gen.cmd_run import quantised
+from mensa.gen.network_run import compile_for_rtl, run_on_rtl
+from mensa.model import zoo
+from mensa.model.schedule import schedule
+
+LAYER_BOUND = 0.05
+TOTAL_BOUND = 0.03
+
+
+def _system(bandwidth_gbps=None, latency=None):
+    s = load("pascal-fpga")
+    dram = dataclasses.replace(s.dram, **({"bandwidth_gbps": bandwidth_gbps} if bandwidth_gbps else {}),
+                               **({"latency_cycles": latency} if latency else {}))
+    return dataclasses.replace(s, dram=dram)
+
+
+def _run(net, system, seed=1):
+    qnet, params = quantised(net, seed)
+    x = {"input": np.random.default_rng([seed, 1]).integers(-128, 128, size=qnet.input_shape, dtype=np.int8)}
+    sched = schedule(qnet, system)
+    return run_on_rtl(compile_for_rtl(qnet, params, system, sched), system, sched, [x])
+
+
+def _check(result, label):
+    rows = [f"{label} {r.layer} ({r.engine}): RTL {r.cycles}, model {r.predicted:.0f} ({100 * r.error:+.2f}%)"
+            for r in result.layers]
+    print("\n".join(rows))
+    assert result.bit_exact
+    bad = [row for row, r in zip(rows, result.layers) if abs(r.error) > LAYER_BOUND]
+    assert not bad, f"{len(bad)} of {len(rows)} layers beyond {LAYER_BOUND:.0%}: " + "; ".join(bad)
+    total = result.to_dict()["error"]
+    assert abs(total) <= TOTAL_BOUND, f"{label}: network total {100 * total:+.2f}%"
+
+
+def mobile_block_chain():
+    """MobileNetV2's kinds of GEMM and vector layers at a small size: a tap-packed stem, expansions
+    (few K tiles, many N tiles, M tiles of the accumulator), projections (many K tiles, M tiles of
+    the window; more K tiles than the walk queues; weights kept and read again), depthwise convs,
+    a global pool and an FC layer."""
+    relu6 = Activation.RELU6
+    b = NetworkBuilder("mobile_block_chain", (1, 96, 96, 3))
+    x = b.conv(b.input, 16, 3, stride=2, activation=relu6, name="stem")
+    x = b.pointwise(x, 96, activation=relu6, name="expand_96")
+    x = b.depthwise(x, 3, stride=2, activation=relu6, name="dw_96")
+    x = b.pointwise(x, 24, name="project_24")
+    x = b.pointwise(x, 192, activation=relu6, name="expand_192")
+    x = b.pointwise(x, 32, name="project_32")
+    x = b.pointwise(x, 384, activation=relu6, name="expand_384")
+    x = b.pointwise(x, 64, name="project_64")
+    x = b.global_avgpool(x, name="pool")
+    b.fc(b.flatten(x), 100, name="fc")
+    return b.build()
+
+
+def test_ds_cnn_within_5_percent_per_layer_at_the_boards_dram_bandwidth():
+    system = _system()          # pascal-fpga: 0.4 GB/s, 2 B a cycle on a 64-bit bus
+    _check(_run(zoo.get("ds_cnn"), system), "ds_cnn 2 B/cycle")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bandwidth_gbps", [0.4, 0.8])
+def test_mobilenet_layers_within_5_percent_per_layer_below_the_bus_width(bandwidth_gbps):
+    system = _system(bandwidth_gbps)
+    label = f"{bandwidth_gbps * 1e3 / system.accelerator[0].clock_mhz:g} B/cycle"
+    _check(_run(mobile_block_chain(), system), label)
