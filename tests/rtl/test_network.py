@@ -89,6 +89,14 @@ TWIN = SMALL.replace('name = "small"', 'name = "twin"') + SMALL.split("[[acceler
     ["[[accelerator]]", ""]).replace('"pascal4"', '"pascal4b"')
 
 
+@pytest.fixture
+def twin(tmp_path):
+    """A system of two small accelerators behind the system top."""
+    path = tmp_path / "twin.toml"
+    path.write_text(TWIN)
+    return load(path)
+
+
 def two_branches():
     """Two independent convs on the same input, then their sum: work for two accelerators at once."""
     b = NetworkBuilder("branches", (1, 10, 8, 8))
@@ -100,10 +108,8 @@ def two_branches():
 
 
 @pytest.mark.slow
-def test_two_accelerators_behind_the_system_top_run_independent_layers_at_once(tmp_path):
-    path = tmp_path / "twin.toml"
-    path.write_text(TWIN)
-    system = load(path)
+def test_two_accelerators_behind_the_system_top_run_independent_layers_at_once(twin):
+    system = twin
     net, params = quantised(two_branches(), 3)
     sched = schedule(net, system, pins={"left": "pascal4", "right": "pascal4b"})
     x = np.random.default_rng(3).integers(-128, 128, size=net.input_shape, dtype=np.int8)
@@ -129,10 +135,8 @@ def a_chain():
 
 
 @pytest.mark.slow
-def test_two_frames_pipelined_over_two_accelerators_beat_running_them_one_after_the_other(tmp_path):
-    path = tmp_path / "twin.toml"
-    path.write_text(TWIN)
-    system = load(path)
+def test_two_frames_pipelined_over_two_accelerators_beat_running_them_one_after_the_other(twin):
+    system = twin
     net, params = quantised(a_chain(), 4)
     pins = {"front": "pascal4", "front_dw": "pascal4"} | {n: "pascal4b" for n in ("back", "back_conv", "gap",
                                                                                    "logits")}
