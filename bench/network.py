@@ -54,10 +54,10 @@ def main():
                                        "dram_read_bytes", "dram_written_bytes")}
                     | {"layers": len(r.layers), "worst_layer": worst.layer, "worst_layer_error": worst.error,
                        "goal_cycles_per_second": GOAL_CYCLES_PER_SECOND})
-    print(f"{'network':<14}{'layers':>7}{'bit-exact':>10}{'cycles':>12}{'model':>12}{'error':>8}{'worst layer':>24}"
+    print(f"{'network':<20}{'layers':>7}{'bit-exact':>10}{'cycles':>12}{'model':>12}{'error':>8}{'worst layer':>24}"
           f"{'wall s':>8}{'cycles/s':>10}")
     for r in rows:
-        print(f"{r['network']:<14}{r['layers']:>7}{'yes' if r['bit_exact'] else 'NO':>10}{r['layer_cycles']:>12,}"
+        print(f"{r['network']:<20}{r['layers']:>7}{'yes' if r['bit_exact'] else 'NO':>10}{r['layer_cycles']:>12,}"
               f"{r['predicted_cycles']:>12,.0f}{100 * r['error']:>+7.2f}%"
               f"{worst_text(r):>24}"
               f"{r['wall_seconds']:>8.1f}{r['cycles_per_second']:>10,.0f}")
