@@ -20,8 +20,7 @@ import numpy as np
 
 from mensa.core.config import load
 from mensa.gen.cmd_analyze import load_model
-from mensa.gen.cmd_run import quantised
-from mensa.gen.network_run import compile_for_rtl, run_on_rtl
+from mensa.gen.network_run import compile_for_rtl, quantised, run_on_rtl
 from mensa.model.schedule import schedule
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -51,7 +51,7 @@ from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
 __all__ = ["LayerProgram", "Program", "Layout", "compile_gemm", "gemm_refusal", "tap_packed", "im2col",
-           "address_registers", "register_writes", "ALIGN", "PACK_CHANNELS", "ADDRESS_REGISTERS", "GEMM_OPS",
+           "address_registers", "register_writes", "table_activation", "ALIGN", "PACK_CHANNELS", "ADDRESS_REGISTERS", "GEMM_OPS",
            "GEMM_ACTIVATIONS"]
 
 ALIGN = 4096            # every region starts on an AXI 4 KiB page
@@ -72,7 +72,7 @@ def _up(n, to):
 
 
 class Layout(NamedTuple):
-    """How a tensor lies in DRAM: ``planes`` channel tiles of ``tile`` channels; per tile,
+    """How a tensor lies in DRAM: ``ceil(channels / tile)`` channel tiles of ``tile`` channels; per tile,
     ``pixels`` vectors of ``vector_bytes`` (a tile's channels, then zero or undefined bytes)
     in raster order; ``channels`` of them the layer's. A producer's output feeds a consumer's
     input in place when the two agree on ``tile``, ``vector_bytes`` and ``pixels`` and the
@@ -81,14 +81,6 @@ class Layout(NamedTuple):
     vector_bytes: int
     pixels: int
     channels: int
-
-    @property
-    def planes(self):
-        return -(-self.channels // self.tile)
-
-    @property
-    def nbytes(self):
-        return self.planes * self.pixels * self.vector_bytes
 
     def feeds(self, consumer):
         """True if a tensor laid out so can be read in place as ``consumer`` lays its input out."""
@@ -313,16 +305,18 @@ def _shape(config, layer):
     return _Shape(walk, tile_rows, tile_cols, weight_tiles, sizes)
 
 
-def _activation_table(layer, refuse):
-    """A table activation's table (uint8, :data:`~mensa.contract.numeric.TABLE_ENTRIES`) and the zero point the records requantise
-    to, the table's input (the pre-activation's), as :func:`mensa.core.golden.run_layer` defines the
-    layer; ``(None, the output zero point)`` for any other activation."""
+def table_activation(layer, refuse):
+    """A layer's table (:data:`~mensa.contract.numeric.TABLE_ENTRIES` bytes, uint8) and the zero point the
+    records requantise to: for a table activation its table and the table's input zero point (the
+    pre-activation's), as :func:`mensa.core.golden.run_layer` defines the layer; ``(None, the output
+    zero point)`` for any other activation. Both engines' compilers use it."""
     q = layer.quant
     if layer.activation not in golden.TABLE_ACTIVATIONS:
         return None, q.output.zero_point
     if q.pre_activation is None:
         refuse(f"quant.pre_activation: missing; allowed: a {layer.activation.value} layer with it")
-    return golden.activation_table(layer.activation, q.pre_activation, q.output), q.pre_activation.zero_point
+    table = golden.activation_table(layer.activation, q.pre_activation, q.output).view(np.uint8)
+    return table, q.pre_activation.zero_point
 
 
 def gemm_refusal(config, layer):
@@ -437,7 +431,7 @@ def compile_gemm(config, layer, params, x, *, base=0):
             rec[at:at + lanes.nbytes] = lanes.view(np.uint8)
         quant[t, :rec.size] = rec
 
-    table, zp_out = _activation_table(layer, refuse)
+    table, zp_out = table_activation(layer, refuse)
     blobs = {"input": inp, "weight": wts, "quant": quant, **({} if table is None else {"table": table})}
     regions = {}
     addr = base

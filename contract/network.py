@@ -163,7 +163,7 @@ class _Arena:
     that last used it, so whoever reuses it waits for them."""
 
     def __init__(self, start):
-        self.start = self.top = start
+        self.top = start
         self.free = []              # [start, end, users]
 
     def alloc(self, size, before=frozenset()):

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.contract.gemm_program import ALIGN, LayerProgram, Layout, address_registers
+from mensa.contract.gemm_program import ALIGN, LayerProgram, Layout, address_registers, table_activation
 from mensa.contract.numeric import accumulator_refusal
 from mensa.contract.regs import OPCODES, line_depth, register_map
 from mensa.core import golden
@@ -407,12 +407,9 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     elif layer.op is Op.GLOBAL_AVGPOOL:
         # the sum of x - zp over the plane: the zero point folds into the bias
         blobs["quant"] = _records(layer, params, g, np.full(c, -zp_in * h * w, np.int64), refuse)
-    zp_out = q.output.zero_point
-    if layer.activation in golden.TABLE_ACTIVATIONS:
-        if q.pre_activation is None:
-            refuse(f"quant.pre_activation: missing; allowed: a {layer.activation.value} layer with it")
-        blobs["table"] = golden.activation_table(layer.activation, q.pre_activation, q.output).view(np.uint8)
-        zp_out = q.pre_activation.zero_point      # the requantisation targets the table's input
+    table, zp_out = table_activation(layer, refuse)     # the requantisation targets the table's input
+    if table is not None:
+        blobs["table"] = table
     blobs["output"] = np.zeros(nt * oh * ow * g.pixel_bytes, np.uint8)
     regions, addr = {}, base
     for name, blob in blobs.items():

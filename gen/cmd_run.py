@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from mensa.core.config import load
-from mensa.core.quant import quantize_network
 from mensa.gen import args as types
 from mensa.gen.cmd_analyze import load_model
 from mensa.gen.cmd_schedule import parse_pins
@@ -46,13 +45,6 @@ def add_arguments(parser):
                         help="also draw the timeline: which accelerator ran which layer, when")
 
 
-def quantised(net, seed):
-    """``net`` with random float weights from ``seed``, quantised on one random calibration input."""
-    rng = np.random.default_rng(seed)
-    x = {"input": rng.normal(size=net.input_shape)} | {n: rng.normal(size=s) for n, s in net.extra_inputs}
-    return quantize_network(net, rng, [x])
-
-
 def _inputs(net, seed, frames):
     """One random int8 input (a dict of every network input) per frame."""
     rng = np.random.default_rng([seed, 1])
@@ -64,7 +56,7 @@ def run(args):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mensa.gen.network_run import compile_for_rtl, run_on_rtl
+    from mensa.gen.network_run import compile_for_rtl, quantised, run_on_rtl
 
     system = load(args.system)
     net = load_model(args.model)

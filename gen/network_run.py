@@ -16,12 +16,20 @@ import numpy as np
 from mensa.contract.compiler import engine
 from mensa.contract.network import compile_network
 from mensa.core import golden
+from mensa.core.quant import quantize_network
 from mensa.model.cost import dram_bytes_per_cycle
 from mensa.gen.verilog import RUNTIME
 from mensa.sim import harness
 
-__all__ = ["RUNTIME", "LayerRun", "NetworkRun", "compile_for_rtl", "run_on_rtl"]
+__all__ = ["RUNTIME", "LayerRun", "NetworkRun", "quantised", "compile_for_rtl", "run_on_rtl"]
 
+
+def quantised(net, seed):
+    """``net`` with random float weights from ``seed``, quantised on one random calibration input: what
+    ``mensa run`` runs, ``(network, params)``."""
+    rng = np.random.default_rng(seed)
+    x = {"input": rng.normal(size=net.input_shape)} | {n: rng.normal(size=s) for n, s in net.extra_inputs}
+    return quantize_network(net, rng, [x])
 
 
 @dataclass(frozen=True)

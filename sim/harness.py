@@ -96,16 +96,15 @@ def run(exe, image, command_list, *, latency, bandwidth=0.0, pause=0.0, seed=1, 
     ``latency`` is the DRAM's read latency per burst, ``bandwidth`` the bytes per cycle it moves (reads and
     writes together; 0: one beat each way every cycle). ``trace`` (a path) gets the DRAM bus's handshakes, one a
     line (``harness/main.cpp``). ``on_done(index, cycles)`` is called as each command finishes. Returns
-    ``(finished, total cycles)``:
-    a :class:`Finished` per command, in the order they finished.
+    ``(finished, total cycles)``: a :class:`Finished` per command, in the order they finished.
     """
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "image.bin").write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
         (tmp / "list.bin").write_bytes(np.ascontiguousarray(command_list, "<u4").tobytes())
         args = [str(exe), "--image", str(tmp / "image.bin"), "--list", str(tmp / "list.bin"),
-                "--out", str(tmp / "out.bin"), "--latency", str(int(latency)), "--bandwidth", repr(float(bandwidth)), "--pause", repr(float(pause)),
-                "--seed", str(int(seed)), "--max-cycles", str(int(max_cycles))]
+                "--out", str(tmp / "out.bin"), "--latency", str(int(latency)), "--bandwidth", repr(float(bandwidth)),
+                "--pause", repr(float(pause)), "--seed", str(int(seed)), "--max-cycles", str(int(max_cycles))]
         if trace is not None:
             args += ["--trace", str(trace)]
         total = None

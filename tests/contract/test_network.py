@@ -8,7 +8,7 @@ from mensa.core.builder import NetworkBuilder
 from mensa.core.config import load
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation
-from mensa.core.quant import quantize_network
+from mensa.gen.network_run import quantised
 from mensa.model import zoo
 
 
@@ -27,13 +27,8 @@ def residual_cnn():
     return b.build()
 
 
-def quantised(net, seed=0):
-    rng = np.random.default_rng(seed)
-    return quantize_network(net, rng, [{"input": rng.normal(size=net.input_shape)}])
-
-
 def test_buffers_are_reused_only_after_their_last_reader_and_dependencies_follow():
-    net, params = quantised(residual_cnn())
+    net, params = quantised(residual_cnn(), 0)
     system = load("pascal-fpga")
     prog = compile_network(net, params, system, {l.name: "pascal" for l in net.layers})
     names = [l.name for l in net.layers]
@@ -67,7 +62,7 @@ def test_buffers_are_reused_only_after_their_last_reader_and_dependencies_follow
 
 
 def test_the_host_writes_the_input_as_the_stem_reads_it():
-    net, params = quantised(residual_cnn())
+    net, params = quantised(residual_cnn(), 0)
     prog = compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
     x = np.random.default_rng(3).integers(-128, 128, size=net.input_shape, dtype=np.int8)
     ((addr, blob),) = prog.input_writes([x])
@@ -78,7 +73,7 @@ def test_the_host_writes_the_input_as_the_stem_reads_it():
 
 
 def test_a_layer_on_a_near_memory_accelerator_is_refused_in_one_line():
-    net, params = quantised(zoo.get("ds_cnn"))
+    net, params = quantised(zoo.get("ds_cnn"), 0)
     placement = {l.name: "pascal" for l in net.layers} | {"fc": "jacquard"}
     with pytest.raises(CompileError) as e:
         compile_network(net, params, load("mensa-g-fpga"), placement)
@@ -89,13 +84,13 @@ def test_a_layout_the_reader_cannot_read_in_place_is_refused_in_one_line():
     b = NetworkBuilder("few", (1, 8, 8, 8))
     x = b.pointwise(b.input, 3, name="narrow")
     b.conv(x, 8, 3, name="packed")         # a 3-channel conv reads im2col rows: only the host writes them
-    net, params = quantised(b.build())
+    net, params = quantised(b.build(), 0)
     with pytest.raises(CompileError) as e:
         compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
     assert "\n" not in str(e.value) and "'packed'" in str(e.value) and "'narrow'" in str(e.value)
 
 
 def test_a_placement_on_no_accelerator_of_the_system_is_refused():
-    net, params = quantised(residual_cnn())
+    net, params = quantised(residual_cnn(), 0)
     with pytest.raises(CompileError, match="not an accelerator of the system"):
         compile_network(net, params, load("pascal-fpga"), {l.name: "pavlov" for l in net.layers})

@@ -14,7 +14,7 @@ import pytest
 
 from mensa.contract.compiler import compile_layer, in_hardware
 from mensa.core.config import load
-from mensa.core.quant import quantize_network
+from mensa.gen.network_run import quantised as quantised_network
 from mensa.model import zoo
 from mensa.model.schedule import ScheduleError, schedule
 
@@ -24,10 +24,7 @@ FAST = {("ds_cnn", "mensa-g"), ("ds_cnn", "pascal-fpga"), ("mobilenet_v2", "mens
 
 @functools.cache
 def quantised(name):
-    net = zoo.get(name)
-    rng = np.random.default_rng(0)
-    x = {"input": rng.normal(size=net.input_shape)} | {n: rng.normal(size=s) for n, s in net.extra_inputs}
-    return quantize_network(net, rng, [x])
+    return quantised_network(zoo.get(name), 0)
 
 
 def _cases():

@@ -17,8 +17,7 @@ import pytest
 from mensa.core.builder import NetworkBuilder
 from mensa.core.config import load
 from mensa.core.ir import Activation
-from mensa.gen.cmd_run import quantised
-from mensa.gen.network_run import compile_for_rtl, run_on_rtl
+from mensa.gen.network_run import compile_for_rtl, quantised, run_on_rtl
 from tests.rtl.test_network import small  # noqa: F401  (a fixture: the small system's TOML)
 from mensa.model import zoo
 from mensa.model.schedule import schedule

@@ -17,10 +17,10 @@ from mensa.core.builder import NetworkBuilder
 from mensa.core.ir import Activation
 from mensa.contract.regs import register_map
 from mensa.core.config import load
-from mensa.gen.network_run import RUNTIME, compile_for_rtl, run_on_rtl
+from mensa.gen.network_run import RUNTIME, compile_for_rtl, quantised, run_on_rtl
 from mensa.model import zoo
 from mensa.model.schedule import schedule
-from tests.contract.test_network import quantised, residual_cnn
+from tests.contract.test_network import residual_cnn
 
 
 #: a small system: a 4x4 array and a 4-lane vector unit (its harness builds in a fraction of pascal-fpga's time)
