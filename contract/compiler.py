@@ -7,6 +7,8 @@ and :func:`refusal` says so from the layer's shape alone, so what the scheduler 
 on an accelerator is exactly what this module accepts.
 """
 
+import math
+
 from mensa.contract.gemm_program import GEMM_OPS, compile_gemm, gemm_refusal
 from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, nearmem_refusal
 from mensa.contract.regs import VECTOR_OPS
@@ -17,25 +19,29 @@ from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.ir import Activation, Op
 
 __all__ = ["compile_layer", "refusal", "engine", "CompileError", "HARDWARE_OPS", "HARDWARE_ACTIVATIONS",
-           "TABLE_OPS", "in_hardware"]
+           "TABLE_OPS", "in_hardware", "layout_refusal"]
 
 #: The ops and fused activations some accelerator mensa builds runs. Where a layer of these
 #: may go is what :func:`refusal` says; a layer with an op or activation outside them has no
 #: hardware yet (:func:`in_hardware`), and the cost model places it by its modelled op sets
 #: (:data:`mensa.model.cost.SUPPORTED_OPS`).
 HARDWARE_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE, Op.FC, Op.LSTM, Op.MAXPOOL, Op.AVGPOOL, Op.GLOBAL_AVGPOOL,
-                          Op.ADD, Op.MUL})
+                          Op.ADD, Op.MUL, Op.CONCAT})
 HARDWARE_ACTIVATIONS = frozenset({Activation.NONE, Activation.RELU, Activation.RELU6})
 #: The ops some accelerator runs with a table activation after them: the systolic array's (its
 #: output through the table) and the vector unit's that requantise.
 TABLE_OPS = frozenset(GEMM_OPS) | frozenset(VECTOR_TABLE_OPS)
 
 
-def in_hardware(layer):
+def in_hardware(layer, accelerator=None):
     """True if some accelerator mensa builds runs layers of this op and activation: the clamps
-    anywhere, the table activations after the ops that requantise (:data:`TABLE_OPS`)."""
+    anywhere, the table activations after the ops that requantise (:data:`TABLE_OPS`). A concat is
+    a layout, where its inputs lie side by side (on ``accelerator``, when given: :func:`layout_refusal`)."""
     if layer.op not in HARDWARE_OPS:
         return False
+    if layer.op is Op.CONCAT:
+        return accelerator is None or accelerator.kind is not CoreKind.SYSTOLIC \
+            or not layout_refusal(accelerator, layer)
     return layer.activation in HARDWARE_ACTIVATIONS or (layer.activation in TABLE_ACTIVATIONS
                                                          and layer.op in TABLE_OPS)
 
@@ -43,7 +49,10 @@ def in_hardware(layer):
 def engine(accelerator, layer):
     """The engine of ``accelerator`` that runs ``layer``: ``"gemm"`` (the systolic array),
     ``"vector"`` (the vector unit beside it: depthwise convs and the vector ops, when the
-    accelerator has one) or ``"nearmem"``."""
+    accelerator has one), ``"nearmem"``, or ``"layout"`` for a concat (no engine runs it: its
+    producers write their outputs side by side, :func:`layout_refusal`)."""
+    if layer.op is Op.CONCAT:
+        return "layout"
     if accelerator.kind is not CoreKind.SYSTOLIC:
         return "nearmem"
     if accelerator.vector is not None and layer.op in VECTOR_OPS:
@@ -60,11 +69,41 @@ def refusal(accelerator, layer):
     if not isinstance(accelerator, AcceleratorConfig):
         raise TypeError(f"accelerator must be an AcceleratorConfig, not {accelerator!r}")
     kind = engine(accelerator, layer)
+    if kind == "layout":
+        return layout_refusal(accelerator, layer)
     if kind == "gemm":
         return gemm_refusal(accelerator, layer)
     if kind == "vector":
         return vector_refusal(accelerator, layer)
     return nearmem_refusal(NearMemGeometry.of(accelerator.nearmem), layer)
+
+
+def layout_refusal(accelerator, layer):
+    """Why a concat cannot be a layout on ``accelerator`` ("" when it can).
+
+    An activation lies in DRAM as channel-tile planes (:class:`~mensa.contract.gemm_program.Layout`),
+    so the planes of two tensors of the same pixels, one after the other, are their concatenation
+    when every input but the last fills whole tiles: the network compiler
+    (:mod:`mensa.contract.network`) gives each producer its offset in the concat's buffer, and
+    the concat costs nothing. The inputs must share the output's quantisation (as TFLite's
+    concat: :func:`mensa.core.quant.quantize_network` gives them the concat's), since nothing
+    requantises them.
+    """
+    if accelerator.kind is not CoreKind.SYSTOLIC:
+        return (f"{layer.name!r} (concat): the near-memory unit writes no DRAM activations; allowed: a concat "
+                f"on an accelerator with a systolic array")
+    tiles = sorted({accelerator.array.cols} | ({accelerator.vector.lanes} if accelerator.vector else set()))
+    channels = [shape[-1] for shape in (layer.in_shape, *layer.extra_in_shapes)]
+    for c in channels[:-1]:
+        if any(c % t for t in tiles):
+            return (f"{layer.name!r} (concat): an input of {c} channels ends inside a channel tile of "
+                    f"{' and '.join(map(str, tiles))}; allowed: every input but the last a multiple of "
+                    f"{math.lcm(*tiles)} channels")
+    q = layer.quant
+    if q is not None and any(qi != q.output for qi in q.inputs):
+        return (f"{layer.name!r} (concat): its inputs are quantised unlike its output; allowed: inputs that "
+                f"share the output's scale and zero point (nothing requantises them)")
+    return ""
 
 
 def compile_layer(accelerator, layer, params, x, *, base=0):
@@ -96,6 +135,10 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
     if not isinstance(accelerator, AcceleratorConfig):
         raise TypeError(f"accelerator must be an AcceleratorConfig, not {accelerator!r}")
     kind = engine(accelerator, layer)
+    if kind == "layout":
+        raise CompileError(layout_refusal(accelerator, layer) or
+                           f"{layer.name!r} (concat): a layout, not a layer an engine runs; its producers write "
+                           f"into its buffer: run it within its network (mensa run)")
     if kind == "vector":
         return compile_vector(accelerator, layer, params, x, base=base)
     if kind == "gemm":

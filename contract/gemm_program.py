@@ -86,6 +86,19 @@ class Layout(NamedTuple):
         """True if a tensor laid out so can be read in place as ``consumer`` lays its input out."""
         return (self.tile, self.vector_bytes, self.pixels) == consumer[:3] and consumer.channels <= self.channels
 
+    @property
+    def bytes(self):
+        return -(-self.channels // self.tile) * self.pixels * self.vector_bytes
+
+    def pack(self, x):
+        """The uint8 bytes of ``x`` (int8, ``pixels`` x ``channels`` elements, channels last) laid out so."""
+        tiles = -(-self.channels // self.tile)
+        planes = np.zeros((self.pixels, tiles * self.tile), np.int8)
+        planes[:, :self.channels] = np.asarray(x, np.int8).reshape(self.pixels, self.channels)
+        out = np.zeros((tiles, self.pixels, self.vector_bytes), np.int8)
+        out[..., :self.tile] = planes.reshape(self.pixels, tiles, self.tile).transpose(1, 0, 2)
+        return out.view(np.uint8).reshape(-1)
+
 
 def register_writes(regmap, registers):
     """(byte offset, 32-bit word) of every register of ``registers`` (name -> value), in map order."""

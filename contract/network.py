@@ -31,17 +31,18 @@ runs its own commands in list order.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from mensa.contract.compiler import compile_layer, engine, in_hardware
-from mensa.contract.gemm_program import ALIGN, register_writes
+from mensa.contract.compiler import compile_layer, engine, in_hardware, layout_refusal
+from mensa.contract.gemm_program import ALIGN, Layout, register_writes
 from mensa.contract.regs import register_map
 from mensa.core.config import CoreKind
 from mensa.core.errors import CompileError
-from mensa.core.ir import Network
+from mensa.core.ir import Network, Op
 
-__all__ = ["Command", "NetworkProgram", "compile_network", "peripherals", "address_map", "LIST_MAGIC",
+__all__ = ["Command", "HostInput", "NetworkProgram", "compile_network", "peripherals", "address_map", "LIST_MAGIC",
            "LIST_VERSION"]
 
 LIST_MAGIC = 0x4C434E4D        # "MNCL" little-endian
@@ -100,6 +101,17 @@ class Command:
     frame: int = 0
 
 
+class HostInput(NamedTuple):
+    """A region the host fills before a run: network input ``name`` of ``frame`` at ``address``, as
+    ``command``'s ``region`` reads it, or (``command`` None) as the slot ``layout`` of a concat's buffer."""
+    frame: int
+    name: str
+    address: int
+    command: int | None
+    region: str | None
+    layout: Layout | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class NetworkProgram:
     """A network compiled for a system: the DRAM image, the commands and where the host writes inputs.
@@ -115,8 +127,8 @@ class NetworkProgram:
         uint8 DRAM contents from address 0: the constants, then zeros up to the end of the
         activation buffers (``image.size`` is the memory the network needs).
     commands : tuple of :class:`Command`
-    host_inputs : tuple
-        ``(command index, region, network input name, address)`` of every region the host fills.
+    host_inputs : tuple of :class:`HostInput`
+        Every region the host fills.
     activation_bytes : int
         Bytes of the activation buffers (after reuse).
     """
@@ -133,17 +145,20 @@ class NetworkProgram:
         layer lays it out. ``xs`` holds one frame's inputs per frame: the ``"input"`` array, or a dict of
         every network input by name."""
         writes = []
-        for index, region, name, addr in self.host_inputs:
-            cmd = self.commands[index]
-            x = xs[cmd.frame]
+        for h in self.host_inputs:
+            x = xs[h.frame]
             inputs = x if isinstance(x, dict) else {"input": x}
+            if h.command is None:
+                writes.append((h.address, h.layout.pack(inputs[h.name])))
+                continue
+            cmd = self.commands[h.command]
             layer = self.network[cmd.layer]
             shapes = (layer.in_shape, *layer.extra_in_shapes)
             operands = [np.asarray(inputs[s], np.int8).reshape(sh) if s in inputs else np.zeros(sh, np.int8)
                         for s, sh in zip(layer.inputs, shapes)]
             prog = compile_layer(self.accelerators[cmd.unit], layer, self.params[layer.name],
                                  tuple(operands) if len(operands) > 1 else operands[0])
-            writes.append((addr, np.array(prog.region(region))))
+            writes.append((h.address, np.array(prog.region(h.region))))
         return writes
 
     def command_list(self):
@@ -212,7 +227,7 @@ def _placement(network, system, placement):
             raise CompileError(f"layer {layer.name!r} ({layer.op.value}): placed on near-memory accelerator "
                                f"{name!r}, which has no DRAM interface yet; allowed: an accelerator with a "
                                f"systolic array (pin the layer there)")
-        out[layer.name] = acc, units[name]       # a near-memory one was refused above
+        out[layer.name] = acc, units.get(name)   # a near-memory one was refused above, a concat has no unit
     return out
 
 
@@ -224,15 +239,68 @@ def _last_readers(network):
     return last
 
 
-def _check_layout(layer, acc, source, producer, want):
-    have = producer.program.layouts["output"]
+def _check_layout(layer, acc, source, where, have, want):
     if not have.feeds(want):
         raise CompileError(
-            f"layer {layer.name!r} on {acc.name!r} reads {source!r} (on {producer.accelerator!r}) in a "
+            f"layer {layer.name!r} on {acc.name!r} reads {source!r} (on {where!r}) in a "
             f"layout it cannot read in place: {want.channels} channels in tiles of {want.tile} as "
             f"{want.pixels} vectors of {want.vector_bytes} B, written as {have.channels} in tiles of "
             f"{have.tile} as {have.pixels} of {have.vector_bytes} B; allowed: accelerators of one tile "
             f"width for layers that pass tensors")
+
+
+@dataclass(frozen=True)
+class _Concat:
+    """A concat laid out by its producers: each writes its planes at ``offsets[i]`` of one buffer."""
+    name: str
+    sources: tuple
+    offsets: tuple
+    slots: tuple            # each input's Layout
+    layout: object          # the concat's Layout
+    size: int
+    where: str              # the accelerators of its producers, for messages
+
+
+def _concats(network, params, programs, where):
+    """Source -> :class:`_Concat` for every concat of ``network``: where its inputs lie (a producer writes
+    its planes there, the host a network input), or a one-line error where they cannot lie side by side
+    (:func:`~mensa.contract.compiler.layout_refusal`)."""
+    names = {l.name: i for i, l in enumerate(network.layers)}
+    out = {}
+    for layer in network.layers:
+        if layer.op is not Op.CONCAT:
+            continue
+        acc, _ = where[layer.name]
+        why = layout_refusal(acc, layer)
+        made = [s for s in layer.inputs if s in names]
+        bad = [s for s in made if network[s].op is Op.CONCAT] + [s for s in layer.inputs if s in out]
+        if not why and (bad or not made or len(set(layer.inputs)) < len(layer.inputs)):
+            why = (f"{layer.name!r} (concat): input {(bad or layer.inputs)[0]!r} is a concat, read twice, another "
+                   f"concat's input, or every input is a network input; allowed: distinct tensors, each "
+                   f"concatenated once, one at least a layer's output")
+        if not why and any(m is not None for m in params[layer.name].input_multipliers):
+            why = (f"{layer.name!r} (concat): its inputs are quantised unlike its output; allowed: inputs that "
+                   f"share the output's scale and zero point (nothing requantises them)")
+        if why:
+            raise CompileError(why)
+        first = programs[names[made[0]]][0].layouts["output"]
+        channels = [shape[-1] for shape in (layer.in_shape, *layer.extra_in_shapes)]
+        have = [programs[names[s]][0].layouts["output"] if s in names else first._replace(channels=c)
+                for s, c in zip(layer.inputs, channels)]
+        for s, lay in zip(layer.inputs, have):
+            if lay[:3] != first[:3] or (s != layer.inputs[-1] and lay.channels % lay.tile):
+                raise CompileError(
+                    f"{layer.name!r} (concat): {s!r} is written as {lay.channels} channels in tiles of {lay.tile} as "
+                    f"{lay.pixels} vectors of {lay.vector_bytes} B, beside {first.channels} in tiles of "
+                    f"{first.tile} as {first.pixels} of {first.vector_bytes} B; allowed: producers of one layout, "
+                    f"every input but the last whole tiles")
+        offsets = tuple(int(o) for o in np.cumsum([0] + [lay.bytes for lay in have[:-1]]))
+        cat = _Concat(name=layer.name, sources=tuple(layer.inputs), offsets=offsets, slots=tuple(have),
+                      layout=first._replace(channels=sum(channels)), size=sum(lay.bytes for lay in have),
+                      where=", ".join(sorted({where[s][0].name for s in made})))
+        for s in layer.inputs:
+            out[s] = cat
+    return out
 
 
 def compile_network(network, params, system, placement, *, frames=1):
@@ -241,6 +309,9 @@ def compile_network(network, params, system, placement, *, frames=1):
     ``frames`` consecutive inferences share the constants and have activation buffers of their own;
     their commands follow frame by frame, so an accelerator runs frame ``t + 1``'s layers while the
     next accelerator of the pipeline still runs frame ``t``'s.
+
+    A concat is a layout, not a command: its producers write their outputs side by side in its buffer
+    (:func:`~mensa.contract.compiler.layout_refusal`), and its readers wait for all of them.
 
     Parameters
     ----------
@@ -267,6 +338,9 @@ def compile_network(network, params, system, placement, *, frames=1):
     programs, constants, size = [], [], 0
     for layer in network.layers:
         acc, _ = where[layer.name]
+        if layer.op is Op.CONCAT:
+            programs.append((None, {}))
+            continue
         xs = tuple(np.zeros(sh, np.int8) for sh in (layer.in_shape, *layer.extra_in_shapes))[:len(layer.inputs)]
         prog = compile_layer(acc, layer, params[layer.name], xs if len(xs) > 1 else xs[0])
         addresses = {}
@@ -276,54 +350,98 @@ def compile_network(network, params, system, placement, *, frames=1):
                 constants.append((size, prog.region(region)))
                 size += _up(prog.regions[region][1])
         programs.append((prog, addresses))
+    concats = _concats(network, params, programs, where)
+    groups = {cat.name: cat for cat in concats.values()}
+    # a concat's buffer lives until the last reader of it or of any of its producers is done (a concat
+    # nothing reads is a network output: kept, as every network output is)
+    for cat in groups.values():
+        if cat.name in last:
+            last[cat.name] = max(last.get(n, -1) for n in (cat.name, *cat.sources))
+    layer_names = {l.name for l in network.layers}
+    released = {}           # layer index -> the tensors whose buffers are free once it is done
+    for name, i in last.items():
+        if name in layer_names and name not in concats:
+            released.setdefault(i, []).append(name)
+    # the commands: one per layer but the concats, frame by frame
+    ranks = [i for i, layer in enumerate(network.layers) if layer.op is not Op.CONCAT]
+    per_frame = len(ranks)
+    command_of = {i: k for k, i in enumerate(ranks)}
 
     arena = _Arena(size)
-    count = len(network.layers)
     # the host writes every frame's network inputs before the run, each as its reader reads it: those
     # regions come first, and are free for reuse once their reader is done
-    layer_names = {l.name for l in network.layers}
-    host_inputs, frame_addresses = [], []
+    host_inputs, frame_addresses, frame_buffers = [], [], []
     for f in range(frames):
         frame_addresses.append([dict(addresses) for _, addresses in programs])
+        frame_buffers.append({})
         for i, layer in enumerate(network.layers):
             prog = programs[i][0]
-            for region, source in zip(INPUT_REGIONS, layer.inputs):
-                if source not in layer_names:
-                    addr, _ = arena.alloc(prog.regions[region][1])
-                    frame_addresses[f][i][region] = addr
-                    host_inputs.append((f * count + i, region, source, addr))
+            for k, source in enumerate(layer.inputs):
+                if source in layer_names:
+                    continue
+                if prog is None:            # a concat: the host writes into its buffer
+                    cat = groups[layer.name]
+                    if cat.name not in frame_buffers[f]:
+                        frame_buffers[f][cat.name] = arena.alloc(cat.size)
+                    host_inputs.append(HostInput(f, source, frame_buffers[f][cat.name][0] + cat.offsets[k], None,
+                                                 None, cat.slots[k]))
+                    continue
+                region = INPUT_REGIONS[k]
+                addr, _ = arena.alloc(prog.regions[region][1])
+                frame_addresses[f][i][region] = addr
+                host_inputs.append(HostInput(f, source, addr, f * per_frame + command_of[i], region))
     commands, ancestors = [], []
     for f in range(frames):
-        outputs = {}
+        # tensor name -> (the commands that wrote it, address, layout, where); concat name -> (address, users)
+        outputs, buffers = {}, frame_buffers[f]
+
+        def readers(names, upto):
+            return {f * per_frame + command_of[j] for j, l in enumerate(network.layers[:upto + 1])
+                    if j in command_of and set(names) & set(l.inputs)}
         for i, layer in enumerate(network.layers):
-            c = f * count + i
             acc, unit = where[layer.name]
             prog, addresses = programs[i][0], frame_addresses[f][i]
             deps = set()
-            for region, source in zip(INPUT_REGIONS, layer.inputs):
+            for region, source in zip(INPUT_REGIONS if prog else (None,) * len(layer.inputs), layer.inputs):
                 if source not in layer_names:
                     continue
-                p, addr = outputs[source]
-                _check_layout(layer, acc, source, commands[p], prog.layouts[region])
-                addresses[region] = addr
-                deps.add(p)
-            out_bytes = prog.regions["output"][1]
-            before = set().union(*([{p} | ancestors[p] for p in deps] or [set()]))
-            addresses["output"], users = arena.alloc(out_bytes, before)
-            deps |= users
-            ancestors.append(before | users)
-            for index, region, _, addr in host_inputs:
-                if index == c:              # read by this layer alone
-                    arena.release(addr, prog.regions[region][1], {c})
-            outputs[layer.name] = c, addresses["output"]
-            commands.append(Command(layer=layer.name, accelerator=acc.name, unit=unit, program=prog,
-                                    registers=prog.relocated(register_map(acc), addresses),
-                                    deps=tuple(sorted(deps - {c})), output=(addresses["output"], out_bytes), frame=f))
-            for source in set(layer.inputs):
-                if source in outputs and last.get(source) == i:
-                    p, addr = outputs[source]
-                    readers = {f * count + j for j, l in enumerate(network.layers[:i + 1]) if source in l.inputs}
-                    arena.release(addr, commands[p].output[1], readers | {p})
+                ps, addr, have, at = outputs[source]
+                if prog is not None:
+                    _check_layout(layer, acc, source, at, have, prog.layouts[region])
+                    addresses[region] = addr
+                deps |= ps
+            if prog is None:        # a concat: its producers have written it
+                cat = groups[layer.name]
+                outputs[layer.name] = frozenset(deps), buffers[cat.name][0], cat.layout, cat.where
+            else:
+                c = len(commands)
+                out_bytes = prog.regions["output"][1]
+                before = set().union(*([{p} | ancestors[p] for p in deps] or [set()]))
+                cat = concats.get(layer.name)
+                if cat is None:
+                    addresses["output"], users = arena.alloc(out_bytes, before)
+                else:               # the first producer of a concat places its buffer; each writes its planes
+                    if cat.name not in buffers:
+                        buffers[cat.name] = arena.alloc(cat.size, before)
+                    base, users = buffers[cat.name]
+                    addresses["output"] = base + cat.offsets[cat.sources.index(layer.name)]
+                deps |= users
+                ancestors.append(before | users)
+                for h in host_inputs:
+                    if h.command == c:              # read by this layer alone
+                        arena.release(h.address, prog.regions[h.region][1], {c})
+                outputs[layer.name] = frozenset({c}), addresses["output"], prog.layouts["output"], acc.name
+                commands.append(Command(layer=layer.name, accelerator=acc.name, unit=unit, program=prog,
+                                        registers=prog.relocated(register_map(acc), addresses),
+                                        deps=tuple(sorted(deps - {c})), output=(addresses["output"], out_bytes),
+                                        frame=f))
+            for name in released.get(i, ()):
+                ps, addr = outputs[name][:2]
+                if name in groups:
+                    cat = groups[name]
+                    arena.release(addr, cat.size, readers((name, *cat.sources), i) | ps)
+                else:
+                    arena.release(addr, commands[next(iter(ps))].output[1], readers((name,), i) | ps)
 
     end = arena.top
     for acc in system.accelerator:

@@ -189,6 +189,24 @@ def _range(values):
     return lo, hi
 
 
+def _concat_sharing(net):
+    """Source layer -> the concat whose quantisation it takes (TFLite's rule: a concat's inputs and
+    output share one scale and zero point, so the concat is a layout and not a requantisation).
+
+    A source shares when it feeds no other concat and is a network input or a layer that sets its
+    own output quantisation (not a pooling or resizing, which keep their input's, nor a concat); the
+    other inputs of such a concat are requantised by it as before.
+    """
+    kept = (Op.AVGPOOL, Op.MAXPOOL, Op.RESIZE, Op.CONCAT)
+    feeds = {}
+    for layer in net.layers:
+        if layer.op is Op.CONCAT:
+            for s in set(layer.inputs):
+                feeds.setdefault(s, []).append(layer.name)
+    ops = {layer.name: layer.op for layer in net.layers}
+    return {s: cats[0] for s, cats in feeds.items() if len(cats) == 1 and ops.get(s) not in kept}
+
+
 def quantize_network(net, weights, calibration_inputs):
     """Post-training quantisation of a float network.
 
@@ -215,6 +233,8 @@ def quantize_network(net, weights, calibration_inputs):
     tensors = {}
     for name in runs[0][0]:
         tensors[name] = choose_quant_params(*_range([r[0][name] for r in runs]))
+    for source, cat in _concat_sharing(net).items():
+        tensors[source] = tensors[cat]
     layers, params = [], {}
     for layer in net.layers:
         in_q = tuple(tensors[s] for s in layer.inputs)

@@ -100,7 +100,7 @@ def _refusal(acc, layer):
 
 def _compiled(acc, layer):
     """True where the compiler of ``acc`` decides whether it runs ``layer``."""
-    return in_hardware(layer) and not modelled(acc)
+    return in_hardware(layer, acc) and not modelled(acc)
 
 
 def _accepted(layers, accelerators, rows):
@@ -110,8 +110,18 @@ def _accepted(layers, accelerators, rows):
     for j, acc in enumerate(accelerators):
         if not modelled(acc):
             for i, layer in enumerate(layers):
-                if in_hardware(layer):
+                if in_hardware(layer, acc):
                     out[i, j] = not _refusal(acc, layer)
+    return out
+
+
+def _layouts(layers, accelerators):
+    """``(L, A)``: the concats that are a layout (their producers write side by side, nothing runs)."""
+    out = np.zeros((len(layers), len(accelerators)), dtype=bool)
+    for i, layer in enumerate(layers):
+        if layer.op is Op.CONCAT:
+            for j, acc in enumerate(accelerators):
+                out[i, j] = _compiled(acc, layer) and not _refusal(acc, layer)
     return out
 
 
@@ -515,6 +525,11 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     stall = np.where(dram > 0, stall, 0.0)
     supported = _accepted(lt.layers, acc.accelerators, acc.supported[:, lt.op.astype(int)].T
                           & pick(np.ones_like(s.fit), n.fit))
+    layout = _layouts(lt.layers, acc.accelerators) if (lt.op == _OP_CODE[Op.CONCAT]).any() else False
+    if np.any(layout):      # a concat its producers lay out costs nothing
+        zero = lambda x: np.where(layout, 0.0, x)       # noqa: E731
+        compute, load, fill, dma, stall = zero(compute), zero(load), zero(fill), zero(dma), zero(stall)
+        dram, dram_w, dram_a, abuf, ew = zero(dram), zero(dram_w), zero(dram_a), zero(abuf), zero(ew)
     core = compute + load + fill
     cycles = np.where(supported, core + dma + stall, np.inf)
     seconds = cycles / (acc.clock_mhz * 1e6)
@@ -531,7 +546,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         dram_bytes=full(dram), dram_weight_bytes=full(dram_w), dram_act_bytes=full(dram_a),
         wbuf_bytes=full(pick(s.wbuf, n.wbuf)), abuf_bytes=full(abuf),
         accbuf_bytes=full(pick(s.accbuf, n.accbuf)), vault_bytes=full(pick(s.vault, n.vault)),
-        local_bytes=full(pick(s.local, n.local)), vector_ops=full(ew), requant_ops=full(_col(lt.out_elems)),
+        local_bytes=full(pick(s.local, n.local)), vector_ops=full(ew), requant_ops=full(np.where(layout, 0.0, _col(lt.out_elems))),
         m_tile=full(pick(s.m_tile, n.m_tile)),
         params_fit=(zeros + pick(s.fit, n.fit)).astype(bool), supported=supported,
     )

@@ -1,9 +1,13 @@
 """The network compiler: one DRAM image, buffers reused only when dead, dependencies, one-line refusals."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from mensa.contract.compiler import compile_layer
 from mensa.contract.network import LIST_MAGIC, compile_network
+from mensa.core import golden
 from mensa.core.builder import NetworkBuilder
 from mensa.core.config import load
 from mensa.core.errors import CompileError
@@ -66,8 +70,8 @@ def test_the_host_writes_the_input_as_the_stem_reads_it():
     prog = compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
     x = np.random.default_rng(3).integers(-128, 128, size=net.input_shape, dtype=np.int8)
     ((addr, blob),) = prog.input_writes([x])
-    (index, region, name, at), = prog.host_inputs
-    assert (index, region, name, at) == (0, "input", "input", addr)
+    (h,) = prog.host_inputs
+    assert (h.frame, h.name, h.address, h.command, h.region) == (0, "input", addr, 0, "input")
     assert blob.size == prog.commands[0].program.regions["input"][1]
     assert blob.any()
 
@@ -94,3 +98,80 @@ def test_a_placement_on_no_accelerator_of_the_system_is_refused():
     net, params = quantised(residual_cnn(), 0)
     with pytest.raises(CompileError, match="not an accelerator of the system"):
         compile_network(net, params, load("pascal-fpga"), {l.name: "pavlov" for l in net.layers})
+
+
+def fire_net(hint=True):
+    """A fire module (squeeze, 1x1 and 3x3 expands concatenated) with a network input concatenated
+    beside them; one expand is also read on its own."""
+    b = NetworkBuilder("fire", (1, 10, 12, 3))
+    x = b.conv(b.input, 16, 3, stride=2, activation=Activation.RELU, name="stem")
+    s = b.pointwise(x, 8, activation=Activation.RELU, name="squeeze")
+    e1 = b.pointwise(s, 16, activation=Activation.RELU, name="e1")
+    e3 = b.conv(s, 8, 3, activation=Activation.RELU, name="e3")
+    parts = (e1, e3, b.add_input("hint", (1, 5, 6, 8))) if hint else (e1, e3)
+    cat = b.concat(*parts, name="fire")
+    y = b.add(b.pointwise(cat, 12, name="head"), b.pointwise(e1, 12, name="side"), name="join")
+    b.fc(b.flatten(b.global_avgpool(y, name="gap")), 4, name="logits")
+    return b.build()
+
+
+def test_a_concat_is_a_layout_its_producers_and_the_host_write_side_by_side():
+    net, params = quantised(fire_net(), 0)
+    assert params["fire"].input_multipliers == (None, None, None)       # its inputs share its quantisation
+    prog = compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
+    cmds = {c.layer: (i, c) for i, c in enumerate(prog.commands)}
+    assert "fire" not in cmds and len(prog.commands) == len(net.layers) - 1
+    (_, e1), (_, e3) = cmds["e1"], cmds["e3"]
+    tiles = prog.commands[0].program.layouts["output"].tile
+    e1_bytes = e1.program.regions["output"][1]
+    assert e3.output[0] == e1.output[0] + e1_bytes == e1.output[0] + 16 // tiles * 5 * 6 * 8
+    (hint,) = [h for h in prog.host_inputs if h.name == "hint"]
+    assert hint.command is None and hint.address == e3.output[0] + e3.program.regions["output"][1]
+    head_i, head = cmds["head"]
+    assert head.registers["INPUT_ADDR"] == e1.output[0]
+    assert {cmds["e1"][0], cmds["e3"][0]} <= set(head.deps)
+    # the host lays the network input out as the concat's planes
+    x = {"input": np.zeros(net.input_shape, np.int8), "hint": np.arange(240, dtype=np.int64).astype(np.int8)}
+    writes = dict(prog.input_writes([x]))
+    planes = writes[hint.address].reshape(1, 30, 8)
+    assert np.array_equal(planes.view(np.int8), x["hint"].reshape(1, 30, 8))
+    # the buffer is not reused while "side" (after the concat's readers) still reads e1
+    side_i, side = cmds["side"]
+    lo, hi = e1.output[0], hint.address + hint.layout.bytes
+    for i, c in enumerate(prog.commands):
+        if head_i < i < side_i or i == side_i:
+            assert c.output[0] + c.output[1] <= lo or c.output[0] >= hi, c.layer
+
+
+def test_layout_packs_a_tensor_as_the_engines_lay_it_out():
+    net, params = quantised(fire_net(hint=False), 0)
+    prog = compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
+    x = np.random.default_rng(5).integers(-128, 128, size=net.input_shape, dtype=np.int8)
+    ((_, blob),) = prog.input_writes([x])
+    stem = prog.commands[0].program
+    assert stem.layouts["input"].bytes == stem.regions["input"][1]
+    squeeze = prog.commands[1].program
+    y = np.random.default_rng(6).integers(-128, 128, size=(1, 5, 6, 16), dtype=np.int8)
+    want = compile_layer(load("pascal-fpga").accelerator[0], net["squeeze"], params["squeeze"], y).region("input")
+    assert np.array_equal(squeeze.layouts["input"].pack(y), want)
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("unaligned", "multiple of 8 channels"),
+    ("requantised", "quantised unlike its output"),
+])
+def test_a_concat_that_cannot_be_a_layout_is_refused_in_one_line(case, expect):
+    b = NetworkBuilder("bad", (1, 6, 6, 8))
+    x = b.pointwise(b.input, 12 if case == "unaligned" else 8, name="a")
+    y = b.pointwise(b.input, 8, name="b")
+    b.pointwise(b.concat(x, y, name="cat"), 8, name="head")
+    net, params = quantised(b.build(), 0)
+    if case == "requantised":       # as an imported QLinearConcat may come: an input of a scale of its own
+        cat = net["cat"]
+        first = replace(cat.quant.inputs[0], scale=cat.quant.inputs[0].scale * 2)
+        cat = replace(cat, quant=replace(cat.quant, inputs=(first, *cat.quant.inputs[1:])))
+        net = replace(net, layers=tuple(cat if l.name == "cat" else l for l in net.layers))
+        params = params | {"cat": golden.layer_params(cat)}
+    with pytest.raises(CompileError) as e:
+        compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
+    assert "\n" not in str(e.value) and "'cat'" in str(e.value) and expect in str(e.value), str(e.value)
