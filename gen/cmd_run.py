@@ -19,6 +19,7 @@ from mensa.gen import args as types
 from mensa.gen.cmd_analyze import load_model
 from mensa.gen.cmd_schedule import parse_pins
 from mensa.core.files import write_json
+from mensa.core.ir import Op
 from mensa.model.schedule import schedule
 
 __all__ = ["add_arguments", "run", "DEFAULT_SYSTEM"]
@@ -76,7 +77,8 @@ def run(args):
 
         result = run_on_rtl(prog, system, sched, _inputs(qnet, args.seed, args.frames), latency=args.latency,
                             pause=args.pause, seed=args.seed, progress=progress)
-    _print(result, system, args, Console(width=None if Console().is_terminal else 160))
+    layouts = [l.name for l in qnet.layers if l.op is Op.CONCAT]
+    _print(result, system, args, Console(width=None if Console().is_terminal else 160), layouts)
     data = result.to_dict() | {"seed": args.seed, "pause": args.pause,
                                "latency": args.latency or system.dram.latency_cycles}
     if args.json:
@@ -88,7 +90,7 @@ def run(args):
     return 0 if result.bit_exact else 1
 
 
-def _print(result, system, args, console):
+def _print(result, system, args, console, layouts=()):
     from rich.table import Table
     table = Table(title=f"{result.network} on the RTL of {result.system} (DRAM latency "
                         f"{args.latency or system.dram.latency_cycles}, pause {args.pause:g})")
@@ -102,6 +104,8 @@ def _print(result, system, args, console):
                       f"{r.cycles:,}", f"{r.predicted:,.0f}", f"{100 * r.error:+.2f}", f"{100 * r.utilisation:.1f}",
                       f"{r.read_bytes / 1e3:,.1f}/{r.written_bytes / 1e3:,.1f}", "yes" if r.bit_exact else "NO")
     console.print(table)
+    if layouts:
+        console.print(f"concat {', '.join(layouts)}: a layout, no command (the producers wrote side by side)")
     d = result.to_dict()
     wrong = [r.layer for r in result.layers if not r.bit_exact]
     console.print(f"{len(result.layers) - len(wrong)} of {len(result.layers)} layers bit-exact with the golden model"

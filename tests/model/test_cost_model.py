@@ -155,6 +155,18 @@ def test_activations_stream_through_dram_on_built_arrays_and_stay_on_chip_on_mod
     assert spilled.dram_act_bytes[0, 0] == rows_read * 32 * 32 + 32 * 32 * 32
 
 
+def test_a_concat_is_free_where_it_is_a_layout_and_a_vector_pass_elsewhere():
+    cat = Layer("cat", Op.CONCAT, (1, 8, 8, 16), (1, 8, 8, 24), inputs=("a", "b"), extra_in_shapes=((1, 8, 8, 8),))
+    odd = Layer("odd", Op.CONCAT, (1, 8, 8, 12), (1, 8, 8, 20), inputs=("a", "b"), extra_in_shapes=((1, 8, 8, 8),))
+    built = evaluate([cat, odd], systolic(rows=8, cols=8).accelerator)
+    # 16 channels are two whole tiles of the 8 columns: the producers write side by side, nothing runs
+    assert built.cycles[0, 0] == 0 and built.dram_bytes[0, 0] == 0 and built.requant_ops[0, 0] == 0
+    # 12 channels end inside a tile: no hardware lays it out, the modelled vector pass stands in
+    assert 0 < built.cycles[1, 0] < np.inf and built.dram_bytes[1, 0] > 0
+    modelled = evaluate([cat], systolic(rows=8, cols=8, dataflow="os").accelerator)
+    assert modelled.cycles[0, 0] > 0
+
+
 def _walk(layer):
     """The sequencer's walk of a conv or FC ``layer`` (mensa.contract.gemm_program lays them out so: a
     few-channel conv over its im2col rows)."""

@@ -14,13 +14,13 @@ import pytest
 
 from mensa.contract.header import header
 from mensa.core.builder import NetworkBuilder
-from mensa.core.ir import Activation
+from mensa.core.ir import Activation, Op
 from mensa.contract.regs import register_map
 from mensa.core.config import load
 from mensa.gen.network_run import RUNTIME, compile_for_rtl, quantised, run_on_rtl
 from mensa.model import zoo
 from mensa.model.schedule import schedule
-from tests.contract.test_network import residual_cnn
+from tests.contract.test_network import fire_net, residual_cnn
 
 
 #: a small system: a 4x4 array and a 4-lane vector unit (its harness builds in a fraction of pascal-fpga's time)
@@ -50,13 +50,16 @@ def _run(net, system_name, *, latency, pause, seed):
     system = load(system_name)
     qnet, params = quantised(net, seed)
     sched = schedule(qnet, system)
-    x = np.random.default_rng(seed).integers(-128, 128, size=qnet.input_shape, dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    x = {name: rng.integers(-128, 128, size=shape, dtype=np.int8)
+         for name, shape in (("input", qnet.input_shape), *qnet.extra_inputs)}
     print(f"{net.name} on {system_name}: seed {seed}, DRAM latency {latency}, pause {pause}")
     result = run_on_rtl(compile_for_rtl(qnet, params, system, sched), system, sched, [x], latency=latency,
                         pause=pause, seed=seed)
     wrong = [r.layer for r in result.layers if not r.bit_exact]
     assert not wrong, f"seed {seed}: layers {wrong} differ from the golden model"
-    assert [r.layer for r in result.layers] == [l.name for l in qnet.layers]
+    # every layer ran but the concats, which their producers laid out
+    assert [r.layer for r in result.layers] == [l.name for l in qnet.layers if l.op is not Op.CONCAT]
     assert all(r.cycles > 0 and r.start >= 0 for r in result.layers)
     # the accelerator runs one layer at a time: the layers' spans do not overlap, in order
     for a, b in zip(result.layers, result.layers[1:]):
@@ -68,6 +71,13 @@ def test_a_residual_cnn_runs_whole_and_bit_exact_with_dram_latency_and_backpress
     seed = int(os.environ.get("MENSA_SEED", random.randrange(1 << 16)))
     latency = random.Random(seed).randint(1, 50)
     _run(residual_cnn(), small, latency=latency, pause=0.2, seed=seed)
+
+
+def test_a_fire_module_concatenated_as_a_layout_runs_whole_and_bit_exact(small):
+    seed = int(os.environ.get("MENSA_SEED", random.randrange(1 << 16)))
+    latency = random.Random(seed).randint(1, 50)
+    result = _run(fire_net(), small, latency=latency, pause=0.2, seed=seed)
+    assert "fire" not in {r.layer for r in result.layers}
 
 
 @pytest.mark.slow
