@@ -24,12 +24,16 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=types.seed, default=0, help="k-means seed (default 0)")
 
 
+def onnx_path(spec):
+    """The ONNX file ``spec`` names (not a zoo name), else None."""
+    path = Path(spec)
+    return path if spec not in zoo.MODELS and (path.suffix.lower() == ".onnx" or path.exists()) else None
+
+
 def load_model(spec):
     """A zoo name or an ONNX file path -> :class:`~mensa.core.ir.Network`."""
-    if spec in zoo.MODELS:
-        return zoo.get(spec)
-    path = Path(spec)
-    if path.suffix.lower() == ".onnx" or path.exists():
+    path = onnx_path(spec)
+    if path:
         from mensa.model.onnx_import import import_onnx
         return import_onnx(path).network
     return zoo.get(spec)     # raises UnknownModelError naming the zoo's models

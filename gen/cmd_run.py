@@ -1,7 +1,7 @@
 """``mensa run``: a whole network on the RTL of a system, every layer checked against the golden model.
 
-The model (a zoo name or an ONNX file) gets random weights from ``--seed`` and is quantised
-on a random calibration input; the scheduler places its layers (``--pin`` as for ``mensa
+The model (a zoo name, with random weights from ``--seed``, or an ONNX file, with its own; a
+quantised ONNX model keeps its quantisation) is quantised on a random calibration input; the scheduler places its layers (``--pin`` as for ``mensa
 schedule``); the network compiler writes one DRAM image and a command list; a Verilator C++
 harness (the accelerator, its DRAM in C++ with ``--latency`` and ``--pause``, and mensa's C
 runtime replaying the list) runs it with no Python per cycle. Printed per layer: the
@@ -16,7 +16,7 @@ import numpy as np
 
 from mensa.core.config import load
 from mensa.gen import args as types
-from mensa.gen.cmd_analyze import load_model
+from mensa.gen.cmd_analyze import load_model, onnx_path
 from mensa.gen.cmd_schedule import parse_pins
 from mensa.core.files import write_json
 from mensa.core.ir import Op
@@ -46,6 +46,17 @@ def add_arguments(parser):
                         help="also draw the timeline: which accelerator ran which layer, when")
 
 
+def _model(spec):
+    """``(network, float weights, golden params)`` of a zoo name (no weights: random ones) or an ONNX
+    file (its weights; a quantised ONNX model's own parameters)."""
+    path = onnx_path(spec)
+    if path:
+        from mensa.model.onnx_import import import_onnx
+        imported = import_onnx(path)
+        return imported.network, imported.float_params, imported.golden_params
+    return load_model(spec), None, None
+
+
 def _inputs(net, seed, frames):
     """One random int8 input (a dict of every network input) per frame."""
     rng = np.random.default_rng([seed, 1])
@@ -60,11 +71,11 @@ def run(args):
     from mensa.gen.network_run import compile_for_rtl, quantised, run_on_rtl
 
     system = load(args.system)
-    net = load_model(args.model)
+    net, weights, params = _model(args.model)
     pins = parse_pins(args.pin)
     console = Console(stderr=True)
     with console.status(f"{net.name}: quantise, schedule and compile for {system.name}"):
-        qnet, params = quantised(net, args.seed)
+        qnet, params = (net, params) if params else quantised(net, args.seed, weights)
         sched = schedule(qnet, system, pins=pins)
         prog = compile_for_rtl(qnet, params, system, sched, frames=args.frames)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

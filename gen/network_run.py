@@ -24,12 +24,13 @@ from mensa.sim import harness
 __all__ = ["RUNTIME", "LayerRun", "NetworkRun", "quantised", "compile_for_rtl", "run_on_rtl"]
 
 
-def quantised(net, seed):
-    """``net`` with random float weights from ``seed``, quantised on one random calibration input: what
-    ``mensa run`` runs, ``(network, params)``."""
+def quantised(net, seed, weights=None):
+    """``net`` quantised on one random calibration input from ``seed``: what ``mensa run`` runs,
+    ``(network, params)``. Its float ``weights`` (layer name -> FloatParams, an ONNX model's), or
+    random ones from ``seed``."""
     rng = np.random.default_rng(seed)
     x = {"input": rng.normal(size=net.input_shape)} | {n: rng.normal(size=s) for n, s in net.extra_inputs}
-    return quantize_network(net, rng, [x])
+    return quantize_network(net, rng if weights is None else weights, [x])
 
 
 @dataclass(frozen=True)

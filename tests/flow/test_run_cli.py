@@ -2,9 +2,15 @@
 
 import json
 
+import numpy as np
+import onnx
 import pytest
 
+from mensa.core.quant import quantize_weights
 from mensa.gen.cli import main
+from mensa.gen.cmd_run import _model
+from mensa.gen.network_run import quantised
+from tests.model.test_onnx_edge_models import squeezenet_like
 from tests.rtl.test_network import small  # noqa: F401  (a fixture: the small system's TOML)
 
 
@@ -21,6 +27,20 @@ def test_ds_cnn_runs_whole_on_a_small_system_and_writes_json_and_a_timeline(smal
     # every layer reads its input and writes its output through DRAM
     assert all(l["read_bytes"] > 0 and l["written_bytes"] > 0 for l in r["layers"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_onnx_model_runs_with_its_own_weights_and_its_concats_as_layouts(small, tmp_path, capsys):
+    path = tmp_path / "squeezenet_like.onnx"
+    onnx.save(squeezenet_like(np.random.default_rng(0)), path)
+    assert main(["run", str(path), "--system", str(small), "--json", str(tmp_path / "r.json")]) == 0
+    text = capsys.readouterr().out
+    assert "10 of 10 layers bit-exact" in text and "concat f0_cat, f1_cat: a layout, no command" in text
+    # its own weights, not random ones: the seed moves only the calibration input
+    net, weights, params = _model(str(path))
+    assert params is None and set(weights) == {l.name for l in net.layers if l.op.value == "conv2d"}
+    for seed in (1, 2):
+        _, params = quantised(net, seed, weights)
+        assert np.array_equal(params["stem"].weights, quantize_weights(weights["stem"].weights)[0])
 
 
 @pytest.mark.parametrize("argv, text", [
