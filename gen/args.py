@@ -116,3 +116,14 @@ def probability(text):
     if not (math.isfinite(value) and 0 <= value < 1):
         raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: a number in [0, 1)")
     return value
+
+
+def positive_float(text):
+    """A finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: a number above 0")
+    return value

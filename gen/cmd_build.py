@@ -8,8 +8,10 @@ build files; Yosys, nextpnr and ecppack from the yowasp wheels run them. ``DIR``
 ``top.bit``, ``build.json`` (Fmax, utilisation, critical path, the stored layer, the tools)
 and ``timing.md``; the tools' files and logs stay in ``DIR/work``.
 
-The design runs from the board's 25 MHz oscillator; the Fmax nextpnr reports is what the
-same logic would reach. Results are cached: a build is reused while the build files
+The design runs from the board's 25 MHz oscillator, or with ``--clock MHZ`` from the ECP5 PLL
+(:mod:`mensa.hw.pll`: dividers computed for the clock, one the PLL cannot make refused in one
+line) at that clock, which nextpnr then times against; the Fmax it reports is what the same
+logic would reach. Results are cached: a build is reused while the build files
 (RTLIL, constraints, scripts) and the tool versions are the same.
 """
 
@@ -30,6 +32,7 @@ from mensa.core.files import write_if_changed
 from mensa.core.config import CoreKind, config_hash, load
 from mensa.core.errors import UserError
 from mensa.gen.selftest import SelfTest, selftest_case
+from mensa.hw.pll import ecp5_pll
 from mensa.gen import args as types
 from mensa.gen.verilog import add_time_limit_argument, check_elaboration
 
@@ -46,6 +49,7 @@ BOARDS = {
     "ulx3s-25f": ("amaranth_boards.ulx3s", "ULX3S_25F_Platform", "ecp5-25f"),
 }
 NAME = "top"
+OSCILLATOR_MHZ = 25.0       # the ULX3S boards' clock
 
 
 class BuildError(UserError):
@@ -61,6 +65,10 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=types.seed, default=0, help="draws the stored layer (default 0)")
     parser.add_argument("--corrupt-weight", action="store_true",
                         help="store one weight byte changed: the board must then light FAIL")
+    parser.add_argument("--clock", type=types.positive_float, metavar="MHZ",
+                        help="clock the design from the ECP5 PLL at MHZ (dividers computed; a clock the PLL "
+                             "cannot make is refused, naming the nearest it makes); default: the board's "
+                             "25 MHz oscillator")
     parser.add_argument("--out", type=types.out_dir, default=None,
                         help="output folder (default: build/board/<system>/<board>)")
     add_time_limit_argument(parser)
@@ -113,7 +121,7 @@ def _stage(work):
     return "yosys synth_ecp5"
 
 
-def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
+def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, clock_mhz=None, console=None):
     """Build the self-test bitstream of accelerator config ``acc`` for ``board`` into ``out_dir``.
 
     Returns the report (also written as ``build.json``). Raises :class:`BuildError` for
@@ -134,7 +142,8 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
     work = out_dir / "work"
     console = console or Console(stderr=True)
     selftest_case(acc, seed=seed)       # refuses a config the self-test cannot host, before any output
-    top = SelfTest(acc, seed=seed, corrupt_weight=corrupt_weight)
+    pll = None if clock_mhz is None else ecp5_pll(OSCILLATOR_MHZ, clock_mhz)
+    top = SelfTest(acc, seed=seed, corrupt_weight=corrupt_weight, pll=pll)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task(f"{board}: elaborating the self-test of {acc.name}", total=None)
@@ -192,7 +201,10 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, console=None):
         "layer": {"op": layer.op.value, "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
                   "activation": layer.activation.value, "image_bytes": int(case.program.image.size),
                   "output_bytes": case.program.output_bytes},
-        "clock_mhz": 25.0, "clocks": clocks, "device": device, "critical_paths": _critical_paths(pnr),
+        "clock_mhz": OSCILLATOR_MHZ if pll is None else pll.fout_mhz,
+        "pll": None if pll is None else {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
+                                         "clkop_div": pll.clkop_div, "vco_mhz": pll.fvco_mhz},
+        "clocks": clocks, "device": device, "critical_paths": _critical_paths(pnr),
         "seconds": {"yosys": round(t_pnr - t0, 1), "nextpnr": round(t_pack - t_pnr, 1),
                     "ecppack": round(t_end - t_pack, 1)},
         "leds": {"0": "pass", "1": "fail", "2": "busy", "3": "done", "7": "heartbeat"},
@@ -242,9 +254,11 @@ def run(args):
     system = load(args.config)
     acc = _accelerator(system, args.accelerator)
     selftest_case(acc, seed=args.seed)     # a config the self-test cannot host is the first thing to say
+    if args.clock is not None:
+        ecp5_pll(OSCILLATOR_MHZ, args.clock)    # a clock the PLL cannot make, before any output
     check_elaboration("build", [acc], no_time_limit=args.no_time_limit)
     out = args.out or Path("build/board") / system.name / args.board
-    report = build(acc, args.board, out, seed=args.seed, corrupt_weight=args.corrupt_weight)
+    report = build(acc, args.board, out, seed=args.seed, corrupt_weight=args.corrupt_weight, clock_mhz=args.clock)
     clocks = ", ".join(f"{clk} Fmax {c['fmax_mhz']:.1f} MHz ({'meets' if c['met'] else 'misses'} "
                        f"{c['target_mhz']:g})" for clk, c in report["clocks"].items())
     d = report["device"]

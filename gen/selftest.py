@@ -27,7 +27,7 @@ output), so the same top must show *fail* — the check that the checker checks.
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 from mensa.contract.compiler import compile_layer
 from mensa.hw.accelerator import Accelerator
 from mensa.hw.axi_ram import AxiRam
+from mensa.hw.pll import Ecp5Pll, PllParams
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import UserError
 from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams
@@ -193,6 +194,8 @@ class SelfTest(wiring.Component):
         Store the image with one weight byte changed: the test must then show *fail*.
     watchdog_bits : int
         The run fails if no interrupt comes within ``2**watchdog_bits`` cycles.
+    pll : :class:`~mensa.hw.pll.PllParams` or None
+        On a board: clock the design from an ECP5 PLL so set (else from the board's oscillator).
 
     Members
     -------
@@ -204,7 +207,7 @@ class SelfTest(wiring.Component):
         A rising edge after ``done`` runs the test again.
     """
 
-    def __init__(self, config, *, seed=0, corrupt_weight=False, watchdog_bits=24):
+    def __init__(self, config, *, seed=0, corrupt_weight=False, watchdog_bits=24, pll=None):
         if not isinstance(corrupt_weight, bool):
             raise TypeError(f"corrupt_weight must be a bool, not {corrupt_weight!r}")
         if not isinstance(watchdog_bits, int) or not 4 <= watchdog_bits <= 40:
@@ -212,7 +215,10 @@ class SelfTest(wiring.Component):
         self._case = selftest_case(config, seed=seed)
         self._config = config
         self._corrupt = corrupt_weight
+        if pll is not None and not isinstance(pll, PllParams):
+            raise TypeError(f"pll must be PllParams or None, not {pll!r}")
         self._watchdog_bits = watchdog_bits
+        self._pll = pll
         super().__init__({"passed": Out(1), "failed": Out(1), "busy": Out(1), "done": Out(1), "rerun": In(1)})
 
     @property
@@ -336,7 +342,16 @@ class SelfTest(wiring.Component):
         return m
 
     def _board(self, m, platform):
-        """LEDs 0-3: pass, fail, busy, done; LED 7 blinks (clock alive); returns button fire 0, synchronised."""
+        """LEDs 0-3: pass, fail, busy, done; LED 7 blinks (clock alive); returns button fire 0, synchronised.
+        With ``pll`` (:class:`~mensa.hw.pll.PllParams`), the design's clock is the PLL's output from the
+        board's oscillator, held in reset until the PLL locks."""
+        if self._pll is not None:
+            m.domains.sync = ClockDomain("sync")
+            m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+            m.submodules.pll = pll = Ecp5Pll(self._pll)
+            m.d.comb += [pll.clk_in.eq(clk_in.i), ClockSignal("sync").eq(pll.clk_out),
+                         ResetSignal("sync").eq(~pll.locked)]
+            platform.add_clock_constraint(pll.clk_out, self._pll.fout_mhz * 1e6)
         blink = Signal(24)
         m.d.sync += blink.eq(blink + 1)
         for i, value in zip((0, 1, 2, 3, 7), (self.passed, self.failed, self.busy, self.done, blink[-1])):

@@ -48,6 +48,10 @@ BAD = [
      .replace("act_kib = 1", "act_kib = 1024"),
      ["--board", "ulx3s-85f"], ["image", "at most 65536"]),
     ("negative seed", SYSTOLIC, ["--board", "ulx3s-85f", "--seed", "-1"], ["--seed", "-1", "allowed"]),
+    ("a clock the PLL cannot make", SYSTOLIC, ["--board", "ulx3s-85f", "--clock", "123"],
+     ["123 MHz", "121.875 MHz or 125 MHz"]),
+    ("a clock beyond the PLL", SYSTOLIC, ["--board", "ulx3s-85f", "--clock", "450"], ["450 MHz", "10 to 400 MHz"]),
+    ("a clock that is no number", SYSTOLIC, ["--board", "ulx3s-85f", "--clock", "fast"], ["--clock", "'fast'"]),
     ("no board", SYSTOLIC, [], ["--board"]),
 ]
 
@@ -85,3 +89,18 @@ def test_builds_a_bitstream_and_reuses_it(tmp_path, capsys):
     assert "[cached]" not in first
     assert main(args) == 0
     assert "[cached]" in capsys.readouterr().out and (out / "top.bit").read_bytes() == bit
+
+
+@pytest.mark.slow
+def test_builds_a_bitstream_clocked_by_the_pll(tmp_path, capsys):
+    """The self-test of a 2x2 array at 62.5 MHz from the ECP5 PLL: nextpnr times the PLL's output."""
+    (tmp_path / "c.toml").write_text(SYSTOLIC)
+    out = tmp_path / "out"
+    assert main(["build", "--board", "ulx3s-85f", "--config", str(tmp_path / "c.toml"), "--clock", "62.5",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "build.json").read_text())
+    assert report["clock_mhz"] == 62.5 and report["pll"] == {"clki_div": 2, "clkfb_div": 5, "clkop_div": 10,
+                                                            "vco_mhz": 625.0}
+    pll = [c for net, c in report["clocks"].items() if "pll" in net]
+    assert len(pll) == 1 and pll[0]["target_mhz"] == 62.5 and pll[0]["met"], report["clocks"]
+    assert b"LFE5U-85F" in (out / "top.bit").read_bytes()
