@@ -294,6 +294,8 @@ def _concats(network, params, programs, where):
                     f"{lay.pixels} vectors of {lay.vector_bytes} B, beside {first.channels} in tiles of "
                     f"{first.tile} as {first.pixels} of {first.vector_bytes} B; allowed: producers of one layout, "
                     f"every input but the last whole tiles")
+        for s, lay in zip(layer.inputs, have):      # each producer writes exactly its planes
+            assert s not in names or programs[names[s]][0].regions["output"][1] == lay.bytes, s
         offsets = tuple(int(o) for o in np.cumsum([0] + [lay.bytes for lay in have[:-1]]))
         cat = _Concat(name=layer.name, sources=tuple(layer.inputs), offsets=offsets, slots=tuple(have),
                       layout=first._replace(channels=sum(channels)), size=sum(lay.bytes for lay in have),

@@ -1,7 +1,8 @@
-"""``mensa synth``: synthesise and place a configuration's accelerators on an FPGA."""
+"""``mensa synth``: synthesise and place a configuration's accelerators (or its system top) on an FPGA."""
 
 from pathlib import Path
 
+from mensa.contract.network import peripherals
 from mensa.gen.synth import TARGETS, synth
 from mensa.gen.verilog import UNITS, add_time_limit_argument, check_elaboration
 from mensa.core.config import load
@@ -15,8 +16,9 @@ def add_arguments(parser):
     parser.add_argument("--target", choices=list(TARGETS), required=True, help="the FPGA")
     parser.add_argument("--accelerator", action="append", metavar="NAME",
                         help="only this accelerator (repeatable; default: all of the system)")
-    parser.add_argument("--unit", choices=UNITS, default="accelerator",
-                        help="the whole accelerator (default), or only the PE array of systolic accelerators")
+    parser.add_argument("--unit", choices=(*UNITS, "system"), default="accelerator",
+                        help="the whole accelerator (default), only the PE array of systolic accelerators, or "
+                             "the system top joining the accelerators with registers and DMA")
     parser.add_argument("--seed", type=types.seed, default=1,
                         help="nextpnr's placer seed (default 1); Fmax moves with it, so compare several")
     parser.add_argument("--out", type=types.out_dir, default=None,
@@ -28,7 +30,10 @@ def run(args):
     system = load(args.config)
     out = args.out or Path("build/synth") / system.name / (args.target + (f"-seed{args.seed}" if args.seed != 1 else ""))
     chosen = [a for a in system.accelerator if not args.accelerator or a.name in args.accelerator]
-    check_elaboration("synth", chosen, args.unit, no_time_limit=args.no_time_limit)
+    if args.unit == "system":
+        chosen = list(peripherals(system))
+    check_elaboration("synth", chosen, "accelerator" if args.unit == "system" else args.unit,
+                      no_time_limit=args.no_time_limit)
     report = synth(system, args.target, out, accelerators=args.accelerator, unit=args.unit, seed=args.seed)
     for m in report["modules"]:
         r = m["resources"]

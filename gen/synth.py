@@ -35,7 +35,9 @@ from pathlib import Path
 from amaranth.back import verilog as amaranth_verilog
 
 from mensa.core.files import write_if_changed
+from mensa.contract.network import peripherals
 from mensa.gen.verilog import check_top, module_name, ports, tool_versions, top_for
+from mensa.hw.system import SystemTop
 from mensa.core.config import config_hash
 from mensa.core.errors import UserError
 
@@ -261,18 +263,32 @@ def cached_report(path, key, *also):
 
 
 def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
-    """Synthesise and place one accelerator; returns its report (cached when the key matches)."""
-    name = module_name(system, acc)
+    """Synthesise and place one accelerator (``acc``), or with ``unit`` "system" the system top joining
+    the accelerators with registers and DMA; returns its report (cached when the key matches)."""
+    if unit == "system":
+        name = f"{system.name}_system".replace("-", "_")
+        progress.update(task, description=f"{name}: elaborating")
+        accs = peripherals(system)
+        names = {a.name: module_name(system, a) for a in accs}
+        top = SystemTop(system, names)
+        parts = [(f"{names[a.name]}.v", _convert_for(target, top_for(a), names[a.name])) for a in accs]
+        clock_mhz = min(a.clock_mhz for a in accs)
+        meta = {"module": name, "accelerator": None, "kind": "system", "config_hash": config_hash(system),
+                "pes": sum(a.array.pes for a in accs)}
+    else:
+        name = module_name(system, acc)
+        progress.update(task, description=f"{name}: elaborating")
+        top, parts, clock_mhz = top_for(acc, unit), [], acc.clock_mhz
+        meta = {"module": name, "accelerator": acc.name, "kind": acc.kind.value, "config_hash": config_hash(acc),
+                "pes": acc.array.pes if acc.kind.value == "systolic" else None}
     work = out_dir / name
-    progress.update(task, description=f"{name}: elaborating")
-    top = top_for(acc, unit)
     verilog = _convert_for(target, top, name)
     port_list = ports(top)
     shell, shell_bits = _shell(name, port_list)
     top_name = f"{name}_shell"
-    sources = [(f"{name}.v", verilog), (f"{top_name}.v", shell)]
+    sources = [*parts, (f"{name}.v", verilog), (f"{top_name}.v", shell)]
     versions = flow_versions(target)
-    key = cache_key(sources, target, acc.clock_mhz, versions, seed)
+    key = cache_key(sources, target, clock_mhz, versions, seed)
     report_path = work / "report.json"
     cached = cached_report(report_path, key)
     if cached:
@@ -297,10 +313,10 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
     shell_cells = {t: n for t, n in modules[f"\\{top_name}"]["num_cells_by_type"].items() if t.lstrip("\\") != name}
     shell_resources = {k: v for k, v in _resources(target, shell_cells).items() if k != "cells"}
 
-    progress.update(task, description=f"{name}: nextpnr-{target.family} place and route at {acc.clock_mhz:g} MHz "
+    progress.update(task, description=f"{name}: nextpnr-{target.family} place and route at {clock_mhz:g} MHz "
                                       f"(seed {seed})")
     try:
-        _run(_nextpnr_args(target, netlist, pnr_report, acc.clock_mhz, pnr_log, seed), work,
+        _run(_nextpnr_args(target, netlist, pnr_report, clock_mhz, pnr_log, seed), work,
              f"nextpnr-{target.family}", pnr_log.name)
     except SynthError:
         util = _utilisation_from_log(pnr_log.read_text() if pnr_log.exists() else "")
@@ -318,12 +334,11 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
     device = {t: {"used": v["used"], "available": v["available"]}
               for t, v in sorted(pnr["utilization"].items()) if v["used"]}
     result = {
-        "module": name, "accelerator": acc.name, "kind": acc.kind.value,
-        "config_hash": config_hash(acc), "cache_key": key, "target": target.name, "seed": seed,
+        **{k: v for k, v in meta.items() if k != "pes"}, "cache_key": key, "target": target.name, "seed": seed,
         "resources": resources, "device": device, "clocks": clocks,
         "critical_paths": _critical_paths(pnr),
         "shell": {"bits": shell_bits, **shell_resources},
-        "pes": acc.array.pes if acc.kind.value == "systolic" else None,
+        "pes": meta["pes"],
         "seconds": {"yosys": round(t1 - t0, 1), "nextpnr": round(t2 - t1, 1)},
         "tools": versions,
     }
@@ -354,15 +369,23 @@ def synth(system, target, out_dir, *, accelerators=None, console=None, unit="acc
             if n not in names:
                 raise SynthError(f"no accelerator {n!r} in {system.name!r}; allowed: {', '.join(names)}")
         accs = [a for a in accs if a.name in accelerators]
+    if unit == "system":        # one module: the system top of the accelerators with registers and DMA
+        if accelerators:
+            raise SynthError("the system top joins every accelerator with registers and DMA; allowed: "
+                             "--unit system without --accelerator")
+        accs = list(peripherals(system))
+        if not accs:
+            raise SynthError(f"{system.name!r} has no accelerator with registers and DMA; allowed: --unit "
+                             f"accelerator or array")
     for acc in accs:
-        check_top(acc, unit)    # before any tool runs: a kind or unit without RTL
+        check_top(acc, "accelerator" if unit == "system" else unit)    # before any tool runs: no RTL for it
     out_dir = Path(out_dir)
     console = console or Console(stderr=True)
     modules = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
-        for acc in accs:
-            task = progress.add_task(module_name(system, acc), total=None)
+        for acc in accs if unit != "system" else [None]:
+            task = progress.add_task(module_name(system, acc) if acc else system.name, total=None)
             modules.append(_synth_module(system, acc, target, out_dir, progress, task, unit, seed))
             progress.remove_task(task)
     report = {

@@ -168,3 +168,44 @@ def test_an_output_stationary_accelerator_is_one_line_before_any_tool(tmp_path, 
     err = one_line_error(capsys, ["synth", "--config", str(cfg), "--target", "ecp5-25f", "--out", str(tmp_path / "o")])
     assert "'ws' dataflow only" in err and "--unit array" in err
     assert not (tmp_path / "o").exists()
+
+
+TWO = """name = "two"
+[[accelerator]]
+name = "a"
+clock_mhz = 50.0
+array = {rows = 2, cols = 2, dataflow = "ws"}
+buffers = {weight_kib = 1, act_kib = 1, acc_kib = 1}
+memory = {data_bits = 32}
+[[accelerator]]
+name = "b"
+clock_mhz = 40.0
+array = {rows = 2, cols = 2, dataflow = "ws"}
+buffers = {weight_kib = 1, act_kib = 1, acc_kib = 1}
+memory = {data_bits = 32}
+"""
+
+
+@pytest.mark.slow
+def test_the_system_top_of_two_accelerators_is_placed_as_one_module(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["synth", "--unit", "system", "--config", str(config(tmp_path, TWO)), "--target", "ecp5-85f",
+                 "--out", str(out)]) == 0
+    (m,) = json.loads((out / "synth.json").read_text())["modules"]
+    assert m["module"] == "two_system" and m["kind"] == "system" and m["pes"] == 8
+    # both accelerators are inside it (flattened into the system top): their 8 PEs' multipliers at least
+    assert m["resources"]["dsps"] >= 8 and m["resources"]["brams"] >= 2
+    (clock,) = m["clocks"].values()
+    assert clock["target_mhz"] == 40        # the slowest accelerator's clock
+    assert "two_system:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--accelerator", "a"], ["--unit system without --accelerator"]),
+])
+def test_a_system_top_request_that_cannot_be_is_one_line(args, words, tmp_path, capsys):
+    assert main(["synth", "--unit", "system", "--config", str(config(tmp_path, TWO)), "--target", "ecp5-85f",
+                 "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words), err
+    assert not (tmp_path / "out").exists()
