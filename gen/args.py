@@ -125,5 +125,5 @@ def positive_float(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: a number above 0")
+        raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: a positive number")
     return value

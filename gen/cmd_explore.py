@@ -12,11 +12,9 @@ Writes to ``--out``: ``best.toml`` (a config ``mensa verilog`` reads), ``trials.
 ``summary.json`` and ``run.json`` (the arguments, for resuming and transfer).
 """
 
-import argparse
 import dataclasses
 import json
 from dataclasses import dataclass
-import math
 import time
 from pathlib import Path
 
@@ -38,16 +36,6 @@ UNITS = {"latency": "ms", "energy": "mJ", "edp": "ms x mJ"}
 _RUN_KEYS = ("space", "models", "objective", "area_mm2", "latency_ms", "optimizer", "seed")
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: a positive number")
-    return value
-
-
 def add_arguments(parser):
     parser.add_argument("--space", required=True,
                         help="a design space: a TOML file or a built-in space (edgetpu, edgetpu-small, edgetpu-fpga, "
@@ -55,8 +43,8 @@ def add_arguments(parser):
     parser.add_argument("--models", default="mobilenet_v2", help="comma-separated zoo models (default: mobilenet_v2)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency",
                         help="what to minimise, geometric mean over the models (default: latency)")
-    parser.add_argument("--area-mm2", type=_positive_float, help="area budget (default: the space's, or none)")
-    parser.add_argument("--latency-ms", type=_positive_float, help="latency bound on every model (default: none)")
+    parser.add_argument("--area-mm2", type=types.positive_float, help="area budget (default: the space's, or none)")
+    parser.add_argument("--latency-ms", type=types.positive_float, help="latency bound on every model (default: none)")
     parser.add_argument("--budget", type=types.positive_int(BUDGET_MAX), default=300,
                         help="distinct points to evaluate (default: 300); a grid covering the space is exhaustive")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="tpe", help="search algorithm (default: tpe)")

@@ -170,20 +170,13 @@ def test_an_output_stationary_accelerator_is_one_line_before_any_tool(tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
-TWO = """name = "two"
-[[accelerator]]
-name = "a"
-clock_mhz = 50.0
-array = {rows = 2, cols = 2, dataflow = "ws"}
-buffers = {weight_kib = 1, act_kib = 1, acc_kib = 1}
-memory = {data_bits = 32}
-[[accelerator]]
-name = "b"
-clock_mhz = 40.0
-array = {rows = 2, cols = 2, dataflow = "ws"}
-buffers = {weight_kib = 1, act_kib = 1, acc_kib = 1}
-memory = {data_bits = 32}
-"""
+TWO = 'name = "two"\n' + "".join(f"""[[accelerator]]
+name = "{name}"
+clock_mhz = {clock}
+array = {{rows = 2, cols = 2, dataflow = "ws"}}
+buffers = {{weight_kib = 1, act_kib = 1, acc_kib = 1}}
+memory = {{data_bits = 32}}
+""" for name, clock in (("a", 50.0), ("b", 40.0)))
 
 
 @pytest.mark.slow
