@@ -187,7 +187,8 @@ class VectorWriter(wiring.Component):
         offset_bits = (word_bits // 8 - 1).bit_length()
         m.submodules.words = words = fifo.SyncFIFOBuffered(width=word_bits, depth=2 * B)
 
-        # -- lane beats -> bus words -----------------------------------------------------------
+        # -- lane beats -> bus words, while a layer runs ------------------------------------------
+        active = Signal()
         beat = self.outs.payload.data.as_value()
         took = Signal()                     # a beat taken
         seen = Signal(VECTOR_BITS)          # vectors whose last beat was taken
@@ -200,7 +201,7 @@ class VectorWriter(wiring.Component):
             complete = Signal()
             m.d.comb += [
                 complete.eq((j == R - 1) | self.outs.payload.last),
-                self.outs.ready.eq(words.w_rdy),
+                self.outs.ready.eq(words.w_rdy & active),
                 words.w_en.eq(took & complete),
                 # the vector's last word: its lane words after the last beat are zero
                 words.w_data.eq(Cat(*[Mux(j > i, slots[i], Mux(j == i, beat, 0)) for i in range(R - 1)],
@@ -214,8 +215,8 @@ class VectorWriter(wiring.Component):
         else:
             i = Signal(range(R))                                # bus word of the lane word
             m.d.comb += [
-                self.outs.ready.eq(words.w_rdy & (i == R - 1)),
-                words.w_en.eq(self.outs.valid & words.w_rdy),
+                self.outs.ready.eq(words.w_rdy & active & (i == R - 1)),
+                words.w_en.eq(self.outs.valid & words.w_rdy & active),
                 words.w_data.eq(beat.word_select(i, word_bits) if R > 1 else beat),
             ]
             with m.If(words.w_en):
@@ -228,7 +229,6 @@ class VectorWriter(wiring.Component):
         ]
 
         # -- a write command per burst of words already in the FIFO ----------------------------
-        active = Signal()
         addr = Signal(mem.addr_bits)
         pending = Signal(range(2 * B + 1))  # words in the FIFO no command has covered yet
         inflight = Signal(range(2 * B + 2))  # commands not yet answered
