@@ -106,7 +106,7 @@ class VectorReader(wiring.Component):
         beat_bits = 8 * L
         rd, out = self.rd_data, self.inputs
         if self._wide:
-            j = Signal(range(R))                                # lane word of the bus word
+            j = Signal(range(max(R, 2)))                        # lane word of the bus word (no zero-width signal)
             k = Signal(range(self._max_in + L))                 # the beat's first element
             vector_last = Signal()
             m.d.comb += [
@@ -196,7 +196,7 @@ class VectorWriter(wiring.Component):
         with m.If(took & self.outs.payload.last):
             m.d.sync += seen.eq(seen + 1)
         if self._wide:
-            j = Signal(range(R))                                # lane word of the bus word
+            j = Signal(range(max(R, 2)))                        # lane word of the bus word (no zero-width signal)
             slots = [Signal(8 * L, name=f"slot{i}") for i in range(R - 1)]
             complete = Signal()
             m.d.comb += [
