@@ -18,8 +18,8 @@ input
 output
     ``M`` int8 vectors (LSTM: h_0 .. h_{T-1}), each :func:`vector_bytes` of the unit's
     ``vaults * out_groups * lanes`` output channels: channel ``n`` in byte ``n``; the first
-    ``N`` channels are the layer's, then the unit's padding channels (zero weights), then zeros
-    to the word's end.
+    ``N`` channels are the layer's, then what the unit emits for its padding channels (zero
+    weights; a reader ignores them), then zeros to the word's end.
 
 The bus (``memory.data_bits / 8`` bytes) and the lanes must divide one another (:func:`bus_ratio`),
 as a vault word and the lanes must.

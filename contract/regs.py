@@ -152,7 +152,7 @@ class _Builder:
             self.add(f"{name}_HI", width - DATA_BITS, access, f"{doc} (bits {width - 1}..32)")
 
 
-def _run_registers(b, busy):
+def _run_registers(b, busy, stall="cycles the accelerator waited on DRAM"):
     """CTRL, STATUS, the interrupt and the performance counters: the same on every kind of accelerator."""
     RO, WO, RW, W1C = Access.RO, Access.WO, Access.RW, Access.W1C
     b.add("CTRL", 1, WO, "write START to run the layer described by the descriptor", bits=(("START", 0),))
@@ -163,7 +163,7 @@ def _run_registers(b, busy):
     # performance counters, cleared by START
     for name, doc in (("CYCLES_TOTAL", "cycles from START to DONE"),
                       ("CYCLES_BUSY", busy),
-                      ("CYCLES_STALL", "cycles the accelerator waited on DRAM")):
+                      ("CYCLES_STALL", stall)):
         b.wide(name, COUNTER_BITS, RO, doc)
 
 
@@ -205,7 +205,9 @@ def _nearmem_map(config):
     b.add("MAX_GROUPS", 16, RO, "groups of LANES channels per vault at most", const=g.max_groups)
     b.add("LSTM_DATAPATH", 1, RO, "1: the unit runs LSTM layers", const=int(g.lstm))
     b.add("BUS_BITS", 16, RO, "AXI4 data width of the DRAM interface", const=config.memory.data_bits)
-    _run_registers(b, "cycles the near-memory unit held a layer")
+    _run_registers(b, "cycles the near-memory unit held a layer",
+                   "cycles a port of the unit waited on the DMA: an input beat not yet read from DRAM, or an output "
+                   "beat not yet taken (its vaults may be computing an earlier vector meanwhile)")
     for name, bits, is_signed in descriptor_fields(g):
         if name not in NEARMEM_FIELDS:
             continue

@@ -121,6 +121,7 @@ def test_writer_writes_whole_bursts_it_holds_and_reports_done_once(seed):
     assert done == [len(cmds)]
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_lanes_and_bus_must_divide_one_another():
     with pytest.raises(ValueError, match="lanes 3 and the bus's 8 bytes do not divide one another"):
         VectorWriter(memory=MemoryConfig(data_bits=64), lanes=3)
