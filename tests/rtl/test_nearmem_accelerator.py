@@ -24,6 +24,9 @@ WIDE = AcceleratorConfig(name="dut", kind=CoreKind.NEARMEM, memory=MemoryConfig(
 # A lane word takes two bus words; short bursts, so a layer's writes take many commands.
 NARROW = AcceleratorConfig(name="dut", kind=CoreKind.NEARMEM, memory=MemoryConfig(data_bits=32, max_burst=4),
                            nearmem=NearMemConfig(vaults=2, lanes=8, vault_bits=64, vault_kib=64, local_kib=2))
+# Four lane words a bus word: vectors end in the middle of a bus word.
+QUARTER = AcceleratorConfig(name="dut", kind=CoreKind.NEARMEM, memory=MemoryConfig(data_bits=64),
+                            nearmem=NearMemConfig(vaults=2, lanes=2, vault_bits=16, vault_kib=16, local_kib=1))
 
 
 def fc_specs(rng, count, *, max_k, max_n, max_m):
@@ -81,9 +84,11 @@ def test_fc_pointwise_and_lstm_layers_through_registers_dma_and_vaults_bit_exact
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sim", simulators())
-def test_fc_and_pointwise_on_a_bus_narrower_than_the_lanes_bit_exact(sim, tmp_path):
+@pytest.mark.parametrize("config", ["narrow", "quarter"])
+def test_fc_and_pointwise_on_a_bus_narrower_or_four_lane_words_wide_bit_exact(config, sim, tmp_path):
     rng = random.Random(_seed())
-    figures = simulate(NARROW, fc_specs(rng, 8, max_k=100, max_n=60, max_m=5), tmp_path, sim=sim)
+    acc = {"narrow": NARROW, "quarter": QUARTER}[config]
+    figures = simulate(acc, fc_specs(rng, 8, max_k=100, max_n=50, max_m=5), tmp_path, sim=sim)
     assert all(not f["lstm"] for f in figures)
 
 

@@ -28,7 +28,7 @@ def _up(n, to):
     return -(-n // to) * to
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(24))
 def test_reader_gives_each_vector_as_lane_beats_under_random_gaps(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
@@ -71,13 +71,14 @@ def test_reader_gives_each_vector_as_lane_beats_under_random_gaps(seed):
     assert beats == want_beats
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(24))
 def test_writer_writes_whole_bursts_it_holds_and_reports_done_once(seed):
     rng = random.Random(seed)
     print(f"seed {seed}")
     memory, lanes = _shape(rng)
     word, burst = memory.data_bits // 8, memory.max_burst
-    m, per_vector = rng.randint(1, 4), rng.randint(1, 6)
+    # vectors that end in the middle of a bus word after whole ones (a stale lane word would show)
+    m, per_vector = rng.randint(1, 4), rng.randint(1, 3 * max(word // lanes, 1) + 2)
     vbytes = _up(per_vector * lanes, max(word, lanes))
     vectors = [[bytes(rng.randrange(256) for _ in range(lanes)) for _ in range(per_vector)] for _ in range(m)]
     want = b"".join(b"".join(v).ljust(vbytes, b"\0") for v in vectors)
