@@ -1,6 +1,9 @@
 """The near-memory accelerator's side of the contract: its register map holds the unit's descriptor, its
 C header says the same offsets, and its layer program lays the vectors out in DRAM as documented."""
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -53,6 +56,21 @@ def test_the_header_has_the_maps_offsets():
     for r in rm:
         assert f"#define PAVLOV_{r.name}_OFFSET" in text and f"0x{r.offset:02x}u" in text
     assert "PAVLOV_INPUT_ADDR_HI_OFFSET" in text and "PAVLOV_CTRL_START" in text
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
+def test_c_compiler_reads_the_offsets_and_constants_of_the_near_memory_map(tmp_path):
+    rm = register_map(_config(vaults=5, lanes=8, addr_bits=40))
+    (tmp_path / "nm_regs.h").write_text(header(rm, prefix="nm"))
+    prints = "\n".join(f'    printf("{r.name} %u\\n", (unsigned)NM_{r.name}_OFFSET);' for r in rm)
+    (tmp_path / "main.c").write_text(
+        f'#include <stdio.h>\n#include "nm_regs.h"\nint main(void)\n{{\n{prints}\n'
+        f'    printf("%u %u\\n", (unsigned)NM_VAULTS_VALUE, (unsigned)NM_LANES_VALUE);\n    return 0;\n}}\n')
+    cc = subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-o", str(tmp_path / "main"),
+                         str(tmp_path / "main.c")], capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    out = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:-2] == [f"{r.name} {r.offset}" for r in rm] and out[-2] == "5 8"
 
 
 @pytest.mark.parametrize("lanes, data_bits", [(4, 64), (8, 32), (8, 64), (12, 32)])
