@@ -10,7 +10,8 @@ on an accelerator is exactly what this module accepts.
 import math
 
 from mensa.contract.gemm_program import GEMM_OPS, compile_gemm, gemm_refusal
-from mensa.contract.nearmem import NearMemGeometry, compile_nearmem, nearmem_refusal
+from mensa.contract.nearmem import NearMemGeometry, nearmem_refusal
+from mensa.contract.nearmem_program import compile_nearmem_layer
 from mensa.contract.regs import VECTOR_OPS
 from mensa.contract.vector_program import TABLE_OPS as VECTOR_TABLE_OPS, compile_vector, vector_refusal
 from mensa.core.config import AcceleratorConfig, CoreKind
@@ -118,14 +119,14 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
     params : :class:`~mensa.core.golden.LayerParams`
     x : int8 array of ``layer.in_shape``, or a tuple of the inputs of a two-input op (mul)
     base : int
-        Where the layer's image starts: a DRAM byte address (systolic, a multiple of 4096)
-        or a vault word (near-memory).
+        DRAM byte address of the layer's image, a multiple of 4096 (a near-memory layer's vault
+        images start at vault word 0).
 
     Returns
     -------
     :class:`~mensa.contract.gemm_program.Program`, :class:`~mensa.contract.vector_program.VectorProgram`
     (a systolic accelerator with a vector unit runs depthwise and the vector ops there) or
-    :class:`~mensa.contract.nearmem.NearMemProgram`
+    :class:`~mensa.contract.nearmem_program.NearMemLayerProgram`
 
     Raises
     ------
@@ -143,4 +144,4 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
         return compile_vector(accelerator, layer, params, x, base=base)
     if kind == "gemm":
         return compile_gemm(accelerator, layer, params, x, base=base)
-    return compile_nearmem(NearMemGeometry.of(accelerator.nearmem), layer, params, x, base=base)
+    return compile_nearmem_layer(accelerator, layer, params, x, base=base)

@@ -29,11 +29,12 @@ import enum
 from dataclasses import dataclass, field
 
 from mensa.contract.gemm import act_depth, weight_depth
-from mensa.core.config import AcceleratorConfig, Dataflow
+from mensa.contract.nearmem import NearMemGeometry, descriptor_fields
+from mensa.core.config import AcceleratorConfig, CoreKind, Dataflow
 from mensa.core.ir import Op
 
 __all__ = ["Access", "Register", "RegisterMap", "register_map", "OPCODES", "MAGIC", "DATA_BITS",
-           "RESP_OKAY", "RESP_SLVERR", "COUNTER_BITS", "VECTOR_OPS", "line_depth"]
+           "RESP_OKAY", "RESP_SLVERR", "COUNTER_BITS", "VECTOR_OPS", "NEARMEM_FIELDS", "line_depth"]
 
 MAGIC = 0x4D4E5341            # "MNSA": the ID register
 COUNTER_BITS = 64             # performance counters: no wrap in centuries at any clock
@@ -151,12 +152,84 @@ class _Builder:
             self.add(f"{name}_HI", width - DATA_BITS, access, f"{doc} (bits {width - 1}..32)")
 
 
+def _run_registers(b, busy, stall="cycles the accelerator waited on DRAM"):
+    """CTRL, STATUS, the interrupt and the performance counters: the same on every kind of accelerator."""
+    RO, WO, RW, W1C = Access.RO, Access.WO, Access.RW, Access.W1C
+    b.add("CTRL", 1, WO, "write START to run the layer described by the descriptor", bits=(("START", 0),))
+    b.add("STATUS", 2, RO, "BUSY while a layer runs; DONE once it has finished, until the next START",
+          bits=(("BUSY", 0), ("DONE", 1)))
+    b.add("IRQ_ENABLE", 1, RW, "interrupt enables", bits=(("DONE", 0),))
+    b.add("IRQ_STATUS", 1, W1C, "pending interrupts, write 1 to clear", bits=(("DONE", 0),))
+    # performance counters, cleared by START
+    for name, doc in (("CYCLES_TOTAL", "cycles from START to DONE"),
+                      ("CYCLES_BUSY", busy),
+                      ("CYCLES_STALL", stall)):
+        b.wide(name, COUNTER_BITS, RO, doc)
+
+
+#: the near-memory descriptor's fields (:func:`mensa.contract.nearmem.descriptor_fields`) that are registers
+#: of the near-memory accelerator, with their meaning. ``raw`` is not: the accelerator writes int8 outputs
+#: to DRAM, never the int32 accumulators.
+NEARMEM_FIELDS = {
+    "in_features": "input elements per vector (K; LSTM: C, the length of x_t)",
+    "groups": "groups of LANES output channels per vault (LSTM: 4 x blocks of LANES hidden units)",
+    "vectors": "input vectors (batch rows, pixels; LSTM: time steps)",
+    "base": "first vault word of the layer's image in every vault",
+    "words": "vault words each vault reads per vector (time step)",
+    "x_zero_point": "input zero point",
+    "out_zero_point": "output zero point (LSTM: h's)",
+    "qmin": "lower clamp of the int8 outputs (ReLU: the zero point)",
+    "qmax": "upper clamp of the int8 outputs (ReLU6: zero point + 6 / scale)",
+    "lstm": "1: an LSTM layer (needs LSTM_DATAPATH)",
+    "recurrent": "LSTM: the length of h (P)",
+    "proj_in": "LSTM: the projection's inputs (H); 0: no projection",
+    "proj_groups": "LSTM: projection groups per vault; 0: no projection",
+    "out_groups": "output beats of LANES channels per vault and vector",
+    "hidden_multiplier": "LSTM: Q31 multiplier of m -> h (or -> the projection's input)",
+    "hidden_shift": "LSTM: shift of m -> h",
+}
+
+
+def _nearmem_map(config):
+    """The near-memory accelerator's registers (:mod:`mensa.hw.nearmem_accelerator`)."""
+    nm = config.nearmem
+    g = NearMemGeometry.of(nm)
+    RO, RW = Access.RO, Access.RW
+    b = _Builder()
+    b.add("ID", 32, RO, "identification, the ASCII 'MNSA'", const=MAGIC)
+    b.add("VAULTS", 8, RO, "vaults, one memory port each", const=g.vaults)
+    b.add("LANES", 8, RO, "int8 MAC lanes per vault", const=g.lanes)
+    b.add("VAULT_BITS", 16, RO, "data bits of a vault port's word", const=nm.vault_bits)
+    b.add("VAULT_WORDS", 32, RO, "words of one vault", const=g.vault_words)
+    b.add("MAX_IN", 32, RO, "input elements a vector may have at most", const=g.max_in)
+    b.add("MAX_GROUPS", 16, RO, "groups of LANES channels per vault at most", const=g.max_groups)
+    b.add("LSTM_DATAPATH", 1, RO, "1: the unit runs LSTM layers", const=int(g.lstm))
+    b.add("BUS_BITS", 16, RO, "AXI4 data width of the DRAM interface", const=config.memory.data_bits)
+    _run_registers(b, "cycles the near-memory unit held a layer",
+                   "cycles a port of the unit waited on the DMA: an input beat not yet read from DRAM, or an output "
+                   "beat not yet taken (its vaults may be computing an earlier vector meanwhile)")
+    for name, bits, is_signed in descriptor_fields(g):
+        if name not in NEARMEM_FIELDS:
+            continue
+        if bits <= DATA_BITS:
+            b.add(name.upper(), bits, RW, NEARMEM_FIELDS[name], signed=is_signed)
+        else:
+            b.wide(name.upper(), bits, RW, NEARMEM_FIELDS[name])
+    addr = config.memory.addr_bits
+    b.wide("INPUT_ADDR", addr, RW, "DRAM byte address of the input vectors, IN_VECTOR_WORDS bus words each")
+    b.wide("OUTPUT_ADDR", addr, RW, "DRAM byte address of the int8 output vectors")
+    b.add("IN_VECTOR_WORDS", 32, RW, "bus words of one input vector in DRAM")
+    return RegisterMap(tuple(b.registers))
+
+
 def register_map(config):
-    """The register map of the accelerator ``config`` (an :class:`AcceleratorConfig`)."""
+    """The register map of the accelerator ``config`` (an :class:`AcceleratorConfig`), of its kind."""
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    if config.kind is CoreKind.NEARMEM:
+        return _nearmem_map(config)
     a = config.array
-    RW, RO, WO, W1C = Access.RW, Access.RO, Access.WO, Access.W1C
+    RW, RO = Access.RW, Access.RO
     b = _Builder()
     # identification and the configuration the RTL was generated for
     b.add("ID", 32, RO, "identification, the ASCII 'MNSA'", const=MAGIC)
@@ -169,17 +242,8 @@ def register_map(config):
           const=act_depth(config))
     b.add("WEIGHT_DEPTH", 32, RO, "weight vectors the weight buffer holds",
           const=weight_depth(config))
-    # control, status, interrupt
-    b.add("CTRL", 1, WO, "write START to run the layer described by the descriptor", bits=(("START", 0),))
-    b.add("STATUS", 2, RO, "BUSY while a layer runs; DONE once it has finished, until the next START",
-          bits=(("BUSY", 0), ("DONE", 1)))
-    b.add("IRQ_ENABLE", 1, RW, "interrupt enables", bits=(("DONE", 0),))
-    b.add("IRQ_STATUS", 1, W1C, "pending interrupts, write 1 to clear", bits=(("DONE", 0),))
-    # performance counters, cleared by START
-    for name, doc in (("CYCLES_TOTAL", "cycles from START to DONE"),
-                      ("CYCLES_BUSY", "cycles the array computed"),
-                      ("CYCLES_STALL", "cycles the accelerator waited on DRAM")):
-        b.wide(name, COUNTER_BITS, RO, doc)
+    # control, status, interrupt, performance counters
+    _run_registers(b, "cycles the array computed")
     # the layer descriptor
     b.add("OP", 4, RW, "layer kind", values=tuple((op.name, code) for op, code in OPCODES.items()))
     for name, doc in (("IN_H", "input height"), ("IN_W", "input width"), ("IN_C", "input channels"),

@@ -1,6 +1,9 @@
 """``mensa run-layer``: run one layer on the generated RTL of an accelerator, checked against the golden model.
 
-Depthwise convs and pools run on the accelerator's vector unit when its config has one.
+Depthwise convs and pools run on the accelerator's vector unit when its config has one. On a
+near-memory accelerator (kind ``nearmem``: fc, pointwise and, with ``nearmem.lstm``, lstm layers)
+the weights are loaded into its vaults by backdoor and served with ``--vault-latency`` cycles a
+read; the input and output vectors move over its AXI4 DMA (:mod:`mensa.sim.tb_nearmem_accelerator`).
 
 The layer is a zoo model's layer (``MODEL:LAYER``, by name or index) or written out as
 ``OP:key=value,...``::
@@ -9,6 +12,7 @@ The layer is a zoo model's layer (``MODEL:LAYER``, by name or index) or written 
     depthwise:in=56x56x32,kernel=3,stride=2,padding=same
     fc:in=4x1024,out=1000
     pointwise:in=14x14x96,out=24
+    lstm:in=20x64,hidden=128,proj=64
 
 The accelerator's Verilog is simulated (Verilator, or Icarus) with a cocotb testbench
 (:mod:`mensa.sim.tb_accelerator`): random int8 weights, bias and input from ``--seed``
@@ -26,10 +30,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mensa.core.config import load, to_dict
+from mensa.core.config import CoreKind, load, to_dict
 from mensa.core.errors import UserError
-from mensa.gen.layer_spec import OPS, check_layer, parse_layer, systolic_accelerator
+from mensa.gen.layer_spec import OPS, check_layer, layer_accelerator, parse_layer
 from mensa.hw.accelerator import Accelerator
+from mensa.hw.nearmem_accelerator import NearMemAccelerator
 from mensa.sim.runner import SimulationFailed, run as simulate, simulators
 from mensa.core.files import write_json
 from mensa.gen import args as types
@@ -40,12 +45,15 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser):
     parser.add_argument("--config", type=Path, required=True, help="system config: a TOML file or a preset name")
     parser.add_argument("--accelerator", metavar="NAME",
-                        help="the systolic accelerator of the system to run on (default: its first systolic one)")
+                        help="the accelerator of the system to run on, systolic or near-memory (default: its first)")
     parser.add_argument("--layer", required=True, metavar="SPEC",
                         help="MODEL:LAYER (a zoo layer by name or index) or OP:key=value,... "
                              f"(OP one of {', '.join(OPS)})")
     parser.add_argument("--latency", default="20", metavar="N|LO-HI",
                         help="DRAM read latency in cycles per burst, or a range drawn per burst (default: 20)")
+    parser.add_argument("--vault-latency", default="4", metavar="N|LO-HI",
+                        help="near-memory accelerators: vault read latency in cycles, or a range drawn per read "
+                             "(default: 4)")
     parser.add_argument("--pause", type=types.probability, default=0.0,
                         help="probability that an AXI channel of the DRAM pauses in a cycle (default: 0)")
     parser.add_argument("--seed", type=types.seed, default=1, help="seed of weights, input and quantisation (default: 1)")
@@ -55,10 +63,10 @@ def add_arguments(parser):
     add_time_limit_argument(parser)
 
 
-def _latency(text):
+def _latency(text, option="--latency"):
     m = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
     if not m or int(m[1]) < 1 or (m[2] and int(m[2]) < int(m[1])):
-        raise UserError(f"--latency {text!r} is not allowed; allowed: N or LO-HI cycles, 1 <= LO <= HI")
+        raise UserError(f"{option} {text!r} is not allowed; allowed: N or LO-HI cycles, 1 <= LO <= HI")
     return [int(m[1]), int(m[2] or m[1])]
 
 
@@ -74,7 +82,9 @@ def run(args):
                else "present here:")
         raise UserError(f"--sim {args.sim}: not available; {why} {', '.join(available)}")
     system = load(args.config)
-    acc = systolic_accelerator(system, args.accelerator)
+    acc = layer_accelerator(system, args.accelerator)
+    nearmem = acc.kind is CoreKind.NEARMEM
+    vault_latency = _latency(args.vault_latency, "--vault-latency")
     check_elaboration("run-layer", [acc], no_time_limit=args.no_time_limit)
     spec = parse_layer(args.layer, args.seed)
     layer, prog = check_layer(spec, acc)
@@ -82,17 +92,25 @@ def run(args):
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        params = {"config": {"accelerator": to_dict(acc)}, "layers": [spec], "pause": args.pause,
-                  "latency": latency, "ram_bytes": ram, "result": str(result)}
+        table = to_dict(acc)
+        if nearmem:
+            del table["array"]          # a near-memory accelerator has none; the loader refuses the table
+            top, name, tb = NearMemAccelerator(acc), "nearmem_accelerator", "mensa.sim.tb_nearmem_accelerator"
+        else:
+            top, name, tb = Accelerator(acc), "accelerator", "mensa.sim.tb_accelerator"
+        params = {"config": {"accelerator": table}, "layers": [spec], "pause": args.pause,
+                  "latency": latency, "ram_bytes": ram, "result": str(result),
+                  "vault_latency": vault_latency, "gap": 0.0, "outstanding": 16}
         with console.status(f"{acc.name}: building and simulating {spec.get('name', args.layer)} ({args.sim})"):
             try:
-                simulate(Accelerator(acc), name="accelerator", key=("accelerator", acc), sim=args.sim,
-                         test_module="mensa.sim.tb_accelerator", test_name="run-layer", seed=args.seed,
-                         extra_env={"MENSA_TB": json.dumps(params)})
+                simulate(top, name=name, key=(name, acc), sim=args.sim, test_module=tb, test_name="run-layer",
+                         seed=args.seed, extra_env={"MENSA_TB": json.dumps(params)})
             except SimulationFailed as e:
                 print(f"mensa run-layer: the RTL run failed: {e}", file=sys.stderr)
                 return 1
         (r,) = json.loads(result.read_text())
+    if nearmem:
+        return _report_nearmem(args, acc, spec, layer, prog, r, latency, vault_latency)
     a = acc.array
     vector = r.get("engine") == "vector"
     engine = (f"vector unit of {r['lanes']} lanes, {acc.memory.data_bits}-bit AXI" if vector
@@ -136,3 +154,29 @@ def _print_tiles(r, prog):
              window_vectors=max(t[4] for t in tiles), act_depth=prog.geometry.act_depth)
     print(f"  M tiles     {len(tiles):>12,}  (of {shape}; input windows of up to {r['window_vectors']:,} of the "
           f"scratchpad's {r['act_depth']:,} vectors per half)")
+
+
+def _report_nearmem(args, acc, spec, layer, prog, r, latency, vault_latency):
+    """The near-memory accelerator's run: cycles, lane utilisation, counters, DRAM and vault bytes."""
+    nm = acc.nearmem
+    r.update(layer_spec=args.layer, accelerator=acc.name, config=str(args.config), clock_mhz=acc.clock_mhz,
+             latency=latency, vault_latency=vault_latency, pause=args.pause, seed=args.seed, sim=args.sim,
+             bit_exact=True, ideal_cycles=-(-r["macs"] // r["lanes"]),
+             microseconds=round(r["cycles"] / acc.clock_mhz, 3))
+    print(f"{spec.get('name', args.layer)} on {acc.name} (near-memory, {nm.vaults} vaults x {nm.lanes} lanes, "
+          f"{acc.memory.data_bits}-bit AXI, DRAM latency {args.latency}, vault latency {args.vault_latency}): "
+          f"{layer.out_shape} outputs bit-exact with the golden model")
+    what = "time steps" if r["lstm"] else "vectors"
+    print(f"  {r['vectors']} {what}, {r['macs']:,} MACs; {prog.unit.words:,} vault words per vault and "
+          f"{what[:-1]}")
+    print(f"  cycles      {r['cycles']:>12,}  ({r['microseconds']:,} us at {acc.clock_mhz:g} MHz; "
+          f"ideal {r['ideal_cycles']:,})")
+    print(f"  utilisation {r['utilisation']:>12.1%}")
+    print(f"  unit busy   {r['busy']:>12,}  ({r['busy'] / r['cycles']:.1%} of the cycles)")
+    print(f"  DRAM wait   {r['stall']:>12,}  ({r['stall'] / r['cycles']:.1%}: a port of the unit waited on the DMA)")
+    print(f"  DRAM        {r['dram_read_bytes']:>12,} B read, {r['dram_write_bytes']:,} B written")
+    print(f"  vaults      {sum(r['vault_bytes']):>12,} B read ({r['vault_bytes'][0]:,} per vault)")
+    if args.json:
+        write_json(args.json, r)
+        print(f"wrote {args.json}")
+    return 0

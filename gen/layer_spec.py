@@ -12,9 +12,11 @@ A spec is a zoo model's layer (``MODEL:LAYER``, by name or index) or written out
     global_avgpool:in=7x7x1280
     add:in=28x28x32             (of a second random input with its own quantisation)
     mul:in=14x14x480            (by a random per-channel gate, squeeze-excite)
+    lstm:in=20x64,hidden=128,proj=64   (T time steps x C inputs; proj optional)
 
 Depthwise convs, pools, add and mul run on the accelerator's vector unit when it has one
-(``[accelerator.vector]``), and pools, add and mul only there.
+(``[accelerator.vector]``), and pools, add and mul only there. A near-memory accelerator runs fc,
+pointwise and (with ``nearmem.lstm``) lstm layers.
 """
 
 import json
@@ -35,10 +37,12 @@ from mensa.hw.accelerator import Accelerator
 from mensa.model import zoo
 from mensa.sim.runner import run
 from mensa.sim.tb_accelerator import BIAS_MAX, POOLS, WEIGHT_MIN, make_layer
+from mensa.sim.tb_nearmem_accelerator import layer_of
 
-__all__ = ["parse_layer", "systolic_accelerator", "check_layer", "simulate_layers", "LayerSpecError", "OPS"]
+__all__ = ["parse_layer", "systolic_accelerator", "layer_accelerator", "check_layer", "simulate_layers",
+           "LayerSpecError", "OPS"]
 
-OPS = ("conv2d", "depthwise", "pointwise", "fc", "maxpool", "avgpool", "global_avgpool", "add", "mul")
+OPS = ("conv2d", "depthwise", "pointwise", "fc", "maxpool", "avgpool", "global_avgpool", "add", "mul", "lstm")
 #: the ops whose output has the input's channels (no out=...)
 SAME_CHANNELS = ("depthwise", "maxpool", "avgpool", "global_avgpool", "add", "mul")
 KEYS = {
@@ -51,6 +55,7 @@ KEYS = {
     "global_avgpool": ("in", "act"),
     "add": ("in", "act"),
     "mul": ("in", "act"),
+    "lstm": ("in", "hidden", "proj"),
 }
 ACTIVATIONS = ("none", "relu", "relu6")
 #: run after the requantiser through a 256-entry table (the vector unit's depthwise, add and mul)
@@ -103,6 +108,8 @@ def _from_text(op, body, seed):
     if "in" not in fields:
         raise LayerSpecError(f"{op} layer: in=... (the input shape) is missing")
     shape = _shape(fields["in"], "in")
+    if op == "lstm":
+        return _lstm(fields, shape)
     if op == "fc":
         if len(shape) == 1:
             shape = (1, *shape)
@@ -144,6 +151,19 @@ def _from_text(op, body, seed):
     return _quantised(spec, seed)
 
 
+def _lstm(fields, shape):
+    """An LSTM spec of :mod:`mensa.sim.tb_nearmem_accelerator` (its weights and scales drawn by the testbench)."""
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 2:
+        raise LayerSpecError(f"lstm layer: in={fields['in']!r} is not STEPSxFEATURES (one sequence)")
+    if "hidden" not in fields:
+        raise LayerSpecError("lstm layer: hidden=... (the hidden units) is missing")
+    hidden = _shape(fields["hidden"], "hidden")[0]
+    proj = _shape(fields["proj"], "proj")[0] if "proj" in fields else 0
+    return {"op": "lstm", "steps": shape[0], "in": shape[1], "hidden": hidden, "projection": proj}
+
+
 def _from_zoo(model, which, seed):
 
     net = zoo.get(model)
@@ -160,6 +180,9 @@ def _from_zoo(model, which, seed):
         layer = named[which]
     ops = {Op.CONV2D: "conv2d", Op.DEPTHWISE: "depthwise", Op.FC: "fc", Op.MAXPOOL: "maxpool",
            Op.AVGPOOL: "avgpool", Op.GLOBAL_AVGPOOL: "global_avgpool", Op.ADD: "add", Op.MUL: "mul"}
+    if layer.op is Op.LSTM and layer.in_shape[0] == 1:
+        return {"op": "lstm", "steps": layer.in_shape[1], "in": layer.in_channels, "hidden": layer.hidden,
+                "projection": layer.projection or 0, "name": f"{model}:{layer.name}"}
     if layer.op not in ops or (layer.op is Op.CONV2D and layer.groups != 1):
         raise LayerSpecError(f"{model}:{layer.name} is a {layer.op.value} layer"
                              f"{' with groups' if layer.op is Op.CONV2D else ''}; the systolic accelerator runs "
@@ -209,6 +232,18 @@ def parse_layer(text, seed=1):
     return _from_zoo(head, body, seed)
 
 
+def layer_accelerator(system, name):
+    """The accelerator ``name`` of ``system`` (default: its first one) that runs a layer alone: a systolic or a
+    near-memory accelerator, each with its registers and DMA."""
+    if name is None:
+        return system.accelerator[0]
+    for a in system.accelerator:
+        if a.name == name:
+            return a
+    raise UserError(f"no accelerator {name!r} in {system.name!r}; allowed: "
+                    f"{', '.join(a.name for a in system.accelerator)}")
+
+
 def systolic_accelerator(system, name):
     systolic = [a for a in system.accelerator if a.kind is CoreKind.SYSTOLIC]
     if name is None:
@@ -227,8 +262,15 @@ def check_layer(spec, acc):
     """Compile the layer once here, so a layer the accelerator can't run fails before any build.
 
     The sizes are checked before anything of the layer's size is allocated; the compiler sees the
-    testbench's extreme weights and bias, so its accumulator bound is the one the run meets.
+    testbench's extreme weights and bias, so its accumulator bound is the one the run meets (an LSTM's
+    weights are drawn as its testbench draws them).
     """
+    if spec["op"] == "lstm":
+        c, h, p, t = spec["in"], spec["hidden"], spec["projection"], spec["steps"]
+        if (c + (p or h)) * 4 * h + h * p > SIM_IMAGE_MAX:
+            raise LayerSpecError(f"lstm layer: {c} inputs, {h} hidden units: weights beyond {SIM_IMAGE_MAX:,} bytes")
+        layer, params, x = layer_of(spec, 0, np.random.default_rng(0))
+        return layer, compile_layer(acc, layer, params, x)
     layer = make_layer(spec, 0)
     sizes = {"input": int(np.prod(layer.in_shape, dtype=object)),
              "weights": int(np.prod(golden.weight_shape(layer), dtype=object)),

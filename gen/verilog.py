@@ -29,6 +29,7 @@ from mensa.hw.accelerator import Accelerator
 from mensa.hw.system import SystemTop
 from mensa.hw.systolic import SystolicArray
 from mensa.hw.nearmem import NearMemoryUnit
+from mensa.hw.nearmem_accelerator import NearMemAccelerator
 
 __all__ = ["TOPS", "UNITS", "check_top", "top_for", "module_name", "emit", "tool_versions", "elaboration_estimate",
            "elaboration_size", "check_elaboration", "add_time_limit_argument", "SLOW_ELABORATION_S",
@@ -39,7 +40,8 @@ RUNTIME = Path(__file__).resolve().parent / "runtime"
 
 
 # What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
-# DMA, sequencer, array, requantiser) or, for systolic accelerators, the PE array alone.
+# DMA, sequencer, array, requantiser; or the near-memory unit with its registers and DMA) or its
+# core alone (the PE array; the bare near-memory unit with its stream ports).
 UNITS = ("accelerator", "array")
 
 
@@ -48,8 +50,7 @@ def _systolic_top(acc, unit):
 
 
 def _nearmem_top(acc, unit):
-    # the near-memory unit is the accelerator; it has no separate array
-    return NearMemoryUnit(acc.nearmem)
+    return NearMemoryUnit(acc.nearmem) if unit == "array" else NearMemAccelerator(acc)
 
 
 # The top-level component of each kind of accelerator core.
@@ -199,7 +200,7 @@ def emit(system, out_dir, unit="accelerator", *, on_elaborate=None):
         name = module_name(system, acc)
         top = top_for(acc, unit)
         outputs[f"{name}.v"] = convert(top, name)
-        if isinstance(top, Accelerator):     # its register map, for the host's driver
+        if isinstance(top, (Accelerator, NearMemAccelerator)):     # its register map, for the host's driver
             outputs[f"{name}_regs.h"] = header(register_map(acc), prefix=name, source=f"config {config_hash(acc)}")
         modules.append({
             "accelerator": acc.name,

@@ -33,10 +33,10 @@ from mensa.hw.sequencer import GemmSequencer
 from mensa.hw.vector import VectorUnit
 from mensa.core.ir import Op
 
-__all__ = ["Accelerator", "accelerator_members"]
+__all__ = ["Accelerator", "accelerator_members", "forward"]
 
 
-def _forward(m, outer, inner, members):
+def forward(m, outer, inner, members):
     """Wire ``inner``'s flat port members to ``outer``'s of the same names."""
     for name, member in members.items():
         a, b = getattr(outer, name), getattr(inner, name)
@@ -94,8 +94,8 @@ class Accelerator(wiring.Component):
         m.submodules.run = run = RunControl()
         m.submodules.dma = dma = DMA(self._config.memory, prefix="m_axi")
         m.submodules.seq = seq = GemmSequencer(self._config)
-        _forward(m, self, regs, self._lite)
-        _forward(m, self, dma, self._axi)
+        forward(m, self, regs, self._lite)
+        forward(m, self, dma, self._axi)
 
         r = regs.regs
 

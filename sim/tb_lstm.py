@@ -27,8 +27,9 @@ from mensa.sim.testbench import assert_bit_exact
 from mensa.sim.vault import NearMemTB
 
 
-def _ir_case(gen, geom, c, h, p, t, base):
-    """A quantised LSTM layer of scales a trained network could have: (program, expected (T, P))."""
+def lstm_case(gen, c, h, p, t):
+    """A quantised LSTM layer of ``c`` inputs, ``h`` hidden units, a projection to ``p`` (0: none) and ``t``
+    time steps, with scales a trained network could have: (layer, params, x)."""
     out = p or h
     s_in = float(gen.uniform(0.02, 0.06))
     s_out = float(gen.uniform(0.006, 0.012))
@@ -46,6 +47,12 @@ def _ir_case(gen, geom, c, h, p, t, base):
                   projection_bias=gen.integers(-(1 << 12), 1 << 12, size=p, dtype=np.int64).astype(np.int32))
     params = golden.layer_params(layer, weights=w, bias=bias, **kw)
     x = gen.integers(-128, 128, size=layer.in_shape, dtype=np.int64).astype(np.int8)
+    return layer, params, x
+
+
+def _ir_case(gen, geom, c, h, p, t, base):
+    """:func:`lstm_case` laid out for the unit: (program, expected (T, P))."""
+    layer, params, x = lstm_case(gen, c, h, p, t)
     prog = compile_nearmem(geom, layer, params, x, base=base)
     return prog, golden.run_layer(layer, params, x)[0]
 

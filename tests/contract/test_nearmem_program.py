@@ -111,4 +111,10 @@ def test_mensa_verilog_emits_a_nearmem_accelerator_with_one_port_pair_per_vault(
         assert ports[f"vault_req__{v}__payload"] == ("output", 12)      # 16 KiB of 4-byte words
         assert ports[f"vault_resp__{v}__payload"] == ("input", 32)
     assert "vault_req__3__payload" not in ports
+    # the peripheral: registers, DMA and interrupt; the bare unit (--unit array) has the stream ports
+    assert ports["s_axil_awaddr"][0] == "input" and ports["m_axi_rdata"] == ("input", 64) and ports["irq"] == ("output", 1)
+    assert (tmp_path / "t_jq_regs.h").exists() and "outs__payload" not in ports
+    emit(system, tmp_path / "unit", "array")
+    (module,) = json.loads((tmp_path / "unit" / "manifest.json").read_text())["modules"]
+    ports = {p["name"]: (p["direction"], p["width"]) for p in module["ports"]}
     assert ports["outs__payload"] == ("output", 4 * 8 + 1) and ports["accs__payload"] == ("output", 4 * 32 + 1)
