@@ -79,37 +79,47 @@ def _multiplier(m, platform, a, b, width, name):
     return p
 
 
-def _credit_fifo(m, depth, w_en, w_data, r_ready):
+def _credit_fifo(m, depth, w_en, columns, r_ready):
     """A FIFO whose writer holds credits (it never writes into a full FIFO), so it has no
-    full flag: a LUT-RAM ring and one output register. Returns the output's (valid, data);
-    an entry written in a cycle can be read two cycles later.
+    full flag: LUT-RAM rings and an output register. Returns the output's valid and its
+    register of each field; an entry written in a cycle can be read two cycles later.
+
+    ``columns`` are the entry's fields (one per array column); each has a ring of its own with
+    its own write and read pointers, so a pointer's fan-out is one column's LUT RAMs, placed
+    beside that column, not every payload bit of the array. The copies of a pointer start at
+    different entries (column ``j`` at entry ``j``) and step together: they are distinct
+    flip-flops that synthesis cannot merge back into one.
     """
     ring = 1 << (depth - 1).bit_length()    # at most depth - 1 entries wait behind the output
-    m.submodules.psum_ring = mem = Memory(shape=unsigned(len(w_data)), depth=ring, init=[])
-    wr = mem.write_port()
-    rd = mem.read_port(domain="comb")
-    head = Signal(range(ring))
-    tail = Signal(range(ring))
-    out = Signal(len(w_data), reset_less=True)
     out_valid = Signal()
-    # `waiting`: the ring holds entries, a flip-flop of its own (the output register's load
+    # `waiting`: the rings hold entries, a flip-flop of its own (the output register's load
     # enable fans out over every payload bit; a pointer comparison in front of it would not).
     level = Signal(range(ring + 1))
     waiting = Signal()
     pop = Signal()
-    m.d.comb += [
-        wr.addr.eq(head), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(tail),
-        pop.eq(waiting & (~out_valid | r_ready)),
-    ]
+    m.d.comb += pop.eq(waiting & (~out_valid | r_ready))
     # (level + w_en - pop != 0, without the adder in front of the flip-flop: a pop removes one)
     m.d.sync += level.eq(level + w_en - pop), waiting.eq((level > 1) | w_en | ((level == 1) & ~pop))
-    with m.If(w_en):
-        m.d.sync += head.eq(head + 1)
     with m.If(pop):
-        m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(tail + 1)
+        m.d.sync += out_valid.eq(1)
     with m.Elif(r_ready):
         m.d.sync += out_valid.eq(0)
-    return out_valid, out
+    outs = []
+    for j, field in enumerate(columns):
+        mem = Memory(shape=unsigned(len(field)), depth=ring, init=[])
+        m.submodules[f"psum_ring{j}"] = mem
+        wr = mem.write_port()
+        rd = mem.read_port(domain="comb")
+        head = Signal(range(ring), name=f"psum_head{j}", init=j % ring)
+        tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring)
+        out = Signal(len(field), name=f"psum_out{j}", reset_less=True)
+        m.d.comb += wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail)
+        with m.If(w_en):
+            m.d.sync += head.eq(head + 1)
+        with m.If(pop):
+            m.d.sync += out.eq(rd.data), tail.eq(tail + 1)
+        outs.append(out)
+    return out_valid, outs
 
 
 def act_layout(rows, input_bits):
@@ -220,8 +230,12 @@ class SystolicArray(wiring.Component):
         load_row = Signal(range(R))
         comp_bank = Signal()
 
-        m.d.comb += self.weights.ready.eq(~(loaded | inuse).bit_select(load_bank, 1))
-        w_take = self.weights.valid & self.weights.ready
+        # `w_free`: the bank to load next is neither loaded nor in use, a flip-flop computed
+        # from the banks' next state (below), so `ready` and the take start at a register.
+        w_free = Signal(init=1)
+        m.d.comb += self.weights.ready.eq(w_free)
+        w_take = Signal()
+        m.d.comb += w_take.eq(self.weights.valid & w_free)
         # A taken beat is registered with a one-hot write enable per (bank, row), so each
         # enable starts at a flip-flop of its own and reaches one row of one bank (cols
         # weights), not every weight register. The first activation of a tile meets its
@@ -230,8 +244,9 @@ class SystolicArray(wiring.Component):
         w_in = Signal.like(self.weights.payload, reset_less=True)
         w_write = Signal(2 * R)
         m.d.sync += w_write.eq(0)
+        m.d.sync += w_in.eq(self.weights.payload)     # no load enable: w_write says when it is a beat
         with m.If(w_take):
-            m.d.sync += w_in.eq(self.weights.payload), w_write.eq(Const(1, 2 * R) << (load_bank * R + load_row))
+            m.d.sync += w_write.eq(Const(1, 2 * R) << (load_bank * R + load_row))
             with m.If(load_row == R - 1):
                 m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
             with m.Else():
@@ -304,29 +319,52 @@ class SystolicArray(wiring.Component):
         load_done = Signal(2)
         with m.If(w_take & (load_row == R - 1)):
             m.d.comb += load_done.eq(Const(1, 2) << load_bank)
+        loaded_next = Signal(2)
+        inuse_next = Signal(2)
+        load_bank_next = Signal()
+        m.d.comb += [
+            loaded_next.eq((loaded & ~started) | load_done),
+            inuse_next.eq((inuse & ~retire) | started),
+            load_bank_next.eq(load_bank ^ load_done.any()),
+        ]
         m.d.sync += [
-            loaded.eq((loaded & ~started) | load_done),
-            inuse.eq((inuse & ~retire) | started),
+            loaded.eq(loaded_next),
+            inuse.eq(inuse_next),
+            w_free.eq(~(loaded_next | inuse_next).bit_select(load_bank_next, 1)),
         ]
 
         # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j (+ the
         # multiplier's stages); delay it C-1-j more cycles so a whole vector is written into
         # the FIFO together.
-        out = Signal.like(self.psums.payload)
+        # The rings keep the bottom row's width[R - 1] bits per column; the sums are
+        # sign-extended to acc_bits after the output register.
+        columns = []
         for j in range(C):
             chain = ps[R - 1][j]
             for s in range(C - 1 - j):
                 reg = Signal(signed(width[R - 1]), name=f"dsk{j}_{s}", reset_less=True)
                 m.d.sync += reg.eq(chain)
                 chain = reg
-            m.d.comb += out.data[j].eq(chain)
-        m.d.comb += out.last.eq(tag_last[T - 1])
-        valid, payload = _credit_fifo(m, depth, tag_valid[T - 1], out.as_value(), self.psums.ready)
-        m.d.comb += self.psums.valid.eq(valid), self.psums.payload.eq(payload)
+            columns.append(chain)
+        columns[0] = Cat(columns[0], tag_last[T - 1])     # the tile's `last` beside column 0's sums
+        valid, fields = _credit_fifo(m, depth, tag_valid[T - 1], columns, self.psums.ready)
+        m.d.comb += [
+            self.psums.valid.eq(valid),
+            self.psums.payload.last.eq(fields[0][-1]),
+            self.psums.payload.data[0].eq(fields[0][:-1].as_signed()),
+        ]
+        for j in range(1, C):
+            m.d.comb += self.psums.payload.data[j].eq(fields[j].as_signed())
         read = self.psums.valid & self.psums.ready
-        nxt = Signal.like(outstanding)
-        m.d.comb += nxt.eq(outstanding + accept - read)
-        m.d.sync += outstanding.eq(nxt), credit.eq(nxt < depth)
+        # outstanding moves by at most one: the credit for each move is a comparison of the
+        # register, side by side, selected by the move (no adder in front of the comparison)
+        m.d.sync += outstanding.eq(outstanding + accept - read)
+        with m.If(accept & ~read):
+            m.d.sync += credit.eq(outstanding < depth - 1)
+        with m.Elif(read & ~accept):
+            m.d.sync += credit.eq(1)
+        with m.Else():
+            m.d.sync += credit.eq(outstanding < depth)
         m.d.comb += self.busy.eq((outstanding != 0) | loaded.any() | inuse.any())
         return m
 
