@@ -236,11 +236,12 @@ class SystolicArray(wiring.Component):
         m.d.comb += self.weights.ready.eq(w_free)
         w_take = Signal()
         m.d.comb += w_take.eq(self.weights.valid & w_free)
-        # A taken beat is registered with a one-hot write enable per (bank, row), so each
-        # enable starts at a flip-flop of its own and reaches one row of one bank (cols
-        # weights), not every weight register. The first activation of a tile meets its
-        # weights no earlier than one cycle after the last row's write, so the extra stage
-        # costs no cycle.
+        # A taken beat is registered with a one-hot write enable per (bank, row); the enable
+        # and the beat then travel along the row, one PE a cycle (column j's weight is written
+        # j cycles after column 0's), so every enable is a flip-flop of its own beside the one
+        # PE whose weights it loads, not a net across the row's DSP blocks. An activation
+        # reaches PE (i, j) i + j cycles after it enters, at least one cycle after the last
+        # row's weights are written there, so the extra stages cost no cycle.
         w_in = Signal.like(self.weights.payload, reset_less=True)
         w_write = Signal(2 * R)
         m.d.sync += w_write.eq(0)
@@ -251,11 +252,24 @@ class SystolicArray(wiring.Component):
                 m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
+        w_data = []                 # w_data[j]: column j's weight of the beat, delayed j cycles
+        for j in range(C):
+            value = w_in[j]
+            for s in range(j):
+                reg = Signal(signed(c.weight_bits), name=f"wdata{j}_{s}", reset_less=True)
+                m.d.sync += reg.eq(value)
+                value = reg
+            w_data.append(value)
         for b in range(2):
             for i in range(R):
-                with m.If(w_write[b * R + i]):
-                    for j in range(C):
-                        m.d.sync += w[b][i][j].eq(w_in[j])
+                enable = w_write[b * R + i]
+                for j in range(C):
+                    if j:
+                        delayed = Signal(name=f"wen{b}_{i}_{j}")
+                        m.d.sync += delayed.eq(enable)
+                        enable = delayed
+                    with m.If(enable):
+                        m.d.sync += w[b][i][j].eq(w_data[j])
 
         # -- admission: the array never stalls. An activation is taken only when the output
         # FIFO has room for the partial sums it will produce (a credit), so a stalled
