@@ -16,7 +16,7 @@ def add_arguments(parser):
     parser.add_argument("--accelerator", action="append", metavar="NAME",
                         help="only this accelerator (repeatable; default: all of the system)")
     parser.add_argument("--unit", choices=UNITS, default="accelerator",
-                        help="the whole accelerator (default), or only the PE array of systolic accelerators")
+                        help="the whole accelerator (default), or only the PE array or the requantiser of systolic accelerators")
     parser.add_argument("--seed", type=types.seed, default=1,
                         help="nextpnr's placer seed (default 1); Fmax moves with it, so compare several")
     parser.add_argument("--out", type=types.out_dir, default=None,

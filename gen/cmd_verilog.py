@@ -18,7 +18,7 @@ def add_arguments(parser):
     parser.add_argument("--out", type=types.out_dir, default=Path("build/verilog"),
                         help="output folder (default: build/verilog)")
     parser.add_argument("--unit", choices=UNITS, default="accelerator",
-                        help="the whole accelerator (default), or only the PE array of systolic accelerators")
+                        help="the whole accelerator (default), or only the PE array or the requantiser of systolic accelerators")
     add_time_limit_argument(parser)
 
 

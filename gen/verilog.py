@@ -27,6 +27,7 @@ from mensa.core.errors import UserError
 from mensa.contract.regs import register_map
 from mensa.hw.accelerator import Accelerator
 from mensa.hw.system import SystemTop
+from mensa.hw.requant import Requantizer
 from mensa.hw.systolic import SystolicArray
 from mensa.hw.nearmem import NearMemoryUnit
 
@@ -39,12 +40,17 @@ RUNTIME = Path(__file__).resolve().parent / "runtime"
 
 
 # What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
-# DMA, sequencer, array, requantiser) or, for systolic accelerators, the PE array alone.
-UNITS = ("accelerator", "array")
+# DMA, sequencer, array, requantiser) or, for systolic accelerators, the PE array alone or the
+# requantiser alone (one lane per array column), to measure a block's timing by itself.
+UNITS = ("accelerator", "array", "requant")
 
 
 def _systolic_top(acc, unit):
-    return SystolicArray(acc.array) if unit == "array" else Accelerator(acc)
+    if unit == "array":
+        return SystolicArray(acc.array)
+    if unit == "requant":
+        return Requantizer(lanes=acc.array.cols)
+    return Accelerator(acc)
 
 
 def _nearmem_top(acc, unit):
@@ -184,8 +190,8 @@ def emit(system, out_dir, unit="accelerator", *, on_elaborate=None):
     the system top joining those with registers and DMA (:class:`~mensa.hw.system.SystemTop`), its
     address map header, and the C runtime (``mensa_runtime.c``/``.h`` with ``mensa_regs.h``).
 
-    ``unit`` (one of :data:`UNITS`) chooses the whole accelerator or the bare array of
-    systolic accelerators. Everything is elaborated before anything is written, so a
+    ``unit`` (one of :data:`UNITS`) chooses the whole accelerator, or the bare array or the
+    requantiser of systolic accelerators. Everything is elaborated before anything is written, so a
     failure leaves ``out_dir`` as it was. Returns the list of (path, written) pairs.
     ``on_elaborate(index, accelerator)`` is called before each accelerator is elaborated.
     """
