@@ -26,57 +26,21 @@ pipeline and output registers and one fabric register) and adds in the next, so 
 path holds more than a multiplier or a carry chain.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import ArrayConfig, Dataflow
+from mensa.hw.dsp import PRODUCT_STAGES, registered_product
 
 __all__ = ["SystolicArray", "MULT_STAGES", "act_layout", "psum_layout", "operand_layout"]
 
-#: Register stages of a PE's multiplier: input, pipeline, output (an ECP5 MULT18X18D with all
-#: three register sets, the configuration nextpnr times fastest), then one flip-flop in the
-#: fabric, so the route out of the DSP row and the adder's carry chain are separate paths.
-MULT_STAGES = 4
+#: Register stages of a PE's multiplier (:data:`mensa.hw.dsp.PRODUCT_STAGES`).
+MULT_STAGES = PRODUCT_STAGES
 
 #: Cycles from a partial-sum vector's write into the WS output FIFO to its first possible read.
 _FIFO_LATENCY = 2
-
-
-def _multiplier(m, platform, a, b, width, name):
-    """``a * b`` as a signed ``width``-bit value, ``MULT_STAGES`` cycles later.
-
-    On an ECP5 (``platform.family == "ecp5"``: an amaranth-boards platform, or the
-    synthesis flow's) this is one MULT18X18D with its input, pipeline and output
-    registers, which Yosys does not infer from behavioural registers; elsewhere (simulation,
-    other devices) the same registers and product in plain Amaranth, cycle for cycle. The
-    last stage is a fabric register either way.
-    """
-    # No reset on any stage (the DSP block's registers have none here; the tags say what is valid).
-    # (A reset on this fabric stage also trips a Yosys 0.70 abc9 reintegration assert on the 4x4 OS array.)
-    p = Signal(signed(width), name=f"{name}_p", reset_less=True)
-    if getattr(platform, "family", None) == "ecp5":
-        assert len(a) <= 18 and len(b) <= 18
-        a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-        m.d.comb += a18.eq(a), b18.eq(b)
-        m.d.sync += p.eq(p36)
-        regs = {f"p_REG_{r}_{f}": v for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
-                for f, v in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
-        m.submodules[name] = Instance(
-            "MULT18X18D", **regs, p_GSR="DISABLED", p_RESETMODE="SYNC",
-            **{f"i_A{k}": a18[k] for k in range(18)}, **{f"i_B{k}": b18[k] for k in range(18)},
-            **{f"i_C{k}": Const(0) for k in range(18)},
-            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-            i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=Const(0),
-            **{f"o_P{k}": p36[k] for k in range(36)})
-        return p
-    a_q = Signal(a.shape(), name=f"{name}_a", reset_less=True)
-    b_q = Signal(b.shape(), name=f"{name}_b", reset_less=True)
-    pipe = Signal(signed(len(a) + len(b)), name=f"{name}_pipe", reset_less=True)
-    out = Signal(signed(len(a) + len(b)), name=f"{name}_out", reset_less=True)
-    m.d.sync += a_q.eq(a), b_q.eq(b), pipe.eq(a_q * b_q), out.eq(pipe), p.eq(out)
-    return p
 
 
 def _credit_fifo(m, depth, w_en, columns, r_ready):
@@ -315,7 +279,7 @@ class SystolicArray(wiring.Component):
                 act, bank = a[i][j][:c.input_bits].as_signed(), a[i][j][-1]
                 weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}")
                 m.d.comb += weight.eq(Mux(bank, w[1][i][j], w[0][i][j]))
-                product = _multiplier(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
+                product = registered_product(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
                 above = ps[i - 1][j] if i else 0
                 m.d.sync += ps[i][j].eq(above + product)
 
@@ -435,7 +399,7 @@ class SystolicArray(wiring.Component):
         for i in range(R):
             for j in range(C):
                 d = i + j + P
-                product = _multiplier(m, platform, a[i][j], b[j][i], c.input_bits + c.weight_bits, f"mul{i}_{j}")
+                product = registered_product(m, platform, a[i][j], b[j][i], c.input_bits + c.weight_bits, f"mul{i}_{j}")
                 total = Signal(signed(c.acc_bits), name=f"sum{i}_{j}")
                 m.d.comb += total.eq(acc[i][j] + product)
                 with m.If(tag_valid[d]):
