@@ -204,14 +204,18 @@ class SystolicArray(wiring.Component):
         # and the beat then travel along the row, one PE a cycle (column j's weight is written
         # j cycles after column 0's), so every enable is a flip-flop of its own beside the one
         # PE whose weights it loads, not a net across the row's DSP blocks. An activation
-        # reaches PE (i, j) i + j cycles after it enters, at least one cycle after the last
-        # row's weights are written there, so the extra stages cost no cycle.
-        w_in = Signal.like(self.weights.payload, reset_less=True)
-        w_write = Signal(2 * R)
-        m.d.sync += w_write.eq(0)
-        m.d.sync += w_in.eq(self.weights.payload)     # no load enable: w_write says when it is a beat
+        # reaches PE (i, j) i + j cycles after it enters and its weight is selected a cycle
+        # before that; row i's beat came at least R - 1 - i cycles before the last, so with two
+        # rows or more the extra stage costs no cycle. (A one-row array has no earlier row to
+        # hide it: its beat is written as it is taken.)
+        onehot = Mux(w_take, Const(1, 2 * R) << (load_bank * R + load_row), 0)
+        if R > 1:
+            w_in = Signal.like(self.weights.payload, reset_less=True)
+            w_write = Signal(2 * R)
+            m.d.sync += w_in.eq(self.weights.payload), w_write.eq(onehot)  # no load enable on w_in
+        else:
+            w_in, w_write = self.weights.payload, onehot
         with m.If(w_take):
-            m.d.sync += w_write.eq(Const(1, 2 * R) << (load_bank * R + load_row))
             with m.If(load_row == R - 1):
                 m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
             with m.Else():
@@ -276,9 +280,19 @@ class SystolicArray(wiring.Component):
             for j in range(1, C):
                 m.d.sync += a[i][j].eq(a[i][j - 1])
             for j in range(C):
-                act, bank = a[i][j][:c.input_bits].as_signed(), a[i][j][-1]
-                weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}")
-                m.d.comb += weight.eq(Mux(bank, w[1][i][j], w[0][i][j]))
+                # The weight is selected a cycle ahead, into a register of its own, by the bank
+                # of the activation that reaches PE (i, j) next (the one a PE to the left, or
+                # entering the row's skew), so the weight registers' route to the DSP block
+                # and the bank mux are apart.
+                if j:
+                    bank_next = a[i][j - 1][-1]
+                elif i:
+                    bank_next = skew[i][i - 1][-1]
+                else:
+                    bank_next = comp_bank
+                weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}", reset_less=True)
+                m.d.sync += weight.eq(Mux(bank_next, w[1][i][j], w[0][i][j]))
+                act = a[i][j][:c.input_bits].as_signed()
                 product = registered_product(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
                 above = ps[i - 1][j] if i else 0
                 m.d.sync += ps[i][j].eq(above + product)
