@@ -48,27 +48,16 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
     full flag: LUT-RAM rings and an output register. Returns the output's valid and its
     register of each field; an entry written in a cycle can be read two cycles later.
 
-    ``columns`` are the entry's fields (one per array column); each has a ring of its own with
-    its own write and read pointers, so a pointer's fan-out is one column's LUT RAMs, placed
+    ``columns`` are the entry's fields (one per array column); each is a FIFO of its own: its
+    ring, write and read pointers, output register and valid flag, all written and read
+    together. So a pointer and a load enable reach one column's LUT RAMs and registers, placed
     beside that column, not every payload bit of the array. The copies of a pointer start at
     different entries (column ``j`` at entry ``j``) and step together: they are distinct
-    flip-flops that synthesis cannot merge back into one.
+    flip-flops that synthesis cannot merge back into one, and so are the flags that follow
+    from them.
     """
     ring = 1 << (depth - 1).bit_length()    # at most depth - 1 entries wait behind the output
-    out_valid = Signal()
-    # `waiting`: the rings hold entries, a flip-flop of its own (the output register's load
-    # enable fans out over every payload bit; a pointer comparison in front of it would not).
-    level = Signal(range(ring + 1))
-    waiting = Signal()
-    pop = Signal()
-    m.d.comb += pop.eq(waiting & (~out_valid | r_ready))
-    # (level + w_en - pop != 0, without the adder in front of the flip-flop: a pop removes one)
-    m.d.sync += level.eq(level + w_en - pop), waiting.eq((level > 1) | w_en | ((level == 1) & ~pop))
-    with m.If(pop):
-        m.d.sync += out_valid.eq(1)
-    with m.Elif(r_ready):
-        m.d.sync += out_valid.eq(0)
-    outs = []
+    outs, valids = [], []
     for j, field in enumerate(columns):
         mem = Memory(shape=unsigned(len(field)), depth=ring, init=[])
         m.submodules[f"psum_ring{j}"] = mem
@@ -77,13 +66,22 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
         head = Signal(range(ring), name=f"psum_head{j}", init=j % ring)
         tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring)
         out = Signal(len(field), name=f"psum_out{j}", reset_less=True)
-        m.d.comb += wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail)
+        out_valid = Signal(name=f"psum_valid{j}")
+        waiting = Signal(name=f"psum_waiting{j}")  # the ring holds entries (never all: no wrap)
+        pop = Signal(name=f"psum_pop{j}")
+        m.d.comb += [
+            wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail),
+            waiting.eq(head != tail), pop.eq(waiting & (~out_valid | r_ready)),
+        ]
         with m.If(w_en):
             m.d.sync += head.eq(head + 1)
         with m.If(pop):
-            m.d.sync += out.eq(rd.data), tail.eq(tail + 1)
+            m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(tail + 1)
+        with m.Elif(r_ready):
+            m.d.sync += out_valid.eq(0)
         outs.append(out)
-    return out_valid, outs
+        valids.append(out_valid)
+    return valids[0], outs
 
 
 def act_layout(rows, input_bits):
