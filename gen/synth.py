@@ -323,7 +323,7 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
         "resources": resources, "device": device, "clocks": clocks,
         "critical_paths": _critical_paths(pnr),
         "shell": {"bits": shell_bits, **shell_resources},
-        "pes": acc.array.pes if acc.kind.value == "systolic" else None,
+        "pes": acc.array.pes if acc.kind.value == "systolic" and unit != "requant" else None,
         "seconds": {"yosys": round(t1 - t0, 1), "nextpnr": round(t2 - t1, 1)},
         "tools": versions,
     }
