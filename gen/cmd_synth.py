@@ -18,7 +18,8 @@ def add_arguments(parser):
                         help="only this accelerator (repeatable; default: all of the system)")
     parser.add_argument("--unit", choices=(*UNITS, "system"), default="accelerator",
                         help="the whole accelerator (default), its core alone (the PE array, the bare near-memory "
-                             "unit), or the system top joining the accelerators with registers and DMA")
+                             "unit), a systolic accelerator's requantiser alone, or the system top joining the "
+                             "accelerators with registers and DMA")
     parser.add_argument("--seed", type=types.seed, default=1,
                         help="nextpnr's placer seed (default 1); Fmax moves with it, so compare several")
     parser.add_argument("--out", type=types.out_dir, default=None,

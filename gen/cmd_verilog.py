@@ -18,7 +18,8 @@ def add_arguments(parser):
     parser.add_argument("--out", type=types.out_dir, default=Path("build/verilog"),
                         help="output folder (default: build/verilog)")
     parser.add_argument("--unit", choices=UNITS, default="accelerator",
-                        help="the whole accelerator (default), or its core alone: the PE array, the bare near-memory unit")
+                        help="the whole accelerator (default), its core alone (the PE array, the bare near-memory "
+                             "unit), or a systolic accelerator's requantiser alone")
     add_time_limit_argument(parser)
 
 

@@ -280,7 +280,7 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
         progress.update(task, description=f"{name}: elaborating")
         top, parts, clock_mhz = top_for(acc, unit), [], acc.clock_mhz
         meta = {"module": name, "accelerator": acc.name, "kind": acc.kind.value, "config_hash": config_hash(acc),
-                "pes": acc.array.pes if acc.kind.value == "systolic" else None}
+                "pes": acc.array.pes if acc.kind.value == "systolic" and unit != "requant" else None}
     work = out_dir / name
     verilog = _convert_for(target, top, name)
     port_list = ports(top)

@@ -27,6 +27,7 @@ from mensa.core.errors import UserError
 from mensa.contract.regs import register_map
 from mensa.hw.accelerator import Accelerator
 from mensa.hw.system import SystemTop
+from mensa.hw.requant import Requantizer
 from mensa.hw.systolic import SystolicArray
 from mensa.hw.nearmem import NearMemoryUnit
 from mensa.hw.nearmem_accelerator import NearMemAccelerator
@@ -41,12 +42,17 @@ RUNTIME = Path(__file__).resolve().parent / "runtime"
 
 # What `mensa verilog` / `mensa synth` emit of an accelerator: the whole accelerator (registers,
 # DMA, sequencer, array, requantiser; or the near-memory unit with its registers and DMA) or its
-# core alone (the PE array; the bare near-memory unit with its stream ports).
-UNITS = ("accelerator", "array")
+# core alone (the PE array; the bare near-memory unit with its stream ports), or for systolic
+# accelerators the requantiser alone (one lane per array column), to measure a block's timing by itself.
+UNITS = ("accelerator", "array", "requant")
 
 
 def _systolic_top(acc, unit):
-    return SystolicArray(acc.array) if unit == "array" else Accelerator(acc)
+    if unit == "array":
+        return SystolicArray(acc.array)
+    if unit == "requant":
+        return Requantizer(lanes=acc.array.cols)
+    return Accelerator(acc)
 
 
 def _nearmem_top(acc, unit):
@@ -112,6 +118,9 @@ def check_top(acc, unit="accelerator"):
     if acc.kind not in TOPS:
         raise UserError(f"accelerator {acc.name!r}: kind {acc.kind.value!r} has no RTL generator; "
                         f"allowed: {', '.join(k.value for k in TOPS)}")
+    if unit == "requant" and acc.kind is not CoreKind.SYSTOLIC:
+        raise UserError(f"accelerator {acc.name!r}: unit 'requant' is a systolic accelerator's requantiser; "
+                        f"allowed for a {acc.kind.value} accelerator: accelerator or array")
     if acc.kind is CoreKind.SYSTOLIC and unit == "accelerator" and acc.array.dataflow is not Dataflow.WEIGHT_STATIONARY:
         raise UserError(f"accelerator {acc.name!r}: the accelerator top runs the 'ws' dataflow only, not "
                         f"{acc.array.dataflow.value!r}; emit the {acc.array.dataflow.value!r} array alone with "
@@ -185,8 +194,8 @@ def emit(system, out_dir, unit="accelerator", *, on_elaborate=None):
     the system top joining those with registers and DMA (:class:`~mensa.hw.system.SystemTop`), its
     address map header, and the C runtime (``mensa_runtime.c``/``.h`` with ``mensa_regs.h``).
 
-    ``unit`` (one of :data:`UNITS`) chooses the whole accelerator or the bare array of
-    systolic accelerators. Everything is elaborated before anything is written, so a
+    ``unit`` (one of :data:`UNITS`) chooses the whole accelerator, or the bare array or the
+    requantiser of systolic accelerators. Everything is elaborated before anything is written, so a
     failure leaves ``out_dir`` as it was. Returns the list of (path, written) pairs.
     ``on_elaborate(index, accelerator)`` is called before each accelerator is elaborated.
     """

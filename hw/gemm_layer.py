@@ -11,6 +11,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.gemm import GemmGeometry
+from mensa.hw.dsp import registered_product
 
 __all__ = ["descriptor_layout", "act_segment_layout", "weight_segment_layout", "k_flags_layout",
            "progress_layout", "MTileWalker", "Q", "WTS", "ACT", "PAD", "WBUF"]
@@ -108,7 +109,10 @@ class MTileWalker(wiring.Component):
     rows, cols : ``Out(16)``
         Its output rows and columns (a tile of several rows spans whole rows).
     pixels : ``Out(32)``
-        ``rows * cols``.
+        ``rows * cols``, without a per-tile product: ``cols`` for a tile of one row, else
+        the smaller of a full band's pixels (``tile_rows * out_w``, the layer's one product,
+        in a DSP block with its registers) and the layer's pixels left from the tile on (a
+        running count, less each tile's pixels at an advance).
     last : ``Out(1)``
         It is the layer's last tile.
     iy_lo, iy_hi, ix_lo, ix_hi : ``Out(16)``
@@ -117,7 +121,7 @@ class MTileWalker(wiring.Component):
     """
 
     #: Cycles from an advance to ``valid``; a restart takes :attr:`SETUP` more (the layer's
-    #: own terms: a product, which a DSP block computes in a cycle of its own).
+    #: own terms: products, in a DSP block each, with its registers for a full band's pixels).
     LATENCY = 6
     SETUP = 2
 
@@ -164,7 +168,23 @@ class MTileWalker(wiring.Component):
             rows.eq(Mux(d.tile_rows < rem_h, d.tile_rows, rem_h)),
             cols.eq(Mux(d.tile_cols < rem_w, d.tile_cols, rem_w)),
             self.last.eq((d.tile_rows >= rem_h) & (d.tile_cols >= rem_w)),
-            self.pixels.eq(rows * cols),
+        ]
+        # The pixel count without a per-tile product: a tile of one row has `cols`; one of
+        # several rows spans whole rows, `min(tile_rows, rem_h) * out_w` = the smaller of a
+        # full band's pixels and the pixels left in the layer (m less each tile's at an advance).
+        band_px = registered_product(m, platform, d.tile_rows, d.out_w, 34, "band_px")  # free-running
+        left_px = Signal(32, name="left_px")        # the layer's pixels from this tile's first on
+        band_fits = Signal(name="band_fits")        # band_px <= left_px
+        one_row = Signal(name="one_row")            # tile_rows == 1
+        restarted = Signal(name="restarted")        # (a restart comes with the layer's start:
+        m.d.sync += restarted.eq(self.restart)      # `layer` holds the new layer a cycle later)
+        with m.If(restarted):
+            m.d.sync += left_px.eq(d.m)
+        with m.If(self.advance):
+            m.d.sync += left_px.eq(left_px - self.pixels)
+        m.d.sync += [
+            band_fits.eq(band_px[:32] <= left_px), one_row.eq(d.tile_rows == 1),
+            self.pixels.eq(Mux(one_row, cols, Mux(band_fits, band_px[:32], left_px))),
         ]
         if self._window:
             self._window_stages(m)

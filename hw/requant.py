@@ -13,13 +13,16 @@ wraps like a 32-bit adder, as in the golden model)::
 
 ReLU and ReLU6 are the clamp bounds (:func:`mensa.core.golden.activation_range`).
 
-Pipeline (nine register stages, chosen so that no stage holds more than one carry
-chain or one DSP level on an FPGA): bias add; left shift; saturation; four partial
+Pipeline (nine register stages, the last the output register, chosen so that no stage
+holds more than one carry chain or one DSP level on an FPGA): bias add; left shift; saturation; four partial
 products of the 32x32 multiply, each a signed 17x17 product that fits one 18x18 DSP
 block; the middle products plus the rounding nudge; the sum, whose bits 31..62 are the
 doubling high half; the rounding right shift; the round-up and zero point; the clamp.
 Saturation and rounding decisions are reductions over bits, not comparisons.
-The whole pipeline advances together and stalls when the output is not taken.
+The stages never stall: they are free-running registers, and a vector is taken only while the
+output has a credit for it; vectors the output cannot take yet wait in a LUT-RAM ring behind the
+output register (a stalled output stops the input, not the pipeline, so no enable fans out
+over every stage).
 
 The quantisation parameters arrive on their own stream, one beat per tile (a tile is
 the run of accumulator vectors up to and including the one with ``last``); a two-entry
@@ -29,6 +32,7 @@ carries its parameters down the pipeline, so tiles follow one another without a 
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
@@ -138,44 +142,42 @@ class Requantizer(wiring.Component):
                 m.d.sync += slots[1].eq(self.quant.payload)
         m.d.sync += count.eq(after + push)
 
-        # -- one global advance: a stalled output stalls every stage ----------------------
-        valid = Signal(self.STAGES)         # valid[s]: stage s's registers hold a vector
-        last = Signal(self.STAGES)
-        advance = Signal()
+        # -- a pipeline that never stalls: the stages are free-running registers, and a vector
+        # is taken only while the output has a credit for it (a place in the output ring), so
+        # a stalled `outs` stops the input, not the stages, and no enable fans out over them.
+        P = self.STAGES - 1                 # free-running stages; the last is the output register
+        depth = self.STAGES + 1             # credits: the round trip from a take to its read
+        valid = Signal(P)                   # valid[s]: stage s's registers hold a vector
+        last = Signal(P)
+        outstanding = Signal(range(depth + 1))  # vectors taken and not yet read
+        credit = Signal(init=1)                 # outstanding < depth, registered
         m.d.comb += [
-            advance.eq(~valid[-1] | self.outs.ready),
-            self.accs.ready.eq(advance & (count != 0)),
+            self.accs.ready.eq(credit & (count != 0)),
             accept.eq(self.accs.valid & self.accs.ready),
         ]
-        with m.If(advance):
-            m.d.sync += [
-                valid.eq((valid << 1) | accept),
-                last.eq((last << 1) | self.accs.payload.last),
-            ]
-        m.d.comb += [
-            self.outs.valid.eq(valid[-1]),
-            self.outs.payload.last.eq(last[-1]),
-            self.busy.eq(valid.any()),
+        m.d.sync += [
+            valid.eq((valid << 1) | accept),
+            last.eq((last << 1) | self.accs.payload.last),
         ]
 
         q = slots[0]
 
         def reg(shape, name, value):
-            """A pipeline register loaded with ``value`` when the pipeline advances."""
-            r = Signal(shape, name=name)
-            with m.If(advance):
-                m.d.sync += r.eq(value)
+            """A free-running pipeline register (no reset: `valid` says what it holds)."""
+            r = Signal(shape, name=name, reset_less=True)
+            m.d.sync += r.eq(value)
             return r
 
         # Layer-wide values ride along the pipeline like the per-lane ones: the zero point
         # to stage 7, the clamp bounds to stage 8.
         zp, qmin, qmax = q.zero_point, q.qmin, q.qmax
-        for s in range(self.STAGES - 1):
-            if s < self.STAGES - 2:
+        for s in range(P):
+            if s < P - 1:
                 zp = reg(signed(ob), f"zp_s{s}", zp)
             qmin = reg(signed(ob), f"qmin_s{s}", qmin)
             qmax = reg(signed(ob), f"qmax_s{s}", qmax)
 
+        result = Signal(out_layout(L, ob), name="result")     # stage 8's vector, combinational
         for i in range(L):
             shift = q.shift[i]
             left = Mux(shift[-1], 0, shift.as_unsigned()[:SHIFT_BITS - 1])
@@ -246,7 +248,54 @@ class Requantizer(wiring.Component):
             v = reg(signed(ob + 2), f"zpadd{i}", narrow + round_up + zp)
 
             # stage 8: clamp, both comparisons side by side (qmin <= qmax, as the golden
-            # model requires)
-            out = reg(signed(ob), f"out{i}", Mux(v > qmax, qmax, Mux(v < qmin, qmin, v)))
-            m.d.comb += self.outs.payload.data[i].eq(out)
+            # model requires), into the output register (or the ring, when the output waits)
+            clamped = Signal(signed(ob), name=f"clamp{i}")
+            m.d.comb += clamped.eq(Mux(v > qmax, qmax, Mux(v < qmin, qmin, v)))
+            m.d.comb += result.data[i].eq(clamped)
+        m.d.comb += result.last.eq(last[-1])
+
+        # -- the output: every vector leaving the stages is written into a LUT-RAM ring; the
+        # output register takes the ring's oldest entry, or the new vector itself when the
+        # ring holds none (so an unstalled vector leaves after STAGES cycles, as before).
+        ring = 1 << (depth - 1).bit_length()
+        m.submodules.out_ring = mem = Memory(shape=out_layout(L, ob), depth=ring, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(domain="comb")
+        head = Signal(range(ring), name="out_head")
+        tail = Signal(range(ring), name="out_tail")
+        level = Signal(range(ring + 1), name="out_level")     # entries written and not yet output
+        waiting = Signal(name="out_waiting")                   # level != 0, a flip-flop
+        out = Signal(out_layout(L, ob), name="out", reset_less=True)
+        out_valid = Signal(name="out_valid")
+        incoming = valid[-1]
+        pop = Signal(name="out_pop")
+        m.d.comb += [
+            wr.addr.eq(head), wr.data.eq(result), wr.en.eq(incoming), rd.addr.eq(tail),
+            pop.eq((waiting | incoming) & (~out_valid | self.outs.ready)),
+        ]
+        with m.If(incoming):
+            m.d.sync += head.eq(head + 1)
+        m.d.sync += [
+            level.eq(level + incoming - pop),
+            waiting.eq(Mux(waiting, (level > 1) | incoming | ~pop, incoming & ~pop)),
+        ]
+        with m.If(pop):
+            m.d.sync += out.eq(Mux(waiting, rd.data, result)), out_valid.eq(1), tail.eq(tail + 1)
+        with m.Elif(self.outs.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.comb += [
+            self.outs.valid.eq(out_valid),
+            self.outs.payload.eq(out),
+            self.busy.eq(valid.any() | out_valid | waiting),
+        ]
+
+        # credits: outstanding moves by at most one, each move's comparison side by side
+        read = self.outs.valid & self.outs.ready
+        m.d.sync += outstanding.eq(outstanding + accept - read)
+        with m.If(accept & ~read):
+            m.d.sync += credit.eq(outstanding < depth - 1)
+        with m.Elif(read & ~accept):
+            m.d.sync += credit.eq(1)
+        with m.Else():
+            m.d.sync += credit.eq(outstanding < depth)
         return m

@@ -26,90 +26,62 @@ pipeline and output registers and one fabric register) and adds in the next, so 
 path holds more than a multiplier or a carry chain.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import ArrayConfig, Dataflow
+from mensa.hw.dsp import PRODUCT_STAGES, registered_product
 
 __all__ = ["SystolicArray", "MULT_STAGES", "act_layout", "psum_layout", "operand_layout"]
 
-#: Register stages of a PE's multiplier: input, pipeline, output (an ECP5 MULT18X18D with all
-#: three register sets, the configuration nextpnr times fastest), then one flip-flop in the
-#: fabric, so the route out of the DSP row and the adder's carry chain are separate paths.
-MULT_STAGES = 4
+#: Register stages of a PE's multiplier (:data:`mensa.hw.dsp.PRODUCT_STAGES`).
+MULT_STAGES = PRODUCT_STAGES
 
 #: Cycles from a partial-sum vector's write into the WS output FIFO to its first possible read.
 _FIFO_LATENCY = 2
 
 
-def _multiplier(m, platform, a, b, width, name):
-    """``a * b`` as a signed ``width``-bit value, ``MULT_STAGES`` cycles later.
-
-    On an ECP5 (``platform.family == "ecp5"``: an amaranth-boards platform, or the
-    synthesis flow's) this is one MULT18X18D with its input, pipeline and output
-    registers, which Yosys does not infer from behavioural registers; elsewhere (simulation,
-    other devices) the same registers and product in plain Amaranth, cycle for cycle. The
-    last stage is a fabric register either way.
-    """
-    # No reset on any stage (the DSP block's registers have none here; the tags say what is valid).
-    # (A reset on this fabric stage also trips a Yosys 0.70 abc9 reintegration assert on the 4x4 OS array.)
-    p = Signal(signed(width), name=f"{name}_p", reset_less=True)
-    if getattr(platform, "family", None) == "ecp5":
-        assert len(a) <= 18 and len(b) <= 18
-        a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-        m.d.comb += a18.eq(a), b18.eq(b)
-        m.d.sync += p.eq(p36)
-        regs = {f"p_REG_{r}_{f}": v for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
-                for f, v in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
-        m.submodules[name] = Instance(
-            "MULT18X18D", **regs, p_GSR="DISABLED", p_RESETMODE="SYNC",
-            **{f"i_A{k}": a18[k] for k in range(18)}, **{f"i_B{k}": b18[k] for k in range(18)},
-            **{f"i_C{k}": Const(0) for k in range(18)},
-            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-            i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=Const(0),
-            **{f"o_P{k}": p36[k] for k in range(36)})
-        return p
-    a_q = Signal(a.shape(), name=f"{name}_a", reset_less=True)
-    b_q = Signal(b.shape(), name=f"{name}_b", reset_less=True)
-    pipe = Signal(signed(len(a) + len(b)), name=f"{name}_pipe", reset_less=True)
-    out = Signal(signed(len(a) + len(b)), name=f"{name}_out", reset_less=True)
-    m.d.sync += a_q.eq(a), b_q.eq(b), pipe.eq(a_q * b_q), out.eq(pipe), p.eq(out)
-    return p
-
-
-def _credit_fifo(m, depth, w_en, w_data, r_ready):
+def _credit_fifo(m, depth, w_en, columns, r_ready):
     """A FIFO whose writer holds credits (it never writes into a full FIFO), so it has no
-    full flag: a LUT-RAM ring and one output register. Returns the output's (valid, data);
-    an entry written in a cycle can be read two cycles later.
+    full flag: LUT-RAM rings and an output register. Returns the output's valid and its
+    register of each field; an entry written in a cycle can be read two cycles later.
+
+    ``columns`` are the entry's fields (one per array column); each is a FIFO of its own: its
+    ring, write and read pointers, output register and valid flag, all written and read
+    together. So a pointer and a load enable reach one column's LUT RAMs and registers, placed
+    beside that column, not every payload bit of the array. The copies of a pointer start at
+    different entries (column ``j`` at entry ``j``) and step together: they are distinct
+    flip-flops that synthesis cannot merge back into one, and so are the flags that follow
+    from them.
     """
     ring = 1 << (depth - 1).bit_length()    # at most depth - 1 entries wait behind the output
-    m.submodules.psum_ring = mem = Memory(shape=unsigned(len(w_data)), depth=ring, init=[])
-    wr = mem.write_port()
-    rd = mem.read_port(domain="comb")
-    head = Signal(range(ring))
-    tail = Signal(range(ring))
-    out = Signal(len(w_data), reset_less=True)
-    out_valid = Signal()
-    # `waiting`: the ring holds entries, a flip-flop of its own (the output register's load
-    # enable fans out over every payload bit; a pointer comparison in front of it would not).
-    level = Signal(range(ring + 1))
-    waiting = Signal()
-    pop = Signal()
-    m.d.comb += [
-        wr.addr.eq(head), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(tail),
-        pop.eq(waiting & (~out_valid | r_ready)),
-    ]
-    # (level + w_en - pop != 0, without the adder in front of the flip-flop: a pop removes one)
-    m.d.sync += level.eq(level + w_en - pop), waiting.eq((level > 1) | w_en | ((level == 1) & ~pop))
-    with m.If(w_en):
-        m.d.sync += head.eq(head + 1)
-    with m.If(pop):
-        m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(tail + 1)
-    with m.Elif(r_ready):
-        m.d.sync += out_valid.eq(0)
-    return out_valid, out
+    outs, valids = [], []
+    for j, field in enumerate(columns):
+        mem = Memory(shape=unsigned(len(field)), depth=ring, init=[])
+        m.submodules[f"psum_ring{j}"] = mem
+        wr = mem.write_port()
+        rd = mem.read_port(domain="comb")
+        head = Signal(range(ring), name=f"psum_head{j}", init=j % ring)
+        tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring)
+        out = Signal(len(field), name=f"psum_out{j}", reset_less=True)
+        out_valid = Signal(name=f"psum_valid{j}")
+        waiting = Signal(name=f"psum_waiting{j}")  # the ring holds entries (never all: no wrap)
+        pop = Signal(name=f"psum_pop{j}")
+        m.d.comb += [
+            wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail),
+            waiting.eq(head != tail), pop.eq(waiting & (~out_valid | r_ready)),
+        ]
+        with m.If(w_en):
+            m.d.sync += head.eq(head + 1)
+        with m.If(pop):
+            m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(tail + 1)
+        with m.Elif(r_ready):
+            m.d.sync += out_valid.eq(0)
+        outs.append(out)
+        valids.append(out_valid)
+    return valids[0], outs
 
 
 def act_layout(rows, input_bits):
@@ -220,27 +192,50 @@ class SystolicArray(wiring.Component):
         load_row = Signal(range(R))
         comp_bank = Signal()
 
-        m.d.comb += self.weights.ready.eq(~(loaded | inuse).bit_select(load_bank, 1))
-        w_take = self.weights.valid & self.weights.ready
-        # A taken beat is registered with a one-hot write enable per (bank, row), so each
-        # enable starts at a flip-flop of its own and reaches one row of one bank (cols
-        # weights), not every weight register. The first activation of a tile meets its
-        # weights no earlier than one cycle after the last row's write, so the extra stage
-        # costs no cycle.
-        w_in = Signal.like(self.weights.payload, reset_less=True)
-        w_write = Signal(2 * R)
-        m.d.sync += w_write.eq(0)
+        # `w_free`: the bank to load next is neither loaded nor in use, a flip-flop computed
+        # from the banks' next state (below), so `ready` and the take start at a register.
+        w_free = Signal(init=1)
+        m.d.comb += self.weights.ready.eq(w_free)
+        w_take = Signal()
+        m.d.comb += w_take.eq(self.weights.valid & w_free)
+        # A taken beat is registered with a one-hot write enable per (bank, row); the enable
+        # and the beat then travel along the row, one PE a cycle (column j's weight is written
+        # j cycles after column 0's), so every enable is a flip-flop of its own beside the one
+        # PE whose weights it loads, not a net across the row's DSP blocks. An activation
+        # reaches PE (i, j) i + j cycles after it enters and its weight is selected a cycle
+        # before that; row i's beat came at least R - 1 - i cycles before the last, so with two
+        # rows or more the extra stage costs no cycle. (A one-row array has no earlier row to
+        # hide it: its beat is written as it is taken.)
+        onehot = Mux(w_take, Const(1, 2 * R) << (load_bank * R + load_row), 0)
+        if R > 1:
+            w_in = Signal.like(self.weights.payload, reset_less=True)
+            w_write = Signal(2 * R)
+            m.d.sync += w_in.eq(self.weights.payload), w_write.eq(onehot)  # no load enable on w_in
+        else:
+            w_in, w_write = self.weights.payload, onehot
         with m.If(w_take):
-            m.d.sync += w_in.eq(self.weights.payload), w_write.eq(Const(1, 2 * R) << (load_bank * R + load_row))
             with m.If(load_row == R - 1):
                 m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
+        w_data = []                 # w_data[j]: column j's weight of the beat, delayed j cycles
+        for j in range(C):
+            value = w_in[j]
+            for s in range(j):
+                reg = Signal(signed(c.weight_bits), name=f"wdata{j}_{s}", reset_less=True)
+                m.d.sync += reg.eq(value)
+                value = reg
+            w_data.append(value)
         for b in range(2):
             for i in range(R):
-                with m.If(w_write[b * R + i]):
-                    for j in range(C):
-                        m.d.sync += w[b][i][j].eq(w_in[j])
+                enable = w_write[b * R + i]
+                for j in range(C):
+                    if j:
+                        delayed = Signal(name=f"wen{b}_{i}_{j}")
+                        m.d.sync += delayed.eq(enable)
+                        enable = delayed
+                    with m.If(enable):
+                        m.d.sync += w[b][i][j].eq(w_data[j])
 
         # -- admission: the array never stalls. An activation is taken only when the output
         # FIFO has room for the partial sums it will produce (a credit), so a stalled
@@ -283,10 +278,20 @@ class SystolicArray(wiring.Component):
             for j in range(1, C):
                 m.d.sync += a[i][j].eq(a[i][j - 1])
             for j in range(C):
-                act, bank = a[i][j][:c.input_bits].as_signed(), a[i][j][-1]
-                weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}")
-                m.d.comb += weight.eq(Mux(bank, w[1][i][j], w[0][i][j]))
-                product = _multiplier(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
+                # The weight is selected a cycle ahead, into a register of its own, by the bank
+                # of the activation that reaches PE (i, j) next (the one a PE to the left, or
+                # entering the row's skew), so the weight registers' route to the DSP block
+                # and the bank mux are apart.
+                if j:
+                    bank_next = a[i][j - 1][-1]
+                elif i:
+                    bank_next = skew[i][i - 1][-1]
+                else:
+                    bank_next = comp_bank
+                weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}", reset_less=True)
+                m.d.sync += weight.eq(Mux(bank_next, w[1][i][j], w[0][i][j]))
+                act = a[i][j][:c.input_bits].as_signed()
+                product = registered_product(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
                 above = ps[i - 1][j] if i else 0
                 m.d.sync += ps[i][j].eq(above + product)
 
@@ -304,29 +309,52 @@ class SystolicArray(wiring.Component):
         load_done = Signal(2)
         with m.If(w_take & (load_row == R - 1)):
             m.d.comb += load_done.eq(Const(1, 2) << load_bank)
+        loaded_next = Signal(2)
+        inuse_next = Signal(2)
+        load_bank_next = Signal()
+        m.d.comb += [
+            loaded_next.eq((loaded & ~started) | load_done),
+            inuse_next.eq((inuse & ~retire) | started),
+            load_bank_next.eq(load_bank ^ load_done.any()),
+        ]
         m.d.sync += [
-            loaded.eq((loaded & ~started) | load_done),
-            inuse.eq((inuse & ~retire) | started),
+            loaded.eq(loaded_next),
+            inuse.eq(inuse_next),
+            w_free.eq(~(loaded_next | inuse_next).bit_select(load_bank_next, 1)),
         ]
 
         # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j (+ the
         # multiplier's stages); delay it C-1-j more cycles so a whole vector is written into
         # the FIFO together.
-        out = Signal.like(self.psums.payload)
+        # The rings keep the bottom row's width[R - 1] bits per column; the sums are
+        # sign-extended to acc_bits after the output register.
+        columns = []
         for j in range(C):
             chain = ps[R - 1][j]
             for s in range(C - 1 - j):
                 reg = Signal(signed(width[R - 1]), name=f"dsk{j}_{s}", reset_less=True)
                 m.d.sync += reg.eq(chain)
                 chain = reg
-            m.d.comb += out.data[j].eq(chain)
-        m.d.comb += out.last.eq(tag_last[T - 1])
-        valid, payload = _credit_fifo(m, depth, tag_valid[T - 1], out.as_value(), self.psums.ready)
-        m.d.comb += self.psums.valid.eq(valid), self.psums.payload.eq(payload)
+            columns.append(chain)
+        columns[0] = Cat(columns[0], tag_last[T - 1])     # the tile's `last` beside column 0's sums
+        valid, fields = _credit_fifo(m, depth, tag_valid[T - 1], columns, self.psums.ready)
+        m.d.comb += [
+            self.psums.valid.eq(valid),
+            self.psums.payload.last.eq(fields[0][-1]),
+            self.psums.payload.data[0].eq(fields[0][:-1].as_signed()),
+        ]
+        for j in range(1, C):
+            m.d.comb += self.psums.payload.data[j].eq(fields[j].as_signed())
         read = self.psums.valid & self.psums.ready
-        nxt = Signal.like(outstanding)
-        m.d.comb += nxt.eq(outstanding + accept - read)
-        m.d.sync += outstanding.eq(nxt), credit.eq(nxt < depth)
+        # outstanding moves by at most one: the credit for each move is a comparison of the
+        # register, side by side, selected by the move (no adder in front of the comparison)
+        m.d.sync += outstanding.eq(outstanding + accept - read)
+        with m.If(accept & ~read):
+            m.d.sync += credit.eq(outstanding < depth - 1)
+        with m.Elif(read & ~accept):
+            m.d.sync += credit.eq(1)
+        with m.Else():
+            m.d.sync += credit.eq(outstanding < depth)
         m.d.comb += self.busy.eq((outstanding != 0) | loaded.any() | inuse.any())
         return m
 
@@ -383,7 +411,7 @@ class SystolicArray(wiring.Component):
         for i in range(R):
             for j in range(C):
                 d = i + j + P
-                product = _multiplier(m, platform, a[i][j], b[j][i], c.input_bits + c.weight_bits, f"mul{i}_{j}")
+                product = registered_product(m, platform, a[i][j], b[j][i], c.input_bits + c.weight_bits, f"mul{i}_{j}")
                 total = Signal(signed(c.acc_bits), name=f"sum{i}_{j}")
                 m.d.comb += total.eq(acc[i][j] + product)
                 with m.If(tag_valid[d]):

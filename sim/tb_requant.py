@@ -1,7 +1,9 @@
 """cocotb testbench of the Requantizer: random tiles of int32 accumulators and random parameters.
 
 Parameters come in ``MENSA_TB`` (JSON): ``lanes``, ``out_bits``, ``tiles`` (how many),
-``max_rows`` (vectors per tile), ``gap`` (probability of a valid/ready gap).
+``max_rows`` (vectors per tile), ``gap`` (probability of a valid/ready gap), optionally
+``out_gap`` (the same for ``outs``' ready alone: a consumer that stalls often, so the vectors
+wait in the output ring up to the last credit).
 
 Driver: one ``quant`` beat and a run of ``accs`` beats per tile. Monitor: the ``outs``
 beats. Model: :func:`mensa.core.golden.requantize` of ``wrap32(acc + bias)``. Checker:
@@ -51,7 +53,7 @@ async def requantize_random_tiles(dut):
     lanes, out_bits = p["lanes"], p["out_bits"]
     gen = tb.rng()
     await tb.reset()
-    quant, accs, outs = tb.source("quant", salt=1), tb.source("accs", salt=2), tb.sink("outs", salt=3)
+    quant, accs, outs = tb.source("quant", salt=1), tb.source("accs", salt=2), tb.sink("outs", salt=3, gap=p.get("out_gap"))
     qlayout, alayout = quant_layout(lanes, out_bits), acc_layout(lanes)
     olayout = out_layout(lanes, out_bits)
 

@@ -74,6 +74,20 @@ def test_rewrite_only_when_changed(emitted, capsys):
     assert (out / "small_sa.v").stat().st_mtime_ns == before
 
 
+def test_requantiser_alone_has_a_lane_per_array_column(tmp_path):
+    # `--unit requant`: the accelerator's requantiser by itself (to measure its timing alone)
+    config = tmp_path / "small.toml"
+    config.write_text(CONFIG.format(dataflow="ws"))
+    out = tmp_path / "out"
+    assert main(["verilog", "--config", str(config), "--out", str(out), "--unit", "requant"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    (module,) = manifest["modules"]
+    assert module["top"] == "Requantizer" and manifest["unit"] == "requant"
+    ports = {p["name"]: p["width"] for p in module["ports"]}
+    assert ports["accs__payload"] == 3 * 32 + 1 and ports["outs__payload"] == 3 * 8 + 1
+    assert not (out / "small_sa_regs.h").exists()
+
+
 def test_output_stationary_accelerator_is_refused_in_one_line(tmp_path, capsys):
     config = tmp_path / "small.toml"
     config.write_text(CONFIG.format(dataflow="os"))

@@ -44,6 +44,41 @@ def test_tiles_and_windows_follow_the_layer_walk_under_random_gaps(seed):
     assert got == expected * 2
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_next_layer_may_arrive_a_cycle_after_the_restart(seed):
+    # as in the sequencer: the restart comes with `start`, the walker's `layer` (latched at
+    # start) holds the new layer from the next cycle on; every count is the new layer's
+    rng = random.Random(seed)
+    walks = [random_walk(rng, k=3, max_hw=9) for _ in range(3)]
+    tiles = [random_tile(rng, w) for w in walks]
+    expected = [t for w, tile in zip(walks, tiles) for t in w.m_tiles(*tile)]
+    dut = MTileWalker(addr_bits=ADDR_BITS, window=False)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.layer, descriptor(walks[-1], tiles[-1]))      # the previous layer's
+        for walk, tile in zip(walks, tiles):
+            ctx.set(dut.restart, 1)
+            await ctx.tick()
+            ctx.set(dut.restart, 0)
+            ctx.set(dut.layer, descriptor(walk, tile))
+            while True:
+                while not ctx.get(dut.valid):
+                    await ctx.tick()
+                rows, cols = ctx.get(dut.rows), ctx.get(dut.cols)
+                assert ctx.get(dut.pixels) == rows * cols
+                got.append((ctx.get(dut.ty), ctx.get(dut.tx), rows, cols))
+                last = ctx.get(dut.last)
+                ctx.set(dut.advance, 1)
+                await ctx.tick()
+                ctx.set(dut.advance, 0)
+                if last:
+                    break
+
+    run(dut, [bench])
+    assert got == expected
+
+
 def test_a_writer_walker_has_no_window():
     dut = MTileWalker(addr_bits=ADDR_BITS, window=False)
     assert "iy_lo" not in dut.signature.members and "last" in dut.signature.members
