@@ -25,9 +25,9 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import AcceleratorConfig
 from mensa.hw.dma import DMA, axi4_master_members
-from mensa.contract.regs import COUNTER_BITS, OPCODES, register_map
+from mensa.contract.regs import OPCODES, register_map
 from mensa.contract.vector_program import VECTOR_UNIT_OPS
-from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members
+from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members, connect_run_control
 from mensa.contract.gemm import GemmGeometry
 from mensa.hw.sequencer import GemmSequencer
 from mensa.hw.vector import VectorUnit
@@ -121,20 +121,8 @@ class Accelerator(wiring.Component):
             desc.input_addr.eq(wide("INPUT_ADDR")), desc.weight_addr.eq(wide("WEIGHT_ADDR")),
             desc.quant_addr.eq(wide("QUANT_ADDR")), desc.output_addr.eq(wide("OUTPUT_ADDR")),
             desc.table.eq(r.act_table), desc.table_addr.eq(wide("TABLE_ADDR")),
-            run.start.eq(regs.strobes.ctrl[0]),
-            run.irq_enable.eq(r.irq_enable[0]),
-            run.irq_pending.eq(regs.pending.irq_status[0]),
-            regs.events.irq_status.eq(run.irq_event),
-            regs.inputs.status.eq(run.status),
-            self.irq.eq(run.irq),
         ]
-        for name in ("CYCLES_TOTAL", "CYCLES_BUSY", "CYCLES_STALL"):
-            value = getattr(run, name.lower())
-            if name in rm:
-                m.d.comb += getattr(regs.inputs, name.lower()).eq(value)
-            else:
-                m.d.comb += [getattr(regs.inputs, f"{name.lower()}_lo").eq(value[:32]),
-                             getattr(regs.inputs, f"{name.lower()}_hi").eq(value[32:COUNTER_BITS])]
+        connect_run_control(m, regs, run, self.irq)
         start = regs.strobes.ctrl[0]
         if self._config.vector is None:
             m.d.comb += [seq.start.eq(start), run.done.eq(seq.done), run.busy.eq(seq.busy),

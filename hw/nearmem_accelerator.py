@@ -25,13 +25,13 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.contract.nearmem import NearMemGeometry, descriptor_fields
 from mensa.contract.nearmem_program import bus_ratio
-from mensa.contract.regs import COUNTER_BITS, register_map
+from mensa.contract.regs import register_map
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.hw.accelerator import accelerator_members, forward
 from mensa.hw.dma import DMA, axi4_master_members
 from mensa.hw.nearmem import NearMemoryUnit
 from mensa.hw.nearmem_dma import VectorReader, VectorWriter
-from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members
+from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members, connect_run_control
 
 __all__ = ["NearMemAccelerator"]
 
@@ -132,21 +132,9 @@ class NearMemAccelerator(wiring.Component):
 
         # run control, interrupt, counters
         m.d.comb += [
-            run.start.eq(regs.strobes.ctrl[0]),
             run.done.eq(writer.done),
             run.busy.eq(unit.busy),
             run.mem_stall.eq(unit.inputs.ready & ~unit.inputs.valid | unit.outs.valid & ~unit.outs.ready),
-            run.irq_enable.eq(r.irq_enable[0]),
-            run.irq_pending.eq(regs.pending.irq_status[0]),
-            regs.events.irq_status.eq(run.irq_event),
-            regs.inputs.status.eq(run.status),
-            self.irq.eq(run.irq),
         ]
-        for name in ("CYCLES_TOTAL", "CYCLES_BUSY", "CYCLES_STALL"):
-            value = getattr(run, name.lower())
-            if name in rm:
-                m.d.comb += getattr(regs.inputs, name.lower()).eq(value)
-            else:
-                m.d.comb += [getattr(regs.inputs, f"{name.lower()}_lo").eq(value[:32]),
-                             getattr(regs.inputs, f"{name.lower()}_hi").eq(value[32:COUNTER_BITS])]
+        connect_run_control(m, regs, run, self.irq)
         return m

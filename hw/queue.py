@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Shape
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Queue"]
+__all__ = ["Queue", "count_credits"]
 
 
 class Queue(wiring.Component):
@@ -65,3 +65,16 @@ class Queue(wiring.Component):
         wiring.connect(m, storage.r_stream, wiring.flipped(self.r))
         m.d.comb += self.level.eq(storage.level)
         return m
+
+
+def count_credits(m, outstanding, credit, accept, read, depth):
+    """Keep ``credit`` (a registered ``outstanding < depth``) as ``outstanding`` (items taken by
+    ``accept`` and not yet gone by ``read``) moves by at most one a cycle: each move's comparison
+    of the register side by side, selected by the move, so no adder stands in front of it."""
+    m.d.sync += outstanding.eq(outstanding + accept - read)
+    with m.If(accept & ~read):
+        m.d.sync += credit.eq(outstanding < depth - 1)
+    with m.Elif(read & ~accept):
+        m.d.sync += credit.eq(1)
+    with m.Else():
+        m.d.sync += credit.eq(outstanding < depth)

@@ -234,6 +234,28 @@ class RunControl(wiring.Component):
         return m
 
 
+def connect_run_control(m, regs, run, irq):
+    """Wire ``run`` (:class:`RunControl`) to the register file ``regs``: START, IRQ_ENABLE and
+    IRQ_STATUS in, STATUS, the DONE event and the counters (``_LO``/``_HI`` halves where the map
+    splits them) out, and the interrupt line to ``irq``."""
+    rm = regs.regmap
+    m.d.comb += [
+        run.start.eq(regs.strobes.ctrl[0]),
+        run.irq_enable.eq(regs.regs.irq_enable[0]),
+        run.irq_pending.eq(regs.pending.irq_status[0]),
+        regs.events.irq_status.eq(run.irq_event),
+        regs.inputs.status.eq(run.status),
+        irq.eq(run.irq),
+    ]
+    for name in ("CYCLES_TOTAL", "CYCLES_BUSY", "CYCLES_STALL"):
+        value = getattr(run, name.lower())
+        if name in rm:
+            m.d.comb += getattr(regs.inputs, name.lower()).eq(value)
+        else:
+            m.d.comb += [getattr(regs.inputs, f"{name.lower()}_lo").eq(value[:32]),
+                         getattr(regs.inputs, f"{name.lower()}_hi").eq(value[32:COUNTER_BITS])]
+
+
 def _bits(view, name):
     """The raw bits of field ``name`` of a struct view (assignable, whatever its shape)."""
     f = view.shape()[name]

@@ -36,6 +36,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
+from mensa.hw.queue import count_credits
 
 __all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout"]
 
@@ -289,13 +290,5 @@ class Requantizer(wiring.Component):
             self.busy.eq(valid.any() | out_valid | waiting),
         ]
 
-        # credits: outstanding moves by at most one, each move's comparison side by side
-        read = self.outs.valid & self.outs.ready
-        m.d.sync += outstanding.eq(outstanding + accept - read)
-        with m.If(accept & ~read):
-            m.d.sync += credit.eq(outstanding < depth - 1)
-        with m.Elif(read & ~accept):
-            m.d.sync += credit.eq(1)
-        with m.Else():
-            m.d.sync += credit.eq(outstanding < depth)
+        count_credits(m, outstanding, credit, accept, self.outs.valid & self.outs.ready, depth)
         return m

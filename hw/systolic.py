@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import ArrayConfig, Dataflow
 from mensa.hw.dsp import PRODUCT_STAGES, registered_product
+from mensa.hw.queue import count_credits
 
 __all__ = ["SystolicArray", "MULT_STAGES", "act_layout", "psum_layout", "operand_layout"]
 
@@ -56,7 +57,7 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
     flip-flops that synthesis cannot merge back into one, and so are the flags that follow
     from them.
     """
-    ring = 1 << (depth - 1).bit_length()    # at most depth - 1 entries wait behind the output
+    ring = 1 << max(1, (depth - 1).bit_length())    # depth - 1 entries wait at most; 2 at least
     outs, valids = [], []
     for j, field in enumerate(columns):
         mem = Memory(shape=unsigned(len(field)), depth=ring, init=[])
@@ -345,16 +346,7 @@ class SystolicArray(wiring.Component):
         ]
         for j in range(1, C):
             m.d.comb += self.psums.payload.data[j].eq(fields[j].as_signed())
-        read = self.psums.valid & self.psums.ready
-        # outstanding moves by at most one: the credit for each move is a comparison of the
-        # register, side by side, selected by the move (no adder in front of the comparison)
-        m.d.sync += outstanding.eq(outstanding + accept - read)
-        with m.If(accept & ~read):
-            m.d.sync += credit.eq(outstanding < depth - 1)
-        with m.Elif(read & ~accept):
-            m.d.sync += credit.eq(1)
-        with m.Else():
-            m.d.sync += credit.eq(outstanding < depth)
+        count_credits(m, outstanding, credit, accept, self.psums.valid & self.psums.ready, depth)
         m.d.comb += self.busy.eq((outstanding != 0) | loaded.any() | inuse.any())
         return m
 

@@ -15,7 +15,7 @@ induction step; the proofs are bounded.
 """
 
 import pytest
-from amaranth.hdl import Assert, Signal
+from amaranth.hdl import Assert, Cat, Signal
 from amaranth.hdl._ast import AnyConst, AnySeq
 
 from mensa.hw.systolic import _credit_fifo
@@ -27,7 +27,7 @@ WIDTH = 4
 
 
 class CreditFifoContract(Spec):
-    """A writer that respects its ``depth`` credits and any reader, around ``build(m, depth, w_en, w_data,
+    """A writer that respects its ``depth`` credits and any reader, around ``build(m, depth, w_en, columns,
     r_ready)``.
 
     A scoreboard counts the entries written and read: reads never exceed writes; the entry
@@ -47,7 +47,9 @@ class CreditFifoContract(Spec):
         # the writer writes only with a credit: fewer than `depth` entries written and not read
         w_en, w_data, r_ready = Signal(), AnySeq(WIDTH), AnySeq(1)
         m.d.comb += w_en.eq(AnySeq(1) & (level < self.depth) & (written != (1 << INDEX_BITS) - 1))
-        valid, payload = self.build(m, self.depth, w_en, w_data, r_ready)
+        # two columns, each a FIFO of its own with its own pointers: the entry is both, read back together
+        valid, outs = self.build(m, self.depth, w_en, [w_data[:WIDTH // 2], w_data[WIDTH // 2:]], r_ready)
+        payload = Cat(*outs)
 
         took = valid & r_ready
         m.d.sync += [written.eq(written + w_en), read.eq(read + took)]
@@ -72,17 +74,17 @@ class CreditFifoContract(Spec):
         m.d.comb += Assert(waiting < 2)
 
 
-def _dropping_credit_fifo(m, depth, w_en, w_data, r_ready):
+def _dropping_credit_fifo(m, depth, w_en, columns, r_ready):
     """A deliberately broken credit FIFO: the third write is never stored."""
     count = Signal(2)
     with m.If(w_en & (count != 3)):
         m.d.sync += count.eq(count + 1)
-    return _credit_fifo(m, depth, w_en & (count != 2), w_data, r_ready)
+    return _credit_fifo(m, depth, w_en & (count != 2), columns, r_ready)
 
 
-def _undersized_credit_fifo(m, depth, w_en, w_data, r_ready):
+def _undersized_credit_fifo(m, depth, w_en, columns, r_ready):
     """A deliberately broken credit FIFO: built for 2 entries, whatever the writer's credits."""
-    return _credit_fifo(m, 2, w_en, w_data, r_ready)
+    return _credit_fifo(m, 2, w_en, columns, r_ready)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
