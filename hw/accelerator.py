@@ -99,12 +99,7 @@ class Accelerator(wiring.Component):
 
         r = regs.regs
 
-        def wide(name):
-            """A quantity of one register, or of a _LO/_HI pair."""
-            if name in rm:
-                return getattr(r, name.lower())
-            return Cat(getattr(r, f"{name.lower()}_lo"), getattr(r, f"{name.lower()}_hi"))
-
+        wide = regs.value
         desc = seq.desc
         m.d.comb += [
             desc.m.eq(r.out_h * r.out_w), desc.k.eq(r.in_c), desc.n.eq(r.out_c),

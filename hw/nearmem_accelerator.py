@@ -19,7 +19,7 @@ each is served from a memory loaded by backdoor (:class:`mensa.sim.vault.VaultAr
 live there, loaded by the host before a layer runs; only activations cross the AXI port.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -92,12 +92,7 @@ class NearMemAccelerator(wiring.Component):
         forward(m, self, dma, self._axi)
         r = regs.regs
 
-        def wide(name):
-            """A quantity of one register, or of a _LO/_HI pair."""
-            if name in rm:
-                return getattr(r, name.lower())
-            return Cat(getattr(r, f"{name.lower()}_lo"), getattr(r, f"{name.lower()}_hi"))
-
+        wide = regs.value
         # the descriptor: one beat on the unit's `layer`, offered from START until taken
         offered = Signal()
         go = Signal()

@@ -85,6 +85,12 @@ class RegisterFile(wiring.Component):
             "pending": Out(_layout(regmap.of(Access.W1C))),
         })
 
+    def value(self, name):
+        """The read-write quantity ``name``: one register, or a ``_LO``/``_HI`` pair joined."""
+        if name in self._regmap:
+            return getattr(self.regs, name.lower())
+        return Cat(getattr(self.regs, f"{name.lower()}_lo"), getattr(self.regs, f"{name.lower()}_hi"))
+
     @property
     def regmap(self):
         return self._regmap
