@@ -142,18 +142,6 @@ class AcceleratorTB(TB):
     async def reset(self):
         await super().reset(cycles=3, settle=2)
 
-    async def read(self, name):
-        return await self.master.read_dword(self.regmap[name].offset)
-
-    async def write(self, name, value):
-        await self.master.write_dword(self.regmap[name].offset, value)
-
-    async def counter(self, name):
-        """A performance counter, read as one register or as its _LO and _HI halves."""
-        if name in self.regmap:
-            return await self.read(name)
-        return await self.read(f"{name}_LO") | (await self.read(f"{name}_HI")) << 32
-
 
 def cycle_bound(acc, layer, prog):
     """A generous bound on a layer's cycles: per array pass (or per lane tap) and per bus word it reads."""

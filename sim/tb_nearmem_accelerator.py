@@ -70,18 +70,6 @@ class NearMemAcceleratorTB(TB):
                                  latency=tuple(p["vault_latency"]), gap=p["gap"],
                                  outstanding=p.get("outstanding", 16))
 
-    async def read(self, name):
-        return await self.master.read_dword(self.regmap[name].offset)
-
-    async def write(self, name, value):
-        await self.master.write_dword(self.regmap[name].offset, value)
-
-    async def counter(self, name):
-        """A performance counter, read as one register or as its _LO and _HI halves."""
-        if name in self.regmap:
-            return await self.read(name)
-        return await self.read(f"{name}_LO") | (await self.read(f"{name}_HI")) << 32
-
 
 @cocotb.test()
 async def nearmem_accelerator_runs_layers_bit_exact(dut):

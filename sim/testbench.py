@@ -170,6 +170,20 @@ class TB:
             ch.set_pause_generator(pause_generator(pause, rnd))
         return ram, ram_read
 
+    # --- registers of an accelerator: ``self.master`` (an AxiLiteMaster) and ``self.regmap``, set by the subclass
+
+    async def read(self, name):
+        return await self.master.read_dword(self.regmap[name].offset)
+
+    async def write(self, name, value):
+        await self.master.write_dword(self.regmap[name].offset, value)
+
+    async def counter(self, name):
+        """A performance counter, read as one register or as its _LO and _HI halves."""
+        if name in self.regmap:
+            return await self.read(name)
+        return await self.read(f"{name}_LO") | (await self.read(f"{name}_HI")) << 32
+
     # --- results
 
     def write_result(self, data):
