@@ -107,7 +107,7 @@ def layout_refusal(accelerator, layer):
     return ""
 
 
-def compile_layer(accelerator, layer, params, x, *, base=0):
+def compile_layer(accelerator, layer, params, x, *, base=0, vault_base=0):
     """Compile ``layer`` for ``accelerator``.
 
     Parameters
@@ -119,8 +119,9 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
     params : :class:`~mensa.core.golden.LayerParams`
     x : int8 array of ``layer.in_shape``, or a tuple of the inputs of a two-input op (mul)
     base : int
-        DRAM byte address of the layer's image, a multiple of 4096 (a near-memory layer's vault
-        images start at vault word 0).
+        DRAM byte address of the layer's image, a multiple of 4096.
+    vault_base : int
+        First vault word of a near-memory layer's vault images (the others have no vaults).
 
     Returns
     -------
@@ -144,4 +145,4 @@ def compile_layer(accelerator, layer, params, x, *, base=0):
         return compile_vector(accelerator, layer, params, x, base=base)
     if kind == "gemm":
         return compile_gemm(accelerator, layer, params, x, base=base)
-    return compile_nearmem_layer(accelerator, layer, params, x, base=base)
+    return compile_nearmem_layer(accelerator, layer, params, x, base=base, vault_base=vault_base)

@@ -75,8 +75,9 @@ class Layout(NamedTuple):
     """How a tensor lies in DRAM: ``ceil(channels / tile)`` channel tiles of ``tile`` channels; per tile,
     ``pixels`` vectors of ``vector_bytes`` (a tile's channels, then zero or undefined bytes)
     in raster order; ``channels`` of them the layer's. A producer's output feeds a consumer's
-    input in place when the two agree on ``tile``, ``vector_bytes`` and ``pixels`` and the
-    consumer reads no more channels than the producer writes."""
+    input in place when the consumer reads no more channels than the producer writes and the
+    two agree on ``tile``, ``vector_bytes`` and ``pixels``, or both are one pixel's channels one
+    after another (channel ``c`` in byte ``c``: a vector holds just its tile, whatever the tile)."""
     tile: int
     vector_bytes: int
     pixels: int
@@ -84,7 +85,15 @@ class Layout(NamedTuple):
 
     def feeds(self, consumer):
         """True if a tensor laid out so can be read in place as ``consumer`` lays its input out."""
-        return (self.tile, self.vector_bytes, self.pixels) == consumer[:3] and consumer.channels <= self.channels
+        if consumer.channels > self.channels:
+            return False
+        return (self.tile, self.vector_bytes, self.pixels) == consumer[:3] or (
+            self.pixels == consumer.pixels == 1 and self.dense and consumer.dense)
+
+    @property
+    def dense(self):
+        """True if a vector holds its tile's channels and nothing else."""
+        return self.vector_bytes == self.tile
 
     @property
     def bytes(self):

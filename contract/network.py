@@ -18,6 +18,10 @@ network inputs
     one region per reading layer, which the host fills in the layer's own input layout
     (:meth:`NetworkProgram.input_writes`: a few-channel stem reads its im2col rows).
 
+A near-memory accelerator's layers keep their weights in its vaults, not in DRAM: each layer's
+vault images lie one after another from vault word 0 (:attr:`NetworkProgram.vaults`), every layer
+resident, and the host loads them before the run, as it loads the DRAM image.
+
 The command list (:meth:`NetworkProgram.command_list`) is what the C runtime
 (``mensa_runtime.c``) and the board replay: little-endian 32-bit words::
 
@@ -35,8 +39,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mensa.contract.compiler import compile_layer, engine, in_hardware, layout_refusal
+from mensa.contract.compiler import compile_layer, in_hardware, layout_refusal
 from mensa.contract.gemm_program import ALIGN, Layout, register_writes
+from mensa.contract.nearmem import NearMemGeometry
 from mensa.contract.regs import register_map
 from mensa.core.config import CoreKind
 from mensa.core.errors import CompileError
@@ -56,9 +61,10 @@ def _up(n, to=ALIGN):
 
 
 def peripherals(system):
-    """The accelerators of ``system`` with registers and DMA (the systolic ones), in config order: the
-    units of the system top and of the command list."""
-    return tuple(a for a in system.accelerator if a.kind is CoreKind.SYSTOLIC)
+    """The accelerators of ``system`` with registers and DMA, in config order: the units of the system top
+    and of the command list. Every kind is one: the systolic :class:`~mensa.hw.accelerator.Accelerator`
+    and the :class:`~mensa.hw.nearmem_accelerator.NearMemAccelerator`."""
+    return tuple(system.accelerator)
 
 
 def address_map(system):
@@ -123,6 +129,9 @@ class NetworkProgram:
         The layers' :class:`~mensa.core.golden.LayerParams`, by name.
     accelerators : tuple
         The system's :func:`peripherals`, in ``unit`` order.
+    vaults : tuple
+        Per unit, None (a systolic accelerator) or a tuple of uint8 arrays: each vault's contents from word 0,
+        the weights of every layer placed there.
     image : numpy.ndarray
         uint8 DRAM contents from address 0: the constants, then zeros up to the end of the
         activation buffers (``image.size`` is the memory the network needs).
@@ -135,6 +144,7 @@ class NetworkProgram:
     network: Network
     params: dict
     accelerators: tuple
+    vaults: tuple
     image: np.ndarray
     commands: tuple
     host_inputs: tuple
@@ -223,12 +233,46 @@ def _placement(network, system, placement):
         if not in_hardware(layer):
             raise CompileError(f"layer {layer.name!r} ({layer.op.value}, activation {layer.activation.value}): "
                                f"no mensa hardware runs it yet")
-        if engine(acc, layer) == "nearmem":
-            raise CompileError(f"layer {layer.name!r} ({layer.op.value}): placed on near-memory accelerator "
-                               f"{name!r}, which has no DRAM interface yet; allowed: an accelerator with a "
-                               f"systolic array (pin the layer there)")
-        out[layer.name] = acc, units.get(name)   # a near-memory one was refused above, a concat has no unit
+        out[layer.name] = acc, units[name]
     return out
+
+
+class _Vaults:
+    """The vaults of the near-memory accelerators: every layer's images one after another from word 0."""
+
+    def __init__(self, network):
+        self.network = network
+        self.top = {}           # accelerator name -> next free vault word
+        self.images = {}        # accelerator name -> [(word, images)]
+
+    def compile(self, acc, layer, params, x):
+        """``layer`` compiled for near-memory accelerator ``acc`` with its images above the ones before it."""
+        base = self.top.get(acc.name, 0)
+        try:
+            prog = compile_layer(acc, layer, params, x, vault_base=base)
+        except CompileError:
+            if not base:
+                raise
+            need = compile_layer(acc, layer, params, x).unit.words      # fits alone, not above the others
+            capacity = NearMemGeometry.of(acc.nearmem).vault_words
+            raise CompileError(f"network {self.network!r}: the weights of its layers on {acc.name!r} need "
+                               f"{base + need:,} words of every vault up to {layer.name!r}, beyond the vault's "
+                               f"{capacity:,} by {base + need - capacity:,}; allowed: layers whose vault images "
+                               f"fit together (place some elsewhere)") from None
+        self.top[acc.name] = base + prog.unit.words
+        self.images.setdefault(acc.name, []).append((base, prog.vault_images))
+        return prog
+
+    def contents(self, acc):
+        """Each vault's bytes from word 0, or None for an accelerator without vaults."""
+        if acc.kind is not CoreKind.NEARMEM:
+            return None
+        word = acc.nearmem.vault_bits // 8
+        vaults = [np.zeros(self.top.get(acc.name, 0) * word, np.uint8) for _ in range(acc.nearmem.vaults)]
+        for base, images in self.images.get(acc.name, ()):
+            for v, image in enumerate(images):
+                vaults[v][base * word:base * word + image.size] = image
+        return tuple(vaults)
 
 
 def _last_readers(network):
@@ -338,13 +382,18 @@ def compile_network(network, params, system, placement, *, frames=1):
     where = _placement(network, system, placement)
     last = _last_readers(network)
     programs, constants, size = [], [], 0
+    vaults = _Vaults(network.name)
     for layer in network.layers:
         acc, _ = where[layer.name]
         if layer.op is Op.CONCAT:
             programs.append((None, {}))
             continue
         xs = tuple(np.zeros(sh, np.int8) for sh in (layer.in_shape, *layer.extra_in_shapes))[:len(layer.inputs)]
-        prog = compile_layer(acc, layer, params[layer.name], xs if len(xs) > 1 else xs[0])
+        x = xs if len(xs) > 1 else xs[0]
+        if acc.kind is CoreKind.NEARMEM:
+            prog = vaults.compile(acc, layer, params[layer.name], x)
+        else:
+            prog = compile_layer(acc, layer, params[layer.name], x)
         addresses = {}
         for region in CONSTANTS:
             if region in prog.regions:
@@ -453,6 +502,7 @@ def compile_network(network, params, system, placement, *, frames=1):
     image = np.zeros(end, np.uint8)
     for addr, blob in constants:
         image[addr:addr + blob.size] = blob
-    return NetworkProgram(network=network, params=dict(params), accelerators=peripherals(system),
-                          image=image, commands=tuple(commands), host_inputs=tuple(host_inputs),
+    units = peripherals(system)
+    return NetworkProgram(network=network, params=dict(params), accelerators=units,
+                          vaults=tuple(vaults.contents(a) for a in units), image=image, commands=tuple(commands), host_inputs=tuple(host_inputs),
                           activation_bytes=end - size)

@@ -11,6 +11,10 @@ reads its unused high bits as zero (a signed one, as copies of its sign bit). A
 quantity wider than 32 bits (a 64-bit cycle counter, a DRAM address when
 ``memory.addr_bits > 32``) is two registers, ``NAME_LO`` and ``NAME_HI``.
 
+Every map begins with ``ID`` and then the run-control registers and performance counters (CTRL,
+STATUS, IRQ_ENABLE, IRQ_STATUS, CYCLES_*), at the same offsets on every kind of accelerator: one
+runtime (``mensa_runtime.c``) starts and waits for a systolic and a near-memory one alike.
+
 Access kinds:
 
 ``rw``
@@ -197,6 +201,9 @@ def _nearmem_map(config):
     RO, RW = Access.RO, Access.RW
     b = _Builder()
     b.add("ID", 32, RO, "identification, the ASCII 'MNSA'", const=MAGIC)
+    _run_registers(b, "cycles the near-memory unit held a layer",
+                   "cycles a port of the unit waited on the DMA: an input beat not yet read from DRAM, or an output "
+                   "beat not yet taken (its vaults may be computing an earlier vector meanwhile)")
     b.add("VAULTS", 8, RO, "vaults, one memory port each", const=g.vaults)
     b.add("LANES", 8, RO, "int8 MAC lanes per vault", const=g.lanes)
     b.add("VAULT_BITS", 16, RO, "data bits of a vault port's word", const=nm.vault_bits)
@@ -205,9 +212,6 @@ def _nearmem_map(config):
     b.add("MAX_GROUPS", 16, RO, "groups of LANES channels per vault at most", const=g.max_groups)
     b.add("LSTM_DATAPATH", 1, RO, "1: the unit runs LSTM layers", const=int(g.lstm))
     b.add("BUS_BITS", 16, RO, "AXI4 data width of the DRAM interface", const=config.memory.data_bits)
-    _run_registers(b, "cycles the near-memory unit held a layer",
-                   "cycles a port of the unit waited on the DMA: an input beat not yet read from DRAM, or an output "
-                   "beat not yet taken (its vaults may be computing an earlier vector meanwhile)")
     for name, bits, is_signed in descriptor_fields(g):
         if name not in NEARMEM_FIELDS:
             continue
@@ -233,6 +237,9 @@ def register_map(config):
     b = _Builder()
     # identification and the configuration the RTL was generated for
     b.add("ID", 32, RO, "identification, the ASCII 'MNSA'", const=MAGIC)
+    # control, status, interrupt, performance counters: at the same offsets on every kind
+    _run_registers(b, "cycles the array computed")
+    # the configuration the RTL was generated for
     b.add("ROWS", 16, RO, "systolic array rows (PEs along the reduction)", const=a.rows)
     b.add("COLS", 16, RO, "systolic array columns (output channels per pass)", const=a.cols)
     b.add("DATAFLOW", 1, RO, "0: weight-stationary, 1: output-stationary",
@@ -242,8 +249,6 @@ def register_map(config):
           const=act_depth(config))
     b.add("WEIGHT_DEPTH", 32, RO, "weight vectors the weight buffer holds",
           const=weight_depth(config))
-    # control, status, interrupt, performance counters
-    _run_registers(b, "cycles the array computed")
     # the layer descriptor
     b.add("OP", 4, RW, "layer kind", values=tuple((op.name, code) for op, code in OPCODES.items()))
     for name, doc in (("IN_H", "input height"), ("IN_W", "input width"), ("IN_C", "input channels"),

@@ -94,8 +94,11 @@ class NetworkRun:
 
 
 def _lanes(acc, layer):
-    if engine(acc, layer) == "vector":
+    kind = engine(acc, layer)
+    if kind == "vector":
         return acc.vector.lanes
+    if kind == "nearmem":
+        return acc.nearmem.vaults * acc.nearmem.lanes
     return acc.array.rows * acc.array.cols
 
 
@@ -137,8 +140,8 @@ def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, prog
         note("run", len(done), count)
 
     t0 = time.monotonic()
-    fin, total = harness.run(exe, image, prog.command_list(), latency=system.dram.latency_cycles if latency is None
-                             else latency, bandwidth=dram_bytes_per_cycle(prog.accelerators[0], system.dram),
+    fin, total = harness.run(exe, image, prog.command_list(), vaults=prog.vaults,
+                             latency=system.dram.latency_cycles if latency is None else latency, bandwidth=dram_bytes_per_cycle(prog.accelerators[0], system.dram),
                              pause=pause, seed=seed, on_done=finished, max_cycles=len(xs) * _cycle_limit(sched),
                              trace=trace)
     wall = time.monotonic() - t0

@@ -38,7 +38,7 @@ from mensa.core.files import write_if_changed
 from mensa.contract.network import peripherals
 from mensa.gen.verilog import check_top, module_name, ports, tool_versions, top_for
 from mensa.hw.system import SystemTop
-from mensa.core.config import config_hash
+from mensa.core.config import CoreKind, config_hash
 from mensa.core.errors import UserError
 
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key", "cached_report"]
@@ -274,7 +274,7 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
         parts = [(f"{names[a.name]}.v", _convert_for(target, top_for(a), names[a.name])) for a in accs]
         clock_mhz = min(a.clock_mhz for a in accs)
         meta = {"module": name, "accelerator": None, "kind": "system", "config_hash": config_hash(system),
-                "pes": sum(a.array.pes for a in accs)}
+                "pes": sum(a.array.pes for a in accs if a.kind is CoreKind.SYSTOLIC) or None}
     else:
         name = module_name(system, acc)
         progress.update(task, description=f"{name}: elaborating")

@@ -177,7 +177,8 @@ def _system_top(system, outputs, modules):
     """The system top (its accelerators as instances of their modules), its address map header, and the
     C runtime with the register header it includes."""
     name = f"{system.name}_system".replace("-", "_")
-    top = SystemTop(system, {m["accelerator"]: m["module"] for m in modules if m["top"] == "Accelerator"})
+    top = SystemTop(system, {m["accelerator"]: m["module"] for m in modules
+                             if m["top"] in ("Accelerator", "NearMemAccelerator")})
     outputs[f"{name}.v"] = convert(top, name)
     outputs[f"{name}.h"] = system_header(system, prefix=name, source=f"config {config_hash(system)}")
     first = peripherals(system)[0]

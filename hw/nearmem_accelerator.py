@@ -33,7 +33,16 @@ from mensa.hw.nearmem import NearMemoryUnit
 from mensa.hw.nearmem_dma import VectorReader, VectorWriter
 from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members, connect_run_control
 
-__all__ = ["NearMemAccelerator"]
+__all__ = ["NearMemAccelerator", "nearmem_accelerator_members"]
+
+
+def nearmem_accelerator_members(config):
+    """The signature members of :class:`NearMemAccelerator` for ``config``: the accelerator's
+    (:func:`~mensa.hw.accelerator.accelerator_members`) and its vault ports."""
+    g = NearMemGeometry.of(config.nearmem)
+    return {**accelerator_members(config),
+            "vault_req": Out(stream.Signature(range(g.vault_words))).array(g.vaults),
+            "vault_resp": In(stream.Signature(config.nearmem.vault_bits)).array(g.vaults)}
 
 
 class NearMemAccelerator(wiring.Component):
@@ -65,11 +74,7 @@ class NearMemAccelerator(wiring.Component):
         mem = config.memory
         self._lite = axi4lite_members("s_axil", self._regmap.addr_bits)
         self._axi = axi4_master_members("m_axi", mem.addr_bits, mem.data_bits)
-        super().__init__({
-            **accelerator_members(config),
-            "vault_req": Out(stream.Signature(range(g.vault_words))).array(g.vaults),
-            "vault_resp": In(stream.Signature(config.nearmem.vault_bits)).array(g.vaults),
-        })
+        super().__init__(nearmem_accelerator_members(config))
 
     @property
     def config(self):

@@ -1,9 +1,8 @@
 """The system top: the accelerators of a system behind one AXI4-Lite slave and one AXI4 master.
 
 :class:`SystemTop` instantiates every accelerator of a :class:`~mensa.core.config.SystemConfig`
-that is a DMA peripheral (:func:`mensa.contract.network.peripherals`; today the systolic ones,
-:class:`~mensa.hw.accelerator.Accelerator`)
-and joins them:
+(:func:`mensa.contract.network.peripherals`: the systolic :class:`~mensa.hw.accelerator.Accelerator`
+and the :class:`~mensa.hw.nearmem_accelerator.NearMemAccelerator`) and joins them:
 
 registers
     one AXI4-Lite slave ``s_axil``; accelerator ``i``'s registers answer at ``i * WINDOW``
@@ -19,6 +18,12 @@ DRAM
     its DMA is the top's master as it is (no arbiter, no added cycle).
 interrupts
     ``irq``: one line per accelerator, bit ``i`` accelerator ``i``'s.
+vaults
+    a near-memory accelerator ``i``'s vault ports are the top's ``u<i>_vault_req`` and
+    ``u<i>_vault_resp`` (a request and a response stream per vault), not memories inside it: a
+    vault is the memory the unit sits next to, megabytes each (mensa-g-fpga: slices of the
+    board's SDRAM behind ports of their own), so the top leaves it to the board or to the
+    simulation (the network harness serves them from memories loaded by backdoor).
 """
 
 from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal
@@ -28,15 +33,22 @@ from amaranth.lib.wiring import In, Out
 from mensa.contract.network import address_map, peripherals
 from mensa.contract.numeric import READS_IN_FLIGHT
 from mensa.contract.regs import register_map
-from mensa.core.config import SystemConfig
-from mensa.hw.accelerator import accelerator_members
+from mensa.core.config import CoreKind, SystemConfig
+from mensa.hw.accelerator import Accelerator, accelerator_members
 from mensa.hw.dma import axi4_master_members
+from mensa.hw.nearmem_accelerator import NearMemAccelerator, nearmem_accelerator_members
 from mensa.hw.regs import axi4lite_members
 
-__all__ = ["SystemTop", "AxiArbiter", "RESP_DECERR"]
+__all__ = ["SystemTop", "AxiArbiter", "RESP_DECERR", "unit_component"]
 
 RESP_DECERR = 3
 _AX = ("addr", "len", "size", "burst", "lock", "cache", "prot")
+
+
+def unit_component(config):
+    """The peripheral of accelerator ``config`` that the system top instantiates: an
+    :class:`~mensa.hw.accelerator.Accelerator` or a :class:`~mensa.hw.nearmem_accelerator.NearMemAccelerator`."""
+    return (NearMemAccelerator if config.kind is CoreKind.NEARMEM else Accelerator)(config)
 
 
 def _clog2(n):
@@ -287,6 +299,8 @@ class SystemTop(wiring.Component):
     s_axil_* : AXI4-Lite slave of the whole address map (:func:`address_map`).
     m_axi_* : AXI4 master to DRAM; IDs carry the accelerator's index.
     irq : ``Out(n)``
+    u<i>_vault_req, u<i>_vault_resp
+        Near-memory accelerator ``i``'s vault ports (:class:`~mensa.hw.nearmem_accelerator.NearMemAccelerator`).
     """
 
     def __init__(self, system, modules):
@@ -308,9 +322,14 @@ class SystemTop(wiring.Component):
         self._sub = (self._window - 1).bit_length()
         self._lite_bits = self._sub + max(_clog2(len(accs)), 1)
         self._sel = max(_clog2(len(accs)), 1)
+        vaults = {}
+        for i, a in enumerate(accs):
+            if a.kind is CoreKind.NEARMEM:
+                members = nearmem_accelerator_members(a)
+                vaults.update({f"u{i}_{name}": members[name] for name in ("vault_req", "vault_resp")})
         super().__init__({**axi4lite_members("s_axil", self._lite_bits),
                           **axi4_master_members("m_axi", self._addr, self._data, 1 + self._sel),
-                          "irq": Out(len(accs))})
+                          "irq": Out(len(accs)), **vaults})
 
     @property
     def system(self):
@@ -328,11 +347,16 @@ class SystemTop(wiring.Component):
             for name in axi4_master_members("m_axi", self._addr, 1 + self._sel):
                 _forward(m, self, arb, name)
         for i, acc in enumerate(self._accs):
-            core = wiring.Signature(accelerator_members(acc)).create(path=(f"acc{i}",))
+            members = (nearmem_accelerator_members if acc.kind is CoreKind.NEARMEM else accelerator_members)(acc)
+            core = wiring.Signature(members).create(path=(f"acc{i}",))
             m.submodules[f"acc{i}_{acc.name}"] = Instance(
                 self._modules[acc.name], i_clk=ClockSignal(), i_rst=ResetSignal(),
-                **{("i_" if member.flow is In else "o_") + name: getattr(core, name)
-                   for name, member in core.signature.members.items()})
+                **{("i_" if member.flow is In else "o_") + "__".join(map(str, path)): value
+                   for path, member, value in core.signature.flatten(core)})
+            if acc.kind is CoreKind.NEARMEM:
+                for v in range(acc.nearmem.vaults):
+                    wiring.connect(m, core.vault_req[v], wiring.flipped(getattr(self, f"u{i}_vault_req")[v]))
+                    wiring.connect(m, wiring.flipped(getattr(self, f"u{i}_vault_resp")[v]), core.vault_resp[v])
             for name in axi4lite_members("s_axil", register_map(acc).addr_bits):
                 _join(m, core, name, lite, f"m{i}_{name[len('s_axil_'):]}")
             for name in axi4_master_members("m_axi", self._addr, self._data):

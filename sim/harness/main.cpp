@@ -6,13 +6,17 @@
 // No Python runs while it simulates: the DRAM answers every AXI4 beat here, with a read latency per
 // burst and, optionally, random pauses on every channel (a seeded generator).
 //
-//   harness --image F --list F --out F [--latency N] [--bandwidth B] [--pause P] [--seed S] [--max-cycles N]
-//           [--trace F]
+//   harness --image F --list F --out F [--vaults F] [--latency N] [--vault-latency N] [--bandwidth B] [--pause P]
+//           [--seed S] [--max-cycles N] [--trace F]
 //
 // --image   the DRAM contents from address 0 (the network's constants and the host's inputs); its
 //           size is the DRAM's size
 // --list    the command list (little-endian 32-bit words, see mensa.contract.network)
 // --bandwidth  bytes per cycle the DRAM moves, reads and writes together (0: one beat each way per cycle)
+// --vaults  the near-memory accelerators' vault contents, loaded by backdoor: per vault a u32 unit, a u32
+//           vault, a u64 byte count and the bytes from word 0 (mensa.sim.harness.run writes it). A vault
+//           answers a word per cycle, in request order, --vault-latency cycles after the request
+//           (default --latency), with the same random pauses as the DRAM.
 // --out     written as the commands finish: per command, its index, its cycle count (accelerator's
 //           CYCLES_TOTAL), the simulated cycle it finished at, the bus bytes read and written since
 //           reset (u32, u64, u64, u64, u64), and its output region's bytes (the command list gives
@@ -70,6 +74,29 @@ template <std::size_t N> uint64_t bits(const VlWide<N> &sig) { return sig[0] | (
     std::exit(3);
 }
 
+// One vault port of the system top (vaults.h binds them): its request and response streams.
+struct VaultPort {
+    uint32_t unit, vault, word_bytes;
+    bool (*req_valid)(Vtop *);
+    uint64_t (*req_addr)(Vtop *);
+    void (*set_req_ready)(Vtop *, bool);
+    void (*set_resp)(Vtop *, bool, const uint8_t *);
+    bool (*resp_ready)(Vtop *);
+    std::vector<uint8_t> mem;
+    std::deque<std::pair<uint64_t, uint64_t>> pending;   // (due cycle, word address), in request order
+    bool ready = false, valid = false;                   // what the harness drives this cycle
+    bool took = false, gave = false;                     // this cycle's handshakes
+    uint64_t took_addr = 0;
+};
+
+}  // namespace
+
+#include "vaults.h"   // void bind_vaults(std::vector<VaultPort> &): generated per system top
+
+namespace {
+
+constexpr size_t VAULT_OUTSTANDING = 64;   // requests a vault holds before it stops taking more
+
 struct Burst {
     uint64_t addr;
     uint32_t beats, size, id;
@@ -93,6 +120,9 @@ struct Sim {
     uint32_t r_beat = 0, w_beat = 0;
     size_t word_bytes;
     std::FILE *trace = nullptr;
+    std::vector<VaultPort> vaults;
+    uint32_t vault_latency = 20;
+    uint64_t vault_bytes = 0;          // bytes the vaults returned
 
     bool go() { return pause <= 0.0 || coin(rng) >= pause; }
 
@@ -135,6 +165,20 @@ struct Sim {
             top->m_axi_bid = responses.front().second;
             top->m_axi_bresp = 0;
         }
+        for (VaultPort &v : vaults) {
+            v.ready = v.pending.size() < VAULT_OUTSTANDING && go();
+            v.set_req_ready(top, v.ready);
+            v.valid = !v.pending.empty() && v.pending.front().first <= cycle && go();
+            v.set_resp(top, v.valid, v.valid ? vault_word(v, v.pending.front().second) : nullptr);
+        }
+    }
+
+    const uint8_t *vault_word(const VaultPort &v, uint64_t addr) {
+        if ((addr + 1) * v.word_bytes > v.mem.size())
+            fail("unit " + std::to_string(v.unit) + " vault " + std::to_string(v.vault) + ": a read of word " +
+                 std::to_string(addr) + ", beyond the " + std::to_string(v.mem.size() / v.word_bytes) +
+                 " words loaded");
+        return v.mem.data() + addr * v.word_bytes;
     }
 
     // One clock cycle: sample the handshakes before the rising edge, clock, update the DRAM.
@@ -175,6 +219,11 @@ struct Sim {
             }
         }
         bool bfire = top->m_axi_bvalid && top->m_axi_bready;
+        for (VaultPort &v : vaults) {       // the vaults' handshakes (ready and valid are the harness's own)
+            v.took = v.ready && v.req_valid(top);
+            if (v.took) v.took_addr = v.req_addr(top);
+            v.gave = v.valid && v.resp_ready(top);
+        }
         if (trace) {
             if (ar) std::fprintf(trace, "%llu ar %llu %u\n", (unsigned long long)cycle, (unsigned long long)arb.addr, arb.beats);
             if (aw) std::fprintf(trace, "%llu aw %llu %u\n", (unsigned long long)cycle, (unsigned long long)awb.addr, awb.beats);
@@ -198,6 +247,13 @@ struct Sim {
         }
         if (aw) writes.push_back(awb);
         if (bfire) responses.pop_front();
+        for (VaultPort &v : vaults) {
+            if (v.gave) {
+                v.pending.pop_front();
+                vault_bytes += v.word_bytes;
+            }
+            if (v.took) v.pending.emplace_back(cycle - 1 + vault_latency, v.took_addr);
+        }
         if (max_cycles && cycle > max_cycles) fail("no finish after " + std::to_string(max_cycles) + " cycles");
         drive();
     }
@@ -290,7 +346,8 @@ std::vector<uint8_t> slurp(const std::string &path) {
 
 int main(int argc, char **argv) {
     Verilated::commandArgs(argc, argv);
-    std::string image, list_path, out_path;
+    std::string image, list_path, out_path, vaults_path;
+    bool vault_latency_set = false;
     Sim s;
     uint64_t seed = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -299,6 +356,8 @@ int main(int argc, char **argv) {
         else if (k == "--list") list_path = v;
         else if (k == "--out") out_path = v;
         else if (k == "--latency") s.latency = std::stoul(v);
+        else if (k == "--vault-latency") { s.vault_latency = std::stoul(v); vault_latency_set = true; }
+        else if (k == "--vaults") vaults_path = v;
         else if (k == "--pause") s.pause = std::stod(v);
         else if (k == "--bandwidth") s.bandwidth = std::stod(v);
         else if (k == "--seed") seed = std::stoull(v);
@@ -312,6 +371,28 @@ int main(int argc, char **argv) {
     if (image.empty() || list_path.empty() || out_path.empty()) fail("--image, --list and --out are needed");
     s.rng.seed(seed);
     s.mem = slurp(image);
+    if (!vault_latency_set) s.vault_latency = s.latency;
+    bind_vaults(s.vaults);
+    if (!vaults_path.empty()) {
+        std::vector<uint8_t> raw = slurp(vaults_path);
+        size_t at = 0;
+        while (at + 16 <= raw.size()) {
+            uint32_t unit, vault;
+            uint64_t bytes;
+            std::memcpy(&unit, &raw[at], 4);
+            std::memcpy(&vault, &raw[at + 4], 4);
+            std::memcpy(&bytes, &raw[at + 8], 8);
+            at += 16;
+            if (at + bytes > raw.size()) fail("a truncated vault file");
+            auto port = std::find_if(s.vaults.begin(), s.vaults.end(),
+                                     [&](const VaultPort &p) { return p.unit == unit && p.vault == vault; });
+            if (port == s.vaults.end())
+                fail("the vault file names unit " + std::to_string(unit) + " vault " + std::to_string(vault) +
+                     ", which the system top does not have");
+            port->mem.assign(raw.begin() + at, raw.begin() + at + bytes);
+            at += bytes;
+        }
+    }
     std::vector<uint8_t> raw = slurp(list_path);
     list.resize(raw.size() / 4);
     std::memcpy(list.data(), raw.data(), list.size() * 4);
@@ -340,6 +421,7 @@ int main(int argc, char **argv) {
     if (s.trace) std::fclose(s.trace);
     if (status != MENSA_OK) fail("mensa_run returned " + std::to_string(status));
     std::printf("cycles %llu\n", (unsigned long long)s.cycle);
+    std::printf("vault_bytes %llu\n", (unsigned long long)s.vault_bytes);
     top.final();
     return 0;
 }
