@@ -11,8 +11,10 @@ For every register of :func:`mensa.hw.regs.register_map`::
 plus ``<PREFIX>_REGS_SIZE`` and read/write helpers over a base pointer.
 """
 
+from mensa.contract.nearmem import NearMemGeometry
 from mensa.contract.network import address_map
 from mensa.contract.regs import Access, RegisterMap
+from mensa.core.config import CoreKind
 
 __all__ = ["header", "system_header"]
 
@@ -92,5 +94,11 @@ def system_header(system, *, prefix, source=""):
         lines.append(f"/* {name}: unit {i} of the command list, interrupt line {i} */")
         lines.append(f"#define {prefix}_{acc}_BASE 0x{base:x}u")
         lines.append(f"#define {prefix}_{acc}_IRQ (1u << {i})")
+        a = system[name]
+        if a.kind is CoreKind.NEARMEM:
+            g = NearMemGeometry.of(a.nearmem)
+            lines.append(f"#define {prefix}_{acc}_VAULTS {g.vaults}u      /* vault ports u{i}_vault_req/resp */")
+            lines.append(f"#define {prefix}_{acc}_VAULT_WORDS {g.vault_words}u")
+            lines.append(f"#define {prefix}_{acc}_VAULT_WORD_BYTES {g.word_bytes}u")
     lines += ["", f"#endif /* {guard} */", ""]
     return "\n".join(lines)

@@ -104,7 +104,9 @@ def test_mensa_verilog_emits_a_nearmem_accelerator_with_one_port_pair_per_vault(
     system = loads('name = "t"\n[[accelerator]]\nname = "jq"\nkind = "nearmem"\n'
                    '[accelerator.nearmem]\nvaults = 3\nlanes = 4\nvault_bits = 32\nvault_kib = 16\nlocal_kib = 1\n')
     emit(system, tmp_path)
-    (module,) = json.loads((tmp_path / "manifest.json").read_text())["modules"]
+    modules = json.loads((tmp_path / "manifest.json").read_text())["modules"]
+    assert [m["kind"] for m in modules] == ["nearmem", "system"]       # with the system top over it
+    module = modules[0]
     ports = {p["name"]: (p["direction"], p["width"]) for p in module["ports"]}
     assert module["kind"] == "nearmem" and (tmp_path / "t_jq.v").exists()
     for v in range(3):

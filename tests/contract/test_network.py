@@ -76,12 +76,65 @@ def test_the_host_writes_the_input_as_the_stem_reads_it():
     assert blob.any()
 
 
-def test_a_layer_on_a_near_memory_accelerator_is_refused_in_one_line():
+def test_a_layer_near_memory_reads_its_producers_output_in_place_and_keeps_its_weights_in_the_vaults():
     net, params = quantised(zoo.get("ds_cnn"), 0)
+    system = load("mensa-g-fpga")
     placement = {l.name: "pascal" for l in net.layers} | {"fc": "jacquard"}
+    prog = compile_network(net, params, system, placement)
+    units = [a.name for a in prog.accelerators]
+    assert units == [a.name for a in system.accelerator]
+    fc = next(c for c in prog.commands if c.layer == "fc")
+    assert fc.unit == units.index("jacquard") and fc.registers["BASE"] == 0
+    gap = next(c for c in prog.commands if c.layer == net["fc"].inputs[0])
+    assert fc.registers["INPUT_ADDR"] == gap.output[0] and gap.unit == units.index("pascal")
+    vaults = prog.vaults[fc.unit]
+    assert len(vaults) == 4 and prog.vaults[units.index("pascal")] is None
+    for v, image in enumerate(fc.program.vault_images):
+        assert np.array_equal(vaults[v][:image.size], image)
+    assert not any(prog.vaults[units.index("pavlov")][v].size for v in range(4))
+
+
+def lstm_stack():
+    b = NetworkBuilder("stack", (1, 3, 24), kind="lstm")
+    x = b.lstm(b.input, 32, name="l0")
+    x = b.lstm(x, 32, name="l1")
+    b.fc(x, 10, name="out")
+    return b.build()
+
+
+def test_the_layers_of_a_near_memory_accelerator_lie_one_after_another_in_its_vaults():
+    net, params = quantised(lstm_stack(), 2)
+    system = load("mensa-g-fpga")
+    prog = compile_network(net, params, system, {l.name: "pavlov" for l in net.layers})
+    word = system["pavlov"].nearmem.vault_bits // 8
+    base = 0
+    for cmd in prog.commands:
+        assert cmd.registers["BASE"] == base == cmd.program.vault_base
+        for v, image in enumerate(cmd.program.vault_images):
+            assert np.array_equal(prog.vaults[cmd.unit][v][base * word:base * word + image.size], image)
+        base += cmd.program.unit.words
+    assert prog.vaults[prog.commands[0].unit][0].size == base * word
+    # each LSTM reads its producer's h vectors in place
+    assert prog.commands[1].registers["INPUT_ADDR"] == prog.commands[0].output[0]
+
+
+def test_layers_whose_vault_images_do_not_fit_together_are_refused_with_by_how_much():
+    net, params = quantised(lstm_stack(), 2)
+    small = load("mensa-g-fpga")
+    pavlov = small["pavlov"]
+    one = compile_layer(pavlov, net["l0"], params["l0"], np.zeros(net["l0"].in_shape, np.int8)).unit.words
+    two = compile_layer(pavlov, net["l1"], params["l1"], np.zeros(net["l1"].in_shape, np.int8)).unit.words
+    word = pavlov.nearmem.vault_bits // 8
+    kib = (one + two - 1) * word // 1024                     # room for l0, not for l0 and l1
+    tight = replace(small, accelerator=tuple(replace(a, nearmem=replace(a.nearmem, vault_kib=kib))
+                                             if a.name == "pavlov" else a for a in small.accelerator))
+    words = kib * 1024 // word
+    assert one <= words < one + two
     with pytest.raises(CompileError) as e:
-        compile_network(net, params, load("mensa-g-fpga"), placement)
-    assert "\n" not in str(e.value) and "'fc'" in str(e.value) and "jacquard" in str(e.value)
+        compile_network(net, params, tight, {l.name: "pavlov" for l in net.layers})
+    text = str(e.value)
+    assert "\n" not in text and "'pavlov'" in text and "'l1'" in text
+    assert f"{one + two:,} words" in text and f"by {one + two - words:,}" in text
 
 
 def test_a_layout_the_reader_cannot_read_in_place_is_refused_in_one_line():

@@ -82,3 +82,16 @@ def test_emit_writes_the_header_of_the_config_next_to_the_verilog(rows, cols, tm
     rm = register_map(system["sa"])
     assert offsets == {r.name: r.offset for r in rm}
     assert (values["ROWS"], values["COLS"]) == (rows, cols)
+
+
+def test_every_kind_has_the_run_control_registers_at_the_same_offsets():
+    """One runtime starts and waits for every accelerator of a system: ID, CTRL .. CYCLES_* at one place."""
+    from mensa.core.config import load
+    system = load("mensa-g-fpga")
+    maps = [register_map(a) for a in system.accelerator]
+    assert {a.kind.value for a in system.accelerator} == {"systolic", "nearmem"}
+    shared = ["ID", "CTRL", "STATUS", "IRQ_ENABLE", "IRQ_STATUS"] + [
+        f"CYCLES_{n}_{half}" for n in ("TOTAL", "BUSY", "STALL") for half in ("LO", "HI")]
+    offsets = [[m[name].offset for name in shared] for m in maps]
+    assert offsets[0] == [4 * i for i in range(len(shared))]
+    assert all(o == offsets[0] for o in offsets)
