@@ -128,6 +128,17 @@ def test_a_small_lstm_network_runs_whole_and_bit_exact_on_a_near_memory_and_a_sy
 
 
 @pytest.mark.slow
+def test_a_seq2seq_the_vaults_hold_runs_whole_and_bit_exact_on_mensa_g_fpga():
+    """The zoo's seq2seq structure (two encoder and two decoder LSTMs and the vocabulary FC) at a size
+    mensa-g-fpga's vaults hold: its LSTMs run on pavlov, which has the LSTM datapath."""
+    from mensa.model.zoo.sequence import seq2seq
+    net = seq2seq(source_length=6, embedding=96, units=128, vocabulary=200)
+    result = _run(net, "mensa-g-fpga", latency=20, pause=0.1, seed=5)
+    runs = {r.layer: r for r in result.layers}
+    assert {runs[n].accelerator for n in ("enc_lstm0", "enc_lstm1", "dec_lstm0", "dec_lstm1")} == {"pavlov"}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["ds_cnn", "mobilenet_v2"])
 def test_zoo_networks_run_whole_and_bit_exact(model):
     result = _run(zoo.get(model), "pascal-fpga", latency=20, pause=0.0, seed=1)
