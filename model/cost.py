@@ -143,11 +143,14 @@ class Calibration:
     #                                   (the same 4 stages)
     nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
     nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
-    nearmem_cell: float = 13.0        # LSTM: cycles beyond the cell's blocks and the later vaults' x groups from
-    #                                   a step's last h group to h_t (m8_t) in the input buffer (model.nearmem.cell_tail)
-    nearmem_read: float = 0.0         # near-memory accelerator: cycles beyond the DRAM latency and the first
-    #                                   vector's bytes from START to its first MAC, beyond its vaults' first word
-    nearmem_write: float = 19.0       # the same from the last result to DONE beyond the last burst's write
+    nearmem_cell: float = 15.0        # LSTM: cycles from h_t's (m8_t's) last block out of the cell to the vaults'
+    #                                   next phase (the hidden requantiser, the write-back, the vault's restart)
+    nearmem_handover: float = 2.0     # LSTM: cycles of a later vault's x groups' gather that overlap the cell's
+    #                                   last block of the vault before (model.nearmem.cell_tail)
+    nearmem_read: float = 3.0         # near-memory accelerator: cycles from START to the first input read's
+    #                                   address (the reader's command, the DMA's burst; then the DRAM latency)
+    nearmem_write: float = 19.0       # the same from the last result to DONE beyond the last burst's beats: the
+    #                                   requantiser, the writer's word and command, the write response, DONE
     vector_pipeline: float = 2.0      # element-wise unit stages
     vector_fill: float = 11.0         # the vector unit (mensa.model.vector): cycles beyond the DRAM latency and
     #                                   the first transfer to the last write's response (tap, MAC, writer)
@@ -676,7 +679,10 @@ def _nearmem(lt, acc, cal, vec, vec_fill, any_nm):
     out_beats = acc.vaults * cdiv(np.where(lstm, np.where(P > 0, P, H), N), acc.vaults * acc.lanes)
     t.written = np.where(product, _col(lt.out_bytes), 0.0)
     t.dram_a = np.where(product, _col(lt.in_bytes), 0.0) + t.written
-    t.dma = np.where(product, nearmem_dma(vectors, np.where(lstm, C, K), out_beats, acc, cal), 0.0)
+    # the last vector's beats the gather sends after the vaults' last MAC: the later vaults' groups
+    # (an LSTM's h_t leaves the cell a block at a time, its projection's groups through the gather)
+    late = (acc.vaults - 1) * cdiv(np.where(lstm, np.where(P > 0, P, 0), N), acc.vaults * acc.lanes)
+    t.dma = np.where(product, nearmem_dma(vectors, np.where(lstm, C, K), out_beats, late, acc, cal), 0.0)
     return t
 
 
