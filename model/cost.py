@@ -60,7 +60,7 @@ from mensa.contract.vector_program import VECTOR_UNIT_OPS, planar, window
 from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.config import CoreKind, Dataflow, DramConfig
 from mensa.core.ir import Op, conv_transpose_pads
-from mensa.model.nearmem import nearmem_gemm
+from mensa.model.nearmem import nearmem_dma, nearmem_gemm, nearmem_lstm
 from mensa.model.systolic import systolic_gemm
 from mensa.model.tiling import Tiling, Window, accumulator_tiles, cdiv, ws_tiling
 from mensa.model.vector import vector_terms
@@ -143,6 +143,14 @@ class Calibration:
     #                                   (the same 4 stages)
     nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
     nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
+    nearmem_cell: float = 15.0        # LSTM: cycles from h_t's (m8_t's) last block out of the cell to the vaults'
+    #                                   next phase (the hidden requantiser, the write-back, the vault's restart)
+    nearmem_handover: float = 2.0     # LSTM: cycles of a later vault's x groups' gather that overlap the cell's
+    #                                   last block of the vault before (model.nearmem.cell_tail)
+    nearmem_read: float = 3.0         # near-memory accelerator: cycles from START to the first input read's
+    #                                   address (the reader's command, the DMA's burst; then the DRAM latency)
+    nearmem_write: float = 19.0       # the same from the last result to DONE beyond the last burst's beats: the
+    #                                   requantiser, the writer's word and command, the write response, DONE
     vector_pipeline: float = 2.0      # element-wise unit stages
     vector_fill: float = 11.0         # the vector unit (mensa.model.vector): cycles beyond the DRAM latency and
     #                                   the first transfer to the last write's response (tap, MAC, writer)
@@ -481,7 +489,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
         u = _systolic(LayerTable(lt.layers, pack=False), acc, cal, vec, vec_fill, any_sys, any_g2)
         for f in dataclasses.fields(_Terms):
             setattr(s, f.name, np.where(unpacked, getattr(u, f.name), getattr(s, f.name)))
-    n = _nearmem(lt, acc, cal, vec, vec_fill, any_nm, any_g2)
+    n = _nearmem(lt, acc, cal, vec, vec_fill, any_nm)
 
     def pick(a, b):
         if not any_nm:
@@ -519,6 +527,7 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     if on_vector.any():     # the vector unit's tile boundaries, and its streaming rows' round trips
         waits = np.where(on_vector, v["boundary"] + np.maximum(v["row_trip"] - np.maximum(compute, volume), 0), 0.0)
     dma = np.where(dram > 0, acc.latency + setup + np.where(ws, window, cdiv(first, acc.bpc)), 0.0)
+    dma = pick(dma, n.dma)            # the near-memory accelerator's own (mensa.model.nearmem.nearmem_dma)
     stall = np.where(ws, np.maximum(np.maximum(pick(s.stream, n.stream), volume) - compute - load - window,
                                     pick(s.boundary, n.boundary)),
                      np.maximum(volume - cdiv(first, acc.bpc) - np.where(on_vector, compute, busy), 0.0) + waits)
@@ -577,6 +586,7 @@ class _Terms:
     stream: object = 0.0          # a WS array's read stream (mensa.model.ws_stream): its cycles,
     window: object = 0.0          # its first window's exposed cycles,
     boundary: object = 0.0        # and its later windows'
+    dma: object = 0.0             # near-memory: the accelerator's DMA cycles beyond its unit's
 
 
 def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
@@ -640,21 +650,39 @@ def _template(lt, acc, c1, l1, c2):
     return c1, l1, c2, resident
 
 
-def _nearmem(lt, acc, cal, vec, vec_fill, any_nm, any_g2):
-    """The near-memory units' terms: the products' cycles, vault and local buffer bytes."""
+def _nearmem(lt, acc, cal, vec, vec_fill, any_nm):
+    """The near-memory units' terms: the products' cycles, vault and local buffer bytes, and the
+    accelerator's DMA of the input and output vectors (the weights stay in the vaults)."""
     w_b, p_b = _col(lt.w_bytes), _col(lt.param_bytes)
     t = _Terms(fit=p_b <= acc.vault_cap)
     if not any_nm:
         return t
-    R = _col(lt.r)
-    nc1, nl1, nf1, v1, lo1 = nearmem_gemm(_col(lt.m1) * _col(lt.g), _col(lt.k1), _col(lt.n1), R, acc, cal)
-    nc2 = nl2 = nf2 = v2 = lo2 = 0.0
-    if any_g2:
-        nc2, nl2, nf2, v2, lo2 = nearmem_gemm(_col(lt.m2), _col(lt.k2), _col(lt.n2), R, acc, cal)
-    t.compute, t.load, t.fill = nc1 + nc2 + vec, nl1 + nl2, nf1 + nf2 + vec_fill
+    M, K, N, R = _col(lt.m1) * _col(lt.g), _col(lt.k1), _col(lt.n1), _col(lt.r)
+    compute, load, fill, vault, local = nearmem_gemm(M, K, N, R, acc, cal)
+    lstm = _col(lt.op == _OP_CODE[Op.LSTM])
+    H, P = N / 4, _col(lt.n2)       # an LSTM's cells (four gates each) and projection outputs
+    C = K - np.where(P > 0, P, H)   # its inputs
+    if lstm.any():
+        lc, ll, lf, lv, llo = nearmem_lstm(M, C, H, P, R, acc, cal)
+        compute, load, fill = np.where(lstm, lc, compute), np.where(lstm, ll, load), np.where(lstm, lf, fill)
+        vault, local = np.where(lstm, lv, vault), np.where(lstm, llo, local)
+    # The LSTM's cell runs beside the lanes (its cycles are nearmem_lstm's); other element-wise ops
+    # take the vector lanes' terms.
+    t.compute, t.load, t.fill = compute + np.where(lstm, 0.0, vec), load, fill + np.where(lstm, 0.0, vec_fill)
     # weights, biases and activations live in the stack
-    t.vault = v1 + v2 + (p_b - w_b) + _col(lt.in_bytes) + _col(lt.out_bytes)
-    t.local = lo1 + lo2
+    t.vault = vault + (p_b - w_b) + _col(lt.in_bytes) + _col(lt.out_bytes)
+    t.local = local
+    # The accelerator reads every input vector (an LSTM's x_t) from DRAM and writes every output
+    # vector (h_t) back; the unit's output beats are whole groups of lanes.
+    product = M > 0
+    vectors = M * R
+    out_beats = acc.vaults * cdiv(np.where(lstm, np.where(P > 0, P, H), N), acc.vaults * acc.lanes)
+    t.written = np.where(product, _col(lt.out_bytes), 0.0)
+    t.dram_a = np.where(product, _col(lt.in_bytes), 0.0) + t.written
+    # the last vector's beats the gather sends after the vaults' last MAC: the later vaults' groups
+    # (an LSTM's h_t leaves the cell a block at a time, its projection's groups through the gather)
+    late = (acc.vaults - 1) * cdiv(np.where(lstm, np.where(P > 0, P, 0), N), acc.vaults * acc.lanes)
+    t.dma = np.where(product, nearmem_dma(vectors, np.where(lstm, C, K), out_beats, late, acc, cal), 0.0)
     return t
 
 
