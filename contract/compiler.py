@@ -9,18 +9,20 @@ on an accelerator is exactly what this module accepts.
 
 import math
 
-from mensa.contract.gemm_program import GEMM_OPS, compile_gemm, gemm_refusal
+from mensa.contract.gemm import GemmGeometry
+from mensa.contract.gemm_program import GEMM_OPS, Layout, compile_gemm, gemm_refusal, tap_packed
 from mensa.contract.nearmem import NearMemGeometry, nearmem_refusal
-from mensa.contract.nearmem_program import compile_nearmem_layer
+from mensa.contract.nearmem_program import compile_nearmem_layer, vector_bytes
 from mensa.contract.regs import VECTOR_OPS
-from mensa.contract.vector_program import TABLE_OPS as VECTOR_TABLE_OPS, compile_vector, vector_refusal
+from mensa.contract.vector_program import (TABLE_OPS as VECTOR_TABLE_OPS, VectorGeometry, compile_vector,
+                                           vector_refusal)
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import CompileError  # noqa: F401  (raised by every compiler)
 from mensa.core.golden import TABLE_ACTIVATIONS
 from mensa.core.ir import Activation, Op
 
 __all__ = ["compile_layer", "refusal", "engine", "CompileError", "HARDWARE_OPS", "HARDWARE_ACTIVATIONS",
-           "TABLE_OPS", "in_hardware", "layout_refusal"]
+           "TABLE_OPS", "in_hardware", "layout_refusal", "layouts"]
 
 #: The ops and fused activations some accelerator mensa builds runs. Where a layer of these
 #: may go is what :func:`refusal` says; a layer with an op or activation outside them has no
@@ -105,6 +107,38 @@ def layout_refusal(accelerator, layer):
         return (f"{layer.name!r} (concat): its inputs are quantised unlike its output; allowed: inputs that "
                 f"share the output's scale and zero point (nothing requantises them)")
     return ""
+
+
+def layouts(accelerator, layer):
+    """How ``layer`` on ``accelerator`` lays its activations out in DRAM, from its shapes alone:
+    ``{"input": Layout, "output": Layout}`` (and ``"input2"`` for the vector unit's add and mul), the
+    :class:`~mensa.contract.gemm_program.Layout` s its compiler gives the program (a test holds the two
+    equal). The scheduler places a producer and a reader only where one feeds the other in place
+    (:meth:`~mensa.contract.gemm_program.Layout.feeds`), as the network compiler requires. A tap-packed
+    conv's input is its im2col rows, which only the host writes. Not for a concat (a layout itself)."""
+    kind = engine(accelerator, layer)
+    *lead, n = layer.out_shape
+    m = math.prod(lead)
+    if kind == "gemm":
+        g = GemmGeometry.of(accelerator)
+        *before, k = (tap_packed(layer) or layer).in_shape
+        return {"input": Layout(g.rows, g.act_bytes, math.prod(before), k), "output": Layout(g.cols, g.out_bytes, m, n)}
+    *before, k = layer.in_shape
+    if kind == "vector":
+        g = VectorGeometry.of(accelerator)
+        act = Layout(g.lanes, g.pixel_bytes, math.prod(before), k)
+        out = {"input": act, "output": act._replace(pixels=m)}
+        if layer.op is Op.ADD:
+            out["input2"] = act
+        elif layer.op is Op.MUL:
+            out["input2"] = act._replace(pixels=1)
+        return out
+    if kind == "nearmem":
+        g = NearMemGeometry.of(accelerator.nearmem)
+        width = g.vaults * g.lanes            # the unit emits whole groups of every vault's lanes
+        have, want = vector_bytes(accelerator, k), vector_bytes(accelerator, -(-n // width) * width)
+        return {"input": Layout(have, have, math.prod(before), k), "output": Layout(want, want, m, n)}
+    raise ValueError(f"{layer.name!r} (concat): a layout itself, with no layouts of its own")
 
 
 def compile_layer(accelerator, layer, params, x, *, base=0, vault_base=0):

@@ -34,6 +34,7 @@ A command runs on its accelerator once the commands it depends on are done; an a
 runs its own commands in list order.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -349,12 +350,39 @@ def _concats(network, params, programs, where):
     return out
 
 
-def compile_network(network, params, system, placement, *, frames=1):
+def _issue_order(commands, host_inputs, cycles):
+    """``commands`` (and the host inputs' command indices) in the order a list schedule starts them, each
+    taking ``cycles[layer]`` on its unit: repeatedly the command whose dependencies are done that can start
+    first (the earlier in the list on a tie). Any such order is topological, so no accelerator's next
+    command ever waits on a later one: the runtime cannot deadlock."""
+    done, free, order, left = {}, {}, [], list(range(len(commands)))
+    while left:
+        ready = [c for c in left if all(d in done for d in commands[c].deps)]
+        start = {c: max([free.get(commands[c].unit, 0.0)] + [done[d] for d in commands[c].deps]) for c in ready}
+        c = min(ready, key=lambda c: (start[c], c))
+        done[c] = start[c] + max(float(cycles[commands[c].layer]), 1.0)
+        free[commands[c].unit] = done[c]
+        order.append(c)
+        left.remove(c)
+    new = {old: i for i, old in enumerate(order)}
+    moved = tuple(dataclasses.replace(commands[old], deps=tuple(sorted(new[d] for d in commands[old].deps)))
+                  for old in order)
+    hosts = tuple(h if h.command is None else h._replace(command=new[h.command]) for h in host_inputs)
+    return moved, hosts
+
+
+def compile_network(network, params, system, placement, *, frames=1, cycles=None):
     """Compile ``network`` for ``system`` with every layer on ``placement[layer name]`` (an accelerator's name).
 
-    ``frames`` consecutive inferences share the constants and have activation buffers of their own;
-    their commands follow frame by frame, so an accelerator runs frame ``t + 1``'s layers while the
-    next accelerator of the pipeline still runs frame ``t``'s.
+    ``frames`` consecutive inferences share the constants and have activation buffers of their own,
+    so an accelerator runs frame ``t + 1``'s layers while the next accelerator of the pipeline still
+    runs frame ``t``'s.
+
+    Each accelerator runs its commands in list order, so the order is the issue order. Without
+    ``cycles`` it is the network's, frame by frame; with ``cycles`` (layer name -> the cost model's
+    cycles, a schedule's) it is the order a list schedule starts them in: each command as early as
+    its dependencies and its accelerator allow, so an accelerator whose next layer of frame ``t``
+    waits for another accelerator takes frame ``t + 1``'s first.
 
     A concat is a layout, not a command: its producers write their outputs side by side in its buffer
     (:func:`~mensa.contract.compiler.layout_refusal`), and its readers wait for all of them.
@@ -370,6 +398,8 @@ def compile_network(network, params, system, placement, *, frames=1):
         Layer name -> accelerator name (a schedule's placements).
     frames : int
         Inferences in the command list.
+    cycles : dict, optional
+        Layer name -> predicted cycles: the issue order (see above).
 
     Raises
     ------
@@ -502,7 +532,10 @@ def compile_network(network, params, system, placement, *, frames=1):
     image = np.zeros(end, np.uint8)
     for addr, blob in constants:
         image[addr:addr + blob.size] = blob
+    if cycles is not None:
+        commands, host_inputs = _issue_order(commands, host_inputs, cycles)
     units = peripherals(system)
     return NetworkProgram(network=network, params=dict(params), accelerators=units,
-                          vaults=tuple(vaults.contents(a) for a in units), image=image, commands=tuple(commands), host_inputs=tuple(host_inputs),
+                          vaults=tuple(vaults.contents(a) for a in units), image=image, commands=tuple(commands),
+                          host_inputs=tuple(host_inputs),
                           activation_bytes=end - size)

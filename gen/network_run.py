@@ -104,8 +104,10 @@ def _lanes(acc, layer):
 
 def compile_for_rtl(net, params, system, sched, *, frames=1):
     """``net`` (quantised, with ``params``) compiled for ``system`` as ``sched`` places it, ``frames``
-    inferences (a :class:`~mensa.contract.network.NetworkProgram`)."""
-    return compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements}, frames=frames)
+    inferences, issued in the order the schedule's cycles start them
+    (a :class:`~mensa.contract.network.NetworkProgram`)."""
+    return compile_network(net, params, system, {p.layer: p.accelerator for p in sched.placements}, frames=frames,
+                           cycles={p.layer: p.cycles for p in sched.placements})
 
 
 def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, progress=None, trace=None):

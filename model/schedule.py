@@ -16,16 +16,30 @@ the network is a chain or a tree, then iterated conditional modes over all
 edges (each layer moved to its best accelerator given its neighbours, until
 nothing changes), which never makes the schedule worse. Pinned layers have
 every other accelerator removed before solving.
+
+A reader reads its producer's output in place, so an edge from one accelerator
+mensa builds to another, a near-memory one at either end, may join the two
+only where the producer's output layout feeds the reader's input layout
+(:func:`mensa.contract.compiler.layouts`, what the network compiler checks;
+in practice a one-pixel tensor): elsewhere its cost is infinite, and a network
+with no placement left is a :class:`ScheduleError`. (Between systolic
+accelerators, and within one, the layouts are the config's, not the
+placement's: the network compiler refuses a config whose array and vector
+unit do not share one, in one line.)
 """
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from mensa.contract.compiler import layouts
+from mensa.core.config import CoreKind
 from mensa.core.errors import UserError
-from mensa.model.cost import Calibration, LayerTable, AcceleratorTable, evaluate
+from mensa.core.ir import Op
+from mensa.model.cost import Calibration, LayerTable, AcceleratorTable, evaluate, modelled
 from mensa.model.energy import AreaTable, COMPONENTS, EnergyTable, layer_energy, leakage_mw, system_area_mm2
 
 __all__ = ["ScheduleError", "OBJECTIVES", "solve", "exhaustive", "total_cost", "LayerPlacement",
@@ -117,14 +131,14 @@ def solve(node_cost, edges, *, max_passes=50):
                 for other, mat, v_is_src in touching[v]:
                     local += mat[:, assign[other]] if v_is_src else mat[assign[other], :]
                 a = int(np.argmin(local))
-                if local[a] < local[assign[v]] - 1e-12 * abs(local[a]):
+                if np.isfinite(local[a]) and local[a] < local[assign[v]] - 1e-12 * abs(local[a]):
                     assign[v], changed = a, True
             if not changed:
                 break
         c = total_cost(node_cost, edges, assign)
         if c < best_cost:
             best, best_cost = assign, c
-    return best, best_cost
+    return (tree, math.inf) if best is None else (best, best_cost)   # inf: no assignment has a finite cost
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,30 @@ class Schedule:
             "layers": [p.__dict__ for p in self.placements]}
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _layouts(acc, layer):
+    return layouts(acc, layer)
+
+
+def _reads_in_place(accs, layers, src, dst, node):
+    """``(A, A)``: True where ``layers[dst]`` on accelerator ``c`` can read ``layers[src]``'s output written on
+    accelerator ``a`` in place (both placements possible, ``node`` finite), for ``a != c`` with a near-memory
+    accelerator at either end; True elsewhere, where an end is a concat (the network compiler lays those
+    out) and where an accelerator is one mensa only models."""
+    out = np.ones((len(accs), len(accs)), dtype=bool)
+    producer, reader = layers[src], layers[dst]
+    if Op.CONCAT in (producer.op, reader.op):
+        return out
+    region = ("input", "input2")[reader.inputs.index(producer.name)]
+    for a, pa in enumerate(accs):
+        for c, pc in enumerate(accs):
+            if (a == c or CoreKind.NEARMEM not in (pa.kind, pc.kind) or modelled(pa) or modelled(pc)
+                    or not (np.isfinite(node[src, a]) and np.isfinite(node[dst, c]))):
+                continue
+            out[a, c] = _layouts(pa, producer)["output"].feeds(_layouts(pc, reader)[region])
+    return out
+
+
 def _transfer_matrices(acc, energy, leak_total_mw):
     """Per-byte seconds and pJ of moving an activation from accelerator a to b (zero on the diagonal)."""
     rate = acc.bpc * acc.clock_mhz * 1e6                      # bytes per second of each DMA
@@ -203,6 +241,22 @@ def _transfer_matrices(acc, energy, leak_total_mw):
     np.fill_diagonal(pj, 0.0)
     pj = pj + sec * leak_total_mw * 1e9
     return sec, pj
+
+
+def _no_placement(network, system, node, edges, assign):
+    """Raise the :class:`ScheduleError` of a network whose every placement has a tensor no reader can read in
+    place: the first edge no pair of possible placements of its ends can join, else the first the solver's
+    assignment cannot."""
+    stuck = [(u, v) for u, v, mat in edges
+             if not np.isfinite(mat + node[u][:, None] + node[v][None, :]).any()]
+    stuck += [(u, v) for u, v, mat in edges if not np.isfinite(mat[assign[u], assign[v]])]
+    if stuck:
+        producer, reader = network.layers[stuck[0][0]], network.layers[stuck[0][1]]
+        raise ScheduleError(
+            f"layer {reader.name!r} reads {producer.name!r} in a layout no accelerator of {system.name} that may run "
+            f"it shares with one that may run {producer.name!r} (a reader reads its producer's output in place: "
+            f"across a near-memory accelerator, one pixel's channels); allowed: placements of one layout")
+    raise ScheduleError(f"network {network.name!r}: no placement on {system.name} runs every layer")
 
 
 def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTable(), area=AreaTable(),
@@ -247,14 +301,10 @@ def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTa
     input_bytes = np.zeros(len(names))
     edges, edge_bytes = [], []
     out_bytes = {l.name: float(math.prod(l.out_shape)) for l in network.layers}
+    host_s = np.zeros(len(names))
     for v, layer in enumerate(network.layers):
         for src in layer.inputs:
-            if src in index:
-                b = out_bytes[src]
-                mat = b * (per_byte_s if objective == "latency" else per_byte_pj)
-                edges.append((index[src], v, mat))
-                edge_bytes.append(b)
-            else:
+            if src not in index:
                 input_bytes[v] += float(math.prod(layer.in_shape))
     host_s = input_bytes[:, None] / (at.bpc * at.clock_mhz * 1e6)[None, :]
     host_pj = input_bytes[:, None] * energy.dram_pj_per_byte + host_s * leak.sum() * 1e9
@@ -271,7 +321,19 @@ def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTa
             why = "; ".join(cost.reason(i, j) for j in range(len(acc_names)))
             raise ScheduleError(f"layer {names[i]!r} ({network.layers[i].op.value}): no accelerator of "
                                 f"{system.name} can run it ({why})")
-    assign, _ = solve(node, edges)
+    for v, layer in enumerate(network.layers):
+        for src in layer.inputs:
+            if src in index:
+                b = out_bytes[src]
+                mat = b * (per_byte_s if objective == "latency" else per_byte_pj)
+                fits = _reads_in_place(system.accelerator, network.layers, index[src], v, node)
+                if not fits.all():
+                    mat = np.where(fits, mat, np.inf)
+                edges.append((index[src], v, mat))
+                edge_bytes.append(b)
+    assign, best = solve(node, edges)
+    if not np.isfinite(best):
+        _no_placement(network, system, node, edges, assign)
 
     # Report both figures whatever the objective.
     t_in = np.zeros(len(names))
