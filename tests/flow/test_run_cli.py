@@ -57,3 +57,18 @@ def test_a_mistake_is_one_line_and_exit_2(argv, text, tmp_path, capsys):
     err = capsys.readouterr().err
     assert text in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_network_whose_vault_images_do_not_fit_together_is_one_line_saying_by_how_much(tmp_path, capsys):
+    """Every LSTM of seq2seq fits a 16 MiB stack alone; together they do not (slow: quantising its 46 M
+    parameters; tests/contract/test_network.py checks the compiler's message on a small network)."""
+    system = tmp_path / "tight.toml"
+    system.write_text('name = "tight"\n[[accelerator]]\nname = "pavlov"\nkind = "nearmem"\n'
+                      "nearmem = {vaults = 16, lanes = 16, vault_bits = 128, vault_kib = 1024, local_kib = 64, "
+                      "lstm = true}\n")
+    out = tmp_path / "r.json"
+    assert main(["run", "seq2seq", "--system", str(system), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'pavlov' need 82,784 words of every vault" in err and "by 17,248" in err, err
+    assert not out.exists()
