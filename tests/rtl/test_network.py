@@ -163,10 +163,13 @@ def test_two_frames_of_captioning_pipeline_across_mensa_g_fpga_and_beat_one_afte
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("system", ["pascal-fpga", "mensa-g-fpga"])
 @pytest.mark.parametrize("model", ["ds_cnn", "mobilenet_v2"])
-def test_zoo_networks_run_whole_and_bit_exact(model):
-    result = _run(zoo.get(model), "pascal-fpga", latency=20, pause=0.0, seed=1)
-    print(f"{model}: {result.total_cycles:,} cycles in {result.wall_seconds:.1f} s")
+def test_zoo_networks_run_whole_and_bit_exact(model, system):
+    result = _run(zoo.get(model), system, latency=20, pause=0.0, seed=1)
+    print(f"{model} on {system}: {result.total_cycles:,} cycles in {result.wall_seconds:.1f} s")
+    measured = sum(r.cycles for r in result.layers)
+    assert abs(sum(r.predicted for r in result.layers) / measured - 1) < 0.03     # the network's total
 
 
 def test_the_c_runtime_compiles_warning_free_as_c99(tmp_path):
