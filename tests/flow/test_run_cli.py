@@ -45,7 +45,7 @@ def test_an_onnx_model_runs_with_its_own_weights_and_its_concats_as_layouts(smal
 
 @pytest.mark.parametrize("argv, text", [
     (["run", "nosuch"], "unknown model 'nosuch'"),
-    (["run", "rnnt"], "no accelerator of pascal-fpga can run it"),
+    (["run", "captioning"], "no accelerator of pascal-fpga can run it"),
     (["run", "seq2seq", "--system", "mensa-g-fpga"], "1024 hidden units need 256 gate groups"),
     (["run", "ds_cnn", "--pin", "fc=nosuch"], "no accelerator 'nosuch'"),
     (["run", "ds_cnn", "--latency", "0"], "--latency"),

@@ -169,6 +169,7 @@ EDGE_WINDOWS = [
 ]
 
 
+@pytest.mark.slow          # a minute on its own build; the default suite's random conv case walks windows too
 def test_window_edge_cases_bit_exact(tmp_path):
     """Windows that fill the scratchpad's half exactly, are wholly padding, hold one pixel, or
     are parts of stride-2 dilated rows; weights that stay in the weight buffer and weights too
