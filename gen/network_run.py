@@ -143,7 +143,8 @@ def run_on_rtl(prog, system, sched, xs, *, latency=None, pause=0.0, seed=1, prog
 
     t0 = time.monotonic()
     fin, total = harness.run(exe, image, prog.command_list(), vaults=prog.vaults,
-                             latency=system.dram.latency_cycles if latency is None else latency, bandwidth=dram_bytes_per_cycle(prog.accelerators[0], system.dram),
+                             latency=system.dram.latency_cycles if latency is None else latency,
+                             bandwidth=dram_bytes_per_cycle(prog.accelerators[0], system.dram),
                              pause=pause, seed=seed, on_done=finished, max_cycles=len(xs) * _cycle_limit(sched),
                              trace=trace)
     wall = time.monotonic() - t0

@@ -24,7 +24,8 @@ import numpy as np
 from mensa.contract.nearmem import GATES, HEADER_WORDS
 from mensa.model.tiling import cdiv
 
-__all__ = ["nearmem_gemm", "nearmem_lstm", "nearmem_dma", "unit_start", "cell_tail", "CYCLES_PER_BLOCK", "DRAM_CREDIT_BEATS"]
+__all__ = ["nearmem_gemm", "nearmem_lstm", "nearmem_dma", "unit_start", "cell_tail", "CYCLES_PER_BLOCK",
+           "DRAM_CREDIT_BEATS"]
 
 #: Cycles the LSTM cell takes per block of ``lanes`` cells (:data:`mensa.hw.lstm.CYCLES_PER_BLOCK`: two a
 #: gate, accept and table read, three for the cell state, ``tanh(c)`` and ``o * tanh(c)``).

@@ -140,8 +140,8 @@ def run(exe, image, command_list, *, latency, vaults=(), vault_latency=None, ban
     ``latency`` is the DRAM's read latency per burst, ``bandwidth`` the bytes per cycle it moves (reads and
     writes together; 0: one beat each way every cycle). ``vaults`` holds, per unit, None or each vault's
     contents from word 0 (:attr:`~mensa.contract.network.NetworkProgram.vaults`); a vault answers a word per
-    cycle ``vault_latency`` cycles (default ``latency``) after its request. ``trace`` (a path) gets the DRAM bus's handshakes, one a
-    line (``harness/main.cpp``). ``on_done(index, cycles)`` is called as each command finishes. Returns
+    cycle ``vault_latency`` cycles (default ``latency``) after its request. ``trace`` (a path) gets the DRAM
+    bus's handshakes, one a line (``harness/main.cpp``). ``on_done(index, cycles)`` is called as each command finishes. Returns
     ``(finished, total cycles)``: a :class:`Finished` per command, in the order they finished.
     """
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,7 +49,8 @@ def _tops(files):
     """(top module, the files it needs) of each emitted file: an accelerator alone, the system top with
     the accelerators it instantiates."""
     manifest = json.loads((files[0].parent / "manifest.json").read_text())
-    accelerators = [files[0].parent / m["file"] for m in manifest["modules"] if m["top"] in ("Accelerator", "NearMemAccelerator")]
+    accelerators = [files[0].parent / m["file"] for m in manifest["modules"]
+                    if m["top"] in ("Accelerator", "NearMemAccelerator")]
     for m in manifest["modules"]:
         f = files[0].parent / m["file"]
         yield m["module"], [f] + (accelerators if m["top"] == "SystemTop" else [])
