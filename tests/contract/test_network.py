@@ -228,3 +228,34 @@ def test_a_concat_that_cannot_be_a_layout_is_refused_in_one_line(case, expect):
     with pytest.raises(CompileError) as e:
         compile_network(net, params, load("pascal-fpga"), {l.name: "pascal" for l in net.layers})
     assert "\n" not in str(e.value) and "'cat'" in str(e.value) and expect in str(e.value), str(e.value)
+
+
+def test_with_the_models_cycles_an_accelerator_takes_the_next_frame_while_its_layer_waits_on_another():
+    """Frame 0's word_out on the array waits for the LSTM near memory: with the cycles, frame 1's stem is
+    listed first on the array; without, the list is the network's, frame by frame. Either order is
+    topological (every dependency earlier), so the runtime cannot deadlock."""
+    b = NetworkBuilder("cap", (1, 8, 8, 8), kind="hybrid")
+    x = b.conv(b.input, 8, 3, stride=2, activation=Activation.RELU, name="stem")
+    x = b.fc(b.flatten(b.global_avgpool(x, name="gap")), 32, name="embed")
+    x = b.lstm(b.reshape(x, (1, 1, 32)), 32, name="lstm")
+    b.fc(x, 16, name="word_out")
+    net, params = quantised(b.build(), 1)
+    placement = {"stem": "pascal", "gap": "pascal", "embed": "pascal", "lstm": "pavlov", "word_out": "pascal"}
+    cycles = {"stem": 1000, "gap": 100, "embed": 100, "lstm": 5000, "word_out": 100}
+    system = load("mensa-g-fpga")
+    plain = compile_network(net, params, system, placement, frames=2)
+    ordered = compile_network(net, params, system, placement, frames=2, cycles=cycles)
+    for prog in (plain, ordered):
+        assert all(d < i for i, cmd in enumerate(prog.commands) for d in cmd.deps)
+        for h in prog.host_inputs:
+            assert prog.commands[h.command].frame == h.frame and prog.commands[h.command].layer == "stem"
+    names = [(c.frame, c.layer) for c in plain.commands]
+    assert names == [(f, n) for f in (0, 1) for n in ("stem", "gap", "embed", "lstm", "word_out")]
+    names = [(c.frame, c.layer) for c in ordered.commands]
+    assert names.index((1, "stem")) < names.index((0, "word_out"))
+    assert sorted(names) == sorted((f, n) for f in (0, 1) for n in cycles)
+    # the same commands, dependencies renumbered
+    by_name = {(c.frame, c.layer): c for c in plain.commands}
+    for c in ordered.commands:
+        was = by_name[c.frame, c.layer]
+        assert {ordered.commands[d].layer for d in c.deps} == {plain.commands[d].layer for d in was.deps}
