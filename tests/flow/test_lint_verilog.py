@@ -20,9 +20,9 @@ from mensa.sim.runner import _setup_verilator
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # The full-size presets (32x32 and 64x64 arrays, 16 x 16 near-memory lanes) take minutes.
 FULL_SIZE = {"edgetpu", "edgetpu-v1", "edgetpu-v2", "edgetpu-v3", "pascal", "mensa-g", "jacquard", "pavlov"}
-# The default suite lints the FPGA presets of every kind (pascal-fpga, pavlov-fpga, mensa-g-fpga); the
-# others of the same generators are in the slow suite with the full-size ones.
-SLOW = FULL_SIZE | {"edgetpu-fpga"}
+# The default suite lints a systolic and a near-memory FPGA preset (pascal-fpga, pavlov-fpga: each with
+# its system top); the other presets of the same generators are in the slow suite with the full-size ones.
+SLOW = FULL_SIZE | {"edgetpu-fpga", "mensa-g-fpga"}
 # A known defect, reported: the near-memory RTL declares zero-width wires (`wire [-1:0]`), which
 # Verilator flags as ASCRANGE. Only that is tolerated (as an expected failure); any other fails.
 

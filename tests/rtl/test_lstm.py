@@ -8,6 +8,7 @@ import pytest
 
 from mensa.core.config import NearMemConfig, to_dict
 from mensa.hw.nearmem import NearMemoryUnit
+from tests.rtl.sims import each_simulator
 from mensa.sim.runner import run, simulators
 
 # The default suite builds one design: two lane words a vault word (as the presets).
@@ -44,7 +45,7 @@ def test_lstm_ragged_saturating_with_and_without_projection_random_latency_bit_e
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", each_simulator())
 def test_lstm_256_and_20_steps_random_latency_bit_exact(sim, tmp_path):
     layers = [[256, 256, 0, 2], [256, 256, 128, 2], [64, 32, 0, 20], [32, 64, 48, 20], [200, 96, 0, 1],
               [33, 12, 5, 5], [48, 40, 24, 3]]

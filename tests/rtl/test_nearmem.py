@@ -7,7 +7,8 @@ import pytest
 
 from mensa.core.config import NearMemConfig, to_dict
 from mensa.hw.nearmem import NearMemoryUnit
-from mensa.sim.runner import run, simulators
+from tests.rtl.sims import each_simulator
+from mensa.sim.runner import run
 
 # One vault word per lane word, two lane words per vault word, four vault words per lane word.
 CONFIGS = {
@@ -25,7 +26,7 @@ def _run(config, sim, tmp_path, **params):
     return json.loads((tmp_path / "figures.json").read_text())
 
 
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", each_simulator())
 def test_fc_accumulators_random_layers_random_latency_bit_exact(sim, tmp_path):
     # The int32 accumulators bypass the requantiser; the lanes are those of every config.
     figures = _run(CONFIGS["v3l4w64"], sim, tmp_path, layers=6, max_k=70, max_n=40, max_m=3,
@@ -33,7 +34,7 @@ def test_fc_accumulators_random_layers_random_latency_bit_exact(sim, tmp_path):
     assert len(figures) == 6
 
 
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", each_simulator())
 @pytest.mark.parametrize("name", CONFIGS)
 def test_fc_and_pointwise_int8_random_layers_random_latency_bit_exact(name, sim, tmp_path):
     figures = _run(CONFIGS[name], sim, tmp_path, layers=8, max_k=70, max_n=40, max_m=4,
@@ -41,7 +42,7 @@ def test_fc_and_pointwise_int8_random_layers_random_latency_bit_exact(name, sim,
     assert len(figures) == 8
 
 
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", each_simulator())
 def test_fc_lane_utilisation_at_least_90_percent_when_vault_bandwidth_matches_lanes(sim, tmp_path):
     config = CONFIGS["v2l4w32"]                     # 4 bytes a vault word for 4 lanes
     assert config.vault_bits // 8 == config.lanes
@@ -57,7 +58,7 @@ BIG = NearMemConfig(vaults=8, lanes=8, vault_bits=64, vault_kib=256, local_kib=8
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", each_simulator())
 def test_fc_1024x1000_random_latency_bit_exact(sim, tmp_path):
     # The second layer is a quantised IR layer (FC or pointwise conv) through compile_layer.
     figures = _run(BIG, sim, tmp_path, layers=[[1024, 1000, 1], [1024, 1000, 1]],

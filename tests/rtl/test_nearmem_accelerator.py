@@ -15,6 +15,7 @@ import pytest
 
 from mensa.core.config import AcceleratorConfig, CoreKind, MemoryConfig, NearMemConfig, load, to_dict
 from mensa.hw.nearmem_accelerator import NearMemAccelerator
+from tests.rtl.sims import each_simulator
 from mensa.sim.runner import run, simulators
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -83,7 +84,7 @@ def test_fc_pointwise_and_lstm_layers_through_registers_dma_and_vaults_bit_exact
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", each_simulator())
 @pytest.mark.parametrize("config", ["narrow", "quarter"])
 def test_fc_and_pointwise_on_a_bus_narrower_or_four_lane_words_wide_bit_exact(config, sim, tmp_path):
     rng = random.Random(_seed())

@@ -15,9 +15,9 @@ from mensa.sim.runner import run, simulators
 CASES = [(4, 4, "ws", 32), (8, 2, "os", 40)]
 
 
-# Verilator takes minutes to build each case here: the second one runs on it under `make test-all`.
+# Verilator takes minutes to build each case here: the second one runs on it under `make test-all` (Icarus runs every case in the default suite).
 RUNS = [pytest.param(*case, sim, id=f"{r}x{c}-{d}-a{a}-{sim}",
-                     marks=[pytest.mark.slow] if sim == "verilator" and i else [])
+                     marks=[pytest.mark.slow] if sim == "verilator" else [])
         for i, case in enumerate(CASES) for r, c, d, a in [case] for sim in simulators()]
 
 

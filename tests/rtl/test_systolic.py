@@ -9,12 +9,13 @@ import pytest
 
 from mensa.core.config import ArrayConfig, Dataflow, to_dict
 from mensa.hw.systolic import SystolicArray
-from mensa.sim.runner import _icarus_time0, run, simulators
+from tests.rtl.sims import each_simulator
+from mensa.sim.runner import _icarus_time0, run
 
 ARRAYS = [(1, 1), (2, 2), (4, 4), (8, 8), (4, 8)]
 
 
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", each_simulator())
 @pytest.mark.parametrize("dataflow", [d.value for d in Dataflow])
 @pytest.mark.parametrize("rows,cols", ARRAYS, ids=[f"{r}x{c}" for r, c in ARRAYS])
 def test_gemm_random_shapes_bit_exact(rows, cols, dataflow, sim, tmp_path):
