@@ -9,12 +9,11 @@ on an accelerator is exactly what this module accepts.
 
 import math
 
-from mensa.contract.gemm import GemmGeometry
-from mensa.contract.gemm_program import GEMM_OPS, Layout, compile_gemm, gemm_refusal, tap_packed
+from mensa.contract.gemm_program import GEMM_OPS, compile_gemm, gemm_layouts, gemm_refusal
 from mensa.contract.nearmem import NearMemGeometry, nearmem_refusal
-from mensa.contract.nearmem_program import compile_nearmem_layer, vector_bytes
+from mensa.contract.nearmem_program import compile_nearmem_layer, nearmem_layouts
 from mensa.contract.regs import VECTOR_OPS
-from mensa.contract.vector_program import (TABLE_OPS as VECTOR_TABLE_OPS, VectorGeometry, compile_vector,
+from mensa.contract.vector_program import (TABLE_OPS as VECTOR_TABLE_OPS, compile_vector, vector_layouts,
                                            vector_refusal)
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import CompileError  # noqa: F401  (raised by every compiler)
@@ -117,27 +116,12 @@ def layouts(accelerator, layer):
     (:meth:`~mensa.contract.gemm_program.Layout.feeds`), as the network compiler requires. A tap-packed
     conv's input is its im2col rows, which only the host writes. Not for a concat (a layout itself)."""
     kind = engine(accelerator, layer)
-    *lead, n = layer.out_shape
-    m = math.prod(lead)
     if kind == "gemm":
-        g = GemmGeometry.of(accelerator)
-        *before, k = (tap_packed(layer) or layer).in_shape
-        return {"input": Layout(g.rows, g.act_bytes, math.prod(before), k), "output": Layout(g.cols, g.out_bytes, m, n)}
-    *before, k = layer.in_shape
+        return gemm_layouts(accelerator, layer)
     if kind == "vector":
-        g = VectorGeometry.of(accelerator)
-        act = Layout(g.lanes, g.pixel_bytes, math.prod(before), k)
-        out = {"input": act, "output": act._replace(pixels=m)}
-        if layer.op is Op.ADD:
-            out["input2"] = act
-        elif layer.op is Op.MUL:
-            out["input2"] = act._replace(pixels=1)
-        return out
+        return vector_layouts(accelerator, layer)
     if kind == "nearmem":
-        g = NearMemGeometry.of(accelerator.nearmem)
-        width = g.vaults * g.lanes            # the unit emits whole groups of every vault's lanes
-        have, want = vector_bytes(accelerator, k), vector_bytes(accelerator, -(-n // width) * width)
-        return {"input": Layout(have, have, math.prod(before), k), "output": Layout(want, want, m, n)}
+        return nearmem_layouts(accelerator, layer)
     raise ValueError(f"{layer.name!r} (concat): a layout itself, with no layouts of its own")
 
 

@@ -50,7 +50,7 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["LayerProgram", "Program", "Layout", "compile_gemm", "gemm_refusal", "tap_packed", "im2col",
+__all__ = ["LayerProgram", "Program", "Layout", "compile_gemm", "gemm_refusal", "gemm_layouts", "tap_packed", "im2col",
            "address_registers", "register_writes", "table_activation", "ALIGN", "PACK_CHANNELS", "ADDRESS_REGISTERS", "GEMM_OPS",
            "GEMM_ACTIVATIONS"]
 
@@ -227,6 +227,17 @@ def _per_channel(layer, value, n, name, dtype):
     if arr.min() < info.min or arr.max() > info.max:
         raise CompileError(f"layer {layer.name!r}: {name} out of the {np.dtype(dtype).name} range")
     return arr.astype(dtype)
+
+
+def gemm_layouts(config, layer):
+    """``{"input": Layout, "output": Layout}`` of ``layer`` on the array of ``config``, from its shapes: the
+    activations as channel-tile planes of ``rows`` (input) and ``cols`` (output) channels; a tap-packed conv's
+    input is its im2col rows (:func:`tap_packed`)."""
+    g = GemmGeometry.of(config)
+    *before, k = (tap_packed(layer) or layer).in_shape
+    *lead, n = layer.out_shape
+    return {"input": Layout(g.rows, g.act_bytes, math.prod(before), k),
+            "output": Layout(g.cols, g.out_bytes, math.prod(lead), n)}
 
 
 def tap_packed(layer):
@@ -485,6 +496,7 @@ def compile_gemm(config, layer, params, x, *, base=0):
     registers.update(address_registers(regmap, {name: at for name, (at, _) in regions.items()}))
     for name in registers:
         assert name in regmap, name         # the map and the compiler are one description
-    layouts = {"input": Layout(R, g.act_bytes, in_h * in_w, k), "output": Layout(C, g.out_bytes, m, n)}
+    layouts = gemm_layouts(config, layer)
+    assert layouts["input"].pixels == in_h * in_w and layouts["output"].pixels == m
     return Program(registers=registers, image=image, base=base, output_addr=regions["output"][0], m=m, n=n,
                    out_shape=tuple(layer.out_shape), geometry=g, walk=walk, regions=regions, layouts=layouts)

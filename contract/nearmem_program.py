@@ -25,6 +25,7 @@ The bus (``memory.data_bits / 8`` bytes) and the lanes must divide one another (
 as a vault word and the lanes must.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ from mensa.contract.regs import NEARMEM_FIELDS, register_map
 from mensa.core.config import AcceleratorConfig, ConfigError, CoreKind
 from mensa.core.errors import CompileError
 
-__all__ = ["NearMemLayerProgram", "compile_nearmem_layer", "bus_ratio", "vector_bytes"]
+__all__ = ["NearMemLayerProgram", "compile_nearmem_layer", "nearmem_layouts", "bus_ratio", "vector_bytes"]
 
 
 def _up(n, to):
@@ -113,6 +114,18 @@ class NearMemLayerProgram(LayerProgram):
         return raw[:, :self.unit.out_channels].reshape(self.out_shape).copy()
 
 
+def nearmem_layouts(config, layer):
+    """``{"input": Layout, "output": Layout}`` of ``layer`` on the near-memory accelerator ``config``, from its
+    shapes: one vector a row (an LSTM's time step), its channels one after another (:func:`vector_bytes`); the
+    unit emits whole groups of every vault's lanes."""
+    g = NearMemGeometry.of(config.nearmem)
+    *before, k = layer.in_shape
+    *lead, n = layer.out_shape
+    width = g.vaults * g.lanes
+    have, want = vector_bytes(config, k), vector_bytes(config, -(-n // width) * width)
+    return {"input": Layout(have, have, math.prod(before), k), "output": Layout(want, want, math.prod(lead), n)}
+
+
 def compile_nearmem_layer(config, layer, params, x, *, base=0, vault_base=0):
     """Compile ``layer`` for the near-memory accelerator ``config``.
 
@@ -168,7 +181,7 @@ def compile_nearmem_layer(config, layer, params, x, *, base=0, vault_base=0):
     registers.update(address_registers(regmap, {name: at for name, (at, _) in regions.items()}))
     for name in registers:
         assert name in regmap, name         # the map and the compiler are one description
-    n = unit.out_channels
-    layouts = {"input": Layout(in_bytes, in_bytes, m, k), "output": Layout(out_bytes, out_bytes, m, n)}
+    layouts = nearmem_layouts(config, layer)
+    assert layouts["input"].vector_bytes == in_bytes and layouts["output"].vector_bytes == out_bytes
     return NearMemLayerProgram(registers=registers, image=image, base=base, regions=regions, layouts=layouts,
                                unit=unit, out_shape=tuple(layer.out_shape))

@@ -63,7 +63,7 @@ from mensa.core.config import AcceleratorConfig
 from mensa.core.errors import CompileError
 from mensa.core.ir import Activation, Op
 
-__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "planar", "line_rows", "ring_rows", "rows_that_fit",
+__all__ = ["VectorGeometry", "VectorProgram", "compile_vector", "vector_refusal", "vector_layouts", "planar", "line_rows", "ring_rows", "rows_that_fit",
            "window", "KERNEL_MAX",
            "TAPS_MAX", "VECTOR_UNIT_OPS"]
 
@@ -339,6 +339,21 @@ def _depthwise_blobs(layer, params, g, zp_in, refuse):
             "quant": _records(layer, params, g, bias - zp_in * wts.sum(axis=0), refuse)}
 
 
+def vector_layouts(config, layer):
+    """``{"input": Layout, "output": Layout}`` (and ``"input2"`` for add and mul) of ``layer`` on the vector
+    unit of ``config``, from its shapes: pixel vectors of ``lanes`` channels in channel-tile planes; mul's
+    gate is one pixel."""
+    g = VectorGeometry.of(config)
+    *before, c = layer.in_shape
+    act = Layout(g.lanes, g.pixel_bytes, math.prod(before), c)
+    layouts = {"input": act, "output": act._replace(pixels=math.prod(layer.out_shape[:-1]))}
+    if layer.op is Op.ADD:
+        layouts["input2"] = act
+    elif layer.op is Op.MUL:
+        layouts["input2"] = act._replace(pixels=1)
+    return layouts
+
+
 def compile_vector(config, layer, params, inputs, *, base=0):
     """Compile ``layer`` for the vector unit of ``config``.
 
@@ -440,11 +455,6 @@ def compile_vector(config, layer, params, inputs, *, base=0):
     registers.update(address_registers(regmap, {name: at for name, (at, _) in regions.items()}))
     for name in registers:
         assert name in regmap, name         # the map and the compiler are one description
-    act = Layout(g.lanes, g.pixel_bytes, h * w, c)
-    layouts = {"input": act, "output": act._replace(pixels=oh * ow)}
-    if layer.op is Op.ADD:
-        layouts["input2"] = act
-    elif layer.op is Op.MUL:
-        layouts["input2"] = act._replace(pixels=1)
+    layouts = vector_layouts(config, layer)
     return VectorProgram(registers=registers, image=image, base=base, output_addr=regions["output"][0], m=oh * ow,
                          n=c, out_shape=tuple(layer.out_shape), geometry=g, regions=regions, layouts=layouts)

@@ -26,7 +26,7 @@ from mensa.core.config import CoreKind, Dataflow, config_hash, to_dict
 from mensa.core.errors import UserError
 from mensa.contract.regs import register_map
 from mensa.hw.accelerator import Accelerator
-from mensa.hw.system import SystemTop
+from mensa.hw.system import SystemTop, unit_component
 from mensa.hw.requant import Requantizer
 from mensa.hw.systolic import SystolicArray
 from mensa.hw.nearmem import NearMemoryUnit
@@ -52,11 +52,11 @@ def _systolic_top(acc, unit):
         return SystolicArray(acc.array)
     if unit == "requant":
         return Requantizer(lanes=acc.array.cols)
-    return Accelerator(acc)
+    return unit_component(acc)
 
 
 def _nearmem_top(acc, unit):
-    return NearMemoryUnit(acc.nearmem) if unit == "array" else NearMemAccelerator(acc)
+    return NearMemoryUnit(acc.nearmem) if unit == "array" else unit_component(acc)
 
 
 # The top-level component of each kind of accelerator core.
