@@ -22,7 +22,7 @@ from mensa.core.files import write_json
 from mensa.core.ir import Op
 from mensa.model.schedule import schedule
 
-__all__ = ["add_arguments", "run", "DEFAULT_SYSTEM"]
+__all__ = ["add_arguments", "run", "DEFAULT_SYSTEM", "load_network", "random_inputs"]
 
 DEFAULT_SYSTEM = "pascal-fpga"
 
@@ -46,7 +46,7 @@ def add_arguments(parser):
                         help="also draw the timeline: which accelerator ran which layer, when")
 
 
-def _model(spec):
+def load_network(spec):
     """``(network, float weights, golden params)`` of a zoo name (no weights: random ones) or an ONNX
     file (its weights; a quantised ONNX model's own parameters)."""
     path = onnx_path(spec)
@@ -57,7 +57,7 @@ def _model(spec):
     return load_model(spec), None, None
 
 
-def _inputs(net, seed, frames):
+def random_inputs(net, seed, frames):
     """One random int8 input (a dict of every network input) per frame."""
     rng = np.random.default_rng([seed, 1])
     return [{"input": rng.integers(-128, 128, size=net.input_shape, dtype=np.int8)}
@@ -71,7 +71,7 @@ def run(args):
     from mensa.gen.network_run import compile_for_rtl, quantised, run_on_rtl
 
     system = load(args.system)
-    net, weights, params = _model(args.model)
+    net, weights, params = load_network(args.model)
     pins = parse_pins(args.pin)
     console = Console(stderr=True)
     with console.status(f"{net.name}: quantise, schedule and compile for {system.name}"):
@@ -86,7 +86,7 @@ def run(args):
         def progress(stage, done, total):
             bar.update(task, description=stages[stage], completed=done, total=total)
 
-        result = run_on_rtl(prog, system, sched, _inputs(qnet, args.seed, args.frames), latency=args.latency,
+        result = run_on_rtl(prog, system, sched, random_inputs(qnet, args.seed, args.frames), latency=args.latency,
                             pause=args.pause, seed=args.seed, progress=progress)
     layouts = [l.name for l in qnet.layers if l.op is Op.CONCAT]
     _print(result, system, args, Console(width=None if Console().is_terminal else 160), layouts)

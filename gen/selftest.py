@@ -293,7 +293,7 @@ class SelfTest(wiring.Component):
 
         with m.FSM():
             with m.State("CLEAR"):
-                m.d.comb += [self.busy.eq(1), ram.peek_sel.eq(1), ram.peek_clear.eq(1)]
+                m.d.comb += [self.busy.eq(1), ram.peek_sel.eq(1), ram.peek_write.eq(1)]
                 m.d.sync += idx.eq(idx + 1)
                 with m.If(idx == n_words - 1):
                     m.d.sync += [idx.eq(0), failed.eq(0), aw_done.eq(0), w_done.eq(0)]

@@ -14,7 +14,7 @@ with DECERR (a read returns zeros, a write changes nothing). IDs are echoed.
 
 A *peek* port lets logic beside the RAM (the self-test's checker) read and clear words
 while the AXI side is idle: with ``peek_sel`` high the memory's ports follow ``peek_addr``
-(reads one cycle late on ``peek_data``; ``peek_clear`` writes zero), and the AXI side
+(reads one cycle late on ``peek_data``; ``peek_write`` writes ``peek_wdata``), and the AXI side
 must have no burst in flight.
 """
 
@@ -87,8 +87,9 @@ class AxiRam(wiring.Component):
         Word index.
     peek_data : ``Out(data_bits)``
         The word at the ``peek_addr`` of the previous cycle.
-    peek_clear : ``In(1)``
-        With ``peek_sel``: write zero to the word at ``peek_addr``.
+    peek_write : ``In(1)``
+        With ``peek_sel``: write ``peek_wdata`` to the word at ``peek_addr``.
+    peek_wdata : ``In(data_bits)``
     """
 
     def __init__(self, *, data_bits, addr_bits, depth, init=b"", id_bits=1, prefix="s_axi"):
@@ -112,7 +113,8 @@ class AxiRam(wiring.Component):
         self._data_bits, self._addr_bits, self._depth, self._prefix = data_bits, addr_bits, depth, prefix
         super().__init__({
             **axi4_slave_members(prefix, addr_bits, data_bits, id_bits),
-            "peek_sel": In(1), "peek_addr": In(range(depth)), "peek_data": Out(data_bits), "peek_clear": In(1),
+            "peek_sel": In(1), "peek_addr": In(range(depth)), "peek_data": Out(data_bits), "peek_write": In(1),
+            "peek_wdata": In(data_bits),
         })
 
     @property
@@ -178,8 +180,8 @@ class AxiRam(wiring.Component):
             m.d.sync += [*wr.load(p("awaddr"), p("awlen"), p("awsize"), p("awburst")), bid.eq(p("awid")),
                          wr_busy.eq(1), wr_err.eq(0)]
         with m.If(self.peek_sel):
-            m.d.comb += [wp.addr.eq(self.peek_addr), wp.data.eq(0),
-                         wp.en.eq(Mux(self.peek_clear, (1 << strb_bits) - 1, 0))]
+            m.d.comb += [wp.addr.eq(self.peek_addr), wp.data.eq(self.peek_wdata),
+                         wp.en.eq(Mux(self.peek_write, (1 << strb_bits) - 1, 0))]
         with m.Else():
             m.d.comb += [wp.addr.eq(word(wr.addr)), wp.data.eq(p("wdata"))]
             with m.If(p("wvalid") & wr_busy):

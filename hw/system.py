@@ -292,7 +292,8 @@ class SystemTop(wiring.Component):
 
     Each accelerator is an instance of its own Verilog module (``modules[accelerator name]``, written
     beside the top from :class:`~mensa.hw.accelerator.Accelerator`), so no accelerator is elaborated
-    twice.
+    twice; with ``modules`` None, each is elaborated inside the top (:func:`unit_component`), one design
+    for a board's build.
 
     Members
     -------
@@ -303,14 +304,14 @@ class SystemTop(wiring.Component):
         Near-memory accelerator ``i``'s vault ports (:class:`~mensa.hw.nearmem_accelerator.NearMemAccelerator`).
     """
 
-    def __init__(self, system, modules):
+    def __init__(self, system, modules=None):
         if not isinstance(system, SystemConfig):
             raise TypeError(f"system must be a SystemConfig, not {system!r}")
         accs = peripherals(system)
-        missing = [a.name for a in accs if a.name not in modules]
+        missing = [a.name for a in accs if modules is not None and a.name not in modules]
         if missing:
             raise ValueError(f"no Verilog module name for the accelerators {missing}")
-        self._modules = dict(modules)
+        self._modules = None if modules is None else dict(modules)
         if not accs:
             raise ValueError(f"system {system.name!r} has no accelerator with registers and DMA")
         widths = {(a.memory.addr_bits, a.memory.data_bits) for a in accs}
@@ -347,12 +348,15 @@ class SystemTop(wiring.Component):
             for name in axi4_master_members("m_axi", self._addr, 1 + self._sel):
                 _forward(m, self, arb, name)
         for i, acc in enumerate(self._accs):
-            members = (nearmem_accelerator_members if acc.kind is CoreKind.NEARMEM else accelerator_members)(acc)
-            core = wiring.Signature(members).create(path=(f"acc{i}",))
-            m.submodules[f"acc{i}_{acc.name}"] = Instance(
-                self._modules[acc.name], i_clk=ClockSignal(), i_rst=ResetSignal(),
-                **{("i_" if member.flow is In else "o_") + "__".join(map(str, path)): value
-                   for path, member, value in core.signature.flatten(core)})
+            if self._modules is None:
+                core = m.submodules[f"acc{i}_{acc.name}"] = unit_component(acc)
+            else:
+                members = (nearmem_accelerator_members if acc.kind is CoreKind.NEARMEM else accelerator_members)(acc)
+                core = wiring.Signature(members).create(path=(f"acc{i}",))
+                m.submodules[f"acc{i}_{acc.name}"] = Instance(
+                    self._modules[acc.name], i_clk=ClockSignal(), i_rst=ResetSignal(),
+                    **{("i_" if member.flow is In else "o_") + "__".join(map(str, path)): value
+                       for path, member, value in core.signature.flatten(core)})
             if acc.kind is CoreKind.NEARMEM:
                 for v in range(acc.nearmem.vaults):
                     wiring.connect(m, core.vault_req[v], wiring.flipped(getattr(self, f"u{i}_vault_req")[v]))

@@ -8,7 +8,7 @@ import pytest
 
 from mensa.core.quant import quantize_weights
 from mensa.gen.cli import main
-from mensa.gen.cmd_run import _model
+from mensa.gen.cmd_run import load_network
 from mensa.gen.network_run import quantised
 from tests.model.test_onnx_edge_models import squeezenet_like
 from tests.rtl.test_network import small  # noqa: F401  (a fixture: the small system's TOML)
@@ -36,7 +36,7 @@ def test_an_onnx_model_runs_with_its_own_weights_and_its_concats_as_layouts(smal
     text = capsys.readouterr().out
     assert "10 of 10 layers bit-exact" in text and "concat f0_cat, f1_cat: a layout, no command" in text
     # its own weights, not random ones: the seed moves only the calibration input
-    net, weights, params = _model(str(path))
+    net, weights, params = load_network(str(path))
     assert params is None and set(weights) == {l.name for l in net.layers if l.op.value == "conv2d"}
     for seed in (1, 2):
         _, params = quantised(net, seed, weights)
