@@ -1,12 +1,20 @@
 """``mensa build``: a bitstream of the on-board self-test for an FPGA board.
 
-The top is :class:`~mensa.gen.selftest.SelfTest`: the accelerator of a config runs a
-layer stored in block RAM and compares its output with the golden result stored beside
-it; LED 0 lights on pass, LED 1 on fail, LED 2 while busy, LED 3 when done, LED 7 blinks;
-button fire 0 reruns. The board's platform (amaranth-boards) elaborates it and writes the
-build files; Yosys, nextpnr and ecppack from the yowasp wheels run them. ``DIR`` receives
-``top.bit``, ``build.json`` (Fmax, utilisation, critical path, the stored layer, the tools)
-and ``timing.md``; the tools' files and logs stay in ``DIR/work``.
+Two self-tests, both tops that need nothing but a clock:
+
+- with ``--model`` (a zoo name or an ONNX file), :class:`~mensa.gen.network_selftest.NetworkSelfTest`:
+  the whole system of the config runs the network from block RAM, its command list replayed by
+  the hardware replayer, every network output compared with the golden result stored beside it,
+  and one line reported over the board's USB serial port (115200 baud, 8N1): pass or fail, the
+  cycles of the inference and the clock;
+- without it, :class:`~mensa.gen.selftest.SelfTest`: one accelerator runs a layer stored in block
+  RAM and compares its output with the golden result.
+
+LED 0 lights on pass, LED 1 on fail, LED 2 while busy, LED 3 when done, LED 7 blinks; button
+fire 0 reruns. The board's platform (amaranth-boards) elaborates the top and writes the build
+files; Yosys, nextpnr and ecppack from the yowasp wheels run them. ``DIR`` receives ``top.bit``,
+``build.json`` (Fmax, utilisation, critical path, what the self-test runs, the tools) and
+``timing.md``; the tools' files and logs stay in ``DIR/work``.
 
 The design runs from the board's 25 MHz oscillator, or with ``--clock MHZ`` from the ECP5 PLL
 (:mod:`mensa.hw.pll`: dividers computed for the clock, one the PLL cannot make refused in one
@@ -32,9 +40,10 @@ from mensa.core.files import write_if_changed
 from mensa.core.config import CoreKind, config_hash, load
 from mensa.core.errors import UserError
 from mensa.gen.selftest import SelfTest, selftest_case
+from mensa.hw.uart import uart_divisor
 from mensa.hw.pll import ecp5_pll
 from mensa.gen import args as types
-from mensa.gen.verilog import add_time_limit_argument, check_elaboration
+from mensa.gen.verilog import add_time_limit_argument, check_elaboration, check_top
 
 __all__ = ["add_arguments", "run", "build", "BOARDS", "BuildError"]
 
@@ -50,6 +59,7 @@ BOARDS = {
 }
 NAME = "top"
 OSCILLATOR_MHZ = 25.0       # the ULX3S boards' clock
+BAUD = 115_200              # the network self-test's report, on the board's USB serial port
 
 
 class BuildError(UserError):
@@ -60,9 +70,13 @@ def add_arguments(parser):
     parser.add_argument("--board", required=True, metavar="BOARD", help=f"the board: {', '.join(BOARDS)}")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="system config: a TOML file or a preset name (default: pascal-fpga)")
+    parser.add_argument("--model", metavar="MODEL",
+                        help="run this network (a zoo model or an .onnx file) on the whole system and report "
+                             "over the serial port; default: one layer on one accelerator")
     parser.add_argument("--accelerator", metavar="NAME",
-                        help="the accelerator to test (default: the config's only systolic one)")
-    parser.add_argument("--seed", type=types.seed, default=0, help="draws the stored layer (default 0)")
+                        help="without --model, the accelerator to test (default: the config's only systolic one)")
+    parser.add_argument("--seed", type=types.seed, default=0,
+                        help="draws the stored layer, or the network's weights and input (default 0)")
     parser.add_argument("--corrupt-weight", action="store_true",
                         help="store one weight byte changed: the board must then light FAIL")
     parser.add_argument("--clock", type=types.positive_float, metavar="MHZ",
@@ -121,17 +135,18 @@ def _stage(work):
     return "yosys synth_ecp5"
 
 
-def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, clock_mhz=None, console=None):
-    """Build the self-test bitstream of accelerator config ``acc`` for ``board`` into ``out_dir``.
+def build(system, board, out_dir, *, accelerator=None, model=None, seed=0, corrupt_weight=False, clock_mhz=None,
+          console=None):
+    """Build the self-test bitstream of ``system`` for ``board`` into ``out_dir``: the network ``model`` on
+    the whole system, or (``model`` None) a layer on accelerator ``accelerator`` (a config).
 
     Returns the report (also written as ``build.json``). Raises :class:`BuildError` for
-    an unknown board, :class:`~mensa.gen.selftest.SelfTestError` for an accelerator the
-    self-test cannot host, :class:`~mensa.gen.synth.DoesNotFit` when the design does not
+    an unknown board, :class:`~mensa.gen.selftest.SelfTestError` (or ``NetworkSelfTestError``) for what
+    the self-test cannot host, :class:`~mensa.gen.synth.DoesNotFit` when the design does not
     fit the FPGA and :class:`~mensa.gen.synth.SynthError` when a tool fails.
     """
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
 
     if board not in BOARDS:
         raise BuildError(f"board {board!r} is not known; allowed: {', '.join(BOARDS)}")
@@ -141,12 +156,22 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, clock_mhz=None, 
     out_dir = Path(out_dir)
     work = out_dir / "work"
     console = console or Console(stderr=True)
-    selftest_case(acc, seed=seed)       # refuses a config the self-test cannot host, before any output
     pll = None if clock_mhz is None else ecp5_pll(OSCILLATOR_MHZ, clock_mhz)
-    top = SelfTest(acc, seed=seed, corrupt_weight=corrupt_weight, pll=pll)
+    clock = OSCILLATOR_MHZ if pll is None else pll.fout_mhz
+    if model is None:
+        selftest_case(accelerator, seed=seed)       # refuses a config the self-test cannot host, before any output
+        top = SelfTest(accelerator, seed=seed, corrupt_weight=corrupt_weight, pll=pll)
+        what = f"the self-test of {accelerator.name}"
+    else:
+        from mensa.gen.network_selftest import NetworkSelfTest, network_selftest_case
+        with console.status(f"{model}: quantise, schedule and compile for {system.name}"):
+            case = network_selftest_case(model, system, seed=seed)
+        top = NetworkSelfTest(case, corrupt_weight=corrupt_weight, clock_mhz=clock,
+                              divisor=uart_divisor(clock * 1e6, BAUD), pll=pll)
+        what = f"the self-test of {case.network.name} on {system.name}"
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
-        task = progress.add_task(f"{board}: elaborating the self-test of {acc.name}", total=None)
+        task = progress.add_task(f"{board}: elaborating {what}", total=None)
         plan = platform.prepare(top, name=NAME, synth_opts="-abc9",
                                 nextpnr_opts=f"--seed 1 --timing-allow-fail --report {NAME}.report.json")
         # The key: everything the tools read (not the debug Verilog, a by-product) and the tools.
@@ -191,17 +216,12 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, clock_mhz=None, 
                        "met": v["achieved"] >= v["constraint"]}
     device = {t: {"used": v["used"], "available": v["available"]}
               for t, v in sorted(pnr["utilization"].items()) if v["used"]}
-    case = top.case
-    layer = case.layer
     t_pnr = stamps.get("nextpnr-ecp5 place and route", t_end)
     t_pack = stamps.get("ecppack", t_end)
     report = {
-        "board": board, "accelerator": acc.name, "config_hash": config_hash(acc), "cache_key": key,
-        "array": f"{acc.array.rows}x{acc.array.cols}", "seed": seed, "corrupt_weight": corrupt_weight,
-        "layer": {"op": layer.op.value, "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
-                  "activation": layer.activation.value, "image_bytes": int(case.program.image.size),
-                  "output_bytes": case.program.output_bytes},
-        "clock_mhz": OSCILLATOR_MHZ if pll is None else pll.fout_mhz,
+        "board": board, "system": system.name, "config_hash": config_hash(system), "cache_key": key,
+        "seed": seed, "corrupt_weight": corrupt_weight, **_describe(top, model),
+        "clock_mhz": clock,
         "pll": None if pll is None else {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
                                          "clkop_div": pll.clkop_div, "vco_mhz": pll.fvco_mhz},
         "clocks": clocks, "device": device, "critical_paths": _critical_paths(pnr),
@@ -216,6 +236,25 @@ def build(acc, board, out_dir, *, seed=0, corrupt_weight=False, clock_mhz=None, 
     write_if_changed(report_path, json.dumps(report, indent=2) + "\n")     # last: marks the build whole
     report["cached"] = False
     return report
+
+
+def _describe(top, model):
+    """What the self-test runs, for ``build.json``."""
+    case = top.case
+    if model is None:
+        layer, acc = case.layer, top.config
+        return {"accelerator": acc.name, "array": f"{acc.array.rows}x{acc.array.cols}",
+                "layer": {"op": layer.op.value, "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
+                          "activation": layer.activation.value, "image_bytes": int(case.program.image.size),
+                          "output_bytes": case.program.output_bytes}}
+    prog = case.program
+    return {"network": {"name": case.network.name, "layers": len(prog.commands),
+                        "placement": {c.layer: c.accelerator for c in prog.commands},
+                        "image_bytes": int(case.image.size),
+                        "vault_bytes": sum(int(v.size) for vs in prog.vaults if vs for v in vs),
+                        "outputs": [name for name, *_ in case.outputs],
+                        "predicted_cycles": round(case.predicted_cycles)},
+            "uart": {"baud": BAUD, "format": "8N1"}}
 
 
 def _failure(work, board, log):
@@ -233,7 +272,9 @@ def _failure(work, board, log):
 
 def render_timing(report):
     """The timing summary as Markdown: Fmax per clock, utilisation, the critical path."""
-    lines = [f"# Self-test bitstream of `{report['accelerator']}` ({report['array']}) on {report['board']}", "",
+    what = (f"`{report['network']['name']}` on `{report['system']}`" if "network" in report
+            else f"`{report['accelerator']}` ({report['array']})")
+    lines = [f"# Self-test bitstream of {what} on {report['board']}", "",
              "| clock | Fmax (MHz) | constraint (MHz) | met |", "|---|---:|---:|---|"]
     for clk, c in report["clocks"].items():
         lines.append(f"| {clk} | {c['fmax_mhz']:.1f} | {c['target_mhz']:g} | {'yes' if c['met'] else 'no'} |")
@@ -252,22 +293,37 @@ def run(args):
     if args.board not in BOARDS:
         raise BuildError(f"board {args.board!r} is not known; allowed: {', '.join(BOARDS)}")
     system = load(args.config)
-    acc = _accelerator(system, args.accelerator)
-    selftest_case(acc, seed=args.seed)     # a config the self-test cannot host is the first thing to say
+    if args.model is not None and args.accelerator is not None:
+        raise BuildError("--accelerator names the accelerator of the layer self-test; with --model the whole "
+                         "system runs the network; allowed: one of them")
+    acc = None
+    if args.model is None:
+        acc = _accelerator(system, args.accelerator)
+        selftest_case(acc, seed=args.seed)     # a config the self-test cannot host is the first thing to say
+    else:
+        for a in system.accelerator:
+            check_top(a)
     if args.clock is not None:
         ecp5_pll(OSCILLATOR_MHZ, args.clock)    # a clock the PLL cannot make, before any output
-    check_elaboration("build", [acc], no_time_limit=args.no_time_limit)
+    check_elaboration("build", [acc] if acc else list(system.accelerator), no_time_limit=args.no_time_limit)
     out = args.out or Path("build/board") / system.name / args.board
-    report = build(acc, args.board, out, seed=args.seed, corrupt_weight=args.corrupt_weight, clock_mhz=args.clock)
+    report = build(system, args.board, out, accelerator=acc, model=args.model, seed=args.seed,
+                   corrupt_weight=args.corrupt_weight, clock_mhz=args.clock)
     clocks = ", ".join(f"{clk} Fmax {c['fmax_mhz']:.1f} MHz ({'meets' if c['met'] else 'misses'} "
                        f"{c['target_mhz']:g})" for clk, c in report["clocks"].items())
     d = report["device"]
     util = ", ".join(f"{t} {d[t]['used']}/{d[t]['available']}" for t in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD",
                                                                           "MULT18X18D") if t in d)
-    layer = report["layer"]
-    print(f"{report['board']}: self-test of {report['accelerator']} ({report['array']}) on a {layer['op']} layer "
-          f"{tuple(layer['in_shape'])} -> {tuple(layer['out_shape'])}{' with a corrupted weight' if args.corrupt_weight else ''}: "
-          f"{clocks}; {util}{' [cached]' if report['cached'] else ''}")
+    corrupt = " with a corrupted weight" if args.corrupt_weight else ""
+    if args.model is None:
+        layer = report["layer"]
+        what = (f"self-test of {report['accelerator']} ({report['array']}) on a {layer['op']} layer "
+                f"{tuple(layer['in_shape'])} -> {tuple(layer['out_shape'])}")
+    else:
+        net = report["network"]
+        what = (f"self-test of {net['name']} ({net['layers']} layers) on {report['system']}, reported at "
+                f"{report['uart']['baud']} baud")
+    print(f"{report['board']}: {what}{corrupt}: {clocks}; {util}{' [cached]' if report['cached'] else ''}")
     if not report["cached"]:
         s = report["seconds"]
         print(f"  yosys {s['yosys']} s, nextpnr {s['nextpnr']} s, ecppack {s['ecppack']} s")
