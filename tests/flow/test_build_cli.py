@@ -53,6 +53,11 @@ BAD = [
     ("a clock beyond the PLL", SYSTOLIC, ["--board", "ulx3s-85f", "--clock", "450"], ["450 MHz", "10 to 400 MHz"]),
     ("a clock that is no number", SYSTOLIC, ["--board", "ulx3s-85f", "--clock", "fast"], ["--clock", "'fast'"]),
     ("no board", SYSTOLIC, [], ["--board"]),
+    ("an unknown model", SYSTOLIC, ["--board", "ulx3s-85f", "--model", "nope"], ["'nope'", "ds_cnn"]),
+    ("a model and an accelerator", SYSTOLIC, ["--board", "ulx3s-85f", "--model", "ds_cnn", "--accelerator", "a"],
+     ["--accelerator", "--model", "allowed: one of them"]),
+    ("a model beyond the block RAM", None, ["--board", "ulx3s-85f", "--model", "mobilenet_v3_small"],
+     ["mobilenet_v3_small", "bytes", "allowed: at most 327,680"]),
 ]
 
 
