@@ -90,3 +90,17 @@ def test_ds_cnn_on_mensa_g_fpga_reports_pass_over_the_uart():
     case = network_selftest_case("ds_cnn", load("mensa-g-fpga"), seed=0)
     out = _selftest(case, corrupt=False, sim="verilator", clock_mhz=62.5)
     assert 0.5 * case.predicted_cycles < out["cycles"] < 2 * case.predicted_cycles, out
+
+
+def test_on_the_board_the_report_leaves_on_the_usb_serial_pin_and_the_pll_clocks_it(hybrid_case):
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    from mensa.hw.pll import ecp5_pll
+    from mensa.hw.uart import uart_divisor
+    top = NetworkSelfTest(hybrid_case, clock_mhz=40, divisor=uart_divisor(40e6, 115_200), pll=ecp5_pll(25, 40))
+    plan = ULX3S_85F_Platform().prepare(top, name="top")
+    lpf = plan.files["top.lpf"]
+    assert 'LOCATE COMP "uart_0__tx__io" SITE "L4";' in lpf          # the FTDI's receive line
+    assert 'FREQUENCY NET "pll.clk_out" 40000000.0 HZ;' in lpf
+    il = plan.files["top.il"]
+    assert il.count("cell \\EHXPLLL") == 1 and "parameter \\CLKOP_DIV 15\n" in il
