@@ -35,7 +35,6 @@ from amaranth.lib import io, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mensa.contract.compiler import compile_layer
 from mensa.contract.network import address_map
 from mensa.contract.nearmem import NearMemGeometry
 from mensa.core import golden
@@ -49,7 +48,8 @@ from mensa.hw.system import SystemTop
 from mensa.hw.uart import UartTx
 from mensa.hw.vault_ram import VaultRam, vault_words
 
-__all__ = ["NetworkSelfTest", "NetworkSelfTestCase", "network_selftest_case", "MAX_RAM_BYTES", "report_line"]
+__all__ = ["NetworkSelfTest", "NetworkSelfTestCase", "NetworkSelfTestError", "network_selftest_case", "output_region",
+           "MAX_RAM_BYTES", "report_line"]
 
 # Block RAM for the DRAM image and the vaults together: 320 KiB, 160 of the ECP5-85F's 208
 # DP16KD (18 Kibit, 2 KiB of data each), so the accelerators' own buffers keep the rest.
