@@ -47,7 +47,7 @@ def hybrid_case(tmp_path):
     return network_selftest_case(tiny_captioner(), load(path), seed=seed)
 
 
-@pytest.mark.parametrize("corrupt", [False, True], ids=["correct", "corrupted"])
+@pytest.mark.parametrize("corrupt", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["correct", "corrupted"])
 def test_a_network_on_a_near_memory_and_a_systolic_accelerator_reports_its_verdict(hybrid_case, corrupt):
     case = hybrid_case
     assert {c.accelerator for c in case.program.commands} == {"pascal4", "pavlov2"}
@@ -92,6 +92,7 @@ def test_ds_cnn_on_mensa_g_fpga_reports_pass_over_the_uart():
     assert 0.5 * case.predicted_cycles < out["cycles"] < 2 * case.predicted_cycles, out
 
 
+@pytest.mark.slow
 def test_on_the_board_the_report_leaves_on_the_usb_serial_pin_and_the_pll_clocks_it(hybrid_case):
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
