@@ -30,7 +30,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Module, ResetInserter, ResetSignal, Signal
+from amaranth.hdl import Cat, Module, ResetInserter, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -41,8 +41,9 @@ from mensa.core import golden
 from mensa.core.config import CoreKind
 from mensa.core.errors import UserError
 from mensa.core.ir import Network, Op
+from mensa.gen.selftest import board_io
 from mensa.hw.axi_ram import AxiRam
-from mensa.hw.pll import Ecp5Pll, PllParams
+from mensa.hw.pll import PllParams
 from mensa.hw.replayer import Replayer
 from mensa.hw.system import SystemTop
 from mensa.hw.uart import UartTx
@@ -433,23 +434,8 @@ class NetworkSelfTest(wiring.Component):
         return m
 
     def _board(self, m, platform):
-        """LEDs 0-3: pass, fail, busy, done; LED 7 blinks (clock alive); the UART's tx pin; returns button
-        fire 0, synchronised. With ``pll``, the design's clock is the PLL's output, held in reset until it locks."""
-        if self._pll is not None:
-            m.domains.sync = ClockDomain("sync")
-            m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
-            m.submodules.pll = pll = Ecp5Pll(self._pll)
-            m.d.comb += [pll.clk_in.eq(clk_in.i), ClockSignal("sync").eq(pll.clk_out),
-                         ResetSignal("sync").eq(~pll.locked)]
-            platform.add_clock_constraint(pll.clk_out, self._pll.fout_mhz * 1e6)
-        blink = Signal(24)
-        m.d.sync += blink.eq(blink + 1)
-        for i, value in zip((0, 1, 2, 3, 7), (self.passed, self.failed, self.busy, self.done, blink[-1])):
-            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
-            m.d.comb += led.o.eq(value)
+        """The LEDs, the PLL and the button as the layer self-test has them (:func:`~mensa.gen.selftest.board_io`),
+        and the report's line on the UART's tx pin (the ULX3S's FTDI)."""
         m.submodules.uart_pin = pin = io.Buffer("o", platform.request("uart", 0, dir="-").tx)
         m.d.comb += pin.o.eq(self.tx)
-        m.submodules.button = button = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
-        sync1, sync2 = Signal(), Signal()       # the button is asynchronous to the clock
-        m.d.sync += [sync1.eq(button.i), sync2.eq(sync1)]
-        return sync2
+        return board_io(m, platform, self._pll, (self.passed, self.failed, self.busy, self.done))

@@ -41,7 +41,7 @@ from mensa.core.errors import UserError
 from mensa.core.ir import Activation, Layer, LayerQuant, Op, QuantParams
 from mensa.core import golden
 
-__all__ = ["SelfTest", "SelfTestCase", "SelfTestError", "selftest_case", "MAX_IMAGE_BYTES"]
+__all__ = ["SelfTest", "SelfTestCase", "SelfTestError", "selftest_case", "board_io", "MAX_IMAGE_BYTES"]
 
 # The RAM standing in for DRAM: at most 64 KiB, 32 of the ECP5-85F's 208 DP16KD, so the
 # accelerator's own buffers keep the rest.
@@ -342,22 +342,27 @@ class SelfTest(wiring.Component):
         return m
 
     def _board(self, m, platform):
-        """LEDs 0-3: pass, fail, busy, done; LED 7 blinks (clock alive); returns button fire 0, synchronised.
-        With ``pll`` (:class:`~mensa.hw.pll.PllParams`), the design's clock is the PLL's output from the
-        board's oscillator, held in reset until the PLL locks."""
-        if self._pll is not None:
-            m.domains.sync = ClockDomain("sync")
-            m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
-            m.submodules.pll = pll = Ecp5Pll(self._pll)
-            m.d.comb += [pll.clk_in.eq(clk_in.i), ClockSignal("sync").eq(pll.clk_out),
-                         ResetSignal("sync").eq(~pll.locked)]
-            platform.add_clock_constraint(pll.clk_out, self._pll.fout_mhz * 1e6)
-        blink = Signal(24)
-        m.d.sync += blink.eq(blink + 1)
-        for i, value in zip((0, 1, 2, 3, 7), (self.passed, self.failed, self.busy, self.done, blink[-1])):
-            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
-            m.d.comb += led.o.eq(value)
-        m.submodules.button = button = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
-        sync1, sync2 = Signal(), Signal()       # the button is asynchronous to the clock
-        m.d.sync += [sync1.eq(button.i), sync2.eq(sync1)]
-        return sync2
+        return board_io(m, platform, self._pll, (self.passed, self.failed, self.busy, self.done))
+
+
+def board_io(m, platform, pll, leds):
+    """A self-test's pins on a board: ``leds`` (pass, fail, busy, done) on LEDs 0-3, LED 7 blinking (the clock
+    runs); returns button fire 0, synchronised (it reruns the test). With ``pll``
+    (:class:`~mensa.hw.pll.PllParams`), the design's clock is the PLL's output from the board's oscillator,
+    held in reset until the PLL locks."""
+    if pll is not None:
+        m.domains.sync = ClockDomain("sync")
+        m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+        m.submodules.pll = ecp5 = Ecp5Pll(pll)
+        m.d.comb += [ecp5.clk_in.eq(clk_in.i), ClockSignal("sync").eq(ecp5.clk_out),
+                     ResetSignal("sync").eq(~ecp5.locked)]
+        platform.add_clock_constraint(ecp5.clk_out, pll.fout_mhz * 1e6)
+    blink = Signal(24)
+    m.d.sync += blink.eq(blink + 1)
+    for i, value in zip((0, 1, 2, 3, 7), (*leds, blink[-1])):
+        m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
+        m.d.comb += led.o.eq(value)
+    m.submodules.button = button = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
+    sync1, sync2 = Signal(), Signal()       # the button is asynchronous to the clock
+    m.d.sync += [sync1.eq(button.i), sync2.eq(sync1)]
+    return sync2

@@ -12,7 +12,7 @@ bus width); reads stream one beat per cycle while ``rready`` is high; writes tak
 per cycle with byte strobes and end on ``wlast``. A beat outside the memory is answered
 with DECERR (a read returns zeros, a write changes nothing). IDs are echoed.
 
-A *peek* port lets logic beside the RAM (the self-test's checker) read and clear words
+A *peek* port lets logic beside the RAM (the self-tests' checkers) read and write words
 while the AXI side is idle: with ``peek_sel`` high the memory's ports follow ``peek_addr``
 (reads one cycle late on ``peek_data``; ``peek_write`` writes ``peek_wdata``), and the AXI side
 must have no burst in flight.
