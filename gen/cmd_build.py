@@ -41,7 +41,7 @@ from mensa.core.config import CoreKind, config_hash, load
 from mensa.core.errors import UserError
 from mensa.gen.selftest import SelfTest, selftest_case
 from mensa.hw.uart import uart_divisor
-from mensa.hw.pll import ecp5_pll
+from mensa.hw.pll import ecp5_pll, fastest_within
 from mensa.gen import args as types
 from mensa.gen.verilog import add_time_limit_argument, check_elaboration, check_top
 
@@ -324,6 +324,14 @@ def run(args):
         what = (f"self-test of {net['name']} ({net['layers']} layers) on {report['system']}, reported at "
                 f"{report['uart']['baud']} baud")
     print(f"{report['board']}: {what}{corrupt}: {clocks}; {util}{' [cached]' if report['cached'] else ''}")
+    missed = [c for c in report["clocks"].values() if not c["met"]]
+    if missed:
+        fmax = min(c["fmax_mhz"] for c in missed)
+        closes = fastest_within(OSCILLATOR_MHZ, fmax)
+        advice = (f"rebuild with --clock {closes:g}, the fastest clock the PLL makes within it" if closes
+                  else "a smaller design")
+        print(f"  warning: timing is not met at {report['clock_mhz']:g} MHz (Fmax {fmax:.1f} MHz): the board may "
+              f"compute wrong results; {advice}")
     if not report["cached"]:
         s = report["seconds"]
         print(f"  yosys {s['yosys']} s, nextpnr {s['nextpnr']} s, ecppack {s['ecppack']} s")

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.core.errors import UserError
 
-__all__ = ["PllError", "PllParams", "ecp5_pll", "Ecp5Pll"]
+__all__ = ["PllError", "PllParams", "ecp5_pll", "fastest_within", "Ecp5Pll"]
 
 PFD_MHZ = (3.125, 400.0)
 VCO_MHZ = (400.0, 800.0)
@@ -80,6 +80,11 @@ def ecp5_pll(fin_mhz, fout_mhz):
         raise PllError(f"the ECP5 PLL cannot make {fout_mhz:g} MHz from the {fin_mhz:g} MHz oscillator; "
                        f"allowed: a clock it makes, e.g. {near}")
     return exact
+
+
+def fastest_within(fin_mhz, fmax_mhz):
+    """The fastest clock the PLL makes from ``fin_mhz`` at or below ``fmax_mhz`` (a design's Fmax), or None."""
+    return max((f for f in _settings(fin_mhz) if f <= fmax_mhz), default=None)
 
 
 class Ecp5Pll(wiring.Component):

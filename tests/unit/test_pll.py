@@ -55,3 +55,11 @@ def test_the_self_test_runs_from_the_pll_at_its_clock_on_the_board():
     # without a PLL the design runs from the oscillator, as before
     plain = ULX3S_85F_Platform().prepare(SelfTest(SMALL), name="top")
     assert "EHXPLLL" not in plain.files["top.il"]
+
+
+def test_the_fastest_clock_within_an_fmax_is_one_the_pll_makes():
+    from mensa.hw.pll import fastest_within
+    closes = fastest_within(25, 28.78)          # the hybrid system's network self-test, placed at 40 MHz
+    assert closes <= 28.78 and ecp5_pll(25, closes).fout_mhz == pytest.approx(closes)
+    assert not any(closes < f <= 28.78 for f in _settings(25))
+    assert fastest_within(25, 9) is None        # below the PLL's 10 MHz
