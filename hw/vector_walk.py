@@ -81,10 +81,10 @@ class WindowWalker(wiring.Component):
         dhw, shw, ring, tile_step, ra_init = (Signal(LB, name=n) for n in names)
         span = Signal(17)
         gap = Signal(signed(18))            # next tile's first window row - this tile's last, in the ring
-        m.d.comb += [
-            span.eq((d.kernel_h - 1) * d.dilation_h + 1),
-            gap.eq(d.in_h - (d.out_h - 1) * d.stride_h),
-        ]
+        # the window's rows: a product of the layer's alone, a register of its own (it reaches the walk's
+        # row_ready, and through it every counter's enable)
+        m.d.sync += span.eq((d.kernel_h - 1) * d.dilation_h + 1)
+        m.d.comb += gap.eq(d.in_h - (d.out_h - 1) * d.stride_h)
         gap_mod = Mux(gap < 0, gap + d.line_rows, gap)
         pt_mod = Mux(d.pad_top == 0, 0, d.line_rows - d.pad_top)
         m.d.sync += [dhw.eq(d.dilation_h * d.in_w), shw.eq(d.stride_h * d.in_w), ring.eq(d.line_rows * d.in_w),
