@@ -14,12 +14,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from amaranth.hdl import Value
-from amaranth.lib import wiring
-
 from mensa.core.files import write_if_changed
 from mensa.gen.fusesoc import core_file
-from mensa.hw.convert import convert
+from mensa.hw.convert import convert, ports
 from mensa.contract.header import header, system_header
 from mensa.contract.network import peripherals
 from mensa.core.config import CoreKind, Dataflow, config_hash, to_dict
@@ -135,15 +132,6 @@ def top_for(acc, unit="accelerator"):
 
 def module_name(system, acc):
     return f"{system.name}_{acc.name}".replace("-", "_")
-
-
-def ports(component):
-    """(Verilog port name, direction, width) of a component's interface, plus clk and rst."""
-    result = [("clk", "input", 1), ("rst", "input", 1)]
-    for path, member, value in component.signature.flatten(component):
-        name = "__".join(str(p) for p in path)
-        result.append((name, "input" if member.flow == wiring.In else "output", len(Value.cast(value))))
-    return result
 
 
 def _icarus_version():
