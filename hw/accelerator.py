@@ -29,6 +29,7 @@ from mensa.contract.regs import OPCODES, register_map
 from mensa.contract.vector_program import VECTOR_UNIT_OPS
 from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members, connect_run_control
 from mensa.contract.gemm import GemmGeometry
+from mensa.hw.requant import Requantizer
 from mensa.hw.sequencer import GemmSequencer
 from mensa.hw.vector import VectorUnit
 from mensa.core.ir import Op
@@ -124,6 +125,10 @@ class Accelerator(wiring.Component):
                          run.mem_stall.eq(seq.mem_stall)]
             for port in ("rd_cmd", "rd_data", "wr_cmd", "wr_data", "wr_done"):
                 wiring.connect(m, getattr(seq, port), getattr(dma, port))
+            m.submodules.requant = requant = Requantizer(lanes=self._config.array.cols)
+            wiring.connect(m, seq.rq_quant, requant.quant)
+            wiring.connect(m, seq.rq_accs, requant.accs)
+            wiring.connect(m, requant.outs, seq.rq_outs)
         else:
             self._vector(m, r, wide, seq, dma, run, start)
         return m
@@ -131,6 +136,8 @@ class Accelerator(wiring.Component):
     def _vector(self, m, r, wide, seq, dma, run, start):
         """The vector unit beside the sequencer: the opcode picks the engine at START."""
         m.submodules.vector = vec = VectorUnit(self._config)
+        for port in ("quant", "accs", "outs"):         # the vector unit's requantiser is the sequencer's too
+            wiring.connect(m, getattr(seq, f"rq_{port}"), getattr(vec, f"seq_{port}"))
         desc = vec.desc
         m.d.comb += [
             desc.op.eq(r.op), desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h),

@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
 from mensa.hw.queue import count_credits
 
-__all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout"]
+__all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout", "requant_members", "resize"]
 
 
 _INT32_MIN = -(1 << 31)
@@ -62,6 +62,25 @@ def quant_layout(lanes, out_bits=8):
 
 def out_layout(lanes, out_bits=8):
     return data.StructLayout({"data": data.ArrayLayout(signed(out_bits), lanes), "last": 1})
+
+
+def requant_members(lanes):
+    """The ports of an engine that borrows a requantiser of ``lanes`` or more lanes: its parameters and
+    accumulators out, the requantised vectors back (``rq_quant``, ``rq_accs``, ``rq_outs``)."""
+    return {"rq_quant": Out(stream.Signature(quant_layout(lanes))), "rq_accs": Out(stream.Signature(acc_layout(lanes))),
+            "rq_outs": In(stream.Signature(out_layout(lanes)))}
+
+
+def resize(m, src, dst):
+    """Stream ``src`` to ``dst`` of the same layout but other lane counts: lanes ``dst`` has beyond
+    ``src``'s are zero, lanes ``src`` has beyond ``dst``'s are dropped."""
+    m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+    for name, field in dst.payload.shape():
+        a, b = src.payload[name], dst.payload[name]
+        if isinstance(field.shape, data.ArrayLayout):
+            m.d.comb += [b[i].eq(a[i]) for i in range(min(field.shape.length, a.shape().length))]
+        else:
+            m.d.comb += b.eq(a)
 
 
 class Requantizer(wiring.Component):

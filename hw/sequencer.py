@@ -5,7 +5,8 @@ read issue (:class:`~mensa.hw.gemm_issue.SegmentIssuer`) share the DMA's read po
 (:class:`~mensa.hw.gemm_reads.ReadArbiter`); the issue's segments queue up for the
 :class:`~mensa.hw.gemm_feeds.WeightFeed` and the :class:`~mensa.hw.gemm_feeds.ActivationFeed`,
 which feed the array; the :class:`~mensa.hw.gemm_accumulator.Accumulator` sums its K tiles
-for the requantiser, the :class:`~mensa.hw.vector_table.TableActivation` looks its outputs up
+for the requantiser (the accelerator's, :class:`~mensa.hw.requant.Requantizer`, which the vector unit
+shares: a layer runs on one of them), the :class:`~mensa.hw.vector_table.TableActivation` looks its outputs up
 in a table activation's table (the loader reads it first; without one they pass through its
 register), and the :class:`~mensa.hw.gemm_writer.OutputWriter` writes the output.
 """
@@ -24,7 +25,7 @@ from mensa.hw.gemm_loader import WindowLoader
 from mensa.hw.gemm_reads import ReadArbiter
 from mensa.hw.gemm_writer import OutputWriter
 from mensa.hw.queue import Queue
-from mensa.hw.requant import Requantizer
+from mensa.hw.requant import requant_members
 from mensa.hw.systolic import SystolicArray
 from mensa.hw.vector_table import TableActivation
 
@@ -54,13 +55,17 @@ class GemmSequencer(wiring.Component):
         A layer runs; the array holds work; a DRAM read is awaited with nothing to stream.
     rd_cmd, rd_data, wr_cmd, wr_data, wr_done
         To the :class:`~mensa.hw.dma.DMA`'s client ports.
+    rq_quant, rq_accs, rq_outs
+        To a :class:`~mensa.hw.requant.Requantizer` of ``array.cols`` lanes or more
+        (:func:`~mensa.hw.requant.requant_members`): each tile's parameters and accumulator vectors out,
+        the requantised vectors back.
     """
 
     def __init__(self, config):
         self._geometry = GemmGeometry.of(config)
         self._config = config
         mem = config.memory
-        super().__init__(engine_members(mem, descriptor_layout(mem.addr_bits)))
+        super().__init__(engine_members(mem, descriptor_layout(mem.addr_bits)) | requant_members(config.array.cols))
 
     @property
     def geometry(self):
@@ -71,7 +76,6 @@ class GemmSequencer(wiring.Component):
         g, cfg = self._geometry, self._config
         A, W = cfg.memory.addr_bits, cfg.memory.data_bits
         m.submodules.array = array = SystolicArray(cfg.array)
-        m.submodules.requant = requant = Requantizer(lanes=g.cols)
         m.submodules.spad = spad = Scratchpad(width=8 * g.rows, depth=g.act_depth)
         m.submodules.reads = reads = ReadArbiter(addr_bits=A, data_bits=W, depth=ROUTE_DEPTH)
         m.submodules.loader = loader = WindowLoader(geometry=g, addr_bits=A)
@@ -119,14 +123,14 @@ class GemmSequencer(wiring.Component):
         wiring.connect(m, weight_segs.r, weight_feed.seg)
         wiring.connect(m, act_segs.r, act_feed.seg)
         wiring.connect(m, weight_feed.weights, array.weights)
-        wiring.connect(m, weight_feed.quant, requant.quant)
+        wiring.connect(m, weight_feed.quant, wiring.flipped(self.rq_quant))
         wiring.connect(m, spad.read[0], act_feed.read)
         wiring.connect(m, spad.tile, act_feed.tile)
         wiring.connect(m, act_feed.acts, array.acts)
         wiring.connect(m, array.psums, acc.psums)
         wiring.connect(m, k_flags.r, acc.k_flags)
-        wiring.connect(m, acc.sums, requant.accs)
-        wiring.connect(m, requant.outs, table.ins)
+        wiring.connect(m, acc.sums, wiring.flipped(self.rq_accs))
+        wiring.connect(m, wiring.flipped(self.rq_outs), table.ins)
         m.d.comb += [table.enable.eq(d.table), table.w_addr.eq(loader.table_addr),
                      table.w_data.eq(loader.table_data), table.w_en.eq(loader.table_en)]
         wiring.connect(m, table.outs, writer.outs)

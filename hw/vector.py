@@ -14,11 +14,15 @@ lays it out. Its parts, joined by streams:
   :class:`~mensa.hw.vector_lanes.LaneMacArray` multiplies and accumulates them (a mul: one
   tap per pixel, its channel's gate the weight, both zero points subtracted), or
   :class:`~mensa.hw.vector_add.AddLanes` rescales an add's two inputs and sums them;
-- :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide) requantises the sums (depthwise,
-  add, mul, global average pool) and :class:`~mensa.hw.vector_table.TableActivation` looks
+- :class:`~mensa.hw.requant.Requantizer` (``lanes`` wide, or the array's columns if more)
+  requantises the sums (depthwise, add, mul, global average pool) and :class:`~mensa.hw.vector_table.TableActivation` looks
   the result up in a table activation's table, or :class:`~mensa.hw.vector_pool.PoolReducer` takes the taps instead
   (max and average pool);
 - :class:`~mensa.hw.vector_writer.VectorWriter` writes the output planes.
+
+The requantiser is the accelerator's only one: while no vector layer runs, the GEMM sequencer's
+tiles pass through it (``seq_quant``, ``seq_accs``, ``seq_outs``). A layer runs on one engine or the
+other, so they never want it at once, and a lane of it is four DSP blocks and a thousand LUTs.
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -27,7 +31,7 @@ from amaranth.lib import stream, wiring
 from mensa.contract.vector_program import TAPS_MAX, VectorGeometry
 from mensa.hw.dma import engine_members
 from mensa.hw.queue import Queue
-from mensa.hw.requant import Requantizer
+from mensa.hw.requant import Requantizer, acc_layout, out_layout, quant_layout, requant_members, resize
 from mensa.hw.vector_add import AddLanes
 from mensa.hw.vector_lanes import LaneMacArray, OperandFetch
 from mensa.hw.vector_layer import decode_mode, route_layout, vector_desc_layout
@@ -62,13 +66,16 @@ class VectorUnit(wiring.Component):
         A layer runs; the lanes take a tap (a MAC each, or a pool's tap); the walk waits on DRAM data.
     rd_cmd, rd_data, wr_cmd, wr_data, wr_done
         To the :class:`~mensa.hw.dma.DMA`'s client ports.
+    seq_quant, seq_accs, seq_outs
+        The GEMM sequencer's ``rq_quant``, ``rq_accs`` and ``rq_outs``: requantised while no vector layer runs.
     """
 
     def __init__(self, config):
         self._g = VectorGeometry.of(config)
         self._config = config
         mem = config.memory
-        super().__init__(engine_members(mem, vector_desc_layout(mem.addr_bits)))
+        lent = {f"seq_{name[3:]}": member.flip() for name, member in requant_members(config.array.cols).items()}
+        super().__init__(engine_members(mem, vector_desc_layout(mem.addr_bits)) | lent)
 
     @property
     def geometry(self):
@@ -83,7 +90,8 @@ class VectorUnit(wiring.Component):
         m.submodules.walk = walk = WindowWalker(line_depth=g.line_depth, weight_depth=TAPS_MAX, addr_bits=A)
         m.submodules.fetch = fetch = OperandFetch(lanes=g.lanes, line_depth=g.line_depth, weight_depth=TAPS_MAX)
         m.submodules.macs = macs = LaneMacArray(lanes=g.lanes)
-        m.submodules.requant = requant = Requantizer(lanes=g.lanes)
+        lanes = max(g.lanes, self._config.array.cols)
+        m.submodules.requant = requant = Requantizer(lanes=lanes)
         m.submodules.pool = pool = PoolReducer(lanes=g.lanes)
         m.submodules.adder = adder = AddLanes(lanes=g.lanes)
         m.submodules.table = table = TableActivation(lanes=g.lanes, word_bytes=g.word_bytes)
@@ -121,7 +129,12 @@ class VectorUnit(wiring.Component):
         wiring.connect(m, issue.route, routes.w)
         wiring.connect(m, routes.r, loader.route)
         wiring.connect(m, wiring.flipped(self.rd_data), loader.rd_data)
-        wiring.connect(m, loader.quant, requant.quant)
+        # the requantiser: this unit's while a layer of it runs, the sequencer's otherwise
+        quant, accs = stream.Signature(quant_layout(lanes)).create(), stream.Signature(acc_layout(lanes)).create()
+        seq_quant, seq_accs = stream.Signature(quant_layout(lanes)).create(), stream.Signature(acc_layout(lanes)).create()
+        resize(m, loader.quant, quant)
+        resize(m, self.seq_quant, seq_quant)
+        _merge(m, ~self.running, quant, seq_quant, requant.quant)
         wiring.connect(m, walk.taps, fetch.taps)
         # the taps go to the lanes' MACs (or an add's rescalers) and the requantiser, or (a max or
         # average pool) to the pool reducer
@@ -132,11 +145,18 @@ class VectorUnit(wiring.Component):
         m.d.comb += [adder.zero_point.eq(d.in_zero_point), adder.zero_point2.eq(d.in2_zero_point),
                      adder.multiplier.eq(d.in_multiplier), adder.multiplier2.eq(d.in2_multiplier),
                      adder.right.eq(-d.in_shift.as_signed()), adder.right2.eq(-d.in2_shift.as_signed())]
-        lanes = stream.Signature(fetch.operands.payload.shape()).create()
-        _steer(m, mode.pool, fetch.operands, lanes, pool.operands)
-        _steer(m, mode.add, lanes, macs.operands, adder.operands)
-        _merge(m, mode.add, macs.sums, adder.sums, requant.accs)
-        wiring.connect(m, requant.outs, table.ins)
+        taps = stream.Signature(fetch.operands.payload.shape()).create()
+        _steer(m, mode.pool, fetch.operands, taps, pool.operands)
+        _steer(m, mode.add, taps, macs.operands, adder.operands)
+        sums = stream.Signature(acc_layout(g.lanes)).create()
+        _merge(m, mode.add, macs.sums, adder.sums, sums)
+        resize(m, sums, accs)
+        resize(m, self.seq_accs, seq_accs)
+        _merge(m, ~self.running, accs, seq_accs, requant.accs)
+        outs, seq_outs = stream.Signature(out_layout(lanes)).create(), stream.Signature(out_layout(lanes)).create()
+        _steer(m, ~self.running, requant.outs, outs, seq_outs)
+        resize(m, outs, table.ins)
+        resize(m, seq_outs, self.seq_outs)
         m.d.comb += [table.enable.eq(d.table), table.w_addr.eq(loader.table_addr), table.w_data.eq(loader.table_data),
                      table.w_en.eq(loader.table_en)]
         _merge(m, mode.pool, table.outs, pool.outs, writer.outs)
