@@ -35,7 +35,8 @@ __all__ = ["build", "run", "Finished", "HarnessFailed"]
 _MAIN = Path(__file__).resolve().parent / "harness" / "main.cpp"
 _FLAGS = ("-Wno-fatal", "-Wno-WIDTH", "--x-assign", "fast", "--x-initial", "fast", "-O3")
 #: the C++ compiler's: the model is built for the machine that runs it (a harness lives in its build folder);
-#: -O3 -march=native simulated MobileNetV2 at 96x96 on pascal-fpga at 120,819 cycles/s, -O2 at 97,044
+#: -O3 -march=native simulated MobileNetV2 at 96x96 on pascal-fpga at 120,819 cycles/s, -O2 at 97,044 (both before
+#: the reset was tied low, :func:`_reset_tied`)
 _CFLAGS = "-O3 -march=native"
 
 
