@@ -48,7 +48,8 @@ from mensa.core.config import CoreKind
 from mensa.core.errors import CompileError
 from mensa.core.ir import Network, Op
 
-__all__ = ["Command", "HostInput", "NetworkProgram", "compile_network", "peripherals", "address_map", "LIST_MAGIC",
+__all__ = ["Command", "HostInput", "NetworkProgram", "compile_network", "peripherals", "arbitrated",
+           "address_map", "LIST_MAGIC",
            "LIST_VERSION"]
 
 LIST_MAGIC = 0x4C434E4D        # "MNCL" little-endian
@@ -66,6 +67,13 @@ def peripherals(system):
     and of the command list. Every kind is one: the systolic :class:`~mensa.hw.accelerator.Accelerator`
     and the :class:`~mensa.hw.nearmem_accelerator.NearMemAccelerator`."""
     return tuple(system.accelerator)
+
+
+def arbitrated(system):
+    """Whether the units' DMA masters reach the DRAM through the system top's arbiter
+    (:class:`~mensa.hw.system.AxiArbiter`), which buffers each master's read data: with more than one
+    unit. One unit's DMA is the top's master as it is."""
+    return len(peripherals(system)) > 1
 
 
 def address_map(system):

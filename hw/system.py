@@ -30,7 +30,7 @@ from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, S
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from mensa.contract.network import address_map, peripherals
+from mensa.contract.network import address_map, arbitrated, peripherals
 from mensa.contract.numeric import READS_IN_FLIGHT
 from mensa.contract.regs import register_map
 from mensa.core.config import CoreKind, SystemConfig
@@ -342,7 +342,7 @@ class SystemTop(wiring.Component):
         m.submodules.lite = lite = _LiteDecoder(n, window=self._window, addr_bits=self._lite_bits, sub_bits=self._sub)
         for name in axi4lite_members("s_axil", self._lite_bits):
             _forward(m, self, lite, name)
-        if n > 1:       # one accelerator's DMA is the top's master as it is: its timing unchanged
+        if arbitrated(self._system):     # one accelerator's DMA is the top's master as it is: its timing unchanged
             m.submodules.arbiter = arb = AxiArbiter(n, addr_bits=self._addr, data_bits=self._data,
                                                     max_burst=max(a.memory.max_burst for a in self._accs))
             for name in axi4_master_members("m_axi", self._addr, 1 + self._sel):

@@ -341,9 +341,12 @@ class AcceleratorTable:
     ----------
     accelerators : sequence of :class:`~mensa.core.config.AcceleratorConfig`
     dram : :class:`~mensa.core.config.DramConfig` or a sequence of them (one per accelerator)
+    arbitrated : bool or a sequence of them (one per accelerator)
+        The accelerator's DMA reaches the DRAM through the system top's arbiter, which buffers its
+        read data (:func:`mensa.contract.network.arbitrated`: a system of more than one accelerator).
     """
 
-    def __init__(self, accelerators, dram=DramConfig()):
+    def __init__(self, accelerators, dram=DramConfig(), *, arbitrated=False):
         accs = tuple(accelerators)
         drams = tuple(dram) if isinstance(dram, (tuple, list)) else (dram,) * len(accs)
         if len(drams) != len(accs):
@@ -364,6 +367,7 @@ class AcceleratorTable:
          self.latency, self.vaults, self.lanes, self.vault_bpc, self.vault_cap, self.local,
          self.word_bytes, self.max_burst, self.mem_bpc, self.act_depth) = table.T.copy()
         self.nearmem = np.array([x.kind is CoreKind.NEARMEM for x in accs], dtype=bool)
+        self.arbitrated = np.broadcast_to(np.asarray(arbitrated, dtype=bool), (len(accs),)).copy()
         self.os = np.array([x.array.dataflow is Dataflow.OUTPUT_STATIONARY for x in accs], dtype=bool)
         # Element-wise lanes: the post-processing row of a systolic array, or every near-memory lane.
         self.vec_lanes = np.where(self.nearmem, self.vaults * self.lanes, self.cols)
@@ -524,13 +528,21 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     window = pick(s.window, n.window)
     volume = np.maximum(np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes)),
                         cdiv(dram, acc.mem_bpc))
+    hidden = 0.0
     if on_vector.any():     # the vector unit's tile boundaries, and its streaming rows' round trips
         waits = np.where(on_vector, v["boundary"] + np.maximum(v["row_trip"] - np.maximum(compute, volume), 0), 0.0)
+        # A streaming op (global pool, add, mul) on a DRAM slower than the bus: its pipeline's tail runs
+        # while its last outputs wait for their turns at the DRAM, hidden up to the cycles the DRAM's pace
+        # adds to the bus's.
+        bus = np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes))
+        hidden = np.where(on_vector & (_col(lt.vec_stream) > 0),
+                          np.minimum(fill, np.maximum(cdiv(dram, acc.mem_bpc) - bus, 0)), 0.0)
     dma = np.where(dram > 0, acc.latency + setup + np.where(ws, window, cdiv(first, acc.bpc)), 0.0)
     dma = pick(dma, n.dma)            # the near-memory accelerator's own (mensa.model.nearmem.nearmem_dma)
     stall = np.where(ws, np.maximum(np.maximum(pick(s.stream, n.stream), volume) - compute - load - window,
                                     pick(s.boundary, n.boundary)),
-                     np.maximum(volume - cdiv(first, acc.bpc) - np.where(on_vector, compute, busy), 0.0) + waits)
+                     np.maximum(volume - cdiv(first, acc.bpc) - np.where(on_vector, compute + hidden, busy), 0.0)
+                     + waits)
     stall = np.where(dram > 0, stall, 0.0)
     supported = _accepted(lt.layers, acc.accelerators, acc.supported[:, lt.op.astype(int)].T
                           & pick(np.ones_like(s.fit), n.fit))

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.contract.compiler import layouts
+from mensa.contract.network import arbitrated
 from mensa.core.config import CoreKind
 from mensa.core.errors import UserError
 from mensa.core.ir import Op
@@ -288,7 +289,7 @@ def schedule(network, system, *, objective="latency", pins=None, energy=EnergyTa
             raise ScheduleError(f"pin {layer_name}={acc_name}: no accelerator {acc_name!r}; "
                                 f"allowed: {', '.join(acc_names)}")
     lt = LayerTable(network.layers)
-    at = AcceleratorTable(system.accelerator, system.dram)
+    at = AcceleratorTable(system.accelerator, system.dram, arbitrated=arbitrated(system))
     cost = evaluate(lt, at, calibration=calibration)
     parts = layer_energy(cost, energy, area)
     leak = np.array([leakage_mw(a, energy, area) for a in system.accelerator])

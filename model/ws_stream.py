@@ -86,7 +86,9 @@ the next window
     weight buffer, a quantisation record blocks the read channel from N tile 1 on: the walk asks
     for the next N tile's record ``ROUTE_DEPTH / segments`` K tiles before the array ends this
     one, and the weight feed takes its words only behind the weight segments before it, as K
-    tile ``kt - 3`` retires (before that, the window's reads behind it wait). What of the window
+    tile ``kt - 3`` retires (before that, the window's reads behind it wait; behind the system
+    top's arbiter, ``acc.arbitrated``, the arbiter's buffer takes the ``F - 1`` bursts in flight
+    behind the record, so the DRAM goes on for those). What of the window
     is left when the M tile ends, the array waits for (the walk asks for N tile 1's record only
     once the loader has asked for the whole window).
 
@@ -340,7 +342,7 @@ def _paced(t, G, R, spill, tiling, w, acc):
     p = _Pace(px=tiling.pixels, alone=alone, both=np.maximum(2 * acc.word_bytes / acc.mem_bpc, 1.0),
               ow=cdiv(acc.cols, acc.word_bytes), k_read=np.maximum(tiling.pixels, t.w_words * alone))
     reread = t.fw >= 1
-    again, kept = _read_again_tile(t, tiling, w, p), _kept_tile(t, w, p)
+    again, kept = _read_again_tile(t, tiling, w, p), _kept_tile(t, w, p, acc)
     loading = np.where(reread, (t.mt - 1) * again, np.minimum(t.mt - 1, 1) * again + np.maximum(t.mt - 2, 0) * kept)
     single = reread | (t.mt <= 1)
     last = t.nt * np.where(tiling.shorts > 0, p.free(t, tiling.short, single), p.free(t, p.px, single))
@@ -360,7 +362,7 @@ def _read_again_tile(t, tiling, w, p):
             + t.nt * (p.final(p.px, p.alone) - p.k_read))
 
 
-def _kept_tile(t, w, p):
+def _kept_tile(t, w, p, acc):
     """An M tile with its weights in the weight buffer, reading the next window.
 
     The window's reads pass while the array runs the K tiles before each final one, and take
@@ -368,8 +370,10 @@ def _kept_tile(t, w, p):
     quantisation record blocks them: the walk asks for the next N tile's record ``ahead`` K tiles
     before the array ends this one, it reaches the head once the bursts in flight before it are
     in, and the weight feed takes it behind the weight segments before it, as K tile ``kt - 3``
-    retires. What is left of the window when the M tile ends, the array waits for (the walk asks
-    for N tile 1's record only once the loader has asked for the whole window).
+    retires. Behind the system top's arbiter the DRAM goes on meanwhile: the arbiter's buffer of
+    the accelerator's read data takes the record and the ``F - 1`` window bursts in flight behind
+    it. What is left of the window when the M tile ends, the array waits for (the walk asks for N
+    tile 1's record only once the loader has asked for the whole window).
     """
     F = READS_IN_FLIGHT
     px, alone, both = p.px, p.alone, p.both
@@ -377,6 +381,7 @@ def _kept_tile(t, w, p):
     final = p.final(px, both)
     asked = np.where(t.kt > w.ahead, (t.kt - w.ahead) * px + F * t.burst_words * alone, 0.0)
     blocked = np.clip(np.maximum(t.kt - 2, 0) * px - asked, 0, others)
+    blocked = np.where(acc.arbitrated, np.maximum(blocked - (F - 1) * t.burst_words * alone, 0), blocked)
     first_n = others / alone + final / both                         # window words N tile 0 passes
     later_n = (others - blocked) / alone + final / both             # and each other one
     reads = w.per_window + t.nt * t.qw

@@ -78,9 +78,14 @@ def test_ds_cnn_within_5_percent_per_layer_on_a_small_system_at_its_dram_bandwid
 
 
 @pytest.mark.slow
-def test_ds_cnn_within_5_percent_per_layer_at_the_boards_dram_bandwidth():
-    system = _system()          # pascal-fpga: 0.4 GB/s, 2 B a cycle on a 64-bit bus
-    _check(_run(zoo.get("ds_cnn"), system), "ds_cnn 2 B/cycle")
+@pytest.mark.parametrize("system", ["pascal-fpga", "mensa-g-fpga"])
+@pytest.mark.parametrize("model", ["ds_cnn", "mobilenet_v2"])
+def test_zoo_networks_within_5_percent_per_layer_on_the_fpga_systems(model, system):
+    # 0.4 GB/s, 2 B a cycle on a 64-bit bus; on mensa-g-fpga pascal's DMA reaches the DRAM through the
+    # system top's arbiter, whose read buffer lets the DRAM go on while a quantisation record waits
+    result = _run(zoo.get(model), load(system))
+    print(f"{model} on {system}: {result.total_cycles:,} cycles in {result.wall_seconds:.1f} s")
+    _check(result, f"{model} on {system}")
 
 
 @pytest.mark.slow
