@@ -41,7 +41,7 @@ class AddLanes(wiring.Component):
 
     Four stages: the products of the shifted differences with the multipliers; the doubling
     high halves; the rounding right shifts; the sum. The whole pipeline stalls when its
-    output is not taken.
+    output is not taken; a stage's registers hold while the stage before holds no vector.
 
     Parameters
     ----------
@@ -90,10 +90,14 @@ class AddLanes(wiring.Component):
                 high = Signal(signed(ACC_BITS + 1), name=f"high{i}_{k}")
                 scaled = Signal(signed(ACC_BITS), name=f"scaled{i}_{k}")
                 diff = x[8 * i:8 * i + 8].as_signed() - zp
-                with m.If(advance):
-                    m.d.sync += [prod.eq((diff << ADD_LEFT_SHIFT) * mult), high.eq(_srdhm(prod)),
-                                 scaled.eq(_rounding_shift(high, right))]
+                # a stage's registers take a value only when the stage before holds a vector
+                with m.If(advance & self.operands.valid):
+                    m.d.sync += prod.eq((diff << ADD_LEFT_SHIFT) * mult)
+                with m.If(advance & valid[0]):
+                    m.d.sync += high.eq(_srdhm(prod))
+                with m.If(advance & valid[1]):
+                    m.d.sync += scaled.eq(_rounding_shift(high, right))
                 halves.append(scaled)
-            with m.If(advance):
+            with m.If(advance & valid[2]):
                 m.d.sync += out.data[i].eq(halves[0] + halves[1])
         return m

@@ -33,7 +33,8 @@ class PoolReducer(wiring.Component):
 
     Three stages: the window's running maximum or sum and its count of taps inside the input
     (padded taps are skipped); the rounding and the reciprocal's lookup; the product, the sign
-    and the clamp. The whole pipeline stalls when its output is not taken.
+    and the clamp. The whole pipeline stalls when its output is not taken; a stage's registers
+    hold while the stage before holds no window.
 
     Parameters
     ----------
@@ -77,8 +78,9 @@ class PoolReducer(wiring.Component):
         new_count = Mux(op.first, 0, count) + ~op.pad
         with m.If(advance):
             m.d.sync += [v2.eq(self.operands.valid & op.last), last2.eq(op.tile_last),
-                         v3.eq(v2), last3.eq(last2), recip.eq(rom[count2]),
-                         self.outs.valid.eq(v3), out.last.eq(last3)]
+                         v3.eq(v2), last3.eq(last2), self.outs.valid.eq(v3), out.last.eq(last3)]
+            with m.If(v2):
+                m.d.sync += recip.eq(rom[count2])
             with m.If(self.operands.valid):
                 m.d.sync += count.eq(new_count), count2.eq(new_count)
         for i in range(L):
@@ -96,7 +98,10 @@ class PoolReducer(wiring.Component):
                 with m.If(self.operands.valid):
                     m.d.sync += acc.eq(folded), acc2.eq(folded)
                 # stage 2: the magnitude to divide (the maximum passes as its magnitude and sign)
-                m.d.sync += [mag.eq(Mux(self.max, Mux(acc2 < 0, -acc2, acc2), Mux(num < 0, -num, num))),
-                             neg.eq(Mux(self.max, acc2 < 0, num < 0))]
-                m.d.sync += out.data[i].eq(Mux(kept < self.qmin, self.qmin, Mux(kept > self.qmax, self.qmax, kept)))
+                with m.If(v2):
+                    m.d.sync += [mag.eq(Mux(self.max, Mux(acc2 < 0, -acc2, acc2), Mux(num < 0, -num, num))),
+                                 neg.eq(Mux(self.max, acc2 < 0, num < 0))]
+                with m.If(v3):
+                    m.d.sync += out.data[i].eq(Mux(kept < self.qmin, self.qmin,
+                                                   Mux(kept > self.qmax, self.qmax, kept)))
         return m
