@@ -21,16 +21,21 @@ __all__ = ["AddLanes", "ADD_LEFT_SHIFT"]
 ADD_LEFT_SHIFT = 20         # TFLite's left shift of both inputs before their rescale (core.golden.ADD_LEFT_SHIFT)
 
 
+#: Bits of a lane's product ``((x - zp) << ADD_LEFT_SHIFT) * multiplier``: a 9-bit difference, shifted, times
+#: 32 bits. Every value below stays within 64 bits (the simulators' native word).
+PRODUCT_BITS = 9 + ADD_LEFT_SHIFT + 32
+
+
 def _srdhm(product):
-    """gemmlowp's SaturatingRoundingDoublingHighMul of a 64-bit product: (p + nudge) / 2**31 toward zero."""
+    """gemmlowp's SaturatingRoundingDoublingHighMul of the product: (p + nudge) / 2**31 toward zero."""
     neg = product < 0
     t = product + Mux(neg, 1 - (1 << 30), 1 << 30)
     return (t >> 31) + (neg & (t[:31] != 0))
 
 
-def _rounding_shift(x, right):
-    """gemmlowp's RoundingDivideByPOT: ``x / 2**right`` rounded half away from zero."""
-    mask = (Const(1, 33) << right) - 1
+def _rounding_shift(x, right, mask):
+    """gemmlowp's RoundingDivideByPOT: ``x / 2**right`` rounded half away from zero (``mask``:
+    ``2**right - 1``)."""
     remainder = x & mask
     threshold = (mask >> 1) + (x < 0)
     return (x >> right) + (remainder > threshold)
@@ -82,11 +87,16 @@ class AddLanes(wiring.Component):
             m.d.sync += [valid[0].eq(self.operands.valid), last[0].eq(op.tile_last)]
             m.d.sync += [valid[s + 1].eq(valid[s]) for s in range(2)] + [last[s + 1].eq(last[s]) for s in range(2)]
             m.d.sync += [self.sums.valid.eq(valid[2]), out.last.eq(last[2])]
+        masks = []
+        for k, right in enumerate((self.right, self.right2)):     # 2**right - 1, right < 32
+            mask = Signal(32, name=f"mask{k}")
+            m.d.comb += mask.eq((Const(1, 32) << right)[:32] - 1)
+            masks.append(mask)
         for i in range(L):
             halves = []
             for k, (x, zp, mult, right) in enumerate(((op.x, self.zero_point, self.multiplier, self.right),
                                                       (op.x2, self.zero_point2, self.multiplier2, self.right2))):
-                prod = Signal(signed(64), name=f"prod{i}_{k}")
+                prod = Signal(signed(PRODUCT_BITS), name=f"prod{i}_{k}")
                 high = Signal(signed(ACC_BITS + 1), name=f"high{i}_{k}")
                 scaled = Signal(signed(ACC_BITS), name=f"scaled{i}_{k}")
                 diff = x[8 * i:8 * i + 8].as_signed() - zp
@@ -96,7 +106,7 @@ class AddLanes(wiring.Component):
                 with m.If(advance & valid[0]):
                     m.d.sync += high.eq(_srdhm(prod))
                 with m.If(advance & valid[1]):
-                    m.d.sync += scaled.eq(_rounding_shift(high, right))
+                    m.d.sync += scaled.eq(_rounding_shift(high, right, masks[k]))
                 halves.append(scaled)
             with m.If(advance & valid[2]):
                 m.d.sync += out.data[i].eq(halves[0] + halves[1])
