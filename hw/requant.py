@@ -30,7 +30,7 @@ queue holds the next tile's parameters while the current tile passes, and every 
 carries its parameters down the pipeline, so tiles follow one another without a bubble.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -245,12 +245,16 @@ class Requantizer(wiring.Component):
             rs = reg(unsigned(SHIFT_BITS), f"rs4_{i}", rs)
 
             # stage 5: the doubling high half of the nudged product; meanwhile decode the right
-            # shift for stage 6: 2**(rs-1) and the bits below it, bit by bit (functions of rs)
+            # shift for stage 6: 2**(rs-1) and the bits below it (functions of rs)
             nudged = Signal(signed(64), name=f"nudged{i}")
             m.d.comb += nudged.eq(outer + (mid << 16))
             high = reg(signed(32), f"high{i}", Mux(both_min, _INT32_MAX, nudged[31:63]))
-            half = reg(unsigned(32), f"half{i}", Cat(*(rs == k + 1 for k in range(32))))
-            below = reg(unsigned(32), f"below{i}", Cat(*(rs > k + 1 for k in range(32))))
+            # (bit k of half: rs == k + 1; of below: rs > k + 1; as shifts, which a simulator
+            # evaluates in a few operations; 2**rs of a 6-bit rs fits 64 bits)
+            power = Signal(64, name=f"power{i}")
+            m.d.comb += power.eq(Const(1, 1) << rs)
+            half = reg(unsigned(32), f"half{i}", (power >> 1)[:32])
+            below = reg(unsigned(32), f"below{i}", Mux(rs == 0, 0, (power >> 1) - 1)[:32])
             rs = reg(unsigned(SHIFT_BITS), f"rs5_{i}", rs)
 
             # stage 6: RoundingDivideByPOT: the remainder passes the half (x >= 0: reaches it;
