@@ -109,7 +109,7 @@ def _reset_tied(top):
     reset as a multiplexer in front of it, so with ``rst`` a port, all next-state logic depends on an input
     and Verilator evaluates it at every ``eval()``, twice a cycle. Tied low, Verilator removes the
     multiplexers: ``bench/network.py`` simulated MobileNetV2 on pascal-fpga at 188,552 cycles/s, not 127,540,
-    bit for bit the same outputs.
+    bit for bit the same outputs (before the RTL was made cheaper to simulate: docs/network.md).
     """
     passed = [(name, way, width) for name, way, width in ports(top) if name != "rst"]
     lines = ["module harness(" + ", ".join(name for name, _, _ in passed) + ");"]
