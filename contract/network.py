@@ -49,8 +49,7 @@ from mensa.core.errors import CompileError
 from mensa.core.ir import Network, Op
 
 __all__ = ["Command", "HostInput", "NetworkProgram", "compile_network", "peripherals", "arbitrated",
-           "address_map", "LIST_MAGIC",
-           "LIST_VERSION"]
+           "address_map", "LIST_MAGIC", "LIST_VERSION"]
 
 LIST_MAGIC = 0x4C434E4D        # "MNCL" little-endian
 LIST_VERSION = 1

@@ -526,17 +526,15 @@ def evaluate(layers, accelerators, dram=DramConfig(), *, calibration=Calibration
     # transfer, then stall wherever the DRAM's bytes outlast the work.
     ws = ~acc.os & ~nm & ~on_vector
     window = pick(s.window, n.window)
-    volume = np.maximum(np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes)),
-                        cdiv(dram, acc.mem_bpc))
+    bus = np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes))
+    volume = np.maximum(bus, cdiv(dram, acc.mem_bpc))
     hidden = 0.0
     if on_vector.any():     # the vector unit's tile boundaries, and its streaming rows' round trips
         waits = np.where(on_vector, v["boundary"] + np.maximum(v["row_trip"] - np.maximum(compute, volume), 0), 0.0)
         # A streaming op (global pool, add, mul) on a DRAM slower than the bus: its pipeline's tail runs
         # while its last outputs wait for their turns at the DRAM, hidden up to the cycles the DRAM's pace
         # adds to the bus's.
-        bus = np.maximum(cdiv(dram - written, acc.word_bytes), cdiv(written, acc.word_bytes))
-        hidden = np.where(on_vector & (_col(lt.vec_stream) > 0),
-                          np.minimum(fill, np.maximum(cdiv(dram, acc.mem_bpc) - bus, 0)), 0.0)
+        hidden = np.where(on_vector & (_col(lt.vec_stream) > 0), np.minimum(fill, volume - bus), 0.0)
     dma = np.where(dram > 0, acc.latency + setup + np.where(ws, window, cdiv(first, acc.bpc)), 0.0)
     dma = pick(dma, n.dma)            # the near-memory accelerator's own (mensa.model.nearmem.nearmem_dma)
     stall = np.where(ws, np.maximum(np.maximum(pick(s.stream, n.stream), volume) - compute - load - window,
