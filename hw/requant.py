@@ -249,12 +249,16 @@ class Requantizer(wiring.Component):
             nudged = Signal(signed(64), name=f"nudged{i}")
             m.d.comb += nudged.eq(outer + (mid << 16))
             high = reg(signed(32), f"high{i}", Mux(both_min, _INT32_MAX, nudged[31:63]))
-            # (bit k of half: rs == k + 1; of below: rs > k + 1; as shifts, which a simulator
-            # evaluates in a few operations; 2**rs of a 6-bit rs fits 64 bits)
+            # (bit k of half: rs == k + 1; of below: rs > k + 1. As a power of two and the bits below
+            # it smeared down, in 64 bits: no carry chain for synthesis, a few word operations for a
+            # simulator, not 64 comparisons)
             power = Signal(64, name=f"power{i}")
             m.d.comb += power.eq(Const(1, 1) << rs)
             half = reg(unsigned(32), f"half{i}", (power >> 1)[:32])
-            below = reg(unsigned(32), f"below{i}", Mux(rs == 0, 0, (power >> 1) - 1)[:32])
+            smear = power >> 2
+            for step in (1, 2, 4, 8, 16, 32):
+                smear = smear | (smear >> step)
+            below = reg(unsigned(32), f"below{i}", smear[:32])
             rs = reg(unsigned(SHIFT_BITS), f"rs5_{i}", rs)
 
             # stage 6: RoundingDivideByPOT: the remainder passes the half (x >= 0: reaches it;
