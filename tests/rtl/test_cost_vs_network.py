@@ -6,7 +6,8 @@ bandwidth in bytes per cycle, shared by reads and writes. Each layer's measured 
 accelerator's counter) are compared with the cost model's (the schedule's). pascal-fpga's DRAM
 gives 2 B/cycle to a 64-bit bus: the GEMM engine's final K tiles wait for their output writes,
 the windows' reads share the bus with them and stand behind quantisation records, and the vector
-unit streams at the DRAM's rate.
+unit streams at the DRAM's rate. On mensa-g-fpga the same accelerator reaches the DRAM through the
+system top's arbiter, whose read buffer keeps the DRAM going while a record waits.
 """
 
 import dataclasses
