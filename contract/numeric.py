@@ -5,8 +5,8 @@ changing one changes the register layouts, the memory images and the cycle count
 together, which is why they live here and not inside an Amaranth file.
 """
 
-__all__ = ["ACC_BITS", "ACC_MAX", "SHIFT_BITS", "READS_IN_FLIGHT", "PAGE_BYTES", "BURST_INCR", "TABLE_ENTRIES",
-           "accumulator_bound", "accumulator_refusal"]
+__all__ = ["ACC_BITS", "ACC_MAX", "SHIFT_BITS", "READS_IN_FLIGHT", "DRAM_CREDIT_WORDS", "PAGE_BYTES", "BURST_INCR",
+           "TABLE_ENTRIES", "accumulator_bound", "accumulator_refusal"]
 
 ACC_BITS = 32       # the numeric contract: int32 accumulators, bias and Q31 multipliers
 SHIFT_BITS = 6      # shift in -32..31 (TFLite's quantize_multiplier gives -31..30)
@@ -14,6 +14,7 @@ SHIFT_BITS = 6      # shift in -32..31 (TFLite's quantize_multiplier gives -31..
 READS_IN_FLIGHT = 4  # AXI4 read bursts the DMA keeps in flight (its ``outstanding`` default)
 PAGE_BYTES = 4096    # an AXI4 burst must not cross a 4 KiB boundary
 BURST_INCR = 1       # AXI4 AxBURST of an incrementing burst, the only kind the DMA issues
+DRAM_CREDIT_WORDS = 2  # bus words of bandwidth a DRAM slower than the bus banks while idle (sim/harness)
 TABLE_ENTRIES = 256  # int8 entries (bytes) of a table activation's table (mensa.core.golden.activation_table)
 
 ACC_MAX = (1 << (ACC_BITS - 1)) - 1

@@ -22,19 +22,14 @@ and writes the outputs back: the first vector's read and the last burst's write 
 import numpy as np
 
 from mensa.contract.nearmem import GATES, HEADER_WORDS
+from mensa.contract.numeric import DRAM_CREDIT_WORDS
 from mensa.model.tiling import cdiv
 
-__all__ = ["nearmem_gemm", "nearmem_lstm", "nearmem_dma", "unit_start", "cell_tail", "CYCLES_PER_BLOCK",
-           "DRAM_CREDIT_BEATS"]
+__all__ = ["nearmem_gemm", "nearmem_lstm", "nearmem_dma", "unit_start", "cell_tail", "CYCLES_PER_BLOCK"]
 
 #: Cycles the LSTM cell takes per block of ``lanes`` cells (:data:`mensa.hw.lstm.CYCLES_PER_BLOCK`: two a
 #: gate, accept and table read, three for the cell state, ``tanh(c)`` and ``o * tanh(c)``).
 CYCLES_PER_BLOCK = 2 * GATES + 3
-
-#: Beats the DRAM moves at the bus rate after an idle spell before its bandwidth limits it (the
-#: harness's DRAM, sim/harness/main.cpp: a token bucket of one beat each way).
-DRAM_CREDIT_BEATS = 2
-
 
 def nearmem_gemm(M, K, N, R, acc, cal):
     """Cycles and vault/local bytes of ``R`` sets of ``M`` matrix-vector products on the near-memory unit.
@@ -131,11 +126,11 @@ def nearmem_dma(M, K, out_beats, late, acc, cal):
     burst and the late beats') are written at the DRAM's rate, at the earliest once the gather has
     sent the late beats, at the latest when the last burst is written; then the last write is
     answered (``Calibration.nearmem_write``: the requantiser, the writer and the write response).
-    An idle DRAM moves its first :data:`DRAM_CREDIT_BEATS` beats at the bus rate.
+    An idle DRAM moves its first :data:`~mensa.contract.numeric.DRAM_CREDIT_WORDS` beats at the bus rate.
     """
     L, W = np.maximum(acc.lanes, 1), np.maximum(acc.word_bytes, 1)
     bpc = np.maximum(np.minimum(acc.bpc, W), 1e-9)          # bytes a cycle the DRAM moves on this bus
-    credit = DRAM_CREDIT_BEATS * W
+    credit = DRAM_CREDIT_WORDS * W
 
     def moving(n):      # cycles to move n bytes from an idle DRAM, beyond the bus's
         return cdiv(np.maximum(n - credit, 0), bpc)

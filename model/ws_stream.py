@@ -90,7 +90,16 @@ the next window
     top's arbiter, ``acc.arbitrated``, the arbiter's buffer takes the ``F - 1`` bursts in flight
     behind the record, so the DRAM goes on for those). What of the window
     is left when the M tile ends, the array waits for (the walk asks for N tile 1's record only
-    once the loader has asked for the whole window).
+    once the loader has asked for the whole window);
+the weight banks, weights read again
+    the walk's weight reads hold every read slot until the M tile's last K tile, so the next window
+    waits behind them: what of the windows is exposed adds to the weight banks' time where that
+    exceeds the array's (a K tile's weights load at the DRAM's pace once their bank is free);
+the DRAM's credit
+    the DRAM banks :data:`~mensa.contract.numeric.DRAM_CREDIT_WORDS` bus words of bandwidth while it
+    idles (at a layer's start, and while the weight feed waits for a bank), which then cross at the
+    bus's pace (:func:`dram_credit`); the layer's last output vector leaves after every read, in the
+    fixed tail (``Calibration.dma_setup``), not in the shared bound.
 
 ``acc`` is a :class:`~mensa.model.cost.AcceleratorTable`, ``cal`` a
 :class:`~mensa.model.cost.Calibration`; quantities are numpy arrays over the
@@ -102,11 +111,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mensa.contract.gemm import ROUTE_DEPTH
-from mensa.contract.numeric import ACC_BITS, READS_IN_FLIGHT, TABLE_ENTRIES
+from mensa.contract.numeric import ACC_BITS, DRAM_CREDIT_WORDS, READS_IN_FLIGHT, TABLE_ENTRIES
 from mensa.model.bursts import SHORT_BURSTS, burst_chain, short_stream
 from mensa.model.tiling import cdiv
 
-__all__ = ["QUANT_RECORD_BYTES", "ws_stream", "table_delay"]
+__all__ = ["QUANT_RECORD_BYTES", "ws_stream", "table_delay", "dram_credit"]
 
 #: Bytes of one output channel's quantisation record, read once per N tile: int32 bias,
 #: int32 multiplier, int8 shift (mensa.contract.gemm_program packs them so).
@@ -130,19 +139,32 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, table, acc, cal):
     inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
     bank = _weight_banks(t, M, G, R, acc, cal)
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
+    # On a DRAM slower than the bus, with the weights re-read, the walk's weight reads hold every read slot
+    # until the M tile's last K tile, so its next window waits behind them: the later windows add to the
+    # weight banks' time, not to the array's.
+    slow = acc.mem_bpc < acc.word_bytes
+    boundary = boundary + np.where(slow & (t.fw >= 1) & (t.mt > 1), np.maximum(bank - busy, 0), 0.0)
     boundary = np.maximum(boundary, _paced(t, G, R, spill, tiling, w, acc) - busy)
     # (the first tap's K tiles' weights, which the first window's exposed part counts, once)
     walk = _walk_lead(t, G, R, tiling, per_k_tile, acc) + np.maximum(
         first - np.where(t.fw >= 1, np.minimum(w.ct, w.per_m) * per_k_tile, 0.0), 0.0)
     # reads and writes share the DRAM: every bus word, padded vectors included, at its bandwidth
     written = np.where(spill, G * R * t.nt * M * cdiv(acc.cols, acc.word_bytes), 0.0)
-    shared = (t.words + written) * acc.word_bytes / acc.mem_bpc
+    # (but the last output vector, which leaves after every read, in the fixed tail)
+    last = np.where(spill, cdiv(acc.cols, acc.word_bytes), 0.0)
+    shared = (t.words + np.maximum(written - last, 0)) * acc.word_bytes / acc.mem_bpc
     live = M > 0
     shift = table * table_delay(acc, cal)
-    return (np.where(live, np.maximum(np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), shared)
-                     + shift, 0.0),
+    stream = np.maximum(np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), shared) - dram_credit(acc)
+    return (np.where(live, stream + shift, 0.0),
             np.where(live, first + shift, 0.0),
             np.where(live & spill, boundary, 0.0))
+
+
+def dram_credit(acc):
+    """Cycles a DRAM slower than the bus gives a stream that starts while it idles: the bandwidth
+    it banked (:data:`DRAM_CREDIT_WORDS` bus words) moves at the bus's pace."""
+    return DRAM_CREDIT_WORDS * np.maximum(acc.word_bytes / acc.mem_bpc - 1, 0)
 
 
 def table_delay(acc, cal):
@@ -310,7 +332,7 @@ def _weight_banks(t, M, G, R, acc, cal):
     """The weight banks' bound: two K tiles per bank turnaround, an N tile's record beyond it."""
     act_cycles = M * t.kt * t.nt * G * R                       # from the scratchpad: a vector per cycle
     retire = acc.rows + acc.cols - 1 + cal.ws_retire_extra
-    tile = t.w_words * t.cpw + act_cycles / np.maximum(t.slots, 1)
+    tile = np.maximum(t.w_words * t.cpw - dram_credit(acc), 0) + act_cycles / np.maximum(t.slots, 1)
     turn = retire + tile
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
 

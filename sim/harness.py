@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mensa.contract.header import header
+from mensa.contract.numeric import DRAM_CREDIT_WORDS
 from mensa.contract.network import address_map, peripherals
 from mensa.contract.regs import register_map
 from mensa.core.config import CoreKind
@@ -70,7 +71,7 @@ def build(system, runtime_dir, *, jobs=2):
     word = first.memory.data_bits // 8
     window, bases = address_map(system)
     sources = [_MAIN, runtime_dir / "mensa_runtime.c", runtime_dir / "mensa_runtime.h"]
-    defines = f"-DWORD_BYTES={word} -DWINDOW={window} -DUNITS={len(bases)}"
+    defines = f"-DWORD_BYTES={word} -DWINDOW={window} -DUNITS={len(bases)} -DCREDIT_WORDS={DRAM_CREDIT_WORDS}"
     digest = hashlib.sha256("".join([text, regs, vaults, defines, repr(_FLAGS), _CFLAGS] +
                                     [p.read_text() for p in sources]).encode()).hexdigest()
     # one folder per design: make rebuilds only what changed (the harness or the runtime, not the model)

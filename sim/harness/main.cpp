@@ -1,7 +1,9 @@
 // The network harness: a Verilated system top (mensa.hw.system: the accelerators behind one AXI4-Lite
 // slave and one AXI4 master), its DRAM modelled here in C++, and mensa's C runtime (mensa_runtime.c)
 // replaying a command list through the accelerators' registers. Built with -DWORD_BYTES (the bus's
-// bytes), -DWINDOW (bytes of one accelerator's register window) and -DUNITS (accelerators).
+// bytes), -DWINDOW (bytes of one accelerator's register window), -DUNITS (accelerators) and
+// -DCREDIT_WORDS (bus words of bandwidth the DRAM banks while it idles, at least 2: a read and a write
+// beat in one cycle; mensa.contract.numeric.DRAM_CREDIT_WORDS, which the cost model counts).
 //
 // No Python runs while it simulates: the DRAM answers every AXI4 beat here, with a read latency per
 // burst and, optionally, random pauses on every channel (a seeded generator).
@@ -37,6 +39,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+static_assert(CREDIT_WORDS >= 2, "the DRAM moves a read and a write beat in one cycle only with two words of credit");
 
 extern "C" {
 #include "mensa_runtime.h"
@@ -109,7 +113,7 @@ struct Sim {
     uint32_t latency = 20;
     double pause = 0.0;
     double bandwidth = 0.0;            // bytes per cycle, reads and writes together; 0: a beat each way per cycle
-    double credit = 0.0;               // bytes the DRAM may move now (a token bucket of one beat each way)
+    double credit = 0.0;               // bytes the DRAM may move now (a token bucket of CREDIT_WORDS beats)
     bool write_turn = false;
     std::mt19937_64 rng;
     std::uniform_real_distribution<double> coin{0.0, 1.0};
@@ -236,7 +240,7 @@ struct Sim {
         cycle++;
         if (bandwidth > 0.0) {
             credit -= (double)word_bytes * ((r ? 1 : 0) + (w ? 1 : 0));
-            credit = std::min(credit + bandwidth, 2.0 * (double)word_bytes);
+            credit = std::min(credit + bandwidth, (double)CREDIT_WORDS * (double)word_bytes);
         }
         if (ar) reads.push_back(arb);
         read_bytes += r ? word_bytes : 0;

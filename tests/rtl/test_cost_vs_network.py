@@ -95,3 +95,21 @@ def test_mobilenet_layers_within_5_percent_per_layer_below_the_bus_width(bandwid
     system = _system(bandwidth_gbps)
     label = f"{bandwidth_gbps * 1e3 / system.accelerator[0].clock_mhz:g} B/cycle"
     _check(_run(mobile_block_chain(), system), label)
+
+
+def dram_paced_chain():
+    """Shapes where pascal-fpga's DRAM (2 B a cycle) sets the pace in ways the model counts apart: a
+    projection whose weights do not stay in the weight buffer, with K tiles as long as their weights
+    take to cross (its next window waits behind every weight read, and each K tile behind its bank),
+    and a squeeze-excite pair of one pixel (a few hundred cycles: the DRAM's credit and the last write)."""
+    b = NetworkBuilder("dram_paced_chain", (1, 14, 14, 480))
+    x = b.pointwise(b.input, 112, name="project_480")
+    s = b.global_avgpool(x, name="pool")
+    s = b.pointwise(s, 16, activation=Activation.RELU, name="se_reduce")
+    b.pointwise(s, 112, name="se_expand")
+    return b.build()
+
+
+@pytest.mark.slow
+def test_dram_paced_layers_within_5_percent_per_layer():
+    _check(_run(dram_paced_chain(), load("pascal-fpga")), "dram_paced_chain on pascal-fpga")
