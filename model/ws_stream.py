@@ -110,7 +110,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mensa.contract.gemm import ROUTE_DEPTH
+from mensa.contract.gemm import FLAG_DEPTH, ROUTE_DEPTH
 from mensa.contract.numeric import ACC_BITS, DRAM_CREDIT_WORDS, READS_IN_FLIGHT, TABLE_ENTRIES
 from mensa.model.bursts import SHORT_BURSTS, burst_chain, short_stream
 from mensa.model.tiling import cdiv
@@ -351,9 +351,11 @@ class _Pace:
         return np.maximum(pixels, pixels * self.ow * rate)
 
     def free(self, t, pixels, from_dram):
-        """Cycles of an N tile with no window to read."""
+        """Cycles of an N tile with no window to read: its final K tile's output words cross with the next
+        N tile's quantisation record where reads and writes share the DRAM's bandwidth."""
         k = np.where(from_dram, np.maximum(pixels, t.w_words * self.alone), pixels)
-        return np.maximum(t.kt - 1, 0) * k + self.final(pixels, self.alone)
+        record = np.where(self.both > 1, t.qw, 0.0)
+        return np.maximum(t.kt - 1, 0) * k + np.maximum(pixels, (pixels * self.ow + record) * self.alone)
 
 
 def _paced(t, G, R, spill, tiling, w, acc):
@@ -401,7 +403,8 @@ def _kept_tile(t, w, p, acc):
     px, alone, both = p.px, p.alone, p.both
     others = np.maximum(t.kt - 1, 0) * px                           # the K tiles before the final one
     final = p.final(px, both)
-    asked = np.where(t.kt > w.ahead, (t.kt - w.ahead) * px + F * t.burst_words * alone, 0.0)
+    lead = np.minimum(w.ahead, FLAG_DEPTH - 2)
+    asked = np.where(t.kt > lead, (t.kt - lead) * px + F * t.burst_words * alone, 0.0)
     blocked = np.clip(np.maximum(t.kt - 2, 0) * px - asked, 0, others)
     blocked = np.where(acc.arbitrated, np.maximum(blocked - (F - 1) * t.burst_words * alone, 0), blocked)
     first_n = others / alone + final / both                         # window words N tile 0 passes
