@@ -78,14 +78,16 @@ array itself keeps pace with it M tile by M tile (:func:`_paced`, in ``later``):
 final K tiles
     the sums of an N tile's final K tile leave through the requantiser to the writer as the
     array makes them, so the tile runs no faster than its output words cross, and at half that
-    while the next window's reads take turns with them;
+    while the next window's reads take turns with them, or the next N tile's record's where reads
+    and writes share the DRAM (:meth:`_Pace.free`);
 the next window
     its reads pass while the array runs the other K tiles; with the weights read again, the walk
     asks for every K tile's weights first and the loader gets one window command in between, so
     a K tile runs no faster than its weights and that command cross; with the weights in the
     weight buffer, a quantisation record blocks the read channel from N tile 1 on: the walk asks
     for the next N tile's record ``ROUTE_DEPTH / segments`` K tiles before the array ends this
-    one, and the weight feed takes its words only behind the weight segments before it, as K
+    one, at most ``FLAG_DEPTH - 2`` (its flag queue holds the K tiles issued and not yet
+    accumulated, the one the array runs and the one draining among them), and the weight feed takes its words only behind the weight segments before it, as K
     tile ``kt - 3`` retires (before that, the window's reads behind it wait; behind the system
     top's arbiter, ``acc.arbitrated``, the arbiter's buffer takes the ``F - 1`` bursts in flight
     behind the record, so the DRAM goes on for those). What of the window
@@ -392,7 +394,7 @@ def _kept_tile(t, w, p, acc):
     The window's reads pass while the array runs the K tiles before each final one, and take
     turns with the final one's writes (which then run at half their rate). From N tile 1 on, a
     quantisation record blocks them: the walk asks for the next N tile's record ``ahead`` K tiles
-    before the array ends this one, it reaches the head once the bursts in flight before it are
+    (at most ``FLAG_DEPTH - 2``) before the array ends this one, it reaches the head once the bursts in flight before it are
     in, and the weight feed takes it behind the weight segments before it, as K tile ``kt - 3``
     retires. Behind the system top's arbiter the DRAM goes on meanwhile: the arbiter's buffer of
     the accelerator's read data takes the record and the ``F - 1`` window bursts in flight behind
