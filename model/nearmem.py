@@ -31,6 +31,7 @@ __all__ = ["nearmem_gemm", "nearmem_lstm", "nearmem_dma", "unit_start", "cell_ta
 #: gate, accept and table read, three for the cell state, ``tanh(c)`` and ``o * tanh(c)``).
 CYCLES_PER_BLOCK = 2 * GATES + 3
 
+
 def nearmem_gemm(M, K, N, R, acc, cal):
     """Cycles and vault/local bytes of ``R`` sets of ``M`` matrix-vector products on the near-memory unit.
 

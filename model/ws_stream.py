@@ -87,12 +87,13 @@ the next window
     weight buffer, a quantisation record blocks the read channel from N tile 1 on: the walk asks
     for the next N tile's record ``ROUTE_DEPTH / segments`` K tiles before the array ends this
     one, at most ``FLAG_DEPTH - 2`` (its flag queue holds the K tiles issued and not yet
-    accumulated, the one the array runs and the one draining among them), and the weight feed takes its words only behind the weight segments before it, as K
-    tile ``kt - 3`` retires (before that, the window's reads behind it wait; behind the system
-    top's arbiter, ``acc.arbitrated``, the arbiter's buffer takes the ``F - 1`` bursts in flight
-    behind the record, so the DRAM goes on for those). What of the window
-    is left when the M tile ends, the array waits for (the walk asks for N tile 1's record only
-    once the loader has asked for the whole window);
+    accumulated, the one the array runs and the one draining among them), and the weight feed
+    takes its words only behind the weight segments before it, as K tile ``kt - 3`` retires
+    (before that, the window's reads behind it wait; behind the system top's arbiter,
+    ``acc.arbitrated``, the arbiter's buffer takes the ``F - 1`` bursts in flight behind the
+    record, so the DRAM goes on for those). What of the window is left when the M tile ends, the
+    array waits for (the walk asks for N tile 1's record only once the loader has asked for the
+    whole window);
 the weight banks, weights read again
     the walk's weight reads hold every read slot until the M tile's last K tile, so the next window
     waits behind them: what of the windows is exposed adds to the weight banks' time where that
@@ -394,12 +395,13 @@ def _kept_tile(t, w, p, acc):
     The window's reads pass while the array runs the K tiles before each final one, and take
     turns with the final one's writes (which then run at half their rate). From N tile 1 on, a
     quantisation record blocks them: the walk asks for the next N tile's record ``ahead`` K tiles
-    (at most ``FLAG_DEPTH - 2``) before the array ends this one, it reaches the head once the bursts in flight before it are
-    in, and the weight feed takes it behind the weight segments before it, as K tile ``kt - 3``
-    retires. Behind the system top's arbiter the DRAM goes on meanwhile: the arbiter's buffer of
-    the accelerator's read data takes the record and the ``F - 1`` window bursts in flight behind
-    it. What is left of the window when the M tile ends, the array waits for (the walk asks for N
-    tile 1's record only once the loader has asked for the whole window).
+    (at most ``FLAG_DEPTH - 2``) before the array ends this one, it reaches the head once the
+    bursts in flight before it are in, and the weight feed takes it behind the weight segments
+    before it, as K tile ``kt - 3`` retires. Behind the system top's arbiter the DRAM goes on
+    meanwhile: the arbiter's buffer of the accelerator's read data takes the record and the
+    ``F - 1`` window bursts in flight behind it. What is left of the window when the M tile ends,
+    the array waits for (the walk asks for N tile 1's record only once the loader has asked for the
+    whole window).
     """
     F = READS_IN_FLIGHT
     px, alone, both = p.px, p.alone, p.both
