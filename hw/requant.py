@@ -141,26 +141,33 @@ class Requantizer(wiring.Component):
         L, ob = self._lanes, self._out_bits
         qlayout = quant_layout(L, ob)
 
-        # -- the parameter queue: slot 0 is the tile now entering the pipeline ------------
+        # -- the parameter queue: a ring of two slots; `head` points at the tile now entering the
+        # pipeline. A slot is written only by a push, so the take of a tile's last vector steers one
+        # pointer flip-flop, not the load of every parameter bit (docs/synth.md, timing rules).
         slots = [Signal(qlayout, name=f"quant{i}") for i in range(2)]
+        head = Signal(name="quant_head")
+        tail = Signal(name="quant_tail")
         count = Signal(range(3))
+        after = Signal(range(3))
+        ready = Signal(init=1, name="quant_ready")     # count < 2, registered: the slots' load enables
         accept = Signal()
         retire = Signal()
+        push = Signal()
         m.d.comb += [
-            self.quant.ready.eq(count < 2),
+            self.quant.ready.eq(ready),
             retire.eq(accept & self.accs.payload.last),
+            push.eq(self.quant.valid & ready),
+            after.eq(count - retire + push),
         ]
-        push = self.quant.valid & self.quant.ready
-        after = Signal(range(3))            # occupancy once this cycle's retire is done
-        m.d.comb += after.eq(count - retire)
+        m.d.sync += [count.eq(after), ready.eq(after < 2)]
         with m.If(retire):
-            m.d.sync += slots[0].eq(slots[1])
+            m.d.sync += head.eq(~head)
         with m.If(push):
-            with m.If(after == 0):
-                m.d.sync += slots[0].eq(self.quant.payload)
-            with m.Else():
+            m.d.sync += tail.eq(~tail)
+            with m.If(tail):
                 m.d.sync += slots[1].eq(self.quant.payload)
-        m.d.sync += count.eq(after + push)
+            with m.Else():
+                m.d.sync += slots[0].eq(self.quant.payload)
 
         # -- a pipeline that never stalls: the stages are free-running registers, and a vector
         # is taken only while the output has a credit for it (a place in the output ring), so
@@ -180,7 +187,8 @@ class Requantizer(wiring.Component):
             last.eq((last << 1) | self.accs.payload.last),
         ]
 
-        q = slots[0]
+        q = Signal(qlayout, name="quant_head_slot")
+        m.d.comb += q.eq(Mux(head, slots[1], slots[0]))
 
         def reg(shape, name, value):
             """A free-running pipeline register (no reset: `valid` says what it holds)."""
