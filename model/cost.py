@@ -618,6 +618,10 @@ def _systolic(lt, acc, cal, vec, vec_fill, any_sys, any_g2):
                                              tiling.run, tiling.run_short))
         tiling = Tiling(*(np.where(spill, d, o) for d, o in zip(vars(tiling).values(), vars(onchip).values())))
     taps = _col(lt.taps)
+    # mensa's WS RTL keeps a layer's weights on chip when its padded weight tiles fit the weight buffer
+    # (mensa.contract.gemm_program's WEIGHTS_RESIDENT); a modelled array, when its parameter bytes do
+    padded = G * taps * cdiv(K1 / taps, acc.rows) * cdiv(N1, acc.cols) * acc.rows * acc.cols
+    t.fit = np.where(~acc.modelled & ~acc.os, padded <= acc.wbuf, t.fit)
     c1, l1, f1, wr1, ar1, acc1, mt1 = systolic_gemm(M1, K1, N1, G, R, acc, cal, tiling, taps)
     t.m_tile = np.where(acc.os, np.minimum(M1, acc.rows), tiling.pixels) * (M1 > 0)
     c2 = l2 = f2 = wr2 = ar2 = acc2 = 0.0

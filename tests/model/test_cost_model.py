@@ -14,7 +14,7 @@ from mensa.model.cost import AcceleratorTable, Calibration, LayerTable, evaluate
 from mensa.model.energy import (AreaTable, EnergyTable, accelerator_area_um2, energy_from_dict, layer_energy,
                                 sram_pj_per_byte)
 from mensa.contract.gemm import GemmGeometry, LayerWalk
-from mensa.core.ir import Layer, Op, same_padding
+from mensa.core.ir import Layer, LayerQuant, Op, QuantParams, same_padding
 from mensa.model.zoo import get
 
 
@@ -119,10 +119,24 @@ def test_fc_with_weights_off_chip_is_bound_by_dram_bandwidth():
     assert parts["stall"] > 0.2 * parts["cycles"]
 
 
-def test_params_fit_flag_follows_the_weight_buffer_size():
-    layer = fc(256, 256)              # 64 KiB of weights + 1 KiB of biases
-    assert not evaluate([layer], systolic(weight_kib=64).accelerator).params_fit[0, 0]
-    assert evaluate([layer], systolic(weight_kib=66).accelerator).params_fit[0, 0]
+def test_params_fit_flag_is_the_compilers_weights_resident():
+    """mensa's WS RTL keeps a layer's weights on chip when its weight tiles, padded to the array, fit the
+    weight buffer (the compiler's WEIGHTS_RESIDENT); the biases travel in the quantisation records."""
+    from mensa.contract.gemm_program import compile_gemm
+    from mensa.core import golden
+    for k, n, kib, fits in [(256, 256, 64, True),       # 64 KiB of weight tiles and 1 KiB of biases
+                            (260, 256, 64, False),      # K padded to 264 rows: 66 KiB
+                            (260, 256, 66, True),
+                            (256, 250, 64, True)]:      # N padded to 256 columns
+        acc = systolic(weight_kib=kib).accelerator
+        quant = LayerQuant(inputs=(QuantParams(0.05, 0),), output=QuantParams(0.1, 0), weight_scales=(0.01,) * n)
+        layer = Layer("f", Op.FC, (4096, k), (4096, n), quant=quant)     # several M tiles
+        assert evaluate([layer], acc).params_fit[0, 0] == fits, (k, n, kib)
+        x = np.zeros(layer.in_shape, np.int8)
+        p = golden.LayerParams(weights=np.zeros(golden.weight_shape(layer), np.int8), bias=np.zeros(n, np.int32),
+                               multiplier=1 << 30, shift=0)
+        regs = compile_gemm(acc[0], layer, p, x).registers
+        assert regs["WEIGHTS_RESIDENT"] == fits, (k, n, kib)
 
 
 def test_lstm_weights_are_refetched_every_time_step_when_they_do_not_fit():
