@@ -97,7 +97,9 @@ the next window
 the weight banks, weights read again
     the walk's weight reads hold every read slot until the M tile's last K tile, so the next window
     waits behind them: what of the windows is exposed adds to the weight banks' time where that
-    exceeds the array's (a K tile's weights load at the DRAM's pace once their bank is free);
+    exceeds the array's (a K tile's weights load at the DRAM's pace once their bank is free; behind
+    the system top's arbiter they wait in its read buffer, read while the bank was busy, and load a
+    bus word a cycle);
 the DRAM's credit
     the DRAM banks :data:`~mensa.contract.numeric.DRAM_CREDIT_WORDS` bus words of bandwidth while it
     idles (at a layer's start, and while the weight feed waits for a bank), which then cross at the
@@ -332,10 +334,13 @@ def _walk_lead(t, G, R, tiling, per_k_tile, acc):
 
 
 def _weight_banks(t, M, G, R, acc, cal):
-    """The weight banks' bound: two K tiles per bank turnaround, an N tile's record beyond it."""
+    """The weight banks' bound: two K tiles per bank turnaround, an N tile's record beyond it. A K tile's
+    weights load at the DRAM's pace, or, behind the system top's arbiter (``acc.arbitrated``), from its
+    read buffer, which took them while the bank was busy, at a bus word a cycle."""
     act_cycles = M * t.kt * t.nt * G * R                       # from the scratchpad: a vector per cycle
     retire = acc.rows + acc.cols - 1 + cal.ws_retire_extra
-    tile = np.maximum(t.w_words * t.cpw - dram_credit(acc), 0) + act_cycles / np.maximum(t.slots, 1)
+    load = np.where(acc.arbitrated, t.w_words, np.maximum(t.w_words * t.cpw - dram_credit(acc), 0))
+    tile = load + act_cycles / np.maximum(t.slots, 1)
     turn = retire + tile
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
 
