@@ -100,6 +100,10 @@ the weight banks, weights read again
     exceeds the array's (a K tile's weights load at the DRAM's pace once their bank is free; behind
     the system top's arbiter they wait in its read buffer, read while the bank was busy, and load a
     bus word a cycle);
+the read channel's stalls
+    with the weights read again and no arbiter, the read channel stalls while a K tile's weights wait
+    for their bank, and the DRAM idles beyond its credit: each K tile holds the DRAM at least half a
+    bank turn (in the shared bound, beside the records', windows' and writes' words);
 the DRAM's credit
     the DRAM banks :data:`~mensa.contract.numeric.DRAM_CREDIT_WORDS` bus words of bandwidth while it
     idles (at a layer's start, and while the weight feed waits for a bank), which then cross at the
@@ -158,6 +162,12 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, table, acc, cal):
     # (but the last output vector, which leaves after every read, in the fixed tail)
     last = np.where(spill, cdiv(acc.cols, acc.word_bytes), 0.0)
     shared = (t.words + np.maximum(written - last, 0)) * acc.word_bytes / acc.mem_bpc
+    # (and with the weights read again, no arbiter's buffer: while a K tile's weights wait for their bank
+    # the read channel stalls, and the DRAM idles beyond its credit for what of half a bank turn its
+    # weight words do not fill)
+    turn, _ = _bank_turn(t, M, G, R, acc, cal)
+    shared = shared + np.where(slow & ~acc.arbitrated & (t.fw >= 1),
+                               t.slots * np.maximum(turn / 2 - t.w_words * t.cpw, 0), 0.0)
     live = M > 0
     shift = table * table_delay(acc, cal)
     stream = np.maximum(np.maximum(np.maximum(np.maximum(t.bus, inflight), bank), walk), shared) - dram_credit(acc)
@@ -337,12 +347,18 @@ def _weight_banks(t, M, G, R, acc, cal):
     """The weight banks' bound: two K tiles per bank turnaround, an N tile's record beyond it. A K tile's
     weights load at the DRAM's pace, or, behind the system top's arbiter (``acc.arbitrated``), from its
     read buffer, which took them while the bank was busy, at a bus word a cycle."""
+    turn, tile = _bank_turn(t, M, G, R, acc, cal)
+    return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
+
+
+def _bank_turn(t, M, G, R, acc, cal):
+    """``(turn, tile)``: cycles from a K tile's last activation to the last of the K tile two after it,
+    which loads its weights into the same bank, and of them a K tile's weight load and activations."""
     act_cycles = M * t.kt * t.nt * G * R                       # from the scratchpad: a vector per cycle
     retire = acc.rows + acc.cols - 1 + cal.ws_retire_extra
     load = np.where(acc.arbitrated, t.w_words, np.maximum(t.w_words * t.cpw - dram_credit(acc), 0))
     tile = load + act_cycles / np.maximum(t.slots, 1)
-    turn = retire + tile
-    return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
+    return retire + tile, tile
 
 
 @dataclass

@@ -128,9 +128,19 @@ def weights_read_again():
     return b.build()
 
 
+def weights_wait_for_banks():
+    """A layer whose weights (128 KiB) are read again every M tile, with K tiles of fewer activations than
+    their weights take to cross pascal-fpga's DRAM: with no arbiter, the read channel stalls while a K
+    tile's weights wait for their bank, and the DRAM idles beyond its credit."""
+    b = NetworkBuilder("weights_wait_for_banks", (1, 14, 14, 512))
+    b.pointwise(b.input, 256, name="conv_512")
+    return b.build()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("network, system", [(dram_paced_chain, "pascal-fpga"),
                                              (kept_weights_projection, "pascal-fpga"),
+                                             (weights_wait_for_banks, "pascal-fpga"),
                                              (weights_read_again, "mensa-g-fpga")])
 def test_dram_paced_layers_within_5_percent_per_layer(network, system):
     _check(_run(network(), load(system)), f"{network.__name__} on {system}")
