@@ -378,6 +378,61 @@ def _issue_order(commands, host_inputs, cycles):
     return moved, hosts
 
 
+def _compile_layers(network, params, where, vaults):
+    """Every layer's program but a concat's (``None``), with the addresses of its constant regions, laid out
+    one after the other from address 0: ``(programs, constants, size)``, ``programs`` a list of
+    ``(program, addresses)`` in layer order, ``constants`` of ``(address, bytes)``."""
+    programs, constants, size = [], [], 0
+    for layer in network.layers:
+        acc, _ = where[layer.name]
+        if layer.op is Op.CONCAT:
+            programs.append((None, {}))
+            continue
+        xs = tuple(np.zeros(sh, np.int8) for sh in (layer.in_shape, *layer.extra_in_shapes))[:len(layer.inputs)]
+        x = xs if len(xs) > 1 else xs[0]
+        if acc.kind is CoreKind.NEARMEM:
+            prog = vaults.compile(acc, layer, params[layer.name], x)
+        else:
+            prog = compile_layer(acc, layer, params[layer.name], x)
+        addresses = {}
+        for region in CONSTANTS:
+            if region in prog.regions:
+                addresses[region] = size
+                constants.append((size, prog.region(region)))
+                size += _up(prog.regions[region][1])
+        programs.append((prog, addresses))
+    return programs, constants, size
+
+
+def _place_host_inputs(network, programs, groups, frames, arena, command_of):
+    """The regions the host writes every frame's network inputs into before the run, each as its reader
+    reads it, from ``arena`` first (free for reuse once their reader is done): ``(host_inputs,
+    frame_addresses, frame_buffers)``, per frame the layers' region addresses and the concats' buffers."""
+    layer_names = {l.name for l in network.layers}
+    per_frame = len(command_of)
+    host_inputs, frame_addresses, frame_buffers = [], [], []
+    for f in range(frames):
+        frame_addresses.append([dict(addresses) for _, addresses in programs])
+        frame_buffers.append({})
+        for i, layer in enumerate(network.layers):
+            prog = programs[i][0]
+            for k, source in enumerate(layer.inputs):
+                if source in layer_names:
+                    continue
+                if prog is None:            # a concat: the host writes into its buffer
+                    cat = groups[layer.name]
+                    if cat.name not in frame_buffers[f]:
+                        frame_buffers[f][cat.name] = arena.alloc(cat.size)
+                    host_inputs.append(HostInput(f, source, frame_buffers[f][cat.name][0] + cat.offsets[k], None,
+                                                 None, cat.slots[k]))
+                    continue
+                region = INPUT_REGIONS[k]
+                addr, _ = arena.alloc(prog.regions[region][1])
+                frame_addresses[f][i][region] = addr
+                host_inputs.append(HostInput(f, source, addr, f * per_frame + command_of[i], region))
+    return host_inputs, frame_addresses, frame_buffers
+
+
 def compile_network(network, params, system, placement, *, frames=1, cycles=None):
     """Compile ``network`` for ``system`` with every layer on ``placement[layer name]`` (an accelerator's name).
 
@@ -418,26 +473,8 @@ def compile_network(network, params, system, placement, *, frames=1, cycles=None
         raise ValueError(f"frames must be a positive integer, not {frames!r}")
     where = _placement(network, system, placement)
     last = _last_readers(network)
-    programs, constants, size = [], [], 0
     vaults = _Vaults(network.name)
-    for layer in network.layers:
-        acc, _ = where[layer.name]
-        if layer.op is Op.CONCAT:
-            programs.append((None, {}))
-            continue
-        xs = tuple(np.zeros(sh, np.int8) for sh in (layer.in_shape, *layer.extra_in_shapes))[:len(layer.inputs)]
-        x = xs if len(xs) > 1 else xs[0]
-        if acc.kind is CoreKind.NEARMEM:
-            prog = vaults.compile(acc, layer, params[layer.name], x)
-        else:
-            prog = compile_layer(acc, layer, params[layer.name], x)
-        addresses = {}
-        for region in CONSTANTS:
-            if region in prog.regions:
-                addresses[region] = size
-                constants.append((size, prog.region(region)))
-                size += _up(prog.regions[region][1])
-        programs.append((prog, addresses))
+    programs, constants, size = _compile_layers(network, params, where, vaults)
     concats = _concats(network, params, programs, where)
     groups = {cat.name: cat for cat in concats.values()}
     # a concat's buffer lives until the last reader of it or of any of its producers is done (a concat
@@ -456,28 +493,8 @@ def compile_network(network, params, system, placement, *, frames=1, cycles=None
     command_of = {i: k for k, i in enumerate(ranks)}
 
     arena = _Arena(size)
-    # the host writes every frame's network inputs before the run, each as its reader reads it: those
-    # regions come first, and are free for reuse once their reader is done
-    host_inputs, frame_addresses, frame_buffers = [], [], []
-    for f in range(frames):
-        frame_addresses.append([dict(addresses) for _, addresses in programs])
-        frame_buffers.append({})
-        for i, layer in enumerate(network.layers):
-            prog = programs[i][0]
-            for k, source in enumerate(layer.inputs):
-                if source in layer_names:
-                    continue
-                if prog is None:            # a concat: the host writes into its buffer
-                    cat = groups[layer.name]
-                    if cat.name not in frame_buffers[f]:
-                        frame_buffers[f][cat.name] = arena.alloc(cat.size)
-                    host_inputs.append(HostInput(f, source, frame_buffers[f][cat.name][0] + cat.offsets[k], None,
-                                                 None, cat.slots[k]))
-                    continue
-                region = INPUT_REGIONS[k]
-                addr, _ = arena.alloc(prog.regions[region][1])
-                frame_addresses[f][i][region] = addr
-                host_inputs.append(HostInput(f, source, addr, f * per_frame + command_of[i], region))
+    host_inputs, frame_addresses, frame_buffers = _place_host_inputs(network, programs, groups, frames, arena,
+                                                                     command_of)
     commands, ancestors = [], []
     for f in range(frames):
         # tensor name -> (the commands that wrote it, address, layout, where); concat name -> (address, users)
