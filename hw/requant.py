@@ -141,11 +141,10 @@ class Requantizer(wiring.Component):
         L, ob = self._lanes, self._out_bits
         qlayout = quant_layout(L, ob)
 
-        # -- the parameter queue: a ring of two slots; `head` points at the tile now entering the
-        # pipeline. A slot is written only by a push, so the take of a tile's last vector steers one
-        # pointer flip-flop, not the load of every parameter bit (docs/synth.md, timing rules).
+        # -- the parameter queue: a ring of two slots; the head pointer (below) points at the tile now
+        # entering the pipeline. A slot is written only by a push, so the take of a tile's last vector
+        # steers the pointer's flip-flops, not the load of every parameter bit (docs/synth.md, timing rules).
         slots = [Signal(qlayout, name=f"quant{i}") for i in range(2)]
-        head = Signal(name="quant_head")
         tail = Signal(name="quant_tail")
         count = Signal(range(3))
         after = Signal(range(3))
@@ -160,8 +159,6 @@ class Requantizer(wiring.Component):
             after.eq(count - retire + push),
         ]
         m.d.sync += [count.eq(after), ready.eq(after < 2)]
-        with m.If(retire):
-            m.d.sync += head.eq(~head)
         with m.If(push):
             m.d.sync += tail.eq(~tail)
             with m.If(tail):
@@ -187,8 +184,18 @@ class Requantizer(wiring.Component):
             last.eq((last << 1) | self.accs.payload.last),
         ]
 
+        # The head slot, each lane's parameters selected by a copy of the head pointer of its own (one more
+        # for the layer-wide fields). A copy toggles on its own state, so synthesis keeps the copies apart:
+        # each drives its own lane's ~70 select bits, not all of them (docs/synth.md, timing rules).
         q = Signal(qlayout, name="quant_head_slot")
-        m.d.comb += q.eq(Mux(head, slots[1], slots[0]))
+        heads = [Signal(name=f"quant_head{i}") for i in range(L + 1)]
+        with m.If(retire):
+            m.d.sync += [h.eq(~h) for h in heads]
+        for i in range(L):
+            for field in ("bias", "multiplier", "shift"):
+                m.d.comb += q[field][i].eq(Mux(heads[i], slots[1][field][i], slots[0][field][i]))
+        for field in ("zero_point", "qmin", "qmax"):
+            m.d.comb += q[field].eq(Mux(heads[L], slots[1][field], slots[0][field]))
 
         def reg(shape, name, value):
             """A free-running pipeline register (no reset: `valid` says what it holds)."""
