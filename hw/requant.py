@@ -83,6 +83,23 @@ def resize(m, src, dst):
             m.d.comb += b.eq(a)
 
 
+def _head_slot(m, slots, retire, lanes, layout):
+    """The parameter ring's head slot (the tile entering the pipeline), the head pointer flipping at
+    ``retire``. Each lane's parameters are selected by a copy of the pointer of its own (one more for the
+    layer-wide fields); a copy toggles on its own state, so synthesis keeps the copies apart and each drives
+    its own lane's ~70 select bits, not all of them (docs/synth.md, timing rules)."""
+    q = Signal(layout, name="quant_head_slot")
+    heads = [Signal(name=f"quant_head{i}") for i in range(lanes + 1)]
+    with m.If(retire):
+        m.d.sync += [h.eq(~h) for h in heads]
+    for i in range(lanes):
+        for field in ("bias", "multiplier", "shift"):
+            m.d.comb += q[field][i].eq(Mux(heads[i], slots[1][field][i], slots[0][field][i]))
+    for field in ("zero_point", "qmin", "qmax"):
+        m.d.comb += q[field].eq(Mux(heads[lanes], slots[1][field], slots[0][field]))
+    return q
+
+
 class Requantizer(wiring.Component):
     """Bias, Q31 requantisation with TFLite rounding, zero point and clamp of ``lanes`` channels.
 
@@ -184,18 +201,7 @@ class Requantizer(wiring.Component):
             last.eq((last << 1) | self.accs.payload.last),
         ]
 
-        # The head slot, each lane's parameters selected by a copy of the head pointer of its own (one more
-        # for the layer-wide fields). A copy toggles on its own state, so synthesis keeps the copies apart:
-        # each drives its own lane's ~70 select bits, not all of them (docs/synth.md, timing rules).
-        q = Signal(qlayout, name="quant_head_slot")
-        heads = [Signal(name=f"quant_head{i}") for i in range(L + 1)]
-        with m.If(retire):
-            m.d.sync += [h.eq(~h) for h in heads]
-        for i in range(L):
-            for field in ("bias", "multiplier", "shift"):
-                m.d.comb += q[field][i].eq(Mux(heads[i], slots[1][field][i], slots[0][field][i]))
-        for field in ("zero_point", "qmin", "qmax"):
-            m.d.comb += q[field].eq(Mux(heads[L], slots[1][field], slots[0][field]))
+        q = _head_slot(m, slots, retire, L, qlayout)
 
         def reg(shape, name, value):
             """A free-running pipeline register (no reset: `valid` says what it holds)."""

@@ -146,7 +146,8 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, table, acc, cal):
     windows = (t.win_words * t.cpw + np.maximum(t.win_bursts - F, 0) * t.held) / F
     w = _windows_left(t, K, G, taps, tiling, acc, cal)
     inflight = _reads_in_flight(t, M, R, spill, tiling, per_k_tile, windows, w, acc, cal)
-    bank = _weight_banks(t, M, G, R, acc, cal)
+    turn, tile = _bank_turn(t, M, G, R, acc, cal)
+    bank = _weight_banks(t, turn, tile)
     first, boundary = _exposed(t, R, tiling, busy, per_k_tile, w, acc, cal)
     # On a DRAM slower than the bus, with the weights re-read, the walk's weight reads hold every read slot
     # until the M tile's last K tile, so its next window waits behind them: the later windows add to the
@@ -165,7 +166,6 @@ def ws_stream(M, K, N, G, R, fit, spill, tiling, taps, busy, table, acc, cal):
     # (and with the weights read again, no arbiter's buffer: while a K tile's weights wait for their bank
     # the read channel stalls, and the DRAM idles beyond its credit for what of half a bank turn its
     # weight words do not fill)
-    turn, _ = _bank_turn(t, M, G, R, acc, cal)
     shared = shared + np.where(slow & ~acc.arbitrated & (t.fw >= 1),
                                t.slots * np.maximum(turn / 2 - t.w_words * t.cpw, 0), 0.0)
     live = M > 0
@@ -343,11 +343,10 @@ def _walk_lead(t, G, R, tiling, per_k_tile, acc):
     return np.where(t.fw >= 1, R * per_m * tiles, 0.0)
 
 
-def _weight_banks(t, M, G, R, acc, cal):
+def _weight_banks(t, turn, tile):
     """The weight banks' bound: two K tiles per bank turnaround, an N tile's record beyond it. A K tile's
     weights load at the DRAM's pace, or, behind the system top's arbiter (``acc.arbitrated``), from its
-    read buffer, which took them while the bank was busy, at a bus word a cycle."""
-    turn, tile = _bank_turn(t, M, G, R, acc, cal)
+    read buffer, which took them while the bank was busy, at a bus word a cycle (:func:`_bank_turn`)."""
     return t.fw * t.tiles * (t.kt * turn / 2 + np.maximum(t.qw * t.cpw + tile - turn / 2, 0))
 
 
