@@ -68,12 +68,20 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
         tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring)
         out = Signal(len(field), name=f"psum_out{j}", reset_less=True)
         out_valid = Signal(name=f"psum_valid{j}")
-        waiting = Signal(name=f"psum_waiting{j}")  # the ring holds entries (never all: no wrap)
+        # The entries the ring holds (never all: no wrap) as a thermometer code of the column's
+        # own, bit k: more than k; so `waiting` is a flip-flop, and a move shifts the code one
+        # place (no pointer comparison, no carry chain in front of it).
+        held = Signal(ring, name=f"psum_held{j}")
+        waiting = held[0]
         pop = Signal(name=f"psum_pop{j}")
         m.d.comb += [
             wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail),
-            waiting.eq(head != tail), pop.eq(waiting & (~out_valid | r_ready)),
+            pop.eq(waiting & (~out_valid | r_ready)),
         ]
+        with m.If(w_en & ~pop):
+            m.d.sync += held.eq(Cat(1, held[:-1]))
+        with m.Elif(pop & ~w_en):
+            m.d.sync += held.eq(held[1:])
         with m.If(w_en):
             m.d.sync += head.eq(head + 1)
         with m.If(pop):
@@ -206,7 +214,9 @@ class SystolicArray(wiring.Component):
         # reaches PE (i, j) i + j cycles after it enters and its weight is selected a cycle
         # before that; row i's beat came at least R - 1 - i cycles before the last, so with two
         # rows or more the extra stage costs no cycle. (A one-row array has no earlier row to
-        # hide it: its beat is written as it is taken.)
+        # hide it: its beat is written as it is taken.) The travelling enables have no reset:
+        # what they carry at a reset leaves the row before a new beat's enables follow it, and
+        # the banks' flags, which a reset clears, say which weights are loaded.
         onehot = Mux(w_take, Const(1, 2 * R) << (load_bank * R + load_row), 0)
         if R > 1:
             w_in = Signal.like(self.weights.payload, reset_less=True)
@@ -232,7 +242,7 @@ class SystolicArray(wiring.Component):
                 enable = w_write[b * R + i]
                 for j in range(C):
                     if j:
-                        delayed = Signal(name=f"wen{b}_{i}_{j}")
+                        delayed = Signal(name=f"wen{b}_{i}_{j}", reset_less=True)
                         m.d.sync += delayed.eq(enable)
                         enable = delayed
                     with m.If(enable):
@@ -254,8 +264,8 @@ class SystolicArray(wiring.Component):
         # bottom row's pipeline, then the de-skew).
         T = D + P + 1
         tag_valid = Signal(T, name="tag_valid")
-        tag_last = Signal(T, name="tag_last")
-        tag_bank = Signal(D, name="tag_bank")
+        tag_last = Signal(T, name="tag_last", reset_less=True)     # read only where tag_valid is set
+        tag_bank = Signal(D, name="tag_bank", reset_less=True)
         m.d.sync += [
             tag_valid.eq((tag_valid << 1) | accept),
             tag_last.eq((tag_last << 1) | self.acts.payload.last),

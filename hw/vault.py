@@ -21,9 +21,14 @@ from amaranth.utils import ceil_log2
 
 from mensa.contract.nearmem import HEADER_WORDS, VECTOR_BITS, NearMemGeometry, descriptor_fields
 from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
-from mensa.hw.queue import Queue
+from mensa.hw.dsp import PRODUCT_STAGES, registered_product
+from mensa.hw.queue import Queue, count_credits
 
-__all__ = ["Vault", "Phase", "layer_layout", "lanes_layout", "group_quant_layout"]
+__all__ = ["Vault", "Phase", "LANE_STAGES", "layer_layout", "lanes_layout", "group_quant_layout"]
+
+#: Cycles from a group's last lane word taken to its results in the queues: the read data's
+#: register, the input element's, the lanes' products (:data:`~mensa.hw.dsp.PRODUCT_STAGES`).
+LANE_STAGES = 2 + PRODUCT_STAGES
 
 
 def layer_layout(geometry):
@@ -186,51 +191,36 @@ class Vault(wiring.Component):
         wiring.connect(m, accq.r, wiring.flipped(self.accs))
         wiring.connect(m, quantq.r, wiring.flipped(self.quant))
 
-        # -- the lanes ---------------------------------------------------------------------
-        rd = self.inbuf
-        acc = [Signal(signed(ACC_BITS), name=f"acc{l}") for l in range(L)]
-        mult = [Signal(signed(ACC_BITS), name=f"mult{l}") for l in range(L)]
-        shift = [Signal(signed(SHIFT_BITS), name=f"shift{l}") for l in range(L)]
-        x = Signal(signed(9))
-        with m.Switch(phase):
-            with m.Case(Phase.X):
-                m.d.comb += x.eq(rd.data[kl] - desc.x_zero_point)
-            with m.Case(Phase.H):       # h_{-1} is the zero point: no contribution at step 0
-                m.d.comb += x.eq(Mux(vvec == 0, 0, rd.data[kl] - desc.out_zero_point))
-            with m.Default():            # m8 has zero point 0
-                m.d.comb += x.eq(rd.data[kl])
-        sums = [Signal(signed(ACC_BITS), name=f"sum{l}") for l in range(L)]
-        for l in range(L):
-            m.d.comb += sums[l].eq(acc[l] + x * lw[l])
-
-        # A group ends only when both queues take it (the quantisation queue unless raw):
-        # each queue's valid waits on the other's ready, never on its own.
+        # A group takes a credit in the queues when its last lane word is consumed (the
+        # parameters' queue is taken ahead of the accumulators', so it never holds more), and
+        # the pipeline behind `consume` never waits.
         group_end = ~in_header & k_last
         lanes_go = running & (vvec != M) & inputs_ready & lw_valid
+        outstanding = Signal(range(self.queue_depth + 1))
+        credit = Signal(init=1)
         m.d.comb += [
-            consume.eq(lanes_go & (~group_end | accq.w.ready & (desc.raw | quantq.w.ready))),
+            consume.eq(lanes_go & (~group_end | credit)),
             vec_end.eq(consume & group_end & group_last & phase_last),
-            accq.w.valid.eq(lanes_go & group_end & (desc.raw | quantq.w.ready)),
-            quantq.w.valid.eq(lanes_go & group_end & ~desc.raw & accq.w.ready),
         ]
-        for l in range(L):
-            m.d.comb += [accq.w.payload[l].eq(sums[l]),
-                         quantq.w.payload.multiplier[l].eq(mult[l]),
-                         quantq.w.payload.shift[l].eq(shift[l])]
+        count_credits(m, outstanding, credit, consume & group_end, self.accs.valid & self.accs.ready,
+                      self.queue_depth)
+        # What the lanes take with a lane word: the input buffer's word and the element's lane,
+        # and the element's zero point (h_{-1} is the zero point: no contribution at step 0;
+        # m8 has zero point 0).
+        beat = Signal(self._beat_layout)
+        m.d.comb += [beat.data.eq(self.inbuf.data), beat.lane.eq(kl), beat.weights.eq(lw), beat.hdr.eq(hdr),
+                     beat.group_end.eq(group_end), beat.skip.eq((phase == Phase.H) & (vvec == 0))]
+        with m.Switch(phase):
+            with m.Case(Phase.X):
+                m.d.comb += beat.zero_point.eq(desc.x_zero_point)
+            with m.Case(Phase.H):
+                m.d.comb += beat.zero_point.eq(desc.out_zero_point)
+        self._lanes(m, platform, consume, beat, accq.w, quantq.w)
+
         with m.If(consume):
             with m.If(in_header):
                 m.d.sync += hdr.eq(hdr + 1)
-                for l in range(L):
-                    byte = lw[l].as_unsigned()
-                    with m.If(hdr < 4):
-                        m.d.sync += acc[l].eq(Cat(acc[l][8:], byte))
-                    with m.Elif(hdr < 8):
-                        m.d.sync += mult[l].eq(Cat(mult[l][8:], byte))
-                    with m.Else():
-                        m.d.sync += shift[l].eq(lw[l][:SHIFT_BITS])
             with m.Else():
-                for l in range(L):
-                    m.d.sync += acc[l].eq(sums[l])
                 with m.If(k_last):
                     m.d.sync += [k.eq(0), kw.eq(0), kl.eq(0), hdr.eq(0)]
                     with m.If(group_last):
@@ -266,6 +256,7 @@ class Vault(wiring.Component):
                 m.d.comb += kw_next.eq(kw + 1)
         with m.If(vec_end):
             m.d.comb += [bank_next.eq(~vbank), parity_next.eq(~vvec[0])]
+        rd = self.inbuf
         with m.Switch(phase_next):
             with m.Case(Phase.X):
                 m.d.comb += rd.addr.eq(bank_next * IW + kw_next)
@@ -274,6 +265,68 @@ class Vault(wiring.Component):
             with m.Default():
                 m.d.comb += rd.addr.eq(4 * IW + kw_next)
         return m
+
+    @property
+    def _beat_layout(self):
+        g = self._geometry
+        lane_word = data.ArrayLayout(signed(8), g.lanes)
+        return data.StructLayout({"data": lane_word, "lane": range(g.lanes), "weights": lane_word,
+                                  "hdr": range(HEADER_WORDS + 1), "group_end": 1, "zero_point": signed(9),
+                                  "skip": 1})
+
+    def _lanes(self, m, platform, take, beat, accw, quantw):
+        """The lanes: a pipeline that never waits, from a taken ``beat`` to the result queues.
+
+        Stage 1 registers the beat, the input buffer's read data among it (nothing after a
+        block RAM's read data); stage 2 the input element less its zero point (a header
+        word's is 1, so the lanes' products are the header bytes themselves); then each
+        lane's product in a DSP block with its registers (``PRODUCT_STAGES``); then the
+        accumulators, bias and parameters. A group leaves into ``accw`` and ``quantw``
+        (unless raw) ``LANE_STAGES`` cycles after its last lane word is taken.
+        """
+        g = self._geometry
+        L, H = g.lanes, HEADER_WORDS
+        s1 = Signal(self._beat_layout, name="mac_beat")
+        s1_valid = Signal(name="mac_valid1")
+        m.d.sync += s1.eq(beat), s1_valid.eq(take)
+        x = Signal(signed(9), name="mac_x")
+        in_header = s1.hdr != H
+        m.d.sync += x.eq(Mux(in_header, 1, Mux(s1.skip, 0, s1.data[s1.lane] - s1.zero_point)))
+        weights = Signal.like(s1.weights, name="mac_weights")
+        flags = Signal(data.StructLayout({"valid": 1, "hdr": range(H + 1), "group_end": 1}), name="mac_flags2")
+        m.d.sync += [weights.eq(s1.weights), flags.valid.eq(s1_valid), flags.hdr.eq(s1.hdr),
+                     flags.group_end.eq(s1.group_end)]
+        products = [registered_product(m, platform, x, weights[l], 17, f"mac{l}") for l in range(L)]
+        for s in range(PRODUCT_STAGES):
+            later = Signal.like(flags, name=f"mac_flags{3 + s}")
+            m.d.sync += later.eq(flags)
+            flags = later
+
+        acc = [Signal(signed(ACC_BITS), name=f"acc{l}") for l in range(L)]
+        mult = [Signal(signed(ACC_BITS), name=f"mult{l}") for l in range(L)]
+        shift = [Signal(signed(SHIFT_BITS), name=f"shift{l}") for l in range(L)]
+        sums = [Signal(signed(ACC_BITS), name=f"sum{l}") for l in range(L)]
+        for l in range(L):
+            m.d.comb += sums[l].eq(acc[l] + products[l])
+        end = flags.valid & flags.group_end
+        m.d.comb += [accw.valid.eq(end), quantw.valid.eq(end & ~self.desc.raw)]
+        for l in range(L):
+            m.d.comb += [accw.payload[l].eq(sums[l]),
+                         quantw.payload.multiplier[l].eq(mult[l]),
+                         quantw.payload.shift[l].eq(shift[l])]
+        with m.If(flags.valid):
+            with m.If(flags.hdr != H):
+                for l in range(L):
+                    byte = products[l][:8]
+                    with m.If(flags.hdr < 4):
+                        m.d.sync += acc[l].eq(Cat(acc[l][8:], byte))
+                    with m.Elif(flags.hdr < 8):
+                        m.d.sync += mult[l].eq(Cat(mult[l][8:], byte))
+                    with m.Else():
+                        m.d.sync += shift[l].eq(products[l][:SHIFT_BITS])
+            with m.Else():
+                for l in range(L):
+                    m.d.sync += acc[l].eq(sums[l])
 
     def _lane_words(self, m, consume, vec_end):
         """Vault words from ``resp`` -> the lane word and its valid; ``consume`` takes it, ``vec_end`` ends a vector."""

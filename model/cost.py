@@ -141,14 +141,17 @@ class Calibration:
     #                                   (the PEs' 4 multiplier register stages)
     os_drain_extra: float = 4.0       # cycles beyond rows + cols + 1 from an OS tile's last beat to the next's
     #                                   (the same 4 stages)
-    nearmem_pipeline: float = 5.0     # cycles beyond the vault latency to the first MAC, plus the last result's
-    nearmem_input: float = 3.0        # the same beyond the first vector's input beats, when they are slower
-    nearmem_cell: float = 15.0        # LSTM: cycles from h_t's (m8_t's) last block out of the cell to the vaults'
-    #                                   next phase (the hidden requantiser, the write-back, the vault's restart)
+    nearmem_pipeline: float = 11.0    # cycles beyond the vault latency to the first MAC, plus the last result's
+    #                                   (6 of them the lanes' pipeline, mensa.hw.vault.LANE_STAGES)
+    nearmem_input: float = 9.0        # the same beyond the first vector's input beats, when they are slower
+    nearmem_cell: float = 21.0        # LSTM: cycles from h_t's (m8_t's) last block out of the cell to the vaults'
+    #                                   next phase (the lanes' pipeline, the hidden requantiser, the write-back,
+    #                                   the vault's restart)
     nearmem_handover: float = 2.0     # LSTM: cycles of a later vault's x groups' gather that overlap the cell's
     #                                   last block of the vault before (model.nearmem.cell_tail)
-    nearmem_read: float = 3.0         # near-memory accelerator: cycles from START to the first input read's
-    #                                   address (the reader's command, the DMA's burst; then the DRAM latency)
+    nearmem_read: float = 9.0         # near-memory accelerator: cycles from START to the first input read's
+    #                                   address (the reader's command, the DMA's burst; then the DRAM latency),
+    #                                   plus the last result's pipeline as in nearmem_pipeline
     nearmem_write: float = 19.0       # the same from the last result to DONE beyond the last burst's beats: the
     #                                   requantiser, the writer's word and command, the write response, DONE
     vector_pipeline: float = 2.0      # element-wise unit stages
