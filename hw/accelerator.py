@@ -25,8 +25,9 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import AcceleratorConfig
 from mensa.hw.dma import DMA, axi4_master_members
+from mensa.hw.dsp import lut_product
 from mensa.contract.regs import OPCODES, register_map
-from mensa.contract.vector_program import VECTOR_UNIT_OPS
+from mensa.contract.vector_program import KERNEL_MAX, VECTOR_UNIT_OPS
 from mensa.hw.regs import RegisterFile, RunControl, axi4lite_members, connect_run_control
 from mensa.contract.gemm import GemmGeometry
 from mensa.hw.requant import Requantizer
@@ -139,11 +140,12 @@ class Accelerator(wiring.Component):
         for port in ("quant", "accs", "outs"):         # the vector unit's requantiser is the sequencer's too
             wiring.connect(m, getattr(seq, f"rq_{port}"), getattr(vec, f"seq_{port}"))
         desc = vec.desc
+        kbits = KERNEL_MAX.bit_length()     # the vector compiler takes kernels of KERNEL_MAX at most
         m.d.comb += [
             desc.op.eq(r.op), desc.in_h.eq(r.in_h), desc.in_w.eq(r.in_w), desc.out_h.eq(r.out_h),
             desc.out_w.eq(r.out_w),
             desc.tiles.eq((r.in_c + vec.geometry.lanes - 1) >> (vec.geometry.lanes - 1).bit_length()),
-            desc.taps.eq(r.kernel_h * r.kernel_w), desc.m.eq(r.out_h * r.out_w),
+            desc.taps.eq(lut_product(r.kernel_h[:kbits], r.kernel_w[:kbits])), desc.m.eq(r.out_h * r.out_w),
             desc.kernel_h.eq(r.kernel_h), desc.kernel_w.eq(r.kernel_w),
             desc.stride_h.eq(r.stride_h), desc.stride_w.eq(r.stride_w),
             desc.dilation_h.eq(r.dilation_h), desc.dilation_w.eq(r.dilation_w),

@@ -7,9 +7,9 @@ is placed far from its registers (among the array's DSP columns) that path limit
 every path around the block is a route alone.
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Signal, signed
+from amaranth.hdl import ClockSignal, Const, Instance, Mux, Signal, signed
 
-__all__ = ["PRODUCT_STAGES", "registered_product"]
+__all__ = ["PRODUCT_STAGES", "registered_product", "lut_product"]
 
 
 #: Register stages of :func:`registered_product`: input, pipeline, output (an ECP5 MULT18X18D
@@ -51,3 +51,12 @@ def registered_product(m, platform, a, b, width, name):
     out = Signal(signed(len(a) + len(b)), name=f"{name}_out", reset_less=True)
     m.d.sync += a_q.eq(a), b_q.eq(b), pipe.eq(a_q * b_q), out.eq(pipe), p.eq(out)
     return p
+
+
+def lut_product(a, b):
+    """``a * b`` of unsigned values in LUTs: ``a`` shifted and added for each bit of ``b``.
+
+    Yosys maps every ``*`` whose operands are both two bits or wider to a DSP block; a product of
+    narrow fields (a few bits each) takes a few LUTs this way instead.
+    """
+    return sum(Mux(b[k], a << k, 0) for k in range(len(b)))

@@ -230,27 +230,32 @@ class Requantizer(wiring.Component):
             rs = reg(unsigned(SHIFT_BITS), f"rs0_{i}", right)
             m0 = reg(signed(32), f"mul0_{i}", q.multiplier[i])
 
-            # stage 1: left shift
+            # stage 1: left shift; the multiplier's halves' sum (signed high half plus unsigned
+            # low half, 18 bits signed) for stage 3
             wide = reg(signed(32 + (1 << (SHIFT_BITS - 1)) - 1), f"wide{i}", x0 << ls0)
             rs = reg(unsigned(SHIFT_BITS), f"rs1a_{i}", rs)
+            m0_sum = reg(signed(18), f"msum1a_{i}", m0[16:].as_signed() + m0[:16])
             m0 = reg(signed(32), f"mul1a_{i}", m0)
 
             # stage 2: saturation: the shift overflowed when the bits above bit 31 are not all
-            # copies of the sign (a reduction, not a comparison: no carry chain)
+            # copies of the sign (a reduction, not a comparison: no carry chain); beside it the
+            # sum of the halves, of the shifted value or of the saturated one
             fits = ~wide[31:].any() | wide[31:].all()
             sat = Mux(fits, wide[:32], Mux(wide[-1], _INT32_MIN, _INT32_MAX))
             x1 = reg(signed(32), f"shl{i}", sat)
+            halves = wide[16:32].as_signed() + wide[:16]
+            x_sum = reg(signed(18), f"xsum{i}", Mux(fits, halves, Mux(wide[-1], -(1 << 15), (1 << 16) + (1 << 15) - 2)))
             rs = reg(unsigned(SHIFT_BITS), f"rs1_{i}", rs)
             m1 = reg(signed(32), f"mul1_{i}", m0)
+            m_sum = reg(signed(18), f"msum1_{i}", m0_sum)
 
-            # stage 3: partial products, high halves signed, low halves unsigned: four
-            # 17x17 products, one 18x18 DSP block each
+            # stage 3: three partial products (Karatsuba), high halves signed, low halves
+            # unsigned, and the halves' sums: one 18x18 DSP block each
             xh, xl = x1[16:].as_signed(), x1[:16]
             mh, ml = m1[16:].as_signed(), m1[:16]
             hh = reg(signed(32), f"hh{i}", xh * mh)
-            hl = reg(signed(33), f"hl{i}", xh * ml)
-            lh = reg(signed(33), f"lh{i}", xl * mh)
             ll = reg(unsigned(32), f"ll{i}", xl * ml)
+            sums = reg(signed(36), f"hmid{i}", x_sum * m_sum)      # hh + xh*ml + xl*mh + ll
             # gemmlowp's one saturating case: both operands INT32_MIN
             both_min = reg(1, f"bothmin3_{i}", (x1 == _INT32_MIN) & (m1 == _INT32_MIN))
             rs = reg(unsigned(SHIFT_BITS), f"rs3_{i}", rs)
@@ -260,7 +265,7 @@ class Requantizer(wiring.Component):
             # negative product that is ceil((p + 1 - 2**30) / 2**31) = floor((p + 2**30) / 2**31),
             # so one nudge of 2**30 = 2**14 << 16 and an arithmetic shift do for both signs.
             # hh and ll do not overlap: their sum is a concatenation.
-            mid = reg(signed(35), f"mid{i}", hl + lh + (1 << 14))
+            mid = reg(signed(35), f"mid{i}", sums - hh - ll + (1 << 14))
             outer = reg(signed(64), f"outer{i}", Cat(ll, hh))
             both_min = reg(1, f"bothmin4_{i}", both_min)
             rs = reg(unsigned(SHIFT_BITS), f"rs4_{i}", rs)

@@ -68,20 +68,15 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
         tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring)
         out = Signal(len(field), name=f"psum_out{j}", reset_less=True)
         out_valid = Signal(name=f"psum_valid{j}")
-        # The entries the ring holds (never all: no wrap) as a thermometer code of the column's
-        # own, bit k: more than k; so `waiting` is a flip-flop, and a move shifts the code one
-        # place (no pointer comparison, no carry chain in front of it).
-        held = Signal(ring, name=f"psum_held{j}")
-        waiting = held[0]
+        # `waiting`: the ring holds entries (never all: no wrap), a flip-flop of the column's own
+        # (the pointers' comparison is a cycle ahead of it), so the pop is one LUT from registers.
+        waiting = Signal(name=f"psum_waiting{j}")
         pop = Signal(name=f"psum_pop{j}")
         m.d.comb += [
             wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail),
             pop.eq(waiting & (~out_valid | r_ready)),
         ]
-        with m.If(w_en & ~pop):
-            m.d.sync += held.eq(Cat(1, held[:-1]))
-        with m.Elif(pop & ~w_en):
-            m.d.sync += held.eq(held[1:])
+        m.d.sync += waiting.eq(w_en | waiting & ~(pop & ((tail + 1)[:len(tail)] == head)))
         with m.If(w_en):
             m.d.sync += head.eq(head + 1)
         with m.If(pop):

@@ -8,7 +8,7 @@ zero, then toward zero).
 """
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.vector_program import KERNEL_MAX
@@ -19,13 +19,21 @@ __all__ = ["PoolReducer", "reciprocal", "RECIPROCAL_BITS", "COUNT_MAX", "DIVIDEN
 
 COUNT_MAX = KERNEL_MAX * KERNEL_MAX            # taps of a window inside the input
 DIVIDEND_MAX = COUNT_MAX * 128 + COUNT_MAX // 2  # |sum of taps| plus the rounding half
-RECIPROCAL_BITS = 20                           # DIVIDEND_MAX * COUNT_MAX < 2 ** RECIPROCAL_BITS: exact
+RECIPROCAL_BITS = 16                           # a reciprocal is at most 2 ** RECIPROCAL_BITS: one DSP block
+assert DIVIDEND_MAX < 1 << (RECIPROCAL_BITS - 1)   # exact (reciprocal's proof)
 
 
 def reciprocal(n):
-    """``ceil(2 ** RECIPROCAL_BITS / n)``: ``(a * reciprocal(n)) >> RECIPROCAL_BITS == a // n`` for
-    ``0 <= a <= DIVIDEND_MAX`` and ``1 <= n <= COUNT_MAX``."""
-    return -(-(1 << RECIPROCAL_BITS) // n)
+    """``(r, s)`` with ``(a * r) >> s == a // n`` for ``0 <= a <= DIVIDEND_MAX`` and ``1 <= n <= COUNT_MAX``.
+
+    ``s = RECIPROCAL_BITS + floor(log2 n)`` and ``r = ceil(2 ** s / n)``, so ``r <= 2 ** RECIPROCAL_BITS``
+    (17 bits unsigned: with the 14-bit dividend, one 18x18 DSP block). Exact: with ``a = q n + t``
+    (``0 <= t < n``) and ``r n = 2 ** s + e`` (``0 <= e < n``), ``a r / 2 ** s = q + (t 2 ** s + a e) / (n 2 **
+    s)``, and ``a e < a n < 2 ** s`` (``DIVIDEND_MAX < 2 ** (RECIPROCAL_BITS - 1) <= 2 ** s / n``) keeps the
+    fraction below 1.
+    """
+    s = RECIPROCAL_BITS + n.bit_length() - 1
+    return -(-(1 << s) // n), s
 
 
 class PoolReducer(wiring.Component):
@@ -68,13 +76,17 @@ class PoolReducer(wiring.Component):
         op, out = self.operands.payload, self.outs.payload
         advance = Signal()
         m.d.comb += [advance.eq(~self.outs.valid | self.outs.ready), self.operands.ready.eq(advance)]
-        # an entry for every value of a count's bits (those above COUNT_MAX never occur): the case is full
-        rom = Array(Const(reciprocal(n) if 0 < n <= COUNT_MAX else 0, K + 1)
-                    for n in range(1 << COUNT_MAX.bit_length()))
+        # an entry for every value of a count's bits (those above COUNT_MAX never occur): the case is full;
+        # each the reciprocal and its shift beyond K
+        extra = COUNT_MAX.bit_length() - 1
+        entry = data.StructLayout({"recip": K + 1, "extra": range(extra + 1)})
+        rom = Array(Const(entry.const({"recip": r, "extra": s - K}).as_value().value, entry.size)
+                    for r, s in (reciprocal(n) if 0 < n <= COUNT_MAX else (0, K)
+                                 for n in range(1 << COUNT_MAX.bit_length())))
 
         count, count2 = Signal(range(COUNT_MAX + 1)), Signal(range(COUNT_MAX + 1))
         v2, last2, v3, last3 = Signal(), Signal(), Signal(), Signal()
-        recip = Signal(K + 1)
+        recip = Signal(entry)
         new_count = Mux(op.first, 0, count) + ~op.pad
         with m.If(advance):
             m.d.sync += [v2.eq(self.operands.valid & op.last), last2.eq(op.tile_last),
@@ -92,7 +104,7 @@ class PoolReducer(wiring.Component):
             folded = Mux(op.pad, base, Mux(self.max, Mux(x > base, x, base), base + x))
             half = count2 >> 1
             num = Mux(acc2 > 0, acc2 + half, acc2 - half)
-            q = Mux(self.max, mag, (mag * recip) >> K)
+            q = Mux(self.max, mag, ((mag * recip.recip) >> K) >> recip.extra)
             kept = Mux(neg, -q, q)
             with m.If(advance):
                 with m.If(self.operands.valid):

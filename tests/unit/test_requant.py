@@ -121,6 +121,20 @@ def test_every_shift_the_parameter_holds(seed):
     _check(lanes, tiles, seed=seed)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_saturated_left_shifts_times_small_multipliers_in_range(seed):
+    # A saturated shift (INT32_MAX or INT32_MIN) times a multiplier small enough that the product's
+    # high half lands inside the int16 range: every bit of the product shows (the Karatsuba sums
+    # of the halves, of a saturated value too)
+    gen = np.random.default_rng(seed)
+    lanes = 8
+    acc = np.concatenate([np.array([[INT32_MAX, INT32_MIN, 1 << 30, -(1 << 30), 3 << 28, -(3 << 28), 65535, -65536]]),
+                          gen.integers(INT32_MIN, INT32_MAX + 1, (3, lanes))])
+    tiles = [_tile(acc, mult=gen.integers(-(1 << 15), 1 << 15, lanes), shift=list(gen.integers(1, 32, lanes)),
+                   qmin=-32768, qmax=32767) for _ in range(3)]
+    _check(lanes, tiles, seed=seed, out_bits=16)
+
+
 def test_relu_and_relu6_clamps():
     gen = np.random.default_rng(5)
     acc = gen.integers(-(1 << 16), 1 << 16, (6, 3))
