@@ -7,9 +7,9 @@ is placed far from its registers (among the array's DSP columns) that path limit
 every path around the block is a route alone.
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Mux, Signal, signed
+from amaranth.hdl import ClockSignal, Const, Instance, Mux, Shape, Signal, signed
 
-__all__ = ["PRODUCT_STAGES", "registered_product", "lut_product"]
+__all__ = ["PRODUCT_STAGES", "registered_product", "dsp_product", "lut_product"]
 
 
 #: Register stages of :func:`registered_product`: input, pipeline, output (an ECP5 MULT18X18D
@@ -30,20 +30,8 @@ def registered_product(m, platform, a, b, width, name):
     # No reset on any stage (the DSP block's registers have none here; the users' tags say what is valid).
     # (A reset on this fabric stage also trips a Yosys 0.70 abc9 reintegration assert on the 4x4 OS array.)
     p = Signal(signed(width), name=f"{name}_p", reset_less=True)
-    if getattr(platform, "family", None) == "ecp5":
-        assert len(a) <= 18 and len(b) <= 18
-        a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-        m.d.comb += a18.eq(a), b18.eq(b)
-        m.d.sync += p.eq(p36)
-        regs = {f"p_REG_{r}_{f}": v for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
-                for f, v in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
-        m.submodules[name] = Instance(
-            "MULT18X18D", **regs, p_GSR="DISABLED", p_RESETMODE="SYNC",
-            **{f"i_A{k}": a18[k] for k in range(18)}, **{f"i_B{k}": b18[k] for k in range(18)},
-            **{f"i_C{k}": Const(0) for k in range(18)},
-            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-            i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=Const(0),
-            **{f"o_P{k}": p36[k] for k in range(36)})
+    if _ecp5(platform):
+        m.d.sync += p.eq(_mult18x18d(m, a, b, name, ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")))
         return p
     a_q = Signal(a.shape(), name=f"{name}_a", reset_less=True)
     b_q = Signal(b.shape(), name=f"{name}_b", reset_less=True)
@@ -51,6 +39,44 @@ def registered_product(m, platform, a, b, width, name):
     out = Signal(signed(len(a) + len(b)), name=f"{name}_out", reset_less=True)
     m.d.sync += a_q.eq(a), b_q.eq(b), pipe.eq(a_q * b_q), out.eq(pipe), p.eq(out)
     return p
+
+
+def dsp_product(m, platform, a, b, shape, name):
+    """``a * b`` as a value of ``shape`` two cycles later: a register on the operands, the product, a
+    register on it, as a pipeline writes them, but in a MULT18X18D's own input and output registers
+    on an ECP5 (Yosys leaves those unused: the routes into and out of the block then share a cycle
+    with its 5.6-5.8 ns product). Elsewhere the same two registers in plain Amaranth."""
+    shape = Shape.cast(shape)
+    if _ecp5(platform):
+        p36 = _mult18x18d(m, a, b, name, ("INPUTA", "INPUTB", "OUTPUT"))[:shape.width]
+        return p36.as_signed() if shape.signed else p36
+    a_q = Signal(a.shape(), name=f"{name}_a", reset_less=True)
+    b_q = Signal(b.shape(), name=f"{name}_b", reset_less=True)
+    p = Signal(shape, name=f"{name}_p", reset_less=True)
+    m.d.sync += a_q.eq(a), b_q.eq(b), p.eq(a_q * b_q)
+    return p
+
+
+def _ecp5(platform):
+    return getattr(platform, "family", None) == "ecp5"
+
+
+def _mult18x18d(m, a, b, name, registers):
+    """A MULT18X18D with the named register sets clocked (the others bypassed); returns its 36-bit product."""
+    assert len(a) <= 18 and len(b) <= 18
+    a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
+    m.d.comb += a18.eq(a), b18.eq(b)
+    regs = {f"p_REG_{r}_{f}": (v if r in registers else "NONE") if f == "CLK" else v
+            for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
+            for f, v in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
+    m.submodules[name] = Instance(
+        "MULT18X18D", **regs, p_GSR="DISABLED", p_RESETMODE="SYNC",
+        **{f"i_A{k}": a18[k] for k in range(18)}, **{f"i_B{k}": b18[k] for k in range(18)},
+        **{f"i_C{k}": Const(0) for k in range(18)},
+        i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+        i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=Const(0),
+        **{f"o_P{k}": p36[k] for k in range(36)})
+    return p36
 
 
 def lut_product(a, b):

@@ -36,6 +36,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
+from mensa.hw.dsp import dsp_product
 from mensa.hw.queue import count_credits
 
 __all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout", "requant_members", "resize"]
@@ -241,23 +242,21 @@ class Requantizer(wiring.Component):
             # copies of the sign (a reduction, not a comparison: no carry chain); beside it the
             # sum of the halves, of the shifted value or of the saturated one
             fits = ~wide[31:].any() | wide[31:].all()
-            sat = Mux(fits, wide[:32], Mux(wide[-1], _INT32_MIN, _INT32_MAX))
-            x1 = reg(signed(32), f"shl{i}", sat)
+            sat = Signal(signed(32), name=f"sat{i}")
+            m.d.comb += sat.eq(Mux(fits, wide[:32], Mux(wide[-1], _INT32_MIN, _INT32_MAX)))
             halves = wide[16:32].as_signed() + wide[:16]
-            x_sum = reg(signed(18), f"xsum{i}", Mux(fits, halves, Mux(wide[-1], -(1 << 15), (1 << 16) + (1 << 15) - 2)))
+            x_sum = Signal(signed(18), name=f"xsum{i}")
+            m.d.comb += x_sum.eq(Mux(fits, halves, Mux(wide[-1], -(1 << 15), (1 << 16) + (1 << 15) - 2)))
             rs = reg(unsigned(SHIFT_BITS), f"rs1_{i}", rs)
-            m1 = reg(signed(32), f"mul1_{i}", m0)
-            m_sum = reg(signed(18), f"msum1_{i}", m0_sum)
-
-            # stage 3: three partial products (Karatsuba), high halves signed, low halves
-            # unsigned, and the halves' sums: one 18x18 DSP block each
-            xh, xl = x1[16:].as_signed(), x1[:16]
-            mh, ml = m1[16:].as_signed(), m1[:16]
-            hh = reg(signed(32), f"hh{i}", xh * mh)
-            ll = reg(unsigned(32), f"ll{i}", xl * ml)
-            sums = reg(signed(36), f"hmid{i}", x_sum * m_sum)      # hh + xh*ml + xl*mh + ll
             # gemmlowp's one saturating case: both operands INT32_MIN
-            both_min = reg(1, f"bothmin3_{i}", (x1 == _INT32_MIN) & (m1 == _INT32_MIN))
+            both_min = reg(1, f"bothmin2_{i}", (sat == _INT32_MIN) & (m0 == _INT32_MIN))
+
+            # stages 2 and 3: three partial products (Karatsuba), high halves signed, low halves
+            # unsigned, and the halves' sums, in the DSP blocks' input and output registers
+            hh = dsp_product(m, platform, sat[16:].as_signed(), m0[16:].as_signed(), signed(32), f"hh{i}")
+            ll = dsp_product(m, platform, sat[:16], m0[:16], unsigned(32), f"ll{i}")
+            sums = dsp_product(m, platform, x_sum, m0_sum, signed(36), f"hmid{i}")   # hh + xh*ml + xl*mh + ll
+            both_min = reg(1, f"bothmin3_{i}", both_min)
             rs = reg(unsigned(SHIFT_BITS), f"rs3_{i}", rs)
 
             # stage 4: the middle products plus the rounding nudge. gemmlowp adds 2**30 (or
