@@ -42,18 +42,16 @@ def registered_product(m, platform, a, b, width, name):
 
 
 def dsp_product(m, platform, a, b, shape, name):
-    """``a * b`` as a value of ``shape`` two cycles later: a register on the operands, the product, a
-    register on it, as a pipeline writes them, but in a MULT18X18D's own input and output registers
-    on an ECP5 (Yosys leaves those unused: the routes into and out of the block then share a cycle
-    with its 5.6-5.8 ns product). Elsewhere the same two registers in plain Amaranth."""
+    """``a * b`` as a value of ``shape`` a cycle later: the product of two registers into a register, as
+    a pipeline writes it, but in a MULT18X18D's own output register on an ECP5 (Yosys leaves it
+    unused: the route out of the block then shares the cycle with the route in and its 5.6-5.8 ns
+    product). Elsewhere the same register in plain Amaranth."""
     shape = Shape.cast(shape)
     if _ecp5(platform):
-        p36 = _mult18x18d(m, a, b, name, ("INPUTA", "INPUTB", "OUTPUT"))[:shape.width]
+        p36 = _mult18x18d(m, a, b, name, ("OUTPUT",))[:shape.width]
         return p36.as_signed() if shape.signed else p36
-    a_q = Signal(a.shape(), name=f"{name}_a", reset_less=True)
-    b_q = Signal(b.shape(), name=f"{name}_b", reset_less=True)
     p = Signal(shape, name=f"{name}_p", reset_less=True)
-    m.d.sync += a_q.eq(a), b_q.eq(b), p.eq(a_q * b_q)
+    m.d.sync += p.eq(a * b)
     return p
 
 

@@ -6,7 +6,7 @@ both sides, and the handshake is the stream contract (``valid`` does not wait on
 ``ready``; a beat moves when both are high).
 """
 
-from amaranth.hdl import Module, Shape
+from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -70,11 +70,16 @@ class Queue(wiring.Component):
 def count_credits(m, outstanding, credit, accept, read, depth):
     """Keep ``credit`` (a registered ``outstanding < depth``) as ``outstanding`` (items taken by
     ``accept`` and not yet gone by ``read``) moves by at most one a cycle: each move's comparison
-    of the register side by side, selected by the move, so no adder stands in front of it."""
-    m.d.sync += outstanding.eq(outstanding + accept - read)
+    of the register side by side, selected by the move, so no adder stands in front of it. The count's
+    neighbours ``outstanding + 1`` and ``outstanding - 1`` are registers of their own too, so a move
+    selects one (``accept`` and ``read`` steer muxes, not a carry chain)."""
+    up = Signal.like(outstanding, name=f"{outstanding.name}_up", init=outstanding.init + 1)
+    # (`down` wraps at 0, where no read comes: the count never goes below 0)
+    down = Signal.like(outstanding, name=f"{outstanding.name}_down",
+                       init=(outstanding.init - 1) % (1 << len(outstanding)))
     with m.If(accept & ~read):
-        m.d.sync += credit.eq(outstanding < depth - 1)
+        m.d.sync += [outstanding.eq(up), up.eq(up + 1), down.eq(outstanding), credit.eq(outstanding < depth - 1)]
     with m.Elif(read & ~accept):
-        m.d.sync += credit.eq(1)
+        m.d.sync += [outstanding.eq(down), up.eq(outstanding), down.eq(down - 1), credit.eq(1)]
     with m.Else():
         m.d.sync += credit.eq(outstanding < depth)

@@ -242,21 +242,21 @@ class Requantizer(wiring.Component):
             # copies of the sign (a reduction, not a comparison: no carry chain); beside it the
             # sum of the halves, of the shifted value or of the saturated one
             fits = ~wide[31:].any() | wide[31:].all()
-            sat = Signal(signed(32), name=f"sat{i}")
-            m.d.comb += sat.eq(Mux(fits, wide[:32], Mux(wide[-1], _INT32_MIN, _INT32_MAX)))
+            sat = Mux(fits, wide[:32], Mux(wide[-1], _INT32_MIN, _INT32_MAX))
+            x1 = reg(signed(32), f"shl{i}", sat)
             halves = wide[16:32].as_signed() + wide[:16]
-            x_sum = Signal(signed(18), name=f"xsum{i}")
-            m.d.comb += x_sum.eq(Mux(fits, halves, Mux(wide[-1], -(1 << 15), (1 << 16) + (1 << 15) - 2)))
+            x_sum = reg(signed(18), f"xsum{i}", Mux(fits, halves, Mux(wide[-1], -(1 << 15), (1 << 16) + (1 << 15) - 2)))
             rs = reg(unsigned(SHIFT_BITS), f"rs1_{i}", rs)
-            # gemmlowp's one saturating case: both operands INT32_MIN
-            both_min = reg(1, f"bothmin2_{i}", (sat == _INT32_MIN) & (m0 == _INT32_MIN))
+            m1 = reg(signed(32), f"mul1_{i}", m0)
+            m_sum = reg(signed(18), f"msum1_{i}", m0_sum)
 
-            # stages 2 and 3: three partial products (Karatsuba), high halves signed, low halves
-            # unsigned, and the halves' sums, in the DSP blocks' input and output registers
-            hh = dsp_product(m, platform, sat[16:].as_signed(), m0[16:].as_signed(), signed(32), f"hh{i}")
-            ll = dsp_product(m, platform, sat[:16], m0[:16], unsigned(32), f"ll{i}")
-            sums = dsp_product(m, platform, x_sum, m0_sum, signed(36), f"hmid{i}")   # hh + xh*ml + xl*mh + ll
-            both_min = reg(1, f"bothmin3_{i}", both_min)
+            # stage 3: three partial products (Karatsuba), high halves signed, low halves
+            # unsigned, and the halves' sums: one 18x18 DSP block each, into its output register
+            hh = dsp_product(m, platform, x1[16:].as_signed(), m1[16:].as_signed(), signed(32), f"hh{i}")
+            ll = dsp_product(m, platform, x1[:16], m1[:16], unsigned(32), f"ll{i}")
+            sums = dsp_product(m, platform, x_sum, m_sum, signed(36), f"hmid{i}")   # hh + xh*ml + xl*mh + ll
+            # gemmlowp's one saturating case: both operands INT32_MIN
+            both_min = reg(1, f"bothmin3_{i}", (x1 == _INT32_MIN) & (m1 == _INT32_MIN))
             rs = reg(unsigned(SHIFT_BITS), f"rs3_{i}", rs)
 
             # stage 4: the middle products plus the rounding nudge. gemmlowp adds 2**30 (or

@@ -76,11 +76,13 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
             wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail),
             pop.eq(waiting & (~out_valid | r_ready)),
         ]
-        m.d.sync += waiting.eq(w_en | waiting & ~(pop & ((tail + 1)[:len(tail)] == head)))
+        # the read pointer's successor is a register too, so `waiting` compares two registers
+        after = Signal(range(ring), name=f"psum_after{j}", init=(j + 1) % ring)
+        m.d.sync += waiting.eq(w_en | waiting & ~(pop & (after == head)))
         with m.If(w_en):
             m.d.sync += head.eq(head + 1)
         with m.If(pop):
-            m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(tail + 1)
+            m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(after), after.eq(after + 1)
         with m.Elif(r_ready):
             m.d.sync += out_valid.eq(0)
         outs.append(out)
