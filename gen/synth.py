@@ -44,7 +44,7 @@ from mensa.core.errors import UserError
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key", "cached_report"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
-FLOW_VERSION = 5
+FLOW_VERSION = 6
 
 
 class SynthError(UserError):
@@ -68,18 +68,21 @@ class Target:
     dsp: tuple = ()
     bram: tuple = ()
     lutram: tuple = ()
+    clock_site: str = ""        # the package pin the shell's clock comes in on (ECP5: a PCLK pin)
 
 
 TARGETS = {
     # LFE5U-85F / -25F in the CABGA381 package of the ULX3S boards, speed grade 6 (the
     # boards' and nextpnr's default). A CCU2C carry cell holds two LUT4s. router2: router1 takes
-    # over an hour on an 8x8 array's ~26k arcs where router2 takes minutes.
+    # over an hour on an 8x8 array's ~26k arcs where router2 takes minutes. The clock comes in on
+    # G2, the boards' oscillator pin (PCLKT6_0): left to the placer, a pin without a route to a
+    # global buffer fails some seeds ("Failed to route arc ... G_CLKI").
     "ecp5-85f": Target("ecp5-85f", "ecp5", "--85k", "CABGA381", ("--speed", "6", "--router", "router2"),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
-                       dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",)),
+                       dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",), clock_site="G2"),
     "ecp5-25f": Target("ecp5-25f", "ecp5", "--25k", "CABGA381", ("--speed", "6", "--router", "router2"),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
-                       dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",)),
+                       dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",), clock_site="G2"),
     # iCE40UP5K in the SG48 package (iCEBreaker, UPduino).
     "ice40-up5k": Target("ice40-up5k", "ice40", "--up5k", "sg48",
                          lut=(("SB_LUT4", 1),), ff_prefix="SB_DFF",
@@ -140,11 +143,21 @@ def _yosys_script(target, core, top, verilog, netlist, stat):
     ])
 
 
-def _nextpnr_args(target, netlist, report, clock_mhz, log, seed=1):
+def _nextpnr_args(target, netlist, report, clock_mhz, log, seed=1, constraints=None):
     args = [_tool(f"yowasp-nextpnr-{target.family}"), target.device_flag, "--package", target.package,
             *target.extra, "--json", netlist.name, "--freq", f"{clock_mhz:g}", "--seed", str(seed),
             "--timing-allow-fail", "--report", report.name, "--log", log.name, "-q"]
+    if constraints is not None:
+        args += ["--lpf", constraints.name, "--lpf-allow-unconstrained"]   # the other four pins: anywhere
     return args
+
+
+def _constraints(target):
+    """The LPF that puts the shell's clock on the target's clock pin (None: no constraint)."""
+    if not target.clock_site:
+        return None
+    return f'LOCATE COMP "clk" SITE "{target.clock_site}";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n'
+
 
 
 def _shell(inner, port_list):
@@ -315,8 +328,12 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
 
     progress.update(task, description=f"{name}: nextpnr-{target.family} place and route at {clock_mhz:g} MHz "
                                       f"(seed {seed})")
+    lpf = _constraints(target)
+    if lpf is not None:
+        write_if_changed(work / "pins.lpf", lpf)
     try:
-        _run(_nextpnr_args(target, netlist, pnr_report, clock_mhz, pnr_log, seed), work,
+        _run(_nextpnr_args(target, netlist, pnr_report, clock_mhz, pnr_log, seed,
+                           work / "pins.lpf" if lpf is not None else None), work,
              f"nextpnr-{target.family}", pnr_log.name)
     except SynthError:
         util = _utilisation_from_log(pnr_log.read_text() if pnr_log.exists() else "")
