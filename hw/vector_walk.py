@@ -19,7 +19,10 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.hw.vector_layer import decode_mode, tap_layout, vector_desc_layout
 
-__all__ = ["WindowWalker"]
+__all__ = ["WindowWalker", "SETTLE"]
+
+#: Cycles from a walk's start to its first possible tap: the layer's products reach their registers.
+SETTLE = 4
 
 
 def _clamp(m, value, hi, name):
@@ -76,20 +79,27 @@ class WindowWalker(wiring.Component):
         d = self.layer
         LB = (2 * self._line_depth).bit_length() + 8
         P = signed(18)
-        # once per layer: the ring's pitch products
+        # once per layer, from the latched layer: the ring's pitch products, each a product in a cycle
+        # of its own, and the chains before two of them a stage at a time (free-running registers);
+        # the walk's first tap waits SETTLE cycles after start for the last of them, `tile_step`
         names = ("dhw", "shw", "ring", "tile_step", "ra_init")
         dhw, shw, ring, tile_step, ra_init = (Signal(LB, name=n) for n in names)
         span = Signal(17)
-        gap = Signal(signed(18))            # next tile's first window row - this tile's last, in the ring
         # the window's rows: a product of the layer's alone, a register of its own (it reaches the walk's
         # row_ready, and through it every counter's enable)
         m.d.sync += span.eq((d.kernel_h - 1) * d.dilation_h + 1)
-        m.d.comb += gap.eq(d.in_h - (d.out_h - 1) * d.stride_h)
-        gap_mod = Mux(gap < 0, gap + d.line_rows, gap)
-        pt_mod = Mux(d.pad_top == 0, 0, d.line_rows - d.pad_top)
+        # next tile's first window row - this tile's last, in the ring: the output rows' span, the
+        # difference, its remainder, the product
+        out_span, gap, gap_mod = Signal(signed(18)), Signal(signed(18)), Signal(signed(18))
+        pt_mod = Signal(signed(18))
+        m.d.sync += [out_span.eq((d.out_h - 1) * d.stride_h), gap.eq(d.in_h - out_span),
+                     gap_mod.eq(Mux(gap < 0, gap + d.line_rows, gap)),
+                     pt_mod.eq(Mux(d.pad_top == 0, 0, d.line_rows - d.pad_top))]
         m.d.sync += [dhw.eq(d.dilation_h * d.in_w), shw.eq(d.stride_h * d.in_w), ring.eq(d.line_rows * d.in_w),
-                     tile_step.eq(gap_mod * d.in_w)]
-        m.d.comb += ra_init.eq(pt_mod * d.in_w)
+                     tile_step.eq(gap_mod * d.in_w), ra_init.eq(pt_mod * d.in_w)]
+        settling = Signal(SETTLE)           # a one at a time leaves: the first tap once none is left
+        m.d.sync += settling.eq(Mux(self.start, (1 << SETTLE) - 1, settling >> 1))
+        settled = ~settling[0]
 
         def wrap(a, delta):
             s = a + delta
@@ -115,7 +125,7 @@ class WindowWalker(wiring.Component):
         last_ox, last_oy = ox == d.out_w - 1, oy == d.out_h - 1
         p = self.taps.payload
         m.d.comb += [
-            self.taps.valid.eq(active & ((armed & ~mode.stream) | row_ready)),
+            self.taps.valid.eq(active & settled & ((armed & ~mode.stream) | row_ready)),
             p.pad.eq((iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)),
             p.line_addr.eq(ra + ix),
             p.weight_addr.eq(Mux(t[0], self._weight_depth, 0) + tap),
@@ -127,7 +137,9 @@ class WindowWalker(wiring.Component):
         with m.If(self.start):
             m.d.sync += [active.eq(d.tiles != 0), armed.eq(0), t.eq(0), oy.eq(0), ox.eq(0), ky.eq(0), kx.eq(0),
                          tap.eq(0), iy0.eq(-d.pad_top), iy.eq(-d.pad_top), ix0.eq(-d.pad_left),
-                         ix.eq(-d.pad_left), ra0.eq(ra_init), ra.eq(ra_init), rowbase.eq(0)]
+                         ix.eq(-d.pad_left), rowbase.eq(0)]
+        with m.Elif(settling[0] & ~settling[1]):    # the last cycle before the first tap: ra_init is in
+            m.d.sync += ra0.eq(ra_init), ra.eq(ra_init)
         with m.Elif(self.taps.valid & self.taps.ready):
             m.d.sync += armed.eq(1)
             with m.If(~last_kx):
