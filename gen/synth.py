@@ -179,7 +179,7 @@ def _shell(inner, port_list):
              f"  wire [{no - 1}:0] outs;",
              f"  always @(posedge clk) sin <= {{sin[{ni - 1}:0], si}};" if ni > 1 else
              "  always @(posedge clk) sin <= si;",
-             f"  always @(posedge clk) sout <= ld ? outs : (sout >> 1);",
+             "  always @(posedge clk) sout <= ld ? outs : (sout >> 1);",
              "  assign so = sout[0];",
              f"  {inner} core (.clk(clk), .rst(rst_q)"]
     pos = 0

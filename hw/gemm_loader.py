@@ -89,7 +89,7 @@ class WindowLoader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        g, A, d = self._geometry, self._addr_bits, self.layer
+        A, d = self._addr_bits, self.layer
         m.submodules.tiles = tiles = MTileWalker(addr_bits=A)
         state = Signal(_Load)
         n_tiles = self.progress.tiles           # M tiles whose window reads are all issued

@@ -69,7 +69,7 @@ class NearMemAccelerator(wiring.Component):
             raise TypeError(f"config must be an AcceleratorConfig of kind nearmem, not {config!r}")
         bus_ratio(config)
         self._config = config
-        self._geometry = g = NearMemGeometry.of(config.nearmem)
+        self._geometry = NearMemGeometry.of(config.nearmem)
         self._regmap = register_map(config)
         mem = config.memory
         self._lite = axi4lite_members("s_axil", self._regmap.addr_bits)
