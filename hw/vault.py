@@ -215,6 +215,8 @@ class Vault(wiring.Component):
                 m.d.comb += beat.zero_point.eq(desc.x_zero_point)
             with m.Case(Phase.H):
                 m.d.comb += beat.zero_point.eq(desc.out_zero_point)
+            with m.Default():
+                m.d.comb += beat.zero_point.eq(0)
         self._lanes(m, platform, consume, beat, accq.w, quantq.w)
 
         with m.If(consume):
