@@ -152,12 +152,14 @@ def _nextpnr_args(target, netlist, report, clock_mhz, log, seed=1, constraints=N
     return args
 
 
-def _constraints(target):
-    """The LPF that puts the shell's clock on the target's clock pin (None: no constraint)."""
+def _constraints(target, work):
+    """Write the LPF that puts the shell's clock on the target's clock pin into ``work``; its path, or None
+    for a target without one."""
     if not target.clock_site:
         return None
-    return f'LOCATE COMP "clk" SITE "{target.clock_site}";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n'
-
+    lpf = work / "pins.lpf"
+    write_if_changed(lpf, f'LOCATE COMP "clk" SITE "{target.clock_site}";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n')
+    return lpf
 
 
 def _shell(inner, port_list):
@@ -328,12 +330,8 @@ def _synth_module(system, acc, target, out_dir, progress, task, unit, seed=1):
 
     progress.update(task, description=f"{name}: nextpnr-{target.family} place and route at {clock_mhz:g} MHz "
                                       f"(seed {seed})")
-    lpf = _constraints(target)
-    if lpf is not None:
-        write_if_changed(work / "pins.lpf", lpf)
     try:
-        _run(_nextpnr_args(target, netlist, pnr_report, clock_mhz, pnr_log, seed,
-                           work / "pins.lpf" if lpf is not None else None), work,
+        _run(_nextpnr_args(target, netlist, pnr_report, clock_mhz, pnr_log, seed, _constraints(target, work)), work,
              f"nextpnr-{target.family}", pnr_log.name)
     except SynthError:
         util = _utilisation_from_log(pnr_log.read_text() if pnr_log.exists() else "")

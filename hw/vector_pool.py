@@ -7,7 +7,7 @@ high bits are the quotient, as :func:`mensa.core.golden.avg_pool` rounds it (hal
 zero, then toward zero).
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -80,7 +80,7 @@ class PoolReducer(wiring.Component):
         # each the reciprocal and its shift beyond K
         extra = COUNT_MAX.bit_length() - 1
         entry = data.StructLayout({"recip": K + 1, "extra": range(extra + 1)})
-        rom = Array(Const(entry.const({"recip": r, "extra": s - K}).as_value().value, entry.size)
+        rom = Array(entry.const({"recip": r, "extra": s - K}).as_value()
                     for r, s in (reciprocal(n) if 0 < n <= COUNT_MAX else (0, K)
                                  for n in range(1 << COUNT_MAX.bit_length())))
 

@@ -90,8 +90,7 @@ class WindowWalker(wiring.Component):
         m.d.sync += span.eq((d.kernel_h - 1) * d.dilation_h + 1)
         # next tile's first window row - this tile's last, in the ring: the output rows' span, the
         # difference, its remainder, the product
-        out_span, gap, gap_mod = Signal(signed(18)), Signal(signed(18)), Signal(signed(18))
-        pt_mod = Signal(signed(18))
+        out_span, gap, gap_mod, pt_mod = (Signal(signed(18), name=n) for n in ("out_span", "gap", "gap_mod", "pt_mod"))
         m.d.sync += [out_span.eq((d.out_h - 1) * d.stride_h), gap.eq(d.in_h - out_span),
                      gap_mod.eq(Mux(gap < 0, gap + d.line_rows, gap)),
                      pt_mod.eq(Mux(d.pad_top == 0, 0, d.line_rows - d.pad_top))]
