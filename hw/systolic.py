@@ -26,7 +26,7 @@ pipeline and output registers and one fabric register) and adds in the next, so 
 path holds more than a multiplier or a carry chain.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -64,8 +64,13 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
         m.submodules[f"psum_ring{j}"] = mem
         wr = mem.write_port()
         rd = mem.read_port(domain="comb")
-        head = Signal(range(ring), name=f"psum_head{j}", init=j % ring)
-        tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring)
+        # The pointers are reset by a register of the column's own, a cycle after the array's reset
+        # (the reset then reaches the flags alone across the array). In that cycle no entry is
+        # written (the tags are reset) or read (`waiting` is reset), so the pointers only hold.
+        reset = Signal(name=f"psum_reset{j}", init=1)
+        m.d.sync += reset.eq(ResetSignal())
+        head = Signal(range(ring), name=f"psum_head{j}", init=j % ring, reset_less=True)
+        tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring, reset_less=True)
         out = Signal(len(field), name=f"psum_out{j}", reset_less=True)
         out_valid = Signal(name=f"psum_valid{j}")
         # `waiting`: the ring holds entries (never all: no wrap), a flip-flop of the column's own
@@ -77,7 +82,7 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
             pop.eq(waiting & (~out_valid | r_ready)),
         ]
         # the read pointer's successor is a register too, so `waiting` compares two registers
-        after = Signal(range(ring), name=f"psum_after{j}", init=(j + 1) % ring)
+        after = Signal(range(ring), name=f"psum_after{j}", init=(j + 1) % ring, reset_less=True)
         m.d.sync += waiting.eq(w_en | waiting & ~(pop & (after == head)))
         with m.If(w_en):
             m.d.sync += head.eq(head + 1)
@@ -85,6 +90,8 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
             m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(after), after.eq(after + 1)
         with m.Elif(r_ready):
             m.d.sync += out_valid.eq(0)
+        with m.If(reset):
+            m.d.sync += head.eq(head.init), tail.eq(tail.init), after.eq(after.init)
         outs.append(out)
         valids.append(out_valid)
     return valids[0], outs
@@ -166,9 +173,10 @@ class SystolicArray(wiring.Component):
 
     @property
     def psum_fifo_depth(self):
-        """Entries of the WS output FIFO: enough credits to cover the round trip, so a
-        ``psums`` consumer that is always ready never throttles the activations."""
-        return self.latency + 1
+        """Entries of the WS output FIFO: enough credits to cover the round trip (a read's credit
+        returns a cycle after it), so a ``psums`` consumer that is always ready never throttles
+        the activations."""
+        return self.latency + 2
 
     def elaborate(self, platform):
         if self._config.dataflow is Dataflow.WEIGHT_STATIONARY:
@@ -353,7 +361,11 @@ class SystolicArray(wiring.Component):
         ]
         for j in range(1, C):
             m.d.comb += self.psums.payload.data[j].eq(fields[j].as_signed())
-        count_credits(m, outstanding, credit, accept, self.psums.valid & self.psums.ready, depth)
+        # A read returns its credit a cycle later, from a register: `psums.ready`, which loads every
+        # column's output register, does not also reach the count.
+        read = Signal()
+        m.d.sync += read.eq(self.psums.valid & self.psums.ready)
+        count_credits(m, outstanding, credit, accept, read, depth)
         m.d.comb += self.busy.eq((outstanding != 0) | loaded.any() | inuse.any())
         return m
 
