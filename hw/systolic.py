@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.core.config import ArrayConfig, Dataflow
 from mensa.hw.dsp import PRODUCT_STAGES, registered_product
+from mensa.hw.keep import kept_register
 from mensa.hw.queue import count_credits
 
 __all__ = ["SystolicArray", "MULT_STAGES", "act_layout", "psum_layout", "operand_layout"]
@@ -44,7 +45,7 @@ MULT_STAGES = PRODUCT_STAGES
 _FIFO_LATENCY = 2
 
 
-def _credit_fifo(m, depth, w_en, columns, r_ready):
+def _credit_fifo(m, platform, depth, w_en, columns, r_ready):
     """A FIFO whose writer holds credits (it never writes into a full FIFO), so it has no
     full flag: LUT-RAM rings and an output register. Returns the output's valid and its
     register of each field; an entry written in a cycle can be read two cycles later.
@@ -55,7 +56,10 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
     beside that column, not every payload bit of the array. The copies of a pointer start at
     different entries (column ``j`` at entry ``j``) and step together: they are distinct
     flip-flops that synthesis cannot merge back into one, and so are the flags that follow
-    from them.
+    from them. ``w_en`` is the write enable a cycle ahead: each column registers its own copy
+    (:func:`~mensa.hw.keep.kept_register`). A ring is written every cycle at its write pointer,
+    whose entry is free (fewer entries than the ring's wait), and ``w_en`` moves the pointer: so
+    no enable reaches the LUT RAMs.
     """
     ring = 1 << max(1, (depth - 1).bit_length())    # depth - 1 entries wait at most; 2 at least
     outs, valids = [], []
@@ -67,8 +71,8 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
         # The pointers are reset by a register of the column's own, a cycle after the array's reset
         # (the reset then reaches the flags alone across the array). In that cycle no entry is
         # written (the tags are reset) or read (`waiting` is reset), so the pointers only hold.
-        reset = Signal(name=f"psum_reset{j}", init=1)
-        m.d.sync += reset.eq(ResetSignal())
+        reset = kept_register(m, platform, ResetSignal(), f"psum_reset{j}", init=1)
+        write = kept_register(m, platform, w_en, f"psum_write{j}", reset_less=False)
         head = Signal(range(ring), name=f"psum_head{j}", init=j % ring, reset_less=True)
         tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring, reset_less=True)
         out = Signal(len(field), name=f"psum_out{j}", reset_less=True)
@@ -78,13 +82,13 @@ def _credit_fifo(m, depth, w_en, columns, r_ready):
         waiting = Signal(name=f"psum_waiting{j}")
         pop = Signal(name=f"psum_pop{j}")
         m.d.comb += [
-            wr.addr.eq(head), wr.data.eq(field), wr.en.eq(w_en), rd.addr.eq(tail),
+            wr.addr.eq(head), wr.data.eq(field), wr.en.eq(1), rd.addr.eq(tail),
             pop.eq(waiting & (~out_valid | r_ready)),
         ]
         # the read pointer's successor is a register too, so `waiting` compares two registers
         after = Signal(range(ring), name=f"psum_after{j}", init=(j + 1) % ring, reset_less=True)
-        m.d.sync += waiting.eq(w_en | waiting & ~(pop & (after == head)))
-        with m.If(w_en):
+        m.d.sync += waiting.eq(write | waiting & ~(pop & (after == head)))
+        with m.If(write):
             m.d.sync += head.eq(head + 1)
         with m.If(pop):
             m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(after), after.eq(after + 1)
@@ -277,36 +281,46 @@ class SystolicArray(wiring.Component):
             tag_bank.eq((tag_bank << 1) | comp_bank),
         ]
         # Each activation carries its weight bank with it, so the bank select of a PE is a
-        # local flip-flop beside the activation register, not a net across a diagonal.
-        ab = signed(c.input_bits + 1)
-        skew = [[Signal(ab, name=f"askew{i}_{s}", reset_less=True) for s in range(i + 1)] for i in range(R)]
-        a = [[skew[i][i]] + [Signal(ab, name=f"a{i}_{j}", reset_less=True) for j in range(1, C)] for i in range(R)]
+        # local flip-flop beside the activation register, not a net across a diagonal. The bank
+        # bits are kept registers (:func:`~mensa.hw.keep.kept_register`): each is a delay of
+        # `comp_bank` like the diagonal's `tag_bank`, and synthesis would merge them into it.
+        skew = [[Signal(signed(c.input_bits), name=f"askew{i}_{s}", reset_less=True) for s in range(i + 1)]
+                for i in range(R)]
+        a = [[skew[i][i]] + [Signal(signed(c.input_bits), name=f"a{i}_{j}", reset_less=True) for j in range(1, C)]
+             for i in range(R)]
         # Partial sums leaving PE (i, j) (registered). Row i's sum of i + 1 products needs only
         # ceil(log2(i + 1)) bits beyond a product (never more than acc_bits, which wraps the
         # same way), so the carry chains are short; the bottom row's sums are extended at the end.
         pw = c.input_bits + c.weight_bits
         width = [min(c.acc_bits, pw + i.bit_length()) for i in range(R)]
         ps = [[Signal(signed(width[i]), name=f"ps{i}_{j}", reset_less=True) for j in range(C)] for i in range(R)]
+        bank_skew = []                  # bank_skew[i][s]: the bank of askew{i}_{s}
         for i in range(R):
-            m.d.sync += skew[i][0].eq(Cat(self.acts.payload.data[i], comp_bank).as_signed())
+            m.d.sync += skew[i][0].eq(self.acts.payload.data[i])
             for s in range(1, i + 1):
                 m.d.sync += skew[i][s].eq(skew[i][s - 1])
             for j in range(1, C):
                 m.d.sync += a[i][j].eq(a[i][j - 1])
+            bank_skew.append([])
+            for s in range(i + 1):
+                bank_skew[i].append(kept_register(m, platform, bank_skew[i][-1] if s else comp_bank, f"bskew{i}_{s}"))
+            bank = [bank_skew[i][i]]    # bank[j]: the bank of a{i}_{j}
+            for j in range(1, C):
+                bank.append(kept_register(m, platform, bank[-1], f"bank{i}_{j}"))
             for j in range(C):
                 # The weight is selected a cycle ahead, into a register of its own, by the bank
                 # of the activation that reaches PE (i, j) next (the one a PE to the left, or
                 # entering the row's skew), so the weight registers' route to the DSP block
                 # and the bank mux are apart.
                 if j:
-                    bank_next = a[i][j - 1][-1]
+                    bank_next = bank[j - 1]
                 elif i:
-                    bank_next = skew[i][i - 1][-1]
+                    bank_next = bank_skew[i][i - 1]
                 else:
                     bank_next = comp_bank
                 weight = Signal(signed(c.weight_bits), name=f"wsel{i}_{j}", reset_less=True)
                 m.d.sync += weight.eq(Mux(bank_next, w[1][i][j], w[0][i][j]))
-                act = a[i][j][:c.input_bits].as_signed()
+                act = a[i][j]
                 product = registered_product(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
                 above = ps[i - 1][j] if i else 0
                 m.d.sync += ps[i][j].eq(above + product)
@@ -353,7 +367,7 @@ class SystolicArray(wiring.Component):
                 chain = reg
             columns.append(chain)
         columns[0] = Cat(columns[0], tag_last[T - 1])     # the tile's `last` beside column 0's sums
-        valid, fields = _credit_fifo(m, depth, tag_valid[T - 1], columns, self.psums.ready)
+        valid, fields = _credit_fifo(m, platform, depth, tag_valid[T - 2], columns, self.psums.ready)
         m.d.comb += [
             self.psums.valid.eq(valid),
             self.psums.payload.last.eq(fields[0][-1]),
