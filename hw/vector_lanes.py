@@ -45,7 +45,7 @@ class OperandFetch(wiring.Component):
         The input zero point, read for a padded tap.
     taps : ``In(stream.Signature(tap_layout))``
     operands : ``Out(stream.Signature(operand_layout(lanes)))``
-        One beat per tap, a cycle later, in order; ``x2`` the line buffer's upper half at the
+        One beat per tap, two cycles later, in order; ``x2`` the line buffer's upper half at the
         tap's place plus ``line_depth // 2`` (an add's second input).
     """
 
@@ -71,19 +71,23 @@ class OperandFetch(wiring.Component):
         m.d.comb += [lw.addr.eq(self.line_addr), lw.data.eq(self.line_data), lw.en.eq(self.line_en),
                      ww.addr.eq(self.weight_addr), ww.data.eq(self.weight_data), ww.en.eq(self.weight_en)]
 
+        # Two stages: the block RAMs' reads (their read data holds while the pipeline stalls), then the
+        # operands' registers, so nothing follows the read data in its cycle but the pad select.
         advance = Signal()
         tp, op = self.taps.payload, self.operands.payload
+        read = Signal.like(tp, name="read")             # the tap whose vectors the RAMs hold
+        read_valid = Signal()
         m.d.comb += [
             advance.eq(~self.operands.valid | self.operands.ready),
             self.taps.ready.eq(advance),
             lr.addr.eq(tp.line_addr), wr.addr.eq(tp.weight_addr), lr.en.eq(advance), wr.en.eq(advance),
-            lr2.addr.eq(tp.line_addr + self._line_depth // 2), lr2.en.eq(advance), op.x2.eq(lr2.data),
-            op.x.eq(Mux(op.pad, Cat(*[self.zero_point for _ in range(L)]), lr.data)),
-            op.w.eq(wr.data),
+            lr2.addr.eq(tp.line_addr + self._line_depth // 2), lr2.en.eq(advance),
         ]
         with m.If(advance):
-            m.d.sync += [self.operands.valid.eq(self.taps.valid), op.pad.eq(tp.pad), op.first.eq(tp.first),
-                         op.last.eq(tp.last), op.tile_last.eq(tp.tile_last)]
+            m.d.sync += [read_valid.eq(self.taps.valid), read.eq(tp), self.operands.valid.eq(read_valid),
+                         op.x.eq(Mux(read.pad, Cat(*[self.zero_point for _ in range(L)]), lr.data)),
+                         op.x2.eq(lr2.data), op.w.eq(wr.data), op.pad.eq(read.pad), op.first.eq(read.first),
+                         op.last.eq(read.last), op.tile_last.eq(read.tile_last)]
         return m
 
 

@@ -155,7 +155,7 @@ class Calibration:
     nearmem_write: float = 19.0       # the same from the last result to DONE beyond the last burst's beats: the
     #                                   requantiser, the writer's word and command, the write response, DONE
     vector_pipeline: float = 2.0      # element-wise unit stages
-    vector_fill: float = 11.0         # the vector unit (mensa.model.vector): cycles beyond the DRAM latency and
+    vector_fill: float = 12.0         # the vector unit (mensa.model.vector): cycles beyond the DRAM latency and
     #                                   the first transfer to the last write's response (tap, MAC, writer)
     vector_requant: float = 8.0       # the same, further, through the requantiser (depthwise, global pool)
     vector_boundary: float = 3.0      # a tile boundary whose first rows wait for the ring: beyond latency and rows
