@@ -207,7 +207,9 @@ class SystolicArray(wiring.Component):
         loaded = Signal(2)
         inuse = Signal(2)
         load_bank = Signal()
-        load_row = Signal(range(R))
+        # `load_at`: the (bank, row) the next weight beat loads, one-hot (bit b * R + i), so a take's
+        # write enables and a bank's last row are its bits, not a decode of a row count
+        load_at = Signal(2 * R, init=1)
         comp_bank = Signal()
 
         # `w_free`: the bank to load next is neither loaded nor in use, a flip-flop computed
@@ -226,7 +228,7 @@ class SystolicArray(wiring.Component):
         # hide it: its beat is written as it is taken.) The travelling enables have no reset:
         # what they carry at a reset leaves the row before a new beat's enables follow it, and
         # the banks' flags, which a reset clears, say which weights are loaded.
-        onehot = Mux(w_take, Const(1, 2 * R) << (load_bank * R + load_row), 0)
+        onehot = Mux(w_take, load_at, 0)
         if R > 1:
             w_in = Signal.like(self.weights.payload, reset_less=True)
             w_write = Signal(2 * R)
@@ -234,10 +236,7 @@ class SystolicArray(wiring.Component):
         else:
             w_in, w_write = self.weights.payload, onehot
         with m.If(w_take):
-            with m.If(load_row == R - 1):
-                m.d.sync += load_row.eq(0), load_bank.eq(~load_bank)
-            with m.Else():
-                m.d.sync += load_row.eq(load_row + 1)
+            m.d.sync += load_at.eq(load_at.rotate_left(1))
         w_data = []                 # w_data[j]: column j's weight of the beat, delayed j cycles
         for j in range(C):
             value = w_in[j]
@@ -337,17 +336,17 @@ class SystolicArray(wiring.Component):
         with m.If(tag_valid[corner] & tag_last[corner]):
             m.d.comb += retire.eq(Const(1, 2) << tag_bank[corner])
         load_done = Signal(2)
-        with m.If(w_take & (load_row == R - 1)):
-            m.d.comb += load_done.eq(Const(1, 2) << load_bank)
+        m.d.comb += load_done.eq(Mux(w_take, Cat(load_at[R - 1], load_at[2 * R - 1]), 0))
         loaded_next = Signal(2)
         inuse_next = Signal(2)
         load_bank_next = Signal()
         m.d.comb += [
             loaded_next.eq((loaded & ~started) | load_done),
             inuse_next.eq((inuse & ~retire) | started),
-            load_bank_next.eq(load_bank ^ load_done.any()),
+            load_bank_next.eq(load_bank ^ load_done.any()),       # (`load_bank` is `load_at`'s upper half set)
         ]
         m.d.sync += [
+            load_bank.eq(load_bank_next),
             loaded.eq(loaded_next),
             inuse.eq(inuse_next),
             w_free.eq(~(loaded_next | inuse_next).bit_select(load_bank_next, 1)),
