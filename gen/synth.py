@@ -44,7 +44,7 @@ from mensa.core.errors import UserError
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFit", "synth", "render_markdown", "flow_versions", "cache_key", "cached_report"]
 
 # Bumped when the flow's scripts or options change, so cached reports are not reused.
-FLOW_VERSION = 6
+FLOW_VERSION = 7
 
 
 class SynthError(UserError):
@@ -76,11 +76,13 @@ TARGETS = {
     # boards' and nextpnr's default). A CCU2C carry cell holds two LUT4s. router2: router1 takes
     # over an hour on an 8x8 array's ~26k arcs where router2 takes minutes. The clock comes in on
     # G2, the boards' oscillator pin (PCLKT6_0): left to the placer, a pin without a route to a
-    # global buffer fails some seeds ("Failed to route arc ... G_CLKI").
-    "ecp5-85f": Target("ecp5-85f", "ecp5", "--85k", "CABGA381", ("--speed", "6", "--router", "router2"),
+    # global buffer fails some seeds ("Failed to route arc ... G_CLKI"). --tmg-ripup: router2 rips up
+    # and reroutes the critical arcs too, not only the congested ones (the 8x8 WS array's netlist,
+    # seeds 1-3: 146.1, 168.9, 191.9 MHz without it, 174.8, 197.2, 201.1 with it).
+    "ecp5-85f": Target("ecp5-85f", "ecp5", "--85k", "CABGA381", ("--speed", "6", "--router", "router2", "--tmg-ripup"),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
                        dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",), clock_site="G2"),
-    "ecp5-25f": Target("ecp5-25f", "ecp5", "--25k", "CABGA381", ("--speed", "6", "--router", "router2"),
+    "ecp5-25f": Target("ecp5-25f", "ecp5", "--25k", "CABGA381", ("--speed", "6", "--router", "router2", "--tmg-ripup"),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
                        dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",), clock_site="G2"),
     # iCE40UP5K in the SG48 package (iCEBreaker, UPduino).
