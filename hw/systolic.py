@@ -85,17 +85,27 @@ def _credit_fifo(m, platform, depth, w_en, columns, r_ready):
             wr.addr.eq(head), wr.data.eq(field), wr.en.eq(1), rd.addr.eq(tail),
             pop.eq(waiting & (~out_valid | r_ready)),
         ]
-        # the read pointer's successor is a register too, so `waiting` compares two registers
+        # `last`: the read pointer's successor is the write pointer (one entry left to pop), a
+        # register: the pointers' successors are registers too (`after`, `after2`, `head2`), and
+        # each move's comparison is made side by side and selected by the move, as count_credits does
         after = Signal(range(ring), name=f"psum_after{j}", init=(j + 1) % ring, reset_less=True)
-        m.d.sync += waiting.eq(write | waiting & ~(pop & (after == head)))
+        after2 = Signal(range(ring), name=f"psum_after2_{j}", init=(j + 2) % ring, reset_less=True)
+        head2 = Signal(range(ring), name=f"psum_head2_{j}", init=(j + 1) % ring, reset_less=True)
+        last = Signal(name=f"psum_last{j}", reset_less=True)
+        m.d.sync += waiting.eq(write | waiting & ~(pop & last))
+        with m.If(pop & ~write):
+            m.d.sync += last.eq(after2 == head)
+        with m.Elif(write & ~pop):
+            m.d.sync += last.eq(after == head2)
         with m.If(write):
-            m.d.sync += head.eq(head + 1)
+            m.d.sync += head.eq(head2), head2.eq(head2 + 1)
         with m.If(pop):
-            m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(after), after.eq(after + 1)
+            m.d.sync += out.eq(rd.data), out_valid.eq(1), tail.eq(after), after.eq(after2), after2.eq(after2 + 1)
         with m.Elif(r_ready):
             m.d.sync += out_valid.eq(0)
         with m.If(reset):
-            m.d.sync += head.eq(head.init), tail.eq(tail.init), after.eq(after.init)
+            m.d.sync += [head.eq(head.init), tail.eq(tail.init), after.eq(after.init), after2.eq(after2.init),
+                         head2.eq(head2.init), last.eq(0)]
         outs.append(out)
         valids.append(out_valid)
     return valids[0], outs
@@ -225,13 +235,13 @@ class SystolicArray(wiring.Component):
         # reaches PE (i, j) i + j cycles after it enters and its weight is selected a cycle
         # before that; row i's beat came at least R - 1 - i cycles before the last, so with two
         # rows or more the extra stage costs no cycle. (A one-row array has no earlier row to
-        # hide it: its beat is written as it is taken.) The travelling enables have no reset:
+        # hide it: its beat is written as it is taken.) The enables (`w_write` and those travelling) have no reset:
         # what they carry at a reset leaves the row before a new beat's enables follow it, and
         # the banks' flags, which a reset clears, say which weights are loaded.
         onehot = Mux(w_take, load_at, 0)
         if R > 1:
             w_in = Signal.like(self.weights.payload, reset_less=True)
-            w_write = Signal(2 * R)
+            w_write = Signal(2 * R, reset_less=True)
             m.d.sync += w_in.eq(self.weights.payload), w_write.eq(onehot)  # no load enable on w_in
         else:
             w_in, w_write = self.weights.payload, onehot
