@@ -221,6 +221,7 @@ class SystolicArray(wiring.Component):
         # write enables and a bank's last row are its bits, not a decode of a row count
         load_at = Signal(2 * R, init=1)
         comp_bank = Signal()
+        comp_loaded = Signal()      # loaded[comp_bank], a register of its own (from the next state, below)
 
         # `w_free`: the bank to load next is neither loaded nor in use, a flip-flop computed
         # from the banks' next state (below), so `ready` and the take start at a register.
@@ -273,7 +274,7 @@ class SystolicArray(wiring.Component):
         credit = Signal(init=1)                 # outstanding < depth, registered
         accept = Signal()
         m.d.comb += [
-            self.acts.ready.eq(credit & loaded.bit_select(comp_bank, 1)),
+            self.acts.ready.eq(credit & comp_loaded),
             accept.eq(self.acts.valid & self.acts.ready),
         ]
 
@@ -335,9 +336,11 @@ class SystolicArray(wiring.Component):
                 m.d.sync += ps[i][j].eq(above + product)
 
         started = Signal(2)
+        comp_bank_next = Signal()
+        m.d.comb += comp_bank_next.eq(comp_bank)
         with m.If(accept & self.acts.payload.last):
-            m.d.sync += comp_bank.eq(~comp_bank)
-            m.d.comb += started.eq(Const(1, 2) << comp_bank)
+            m.d.comb += started.eq(Const(1, 2) << comp_bank), comp_bank_next.eq(~comp_bank)
+        m.d.sync += comp_bank.eq(comp_bank_next)
 
         # A bank retires when its tile's last activation has passed the far corner PE's
         # weight select (into the multiplier's input register).
@@ -358,6 +361,7 @@ class SystolicArray(wiring.Component):
         m.d.sync += [
             load_bank.eq(load_bank_next),
             loaded.eq(loaded_next),
+            comp_loaded.eq(loaded_next.bit_select(comp_bank_next, 1)),
             inuse.eq(inuse_next),
             w_free.eq(~(loaded_next | inuse_next).bit_select(load_bank_next, 1)),
         ]
