@@ -65,13 +65,32 @@ endmodule
 """
 
 
+def _trellis_ff_model():
+    """Verilog of the ECP5 TRELLIS_FF as ``mensa.hw.keep`` configures it: clocked on CLK, always enabled,
+    LSR a synchronous set or reset to REGSET's value, which is also its power-up value."""
+    return """module TRELLIS_FF(input CLK, input LSR, input CE, input DI, output reg Q);
+  parameter GSR = "ENABLED";
+  parameter CEMUX = "1";
+  parameter CLKMUX = "CLK";
+  parameter LSRMUX = "LSR";
+  parameter REGSET = "RESET";
+  parameter SRMODE = "LSR_OVER_CE";
+  initial Q = REGSET == "SET";
+  always @(posedge CLK)
+    if (LSR) Q <= REGSET == "SET";
+    else if (CE) Q <= DI;
+endmodule
+"""
+
+
 @pytest.mark.skipif(not shutil.which("iverilog"), reason="needs Icarus")
 @pytest.mark.parametrize("dataflow", [d.value for d in Dataflow])
 def test_ecp5_dsp_netlist_is_bit_exact_too(dataflow, tmp_path):
     # The synthesis flow elaborates for ECP5, where each PE's multiplier is a MULT18X18D
-    # instance instead of the behavioural stages the other tests run. The same random GEMMs
-    # through that netlist (with a model of the DSP block) check its wiring: bit order, sign,
-    # register stages.
+    # instance instead of the behavioural stages the other tests run, and the kept registers
+    # (the activations' bank bits, the psum columns' resets and write enables) TRELLIS_FF
+    # instances. The same random GEMMs through that netlist (with models of both cells) check
+    # its wiring: bit order, sign, register stages, reset values.
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
     from cocotb_tools.check_results import get_results
@@ -82,7 +101,7 @@ def test_ecp5_dsp_netlist_is_bit_exact_too(dataflow, tmp_path):
     config = ArrayConfig(rows=2, cols=3, dataflow=Dataflow(dataflow))
     text = verilog.convert(SystolicArray(config), name="systolic_array", platform=Ecp5(), emit_src=False)
     assert "MULT18X18D" in text
-    (tmp_path / "array.v").write_text(_icarus_time0(text) + _mult18x18d_model())
+    (tmp_path / "array.v").write_text(_icarus_time0(text) + _mult18x18d_model() + _trellis_ff_model())
     params = dict(to_dict(config), shapes=6, max_dim=8, gap=0.3, result=str(tmp_path / "figures.json"))
     runner = get_runner("icarus")
     runner.build(sources=[tmp_path / "array.v"], hdl_toplevel="systolic_array", build_dir=tmp_path,
