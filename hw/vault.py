@@ -168,15 +168,15 @@ class Vault(wiring.Component):
         inputs_ready = Signal()
         with m.Switch(phase):
             with m.Case(Phase.X):
-                m.d.comb += [k_last.eq(k == desc.in_features - 1), group_last.eq(vg == G - 1),
+                m.d.comb += [group_last.eq(vg == G - 1),
                              phase_last.eq(~lstm), next_phase.eq(Phase.H),
                              inputs_ready.eq(self.full.bit_select(vbank, 1))]
             with m.Case(Phase.H):
-                m.d.comb += [k_last.eq(k == desc.recurrent - 1), group_last.eq(vg == G - 1),
+                m.d.comb += [group_last.eq(vg == G - 1),
                              phase_last.eq(desc.proj_groups == 0), next_phase.eq(Phase.PROJ),
                              inputs_ready.eq(self.hsteps >= vvec if g.lstm else 0)]
             with m.Default():
-                m.d.comb += [k_last.eq(k == desc.proj_in - 1), group_last.eq(vg == desc.proj_groups - 1),
+                m.d.comb += [group_last.eq(vg == desc.proj_groups - 1),
                              phase_last.eq(1), next_phase.eq(Phase.X),
                              inputs_ready.eq(self.m8steps > vvec if g.lstm else 0)]     # (a unit without the LSTM never gets here)
         m.d.comb += in_header.eq(hdr != H)
@@ -258,6 +258,28 @@ class Vault(wiring.Component):
                 m.d.comb += kw_next.eq(kw + 1)
         with m.If(vec_end):
             m.d.comb += [bank_next.eq(~vbank), parity_next.eq(~vvec[0])]
+
+        # `k_last` (k is the phase's last element) is a register, computed from next cycle's k and
+        # phase, so the comparison and the descriptor's fields are not in front of `consume`. The
+        # descriptor is latched at `start`, so `k_last` is right from two cycles after it; it is
+        # read only once a group's header words are consumed, the first of them three cycles
+        # after `start` at the earliest (a request, its response, the word held).
+        k_next = Signal.like(k)
+        k_phase = Signal(Phase)
+        k_end = Signal(range(g.max_in + 1))
+        m.d.comb += [k_next.eq(k), k_phase.eq(phase_next)]
+        with m.If(consume & ~in_header):
+            m.d.comb += k_next.eq(Mux(k_last, 0, k + 1))
+        with m.If(start):
+            m.d.comb += [k_next.eq(0), k_phase.eq(Phase.X)]
+        with m.Switch(k_phase):
+            with m.Case(Phase.X):
+                m.d.comb += k_end.eq(desc.in_features - 1)
+            with m.Case(Phase.H):
+                m.d.comb += k_end.eq(desc.recurrent - 1)
+            with m.Default():
+                m.d.comb += k_end.eq(desc.proj_in - 1)
+        m.d.sync += k_last.eq(k_next == k_end)
         rd = self.inbuf
         with m.Switch(phase_next):
             with m.Case(Phase.X):

@@ -36,9 +36,10 @@ def _check_bytes(config, figures):
 def test_lstm_ragged_saturating_with_and_without_projection_random_latency_bit_exact(sim, tmp_path):
     # Sizes that are no multiple of lanes or vaults (padded hidden units and projection
     # channels), two lane words a vault word, every other layer with multipliers that
-    # saturate the gates and the cell state; then 32-unit layers with and without projection.
-    # (Every simulator runs the slow test below.)
-    layers = [[5, 10, 6, 3], [16, 4, 0, 4], [32, 32, 0, 2], [40, 32, 24, 2]]
+    # saturate the gates and the cell state; then 32-unit layers with and without projection;
+    # then an input of one element (the input phase's first element is its last) between phases
+    # of 2 and 3. (Every simulator runs the slow test below.)
+    layers = [[5, 10, 6, 3], [16, 4, 0, 4], [32, 32, 0, 2], [40, 32, 24, 2], [1, 3, 2, 2]]
     figures = _run(WIDE, sim, tmp_path, layers=layers, latency=[1, 50], gap=0.3, outstanding=16, stress=True)
     assert [[f["C"], f["H"], f["T"], f["projection"]] for f in figures] == [[c, h, t, bool(p)] for c, h, p, t in layers]
     _check_bytes(WIDE, figures)
