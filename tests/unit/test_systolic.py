@@ -84,22 +84,9 @@ def test_ws_reset_in_flight_drops_everything_and_the_next_tiles_are_exact(seed):
         wq = [list(r) for w in W[tiles] for r in w]
         aq = [(list(a[i]), i == M - 1) for a in A[tiles] for i in range(M)]
         for _ in range(cycles):
-            ready = rnd.random() > 0.5
-            ctx.set(dut.weights.valid, bool(wq))
-            if wq:
-                ctx.set(dut.weights.payload, wq[0])
-            ctx.set(dut.acts.valid, bool(aq))
-            if aq:
-                ctx.set(dut.acts.payload, {"data": aq[0][0], "last": aq[0][1]})
-            ctx.set(dut.psums.ready, ready)
-            _, _, w_ready, a_ready, p_valid, p = await ctx.tick().sample(
-                dut.weights.ready, dut.acts.ready, dut.psums.valid, dut.psums.payload)
-            if p_valid and ready and record:
-                out.append((list(p.data), p.last))
-            if wq and w_ready:
-                wq.pop(0)
-            if aq and a_ready:
-                aq.pop(0)
+            _, psums = await _ws_step(ctx, dut, wq, aq, rnd.random() > 0.5)
+            if psums and record:
+                out.append(psums)
 
     async def drive(ctx):
         await feed(ctx, slice(0, 2), M + R + C + rnd.randint(2, 6), record=False)
@@ -150,6 +137,27 @@ def test_os_tiles_back_to_back_with_stalls(seed):
     assert out == expect
 
 
+async def _ws_step(ctx, dut, wq, aq, ready):
+    """One cycle of a WS array's streams: offers ``wq[0]`` and ``aq[0]`` (queues of weight rows and
+    (activations, last), popped when taken) and drives ``psums.ready``. Returns whether an
+    activation was taken, and the psum vector read as (data, last), or None."""
+    ctx.set(dut.weights.valid, bool(wq))
+    if wq:
+        ctx.set(dut.weights.payload, wq[0])
+    ctx.set(dut.acts.valid, bool(aq))
+    if aq:
+        ctx.set(dut.acts.payload, {"data": aq[0][0], "last": aq[0][1]})
+    ctx.set(dut.psums.ready, ready)
+    _, _, w_ready, a_ready, p_valid, p = await ctx.tick().sample(
+        dut.weights.ready, dut.acts.ready, dut.psums.valid, dut.psums.payload)
+    if wq and w_ready:
+        wq.pop(0)
+    taken = bool(aq) and bool(a_ready)
+    if taken:
+        aq.pop(0)
+    return taken, (list(p.data), p.last) if p_valid and ready else None
+
+
 def _ws_run(dut, tiles, M, ready, cycles):
     """Feed ``tiles`` all-ones weight tiles and M activations each at full rate; ``ready(cycle)``
     drives ``psums.ready``. Returns the cycles activations were taken and psums were read, and
@@ -161,24 +169,12 @@ def _ws_run(dut, tiles, M, ready, cycles):
         wq = [[1] * C for _ in range(R * tiles)]
         aq = [([i + 1] * R, i == M - 1) for _ in range(tiles) for i in range(M)]
         for cycle in range(cycles):
-            r = ready(cycle)
-            ctx.set(dut.weights.valid, bool(wq))
-            if wq:
-                ctx.set(dut.weights.payload, wq[0])
-            ctx.set(dut.acts.valid, bool(aq))
-            if aq:
-                ctx.set(dut.acts.payload, {"data": aq[0][0], "last": aq[0][1]})
-            ctx.set(dut.psums.ready, r)
-            _, _, w_ready, a_ready, p_valid, p = await ctx.tick().sample(
-                dut.weights.ready, dut.acts.ready, dut.psums.valid, dut.psums.payload)
-            if wq and w_ready:
-                wq.pop(0)
-            if aq and a_ready:
-                aq.pop(0)
+            taken, psums = await _ws_step(ctx, dut, wq, aq, ready(cycle))
+            if taken:
                 log["taken"].append(cycle)
-            if p_valid and r:
+            if psums:
                 log["read"].append(cycle)
-                log["psums"].append((list(p.data), p.last))
+                log["psums"].append(psums)
 
     _simulate(dut, drive, cycles + 2)
     return log
