@@ -290,6 +290,76 @@ class SystolicArray(wiring.Component):
             tag_last.eq((tag_last << 1) | self.acts.payload.last),
             tag_bank.eq((tag_bank << 1) | comp_bank),
         ]
+        ps = self._ws_pes(m, platform, w, comp_bank)     # the bottom row's partial sums, registered
+
+        started = Signal(2)
+        comp_bank_next = Signal()
+        m.d.comb += comp_bank_next.eq(comp_bank)
+        with m.If(accept & self.acts.payload.last):
+            m.d.comb += started.eq(Const(1, 2) << comp_bank), comp_bank_next.eq(~comp_bank)
+        m.d.sync += comp_bank.eq(comp_bank_next)
+
+        # A bank retires when its tile's last activation has passed the far corner PE's
+        # weight select (into the multiplier's input register).
+        corner = D - 1
+        retire = Signal(2)
+        with m.If(tag_valid[corner] & tag_last[corner]):
+            m.d.comb += retire.eq(Const(1, 2) << tag_bank[corner])
+        load_done = Signal(2)
+        m.d.comb += load_done.eq(Mux(w_take, Cat(load_at[R - 1], load_at[2 * R - 1]), 0))
+        loaded_next = Signal(2)
+        inuse_next = Signal(2)
+        load_bank_next = Signal()
+        m.d.comb += [
+            loaded_next.eq((loaded & ~started) | load_done),
+            inuse_next.eq((inuse & ~retire) | started),
+            load_bank_next.eq(load_bank ^ load_done.any()),       # (`load_bank` is `load_at`'s upper half set)
+        ]
+        m.d.sync += [
+            load_bank.eq(load_bank_next),
+            loaded.eq(loaded_next),
+            comp_loaded.eq(loaded_next.bit_select(comp_bank_next, 1)),
+            inuse.eq(inuse_next),
+            w_free.eq(~(loaded_next | inuse_next).bit_select(load_bank_next, 1)),
+        ]
+
+        # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j (+ the
+        # multiplier's stages); delay it C-1-j more cycles so a whole vector is written into
+        # the FIFO together.
+        # The rings keep the bottom row's bits per column (fewer than acc_bits); the sums are
+        # sign-extended to acc_bits after the output register.
+        columns = []
+        for j in range(C):
+            chain = ps[j]
+            for s in range(C - 1 - j):
+                reg = Signal(signed(len(chain)), name=f"dsk{j}_{s}", reset_less=True)
+                m.d.sync += reg.eq(chain)
+                chain = reg
+            columns.append(chain)
+        columns[0] = Cat(columns[0], tag_last[T - 1])     # the tile's `last` beside column 0's sums
+        valid, fields = _credit_fifo(m, platform, depth, tag_valid[T - 2], columns, self.psums.ready)
+        m.d.comb += [
+            self.psums.valid.eq(valid),
+            self.psums.payload.last.eq(fields[0][-1]),
+            self.psums.payload.data[0].eq(fields[0][:-1].as_signed()),
+        ]
+        for j in range(1, C):
+            m.d.comb += self.psums.payload.data[j].eq(fields[j].as_signed())
+        # A read returns its credit a cycle later, from a register: `psums.ready`, which loads every
+        # column's output register, does not also reach the count.
+        read = Signal()
+        m.d.sync += read.eq(self.psums.valid & self.psums.ready)
+        count_credits(m, outstanding, credit, accept, read, depth)
+        m.d.comb += self.busy.eq((outstanding != 0) | loaded.any() | inuse.any())
+        return m
+
+    def _ws_pes(self, m, platform, w, comp_bank):
+        """The WS array's PEs: the activations skewed into the rows and passed right, each PE's
+        weight selected from ``w`` (``w[b][i][j]``, bank ``b``) and multiplied, the partial sums
+        added down the columns. Returns the bottom row's partial sums (registered), ``acc_bits``
+        wide at most."""
+        c = self._config
+        R, C = c.rows, c.cols
         # Each activation carries its weight bank with it, so the bank select of a PE is a
         # local flip-flop beside the activation register, not a net across a diagonal. The bank
         # bits are kept registers (:func:`~mensa.hw.keep.kept_register`): each is a delay of
@@ -334,67 +404,7 @@ class SystolicArray(wiring.Component):
                 product = registered_product(m, platform, act, weight, min(c.acc_bits, pw), f"mul{i}_{j}")
                 above = ps[i - 1][j] if i else 0
                 m.d.sync += ps[i][j].eq(above + product)
-
-        started = Signal(2)
-        comp_bank_next = Signal()
-        m.d.comb += comp_bank_next.eq(comp_bank)
-        with m.If(accept & self.acts.payload.last):
-            m.d.comb += started.eq(Const(1, 2) << comp_bank), comp_bank_next.eq(~comp_bank)
-        m.d.sync += comp_bank.eq(comp_bank_next)
-
-        # A bank retires when its tile's last activation has passed the far corner PE's
-        # weight select (into the multiplier's input register).
-        corner = D - 1
-        retire = Signal(2)
-        with m.If(tag_valid[corner] & tag_last[corner]):
-            m.d.comb += retire.eq(Const(1, 2) << tag_bank[corner])
-        load_done = Signal(2)
-        m.d.comb += load_done.eq(Mux(w_take, Cat(load_at[R - 1], load_at[2 * R - 1]), 0))
-        loaded_next = Signal(2)
-        inuse_next = Signal(2)
-        load_bank_next = Signal()
-        m.d.comb += [
-            loaded_next.eq((loaded & ~started) | load_done),
-            inuse_next.eq((inuse & ~retire) | started),
-            load_bank_next.eq(load_bank ^ load_done.any()),       # (`load_bank` is `load_at`'s upper half set)
-        ]
-        m.d.sync += [
-            load_bank.eq(load_bank_next),
-            loaded.eq(loaded_next),
-            comp_loaded.eq(loaded_next.bit_select(comp_bank_next, 1)),
-            inuse.eq(inuse_next),
-            w_free.eq(~(loaded_next | inuse_next).bit_select(load_bank_next, 1)),
-        ]
-
-        # -- de-skew: column j's sum for a vector leaves row R-1 at diagonal R-1+j (+ the
-        # multiplier's stages); delay it C-1-j more cycles so a whole vector is written into
-        # the FIFO together.
-        # The rings keep the bottom row's width[R - 1] bits per column; the sums are
-        # sign-extended to acc_bits after the output register.
-        columns = []
-        for j in range(C):
-            chain = ps[R - 1][j]
-            for s in range(C - 1 - j):
-                reg = Signal(signed(width[R - 1]), name=f"dsk{j}_{s}", reset_less=True)
-                m.d.sync += reg.eq(chain)
-                chain = reg
-            columns.append(chain)
-        columns[0] = Cat(columns[0], tag_last[T - 1])     # the tile's `last` beside column 0's sums
-        valid, fields = _credit_fifo(m, platform, depth, tag_valid[T - 2], columns, self.psums.ready)
-        m.d.comb += [
-            self.psums.valid.eq(valid),
-            self.psums.payload.last.eq(fields[0][-1]),
-            self.psums.payload.data[0].eq(fields[0][:-1].as_signed()),
-        ]
-        for j in range(1, C):
-            m.d.comb += self.psums.payload.data[j].eq(fields[j].as_signed())
-        # A read returns its credit a cycle later, from a register: `psums.ready`, which loads every
-        # column's output register, does not also reach the count.
-        read = Signal()
-        m.d.sync += read.eq(self.psums.valid & self.psums.ready)
-        count_credits(m, outstanding, credit, accept, read, depth)
-        m.d.comb += self.busy.eq((outstanding != 0) | loaded.any() | inuse.any())
-        return m
+        return ps[R - 1]
 
     def _elaborate_os(self, platform):
         m = Module()
