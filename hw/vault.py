@@ -161,7 +161,7 @@ class Vault(wiring.Component):
         kw = Signal(range(IW))
         kl = Signal(range(L))
         in_header = Signal()
-        k_last = Signal()
+        k_last = Signal()           # a register (_k_last)
         group_last = Signal()
         phase_last = Signal()
         next_phase = Signal(Phase)
@@ -258,28 +258,7 @@ class Vault(wiring.Component):
                 m.d.comb += kw_next.eq(kw + 1)
         with m.If(vec_end):
             m.d.comb += [bank_next.eq(~vbank), parity_next.eq(~vvec[0])]
-
-        # `k_last` (k is the phase's last element) is a register, computed from next cycle's k and
-        # phase, so the comparison and the descriptor's fields are not in front of `consume`. The
-        # descriptor is latched at `start`, so `k_last` is right from two cycles after it; it is
-        # read only once a group's header words are consumed, the first of them three cycles
-        # after `start` at the earliest (a request, its response, the word held).
-        k_next = Signal.like(k)
-        k_phase = Signal(Phase)
-        k_end = Signal(range(g.max_in + 1))
-        m.d.comb += [k_next.eq(k), k_phase.eq(phase_next)]
-        with m.If(consume & ~in_header):
-            m.d.comb += k_next.eq(Mux(k_last, 0, k + 1))
-        with m.If(start):
-            m.d.comb += [k_next.eq(0), k_phase.eq(Phase.X)]
-        with m.Switch(k_phase):
-            with m.Case(Phase.X):
-                m.d.comb += k_end.eq(desc.in_features - 1)
-            with m.Case(Phase.H):
-                m.d.comb += k_end.eq(desc.recurrent - 1)
-            with m.Default():
-                m.d.comb += k_end.eq(desc.proj_in - 1)
-        m.d.sync += k_last.eq(k_next == k_end)
+        self._k_last(m, k, k_last, consume & ~in_header, phase_next)
         rd = self.inbuf
         with m.Switch(phase_next):
             with m.Case(Phase.X):
@@ -289,6 +268,31 @@ class Vault(wiring.Component):
             with m.Default():
                 m.d.comb += rd.addr.eq(4 * IW + kw_next)
         return m
+
+    def _k_last(self, m, k, k_last, step, phase_next):
+        """``k_last`` (``k`` is its phase's last element) as a register, computed from next cycle's
+        ``k`` (0 after the last, else ``k + 1`` at a ``step``) and phase, so the comparison and the
+        descriptor's fields are not in front of the consume decision. The descriptor is latched at
+        ``start``, so ``k_last`` is right from two cycles after it; it is read only once a group's
+        header words are consumed, the first of them three cycles after ``start`` at the earliest
+        (a request, its response, the word held)."""
+        desc = self.desc
+        k_next = Signal.like(k)
+        k_phase = Signal(Phase)
+        k_end = Signal(range(self._geometry.max_in + 1))
+        m.d.comb += [k_next.eq(k), k_phase.eq(phase_next)]
+        with m.If(step):
+            m.d.comb += k_next.eq(Mux(k_last, 0, k + 1))
+        with m.If(self.start):
+            m.d.comb += [k_next.eq(0), k_phase.eq(Phase.X)]
+        with m.Switch(k_phase):
+            with m.Case(Phase.X):
+                m.d.comb += k_end.eq(desc.in_features - 1)
+            with m.Case(Phase.H):
+                m.d.comb += k_end.eq(desc.recurrent - 1)
+            with m.Default():
+                m.d.comb += k_end.eq(desc.proj_in - 1)
+        m.d.sync += k_last.eq(k_next == k_end)
 
     @property
     def _beat_layout(self):
