@@ -26,7 +26,7 @@ def kept_register(m, platform, value, name, *, init=0, reset_less=True):
         return q
     q, d = Signal(len(value), name=name), Signal(len(value), name=f"{name}_d")
     m.d.comb += d.eq(value)
-    lsr = Const(0) if reset_less else ResetSignal("sync")
+    lsr = Const(0) if reset_less else ResetSignal("sync", allow_reset_less=True)
     for k in range(len(value)):
         m.submodules[f"{name}_ff{k}"] = Instance(
             "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",

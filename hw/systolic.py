@@ -71,7 +71,7 @@ def _credit_fifo(m, platform, depth, w_en, columns, r_ready):
         # The pointers are reset by a register of the column's own, a cycle after the array's reset
         # (the reset then reaches the flags alone across the array). In that cycle no entry is
         # written (the tags are reset) or read (`waiting` is reset), so the pointers only hold.
-        reset = kept_register(m, platform, ResetSignal(), f"psum_reset{j}", init=1)
+        reset = kept_register(m, platform, ResetSignal(allow_reset_less=True), f"psum_reset{j}", init=1)
         write = kept_register(m, platform, w_en, f"psum_write{j}", reset_less=False)
         head = Signal(range(ring), name=f"psum_head{j}", init=j % ring, reset_less=True)
         tail = Signal(range(ring), name=f"psum_tail{j}", init=j % ring, reset_less=True)

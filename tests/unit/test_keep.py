@@ -72,3 +72,26 @@ def _yosys_ffs(tmp_path, kept):
 def test_yosys_merges_plain_copies_and_keeps_kept_ones(tmp_path):
     assert _yosys_ffs(tmp_path, kept=False) == 2       # four copies of two bits: merged into one
     assert _yosys_ffs(tmp_path, kept=True) == 8
+
+
+def test_in_a_reset_less_domain_a_kept_register_has_no_reset():
+    # A board's clock domain from its PLL has no reset: the register keeps its power-up value
+    # until written, and elaboration does not fail (on the ECP5 too, where its LSR is then 0).
+    from amaranth.hdl import ClockDomain
+    top = Module()
+    top.domains.sync = ClockDomain(reset_less=True)
+    top.submodules.dut = dut = Copies(1, kept=True)
+    got = []
+
+    async def bench(ctx):
+        for v in (1, 3):
+            ctx.set(dut.d, v)
+            got.append(ctx.get(dut.q))
+            await ctx.tick()
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [2, 1]
+    text = verilog.convert(top, platform=Ecp5(), emit_src=False, ports=[dut.d, dut.q])
+    assert text.count("TRELLIS_FF ") == 2 and ".LSR(1'h0)" in text
