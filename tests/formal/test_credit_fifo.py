@@ -3,7 +3,8 @@ contract with SymbiYosys (bounded model checks: 12 cycles at depths 1, 2, 3 and 
 depths 3 and 5 in the slow suite).
 
 The contract (its docstring): the writer holds credits, so it never writes while the FIFO
-holds ``depth`` entries; the FIFO has no full flag. Given that, for any writer and any
+holds ``depth`` entries; the FIFO has no full flag; the write enable comes a cycle ahead of
+the entry it writes (each column registers its own copy). Given that, for any writer and any
 reader: nothing is lost, nothing is duplicated, the order is kept, the output is a stream
 (``valid`` and the payload held until ``ready``), and an entry waits at most one cycle
 before it is offered (no deadlock). A FIFO that drops its third write, and one built for 2
@@ -27,8 +28,8 @@ WIDTH = 4
 
 
 class CreditFifoContract(Spec):
-    """A writer that respects its ``depth`` credits and any reader, around ``build(m, depth, w_en, columns,
-    r_ready)``.
+    """A writer that respects its ``depth`` credits and any reader, around ``build(m, platform, depth,
+    w_en, columns, r_ready)``, ``w_en`` a cycle ahead of the entry.
 
     A scoreboard counts the entries written and read: reads never exceed writes; the entry
     written ``tag``-th (an ``AnyConst``) is the entry read ``tag``-th, with its payload.
@@ -44,11 +45,13 @@ class CreditFifoContract(Spec):
         level = Signal(INDEX_BITS)
         m.d.comb += level.eq(written - read)
 
-        # the writer writes only with a credit: fewer than `depth` entries written and not read
-        w_en, w_data, r_ready = Signal(), AnySeq(WIDTH), AnySeq(1)
-        m.d.comb += w_en.eq(AnySeq(1) & (level < self.depth) & (written != (1 << INDEX_BITS) - 1))
+        # the writer writes only with a credit, taken a cycle ahead of the entry: fewer than `depth`
+        # entries written (or about to be) and not read
+        ahead, w_en, w_data, r_ready = Signal(), Signal(), AnySeq(WIDTH), AnySeq(1)
+        m.d.comb += ahead.eq(AnySeq(1) & (level + w_en < self.depth) & (written + w_en < (1 << INDEX_BITS) - 1))
+        m.d.sync += w_en.eq(ahead)
         # two columns, each a FIFO of its own with its own pointers: the entry is both, read back together
-        valid, outs = self.build(m, self.depth, w_en, [w_data[:WIDTH // 2], w_data[WIDTH // 2:]], r_ready)
+        valid, outs = self.build(m, None, self.depth, ahead, [w_data[:WIDTH // 2], w_data[WIDTH // 2:]], r_ready)
         payload = Cat(*outs)
 
         took = valid & r_ready
@@ -74,17 +77,17 @@ class CreditFifoContract(Spec):
         m.d.comb += Assert(waiting < 2)
 
 
-def _dropping_credit_fifo(m, depth, w_en, columns, r_ready):
+def _dropping_credit_fifo(m, platform, depth, w_en, columns, r_ready):
     """A deliberately broken credit FIFO: the third write is never stored."""
     count = Signal(2)
     with m.If(w_en & (count != 3)):
         m.d.sync += count.eq(count + 1)
-    return _credit_fifo(m, depth, w_en & (count != 2), columns, r_ready)
+    return _credit_fifo(m, platform, depth, w_en & (count != 2), columns, r_ready)
 
 
-def _undersized_credit_fifo(m, depth, w_en, columns, r_ready):
+def _undersized_credit_fifo(m, platform, depth, w_en, columns, r_ready):
     """A deliberately broken credit FIFO: built for 2 entries, whatever the writer's credits."""
-    return _credit_fifo(m, 2, w_en, columns, r_ready)
+    return _credit_fifo(m, platform, 2, w_en, columns, r_ready)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
