@@ -9,7 +9,7 @@ every path around the block is a route alone.
 
 from amaranth.hdl import ClockSignal, Const, Instance, Mux, Shape, Signal, signed
 
-__all__ = ["PRODUCT_STAGES", "registered_product", "dsp_product", "lut_product"]
+__all__ = ["PRODUCT_STAGES", "registered_product", "dsp_product", "lut_product", "on_ecp5"]
 
 
 #: Register stages of :func:`registered_product`: input, pipeline, output (an ECP5 MULT18X18D
@@ -30,7 +30,7 @@ def registered_product(m, platform, a, b, width, name):
     # No reset on any stage (the DSP block's registers have none here; the users' tags say what is valid).
     # (A reset on this fabric stage also trips a Yosys 0.70 abc9 reintegration assert on the 4x4 OS array.)
     p = Signal(signed(width), name=f"{name}_p", reset_less=True)
-    if _ecp5(platform):
+    if on_ecp5(platform):
         m.d.sync += p.eq(_mult18x18d(m, a, b, name, ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")))
         return p
     a_q = Signal(a.shape(), name=f"{name}_a", reset_less=True)
@@ -47,7 +47,7 @@ def dsp_product(m, platform, a, b, shape, name):
     unused: the route out of the block then shares the cycle with the route in and its 5.6-5.8 ns
     product). Elsewhere the same register in plain Amaranth."""
     shape = Shape.cast(shape)
-    if _ecp5(platform):
+    if on_ecp5(platform):
         p36 = _mult18x18d(m, a, b, name, ("OUTPUT",))[:shape.width]
         return p36.as_signed() if shape.signed else p36
     p = Signal(shape, name=f"{name}_p", reset_less=True)
@@ -55,7 +55,9 @@ def dsp_product(m, platform, a, b, shape, name):
     return p
 
 
-def _ecp5(platform):
+def on_ecp5(platform):
+    """Whether ``platform`` is an ECP5 (an amaranth-boards platform, or the synthesis flow's): where
+    mensa instantiates the device's cells (MULT18X18D, TRELLIS_FF) instead of behavioural registers."""
     return getattr(platform, "family", None) == "ecp5"
 
 

@@ -7,12 +7,13 @@ signal's own delay line: the bank bit that travels with each activation, one fli
 merged into one per anti-diagonal, a net across the array again. A ``(* keep *)`` on the register's
 wire does not stop it.
 
-:func:`kept_register` is a register the merge cannot reach: on an ECP5 (``platform.family ==
-"ecp5"``) one ``TRELLIS_FF`` per bit, instantiated (Yosys merges only the cells it knows the function
+:func:`kept_register` is a register the merge cannot reach: on an ECP5 (:func:`~mensa.hw.dsp.on_ecp5`) one ``TRELLIS_FF`` per bit, instantiated (Yosys merges only the cells it knows the function
 of); elsewhere (simulation, other devices) the same register in plain Amaranth.
 """
 
 from amaranth.hdl import ClockSignal, Const, Instance, ResetSignal, Signal
+
+from mensa.hw.dsp import on_ecp5
 
 __all__ = ["kept_register"]
 
@@ -20,7 +21,7 @@ __all__ = ["kept_register"]
 def kept_register(m, platform, value, name, *, init=0, reset_less=True):
     """``value`` a cycle later, in a register of its own named ``name``; reset to ``init`` with the
     domain unless ``reset_less`` (its power-up value is ``init`` either way)."""
-    if getattr(platform, "family", None) != "ecp5":
+    if not on_ecp5(platform):
         q = Signal(len(value), name=name, init=init, reset_less=reset_less)
         m.d.sync += q.eq(value)
         return q

@@ -58,7 +58,7 @@ def _credit_fifo(m, platform, depth, w_en, columns, r_ready):
     flip-flops that synthesis cannot merge back into one, and so are the flags that follow
     from them. ``w_en`` is the write enable a cycle ahead: each column registers its own copy
     (:func:`~mensa.hw.keep.kept_register`). A ring is written every cycle at its write pointer,
-    whose entry is free (fewer entries than the ring's wait), and ``w_en`` moves the pointer: so
+    whose entry is free (the ring never holds all its entries), and ``w_en`` moves the pointer: so
     no enable reaches the LUT RAMs.
     """
     ring = 1 << max(1, (depth - 1).bit_length())    # depth - 1 entries wait at most; 2 at least

@@ -161,7 +161,7 @@ class Vault(wiring.Component):
         kw = Signal(range(IW))
         kl = Signal(range(L))
         in_header = Signal()
-        k_last = Signal()           # a register (_k_last)
+        k_last = Signal()           # a register; it and k are kept by _k_last
         group_last = Signal()
         phase_last = Signal()
         next_phase = Signal(Phase)
@@ -224,13 +224,12 @@ class Vault(wiring.Component):
                 m.d.sync += hdr.eq(hdr + 1)
             with m.Else():
                 with m.If(k_last):
-                    m.d.sync += [k.eq(0), kw.eq(0), kl.eq(0), hdr.eq(0)]
+                    m.d.sync += [kw.eq(0), kl.eq(0), hdr.eq(0)]
                     with m.If(group_last):
                         m.d.sync += [vg.eq(0), phase.eq(Mux(phase_last, Phase.X, next_phase))]
                     with m.Else():
                         m.d.sync += vg.eq(vg + 1)
                 with m.Else():
-                    m.d.sync += k.eq(k + 1)
                     with m.If(kl == L - 1):
                         m.d.sync += [kl.eq(0), kw.eq(kw + 1)]
                     with m.Else():
@@ -239,7 +238,7 @@ class Vault(wiring.Component):
             m.d.sync += [vbank.eq(~vbank), vvec.eq(vvec + 1)]
             m.d.comb += self.clear_full.eq(Const(1, 2) << vbank)
         with m.If(start):
-            m.d.sync += [vbank.eq(0), vvec.eq(0), vg.eq(0), hdr.eq(0), k.eq(0), kw.eq(0), kl.eq(0),
+            m.d.sync += [vbank.eq(0), vvec.eq(0), vg.eq(0), hdr.eq(0), kw.eq(0), kl.eq(0),
                          phase.eq(Phase.X)]
 
         # The read port is addressed with next cycle's (bank, word), so x[k] is ready in
@@ -270,9 +269,10 @@ class Vault(wiring.Component):
         return m
 
     def _k_last(self, m, k, k_last, step, phase_next):
-        """``k_last`` (``k`` is its phase's last element) as a register, computed from next cycle's
-        ``k`` (0 after the last, else ``k + 1`` at a ``step``) and phase, so the comparison and the
-        descriptor's fields are not in front of the consume decision. The descriptor is latched at
+        """The element index ``k`` (0 after a phase's last element or at ``start``, else ``k + 1`` at a
+        ``step``) and ``k_last`` (``k`` is its phase's last) as a register, computed from next cycle's
+        ``k`` and phase, so the comparison and the descriptor's fields are not in front of the consume
+        decision. The descriptor is latched at
         ``start``, so ``k_last`` is right from two cycles after it; it is read only once a group's
         header words are consumed, the first of them three cycles after ``start`` at the earliest
         (a request, its response, the word held)."""
@@ -292,7 +292,7 @@ class Vault(wiring.Component):
                 m.d.comb += k_end.eq(desc.recurrent - 1)
             with m.Default():
                 m.d.comb += k_end.eq(desc.proj_in - 1)
-        m.d.sync += k_last.eq(k_next == k_end)
+        m.d.sync += [k.eq(k_next), k_last.eq(k_next == k_end)]
 
     @property
     def _beat_layout(self):
