@@ -267,23 +267,19 @@ class Requantizer(wiring.Component):
             mid = reg(signed(35), f"mid{i}", sums - hh - ll + (1 << 14))
             outer = reg(signed(64), f"outer{i}", Cat(ll, hh))
             both_min = reg(1, f"bothmin4_{i}", both_min)
+            # the right shift decoded for stage 5: 2**rs in 33 bits (0 when rs > 32), one LUT level a bit
+            power = reg(unsigned(33), f"power{i}", (Const(1, 1) << rs)[:33])
             rs = reg(unsigned(SHIFT_BITS), f"rs4_{i}", rs)
 
-            # stage 5: the doubling high half of the nudged product; meanwhile decode the right
-            # shift for stage 6: 2**(rs-1) and the bits below it (functions of rs)
+            # stage 5: the doubling high half of the nudged product; meanwhile the masks of the right
+            # shift for stage 6: bit k of half is rs == k + 1 (2**rs shifted down), of below rs > k + 1
+            # (2**rs - 1 shifted down: when rs > 32 the power is 0 and the difference all ones). One
+            # carry chain, not a prefix OR over the bits, which synthesis maps as a ripple of LUTs.
             nudged = Signal(signed(64), name=f"nudged{i}")
             m.d.comb += nudged.eq(outer + (mid << 16))
             high = reg(signed(32), f"high{i}", Mux(both_min, _INT32_MAX, nudged[31:63]))
-            # (bit k of half: rs == k + 1; of below: rs > k + 1. As a power of two and the bits below
-            # it smeared down, in 64 bits: no carry chain for synthesis, a few word operations for a
-            # simulator, not 64 comparisons)
-            power = Signal(64, name=f"power{i}")
-            m.d.comb += power.eq(Const(1, 1) << rs)
-            half = reg(unsigned(32), f"half{i}", (power >> 1)[:32])
-            smear = power >> 2
-            for step in (1, 2, 4, 8, 16, 32):
-                smear = smear | (smear >> step)
-            below = reg(unsigned(32), f"below{i}", smear[:32])
+            half = reg(unsigned(32), f"half{i}", power[1:])
+            below = reg(unsigned(32), f"below{i}", (power - 1)[1:33])
             rs = reg(unsigned(SHIFT_BITS), f"rs5_{i}", rs)
 
             # stage 6: RoundingDivideByPOT: the remainder passes the half (x >= 0: reaches it;

@@ -33,20 +33,21 @@ def _srdhm(product):
     return (t >> 31) + (neg & (t[:31] != 0))
 
 
-def _rounding_shift(x, right, mask):
-    """gemmlowp's RoundingDivideByPOT: ``x / 2**right`` rounded half away from zero (``mask``:
-    ``2**right - 1``)."""
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> right) + (remainder > threshold)
+def _round_up(x, half, below):
+    """gemmlowp's RoundingDivideByPOT rounds ``x >> right`` up (half away from zero) exactly when the
+    remainder reaches the half (``x >= 0``) or exceeds it (``x < 0``): the half's bit set and, for a
+    negative ``x``, some bit below it too. ``half`` is ``2**(right - 1)``, ``below`` the bits under it."""
+    return (x & half).any() & (~x[-1] | (x & below).any())
 
 
 class AddLanes(wiring.Component):
     """``lanes`` pairs of int8 inputs rescaled and summed into int32, for the requantiser.
 
     Four stages: the products of the shifted differences with the multipliers; the doubling
-    high halves; the rounding right shifts; the sum. The whole pipeline stalls when its
-    output is not taken; a stage's registers hold while the stage before holds no vector.
+    high halves; the right shifts and their round-up decisions; the sum with the round-ups. The
+    whole pipeline stalls when its output is not taken; a stage's registers hold while the stage
+    before holds no vector. The rounding's masks are registers of the layer's shifts, which hold
+    while a layer runs.
 
     Parameters
     ----------
@@ -87,18 +88,22 @@ class AddLanes(wiring.Component):
             m.d.sync += [valid[0].eq(self.operands.valid), last[0].eq(op.tile_last)]
             m.d.sync += [valid[s + 1].eq(valid[s]) for s in range(2)] + [last[s + 1].eq(last[s]) for s in range(2)]
             m.d.sync += [self.sums.valid.eq(valid[2]), out.last.eq(last[2])]
+        # the rounding's masks: functions of the layer's shifts, registered (they hold while a layer runs)
         masks = []
-        for k, right in enumerate((self.right, self.right2)):     # 2**right - 1, right < 32
-            mask = Signal(32, name=f"mask{k}")
-            m.d.comb += mask.eq((Const(1, 32) << right)[:32] - 1)
-            masks.append(mask)
+        for k, right in enumerate((self.right, self.right2)):
+            power = Signal(33, name=f"power{k}")     # 2**right: half is it shifted down, below 2**right - 1
+            m.d.comb += power.eq(Const(1, 1) << right)
+            half, below = Signal(32, name=f"half{k}"), Signal(32, name=f"below{k}")
+            m.d.sync += [half.eq(power[1:]), below.eq((power - 1)[1:33])]
+            masks.append((half, below))
         for i in range(L):
-            halves = []
+            shifted, rounds = [], []
             for k, (x, zp, mult, right) in enumerate(((op.x, self.zero_point, self.multiplier, self.right),
                                                       (op.x2, self.zero_point2, self.multiplier2, self.right2))):
                 prod = Signal(signed(PRODUCT_BITS), name=f"prod{i}_{k}")
                 high = Signal(signed(ACC_BITS + 1), name=f"high{i}_{k}")
-                scaled = Signal(signed(ACC_BITS), name=f"scaled{i}_{k}")
+                shr = Signal(signed(ACC_BITS), name=f"shr{i}_{k}")
+                round_up = Signal(name=f"round{i}_{k}")
                 diff = x[8 * i:8 * i + 8].as_signed() - zp
                 # a stage's registers take a value only when the stage before holds a vector
                 with m.If(advance & self.operands.valid):
@@ -106,8 +111,9 @@ class AddLanes(wiring.Component):
                 with m.If(advance & valid[0]):
                     m.d.sync += high.eq(_srdhm(prod))
                 with m.If(advance & valid[1]):
-                    m.d.sync += scaled.eq(_rounding_shift(high, right, masks[k]))
-                halves.append(scaled)
+                    m.d.sync += [shr.eq(high >> right), round_up.eq(_round_up(high, *masks[k]))]
+                shifted.append(shr)
+                rounds.append(round_up)
             with m.If(advance & valid[2]):
-                m.d.sync += out.data[i].eq(halves[0] + halves[1])
+                m.d.sync += out.data[i].eq(shifted[0] + shifted[1] + (rounds[0] + rounds[1]))
         return m
