@@ -133,19 +133,21 @@ class Vault(wiring.Component):
         g = self._geometry
         L, H, IW = g.lanes, HEADER_WORDS, g.in_words
         desc, running, start = self.desc, self.running, self.start
-        G, M = desc.groups, desc.vectors
+        G = desc.groups
         lstm = desc.lstm if g.lstm else Const(0)
 
         # -- requests: words base .. base + words - 1, once per vector ---------------------
         rw = Signal(range(g.max_words + 1))
         rvec = Signal(VECTOR_BITS)
+        rvec_step = Signal()
         m.d.comb += [
-            self.req.valid.eq(running & (rvec != M)),
+            self.req.valid.eq(running & self._before_end(m, rvec, rvec_step, "rvec_more")),
             self.req.payload.eq(desc.base + rw),
         ]
         with m.If(self.req.valid & self.req.ready):
             with m.If(rw == desc.words - 1):
                 m.d.sync += [rw.eq(0), rvec.eq(rvec + 1)]
+                m.d.comb += rvec_step.eq(1)
             with m.Else():
                 m.d.sync += rw.eq(rw + 1)
         with m.If(start):
@@ -195,7 +197,7 @@ class Vault(wiring.Component):
         # parameters' queue is taken ahead of the accumulators', so it never holds more), and
         # the pipeline behind `consume` never waits.
         group_end = ~in_header & k_last
-        lanes_go = running & (vvec != M) & inputs_ready & lw_valid
+        lanes_go = running & self._before_end(m, vvec, vec_end, "vvec_more") & inputs_ready & lw_valid
         outstanding = Signal(range(self.queue_depth + 1))
         credit = Signal(init=1)
         m.d.comb += [
@@ -267,6 +269,16 @@ class Vault(wiring.Component):
             with m.Default():
                 m.d.comb += rd.addr.eq(4 * IW + kw_next)
         return m
+
+    def _before_end(self, m, index, step, name):
+        """``index != desc.vectors`` (a vector index, 0 at ``start``, ``index + 1`` after a ``step``) as a
+        register computed from next cycle's index, so the comparison is not behind the decisions that
+        step it. After ``start`` it is 1: a layer has at least one vector (``contract.nearmem``), and the
+        descriptor is latched only at the start."""
+        more = Signal(name=name, init=1)
+        M = self.desc.vectors
+        m.d.sync += more.eq(Mux(self.start, 1, Mux(step, index + 1 != M, index != M)))
+        return more
 
     def _k_last(self, m, k, k_last, step, phase_next):
         """The element index ``k`` (0 after a phase's last element or at ``start``, else ``k + 1`` at a
