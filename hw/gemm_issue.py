@@ -179,6 +179,7 @@ class SegmentIssuer(wiring.Component):
             with m.If(tiles.valid):
                 m.d.sync += [
                     r.n_tiles.eq(r.n_tiles + 1), r.n_prev.eq(r.n_tiles),
+                    r.from_buf.eq(d.weights_resident & (r.n_tiles != 0)),
                     r.mt.eq(tiles.pixels), r.tx.eq(tiles.tx),
                     r.iy_base.eq(Mux(two_h, tiles.ty << 1, tiles.ty) - d.pad_top),
                     r.iy_lo.eq(tiles.iy_lo), r.ix_lo.eq(tiles.ix_lo),
@@ -212,7 +213,7 @@ class SegmentIssuer(wiring.Component):
         with m.Elif(state == _Issue.WEIGHTS):
             # Resident weights: the first M tile reads them from DRAM and stores them in the
             # weight buffer as they pass to the array; the other M tiles read the buffer.
-            from_buf = d.weights_resident & (r.n_prev != 0)
+            from_buf = r.from_buf
             room = self.weight_seg.ready & self.k_flags.ready
             m.d.comb += [
                 self.rd_cmd.valid.eq(~from_buf & room & planes_issued),
@@ -334,5 +335,6 @@ class _WalkRegisters:
         sig(33, "sl")                               # s plus the row's pixels left in the M tile
         sig(17, "ch_end")                           # the N tile's K walk ends before this channel
         sig(signed(18), "ch_last")                  # ch_end - rows
-        for name in ("n_last", "last_ch", "first_k", "last_k", "final_row"):
+        for name in ("n_last", "last_ch", "first_k", "last_k", "final_row",
+                     "from_buf"):                   # resident weights, a later M tile: the K tiles' from the buffer
             sig(1, name)
