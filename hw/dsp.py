@@ -41,17 +41,19 @@ def registered_product(m, platform, a, b, width, name):
     return p
 
 
-def dsp_product(m, platform, a, b, shape, name):
+def dsp_product(m, platform, a, b, shape, name, *, en=1):
     """``a * b`` as a value of ``shape`` a cycle later: the product of two registers into a register, as
     a pipeline writes it, but in a MULT18X18D's own output register on an ECP5 (Yosys leaves it
     unused: the route out of the block then shares the cycle with the route in and its 5.6-5.8 ns
-    product). Elsewhere the same register in plain Amaranth."""
+    product). Elsewhere the same register in plain Amaranth. The register loads while ``en`` is 1
+    (a stalling pipeline's stage enable: the block's clock enable)."""
     shape = Shape.cast(shape)
     if on_ecp5(platform):
-        p36 = _mult18x18d(m, a, b, name, ("OUTPUT",))[:shape.width]
+        p36 = _mult18x18d(m, a, b, name, ("OUTPUT",), en=en)[:shape.width]
         return p36.as_signed() if shape.signed else p36
     p = Signal(shape, name=f"{name}_p", reset_less=True)
-    m.d.sync += p.eq(a * b)
+    with m.If(en):
+        m.d.sync += p.eq(a * b)
     return p
 
 
@@ -61,8 +63,9 @@ def on_ecp5(platform):
     return getattr(platform, "family", None) == "ecp5"
 
 
-def _mult18x18d(m, a, b, name, registers):
-    """A MULT18X18D with the named register sets clocked (the others bypassed); returns its 36-bit product."""
+def _mult18x18d(m, a, b, name, registers, *, en=1):
+    """A MULT18X18D with the named register sets clocked, enabled by ``en`` (the others bypassed); returns
+    its 36-bit product."""
     assert len(a) <= 18 and len(b) <= 18
     a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
     m.d.comb += a18.eq(a), b18.eq(b)
@@ -74,7 +77,7 @@ def _mult18x18d(m, a, b, name, registers):
         **{f"i_A{k}": a18[k] for k in range(18)}, **{f"i_B{k}": b18[k] for k in range(18)},
         **{f"i_C{k}": Const(0) for k in range(18)},
         i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-        i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=Const(0),
+        i_CLK0=ClockSignal("sync"), i_CE0=en, i_RST0=Const(0),
         **{f"o_P{k}": p36[k] for k in range(36)})
     return p36
 

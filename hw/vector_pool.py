@@ -7,11 +7,12 @@ high bits are the quotient, as :func:`mensa.core.golden.avg_pool` rounds it (hal
 zero, then toward zero).
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.vector_program import KERNEL_MAX
+from mensa.hw.dsp import dsp_product
 from mensa.hw.requant import out_layout
 from mensa.hw.vector_layer import operand_layout
 
@@ -39,9 +40,9 @@ def reciprocal(n):
 class PoolReducer(wiring.Component):
     """Max or rounded average of each window's taps, per lane, clamped to ``qmin..qmax``.
 
-    Three stages: the window's running maximum or sum and its count of taps inside the input
-    (padded taps are skipped); the rounding and the reciprocal's lookup; the product, the sign
-    and the clamp. The whole pipeline stalls when its output is not taken; a stage's registers
+    Four stages: the window's running maximum or sum and its count of taps inside the input
+    (padded taps are skipped); the rounding and the reciprocal's lookup; the product (in a DSP
+    block's output register); its shift, the sign and the clamp. The whole pipeline stalls when its output is not taken; a stage's registers
     hold while the stage before holds no window.
 
     Parameters
@@ -85,27 +86,34 @@ class PoolReducer(wiring.Component):
                                  for n in range(1 << COUNT_MAX.bit_length())))
 
         count, count2 = Signal(range(COUNT_MAX + 1)), Signal(range(COUNT_MAX + 1))
-        v2, last2, v3, last3 = Signal(), Signal(), Signal(), Signal()
-        recip = Signal(entry)
+        v2, last2, v3, last3, v4, last4 = Signal(), Signal(), Signal(), Signal(), Signal(), Signal()
+        recip, extra3 = Signal(entry), Signal(range(extra + 1))
         new_count = Mux(op.first, 0, count) + ~op.pad
         with m.If(advance):
             m.d.sync += [v2.eq(self.operands.valid & op.last), last2.eq(op.tile_last),
-                         v3.eq(v2), last3.eq(last2), self.outs.valid.eq(v3), out.last.eq(last3)]
+                         v3.eq(v2), last3.eq(last2), v4.eq(v3), last4.eq(last3),
+                         self.outs.valid.eq(v4), out.last.eq(last4)]
             with m.If(v2):
                 m.d.sync += recip.eq(rom[count2])
+            with m.If(v3):
+                m.d.sync += extra3.eq(recip.extra)
             with m.If(self.operands.valid):
                 m.d.sync += count.eq(new_count), count2.eq(new_count)
         for i in range(L):
             x = op.x[8 * i:8 * i + 8].as_signed()
             acc, acc2 = Signal(signed(16), name=f"acc{i}"), Signal(signed(16), name=f"sum{i}")
             mag, neg = Signal(14, name=f"mag{i}"), Signal(name=f"neg{i}")
+            mag3, neg3 = Signal(14, name=f"mag3_{i}"), Signal(name=f"neg3_{i}")
             start = Mux(self.max, -128, 0)
             base = Mux(op.first, start, acc)
             folded = Mux(op.pad, base, Mux(self.max, Mux(x > base, x, base), base + x))
             half = count2 >> 1
             num = Mux(acc2 > 0, acc2 + half, acc2 - half)
-            q = Mux(self.max, mag, ((mag * recip.recip) >> K) >> recip.extra)
-            kept = Mux(neg, -q, q)
+            # stage 3: the magnitude times the reciprocal, in a DSP block's output register (it holds
+            # while the pipeline stalls: `advance` is its clock enable, as every stage's here)
+            product = dsp_product(m, platform, mag, recip.recip, unsigned(14 + K + 1), f"quot{i}", en=advance & v3)
+            q = Mux(self.max, mag3, (product >> K) >> extra3)
+            kept = Mux(neg3, -q, q)
             with m.If(advance):
                 with m.If(self.operands.valid):
                     m.d.sync += acc.eq(folded), acc2.eq(folded)
@@ -114,6 +122,9 @@ class PoolReducer(wiring.Component):
                     m.d.sync += [mag.eq(Mux(self.max, Mux(acc2 < 0, -acc2, acc2), Mux(num < 0, -num, num))),
                                  neg.eq(Mux(self.max, acc2 < 0, num < 0))]
                 with m.If(v3):
+                    m.d.sync += [mag3.eq(mag), neg3.eq(neg)]
+                # stage 4: the quotient's shift, its sign and the clamp
+                with m.If(v4):
                     m.d.sync += out.data[i].eq(Mux(kept < self.qmin, self.qmin,
                                                    Mux(kept > self.qmax, self.qmax, kept)))
         return m

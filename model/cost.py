@@ -158,6 +158,8 @@ class Calibration:
     vector_fill: float = 12.0         # the vector unit (mensa.model.vector): cycles beyond the DRAM latency and
     #                                   the first transfer to the last write's response (tap, MAC, writer)
     vector_requant: float = 8.0       # the same, further, through the requantiser (depthwise, global pool)
+    vector_pool: float = 1.0          # the same, further, through the pool reducer (max and average pool): its
+    #                                   product's stage (mensa.hw.vector_pool)
     vector_boundary: float = 3.0      # a tile boundary whose first rows wait for the ring: beyond latency and rows
     vector_table: float = 1.0         # a table activation's lookup stage
     vector_stream_tail: float = 15.0  # a streaming op (global pool, add, mul): cycles beyond vector_fill after

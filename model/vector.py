@@ -14,7 +14,8 @@ so DRAM latency shows only:
 - before the first tap: the latency, the tile's quantisation record (layers that
   requantise), its tap vectors (depthwise) and the input rows its first output row reads
   (``first``, exposed at the bus rate as :func:`mensa.model.cost.evaluate` exposes a
-  first transfer), plus the pipeline (``vector_fill``, and the requantiser's stages);
+  first transfer), plus the pipeline (``vector_fill``, and the requantiser's stages or the pool
+  reducer's product stage);
 - at a tile boundary, when the ring cannot hold the next tile's first rows beside the
   rows the last output row of this tile still reads: the latency again and those rows;
 - the reads in flight: every read burst (a row's, a record's, the taps', the table's) holds one
@@ -87,7 +88,8 @@ def vector_terms(cols, acc, cal):
               + np.where(c["vec_table"] > 0, cdiv(TABLE_ENTRIES, burst), 0))
     read_words = cdiv(dram_w + dram_a - written, word)
     row_trip = (bursts * (acc.latency + cal.dram_turnaround) + read_words) / READS_IN_FLIGHT
-    fill = (cal.vector_fill + c["vec_quant"] * cal.vector_requant + c["vec_table"] * cal.vector_table
+    fill = (cal.vector_fill + c["vec_quant"] * cal.vector_requant + (1 - c["vec_quant"]) * cal.vector_pool
+            + c["vec_table"] * cal.vector_table
             + np.where(stream, cal.vector_stream_tail, 0))
     return {"compute": compute, "fill": fill + 0 * compute, "first": first, "boundary": boundary,
             "row_trip": row_trip, "dram_w": dram_w, "dram_a": dram_a, "written": written,
