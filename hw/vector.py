@@ -25,7 +25,7 @@ tiles pass through it (``seq_quant``, ``seq_accs``, ``seq_outs``). A layer runs 
 other, so they never want it at once, and a lane of it is four DSP blocks and a thousand LUTs.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 
 from mensa.contract.vector_program import TAPS_MAX, VectorGeometry
@@ -34,7 +34,7 @@ from mensa.hw.queue import Queue
 from mensa.hw.requant import Requantizer, acc_layout, out_layout, quant_layout, requant_members, resize
 from mensa.hw.vector_add import AddLanes
 from mensa.hw.vector_lanes import LaneMacArray, OperandFetch
-from mensa.hw.vector_layer import decode_mode, route_layout, vector_desc_layout
+from mensa.hw.vector_layer import decode_mode, mode_layout, route_layout, vector_desc_layout
 from mensa.hw.vector_pool import PoolReducer
 from mensa.hw.vector_table import TableActivation
 from mensa.hw.vector_loader import VectorLoader, VectorReadIssuer
@@ -104,6 +104,17 @@ class VectorUnit(wiring.Component):
         m.d.sync += begin.eq(go)
         with m.If(go):
             m.d.sync += d.eq(self.desc), self.running.eq(1)
+        # the opcode's flags and the values the lanes take from the layer, registers loaded with it (not
+        # decoded behind the latched layer: the flags steer every part of the unit)
+        mode = Signal(mode_layout, name="mode")
+        x_offset, w_offset = Signal(signed(8), name="x_offset"), Signal(signed(8), name="w_offset")
+        right, right2 = Signal(5, name="add_right"), Signal(5, name="add_right2")
+        new_mode = decode_mode(m, self.desc.op)
+        with m.If(go):
+            m.d.sync += [mode.eq(new_mode),
+                         x_offset.eq(Mux(new_mode.offsets, self.desc.in_zero_point, 0)),
+                         w_offset.eq(Mux(new_mode.offsets, self.desc.in2_zero_point, 0)),
+                         right.eq(-self.desc.in_shift.as_signed()), right2.eq(-self.desc.in2_shift.as_signed())]
         # done once the output is in DRAM and every input row has been read: rows below the last
         # window are read too (each pixel once), and none may arrive after the layer ends
         wrote, rows = Signal(), Signal(32)
@@ -138,13 +149,11 @@ class VectorUnit(wiring.Component):
         wiring.connect(m, walk.taps, fetch.taps)
         # the taps go to the lanes' MACs (or an add's rescalers) and the requantiser, or (a max or
         # average pool) to the pool reducer
-        mode = decode_mode(m, d.op)
         m.d.comb += [macs.plain.eq(mode.plain), pool.max.eq(mode.max), pool.qmin.eq(d.qmin), pool.qmax.eq(d.qmax),
-                     macs.x_offset.eq(Mux(mode.offsets, d.in_zero_point, 0)),
-                     macs.w_offset.eq(Mux(mode.offsets, d.in2_zero_point, 0))]
+                     macs.x_offset.eq(x_offset), macs.w_offset.eq(w_offset)]
         m.d.comb += [adder.zero_point.eq(d.in_zero_point), adder.zero_point2.eq(d.in2_zero_point),
                      adder.multiplier.eq(d.in_multiplier), adder.multiplier2.eq(d.in2_multiplier),
-                     adder.right.eq(-d.in_shift.as_signed()), adder.right2.eq(-d.in2_shift.as_signed())]
+                     adder.right.eq(right), adder.right2.eq(right2)]
         taps = stream.Signature(fetch.operands.payload.shape()).create()
         _steer(m, mode.pool, fetch.operands, taps, pool.operands)
         _steer(m, mode.add, taps, macs.operands, adder.operands)
