@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 
 from mensa.core import golden
 from mensa.hw.vector_add import AddLanes
+from mensa.sim.sim_streams import stream_get, stream_put
 
 
 def _expected(a, b, p):
@@ -28,37 +29,28 @@ def _run(lanes, params, pixels, *, seed, gap):
     """Stream ``pixels`` (pairs of lane vectors) through AddLanes with ``params`` held; the sums in order."""
     rnd = random.Random(seed)
     dut = AddLanes(lanes=lanes)
-    queue = list(pixels)
     out = []
 
     def word(v):
         return sum((int(x) & 0xFF) << (8 * i) for i, x in enumerate(v))
 
-    async def drive(ctx):
+    async def source(ctx):
         for name, value in params.items():
             ctx.set(getattr(dut, name), value)
         await ctx.tick().repeat(2)          # the masks are registers of the shifts, as when a layer starts
-        valid = False
-        while len(out) < len(pixels):
-            valid = valid or bool(queue) and rnd.random() >= gap
-            if valid:
-                a, b = queue[0]
-                ctx.set(dut.operands.payload.x, word(a))
-                ctx.set(dut.operands.payload.x2, word(b))
-                ctx.set(dut.operands.payload.tile_last, len(queue) == 1)
-            ready = rnd.random() >= gap
-            ctx.set(dut.operands.valid, valid)
-            ctx.set(dut.sums.ready, ready)
-            _, _, taken, s_valid, s = await ctx.tick().sample(dut.operands.ready, dut.sums.valid, dut.sums.payload)
-            if s_valid and ready:
-                out.append(([int(v) for v in s.data], int(s.last)))
-            if valid and taken:
-                queue.pop(0)
-                valid = False
+        for k, (a, b) in enumerate(pixels):
+            await stream_put(ctx, dut.operands, {"x": word(a), "x2": word(b), "tile_last": k == len(pixels) - 1},
+                             rng=rnd, gap=gap)
+
+    async def sink(ctx):
+        for _ in pixels:
+            beat = await stream_get(ctx, dut.sums, rng=rnd, gap=gap)
+            out.append(([int(v) for v in beat.data], int(beat.last)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(drive)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
     sim.run()
     return out
 
