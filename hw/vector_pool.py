@@ -42,8 +42,8 @@ class PoolReducer(wiring.Component):
 
     Four stages: the window's running maximum or sum and its count of taps inside the input
     (padded taps are skipped); the rounding and the reciprocal's lookup; the product (in a DSP
-    block's output register); its shift, the sign and the clamp. The whole pipeline stalls when its output is not taken; a stage's registers
-    hold while the stage before holds no window.
+    block's output register); its shift, the sign and the clamp. The whole pipeline stalls when
+    its output is not taken; a stage's registers hold while the stage before holds no window.
 
     Parameters
     ----------
