@@ -39,7 +39,8 @@ from mensa.contract.numeric import ACC_BITS, SHIFT_BITS
 from mensa.hw.dsp import dsp_product
 from mensa.hw.queue import count_credits
 
-__all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout", "requant_members", "resize"]
+__all__ = ["Requantizer", "acc_layout", "quant_layout", "out_layout", "requant_members", "resize", "rounding_masks",
+           "round_up"]
 
 
 _INT32_MIN = -(1 << 31)
@@ -82,6 +83,21 @@ def resize(m, src, dst):
             m.d.comb += [b[i].eq(a[i]) for i in range(min(field.shape.length, a.shape().length))]
         else:
             m.d.comb += b.eq(a)
+
+
+def rounding_masks(power):
+    """The masks of gemmlowp's RoundingDivideByPOT by ``rs``, given ``power`` = ``2**rs`` (33 bits; 0 when
+    ``rs > 32``): ``half`` (bit k set when ``rs == k + 1``) and ``below`` (the bits under it: ``rs > k + 1``),
+    32 bits each. ``below`` is ``2**rs - 1`` shifted down, one carry chain (not a prefix OR, which synthesis
+    maps as a ripple of LUTs)."""
+    return power[1:33], (power - 1)[1:33]
+
+
+def round_up(x, half, below):
+    """RoundingDivideByPOT rounds ``x >> rs`` up (half away from zero) exactly when the remainder reaches the
+    half (``x >= 0``) or exceeds it (``x < 0``): the half's bit set and, for a negative ``x``, some bit
+    below it too (:func:`rounding_masks`)."""
+    return (x & half).any() & (~x[-1] | (x & below).any())
 
 
 def _head_slot(m, slots, retire, lanes, layout):
@@ -278,15 +294,16 @@ class Requantizer(wiring.Component):
             nudged = Signal(signed(64), name=f"nudged{i}")
             m.d.comb += nudged.eq(outer + (mid << 16))
             high = reg(signed(32), f"high{i}", Mux(both_min, _INT32_MAX, nudged[31:63]))
-            half = reg(unsigned(32), f"half{i}", power[1:])
-            below = reg(unsigned(32), f"below{i}", (power - 1)[1:33])
+            half_next, below_next = rounding_masks(power)
+            half = reg(unsigned(32), f"half{i}", half_next)
+            below = reg(unsigned(32), f"below{i}", below_next)
             rs = reg(unsigned(SHIFT_BITS), f"rs5_{i}", rs)
 
             # stage 6: RoundingDivideByPOT: the remainder passes the half (x >= 0: reaches it;
             # x < 0: exceeds it) exactly when the half's bit is set and, for a negative x, some
             # bit below it is too
             shifted = reg(signed(32), f"shr{i}", high >> rs)
-            round_up = reg(1, f"round{i}", (high & half).any() & (~high[-1] | (high & below).any()))
+            round_q = reg(1, f"round{i}", round_up(high, half, below))
 
             # stage 7: saturate to out_bits + 1 bits (a reduction, not a comparison), which
             # keeps every clamp result: the zero point and the bounds are out_bits wide, so a
@@ -294,7 +311,7 @@ class Requantizer(wiring.Component):
             # and add the zero point on the short value.
             fits = ~shifted[ob:].any() | shifted[ob:].all()
             narrow = Mux(fits, shifted[:ob + 1].as_signed(), Mux(shifted[-1], -(1 << ob), (1 << ob) - 1))
-            v = reg(signed(ob + 2), f"zpadd{i}", narrow + round_up + zp)
+            v = reg(signed(ob + 2), f"zpadd{i}", narrow + round_q + zp)
 
             # stage 8: clamp, both comparisons side by side (qmin <= qmax, as the golden
             # model requires), into the output register (or the ring, when the output waits)

@@ -13,7 +13,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mensa.contract.numeric import ACC_BITS
-from mensa.hw.requant import acc_layout
+from mensa.hw.requant import acc_layout, round_up, rounding_masks
 from mensa.hw.vector_layer import operand_layout
 
 __all__ = ["AddLanes", "ADD_LEFT_SHIFT"]
@@ -31,13 +31,6 @@ def _srdhm(product):
     neg = product < 0
     t = product + Mux(neg, 1 - (1 << 30), 1 << 30)
     return (t >> 31) + (neg & (t[:31] != 0))
-
-
-def _round_up(x, half, below):
-    """gemmlowp's RoundingDivideByPOT rounds ``x >> right`` up (half away from zero) exactly when the
-    remainder reaches the half (``x >= 0``) or exceeds it (``x < 0``): the half's bit set and, for a
-    negative ``x``, some bit below it too. ``half`` is ``2**(right - 1)``, ``below`` the bits under it."""
-    return (x & half).any() & (~x[-1] | (x & below).any())
 
 
 class AddLanes(wiring.Component):
@@ -94,7 +87,8 @@ class AddLanes(wiring.Component):
             power = Signal(33, name=f"power{k}")     # 2**right: half is it shifted down, below 2**right - 1
             m.d.comb += power.eq(Const(1, 1) << right)
             half, below = Signal(32, name=f"half{k}"), Signal(32, name=f"below{k}")
-            m.d.sync += [half.eq(power[1:]), below.eq((power - 1)[1:33])]
+            half_next, below_next = rounding_masks(power)
+            m.d.sync += [half.eq(half_next), below.eq(below_next)]
             masks.append((half, below))
         for i in range(L):
             shifted, rounds = [], []
@@ -103,7 +97,7 @@ class AddLanes(wiring.Component):
                 prod = Signal(signed(PRODUCT_BITS), name=f"prod{i}_{k}")
                 high = Signal(signed(ACC_BITS + 1), name=f"high{i}_{k}")
                 shr = Signal(signed(ACC_BITS), name=f"shr{i}_{k}")
-                round_up = Signal(name=f"round{i}_{k}")
+                round_q = Signal(name=f"round{i}_{k}")
                 diff = x[8 * i:8 * i + 8].as_signed() - zp
                 # a stage's registers take a value only when the stage before holds a vector
                 with m.If(advance & self.operands.valid):
@@ -111,9 +105,9 @@ class AddLanes(wiring.Component):
                 with m.If(advance & valid[0]):
                     m.d.sync += high.eq(_srdhm(prod))
                 with m.If(advance & valid[1]):
-                    m.d.sync += [shr.eq(high >> right), round_up.eq(_round_up(high, *masks[k]))]
+                    m.d.sync += [shr.eq(high >> right), round_q.eq(round_up(high, *masks[k]))]
                 shifted.append(shr)
-                rounds.append(round_up)
+                rounds.append(round_q)
             with m.If(advance & valid[2]):
                 m.d.sync += out.data[i].eq(shifted[0] + shifted[1] + (rounds[0] + rounds[1]))
         return m
