@@ -86,6 +86,8 @@ class NearMemConfig:
     vault_kib: int = _f(1024, lo=1, hi=1048576, doc="capacity of one vault")
     local_kib: int = _f(4, lo=1, hi=65536, doc="local buffer (inputs, state) per vault")
     lstm: bool = _f(False, doc="LSTM datapath (Pavlov): gate tables, cell and hidden state on chip")
+    requant_passes: int = _f(1, lo=1, hi=64, doc="cycles the requantisers take a lane vector: lanes / requant_passes "
+                                                 "lanes a cycle, from that share of the DSP blocks (divides lanes)")
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,9 @@ def _check_system(system):
             raise ConfigError(f"{path}.nearmem: missing; allowed: a [accelerator.nearmem] table when kind = 'nearmem'")
         if acc.kind is CoreKind.SYSTOLIC and acc.nearmem is not None:
             raise ConfigError(f"{path}.nearmem: not allowed when kind = 'systolic'; allowed: only with kind = 'nearmem'")
+        if acc.nearmem is not None and acc.nearmem.lanes % acc.nearmem.requant_passes:
+            raise ConfigError(f"{path}.nearmem.requant_passes: {acc.nearmem.requant_passes} does not divide lanes = "
+                              f"{acc.nearmem.lanes}; allowed: a divisor of lanes")
         if acc.kind is not CoreKind.SYSTOLIC and acc.vector is not None:
             raise ConfigError(f"{path}.vector: not allowed when kind = {acc.kind.value!r}; allowed: only with "
                               f"kind = 'systolic' (the vector unit shares the array's DMA and registers)")

@@ -240,7 +240,7 @@ class NearMemoryUnit(wiring.Component):
 
         # One requantiser for every matrix-vector product: int8 outputs (FC, projection)
         # and the LSTM's int16 gate halves.
-        rq = Requantizer(lanes=L, out_bits=16)
+        rq = Requantizer(lanes=L, out_bits=16, passes=self._config.requant_passes)
         m.submodules.requantizer = rq
         gate_q = lstm & (q_phase != Phase.PROJ)
         m.d.comb += [
@@ -277,7 +277,7 @@ class NearMemoryUnit(wiring.Component):
         out_ready = Signal()
         if g.lstm:
             cell = LstmCell(lanes=L, max_blocks=g.max_blocks, queue=g.max_groups)
-            hq = Requantizer(lanes=L, out_bits=8)           # m -> h, or -> the projection's m8
+            hq = Requantizer(lanes=L, out_bits=8, passes=self._config.requant_passes)         # m -> h, or -> the projection's m8
             m.submodules.cell = cell
             m.submodules.hidden_requantizer = hq
             is_proj = out_phase == Phase.PROJ

@@ -24,13 +24,18 @@ output has a credit for it; vectors the output cannot take yet wait in a LUT-RAM
 output register (a stalled output stops the input, not the pipeline, so no enable fans out
 over every stage).
 
+With ``passes`` > 1 the pipeline is ``lanes / passes`` lanes wide and takes a vector in ``passes``
+passes of that many lanes, one a cycle (the first lanes first), and assembles them again behind
+the clamp: a vector every ``passes`` cycles from a ``passes``-th of the DSP blocks and logic (a
+near-memory unit, whose vaults produce a vector every few tens of cycles).
+
 The quantisation parameters arrive on their own stream, one beat per tile (a tile is
 the run of accumulator vectors up to and including the one with ``last``); a two-entry
 queue holds the next tile's parameters while the current tile passes, and every vector
 carries its parameters down the pipeline, so tiles follow one another without a bubble.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -126,6 +131,9 @@ class Requantizer(wiring.Component):
         Accumulators per vector (output channels processed together).
     out_bits : int
         Width of the signed outputs (8 for int8 activations, 16 for LSTM gates).
+    passes : int
+        Cycles per vector: the pipeline computes ``lanes / passes`` lanes a cycle (``passes``
+        divides ``lanes``).
 
     Members
     -------
@@ -143,13 +151,16 @@ class Requantizer(wiring.Component):
 
     STAGES = 9
 
-    def __init__(self, *, lanes, out_bits=8):
+    def __init__(self, *, lanes, out_bits=8, passes=1):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
+        if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1 or lanes % passes:
+            raise ValueError(f"passes must be a positive integer dividing lanes = {lanes}, not {passes!r}")
         if not isinstance(out_bits, int) or isinstance(out_bits, bool) or not 2 <= out_bits <= 16:
             raise ValueError(f"out_bits must be an integer in 2..16, not {out_bits!r}")
         self._lanes = lanes
         self._out_bits = out_bits
+        self._passes = passes
         super().__init__({
             "quant": In(stream.Signature(quant_layout(lanes, out_bits))),
             "accs": In(stream.Signature(acc_layout(lanes))),
@@ -166,13 +177,18 @@ class Requantizer(wiring.Component):
         return self._out_bits
 
     @property
+    def passes(self):
+        return self._passes
+
+    @property
     def latency(self):
-        """Cycles from a vector's acceptance to its output beat (unstalled)."""
-        return self.STAGES
+        """Cycles from a vector's first pass to its output beat (unstalled)."""
+        return self.STAGES + self._passes - 1
 
     def elaborate(self, platform):
         m = Module()
-        L, ob = self._lanes, self._out_bits
+        L, ob, n = self._lanes, self._out_bits, self._passes
+        W = L // n                          # lanes a pass
         qlayout = quant_layout(L, ob)
 
         # -- the parameter queue: a ring of two slots; the head pointer (below) points at the tile now
@@ -203,22 +219,39 @@ class Requantizer(wiring.Component):
         # -- a pipeline that never stalls: the stages are free-running registers, and a vector
         # is taken only while the output has a credit for it (a place in the output ring), so
         # a stalled `outs` stops the input, not the stages, and no enable fans out over them.
+        # A vector of several passes enters a pass a cycle and is taken with its last pass (a stream's
+        # valid holds until then, and the credit and the parameters cannot leave meanwhile).
         P = self.STAGES - 1                 # free-running stages; the last is the output register
         depth = self.STAGES + 1             # credits: the round trip from a take to its read
-        valid = Signal(P)                   # valid[s]: stage s's registers hold a vector
+        valid = Signal(P)                   # valid[s]: stage s's registers hold a pass
         last = Signal(P)
+        done = Signal(P) if n > 1 else ~Const(0, P)    # the pass completes its vector
         outstanding = Signal(range(depth + 1))  # vectors taken and not yet read
         credit = Signal(init=1)                 # outstanding < depth, registered
+        enter = Signal()                        # a pass enters the stages
+        step = Signal(range(n), name="pass")    # the pass entering
+        final = Signal(init=n == 1, name="final_pass")     # step == n - 1, a register
         m.d.comb += [
-            self.accs.ready.eq(credit & (count != 0)),
+            enter.eq(self.accs.valid & credit & (count != 0)),
+            self.accs.ready.eq(credit & (count != 0) & final),
             accept.eq(self.accs.valid & self.accs.ready),
         ]
         m.d.sync += [
-            valid.eq((valid << 1) | accept),
+            valid.eq((valid << 1) | enter),
             last.eq((last << 1) | self.accs.payload.last),
         ]
+        if n > 1:
+            m.d.sync += done.eq((done << 1) | final)
+            with m.If(enter):
+                m.d.sync += [step.eq(Mux(final, 0, step + 1)), final.eq(step == n - 2)]
 
         q = _head_slot(m, slots, retire, L, qlayout)
+
+        def this_pass(lanes_of):
+            """Lane ``i`` of the pass entering, of ``lanes_of`` (an array of ``L``)."""
+            return lambda i: lanes_of[i] if n == 1 else Array(lanes_of[k * W + i] for k in range(n))[step]
+        acc_in, bias_in, mult_in, shift_in = (this_pass(a) for a in (self.accs.payload.data, q.bias, q.multiplier,
+                                                                      q.shift))
 
         def reg(shape, name, value):
             """A free-running pipeline register (no reset: `valid` says what it holds)."""
@@ -235,17 +268,17 @@ class Requantizer(wiring.Component):
             qmin = reg(signed(ob), f"qmin_s{s}", qmin)
             qmax = reg(signed(ob), f"qmax_s{s}", qmax)
 
-        result = Signal(out_layout(L, ob), name="result")     # stage 8's vector, combinational
-        for i in range(L):
-            shift = q.shift[i]
+        result = Signal(out_layout(W, ob), name="result")     # stage 8's pass, combinational
+        for i in range(W):
+            shift = shift_in(i)
             left = Mux(shift[-1], 0, shift.as_unsigned()[:SHIFT_BITS - 1])
             right = Mux(shift[-1], -shift, 0)
 
             # stage 0: bias add, wrapping like a 32-bit adder
-            x0 = reg(signed(32), f"sum{i}", self.accs.payload.data[i] + q.bias[i])
+            x0 = reg(signed(32), f"sum{i}", acc_in(i) + bias_in(i))
             ls0 = reg(unsigned(SHIFT_BITS - 1), f"ls{i}", left)
             rs = reg(unsigned(SHIFT_BITS), f"rs0_{i}", right)
-            m0 = reg(signed(32), f"mul0_{i}", q.multiplier[i])
+            m0 = reg(signed(32), f"mul0_{i}", mult_in(i))
 
             # stage 1: left shift; the multiplier's halves' sum (signed high half plus unsigned
             # low half, 18 bits signed) for stage 3
@@ -320,6 +353,16 @@ class Requantizer(wiring.Component):
             m.d.comb += result.data[i].eq(clamped)
         m.d.comb += result.last.eq(last[-1])
 
+        # the vector: the earlier passes' lanes, kept as they leave the stages, then the last pass's
+        vector = Signal(out_layout(L, ob), name="vector")
+        kept = [Signal(data.ArrayLayout(signed(ob), W), name=f"kept{k}", reset_less=True) for k in range(n - 1)]
+        if kept:
+            with m.If(valid[-1]):
+                m.d.sync += [a.eq(b) for a, b in zip(kept, kept[1:] + [result.data])]
+        m.d.comb += vector.last.eq(result.last)
+        for k, part in enumerate(kept + [result.data]):
+            m.d.comb += [vector.data[k * W + i].eq(part[i]) for i in range(W)]
+
         # -- the output: every vector leaving the stages is written into a LUT-RAM ring; the
         # output register takes the ring's oldest entry, or the new vector itself when the
         # ring holds none (so an unstalled vector leaves after STAGES cycles, as before).
@@ -333,10 +376,10 @@ class Requantizer(wiring.Component):
         waiting = Signal(name="out_waiting")                   # level != 0, a flip-flop
         out = Signal(out_layout(L, ob), name="out", reset_less=True)
         out_valid = Signal(name="out_valid")
-        incoming = valid[-1]
+        incoming = valid[-1] & done[-1]
         pop = Signal(name="out_pop")
         m.d.comb += [
-            wr.addr.eq(head), wr.data.eq(result), wr.en.eq(incoming), rd.addr.eq(tail),
+            wr.addr.eq(head), wr.data.eq(vector), wr.en.eq(incoming), rd.addr.eq(tail),
             pop.eq((waiting | incoming) & (~out_valid | self.outs.ready)),
         ]
         with m.If(incoming):
@@ -346,13 +389,13 @@ class Requantizer(wiring.Component):
             waiting.eq(Mux(waiting, (level > 1) | incoming | ~pop, incoming & ~pop)),
         ]
         with m.If(pop):
-            m.d.sync += out.eq(Mux(waiting, rd.data, result)), out_valid.eq(1), tail.eq(tail + 1)
+            m.d.sync += out.eq(Mux(waiting, rd.data, vector)), out_valid.eq(1), tail.eq(tail + 1)
         with m.Elif(self.outs.ready):
             m.d.sync += out_valid.eq(0)
         m.d.comb += [
             self.outs.valid.eq(out_valid),
             self.outs.payload.eq(out),
-            self.busy.eq(valid.any() | out_valid | waiting),
+            self.busy.eq(valid.any() | out_valid | waiting | (step != 0)),
         ]
 
         count_credits(m, outstanding, credit, accept, self.outs.valid & self.outs.ready, depth)

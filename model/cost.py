@@ -366,11 +366,11 @@ class AcceleratorTable:
                     n.vaults if n else 0, n.lanes if n else 0, n.vault_bits / 8 if n else 0,
                     n.vaults * n.vault_kib * 1024 if n else 0, n.local_kib * 1024 if n else 0,
                     x.memory.data_bits / 8, x.memory.max_burst, _memory_bytes_per_cycle(x, d),
-                    _act_depth(act, x.array.rows))
-        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 18)
+                    _act_depth(act, x.array.rows), n.requant_passes if n else 1)
+        table = np.array([numbers(x, d) for x, d in zip(accs, drams)], dtype=np.float64).reshape(len(accs), 19)
         (self.rows, self.cols, self.clock_mhz, self.wbuf, self.abuf, self.accbuf, self.acc_bytes, self.bpc,
          self.latency, self.vaults, self.lanes, self.vault_bpc, self.vault_cap, self.local,
-         self.word_bytes, self.max_burst, self.mem_bpc, self.act_depth) = table.T.copy()
+         self.word_bytes, self.max_burst, self.mem_bpc, self.act_depth, self.requant_passes) = table.T.copy()
         self.nearmem = np.array([x.kind is CoreKind.NEARMEM for x in accs], dtype=bool)
         self.arbitrated = np.broadcast_to(np.asarray(arbitrated, dtype=bool), (len(accs),)).copy()
         self.os = np.array([x.array.dataflow is Dataflow.OUTPUT_STATIONARY for x in accs], dtype=bool)

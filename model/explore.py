@@ -115,16 +115,29 @@ def _network(name):
 #: the address arithmetic's multipliers), fitted to `mensa synth` on ECP5 (MULT18X18D): a 2x2 WS accelerator
 #: took 36 (docs/synth.md), a 12x13 one (the edgetpu-fpga space's first best design) 218.
 SYSTOLIC_DSP_PER_COL, SYSTOLIC_DSP_FIXED = 3, 27
+#: DSP blocks of a near-memory unit beyond its lanes' MACs: a requantiser lane's (three, the Q31 product) and,
+#: with the LSTM datapath, a cell lane's (four) (`python bench/fit.py`: pavlov and jacquard of mensa-g-fpga).
+REQUANT_LANE_DSP, CELL_LANE_DSP = 3, 4
+
+
+def nearmem_dsp(n):
+    """DSP blocks of the near-memory unit of :class:`~mensa.core.config.NearMemConfig` ``n``: its lanes' MACs,
+    its requantisers' lanes (``lanes / requant_passes`` each; two with the LSTM datapath, the hidden state's
+    the second) and the LSTM cell's."""
+    requants = 2 if n.lstm else 1
+    return (n.vaults * n.lanes + requants * REQUANT_LANE_DSP * n.lanes // n.requant_passes
+            + (CELL_LANE_DSP * n.lanes if n.lstm else 0))
 
 
 def fpga_resources(system):
     """``(DSP blocks, block-RAM KiB)`` of a system on an FPGA: one DSP per int8 MAC plus a systolic
-    accelerator's others (:data:`SYSTOLIC_DSP_PER_COL`, :data:`SYSTOLIC_DSP_FIXED`), the on-chip memories
-    (for an Edge TPU template, its core, PE and accumulator memories) in block RAM."""
+    accelerator's others (:data:`SYSTOLIC_DSP_PER_COL`, :data:`SYSTOLIC_DSP_FIXED`) and a near-memory unit's
+    (:func:`nearmem_dsp`), the on-chip memories (for an Edge TPU template, its core, PE and accumulator
+    memories) in block RAM."""
     dsp = kib = 0
     for a in system.accelerator:
         if a.kind is CoreKind.NEARMEM:
-            dsp += a.nearmem.vaults * a.nearmem.lanes
+            dsp += nearmem_dsp(a.nearmem)
             kib += a.nearmem.vaults * a.nearmem.local_kib
         else:
             dsp += a.array.rows * a.array.cols + SYSTOLIC_DSP_PER_COL * a.array.cols + SYSTOLIC_DSP_FIXED

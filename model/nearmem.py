@@ -38,14 +38,18 @@ def nearmem_gemm(M, K, N, R, acc, cal):
     Returns ``(compute, load, fill, vault bytes read, local buffer bytes read and written)``.
     """
     V, L = np.maximum(acc.vaults, 1), np.maximum(acc.lanes, 1)
+    Q = np.maximum(acc.requant_passes, 1)                   # cycles a gathered beat takes in the requantiser
     port = np.maximum(acc.vault_bpc, 1)                     # bytes per vault word
     groups = cdiv(N, V * L)                                 # lane groups of output channels per vault
     lane_words = groups * (HEADER_WORDS + K)                # one vault's image of the layer
     narrow = np.maximum(L / port, 1)                        # cycles per lane word: vault words it takes
-    per_vector = np.maximum(lane_words * narrow, V * groups)   # lanes or port; the gather's beats
+    stream = lane_words * narrow                            # a vector's lane words, one vault
+    # a later vector waits for the lanes or the port, or for the gather's beats through the requantiser
+    per_vector = np.maximum(stream, V * groups * Q)
     compute = M * groups * K
-    load = M * per_vector - compute                         # headers, a narrow port, a slow gather
-    fill = np.where(M > 0, unit_start(K, acc, cal) + (V - 1) * groups, 0.0)   # the last vector's other vaults gathered
+    load = np.where(M > 0, stream + (M - 1) * per_vector, 0.0) - compute   # headers, a narrow port, a slow gather
+    # the last vector's other vaults gathered, and its last beat's passes
+    fill = np.where(M > 0, unit_start(K, acc, cal) + (V - 1) * groups * Q + Q - 1, 0.0)
     vault_rd = M * V * cdiv(lane_words * L, port) * port    # every vector reads the image again
     local_rw = M * K * V + M * groups * K * V               # broadcast writes; a read per element and group
     return compute * R, load * R, fill * R, vault_rd * R, local_rw * R
@@ -79,13 +83,14 @@ def nearmem_lstm(M, C, H, P, T, acc, cal):
     compute = M * T * (groups * (C + rec) + proj * H)
     load = M * T * lane_words * narrow - compute
     start = unit_start(C, acc, cal)
-    cell = cell_tail(V, groups, blocks, cal)
+    Q = np.maximum(acc.requant_passes, 1)
+    cell = cell_tail(V, groups, blocks, Q, cal)
     x_phase = groups * (HEADER_WORDS + C) * narrow
     wait = cell + cal.nearmem_cell                          # to h_t (m8_t) in the input buffer
     per_step = np.where(P > 0, wait, np.maximum(wait - x_phase, 0))
     # the last step: its cells (the hidden requantiser's output is the last result's), and with a
     # projection, m8_t, then the later vaults' projection groups gathered
-    last = cell + np.where(P > 0, cal.nearmem_cell + (V - 1) * proj, 0)
+    last = cell + np.where(P > 0, cal.nearmem_cell + (V - 1) * proj * Q, 0)
     fill = np.where(M * T > 0, start + M * T * per_step + (last - per_step), 0.0)
     vault_rd = M * T * V * cdiv(lane_words * L, port) * port
     # broadcast x, written-back h (and m8) words; a read per element and group
@@ -93,14 +98,17 @@ def nearmem_lstm(M, C, H, P, T, acc, cal):
     return compute, load, fill, vault_rd, local_rw
 
 
-def cell_tail(V, groups, blocks, cal):
+def cell_tail(V, groups, blocks, Q, cal):
     """Cycles from the vaults' last h group of a step to h_t's (m8_t's with a projection) last block out of the cell.
 
     Vault 0's last block passes the cell; every later vault's ``groups`` x groups are gathered (a beat
-    a cycle) and its ``blocks`` blocks pass the cell (``CYCLES_PER_BLOCK`` each). The hidden
-    requantiser and the write-back into the input buffer take ``Calibration.nearmem_cell`` more.
+    every ``Q`` cycles, the requantiser's passes) and its ``blocks`` blocks pass the cell
+    (``CYCLES_PER_BLOCK`` each), or, when the requantiser is the slower, its x and h groups pass the
+    requantiser. The hidden requantiser and the write-back into the input buffer take
+    ``Calibration.nearmem_cell`` more, and with ``Q`` passes both requantisers' last beats ``Q - 1``.
     """
-    return CYCLES_PER_BLOCK + (V - 1) * np.maximum(groups + blocks * CYCLES_PER_BLOCK - cal.nearmem_handover, 0)
+    later = np.maximum(groups * Q + blocks * CYCLES_PER_BLOCK - cal.nearmem_handover * Q, 2 * groups * Q - 1)
+    return CYCLES_PER_BLOCK + 2 * (Q - 1) + (V - 1) * np.maximum(later, 0)
 
 
 def unit_start(K, acc, cal):

@@ -37,6 +37,8 @@ BAD = [
     ("int4 weights", GOOD + "weight_bits = 4\n", ["array.weight_bits", "4", "allowed: 8"]),
     ("data_bits not a power of two", GOOD + "[accelerator.memory]\ndata_bits = 48\n", ["data_bits", "48", "power of two"]),
     ("nearmem without table", GOOD.replace('"systolic"', '"nearmem"'), ["nearmem", "missing"]),
+    ("requant passes not dividing the lanes", 'name = "t"\n[[accelerator]]\nname = "a"\nkind = "nearmem"\n'
+     'nearmem = {lanes = 8, requant_passes = 3}\n', ["accelerator[0].nearmem.requant_passes", "3", "divisor of lanes"]),
     ("duplicate accelerator", GOOD + GOOD.split("\n", 2)[2], ["name", "'a'", "twice"]),
     ("not TOML", "name = [\n", ["not valid TOML"]),
     ("negative bandwidth", GOOD + "[dram]\nbandwidth_gbps = -1\n", ["dram.bandwidth_gbps", "-1", "0.1..4096"]),

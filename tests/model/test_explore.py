@@ -2,15 +2,16 @@
 scheduler's, bounds are constraints, a grid covering a space finds its true optimum, searches are
 reproducible and resumable, and the Pareto front's hypervolume is exact."""
 
+import dataclasses
 import itertools
 import math
 
 import numpy as np
 import pytest
 
-from mensa.core.config import loads, to_toml
+from mensa.core.config import NearMemConfig, loads, to_toml
 from mensa.model import zoo
-from mensa.model.explore import (OPTIMIZERS, Task, evaluate_points, grid_levels, hypervolume, pareto_front,
+from mensa.model.explore import (OPTIMIZERS, Task, evaluate_points, grid_levels, hypervolume, nearmem_dsp, pareto_front,
                                  search)
 from mensa.model.schedule import schedule
 from mensa.model.space import SpaceError, load_space, loads_space, spaces, template_array
@@ -202,3 +203,12 @@ def test_a_bad_space_is_refused_in_one_line(what, text, words):
     assert "\n" not in message
     for w in words:
         assert w in message
+
+
+def test_a_near_memory_units_dsp_blocks_follow_its_lanes_and_requantiser_passes():
+    # bench/fit.py on mensa-g-fpga's units: pavlov (4 vaults x 4 lanes, LSTM) 56 DSP blocks with a lane of each
+    # requantiser a lane of the unit, 38 with one lane each; jacquard (4 x 8) 56, and 35 with one lane
+    pavlov = NearMemConfig(vaults=4, lanes=4, lstm=True)
+    jacquard = NearMemConfig(vaults=4, lanes=8)
+    assert [nearmem_dsp(pavlov), nearmem_dsp(dataclasses.replace(pavlov, requant_passes=4))] == [56, 38]
+    assert [nearmem_dsp(jacquard), nearmem_dsp(dataclasses.replace(jacquard, requant_passes=8))] == [56, 35]

@@ -221,3 +221,58 @@ def test_vector_unit_model_within_5_percent_of_rtl_sweep():
     from mensa.gen.validate import LATENCIES, VECTOR_LAYERS
     _check_vector(VECTOR_LAYERS, LATENCIES)
 
+
+
+# -- a near-memory unit whose requantisers take a vector in passes ------------------------------------
+
+def _requantised_cycles(config, layers, module, latency, **params):
+    """RTL cycles of ``layers`` on a near-memory unit, through its requantisers (FC ``[K, N, M]`` with
+    tb_nearmem, LSTM ``[C, H, P, T]`` with tb_lstm), vaults answering after ``latency`` cycles, no gaps."""
+    import json
+    import tempfile
+    from pathlib import Path
+    from mensa.core.config import to_dict
+    from mensa.hw.nearmem import NearMemoryUnit
+    from mensa.sim.runner import run
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "figures.json"
+        tb = dict(to_dict(config), layers=layers, latency=[latency, latency], gap=0.0, outstanding=2 * latency + 8,
+                  result=str(result), **params)
+        run(NearMemoryUnit(config), name="nearmem", key=config, sim=SIM, test_module=module, test_name="passes",
+            extra_env={"MENSA_TB": json.dumps(tb)})
+        return [f["cycles"] for f in json.loads(result.read_text())]
+
+
+def test_requantiser_passes_follow_the_rtl():
+    # pavlov-fpga's unit with its requantisers a lane wide (4 passes a vector) and a lane a vector: FC layers
+    # (small K: the requantiser paces the gather) and LSTMs with and without projection
+    import dataclasses
+    from mensa.core.builder import NetworkBuilder
+    from mensa.core.config import AcceleratorConfig, CoreKind, DramConfig, NearMemConfig
+    from mensa.model.cost import cycle_errors
+    fc = [[64, 12, 1], [16, 40, 2], [8, 64, 3], [40, 30, 4]]
+    lstm = [[16, 16, 0, 3], [32, 32, 16, 2], [8, 20, 0, 2], [24, 40, 24, 2]]
+    layers = [Layer(f"fc{i}", Op.FC, (m, k), (m, n)) for i, (k, n, m) in enumerate(fc)]
+    for i, (c, h, p, t) in enumerate(lstm):
+        b = NetworkBuilder(f"lstm{i}", (1, t, c))
+        b.lstm(b.input, h, projection=p or None, name=f"lstm{i}")
+        layers += [l for l in b.build().layers if l.op is Op.LSTM]
+    one = NearMemConfig(vaults=4, lanes=4, vault_bits=64, vault_kib=64, local_kib=16, lstm=True)
+    dram = DramConfig(latency_cycles=20)
+    model, rtl = {}, {}
+    for passes in (1, 4):
+        unit = dataclasses.replace(one, requant_passes=passes)
+        rtl[passes] = (_requantised_cycles(unit, fc, "mensa.sim.tb_nearmem", 20, raw=False)
+                       + _requantised_cycles(unit, lstm, "mensa.sim.tb_lstm", 20))
+        acc = AcceleratorConfig(name=f"passes{passes}", kind=CoreKind.NEARMEM, nearmem=unit)
+        model[passes], _ = cycle_errors([(l, acc, dram, c) for l, c in zip(layers, rtl[passes])], core=True)
+        print(f"{passes} passes: " + ", ".join(f"{l.name} RTL {c} model {m:.0f}" for l, c, m in
+                                                zip(layers, rtl[passes], model[passes])))
+    # FC: the model's unit cycles are the raw accumulators'; the requantised ones leave a fixed latency
+    # later, so the passes' cycles are the model's exactly
+    for i in range(len(fc)):
+        assert rtl[4][i] - rtl[1][i] == model[4][i] - model[1][i], layers[i].name
+    # LSTM: every layer within the bound, with either requantiser
+    for passes in (1, 4):
+        for l, c, m in list(zip(layers, rtl[passes], model[passes]))[len(fc):]:
+            assert abs(m / c - 1) <= BOUND, (passes, l.name, c, m)

@@ -24,10 +24,10 @@ def _expected(tile):
     return golden.requantize(x, np.asarray(mult), np.asarray(shift), zp, qmin, qmax)
 
 
-def _run(lanes, tiles, *, seed, gap=0.3, out_bits=8):
+def _run(lanes, tiles, *, seed, gap=0.3, out_bits=8, passes=1):
     """Stream ``tiles`` through a Requantizer with random valid/ready gaps; the outputs per tile."""
     rnd = random.Random(seed)
-    dut = Requantizer(lanes=lanes, out_bits=out_bits)
+    dut = Requantizer(lanes=lanes, out_bits=out_bits, passes=passes)
     quant = [{"bias": list(t[1]), "multiplier": list(t[2]), "shift": list(t[3]),
               "zero_point": t[4], "qmin": t[5], "qmax": t[6]} for t in tiles]
     accs = [{"data": [int(v) for v in row], "last": r == len(t[0]) - 1}
@@ -104,8 +104,8 @@ def test_negative_ties_round_away_from_zero():
     _check(4, tiles[4:])
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_every_shift_the_parameter_holds(seed):
+@pytest.mark.parametrize("seed,passes", [(0, 1), (1, 1), (2, 2), (3, 8)])
+def test_every_shift_the_parameter_holds(seed, passes):
     # TFLite's quantize_multiplier gives -31..30; the 6-bit field holds -32..31 and the
     # hardware follows the golden model on all of them, including saturating left shifts
     gen = np.random.default_rng(seed)
@@ -118,7 +118,8 @@ def test_every_shift_the_parameter_holds(seed):
         mult = gen.integers(1 << 30, 1 << 31, lanes)
         zp = int(gen.integers(-128, 128))
         tiles.append(_tile(acc, bias=gen.integers(-1 << 20, 1 << 20, lanes), mult=mult, shift=shifts, zp=zp))
-    _check(lanes, tiles, seed=seed)
+    print(f"seed {seed}, passes {passes}")
+    _check(lanes, tiles, seed=seed, passes=passes)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -157,7 +158,23 @@ def test_random_tiles_back_to_back_with_stalls(seed):
         tiles.append(_tile(gen.integers(INT32_MIN, INT32_MAX + 1, (rows, lanes)),
                            bias=gen.integers(-(1 << 24), 1 << 24, lanes), mult=mult, shift=shift,
                            zp=zp, qmin=qmin, qmax=qmax))
-    _check(lanes, tiles, seed=seed, gap=0.4)
+    passes = int(gen.choice([d for d in range(1, lanes + 1) if lanes % d == 0]))
+    print(f"seed {seed}: {lanes} lanes, {passes} passes")
+    _check(lanes, tiles, seed=seed, gap=0.4, passes=passes)
+
+
+@pytest.mark.parametrize("passes", [2, 4])
+def test_passes_in_tiles_of_several_vectors(passes):
+    # tiles of one to five vectors, one lane's parameters per pass apart: a pass that took another
+    # pass's lanes or parameters, or a vector assembled out of order, differs
+    gen = np.random.default_rng(10 + passes)
+    tiles = []
+    for t in range(6):
+        rows = int(gen.integers(1, 6))
+        mult, shift = golden.quantize_multiplier(gen.uniform(1e-4, 1.0, 4))
+        tiles.append(_tile(gen.integers(-1 << 24, 1 << 24, (rows, 4)), bias=gen.integers(-1000, 1000, 4), mult=mult,
+                           shift=shift, zp=int(gen.integers(-128, 128))))
+    _check(4, tiles, seed=passes, gap=0.5, passes=passes)
 
 
 def test_int16_outputs():
@@ -168,8 +185,9 @@ def test_int16_outputs():
     _check(2, tiles, out_bits=16)
 
 
-def test_full_throughput_without_gaps():
-    dut = Requantizer(lanes=2)
+@pytest.mark.parametrize("passes", [1, 2])
+def test_full_throughput_without_gaps(passes):
+    dut = Requantizer(lanes=2, passes=passes)
     n = 20
     cycles = {}
 
@@ -182,11 +200,13 @@ def test_full_throughput_without_gaps():
         ctx.set(dut.outs.ready, 1)
         ctx.set(dut.accs.valid, 1)
         seen = 0
-        for cycle in range(n + 20):
-            ctx.set(dut.accs.payload, {"data": [cycle, -cycle], "last": cycle == n - 1})
-            if cycle == n:
+        sent = 0
+        for cycle in range(n * passes + 20):
+            ctx.set(dut.accs.payload, {"data": [sent, -sent], "last": sent == n - 1})
+            if sent == n:
                 ctx.set(dut.accs.valid, 0)
-            _, _, o_valid = await ctx.tick().sample(dut.outs.valid)
+            _, _, o_valid, a_ready = await ctx.tick().sample(dut.outs.valid, dut.accs.ready)
+            sent += a_ready and sent < n
             if o_valid:
                 cycles.setdefault("first", cycle)
                 cycles["last"] = cycle
@@ -198,8 +218,8 @@ def test_full_throughput_without_gaps():
     sim.add_testbench(drive)
     sim.run()
     assert cycles["seen"] == n
-    assert cycles["first"] == Requantizer.STAGES     # accepted in cycle 0
-    assert cycles["last"] - cycles["first"] == n - 1      # one vector per cycle
+    assert cycles["first"] == dut.latency                           # the first pass entered in cycle 0
+    assert cycles["last"] - cycles["first"] == passes * (n - 1)       # one vector per `passes` cycles
 
 
 def test_bad_parameters_name_the_parameter():
@@ -207,3 +227,5 @@ def test_bad_parameters_name_the_parameter():
         Requantizer(lanes=0)
     with pytest.raises(ValueError, match="out_bits"):
         Requantizer(lanes=1, out_bits=32)
+    with pytest.raises(ValueError, match="passes"):
+        Requantizer(lanes=8, passes=3)
