@@ -42,7 +42,7 @@ from mensa.core.config import CoreKind
 from mensa.core.errors import UserError
 from mensa.core.ir import Network, Op
 from mensa.gen.selftest import board_io
-from mensa.hw.axi_ram import AxiRam
+from mensa.hw.axi_ram import AxiRam, ram_words
 from mensa.hw.pll import PllParams
 from mensa.hw.replayer import Replayer
 from mensa.hw.system import SystemTop
@@ -151,8 +151,8 @@ def network_selftest_case(model, system, *, seed=0):
         cmd = by_layer[name]
         region, mask = output_region(cmd.program, expect[name])
         outputs.append((name, int(cmd.output[0]), region, mask))
-    word = system.accelerator[0].memory.data_bits // 8      # the RAM's depth is a power of two of words
-    ram = (word << (-(-image.size // word) - 1).bit_length()) + sum(v.size for vs in prog.vaults if vs for v in vs)
+    word = system.accelerator[0].memory.data_bits // 8
+    ram = ram_words(image.size, word) * word + sum(v.size for vs in prog.vaults if vs for v in vs)
     if ram > MAX_RAM_BYTES:
         raise NetworkSelfTestError(f"network {qnet.name!r} on {system.name!r} needs {ram:,} bytes of DRAM image "
                                    f"and vaults; allowed: at most {MAX_RAM_BYTES:,} (the block RAM the self-test "
@@ -281,7 +281,7 @@ class NetworkSelfTest(wiring.Component):
         m.submodules.system = top = reset(SystemTop(system))
         acc0 = prog.accelerators[0]
         data_bits, word = acc0.memory.data_bits, acc0.memory.data_bits // 8
-        depth = 1 << max(1, (-(-image.size // word) - 1).bit_length())
+        depth = ram_words(image.size, word)
         m.submodules.ram = ram = reset(AxiRam(data_bits=data_bits, addr_bits=acc0.memory.addr_bits, depth=depth,
                                               init=image.tobytes(), id_bits=len(top.m_axi_arid), prefix="s_axi"))
         for name, member in top.signature.members.items():

@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.contract.compiler import compile_layer
 from mensa.hw.accelerator import Accelerator
-from mensa.hw.axi_ram import AxiRam
+from mensa.hw.axi_ram import AxiRam, ram_words
 from mensa.hw.pll import Ecp5Pll, PllParams
 from mensa.core.config import AcceleratorConfig, CoreKind
 from mensa.core.errors import UserError
@@ -237,7 +237,7 @@ class SelfTest(wiring.Component):
         regmap = acc.regmap
         data_bits, word = cfg.memory.data_bits, cfg.memory.data_bits // 8
         image = case.corrupt_image if self._corrupt else prog.image
-        depth = 1 << max(1, (-(-image.size // word) - 1).bit_length())
+        depth = ram_words(image.size, word)
         m.submodules.ram = ram = AxiRam(data_bits=data_bits, addr_bits=cfg.memory.addr_bits, depth=depth,
                                         init=image.tobytes(), prefix="s_axi")
         for name in acc.signature.members:

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from mensa.hw.dma import axi4_master_members
 
-__all__ = ["AxiRam", "axi4_slave_members", "RESP_OKAY", "RESP_DECERR", "BURST_FIXED", "BURST_WRAP"]
+__all__ = ["AxiRam", "ram_words", "axi4_slave_members", "RESP_OKAY", "RESP_DECERR", "BURST_FIXED", "BURST_WRAP"]
 
 BURST_FIXED, BURST_WRAP = 0, 2
 RESP_OKAY, RESP_DECERR = 0, 3
@@ -61,6 +61,11 @@ class _Burst:
         return Mux(self.burst == BURST_FIXED, self.addr, Mux(self.burst == BURST_WRAP, wrap, incr))
 
 
+def ram_words(size, word):
+    """The depth of an :class:`AxiRam` of ``word``-byte words that holds ``size`` bytes: at least 2."""
+    return max(2, -(-size // word))
+
+
 class AxiRam(wiring.Component):
     """AXI4 slave RAM of ``depth`` bus words, initialised from bytes.
 
@@ -71,7 +76,8 @@ class AxiRam(wiring.Component):
     addr_bits : int
         AXI address width.
     depth : int
-        Words of memory, a power of two; bytes ``0 .. depth * data_bits / 8 - 1`` are the RAM.
+        Words of memory (any number: the block RAMs the image needs, not the next power of two); bytes
+        ``0 .. depth * data_bits / 8 - 1`` are the RAM, a beat beyond them reads zeros with DECERR.
     init : bytes-like
         Initial contents from byte 0 (little-endian within a word), at most the RAM's size.
     id_bits : int
@@ -95,8 +101,8 @@ class AxiRam(wiring.Component):
     def __init__(self, *, data_bits, addr_bits, depth, init=b"", id_bits=1, prefix="s_axi"):
         if not isinstance(data_bits, int) or data_bits < 8 or data_bits & (data_bits - 1):
             raise ValueError(f"data_bits must be a power of two of at least 8, not {data_bits!r}")
-        if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
-            raise ValueError(f"depth must be a power of two of at least 2, not {depth!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
+            raise ValueError(f"depth must be an integer of at least 2, not {depth!r}")
         word = data_bits // 8
         self._offset_bits = (word - 1).bit_length()
         self._depth_bits = (depth - 1).bit_length()
@@ -137,6 +143,8 @@ class AxiRam(wiring.Component):
             return addr[ob:ob + db]
 
         def outside(addr):
+            if self._depth & (self._depth - 1):
+                return addr[ob:] >= self._depth
             return addr[ob + db:] != 0 if ob + db < len(addr) else Const(0)
 
         # -- reads: the read port's output register is the R channel's data register --------
