@@ -34,7 +34,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mensa.gen.synth import (TARGETS, DoesNotFit, SynthError, _critical_paths, _tool, _utilisation_from_log,
+from mensa.gen.synth import (ECP5_ROUTER, TARGETS, DoesNotFit, SynthError, _critical_paths, _tool, _utilisation_from_log,
                              cached_report, flow_versions)
 from mensa.core.files import write_if_changed
 from mensa.core.config import CoreKind, config_hash, load
@@ -48,7 +48,7 @@ from mensa.gen.verilog import add_time_limit_argument, check_elaboration, check_
 __all__ = ["add_arguments", "run", "build", "BOARDS", "BuildError"]
 
 # Bumped when the build's options change, so cached bitstreams are not reused.
-FLOW_VERSION = 1
+FLOW_VERSION = 2
 
 DEFAULT_CONFIG = "pascal-fpga"
 
@@ -173,7 +173,8 @@ def build(system, board, out_dir, *, accelerator=None, model=None, seed=0, corru
                   console=console, transient=True) as progress:
         task = progress.add_task(f"{board}: elaborating {what}", total=None)
         plan = platform.prepare(top, name=NAME, synth_opts="-abc9",
-                                nextpnr_opts=f"--seed 1 --timing-allow-fail --report {NAME}.report.json")
+                                nextpnr_opts=f"--seed 1 {' '.join(ECP5_ROUTER)} --timing-allow-fail "
+                                             f"--report {NAME}.report.json")
         # The key: everything the tools read (not the debug Verilog, a by-product) and the tools.
         inputs = {f: _digest(c) for f, c in sorted(plan.files.items()) if not f.endswith(".debug.v")}
         key = hashlib.sha256(json.dumps({"inputs": inputs, "board": board, "tools": versions},

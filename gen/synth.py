@@ -71,6 +71,9 @@ class Target:
     clock_site: str = ""        # the package pin the shell's clock comes in on (ECP5: a PCLK pin)
 
 
+#: nextpnr-ecp5's router options, for `mensa synth` and `mensa build` alike (below).
+ECP5_ROUTER = ("--router", "router2", "--tmg-ripup")
+
 TARGETS = {
     # LFE5U-85F / -25F in the CABGA381 package of the ULX3S boards, speed grade 6 (the
     # boards' and nextpnr's default). A CCU2C carry cell holds two LUT4s. router2: router1 takes
@@ -79,10 +82,10 @@ TARGETS = {
     # global buffer fails some seeds ("Failed to route arc ... G_CLKI"). --tmg-ripup: router2 rips up
     # and reroutes the critical arcs too, not only the congested ones (the 8x8 WS array's netlist,
     # seeds 1-3: 146.1, 168.9, 191.9 MHz without it, 174.8, 197.2, 201.1 with it).
-    "ecp5-85f": Target("ecp5-85f", "ecp5", "--85k", "CABGA381", ("--speed", "6", "--router", "router2", "--tmg-ripup"),
+    "ecp5-85f": Target("ecp5-85f", "ecp5", "--85k", "CABGA381", ("--speed", "6", *ECP5_ROUTER),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
                        dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",), clock_site="G2"),
-    "ecp5-25f": Target("ecp5-25f", "ecp5", "--25k", "CABGA381", ("--speed", "6", "--router", "router2", "--tmg-ripup"),
+    "ecp5-25f": Target("ecp5-25f", "ecp5", "--25k", "CABGA381", ("--speed", "6", *ECP5_ROUTER),
                        lut=(("LUT4", 1), ("CCU2C", 2)), ff_prefix="TRELLIS_FF",
                        dsp=("MULT18X18D", "ALU54B"), bram=("DP16KD",), lutram=("TRELLIS_DPR16X4",), clock_site="G2"),
     # iCE40UP5K in the SG48 package (iCEBreaker, UPduino).

@@ -151,5 +151,6 @@ def nearmem_dma(M, K, out_beats, late, acc, cal):
     late_words = np.minimum(late * L / W, words)
     left = (words - late_words) % burst + late_words        # words of the bursts issued after the last MAC
     first = np.minimum(late, (burst - (left - late_words)) * W / L)   # beats to the first of them
-    write = cal.nearmem_write + np.maximum(moving(last * W), first + moving(left * W) - late)
+    Q = np.maximum(acc.requant_passes, 1)                   # cycles a late beat takes (the requantiser's passes)
+    write = cal.nearmem_write + np.maximum(moving(last * W), first * Q + moving(left * W) - late * Q)
     return np.where(M > 0, np.maximum(read - unit_start(K, acc, cal), 0) + write, 0.0)

@@ -144,3 +144,19 @@ def weights_wait_for_banks():
                                              (weights_read_again, "mensa-g-fpga")])
 def test_dram_paced_layers_within_5_percent_per_layer(network, system):
     _check(_run(network(), load(system)), f"{network.__name__} on {system}")
+
+
+@pytest.mark.slow
+def test_seq2seq_lstms_within_5_percent_per_layer_on_mensa_g_fpga():
+    # pavlov's LSTMs and jacquard's vocabulary FC, their requantisers a lane a cycle (requant_passes = lanes):
+    # the gather's beats, the cells' tail and the last output writes at the requantiser's pace
+    from mensa.model.zoo.sequence import seq2seq
+    system = load("mensa-g-fpga")
+    qnet, params = quantised(seq2seq(source_length=6, embedding=96, units=128, vocabulary=200), 5)
+    rng = np.random.default_rng(5)
+    x = {n: rng.integers(-128, 128, size=s, dtype=np.int8) for n, s in (("input", qnet.input_shape),
+                                                                        *qnet.extra_inputs)}
+    sched = schedule(qnet, system)
+    result = run_on_rtl(compile_for_rtl(qnet, params, system, sched), system, sched, [x])
+    assert {r.accelerator for r in result.layers} == {"pavlov", "jacquard"}
+    _check(result, "seq2seq on mensa-g-fpga")
