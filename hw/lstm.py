@@ -18,7 +18,9 @@ The cell takes, per block, the four ``gx`` beats (gates i, f, g, o) and then the
    requantiser, which makes ``h`` or the projection's int8 input of it).
 
 Throughput is one block of ``lanes`` hidden units every :data:`CYCLES_PER_BLOCK` cycles
-(two a gate: accept, table read; three for the cell, ``tanh(c)`` and ``m``). The MAC
+(two a gate: accept, table read; six for the cell: its two products, ``c``, the table address of
+``tanh(c)``, ``tanh(c)``, ``m``), one multiply at most a cycle, none behind a block RAM's read
+data and a second one (docs/synth.md, timing rules). The MAC
 lanes need ``4 (C + P)`` cycles a block, so the cell is idle most of the time; it uses
 four multipliers a lane (interpolation, ``f * c``, ``i * g``, ``o * tanh(c)``).
 """
@@ -35,7 +37,7 @@ from mensa.hw.requant import acc_layout
 
 __all__ = ["LstmCell", "gate_layout", "CYCLES_PER_BLOCK"]
 
-CYCLES_PER_BLOCK = 2 * GATES + 3
+CYCLES_PER_BLOCK = 2 * GATES + 6
 _TANH_GATE = 2          # g takes tanh, the others sigmoid
 _STEP_BITS = 8          # the table index is the top 8 bits of the Q3.12 input (golden)
 _CELL_SHIFT = 1         # Q4.11 -> Q3.12
@@ -98,9 +100,12 @@ class LstmCell(wiring.Component):
     class _State(enum.Enum, shape=3):
         GATE = 0
         LOOKUP = 1
-        CELL = 2
-        TANH = 3
-        EMIT = 4
+        PRODUCTS = 2
+        CELL = 3
+        ADDRESS = 4
+        TANH = 5
+        OUTPUT = 6
+        EMIT = 7
 
     def __init__(self, *, lanes, max_blocks, queue):
         for name, value in (("lanes", lanes), ("max_blocks", max_blocks), ("queue", queue)):
@@ -149,7 +154,6 @@ class LstmCell(wiring.Component):
 
         acts = [[Signal(signed(16), name=f"act{q}_{l}") for l in range(L)] for q in range(GATES)]
         frac = [Signal(unsigned(_STEP_BITS), name=f"frac{l}") for l in range(L)]
-        c_new = [None] * L
         m_reg = [Signal(signed(ACC_BITS), name=f"m{l}") for l in range(L)]
         for l in range(L):
             rd = tables.read_port(transparent_for=())
@@ -159,14 +163,19 @@ class LstmCell(wiring.Component):
 
             # step 3 and the table address of step 4
             pre = _sat16(m, gx[l] + self.gh.payload[l], f"pre{l}")
-            # step 5
+            # step 5: the two products a state ahead of their sum (the cell state's read data into a
+            # product's register, not through it into the sum)
             f, i, g, o = acts[1][l], acts[0][l], acts[2][l], acts[3][l]
-            c_old = Mux(first, 0, cell_rd.data[l])
-            c = _sat16(m, _rdbpot(f * c_old, 15) + _rdbpot(i * g, 19), f"c{l}")
-            c_new[l] = c
-            c_q312 = _sat16(m, c << _CELL_SHIFT, f"c_q312_{l}")
-            # the table address: ((x >> 8) + 128) is x's top byte with its sign bit flipped
+            fc, ig = Signal(signed(32), name=f"fc{l}"), Signal(signed(32), name=f"ig{l}")
+            with m.If(state == S.PRODUCTS):
+                m.d.sync += [fc.eq(f * Mux(first, 0, cell_rd.data[l])), ig.eq(i * g)]
+            c = _sat16(m, _rdbpot(fc, 15) + _rdbpot(ig, 19), f"c{l}")
+            c_reg = Signal(signed(16), name=f"c_reg{l}")
             with m.If(state == S.CELL):
+                m.d.sync += c_reg.eq(c)
+            c_q312 = _sat16(m, c_reg << _CELL_SHIFT, f"c_q312_{l}")
+            # the table address: ((x >> 8) + 128) is x's top byte with its sign bit flipped
+            with m.If(state == S.ADDRESS):
                 m.d.comb += rd.addr.eq(Cat(c_q312[_STEP_BITS:16] ^ 0x80, 1))
                 m.d.sync += frac[l].eq(c_q312[:_STEP_BITS])
             with m.Else():
@@ -176,8 +185,12 @@ class LstmCell(wiring.Component):
             for q in range(GATES):      # an If per gate: no case statement on a partly used code
                 with m.If((state == S.LOOKUP) & (gate == q)):
                     m.d.sync += acts[q][l].eq(interp)
+            # step 6: tanh(c) into a register, then the product
+            tanh_c = Signal(signed(17), name=f"tanh_c{l}")
             with m.If(state == S.TANH):
-                m.d.sync += m_reg[l].eq(o * interp)   # step 6
+                m.d.sync += tanh_c.eq(interp)
+            with m.If(state == S.OUTPUT):
+                m.d.sync += m_reg[l].eq(o * tanh_c)
             m.d.comb += [
                 cell_wr.data[l].eq(c),
                 self.m.payload.data[l].eq(m_reg[l]),
@@ -189,15 +202,21 @@ class LstmCell(wiring.Component):
             self.m.payload.last.eq(1),
         ]
 
-        # If / Elif rather than a case statement: five states of a 3-bit code (Verilator lint)
+        # If / Elif rather than a case statement (Verilator lint)
         with m.If(state == S.GATE):
             with m.If(take):
                 m.d.sync += state.eq(S.LOOKUP)
         with m.Elif(state == S.LOOKUP):
-            m.d.sync += [gate.eq(gate + 1), state.eq(Mux(gate == GATES - 1, S.CELL, S.GATE))]
+            m.d.sync += [gate.eq(gate + 1), state.eq(Mux(gate == GATES - 1, S.PRODUCTS, S.GATE))]
+        with m.Elif(state == S.PRODUCTS):
+            m.d.sync += state.eq(S.CELL)
         with m.Elif(state == S.CELL):
+            m.d.sync += state.eq(S.ADDRESS)
+        with m.Elif(state == S.ADDRESS):
             m.d.sync += state.eq(S.TANH)
         with m.Elif(state == S.TANH):
+            m.d.sync += state.eq(S.OUTPUT)
+        with m.Elif(state == S.OUTPUT):
             m.d.sync += state.eq(S.EMIT)
         with m.Elif(self.m.ready):      # EMIT
             m.d.sync += state.eq(S.GATE)

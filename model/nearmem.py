@@ -28,8 +28,9 @@ from mensa.model.tiling import cdiv
 __all__ = ["nearmem_gemm", "nearmem_lstm", "nearmem_dma", "unit_start", "cell_tail", "CYCLES_PER_BLOCK"]
 
 #: Cycles the LSTM cell takes per block of ``lanes`` cells (:data:`mensa.hw.lstm.CYCLES_PER_BLOCK`: two a
-#: gate, accept and table read, three for the cell state, ``tanh(c)`` and ``o * tanh(c)``).
-CYCLES_PER_BLOCK = 2 * GATES + 3
+#: gate, accept and table read; six for the cell: its two products, the cell state, the table address of
+#: ``tanh(c)``, ``tanh(c)`` and ``o * tanh(c)``).
+CYCLES_PER_BLOCK = 2 * GATES + 6
 
 
 def nearmem_gemm(M, K, N, R, acc, cal):
