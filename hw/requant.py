@@ -229,7 +229,7 @@ class Requantizer(wiring.Component):
         outstanding = Signal(range(depth + 1))  # vectors taken and not yet read
         credit = Signal(init=1)                 # outstanding < depth, registered
         enter = Signal()                        # a pass enters the stages
-        step = Signal(range(n), name="pass")    # the pass entering
+        step = Signal(range(n), name="pass") if n > 1 else Const(0)    # the pass entering
         final = Signal(init=n == 1, name="final_pass")     # step == n - 1, a register
         m.d.comb += [
             enter.eq(self.accs.valid & credit & (count != 0)),
