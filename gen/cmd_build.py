@@ -34,8 +34,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from mensa.gen.synth import (ECP5_ROUTER, TARGETS, DoesNotFit, SynthError, _critical_paths, _tool, _utilisation_from_log,
-                             cached_report, flow_versions)
+from mensa.gen.synth import (ECP5_ROUTER, TARGETS, DoesNotFit, SynthError, _critical_paths, _tool,
+                             _utilisation_from_log, cached_report, flow_versions)
 from mensa.core.files import write_if_changed
 from mensa.core.config import CoreKind, config_hash, load
 from mensa.core.errors import UserError

@@ -277,7 +277,8 @@ class NearMemoryUnit(wiring.Component):
         out_ready = Signal()
         if g.lstm:
             cell = LstmCell(lanes=L, max_blocks=g.max_blocks, queue=g.max_groups)
-            hq = Requantizer(lanes=L, out_bits=8, passes=self._config.requant_passes)         # m -> h, or -> the projection's m8
+            # m -> h, or -> the projection's m8
+            hq = Requantizer(lanes=L, out_bits=8, passes=self._config.requant_passes)
             m.submodules.cell = cell
             m.submodules.hidden_requantizer = hq
             is_proj = out_phase == Phase.PROJ

@@ -230,7 +230,7 @@ class Requantizer(wiring.Component):
         credit = Signal(init=1)                 # outstanding < depth, registered
         enter = Signal()                        # a pass enters the stages
         step = Signal(range(n), name="pass") if n > 1 else Const(0)    # the pass entering
-        final = Signal(init=n == 1, name="final_pass")     # step == n - 1, a register
+        final = Signal(name="final_pass") if n > 1 else Const(1)     # step == n - 1, a register
         m.d.comb += [
             enter.eq(self.accs.valid & credit & (count != 0)),
             self.accs.ready.eq(credit & (count != 0) & final),

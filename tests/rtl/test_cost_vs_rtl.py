@@ -222,34 +222,17 @@ def test_vector_unit_model_within_5_percent_of_rtl_sweep():
     _check_vector(VECTOR_LAYERS, LATENCIES)
 
 
-
 # -- a near-memory unit whose requantisers take a vector in passes ------------------------------------
 
-def _requantised_cycles(config, layers, module, latency, **params):
-    """RTL cycles of ``layers`` on a near-memory unit, through its requantisers (FC ``[K, N, M]`` with
-    tb_nearmem, LSTM ``[C, H, P, T]`` with tb_lstm), vaults answering after ``latency`` cycles, no gaps."""
-    import json
-    import tempfile
-    from pathlib import Path
-    from mensa.core.config import to_dict
-    from mensa.hw.nearmem import NearMemoryUnit
-    from mensa.sim.runner import run
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "figures.json"
-        tb = dict(to_dict(config), layers=layers, latency=[latency, latency], gap=0.0, outstanding=2 * latency + 8,
-                  result=str(result), **params)
-        run(NearMemoryUnit(config), name="nearmem", key=config, sim=SIM, test_module=module, test_name="passes",
-            extra_env={"MENSA_TB": json.dumps(tb)})
-        return [f["cycles"] for f in json.loads(result.read_text())]
-
-
-def test_requantiser_passes_follow_the_rtl():
+def test_requantiser_passes_follow_the_rtl(tmp_path):
     # pavlov-fpga's unit with its requantisers a lane wide (4 passes a vector) and a lane a vector: FC layers
     # (small K: the requantiser paces the gather) and LSTMs with and without projection
     import dataclasses
     from mensa.core.builder import NetworkBuilder
     from mensa.core.config import AcceleratorConfig, CoreKind, DramConfig, NearMemConfig
     from mensa.model.cost import cycle_errors
+    from tests.rtl.test_lstm import _run as run_lstm
+    from tests.rtl.test_nearmem import _run as run_fc
     fc = [[64, 12, 1], [16, 40, 2], [8, 64, 3], [40, 30, 4]]
     lstm = [[16, 16, 0, 3], [32, 32, 16, 2], [8, 20, 0, 2], [24, 40, 24, 2]]
     layers = [Layer(f"fc{i}", Op.FC, (m, k), (m, n)) for i, (k, n, m) in enumerate(fc)]
@@ -262,8 +245,9 @@ def test_requantiser_passes_follow_the_rtl():
     model, rtl = {}, {}
     for passes in (1, 4):
         unit = dataclasses.replace(one, requant_passes=passes)
-        rtl[passes] = (_requantised_cycles(unit, fc, "mensa.sim.tb_nearmem", 20, raw=False)
-                       + _requantised_cycles(unit, lstm, "mensa.sim.tb_lstm", 20))
+        tb = dict(latency=[20, 20], gap=0.0, outstanding=48)          # vaults answering after 20 cycles, no gaps
+        rtl[passes] = [f["cycles"] for f in (run_fc(unit, SIM, tmp_path, layers=fc, raw=False, **tb)
+                                             + run_lstm(unit, SIM, tmp_path, layers=lstm, **tb))]
         acc = AcceleratorConfig(name=f"passes{passes}", kind=CoreKind.NEARMEM, nearmem=unit)
         model[passes], _ = cycle_errors([(l, acc, dram, c) for l, c in zip(layers, rtl[passes])], core=True)
         print(f"{passes} passes: " + ", ".join(f"{l.name} RTL {c} model {m:.0f}" for l, c, m in
